@@ -1,0 +1,26 @@
+/** The contract every source implements; `sources/index.ts` keys them by URL scheme. */
+
+export type Env = Record<string, string | undefined>;
+
+export interface OpenOptions {
+  /** The process environment (credentials, endpoints, proxies), passed in, never read globally. */
+  env: Env;
+  signal?: AbortSignal;
+  /** Start at this byte (HTTP Range / S3 Range); 0 or absent: from the start. */
+  offset?: number;
+  userAgent: string;
+}
+
+export interface Opened {
+  body: ReadableStream<Uint8Array>;
+  /** Total size in bytes when the store says it. */
+  size?: number;
+}
+
+export interface Source {
+  /**
+   * Open `url` for reading. Throws `FetchError` (retryable for 5xx and network errors) with a
+   * one-line message naming the URL (credentials scrubbed) and the status.
+   */
+  open(url: string, opts: OpenOptions): Promise<Opened>;
+}
