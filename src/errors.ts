@@ -12,6 +12,8 @@ export type Phase =
   | "extract"
   | "sync"
   | "post"
+  | "success"
+  | "failure"
   | "publish"
   | "consul";
 
@@ -38,9 +40,10 @@ export class ManifestError extends PulldeployError {
     readonly problems: string[],
     /** Syntax-level problems (YAML, malformed commands) mean no hook may run. */
     readonly fatal: boolean,
-    source = "manifest",
+    /** For a non-fatal error: the commands that did parse, so that `failure` can still run. */
+    readonly partial?: { failure: string[]; env: Record<string, string> },
   ) {
-    super(`${source}: ${problems.join("; ")}`, "manifest");
+    super(`manifest: ${problems.join("; ")}`, "manifest");
   }
 }
 

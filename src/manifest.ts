@@ -132,7 +132,7 @@ export function parseManifest(text: string, env: Record<string, string | undefin
     problems.push(`exclude_from: must be a relative path inside the archive, got "${excludeFrom}"`);
   }
 
-  if (problems.length > 0) throw new ManifestError(problems, false);
+  if (problems.length > 0) throw new ManifestError(problems, false, { failure: commands.failure, env: commands.env });
   return {
     manifest: { src, checksum, dest, destMode, syncStrategy, commands, excludes, excludeFrom },
     warnings,

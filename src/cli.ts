@@ -1,0 +1,104 @@
+/**
+ * The executable's entry: the only place that reads `process.env`, stdin and signals and sets the
+ * exit code. Subcommands live in `commands/`, one file each, imported lazily so that `--version`
+ * and the agent stay fast.
+ */
+import { renderUsage, runCommand, type CommandDef } from "citty";
+import { messageOf, UsageError } from "./errors.ts";
+import { createLogger, type Logger } from "./log.ts";
+import { VERSION } from "./version.ts";
+import { normalizeArgv } from "./commands/_shared.ts";
+
+/** The world, handed to every command. */
+export interface CommandEnv {
+  env: Record<string, string | undefined>;
+  log: Logger;
+  signal: AbortSignal;
+  stdinIsTTY: boolean;
+  readStdin(): Promise<string>;
+}
+
+/** Subcommands by name, in the order `--help` lists them. */
+const COMMANDS: Record<string, { description: string; load: () => Promise<CommandDef<any>>; alwaysZero?: (env: CommandEnv["env"]) => boolean }> = {
+  agent: {
+    description: "Deploy one release from a trigger on stdin (consul watch, serf, or a URL)",
+    load: async () => (await import("./commands/agent.ts")).default,
+    // consul watch stops for good when its handler exits non-zero, even for a bad flag.
+    alwaysZero: (env) => env.CONSUL_INDEX !== undefined,
+  },
+  publish: { description: "Pack a directory, upload it with a manifest, record it in Consul KV and fire the deploy event", load: async () => (await import("./commands/publish.ts")).default },
+  fire: { description: "Fire the deploy event for an existing manifest URL (re-deploy or roll back by hand)", load: async () => (await import("./commands/fire.ts")).default },
+};
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === "--help" || name === "-h" || name === "help") {
+    process.stdout.write(help());
+    return name === undefined ? 2 : 0;
+  }
+  if (name === "--version" || name === "-v" || name === "version") {
+    process.stdout.write(`pulldeploy ${VERSION}\n`);
+    return 0;
+  }
+  const entry = COMMANDS[name];
+  if (!entry) {
+    process.stderr.write(`pulldeploy: unknown command "${name}" (commands: ${Object.keys(COMMANDS).join(", ")}; see pulldeploy --help)\n`);
+    return 2;
+  }
+  const cmd = await entry.load();
+  if (rest.includes("--help") || rest.includes("-h")) {
+    process.stdout.write(`${await renderUsage(cmd)}\n`);
+    return 0;
+  }
+  const log = createLogger();
+  const controller = new AbortController();
+  const onSignal = (sig: NodeJS.Signals) => {
+    log.info(`received ${sig}: stopping (killing running commands, cleaning up)`);
+    controller.abort(new Error(`interrupted by ${sig}`));
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  const ctx: CommandEnv = {
+    env: process.env,
+    log,
+    signal: controller.signal,
+    stdinIsTTY: process.stdin.isTTY === true,
+    readStdin: () => Bun.stdin.text(),
+  };
+  try {
+    const args = await (typeof cmd.args === "function" ? cmd.args() : cmd.args);
+    const rawArgs = normalizeArgv(rest, args ?? {});
+    const { result } = await runCommand(cmd, { rawArgs, data: ctx });
+    return typeof result === "number" ? result : 0;
+  } catch (err) {
+    log.info(`pulldeploy ${name}: ${messageOf(err)}`);
+    if (entry.alwaysZero?.(ctx.env)) return 0;
+    return err instanceof UsageError ? 2 : 1;
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+  }
+}
+
+function help(): string {
+  const width = Math.max(...Object.keys(COMMANDS).map((n) => n.length));
+  const lines = Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(width)}  ${c.description}`);
+  return [
+    `pulldeploy ${VERSION}: pull-based deploys for fleets of servers (a stretcher-compatible agent and a publisher)`,
+    "",
+    "Usage: pulldeploy <command> [flags]",
+    "",
+    "Commands:",
+    ...lines,
+    "",
+    "Run `pulldeploy <command> --help` for a command's flags. `pulldeploy --version` prints the version.",
+    "",
+  ].join("\n");
+}
+
+if (import.meta.main) {
+  // No top-level await: the bytecode build is CommonJS.
+  void main(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
+  });
+}

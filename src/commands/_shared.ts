@@ -1,0 +1,89 @@
+/**
+ * What every command shares: argv normalisation (stretcher's Go-style `-flag value` spelling),
+ * unknown-flag rejection (citty ignores them silently), and flag value parsers.
+ */
+import type { ArgsDef } from "citty";
+import { UsageError } from "../errors.ts";
+import { parseDuration, parseSize } from "../units.ts";
+
+/**
+ * Rewrite argv so citty reads it as we mean it:
+ * - `-max-bandwidth 10M` (Go flag style, one dash) → `--max-bandwidth=10M`;
+ * - a string flag always takes the next word as its value, even `-vv` (`--rsync-verbose -vv`);
+ * - any flag not in `args` (name or alias) is a `UsageError` listing the valid ones.
+ * Positional words are kept only when the command declares positionals.
+ */
+export function normalizeArgv(argv: string[], args: ArgsDef): string[] {
+  const byName = new Map<string, { name: string; type: string }>();
+  for (const [name, def] of Object.entries(args)) {
+    if (def.type === "positional") continue;
+    const aliases = "alias" in def && def.alias ? (Array.isArray(def.alias) ? def.alias : [def.alias]) : [];
+    for (const n of [name, ...aliases]) byName.set(n, { name, type: def.type ?? "string" });
+  }
+  const positionals = Object.values(args).filter((d) => d.type === "positional").length;
+  const out: string[] = [];
+  const rest: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === "--") {
+      rest.push(...argv.slice(i + 1));
+      break;
+    }
+    const m = /^--?([A-Za-z][\w-]*)(?:=(.*))?$/s.exec(a);
+    if (!m || a === "-") {
+      rest.push(a);
+      continue;
+    }
+    const [, raw, inline] = m;
+    const negated = raw!.startsWith("no-") && byName.get(raw!.slice(3))?.type === "boolean";
+    const flag = byName.get(negated ? raw!.slice(3) : raw!);
+    if (!flag) {
+      const valid = [...new Set([...byName.values()].map((f) => `--${f.name}`))].join(", ");
+      throw new UsageError(`unknown flag ${a.replace(/=.*$/s, "")} (valid: ${valid || "none"}, --help)`);
+    }
+    if (flag.type === "boolean") {
+      if (inline !== undefined && !/^(true|false|1|0)$/.test(inline)) throw new UsageError(`--${flag.name} takes no value, got "${inline}"`);
+      const on = negated ? false : inline === undefined || inline === "true" || inline === "1";
+      out.push(on ? `--${flag.name}` : `--no-${flag.name}`);
+      continue;
+    }
+    let value = inline;
+    if (value === undefined) {
+      if (i + 1 >= argv.length) throw new UsageError(`flag --${flag.name} needs a value`);
+      value = argv[++i]!;
+    }
+    out.push(`--${flag.name}=${value}`);
+  }
+  if (rest.length > positionals) {
+    throw new UsageError(`unexpected argument "${rest[positionals]}"${positionals === 0 ? " (this command takes only flags; see --help)" : ""}`);
+  }
+  return [...out, ...rest];
+}
+
+/** Duration flag: bare number = seconds (stretcher v1), or `30s`, `500ms`, `2m`. */
+export function durationFlag(name: string, value: string | undefined): number | undefined {
+  if (value === undefined || value === "") return undefined;
+  const ms = parseDuration(value);
+  if (typeof ms === "string") throw new UsageError(`--${name}: ${ms}`);
+  return ms;
+}
+
+/** Size flag: `10M`, `10MB`, `1MiB`, `500k`, bytes. */
+export function sizeFlag(name: string, value: string | undefined): number | undefined {
+  if (value === undefined || value === "") return undefined;
+  const n = parseSize(value);
+  if (typeof n === "string") throw new UsageError(`--${name}: ${n}`);
+  return n;
+}
+
+export function intFlag(name: string, value: string | undefined, min = 0): number | undefined {
+  if (value === undefined || value === "") return undefined;
+  if (!/^\d+$/.test(value.trim()) || Number(value) < min) throw new UsageError(`--${name}: expected a whole number ≥ ${min}, got "${value}"`);
+  return Number(value);
+}
+
+/** Consul connection flags shared by agent, publish, fire, status and dashboard. */
+export const consulArgs = {
+  "consul-addr": { type: "string", description: "Consul HTTP address (default $CONSUL_HTTP_ADDR or 127.0.0.1:8500)", valueHint: "addr" },
+  "consul-token": { type: "string", description: "Consul ACL token (default $CONSUL_HTTP_TOKEN)", valueHint: "token" },
+} as const satisfies ArgsDef;

@@ -1,0 +1,156 @@
+/**
+ * One pass over the archive's bytes: download → (rate cap) → hash → gunzip → extract into a fresh
+ * directory, all streaming, with no temporary copy of the archive. The checksum is compared at the
+ * end; an extraction error is kept aside (the download is still drained and hashed) so that the
+ * caller can report a checksum mismatch first, exactly as a sequential fetch-then-extract would.
+ */
+import { createHasher, type Checksum } from "./checksum.ts";
+import { ChecksumError, ExtractError, FetchError } from "./errors.ts";
+import { redact } from "./log.ts";
+import { openUrl } from "./sources/index.ts";
+import type { Env } from "./sources/types.ts";
+import { detectCompression, TarExtractor, type ExtractLimits } from "./archive.ts";
+
+export interface UnpackOptions {
+  url: string;
+  checksum: Checksum;
+  /** An empty directory to extract into. */
+  tree: string;
+  env: Env;
+  userAgent: string;
+  signal?: AbortSignal;
+  /** Bytes per second; absent: no cap. */
+  maxBandwidth?: number;
+  limits: ExtractLimits;
+}
+
+export interface UnpackResult {
+  /** Compressed bytes read. */
+  bytes: number;
+  entries: number;
+  /** An extraction failure found while streaming; raise it after `pre`, as the phase order demands. */
+  extractError?: ExtractError;
+}
+
+export async function fetchAndExtract(opts: UnpackOptions): Promise<UnpackResult> {
+  const { url, signal } = opts;
+  const shown = redact(url);
+  const opened = await openUrl(url, { env: opts.env, signal, userAgent: opts.userAgent });
+  const hasher = createHasher(opts.checksum.algorithm);
+  const extractor = new TarExtractor(opts.tree, opts.limits);
+  const throttle = opts.maxBandwidth ? createThrottle(opts.maxBandwidth) : undefined;
+  let extractError: ExtractError | undefined;
+  const fail = (err: unknown) => {
+    if (extractError) return;
+    extractError = err instanceof ExtractError ? err : new ExtractError(`corrupt archive (${(err as Error).message})`, undefined, { cause: err });
+    extractor.abort();
+  };
+
+  let gunzip: ReturnType<typeof startGunzip> | undefined;
+  let started = false;
+  let bytes = 0;
+  const reader = opened.body.getReader();
+  try {
+    for (;;) {
+      let chunk: Awaited<ReturnType<typeof reader.read>>;
+      try {
+        chunk = await reader.read();
+      } catch (err) {
+        throw bodyError(shown, err, signal);
+      }
+      if (chunk.done) break;
+      const value = chunk.value;
+      bytes += value.byteLength;
+      if (throttle) await throttle(value.byteLength, signal);
+      hasher.update(value);
+      if (extractError) continue;
+      if (!started) {
+        started = true;
+        const kind = detectCompression(value);
+        if (kind === "gzip") gunzip = startGunzip(extractor, fail);
+        else if (kind !== "none") fail(new ExtractError(kind));
+      }
+      if (extractError) continue;
+      if (gunzip) {
+        await gunzip.writer.write(value as Uint8Array<ArrayBuffer>).catch(fail);
+      } else {
+        try {
+          extractor.write(value);
+        } catch (err) {
+          fail(err);
+        }
+      }
+    }
+  } finally {
+    reader.releaseLock();
+  }
+  if (signal?.aborted) throw bodyError(shown, signal.reason, signal);
+
+  if (gunzip) {
+    await gunzip.writer.close().catch(fail);
+    await gunzip.drained;
+  }
+  if (!extractError) {
+    try {
+      if (!started) throw new ExtractError("empty archive", undefined);
+      extractor.end();
+    } catch (err) {
+      fail(err);
+    }
+  }
+  const actual = hasher.hex();
+  if (actual !== opts.checksum.hex) throw new ChecksumError(opts.checksum.algorithm, opts.checksum.hex, actual);
+  return { bytes, entries: extractor.entries, extractError };
+}
+
+/** Bun's own gzip as a stream; decompressed chunks go straight into the extractor. */
+function startGunzip(extractor: TarExtractor, fail: (err: unknown) => void) {
+  const ds = new DecompressionStream("gzip");
+  const writer = ds.writable.getWriter();
+  const drained = (async () => {
+    try {
+      for await (const out of ds.readable as unknown as AsyncIterable<Uint8Array>) {
+        extractor.write(out);
+      }
+    } catch (err) {
+      fail(err);
+      await writer.abort(err).catch(() => {});
+    }
+  })();
+  return { writer, drained };
+}
+
+function bodyError(url: string, err: unknown, signal?: AbortSignal): FetchError {
+  if (signal?.aborted) {
+    const reason = signal.reason as Error | undefined;
+    const timedOut = reason?.name === "TimeoutError";
+    return new FetchError(`fetch ${url}: ${timedOut ? "timed out" : "interrupted"}`, timedOut, { cause: err });
+  }
+  if (err instanceof FetchError) return err;
+  return new FetchError(`fetch ${url}: connection broken while reading: ${(err as Error)?.message ?? err}`, true, { cause: err });
+}
+
+/** A token-bucket-free rate cap: sleep whenever we're ahead of `bytesPerSec`. */
+export function createThrottle(bytesPerSec: number) {
+  const start = performance.now();
+  let total = 0;
+  return async (n: number, signal?: AbortSignal) => {
+    total += n;
+    const due = (total / bytesPerSec) * 1000;
+    const ahead = due - (performance.now() - start);
+    if (ahead > 5) await sleep(ahead, signal);
+  };
+}
+
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    }
+    signal?.addEventListener("abort", done, { once: true });
+  });
+}
