@@ -7,7 +7,7 @@
 import { FetchError } from "../errors.ts";
 import { redact } from "../log.ts";
 import { createS3Client, parseS3Url } from "../s3client.ts";
-import type { Source } from "./types.ts";
+import type { Env, Source } from "./types.ts";
 
 export const s3Source: Source = {
   async open(url, opts) {
@@ -26,10 +26,10 @@ export const s3Source: Source = {
         throw new FetchError(`fetch ${redact(url)}: the store ignored the Range request`, false);
       }
       const size = res.ContentLength === undefined ? undefined : res.ContentLength + offset;
-      return { body: closingWith(url, res.Body.transformToWebStream(), () => client.destroy()), size };
+      return { body: closingWith(url, opts.env, res.Body.transformToWebStream(), () => client.destroy()), size };
     } catch (err) {
       client.destroy();
-      throw err instanceof FetchError ? err : fetchError(url, err);
+      throw err instanceof FetchError ? err : fetchError(url, opts.env, err);
     }
   },
 };
@@ -38,14 +38,17 @@ export const s3Source: Source = {
 const RETRYABLE_CODES = new Set(["SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed"]);
 
 /** Turn anything the SDK throws into a one-line `FetchError`. */
-function fetchError(url: string, err: unknown): FetchError {
+function fetchError(url: string, env: Env, err: unknown): FetchError {
   const e = err as { name?: string; code?: string; message?: string; $metadata?: { httpStatusCode?: number } };
   const where = `fetch ${redact(url)}`;
   const status = e.$metadata?.httpStatusCode;
   if (e.name === "CredentialsProviderError") {
     const detail = e.message === "Could not load credentials from any providers" ? "" : ` (${e.message})`;
+    const hint = env.AWS_PROFILE
+      ? ` for AWS_PROFILE=${env.AWS_PROFILE}: check that the profile exists in ${env.AWS_SHARED_CREDENTIALS_FILE ?? "~/.aws/credentials"} or ${env.AWS_CONFIG_FILE ?? "~/.aws/config"}`
+      : ": set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or run with an instance or task role";
     return new FetchError(
-      `${where}: no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or run with an instance or task role${detail}`,
+      `${where}: no AWS credentials found${hint}${detail}`,
       false,
       { cause: err },
     );
@@ -70,7 +73,7 @@ function fetchError(url: string, err: unknown): FetchError {
  * `body`, calling `close` once when it ends, fails or is cancelled, so the client's sockets are
  * released as soon as the object has been read. A failure mid-body becomes a `FetchError` too.
  */
-function closingWith(url: string, body: ReadableStream<Uint8Array>, close: () => void): ReadableStream<Uint8Array> {
+function closingWith(url: string, env: Env, body: ReadableStream<Uint8Array>, close: () => void): ReadableStream<Uint8Array> {
   const reader = body.getReader();
   let closed = false;
   const closeOnce = () => {
@@ -92,7 +95,7 @@ function closingWith(url: string, body: ReadableStream<Uint8Array>, close: () =>
           }
         } catch (err) {
           closeOnce();
-          controller.error(fetchError(url, err));
+          controller.error(fetchError(url, env, err));
         }
       },
       async cancel(reason) {
