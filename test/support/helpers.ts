@@ -1,0 +1,136 @@
+/** Shared test helpers: temp dirs, real `tar` archives, loopback HTTP servers, running the binary. */
+import * as fs from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+
+export const ROOT = resolve(import.meta.dir, "../..");
+export const BINARY = join(ROOT, "dist/pulldeploy");
+export const FIXTURES = resolve(ROOT, "../shared/fixtures");
+
+/** A temp dir removed at the end of the scope (`await using dir = tempDir()`). */
+export function tempDir(prefix = "pd-test-"): { path: string; [Symbol.asyncDispose](): Promise<void> } {
+  const path = fs.mkdtempSync(join(tmpdir(), prefix));
+  return {
+    path,
+    async [Symbol.asyncDispose]() {
+      fs.rmSync(path, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Write a tree: `{ "a/b.txt": "text", "link": { symlink: "a/b.txt" } }`. */
+export function writeTree(root: string, files: Record<string, string | Uint8Array | { symlink: string } | { mode: number; content: string }>): void {
+  for (const [rel, v] of Object.entries(files)) {
+    const p = join(root, rel);
+    fs.mkdirSync(join(p, ".."), { recursive: true });
+    if (typeof v === "object" && "symlink" in v) fs.symlinkSync(v.symlink, p);
+    else if (typeof v === "object" && "mode" in v) {
+      fs.writeFileSync(p, v.content);
+      fs.chmodSync(p, v.mode);
+    } else fs.writeFileSync(p, v);
+  }
+}
+
+/** Pack `dir` with the real GNU tar; extra args go before the member list. */
+export function tarGz(dir: string, out: string, members: string[] = ["."], extra: string[] = []): string {
+  const r = Bun.spawnSync(["tar", "czf", out, ...extra, "-C", dir, ...members]);
+  if (r.exitCode !== 0) throw new Error(`tar failed: ${r.stderr.toString()}`);
+  return out;
+}
+
+export function sha(path: string, algorithm: "md5" | "sha1" | "sha256" | "sha512" = "sha256"): string {
+  const h = new Bun.CryptoHasher(algorithm);
+  h.update(fs.readFileSync(path));
+  return h.digest("hex");
+}
+
+/** Build an app archive and a manifest for it; returns the manifest's file:// URL. */
+export function appRelease(
+  dir: string,
+  files: Parameters<typeof writeTree>[1],
+  manifest: (archive: { path: string; sha256: string }) => string,
+  name = "app",
+): { manifestUrl: string; archive: string; sha256: string; manifestPath: string } {
+  const src = join(dir, `${name}-src`);
+  fs.mkdirSync(src, { recursive: true });
+  writeTree(src, files);
+  const archive = tarGz(src, join(dir, `${name}.tar.gz`));
+  const sha256 = sha(archive);
+  const manifestPath = join(dir, `${name}.yml`);
+  fs.writeFileSync(manifestPath, manifest({ path: archive, sha256 }));
+  return { manifestUrl: `file://${manifestPath}`, archive, sha256, manifestPath };
+}
+
+/** Every file under `root` (relative paths, sorted), for comparing trees. */
+export function listTree(root: string): string[] {
+  const out: string[] = [];
+  const walk = (d: string, rel: string) => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      const r = rel ? `${rel}/${e.name}` : e.name;
+      out.push(e.isDirectory() ? `${r}/` : r);
+      if (e.isDirectory()) walk(join(d, e.name), r);
+    }
+  };
+  if (fs.existsSync(root)) walk(root, "");
+  return out.sort();
+}
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Run the compiled binary (or the source with `useSource`) with stdin and env. */
+export async function run(
+  args: string[],
+  opts: { stdin?: string; env?: Record<string, string | undefined>; cwd?: string; useSource?: boolean; timeoutMs?: number } = {},
+): Promise<RunResult> {
+  const cmd = opts.useSource ? [process.execPath, join(ROOT, "src/cli.ts"), ...args] : [BINARY, ...args];
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries({ PATH: process.env.PATH, HOME: process.env.HOME, TMPDIR: process.env.TMPDIR, ...opts.env })) {
+    if (v !== undefined) env[k] = v;
+  }
+  const proc = Bun.spawn(cmd, {
+    stdin: opts.stdin === undefined ? "ignore" : new TextEncoder().encode(opts.stdin),
+    stdout: "pipe",
+    stderr: "pipe",
+    env,
+    cwd: opts.cwd,
+    timeout: opts.timeoutMs ?? 30_000,
+  });
+  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  return { code, stdout, stderr };
+}
+
+/** Poll `cond` until it is true (no fixed sleeps as synchronisation). */
+export async function waitFor(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    if (await cond()) return;
+    await Bun.sleep(25);
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+/** A loopback HTTP server on port 0, with a request log; `await using`. */
+export function httpServer(handler: (req: Request, n: number) => Response | Promise<Response>) {
+  const requests: { method: string; path: string; headers: Headers }[] = [];
+  const server = Bun.serve({
+    port: 0,
+    hostname: "127.0.0.1",
+    async fetch(req) {
+      const url = new URL(req.url);
+      requests.push({ method: req.method, path: url.pathname, headers: req.headers });
+      return handler(req, requests.length);
+    },
+  });
+  return {
+    url: `http://127.0.0.1:${server.port}`,
+    requests,
+    server,
+    async [Symbol.asyncDispose]() {
+      server.stop(true);
+    },
+  };
+}
