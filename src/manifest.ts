@@ -68,10 +68,11 @@ export function parseManifest(text: string, env: Record<string, string | undefin
   // commands first: a malformed commands section is fatal (no failure command can be trusted).
   const cmdProblems: string[] = [];
   const deref = (n: unknown): Node | null => resolveAlias(doc, n);
-  const commands = readCommands(deref(doc.get("commands", true)), cmdProblems, deref);
+  const commands = readCommands(lookup(root, "commands", deref), cmdProblems, deref);
   if (cmdProblems.length > 0) throw new ManifestError([...cmdProblems, ...problems], true);
 
-  const src = optionalString(data, "src", problems);
+  const field = (key: string) => lookup(root, key, deref);
+  const src = optionalString(field("src"), "src", problems);
   if (src !== undefined) {
     const scheme = schemeOf(src);
     if (!isSourceScheme(scheme)) {
@@ -84,16 +85,16 @@ export function parseManifest(text: string, env: Record<string, string | undefin
   }
 
   let checksum: Checksum | undefined;
-  const rawChecksum = data.checksum === undefined || data.checksum === null ? undefined : String(data.checksum);
+  const rawChecksum = optionalString(field("checksum"), "checksum", problems);
   if (rawChecksum !== undefined) {
     const c = parseChecksum(rawChecksum);
     if (typeof c === "string") problems.push(`checksum: ${c}`);
     else checksum = c;
-  } else if (src !== undefined) {
+  } else if (src !== undefined && field("checksum") === null) {
     problems.push("checksum: required when src is set");
   }
 
-  const dest = optionalString(data, "dest", problems);
+  const dest = optionalString(field("dest"), "dest", problems);
   if (dest !== undefined) {
     if (!dest.startsWith("/")) problems.push(`dest: must be an absolute path, got "${dest}"`);
   } else if (src !== undefined) {
@@ -116,7 +117,7 @@ export function parseManifest(text: string, env: Record<string, string | undefin
   }
 
   const excludes: string[] = [];
-  const rawExcludes = deref(doc.get("excludes", true));
+  const rawExcludes = lookup(root, "excludes", deref);
   if (rawExcludes !== undefined && rawExcludes !== null && !(isScalar(rawExcludes) && rawExcludes.value === null)) {
     if (!isSeq(rawExcludes)) problems.push(`excludes: expected a list of patterns, got ${describe(rawExcludes)}`);
     else
@@ -127,7 +128,7 @@ export function parseManifest(text: string, env: Record<string, string | undefin
       });
   }
 
-  const excludeFrom = optionalString(data, "exclude_from", problems);
+  const excludeFrom = optionalString(field("exclude_from"), "exclude_from", problems);
   if (excludeFrom !== undefined && (excludeFrom.startsWith("/") || excludeFrom.split("/").includes(".."))) {
     problems.push(`exclude_from: must be a relative path inside the archive, got "${excludeFrom}"`);
   }
@@ -185,6 +186,27 @@ function readCommands(node: Node | null, problems: string[], deref: (n: unknown)
   return commands;
 }
 
+/** A key of a mapping, following `<<` merge keys (YAML 1.1) like go-yaml does; explicit keys win. */
+function lookup(map: Node, key: string, deref: (n: unknown) => Node | null, depth = 0): Node | null {
+  if (!isMap(map) || depth > 20) return null;
+  const merges: Node[] = [];
+  for (const pair of map.items) {
+    const raw = isScalar(pair.key) ? pair.key.value : pair.key;
+    const k = typeof raw === "symbol" ? raw.description : String(raw);
+    if (k === key) return deref(pair.value);
+    if (k === "<<") {
+      const v = deref(pair.value);
+      if (v && isSeq(v)) for (const item of v.items) merges.push(deref(item)!);
+      else if (v) merges.push(v);
+    }
+  }
+  for (const m of merges) {
+    const found = lookup(m, key, deref, depth + 1);
+    if (found !== null) return found;
+  }
+  return null;
+}
+
 /** Follow `*anchor` references to the node they name. */
 function resolveAlias(doc: Document, n: unknown): Node | null {
   let node = (n ?? null) as Node | null;
@@ -200,13 +222,15 @@ function scalarText(node: Node | null): string | undefined {
   return node.source ?? String(node.value);
 }
 
-function optionalString(data: Record<string, unknown>, key: string, problems: string[]): string | undefined {
-  const v = data[key];
-  if (v === undefined || v === null) return undefined;
-  if (typeof v === "string") return v === "" ? undefined : v;
-  if (typeof v === "number" || typeof v === "boolean") return String(v);
-  problems.push(`${key}: expected a string, got ${Array.isArray(v) ? "a list" : "a mapping"}`);
-  return undefined;
+/** A string field, read as go-yaml v2 would into a Go string: the scalar's source text (`0755`, `1e5`…). */
+function optionalString(field: Node | null, key: string, problems: string[]): string | undefined {
+  if (field === null || (isScalar(field) && field.value === null)) return undefined;
+  const s = scalarText(field);
+  if (s === undefined) {
+    problems.push(`${key}: expected a string, got ${describe(field)}`);
+    return undefined;
+  }
+  return s === "" ? undefined : s;
 }
 
 function describe(node: unknown): string {

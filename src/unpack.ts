@@ -108,13 +108,18 @@ function startGunzip(extractor: TarExtractor, fail: (err: unknown) => void) {
   const ds = new DecompressionStream("gzip");
   const writer = ds.writable.getWriter();
   const drained = (async () => {
+    const reader = ds.readable.getReader();
     try {
-      for await (const out of ds.readable as unknown as AsyncIterable<Uint8Array>) {
-        extractor.write(out);
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) return;
+        // Record an extraction error before tearing the stream down, so that it wins over the
+        // "stream cancelled" errors the teardown causes on the writing side.
+        extractor.write(value);
       }
     } catch (err) {
       fail(err);
-      await writer.abort(err).catch(() => {});
+      await reader.cancel(err).catch(() => {});
     }
   })();
   return { writer, drained };

@@ -3,7 +3,7 @@
  * Only turns flags into options and calls `deploy`; exit code: 0 ok, 1 deploy failed, 2 usage;
  * always 0 under `consul watch` (CONSUL_INDEX set), which would otherwise stop watching.
  */
-import { defineCommand } from "citty";
+import { defineCommand, type ArgsDef } from "citty";
 import { DEFAULT_LIMITS } from "../archive.ts";
 import { deploy } from "../deploy.ts";
 import { messageOf, UsageError } from "../errors.ts";
@@ -17,7 +17,7 @@ const RSYNC_VERBOSE = ["", "-v", "-vv", "-vvv"];
 
 export const agentArgs = {
   manifest: { type: "string", description: "Deploy this manifest URL instead of reading a trigger from stdin", valueHint: "url" },
-  "max-bandwidth": { type: "string", alias: ["max-band-width"], description: "Cap the download rate: 10M / 10MB (10^6), 1MiB (2^20), 500k, bytes", valueHint: "size" },
+  "max-bandwidth": { type: "string", alias: "max-band-width", description: "Cap the download rate: 10M / 10MB (10^6), 1MiB (2^20), 500k, bytes", valueHint: "size" },
   timeout: { type: "string", description: "Deadline on fetching src, per attempt: 30 (seconds) or 30s, 2m", valueHint: "duration" },
   "random-delay": { type: "string", description: "Sleep a random time in [0, d) before reading stdin", valueHint: "duration" },
   retry: { type: "string", description: "Extra attempts of the whole fetch after a 5xx, network or body error (default 0)", valueHint: "n" },
@@ -26,7 +26,7 @@ export const agentArgs = {
   "command-timeout": { type: "string", description: "Kill a command's process group after this long (default: none)", valueHint: "duration" },
   "max-files": { type: "string", description: `Refuse archives with more entries (default ${DEFAULT_LIMITS.maxEntries})`, valueHint: "n" },
   "max-extract-size": { type: "string", description: "Refuse archives that expand beyond this size (default 64GiB)", valueHint: "size" },
-} as const;
+} as const satisfies ArgsDef;
 
 export default defineCommand({
   meta: { name: "agent", description: "Deploy one release: read a trigger from stdin (consul watch, serf, or a URL line) and deploy it" },

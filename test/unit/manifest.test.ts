@@ -203,3 +203,14 @@ describe("manifest: templates and commands.env", () => {
     expect(problems("commands:\n  env:\n    1A: x\n").problems).toEqual(['commands.env: "1A" is not a valid variable name']);
   });
 });
+
+describe("manifest: string fields keep their YAML source text", () => {
+  test("an all-digit checksum is not read as a number (YAML 1.1 would make 0…0 an octal 0)", () => {
+    const m = parseManifest(`src: file:///a.tgz\nchecksum: ${"0".repeat(64)}\ndest: /srv/app\n`).manifest;
+    expect(m.checksum).toEqual({ algorithm: "sha256", hex: "0".repeat(64) });
+  });
+  test("a digits-and-e checksum is not read as a float", () => {
+    const hex = `1e5${"0".repeat(29)}`;
+    expect(parseManifest(`src: file:///a.tgz\nchecksum: ${hex}\ndest: /srv/app\n`).manifest.checksum).toEqual({ algorithm: "md5", hex });
+  });
+});
