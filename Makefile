@@ -19,6 +19,7 @@ check: node_modules/.bin/bun
 	$(TSC) --noEmit -p .
 
 test: build check
+	@mkdir -p test-artifacts
 	$(BUN) test --reporter=junit --reporter-outfile=test-artifacts/junit.xml $(TESTS) ; status=$$?; \
 	  bun_summary=$$(node scripts/junit-summary.mjs test-artifacts/junit.xml); echo "$$bun_summary"; exit $$status
 

@@ -93,11 +93,7 @@ async function runAgent(args: Record<string, string | undefined>, ctx: CommandEn
     signal,
     ...opts,
   });
-  if (!result.ok) {
-    log.info(`agent: failed in phase ${result.phase}: ${result.error}`);
-    return 1;
-  }
-  return 0;
+  return result.ok ? 0 : 1;
 }
 
 function logTrigger(t: Trigger, log: Logger): void {
