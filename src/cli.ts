@@ -3,7 +3,7 @@
  * exit code. Subcommands live in `commands/`, one file each, imported lazily so that `--version`
  * and the agent stay fast.
  */
-import { renderUsage, runCommand, type CommandDef } from "citty";
+import { runCommand, type ArgsDef, type CommandDef } from "citty";
 import { messageOf, UsageError } from "./errors.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { VERSION } from "./version.ts";
@@ -47,7 +47,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   const cmd = await entry.load();
   if (rest.includes("--help") || rest.includes("-h")) {
-    process.stdout.write(`${await renderUsage(cmd)}\n`);
+    process.stdout.write(await usage(name, cmd));
     return 0;
   }
   const log = createLogger();
@@ -65,19 +65,46 @@ export async function main(argv: string[]): Promise<number> {
     stdinIsTTY: process.stdin.isTTY === true,
     readStdin: () => Bun.stdin.text(),
   };
+  let code: number;
   try {
     const args = await (typeof cmd.args === "function" ? cmd.args() : cmd.args);
     const rawArgs = normalizeArgv(rest, args ?? {});
     const { result } = await runCommand(cmd, { rawArgs, data: ctx });
-    return typeof result === "number" ? result : 0;
+    code = typeof result === "number" ? result : 0;
   } catch (err) {
     log.info(`pulldeploy ${name}: ${messageOf(err)}`);
-    if (entry.alwaysZero?.(ctx.env)) return 0;
-    return err instanceof UsageError ? 2 : 1;
+    code = err instanceof UsageError ? 2 : 1;
   } finally {
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
   }
+  return entry.alwaysZero?.(ctx.env) ? 0 : code;
+}
+
+/** A command's flags, plain text: both spellings of each flag, its value and its meaning. */
+async function usage(name: string, cmd: CommandDef<any>): Promise<string> {
+  const meta = await (typeof cmd.meta === "function" ? cmd.meta() : cmd.meta);
+  const args: ArgsDef = (await (typeof cmd.args === "function" ? cmd.args() : cmd.args)) ?? {};
+  const positionals = Object.entries(args).filter(([, d]) => d.type === "positional");
+  const rows = Object.entries(args)
+    .filter(([, d]) => d.type !== "positional")
+    .map(([flag, d]) => {
+      const aliases = "alias" in d && d.alias ? (Array.isArray(d.alias) ? d.alias : [d.alias]) : [];
+      const value = d.type === "boolean" ? "" : ` <${d.valueHint ?? "value"}>`;
+      return [[flag, ...aliases].map((f) => `--${f}`).join(", ") + value, d.description ?? ""] as const;
+    });
+  const width = Math.max(0, ...rows.map(([l]) => l.length));
+  return [
+    `${meta?.description ?? ""}`,
+    "",
+    `Usage: pulldeploy ${name} [flags]${positionals.map(([p]) => ` <${p}>`).join("")}`,
+    "",
+    ...positionals.map(([p, d]) => `  <${p}>  ${d.description ?? ""}`),
+    ...(positionals.length ? [""] : []),
+    "Flags (Go-style -flag value and --flag=value work too):",
+    ...rows.map(([l, desc]) => `  ${l.padEnd(width)}  ${desc}`),
+    "",
+  ].join("\n");
 }
 
 function help(): string {

@@ -1,12 +1,12 @@
 /**
  * `pulldeploy agent`: read one trigger (consul watch / serf / plain line, or --manifest), deploy, exit.
- * Only turns flags into options and calls `deploy`; exit code: 0 ok, 1 deploy failed, 2 usage;
- * always 0 under `consul watch` (CONSUL_INDEX set), which would otherwise stop watching.
+ * Only turns flags into options and calls `deploy`; exit code: 0 ok, 1 deploy failed, 2 usage
+ * (cli.ts makes it always 0 under `consul watch`, which would otherwise stop watching).
  */
 import { defineCommand, type ArgsDef } from "citty";
 import { DEFAULT_LIMITS } from "../archive.ts";
 import { deploy } from "../deploy.ts";
-import { messageOf, UsageError } from "../errors.ts";
+import { UsageError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { checkUrl, parseTrigger, type Trigger } from "../trigger.ts";
 import { sleep } from "../unpack.ts";
@@ -31,16 +31,8 @@ export const agentArgs = {
 export default defineCommand({
   meta: { name: "agent", description: "Deploy one release: read a trigger from stdin (consul watch, serf, or a URL line) and deploy it" },
   args: agentArgs,
-  async run({ args, data }) {
-    const ctx = data as CommandEnv;
-    const { env, log } = ctx;
-    const underConsulWatch = env.CONSUL_INDEX !== undefined;
-    const code = await runAgent(args as Record<string, string | undefined>, ctx).catch((err) => {
-      log.info(`agent: ${messageOf(err)}`);
-      return err instanceof UsageError ? 2 : 1;
-    });
-    // consul watch stops for good when its handler exits non-zero.
-    return underConsulWatch ? 0 : code;
+  run({ args, data }) {
+    return runAgent(args as Record<string, string | undefined>, data as CommandEnv);
   },
 });
 
