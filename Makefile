@@ -20,7 +20,7 @@ check: node_modules/.bin/bun
 
 test: build check
 	@mkdir -p test-artifacts
-	$(BUN) test --reporter=junit --reporter-outfile=test-artifacts/junit.xml $(TESTS) ; status=$$?; \
+	$(BUN) test --timeout 60000 --reporter=junit --reporter-outfile=test-artifacts/junit.xml $(TESTS) ; status=$$?; \
 	  bun_summary=$$(node scripts/junit-summary.mjs test-artifacts/junit.xml); echo "$$bun_summary"; exit $$status
 
 clean:
