@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install what pulldeploy's build, demo and tests need on a fresh Debian machine:
+# rsync, serf and tar from Debian, then the npm packages (Bun itself comes from npm, pinned).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for cmd in rsync serf tar curl; do
+  command -v "$cmd" >/dev/null 2>&1 || need+=("$cmd")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: apt-get install ${need[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if [ ! -x node_modules/.bin/bun ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "setup: npm ci"
+  npm ci --no-audit --no-fund
+fi
