@@ -19,6 +19,21 @@ dist/pulldeploy: node_modules/.bin/bun $(SRC)
 
 build: dist/pulldeploy
 
+# Cross-build for linux-arm64 offline: the npm registry's @oven/bun-linux-aarch64 (same Bun version)
+# is the runtime embedded into the executable.
+BUN_VERSION := $(shell node -p "require('./package.json').devDependencies.bun")
+.cache/bun-linux-aarch64-$(BUN_VERSION)/bin/bun:
+	mkdir -p .cache/bun-linux-aarch64-$(BUN_VERSION)
+	cd .cache && npm pack --silent @oven/bun-linux-aarch64@$(BUN_VERSION) >/dev/null
+	tar xzf .cache/oven-bun-linux-aarch64-$(BUN_VERSION).tgz -C .cache/bun-linux-aarch64-$(BUN_VERSION) --strip-components=1
+	rm .cache/oven-bun-linux-aarch64-$(BUN_VERSION).tgz
+
+dist/pulldeploy-linux-arm64: node_modules/.bin/bun .cache/bun-linux-aarch64-$(BUN_VERSION)/bin/bun $(SRC)
+	$(BUN) build src/cli.ts --compile --minify --bytecode --target=bun-linux-arm64 \
+	  --compile-executable-path .cache/bun-linux-aarch64-$(BUN_VERSION)/bin/bun --outfile $@
+
+build-arm64: dist/pulldeploy-linux-arm64
+
 check: node_modules/.bin/bun
 	$(TSC) --noEmit -p .
 
