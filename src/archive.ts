@@ -55,12 +55,22 @@ export class TarExtractor {
   entries = 0;
   bytes = 0;
 
+  /** Files hard-linked from `linkFrom` instead of written. */
+  linked = 0;
+
+  /**
+   * @param linkFrom a previous release: a regular file whose size, mtime and mode match is hard-linked
+   *   from it instead of written again (as `rsync --link-dest` does).
+   */
   constructor(
     private readonly root: string,
     private readonly limits: ExtractLimits = DEFAULT_LIMITS,
+    private readonly linkFrom?: string,
   ) {
     this.chown = typeof process.getuid === "function" && process.getuid() === 0;
+    this.umask = process.umask();
   }
+  private readonly umask: number;
 
   write(chunk: Uint8Array): void {
     let off = 0;
@@ -161,6 +171,7 @@ export class TarExtractor {
       case "0": {
         this.bytes += h.size;
         if (this.bytes > this.limits.maxBytes) throw new ExtractError(`archive expands beyond ${this.limits.maxBytes} bytes`, h.name);
+        if (this.linkFrom !== undefined && this.linkUnchanged(rel, path, h)) return;
         this.fd = this.openFile(path, h.mode, h.name);
         return;
       }
@@ -192,6 +203,27 @@ export class TarExtractor {
       default:
         throw new ExtractError(`unsupported entry type "${h.type}" (only files, directories and links)`, h.name);
     }
+  }
+
+  /** Hard-link an unchanged file from the previous release; its data in the stream is skipped. */
+  private linkUnchanged(rel: string, path: string, h: Header): boolean {
+    let st: fs.Stats;
+    try {
+      st = fs.lstatSync(join(this.linkFrom!, rel));
+    } catch {
+      return false;
+    }
+    if (!st.isFile() || st.size !== h.size || Math.floor(st.mtimeMs / 1000) !== h.mtime || (st.mode & 0o7777) !== (h.mode & 0o7777)) return false;
+    if (this.chown && (st.uid !== h.uid || st.gid !== h.gid)) return false;
+    try {
+      fs.linkSync(join(this.linkFrom!, rel), path);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") return false;
+      fs.mkdirSync(path.slice(0, path.lastIndexOf("/")), { recursive: true, mode: 0o755 });
+      fs.linkSync(join(this.linkFrom!, rel), path);
+    }
+    this.linked++;
+    return true;
   }
 
   private openFile(path: string, mode: number, name: string): number {
@@ -239,8 +271,8 @@ export class TarExtractor {
     try {
       fs.futimesSync(fd, h.mtime, h.mtime);
       if (this.chown) fs.fchownSync(fd, h.uid, h.gid);
-      if (h.mode & 0o7000) fs.fchmodSync(fd, h.mode & 0o7777); // umask never strips these, but set them explicitly
-      else if ((h.mode & 0o777 & ~0o022) !== (h.mode & 0o777)) fs.fchmodSync(fd, h.mode & 0o777);
+      // open() applied the umask; restore the archive's mode when it stripped bits (or for setuid & co).
+      if ((h.mode & 0o7777 & ~this.umask) !== (h.mode & 0o7777) || h.mode & 0o7000) fs.fchmodSync(fd, h.mode & 0o7777);
     } finally {
       fs.closeSync(fd);
     }

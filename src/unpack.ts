@@ -22,12 +22,16 @@ export interface UnpackOptions {
   /** Bytes per second; absent: no cap. */
   maxBandwidth?: number;
   limits: ExtractLimits;
+  /** A previous release to hard-link unchanged files from. */
+  linkFrom?: string;
 }
 
 export interface UnpackResult {
   /** Compressed bytes read. */
   bytes: number;
   entries: number;
+  /** Files hard-linked from `linkFrom`. */
+  linked: number;
   /** An extraction failure found while streaming; raise it after `pre`, as the phase order demands. */
   extractError?: ExtractError;
 }
@@ -37,7 +41,7 @@ export async function fetchAndExtract(opts: UnpackOptions): Promise<UnpackResult
   const shown = redact(url);
   const opened = await openUrl(url, { env: opts.env, signal, userAgent: opts.userAgent });
   const hasher = createHasher(opts.checksum.algorithm);
-  const extractor = new TarExtractor(opts.tree, opts.limits);
+  const extractor = new TarExtractor(opts.tree, opts.limits, opts.linkFrom);
   const throttle = opts.maxBandwidth ? createThrottle(opts.maxBandwidth) : undefined;
   let extractError: ExtractError | undefined;
   const fail = (err: unknown) => {
@@ -100,7 +104,7 @@ export async function fetchAndExtract(opts: UnpackOptions): Promise<UnpackResult
   }
   const actual = hasher.hex();
   if (actual !== opts.checksum.hex) throw new ChecksumError(opts.checksum.algorithm, opts.checksum.hex, actual);
-  return { bytes, entries: extractor.entries, extractError };
+  return { bytes, entries: extractor.entries, linked: extractor.linked, extractError };
 }
 
 /** Bun's own gzip as a stream; decompressed chunks go straight into the extractor. */
