@@ -8,15 +8,17 @@ import { ManifestError } from "./errors.ts";
 import { isSourceScheme, schemeOf, SOURCE_SCHEMES } from "./sources/schemes.ts";
 import { renderTemplate } from "./template.ts";
 
-export const SYNC_STRATEGIES = ["rsync", "mv"] as const;
+export const SYNC_STRATEGIES = ["rsync", "mv", "release"] as const;
 export type SyncStrategyName = (typeof SYNC_STRATEGIES)[number];
 
-export const COMMAND_PHASES = ["pre", "post", "success", "failure"] as const;
+/** `validate` is pulldeploy's own: it runs after a `release` switch and reverts it on failure. */
+export const COMMAND_PHASES = ["pre", "post", "validate", "success", "failure"] as const;
 export type CommandPhase = (typeof COMMAND_PHASES)[number];
 
 export interface Commands {
   pre: string[];
   post: string[];
+  validate: string[];
   success: string[];
   failure: string[];
   /** Extra environment for every command. */
@@ -33,6 +35,12 @@ export interface Manifest {
   commands: Commands;
   excludes: string[];
   excludeFrom?: string;
+  /** `release` strategy: the release's directory name (publish writes it; default: checksum prefix). */
+  releaseId?: string;
+  /** `release` strategy: how many releases to keep (never pruning current or previous). */
+  keepReleases: number;
+  /** `release` strategy: paths linked from `<dest>/shared/` into each release. */
+  sharedPaths: string[];
 }
 
 export interface ParsedManifest {
@@ -41,8 +49,9 @@ export interface ParsedManifest {
   warnings: string[];
 }
 
-const KNOWN_KEYS = ["src", "checksum", "dest", "dest_mode", "sync_strategy", "commands", "excludes", "exclude_from"];
+const KNOWN_KEYS = ["src", "checksum", "dest", "dest_mode", "sync_strategy", "commands", "excludes", "exclude_from", "release_id", "keep_releases", "shared_paths"];
 const DEFAULT_DEST_MODE = 0o755;
+export const DEFAULT_KEEP_RELEASES = 5;
 
 /**
  * Parse and validate. Throws `ManifestError` with every problem; `fatal` is set when the YAML itself or
@@ -133,15 +142,45 @@ export function parseManifest(text: string, env: Record<string, string | undefin
     problems.push(`exclude_from: must be a relative path inside the archive, got "${excludeFrom}"`);
   }
 
+  const releaseId = optionalString(field("release_id"), "release_id", problems);
+  if (releaseId !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(releaseId)) {
+    problems.push(`release_id: use letters, digits, ".", "_" and "-" only (max 128), got "${releaseId}"`);
+  }
+  let keepReleases = DEFAULT_KEEP_RELEASES;
+  const rawKeep = field("keep_releases");
+  if (rawKeep !== null && !(isScalar(rawKeep) && rawKeep.value === null)) {
+    const k = scalarText(rawKeep);
+    if (k === undefined || !/^\d+$/.test(k) || Number(k) < 2) problems.push(`keep_releases: expected a whole number ≥ 2 (current and previous are always kept), got ${describe(rawKeep)}`);
+    else keepReleases = Number(k);
+  }
+  const sharedPaths: string[] = [];
+  const rawShared = field("shared_paths");
+  if (rawShared !== null && !(isScalar(rawShared) && rawShared.value === null)) {
+    if (!isSeq(rawShared)) problems.push(`shared_paths: expected a list of relative paths, got ${describe(rawShared)}`);
+    else
+      rawShared.items.forEach((item, i) => {
+        const p = scalarText(deref(item));
+        if (p === undefined || p === "" || p.startsWith("/") || p.split("/").includes("..")) {
+          problems.push(`shared_paths[${i}]: expected a relative path inside the release, got ${describe(deref(item))}`);
+        } else sharedPaths.push(p.replace(/\/+$/, ""));
+      });
+  }
+  const releaseOnly = { validate: commands.validate.length > 0, release_id: releaseId !== undefined, shared_paths: sharedPaths.length > 0 };
+  if (syncStrategy !== "release") {
+    for (const [key, used] of Object.entries(releaseOnly)) {
+      if (used) problems.push(`${key === "validate" ? "commands.validate" : key}: only used with sync_strategy: release`);
+    }
+  }
+
   if (problems.length > 0) throw new ManifestError(problems, false, { failure: commands.failure, env: commands.env });
   return {
-    manifest: { src, checksum, dest, destMode, syncStrategy, commands, excludes, excludeFrom },
+    manifest: { src, checksum, dest, destMode, syncStrategy, commands, excludes, excludeFrom, releaseId, keepReleases, sharedPaths },
     warnings,
   };
 }
 
 function readCommands(node: Node | null, problems: string[], deref: (n: unknown) => Node | null): Commands {
-  const commands: Commands = { pre: [], post: [], success: [], failure: [], env: {} };
+  const commands: Commands = { pre: [], post: [], validate: [], success: [], failure: [], env: {} };
   if (node === undefined || node === null || (isScalar(node) && node.value === null)) return commands;
   if (!isMap(node)) {
     problems.push(`commands: expected a mapping with pre, post, success, failure, env; got ${describe(node)}`);

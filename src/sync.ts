@@ -1,17 +1,20 @@
 /**
- * Sync strategies by name (the manifest's `sync_strategy`): how the verified, extracted tree reaches
- * `dest`. `rsync` is stretcher's exact command line; `mv` renames the tree into a `dest` that must not exist.
+ * Sync strategies by name (the manifest's `sync_strategy`): where the archive is extracted and how
+ * the verified tree reaches `dest`.
+ * - `rsync`: stretcher's exact command line from a temp dir.
+ * - `mv`: rename the temp dir to a `dest` that must not exist.
+ * - `release`: extract into `<dest>/releases/.partial-…` (hard-linking unchanged files from the current
+ *   release), commit it as `releases/<id>`, link `shared_paths`, switch `current` atomically, prune.
  */
 import * as fs from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CommandError, PulldeployError } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import type { Manifest, SyncStrategyName } from "./manifest.ts";
+import * as releases from "./releases.ts";
 
 export interface SyncContext {
-  /** The extracted tree. */
-  tree: string;
-  dest: string;
   manifest: Manifest;
   /** `""`, `-v`, `-vv` or `-vvv`. */
   rsyncVerbose: string;
@@ -20,15 +23,40 @@ export interface SyncContext {
   signal?: AbortSignal;
 }
 
-export type SyncStrategy = (ctx: SyncContext) => Promise<void>;
+export interface Workspace {
+  /** The fresh directory to extract into. */
+  tree: string;
+  /** A previous release to hard-link unchanged files from. */
+  linkFrom?: string;
+  /** `release`: this release's id, the one it replaces, and whether it is already on disk. */
+  releaseId?: string;
+  previousId?: string;
+  present?: boolean;
+}
+
+export interface SyncStrategy {
+  prepare(ctx: SyncContext): Workspace;
+  /** Put the verified, extracted tree in place. */
+  apply(ctx: SyncContext, ws: Workspace): Promise<void>;
+  /** `validate` failed: go back to what was live before; returns what it went back to. */
+  revert?(ctx: SyncContext, ws: Workspace): string | undefined;
+  /** Remove what is left of the workspace; runs on every path. */
+  cleanup(ws: Workspace): void;
+}
+
+const removeTree = (ws: Workspace) => {
+  if (ws.tree !== "") fs.rmSync(ws.tree, { recursive: true, force: true });
+};
+const tempTree = (env: SyncContext["env"]) => fs.mkdtempSync(join(env.TMPDIR || tmpdir(), "pulldeploy-"));
 
 export const SYNC_STRATEGIES: Record<SyncStrategyName, SyncStrategy> = {
-  rsync: rsyncStrategy,
-  mv: mvStrategy,
+  rsync: { prepare: (ctx) => ({ tree: tempTree(ctx.env) }), apply: rsyncApply, cleanup: removeTree },
+  mv: { prepare: (ctx) => ({ tree: tempTree(ctx.env) }), apply: mvApply, cleanup: removeTree },
+  release: { prepare: releasePrepare, apply: releaseApply, revert: releaseRevert, cleanup: removeTree },
 };
 
 /** stretcher's command line, exactly: `rsync -a --delete [-v…] [--exclude-from F] [--exclude P]… tree/ dest/`. */
-export function rsyncArgs(ctx: Pick<SyncContext, "tree" | "dest" | "manifest" | "rsyncVerbose">): string[] {
+export function rsyncArgs(ctx: { tree: string; dest: string; manifest: Manifest; rsyncVerbose: string }): string[] {
   const args = ["rsync", "-a", "--delete"];
   if (ctx.rsyncVerbose !== "") args.push(ctx.rsyncVerbose);
   if (ctx.manifest.excludeFrom !== undefined) args.push("--exclude-from", join(ctx.tree, ctx.manifest.excludeFrom));
@@ -37,12 +65,12 @@ export function rsyncArgs(ctx: Pick<SyncContext, "tree" | "dest" | "manifest" | 
   return args;
 }
 
-async function rsyncStrategy(ctx: SyncContext): Promise<void> {
-  const { manifest, tree, log } = ctx;
-  if (manifest.excludeFrom !== undefined && !fs.existsSync(join(tree, manifest.excludeFrom))) {
+async function rsyncApply(ctx: SyncContext, ws: Workspace): Promise<void> {
+  const { manifest, log } = ctx;
+  if (manifest.excludeFrom !== undefined && !fs.existsSync(join(ws.tree, manifest.excludeFrom))) {
     throw new PulldeployError(`exclude_from: ${manifest.excludeFrom} is not in the archive`, "sync");
   }
-  const args = rsyncArgs(ctx);
+  const args = rsyncArgs({ tree: ws.tree, dest: manifest.dest!, manifest, rsyncVerbose: ctx.rsyncVerbose });
   log.info(`sync: ${args.join(" ")}`);
   let proc: ReturnType<typeof Bun.spawn>;
   try {
@@ -70,10 +98,11 @@ async function rsyncStrategy(ctx: SyncContext): Promise<void> {
   }
 }
 
-async function mvStrategy(ctx: SyncContext): Promise<void> {
-  const { tree, dest, log } = ctx;
+async function mvApply(ctx: SyncContext, ws: Workspace): Promise<void> {
+  const dest = ctx.manifest.dest!;
+  const { tree } = ws;
   if (fs.existsSync(dest)) throw new PulldeployError(`sync: mv needs a dest that does not exist, but ${dest} exists`, "sync");
-  log.info(`sync: mv ${tree} ${dest}`);
+  ctx.log.info(`sync: mv ${tree} ${dest}`);
   try {
     fs.renameSync(tree, dest);
   } catch (err) {
@@ -84,4 +113,46 @@ async function mvStrategy(ctx: SyncContext): Promise<void> {
     if (e.code === "ENOENT") throw new PulldeployError(`sync: mv: the parent directory of ${dest} does not exist`, "sync", { cause: e });
     throw new PulldeployError(`sync: mv ${tree} ${dest}: ${e.code ?? e.message}`, "sync", { cause: e });
   }
+}
+
+/** The id of a manifest's release: its `release_id`, else the checksum's first 16 hex digits. */
+export function releaseIdOf(m: Manifest): string {
+  return m.releaseId ?? m.checksum?.hex.slice(0, 16) ?? "commands-only";
+}
+
+function releasePrepare(ctx: SyncContext): Workspace {
+  const p = releases.releasePaths(ctx.manifest.dest!);
+  fs.mkdirSync(p.releases, { recursive: true });
+  for (const path of releases.cleanStale(p)) ctx.log.info(`release: removed ${path}, left by an interrupted run`);
+  const releaseId = releaseIdOf(ctx.manifest);
+  const previousId = releases.currentRelease(p);
+  if (releases.releaseExists(p, releaseId)) {
+    return { tree: "", releaseId, previousId, present: true };
+  }
+  const linkFrom = previousId !== undefined && releases.releaseExists(p, previousId) ? join(p.releases, previousId) : undefined;
+  return { tree: releases.partialDir(p, releaseId), linkFrom, releaseId, previousId };
+}
+
+async function releaseApply(ctx: SyncContext, ws: Workspace): Promise<void> {
+  const { manifest, log } = ctx;
+  const p = releases.releasePaths(manifest.dest!);
+  const id = ws.releaseId!;
+  if (!ws.present) {
+    releases.linkShared(p, ws.tree, manifest.sharedPaths);
+    releases.commitRelease(p, ws.tree, id);
+  }
+  releases.switchCurrent(p, id);
+  releases.recordDeployed(p, id);
+  log.info(`sync: current -> releases/${id}${ws.previousId && ws.previousId !== id ? ` (was ${ws.previousId})` : ""}`);
+  const pruned = releases.prune(p, manifest.keepReleases);
+  if (pruned.length > 0) log.info(`release: pruned ${pruned.join(", ")} (keep_releases: ${manifest.keepReleases})`);
+}
+
+function releaseRevert(ctx: SyncContext, ws: Workspace): string | undefined {
+  const p = releases.releasePaths(ctx.manifest.dest!);
+  const back = ws.previousId;
+  if (back === undefined || back === ws.releaseId || !releases.releaseExists(p, back)) return undefined;
+  releases.switchCurrent(p, back);
+  releases.abandon(p, ws.releaseId!);
+  return back;
 }

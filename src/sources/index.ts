@@ -32,8 +32,8 @@ export async function openUrl(url: string, opts: OpenOptions): Promise<Opened> {
   return (await sourceFor(url)).open(url, opts);
 }
 
-/** Fetch a small document (a manifest) whole, as text. */
-export async function fetchText(url: string, opts: OpenOptions, maxBytes = 1 << 20): Promise<string> {
+/** Fetch a small document (a manifest, a signature) whole. */
+export async function fetchBytes(url: string, opts: OpenOptions, maxBytes = 1 << 20): Promise<Uint8Array> {
   const { body } = await openUrl(url, opts);
   const chunks: Uint8Array[] = [];
   let n = 0;
@@ -47,7 +47,11 @@ export async function fetchText(url: string, opts: OpenOptions, maxBytes = 1 << 
     if (err instanceof FetchError) throw err;
     throw new FetchError(`fetch ${url}: ${(err as Error).message}`, true, { cause: err });
   }
-  return Buffer.concat(chunks).toString("utf8");
+  return Buffer.concat(chunks);
+}
+
+export async function fetchText(url: string, opts: OpenOptions, maxBytes = 1 << 20): Promise<string> {
+  return new TextDecoder().decode(await fetchBytes(url, opts, maxBytes));
 }
 
 export type { OpenOptions, Opened, Source } from "./types.ts";

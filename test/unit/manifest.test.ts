@@ -46,12 +46,16 @@ exclude_from: exclude.list
       commands: {
         pre: ["echo 'staring deploy'"],
         post: ["echo 'deploy done'"],
+        validate: [],
         success: ["echo 'deploy success'"],
         failure: ["echo 'deploy failed!!'", "cat >> /path/to/failure.log"],
         env: {},
       },
       excludes: ["*.pid", "*.socket"],
       excludeFrom: "exclude.list",
+      releaseId: undefined,
+      keepReleases: 5,
+      sharedPaths: [],
     });
     expect(warnings).toEqual([]);
   });
@@ -212,5 +216,31 @@ describe("manifest: string fields keep their YAML source text", () => {
   test("a digits-and-e checksum is not read as a float", () => {
     const hex = `1e5${"0".repeat(29)}`;
     expect(parseManifest(`src: file:///a.tgz\nchecksum: ${hex}\ndest: /srv/app\n`).manifest.checksum).toEqual({ algorithm: "md5", hex });
+  });
+});
+
+describe("manifest: the release strategy's fields", () => {
+  const base = `src: file:///a.tgz\nchecksum: ${SHA1}\ndest: /srv/app\n`;
+  test("release_id, keep_releases, shared_paths, commands.validate", () => {
+    const m = parseManifest(`${base}sync_strategy: release\nrelease_id: 20261126T000000Z-abc\nkeep_releases: 3\nshared_paths: [log/, tmp/pids, config/db.yml]\ncommands:\n  validate: ["curl -sf localhost/health"]\n`).manifest;
+    expect(m).toMatchObject({ syncStrategy: "release", releaseId: "20261126T000000Z-abc", keepReleases: 3, sharedPaths: ["log", "tmp/pids", "config/db.yml"] });
+    expect(m.commands.validate).toEqual(["curl -sf localhost/health"]);
+  });
+  test("defaults: keep 5, no shared paths", () => {
+    expect(parseManifest(`${base}sync_strategy: release\n`).manifest).toMatchObject({ keepReleases: 5, sharedPaths: [], releaseId: undefined });
+  });
+  test("every problem at once", () => {
+    expect(problems(`${base}sync_strategy: release\nrelease_id: ../x\nkeep_releases: 1\nshared_paths: [/etc, ../up]\n`).problems).toEqual([
+      'release_id: use letters, digits, ".", "_" and "-" only (max 128), got "../x"',
+      "keep_releases: expected a whole number ≥ 2 (current and previous are always kept), got 1",
+      'shared_paths[0]: expected a relative path inside the release, got "/etc"',
+      'shared_paths[1]: expected a relative path inside the release, got "../up"',
+    ]);
+  });
+  test("release-only fields with another strategy are an error", () => {
+    expect(problems(`${base}shared_paths: [log]\ncommands:\n  validate: [true]\n`).problems).toEqual([
+      "commands.validate: only used with sync_strategy: release",
+      "shared_paths: only used with sync_strategy: release",
+    ]);
   });
 });
