@@ -28,6 +28,8 @@ const COMMANDS: Record<string, { description: string; load: () => Promise<Comman
   },
   publish: { description: "Pack a directory, upload it with a manifest, record it in Consul KV and fire the deploy event", load: async () => (await import("./commands/publish.ts")).default },
   fire: { description: "Fire the deploy event for an existing manifest URL (re-deploy or roll back by hand)", load: async () => (await import("./commands/fire.ts")).default },
+  rollback: { description: "Switch current back to an earlier release (sync_strategy: release), without downloading", load: async () => (await import("./commands/rollback.ts")).default },
+  keygen: { description: "Make an Ed25519 key pair for signed manifests", load: async () => (await import("./commands/keygen.ts")).default },
 };
 
 export async function main(argv: string[]): Promise<number> {

@@ -186,6 +186,8 @@ async function fetchWithRetry(manifest: Manifest, ws: Workspace, opts: DeployOpt
         signal: signals.length > 0 ? AbortSignal.any(signals) : undefined,
         maxBandwidth: opts.fetch.maxBandwidth,
         limits: opts.limits,
+        resumes: opts.fetch.retry,
+        onResume: (offset, err) => log.info(`fetch: ${err.message}; resuming at byte ${offset} with a Range request`),
       });
     } catch (err) {
       const retryable = err instanceof FetchError && err.retryable && !opts.signal?.aborted;

@@ -24,6 +24,10 @@ export interface UnpackOptions {
   limits: ExtractLimits;
   /** A previous release to hard-link unchanged files from. */
   linkFrom?: string;
+  /** A broken body is resumed with a Range request up to this many times (when the store allows). */
+  resumes?: number;
+  /** Told when a broken download is resumed. */
+  onResume?: (offset: number, err: FetchError) => void;
 }
 
 export interface UnpackResult {
@@ -39,7 +43,8 @@ export interface UnpackResult {
 export async function fetchAndExtract(opts: UnpackOptions): Promise<UnpackResult> {
   const { url, signal } = opts;
   const shown = redact(url);
-  const opened = await openUrl(url, { env: opts.env, signal, userAgent: opts.userAgent });
+  let opened = await openUrl(url, { env: opts.env, signal, userAgent: opts.userAgent });
+  let resumesLeft = opts.resumes ?? 0;
   const hasher = createHasher(opts.checksum.algorithm);
   const extractor = new TarExtractor(opts.tree, opts.limits, opts.linkFrom);
   const throttle = opts.maxBandwidth ? createThrottle(opts.maxBandwidth) : undefined;
@@ -53,14 +58,26 @@ export async function fetchAndExtract(opts: UnpackOptions): Promise<UnpackResult
   let gunzip: ReturnType<typeof startGunzip> | undefined;
   let started = false;
   let bytes = 0;
-  const reader = opened.body.getReader();
+  let reader = opened.body.getReader();
   try {
     for (;;) {
       let chunk: Awaited<ReturnType<typeof reader.read>>;
       try {
         chunk = await reader.read();
       } catch (err) {
-        throw bodyError(shown, err, signal);
+        const broken = bodyError(shown, err, signal);
+        if (!broken.retryable || resumesLeft <= 0 || signal?.aborted || bytes === 0) throw broken;
+        // Resume where the bytes stopped: hashing and extraction simply continue.
+        resumesLeft--;
+        opts.onResume?.(bytes, broken);
+        reader.releaseLock();
+        try {
+          opened = await openUrl(url, { env: opts.env, signal, userAgent: opts.userAgent, offset: bytes });
+        } catch {
+          throw broken; // no Range support: the caller restarts from scratch
+        }
+        reader = opened.body.getReader();
+        continue;
       }
       if (chunk.done) break;
       const value = chunk.value;
@@ -86,7 +103,9 @@ export async function fetchAndExtract(opts: UnpackOptions): Promise<UnpackResult
       }
     }
   } finally {
-    reader.releaseLock();
+    try {
+      reader.releaseLock();
+    } catch {}
   }
   if (signal?.aborted) throw bodyError(shown, signal.reason, signal);
 

@@ -10,16 +10,20 @@ import { parseDuration, parseSize } from "../units.ts";
  * Rewrite argv so citty reads it as we mean it:
  * - `-max-bandwidth 10M` (Go flag style, one dash) → `--max-bandwidth=10M`;
  * - a string flag always takes the next word as its value, even `-vv` (`--rsync-verbose -vv`);
- * - any flag not in `args` (name or alias) is a `UsageError` listing the valid ones.
+ * - any flag not in `args` (name or alias) is a `UsageError` listing the valid ones;
+ * - a list flag (its `valueHint` ends in `...`) may be repeated: the values are joined with ","
+ *   (other flags: the last one wins, as with Go's flag package).
  * Positional words are kept only when the command declares positionals.
  */
 export function normalizeArgv(argv: string[], args: ArgsDef): string[] {
-  const byName = new Map<string, { name: string; type: string }>();
+  const byName = new Map<string, { name: string; type: string; list: boolean }>();
   for (const [name, def] of Object.entries(args)) {
     if (def.type === "positional") continue;
     const aliases = "alias" in def && def.alias ? (Array.isArray(def.alias) ? def.alias : [def.alias]) : [];
-    for (const n of [name, ...aliases]) byName.set(n, { name, type: def.type ?? "string" });
+    const list = def.valueHint?.endsWith("...") ?? false;
+    for (const n of [name, ...aliases]) byName.set(n, { name, type: def.type ?? "string", list });
   }
+  const lists = new Map<string, string[]>();
   const positionals = Object.values(args).filter((d) => d.type === "positional").length;
   const out: string[] = [];
   const rest: string[] = [];
@@ -52,8 +56,15 @@ export function normalizeArgv(argv: string[], args: ArgsDef): string[] {
       if (i + 1 >= argv.length) throw new UsageError(`flag --${flag.name} needs a value`);
       value = argv[++i]!;
     }
+    if (flag.list) {
+      const values = lists.get(flag.name) ?? [];
+      if (values.length === 0) lists.set(flag.name, values);
+      values.push(value);
+      continue;
+    }
     out.push(`--${flag.name}=${value}`);
   }
+  for (const [name, values] of lists) out.push(`--${name}=${values.join(",")}`);
   if (rest.length > positionals) {
     throw new UsageError(`unexpected argument "${rest[positionals]}"${positionals === 0 ? " (this command takes only flags; see --help)" : ""}`);
   }
@@ -87,3 +98,8 @@ export const consulArgs = {
   "consul-addr": { type: "string", description: "Consul HTTP address (default $CONSUL_HTTP_ADDR or 127.0.0.1:8500)", valueHint: "addr" },
   "consul-token": { type: "string", description: "Consul ACL token (default $CONSUL_HTTP_TOKEN)", valueHint: "token" },
 } as const satisfies ArgsDef;
+
+/** A list flag's values (comma-separated or repeated), blanks dropped. */
+export function listFlag(value: string | undefined): string[] {
+  return (value ?? "").split(",").map((v) => v.trim()).filter((v) => v !== "");
+}

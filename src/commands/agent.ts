@@ -10,7 +10,8 @@ import { UsageError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { checkUrl, parseTrigger, type Trigger } from "../trigger.ts";
 import { sleep } from "../unpack.ts";
-import { durationFlag, intFlag, sizeFlag } from "./_shared.ts";
+import { loadPublicKey } from "../signature.ts";
+import { durationFlag, intFlag, listFlag, sizeFlag } from "./_shared.ts";
 import type { CommandEnv } from "../cli.ts";
 
 const RSYNC_VERBOSE = ["", "-v", "-vv", "-vvv"];
@@ -26,6 +27,7 @@ export const agentArgs = {
   "command-timeout": { type: "string", description: "Kill a command's process group after this long (default: none)", valueHint: "duration" },
   "max-files": { type: "string", description: `Refuse archives with more entries (default ${DEFAULT_LIMITS.maxEntries})`, valueHint: "n" },
   "max-extract-size": { type: "string", description: "Refuse archives that expand beyond this size (default 64GiB)", valueHint: "size" },
+  "trust-key": { type: "string", description: "Only deploy manifests signed by one of these Ed25519 public keys (repeat or comma-separate, for rotation)", valueHint: "file..." },
 } as const satisfies ArgsDef;
 
 export default defineCommand({
@@ -55,6 +57,13 @@ async function runAgent(args: Record<string, string | undefined>, ctx: CommandEn
       maxBytes: sizeFlag("max-extract-size", args["max-extract-size"]) ?? DEFAULT_LIMITS.maxBytes,
     },
   };
+  const trustKeys = listFlag(args["trust-key"]).map((file) => {
+    try {
+      return loadPublicKey(file);
+    } catch (err) {
+      throw new UsageError(`--trust-key: ${(err as Error).message}`);
+    }
+  });
   const randomDelay = durationFlag("random-delay", args["random-delay"]);
 
   if (randomDelay) {
@@ -83,6 +92,7 @@ async function runAgent(args: Record<string, string | undefined>, ctx: CommandEn
     env,
     log,
     signal,
+    trustKeys,
     ...opts,
   });
   return result.ok ? 0 : 1;

@@ -3,6 +3,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
+import * as net from "node:net";
 import { join } from "node:path";
 import { DEFAULT_LIMITS } from "../../src/archive.ts";
 import { deploy, type DeployOptions } from "../../src/deploy.ts";
@@ -317,25 +318,66 @@ describe("deploy via HTTP (loopback server on port 0)", () => {
     expect(srv.requests).toHaveLength(1);
   });
 
-  test("a body cut mid-stream is retried (stretcher only retried the open)", async () => {
+  /**
+   * A raw TCP HTTP server: the first response promises the whole archive, sends half, and drops the
+   * connection; later requests get a 206 for a Range (when `honourRange`) or the whole archive.
+   */
+  async function cutOnce(bytes: Uint8Array, honourRange: boolean) {
+    const requests: { range: string | null }[] = [];
+    const server = net.createServer((sock) => {
+      let head = "";
+      sock.on("data", (d) => {
+        head += d.toString("latin1");
+        if (!head.includes("\r\n\r\n")) return;
+        const range = /\r\nrange: bytes=(\d+)-\r\n/i.exec(head);
+        requests.push({ range: range ? `bytes=${range[1]}-` : null });
+        const n = requests.length;
+        if (n === 1) {
+          sock.write(`HTTP/1.1 200 OK\r\nContent-Length: ${bytes.length}\r\nConnection: close\r\n\r\n`);
+          sock.write(bytes.subarray(0, bytes.length >> 1), () => setTimeout(() => sock.destroy(), 50));
+        } else if (range && honourRange) {
+          const from = Number(range[1]);
+          sock.end(Buffer.concat([Buffer.from(`HTTP/1.1 206 Partial Content\r\nContent-Length: ${bytes.length - from}\r\nContent-Range: bytes ${from}-${bytes.length - 1}/${bytes.length}\r\nConnection: close\r\n\r\n`), bytes.subarray(from)]));
+        } else {
+          sock.end(Buffer.concat([Buffer.from(`HTTP/1.1 200 OK\r\nContent-Length: ${bytes.length}\r\nConnection: close\r\n\r\n`), bytes]));
+        }
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    return {
+      url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+      requests,
+      async [Symbol.asyncDispose]() {
+        await new Promise((r) => server.close(r));
+      },
+    };
+  }
+
+  test("a dropped connection is resumed with a Range request; the checksum covers the whole archive", async () => {
+    await using d = tempDir();
+    const big = new Uint8Array(400_000);
+    for (let i = 0; i < big.length; i += 65536) crypto.getRandomValues(big.subarray(i, Math.min(i + 65536, big.length)));
+    const rel = appRelease(d.path, { "big.bin": big, ...APP }, (a) => `src: SRC\nchecksum: ${a.sha256}\ndest: ${d.path}/dest\n`);
+    await using srv = await cutOnce(fs.readFileSync(rel.archive), true);
+    fs.writeFileSync(rel.manifestPath, fs.readFileSync(rel.manifestPath, "utf8").replace("SRC", `${srv.url}/app.tar.gz`));
+    const { result, log } = await agent(rel.manifestUrl, { fetch: { retry: 1, retryWaitMs: 10 } });
+    expect(result.ok).toBe(true);
+    expect(srv.requests).toHaveLength(2);
+    const offset = srv.requests[1]!.range;
+    expect(offset).toMatch(/^bytes=[1-9]\d*-$/);
+    expect(log).toContain(`resuming at byte ${offset!.slice(6, -1)} with a Range request`);
+    expect(Buffer.compare(fs.readFileSync(join(d.path, "dest/big.bin")), Buffer.from(big))).toBe(0);
+  });
+
+  test("a body cut mid-stream on a server without Range support is fetched again whole", async () => {
     await using d = tempDir();
     const rel = appRelease(d.path, { big: "x".repeat(300_000), ...APP }, (a) => `src: SRC\nchecksum: ${a.sha256}\ndest: ${d.path}/dest\n`);
-    const bytes = fs.readFileSync(rel.archive);
-    await using srv = httpServer((_req, n) => {
-      if (n > 1) return new Response(bytes);
-      // Promise the full length, send half, then break the connection.
-      const stream = new ReadableStream({
-        start(c) {
-          c.enqueue(bytes.subarray(0, bytes.length >> 1));
-          c.error(new Error("cut"));
-        },
-      });
-      return new Response(stream, { headers: { "content-length": String(bytes.length) } });
-    });
+    await using srv = await cutOnce(fs.readFileSync(rel.archive), false);
     fs.writeFileSync(rel.manifestPath, fs.readFileSync(rel.manifestPath, "utf8").replace("SRC", `${srv.url}/app.tar.gz`));
     const { result } = await agent(rel.manifestUrl, { fetch: { retry: 2, retryWaitMs: 10 } });
     expect(result.ok).toBe(true);
-    expect(srv.requests.length).toBe(2);
+    // 1: cut; 2: Range refused (200); 3: whole again, from an empty tree.
+    expect(srv.requests.map((r) => r.range)).toEqual([null, expect.stringMatching(/^bytes=/), null]);
   });
 
   test("a slow body hits --timeout", async () => {
