@@ -121,6 +121,10 @@ export class TarExtractor {
       fs.closeSync(this.fd);
       this.fd = null;
     }
+    if (this.compare !== null) {
+      fs.closeSync(this.compare.prevFd);
+      this.compare = null;
+    }
   }
 
   private header(block: Uint8Array): void {
@@ -205,25 +209,75 @@ export class TarExtractor {
     }
   }
 
-  /** Hard-link an unchanged file from the previous release; its data in the stream is skipped. */
+  /**
+   * A file whose size, mtime, mode and owner match the previous release's is a candidate for a hard
+   * link: its incoming bytes are compared with the old file as they stream (reads, not writes). If all
+   * match, the old inode is linked; at the first difference the file is written after all, starting
+   * with the equal prefix copied from the old file.
+   */
   private linkUnchanged(rel: string, path: string, h: Header): boolean {
+    const prev = join(this.linkFrom!, rel);
     let st: fs.Stats;
     try {
-      st = fs.lstatSync(join(this.linkFrom!, rel));
+      st = fs.lstatSync(prev);
     } catch {
       return false;
     }
     if (!st.isFile() || st.size !== h.size || Math.floor(st.mtimeMs / 1000) !== h.mtime || (st.mode & 0o7777) !== (h.mode & 0o7777)) return false;
     if (this.chown && (st.uid !== h.uid || st.gid !== h.gid)) return false;
+    let prevFd: number;
     try {
-      fs.linkSync(join(this.linkFrom!, rel), path);
+      prevFd = fs.openSync(prev, "r");
+    } catch {
+      return false;
+    }
+    this.compare = { prevFd, prev, path, offset: 0 };
+    if (h.size === 0) this.finishCompare();
+    return true;
+  }
+
+  private compare: { prevFd: number; prev: string; path: string; offset: number } | null = null;
+  private scratch = Buffer.alloc(1 << 16);
+
+  /** Compare incoming bytes with the old file; on the first difference, switch to writing. */
+  private compareData(bytes: Uint8Array): void {
+    const c = this.compare!;
+    if (this.scratch.length < bytes.length) this.scratch = Buffer.alloc(bytes.length);
+    const n = fs.readSync(c.prevFd, this.scratch, 0, bytes.length, c.offset);
+    if (n === bytes.length && this.scratch.subarray(0, n).equals(bytes)) {
+      c.offset += n;
+      return;
+    }
+    // Different after all: write the file, beginning with the equal prefix from the old one.
+    const h = this.entry!;
+    this.compare = null;
+    this.fd = this.openFile(c.path, h.mode, h.name);
+    try {
+      for (let off = 0; off < c.offset; ) {
+        const len = fs.readSync(c.prevFd, this.scratch, 0, Math.min(this.scratch.length, c.offset - off), off);
+        if (len <= 0) throw new ExtractError("previous release changed while linking from it", h.name);
+        this.writeAll(this.scratch.subarray(0, len));
+        off += len;
+      }
+    } finally {
+      fs.closeSync(c.prevFd);
+    }
+    this.writeAll(bytes);
+  }
+
+  /** Every byte matched: link the old inode instead of writing a copy. */
+  private finishCompare(): void {
+    const c = this.compare!;
+    this.compare = null;
+    fs.closeSync(c.prevFd);
+    try {
+      fs.linkSync(c.prev, c.path);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "ENOENT") return false;
-      fs.mkdirSync(path.slice(0, path.lastIndexOf("/")), { recursive: true, mode: 0o755 });
-      fs.linkSync(join(this.linkFrom!, rel), path);
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw fsError(err as NodeJS.ErrnoException, this.entry!.name);
+      fs.mkdirSync(c.path.slice(0, c.path.lastIndexOf("/")), { recursive: true, mode: 0o755 });
+      fs.linkSync(c.prev, c.path);
     }
     this.linked++;
-    return true;
   }
 
   private openFile(path: string, mode: number, name: string): number {
@@ -246,10 +300,15 @@ export class TarExtractor {
       this.meta.push(bytes.slice());
       return;
     }
+    if (this.compare !== null) return this.compareData(bytes);
     if (this.fd === null) return;
+    this.writeAll(bytes);
+  }
+
+  private writeAll(bytes: Uint8Array): void {
     try {
       let off = 0;
-      while (off < bytes.length) off += fs.writeSync(this.fd, bytes, off, bytes.length - off);
+      while (off < bytes.length) off += fs.writeSync(this.fd!, bytes, off, bytes.length - off);
     } catch (err) {
       throw fsError(err as NodeJS.ErrnoException, this.entry!.name);
     }
@@ -265,6 +324,7 @@ export class TarExtractor {
       else if (h.type === "K") this.longLink = text.replace(/\0.*$/s, "");
       return; // "g": global pax headers carry nothing we use
     }
+    if (this.compare !== null) return this.finishCompare();
     if (h.type !== "0" || this.fd === null) return;
     const fd = this.fd;
     this.fd = null;

@@ -76,6 +76,28 @@ describe("sync_strategy: release", () => {
     expect(fs.readFileSync(join(dest, "releases/r1/lib/f3.txt"), "utf8")).toBe("file 3\n");
   });
 
+  test("same size and mtime but other bytes: written, not linked (content is compared, not trusted)", async () => {
+    await using d = tempDir();
+    const dest = join(d.path, "app");
+    const mk = (id: string, content: string) => {
+      const store = join(d.path, `s-${id}`);
+      const rel = appRelease(store, { "conf.txt": content, "same.txt": "same" }, () => "");
+      const t = new Date("2026-01-01T00:00:00Z");
+      for (const f of ["conf.txt", "same.txt", "."]) fs.utimesSync(join(store, "app-src", f), t, t);
+      Bun.spawnSync(["tar", "czf", rel.archive, "-C", join(store, "app-src"), "."]);
+      const sum = new Bun.CryptoHasher("sha256").update(fs.readFileSync(rel.archive)).digest("hex");
+      fs.writeFileSync(rel.manifestPath, `src: file://${rel.archive}\nchecksum: ${sum}\ndest: ${dest}\nsync_strategy: release\nrelease_id: ${id}\n`);
+      return rel.manifestUrl;
+    };
+    expect((await agent(mk("r1", "value=1"))).result.ok).toBe(true);
+    const { result, log } = await agent(mk("r2", "value=2"));
+    expect(result.ok).toBe(true);
+    expect(log).toContain("1 unchanged files hard-linked");
+    expect(fs.readFileSync(join(dest, "current/conf.txt"), "utf8")).toBe("value=2");
+    expect(fs.readFileSync(join(dest, "releases/r1/conf.txt"), "utf8")).toBe("value=1");
+    expect(fs.statSync(join(dest, "releases/r2/same.txt")).ino).toBe(fs.statSync(join(dest, "releases/r1/same.txt")).ino);
+  });
+
   test("keep_releases prunes the oldest, never current or the previous one", async () => {
     await using d = tempDir();
     const dest = join(d.path, "app");
