@@ -1,0 +1,260 @@
+/**
+ * `s3://bucket/prefix`: the AWS SDK's commands, through the client of `s3client.ts` (full credential
+ * chain, `AWS_ENDPOINT_URL_S3`-style endpoints).
+ *
+ * A stream is cut into parts as it arrives. If it ends within the first part it is one PutObject
+ * under its final name. Otherwise it is a multipart upload (parts of `partSize`, `concurrency` in
+ * flight, each retried) to a staging key, because the final name holds the checksum and is known only
+ * at the end; once complete, the object is copied server-side to its final name and the staging key
+ * deleted. Any failure aborts the upload: nothing is left under a final name.
+ *
+ * Never overwriting: a HEAD first (a 403 there is not fatal: the caller may lack s3:GetObject) and
+ * `If-None-Match: *` on the write, which AWS S3 enforces and stores that ignore it do not mind.
+ */
+import { UsageError } from "../errors.ts";
+import { redact } from "../log.ts";
+import { createS3Client, parseS3Url } from "../s3client.ts";
+import { encodePath, UploadError, withRetries, type Target, type TargetOptions } from "./types.ts";
+
+export interface S3TargetTuning {
+  /** Bytes per part (≥ 5 MiB, S3's minimum). */
+  partSize: number;
+  /** Parts in flight. */
+  concurrency: number;
+  /** Above this size the copy to the final name is itself multipart (CopyObject's limit is 5 GiB). */
+  copyLimit: number;
+}
+
+export const DEFAULT_S3_TUNING: S3TargetTuning = { partSize: 8 * 2 ** 20, concurrency: 4, copyLimit: 5 * 2 ** 30 };
+
+/** Codes AWS sends with a 4xx status that still mean "try again later". */
+const RETRYABLE_CODES = new Set(["SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed", "InternalError"]);
+
+export async function s3Target(url: string, opts: TargetOptions, tuning: S3TargetTuning = DEFAULT_S3_TUNING): Promise<Target> {
+  let loc: { bucket: string; key: string };
+  try {
+    loc = parseS3Url(url);
+  } catch (err) {
+    throw new UsageError(`--to: ${(err as Error).message}`);
+  }
+  const bucket = loc.bucket;
+  const prefix = loc.key === "" ? "" : `${loc.key.replace(/\/+$/, "")}/`;
+  const base = `s3://${bucket}${prefix === "" ? "" : `/${encodePath(prefix.slice(0, -1))}`}`;
+  const client = await createS3Client(opts.env);
+  const s3 = await import("@aws-sdk/client-s3");
+  const urlOf = (name: string) => `${base}/${encodePath(name)}`;
+  const keyOf = (name: string) => `${prefix}${name}`;
+  const abortSignal = opts.signal;
+  const send = <T>(what: string, call: () => Promise<T>): Promise<T> =>
+    withRetries(what, opts, async () => {
+      try {
+        return await call();
+      } catch (err) {
+        throw s3Error(what, opts, err);
+      }
+    });
+
+  /** Refuse a taken name. A 403 on HEAD is not an answer (no s3:GetObject): the write's If-None-Match decides. */
+  const ensureFree = async (name: string) => {
+    try {
+      await client.send(new s3.HeadObjectCommand({ Bucket: bucket, Key: keyOf(name) }), { abortSignal: opts.signal });
+    } catch (err) {
+      const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+      if (status === 404 || status === 403) return;
+      throw s3Error(`store ${urlOf(name)}`, opts, err);
+    }
+    throw new UploadError(`store ${urlOf(name)}: already exists (releases are never overwritten)`, { exists: true });
+  };
+
+  const putObject = async (name: string, body: Uint8Array, contentType: string) => {
+    await ensureFree(name);
+    await send(`store ${urlOf(name)}`, () => client.send(new s3.PutObjectCommand({ Bucket: bucket, Key: keyOf(name), Body: body, ContentType: contentType, IfNoneMatch: "*" }), { abortSignal }));
+    opts.onSent?.(body.byteLength);
+  };
+
+  return {
+    base,
+    urlOf,
+    async preflight() {
+      try {
+        await client.send(new s3.HeadBucketCommand({ Bucket: bucket }), { abortSignal: opts.signal });
+      } catch (err) {
+        const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
+        const status = e.$metadata?.httpStatusCode;
+        // 403: maybe only s3:ListBucket is missing; the upload itself will tell.
+        if (status === 403 || status === 301) return;
+        if (status === 404) throw new UploadError(`store ${base}: bucket "${bucket}" does not exist (404 NoSuchBucket)`, { status });
+        throw s3Error(`store ${base}`, opts, err);
+      }
+    },
+
+    async putStream(body, name, contentType) {
+      const reader = body.getReader();
+      let pending: Uint8Array[] = [];
+      let pendingBytes = 0;
+      const takePart = (): Uint8Array => {
+        const all = Buffer.concat(pending, pendingBytes);
+        const part = all.subarray(0, Math.min(tuning.partSize, all.length));
+        const rest = all.subarray(part.length);
+        pending = rest.length > 0 ? [rest] : [];
+        pendingBytes = rest.length;
+        return part;
+      };
+      const fill = async (): Promise<boolean> => {
+        while (pendingBytes < tuning.partSize) {
+          const { done, value } = await reader.read();
+          if (done) return false;
+          pending.push(value);
+          pendingBytes += value.byteLength;
+        }
+        return true;
+      };
+
+      // A small archive: one PutObject under its final name.
+      let more: boolean;
+      try {
+        more = await fill();
+      } catch (err) {
+        reader.releaseLock();
+        throw err;
+      }
+      if (!more && pendingBytes <= tuning.partSize) {
+        await putObject(name(), Buffer.concat(pending, pendingBytes), contentType);
+        return;
+      }
+
+      const stagingKey = `${prefix}.pulldeploy-staging/${Date.now()}-${Math.random().toString(36).slice(2, 10)}`;
+      const stagingUrl = `s3://${bucket}/${encodePath(stagingKey)}`;
+      const created = await send(
+        `store ${base}: start multipart upload`,
+        () => client.send(new s3.CreateMultipartUploadCommand({ Bucket: bucket, Key: stagingKey, ContentType: contentType }), { abortSignal }),
+      );
+      const uploadId = created.UploadId!;
+      const parts: { PartNumber: number; ETag: string }[] = [];
+      const inFlight = new Set<Promise<void>>();
+      let failure: unknown;
+      let size = 0;
+      const upload = (partNumber: number, bytes: Uint8Array) => {
+        const p = send(
+          `store ${stagingUrl}: part ${partNumber}`,
+          () => client.send(new s3.UploadPartCommand({ Bucket: bucket, Key: stagingKey, UploadId: uploadId, PartNumber: partNumber, Body: bytes }), { abortSignal }),
+        ).then(
+          (res) => {
+            parts.push({ PartNumber: partNumber, ETag: res.ETag! });
+            opts.onSent?.(bytes.byteLength);
+          },
+          (err) => {
+            failure ??= err;
+          },
+        );
+        const tracked = p.finally(() => inFlight.delete(tracked));
+        inFlight.add(tracked);
+      };
+
+      try {
+        let partNumber = 0;
+        for (;;) {
+          if (failure) break;
+          if (pendingBytes >= tuning.partSize || (!more && pendingBytes > 0)) {
+            const part = takePart();
+            size += part.length;
+            upload(++partNumber, part);
+            while (inFlight.size >= tuning.concurrency) await Promise.race(inFlight);
+            continue;
+          }
+          if (!more) break;
+          more = await fill();
+        }
+        await Promise.all(inFlight);
+        if (failure) throw failure;
+        parts.sort((a, b) => a.PartNumber - b.PartNumber);
+        await send(
+          `store ${stagingUrl}: complete multipart upload`,
+          () => client.send(new s3.CompleteMultipartUploadCommand({ Bucket: bucket, Key: stagingKey, UploadId: uploadId, MultipartUpload: { Parts: parts } }), { abortSignal }),
+        );
+      } catch (err) {
+        await reader.cancel(err).catch(() => {});
+        await Promise.allSettled(inFlight);
+        await client.send(new s3.AbortMultipartUploadCommand({ Bucket: bucket, Key: stagingKey, UploadId: uploadId })).catch((e) => {
+          opts.log.info(`store ${stagingUrl}: could not abort the multipart upload ${uploadId}: ${(e as Error).message}`);
+        });
+        throw err;
+      }
+
+      // The archive is whole; give it its final name.
+      const final = name();
+      try {
+        await ensureFree(final);
+        const source = `${bucket}/${encodePath(stagingKey)}`;
+        if (size <= tuning.copyLimit) {
+          await send(
+            `store ${urlOf(final)}: copy from ${stagingUrl}`,
+            () => client.send(new s3.CopyObjectCommand({ Bucket: bucket, Key: keyOf(final), CopySource: source, ContentType: contentType, MetadataDirective: "REPLACE", IfNoneMatch: "*" }), { abortSignal }),
+          );
+        } else {
+          await multipartCopy(final, source, size, contentType);
+        }
+      } finally {
+        await client.send(new s3.DeleteObjectCommand({ Bucket: bucket, Key: stagingKey })).catch((e) => {
+          opts.log.info(`store ${stagingUrl}: could not delete the staging copy: ${(e as Error).message}`);
+        });
+      }
+    },
+
+    async putBytes(name, bytes, contentType) {
+      await putObject(name, bytes, contentType);
+    },
+
+    close() {
+      client.destroy();
+    },
+  };
+
+  /** CopyObject stops at 5 GiB: copy ranges of `copyLimit` as parts instead. */
+  async function multipartCopy(final: string, source: string, size: number, contentType: string): Promise<void> {
+    const what = `store ${urlOf(final)}`;
+    const { UploadId } = await send(what, () => client.send(new s3.CreateMultipartUploadCommand({ Bucket: bucket, Key: keyOf(final), ContentType: contentType }), { abortSignal }));
+    try {
+      const ranges: [number, number][] = [];
+      for (let start = 0; start < size; start += tuning.copyLimit) ranges.push([start, Math.min(start + tuning.copyLimit, size) - 1]);
+      const parts = await Promise.all(
+        ranges.map(async ([start, end], i) => {
+          const res = await send(
+            `${what}: copy part ${i + 1}`,
+            () => client.send(new s3.UploadPartCopyCommand({ Bucket: bucket, Key: keyOf(final), UploadId, PartNumber: i + 1, CopySource: source, CopySourceRange: `bytes=${start}-${end}` }), { abortSignal }),
+          );
+          return { PartNumber: i + 1, ETag: res.CopyPartResult!.ETag! };
+        }),
+      );
+      await send(what, () => client.send(new s3.CompleteMultipartUploadCommand({ Bucket: bucket, Key: keyOf(final), UploadId, MultipartUpload: { Parts: parts }, IfNoneMatch: "*" }), { abortSignal }));
+    } catch (err) {
+      await client.send(new s3.AbortMultipartUploadCommand({ Bucket: bucket, Key: keyOf(final), UploadId })).catch(() => {});
+      throw err;
+    }
+  }
+}
+
+/** Anything the SDK throws, as a one-line `UploadError`: `store s3://b/k: 403 AccessDenied`. */
+function s3Error(what: string, opts: TargetOptions, err: unknown): UploadError {
+  if (err instanceof UploadError) return err;
+  const e = err as { name?: string; code?: string; message?: string; $metadata?: { httpStatusCode?: number } };
+  const where = redact(what);
+  const status = e.$metadata?.httpStatusCode;
+  if (e.name === "CredentialsProviderError") {
+    const hint = opts.env.AWS_PROFILE
+      ? ` for AWS_PROFILE=${opts.env.AWS_PROFILE}`
+      : ": set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or run with an instance or task role";
+    return new UploadError(`${where}: no AWS credentials found${hint}`, { cause: err });
+  }
+  if (e.message === "Region is missing") return new UploadError(`${where}: no AWS region: set AWS_REGION or a region in the profile`, { cause: err });
+  if (e.name === "AbortError") return new UploadError(`${where}: interrupted`, { cause: err });
+  if (status !== undefined) {
+    const code = e.name && e.name !== "Error" && e.name !== "UnknownError" ? e.name : "error";
+    if (status === 412) return new UploadError(`${where}: already exists (releases are never overwritten)`, { exists: true, status, cause: err });
+    const retryable = status >= 500 || status === 429 || RETRYABLE_CODES.has(code);
+    const hint = code === "NoSuchBucket" ? " (the bucket does not exist)" : "";
+    return new UploadError(`${where}: ${status} ${code}${hint}`, { retryable, status, cause: err });
+  }
+  const detail = e.code ? `${e.code}: ${e.message}` : String(e.message ?? err);
+  return new UploadError(`${where}: ${detail}`, { retryable: true, cause: err });
+}
