@@ -305,7 +305,7 @@ describe("details the captures pin down", () => {
     const res = await pending;
     // The blocked read answered the flags change, not the identical write.
     expect(res.headers.get("x-consul-index")).toBe(String(before + 2));
-    expect((await res.json())[0].Flags).toBe(1);
+    expect(((await res.json()) as { Flags: number }[])[0]!.Flags).toBe(1);
   });
 
   test("an agent keeps only the events that pass its node, service and tag filters", async () => {

@@ -351,6 +351,11 @@ export class ConsulStandin implements AsyncDisposable {
     return this.requests.find(pred)!;
   }
 
+  /** Resolves once `cond` holds; it is checked again whenever a request arrives or a blocking query parks or leaves. */
+  waitFor(cond: () => boolean, what = "a condition", timeoutMs = 10_000): Promise<void> {
+    return this.waitUntil(cond, timeoutMs, what);
+  }
+
   private waitUntil(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
     if (cond()) return Promise.resolve();
     return new Promise<void>((resolve, reject) => {
