@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { CommandError, PulldeployError } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import type { Manifest, SyncStrategyName } from "./manifest.ts";
-import * as releases from "./releases.ts";
+import * as releases from "./release-dirs.ts";
 
 export interface SyncContext {
   manifest: Manifest;

@@ -4,7 +4,7 @@
  */
 import { defineCommand, type ArgsDef } from "citty";
 import { PulldeployError, UsageError } from "../errors.ts";
-import * as releases from "../releases.ts";
+import * as releases from "../release-dirs.ts";
 import type { CommandEnv } from "../cli.ts";
 
 const args = {

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { DEFAULT_LIMITS } from "../../src/archive.ts";
 import { deploy, type DeployOptions } from "../../src/deploy.ts";
 import { createLogger } from "../../src/log.ts";
-import { listReleases, releasePaths } from "../../src/releases.ts";
+import { listReleases, releasePaths } from "../../src/release-dirs.ts";
 import { appRelease, httpServer, tempDir } from "../support/helpers.ts";
 
 function agent(manifestUrl: string, over: Partial<DeployOptions> = {}) {
