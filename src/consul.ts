@@ -288,6 +288,9 @@ export interface SessionInfo {
   lockDelayMs: number;
 }
 
+const DEFAULT_WAIT_MS = 5 * 60_000;
+const MAX_WAIT_MS = 10 * 60_000;
+
 export interface BlockingOptions {
   /** The index of the previous answer (after `nextIndex`); 0 or absent answers at once. */
   index?: number;
@@ -336,7 +339,7 @@ export class ConsulClient {
   /** One key; `entry` is null when the key does not exist. */
   async kvGet(key: string, opts: BlockingOptions = {}): Promise<{ entry: KvEntry | null; index: number }> {
     const path = kvPath(key);
-    const a = await this.#call("GET", path, { query: blockingQuery(opts), signal: opts.signal, wait: opts.wait, ok: [404] });
+    const a = await this.#call("GET", path, { query: blockingQuery(opts), signal: opts.signal, blocking: !!opts.index, wait: opts.wait, ok: [404] });
     const index = raftIndex(a, "GET", path);
     if (a.status === 404) return { entry: null, index };
     const entries = decodeEntries(parseJson(a, "GET", path), "GET", path);
@@ -371,7 +374,13 @@ export class ConsulClient {
   /** Every key under `prefix` (recursive), in key order; [] when there are none. */
   async kvList(prefix: string, opts: BlockingOptions = {}): Promise<{ entries: KvEntry[]; index: number }> {
     const path = kvPath(prefix);
-    const a = await this.#call("GET", path, { query: { recurse: true, ...blockingQuery(opts) }, signal: opts.signal, wait: opts.wait, ok: [404] });
+    const a = await this.#call("GET", path, {
+      query: { recurse: true, ...blockingQuery(opts) },
+      signal: opts.signal,
+      blocking: !!opts.index,
+      wait: opts.wait,
+      ok: [404],
+    });
     const index = raftIndex(a, "GET", path);
     if (a.status === 404) return { entries: [], index };
     return { entries: decodeEntries(parseJson(a, "GET", path), "GET", path), index };
@@ -434,7 +443,8 @@ export class ConsulClient {
     const a = await this.#call("GET", path, {
       query: { name: name || undefined, index: blocking ? opts.index : undefined, wait: blocking ? opts.wait : undefined },
       signal: opts.signal,
-      wait: blocking ? opts.wait : undefined,
+      blocking,
+      wait: opts.wait,
     });
     const raw = parseJson(a, "GET", path);
     if (!Array.isArray(raw)) throw unexpected("GET", path, "a list of events");
@@ -561,7 +571,7 @@ export class ConsulClient {
   async #call(
     method: string,
     path: string,
-    opts: { query?: Query; body?: string | Uint8Array; json?: boolean; signal?: AbortSignal; wait?: string; ok?: number[] } = {},
+    opts: { query?: Query; body?: string | Uint8Array; json?: boolean; signal?: AbortSignal; blocking?: boolean; wait?: string; ok?: number[] } = {},
   ): Promise<Answer> {
     const cfg = this.#config;
     const url = cfg.baseUrl + path + queryString(opts.query ?? {});
@@ -569,12 +579,13 @@ export class ConsulClient {
     if (cfg.token) headers["X-Consul-Token"] = cfg.token;
     if (opts.json) headers["Content-Type"] = "application/json";
 
-    // Consul may hold a blocking query for wait + wait/16; allow that plus the usual time to answer.
+    // Consul may hold a blocking query for wait + wait/16 (wait: 5 minutes by default, 10 at most);
+    // allow that plus the usual time to answer.
     let waitMs = 0;
-    if (opts.wait !== undefined) {
-      const w = parseDuration(opts.wait);
+    if (opts.blocking) {
+      const w = opts.wait === undefined ? DEFAULT_WAIT_MS : parseDuration(opts.wait);
       if (typeof w === "string") throw new ConsulError(`consul ${method} ${path}: wait ${w}`);
-      waitMs = w + w / 16;
+      waitMs = Math.min(w, MAX_WAIT_MS) * (17 / 16);
     }
     const limitMs = waitMs + this.#timeoutMs;
     const timeout = AbortSignal.timeout(limitMs);
@@ -606,7 +617,8 @@ export class ConsulClient {
     } catch (err) {
       if (opts.signal?.aborted) throw opts.signal.reason;
       if (timeout.aborted) {
-        throw new ConsulError(`consul ${method} ${path}: no answer from ${cfg.address} within ${Math.round(limitMs / 1000)}s`, { cause: err });
+        const within = limitMs < 10_000 ? `${Math.round(limitMs)}ms` : `${Math.round(limitMs / 1000)}s`;
+        throw new ConsulError(`consul ${method} ${path}: no answer from ${cfg.address} within ${within}`, { cause: err });
       }
       const code = (err as { code?: unknown }).code;
       const why = typeof code === "string" && code !== "" ? code : (err as Error).message;

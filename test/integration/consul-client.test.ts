@@ -428,6 +428,17 @@ describe("errors", () => {
     expect(err.phase).toBe("consul");
   });
 
+  test("an agent that accepts but never answers: a timeout naming the request", async () => {
+    const hung = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    try {
+      const c = new ConsulClient(consulConfig({ CONSUL_HTTP_ADDR: `127.0.0.1:${hung.port}` }), { timeoutMs: 300 });
+      const err = await rejection(c.kvGet("deploy/app/manifest"));
+      expect(err.message).toBe(`consul GET /v1/kv/deploy/app/manifest: no answer from 127.0.0.1:${hung.port} within 300ms`);
+    } finally {
+      hung.stop(true);
+    }
+  });
+
   test("the client outlives a Consul restart on the same port", async () => {
     await using consul = await startConsulStandin();
     const c = clientFor(consul.env);

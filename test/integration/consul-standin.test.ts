@@ -326,6 +326,17 @@ describe("details the captures pin down", () => {
     expect(() => c.fireEvent("deploy", "x", { tag: "blue" })).toThrow("Cannot provide tag filter without service filter");
   });
 
+  test("an agent holds the last 256 events", async () => {
+    await using c = await startConsulStandin();
+    for (let i = 0; i < 300; i++) c.fireEvent("deploy", String(i));
+    expect(c.agentEvents).toHaveLength(256);
+    expect(new TextDecoder().decode(c.agentEvents[0]!.payload!)).toBe("44");
+    const res = await fetch(`${c.url}/v1/event/list?name=deploy`);
+    const last = c.agentEvents[255]!;
+    expect(res.headers.get("x-consul-index")).toBe(String(eventIndex(last.id)));
+    expect(((await res.json()) as unknown[]).length).toBe(256);
+  });
+
   test("a token is required when ACLs are on: 403 Permission denied without, ACL not found with another", async () => {
     await using c = await startConsulStandin({ requireToken: "s3cret" });
     const get = async (headers: Record<string, string>, q = "") => {
