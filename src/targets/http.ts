@@ -16,7 +16,7 @@ import { UsageError } from "../errors.ts";
 import { redact } from "../log.ts";
 import { proxyFor } from "../sources/http.ts";
 import { USER_AGENT } from "../version.ts";
-import { encodePath, UploadError, withRetries, type Target, type TargetOptions } from "./types.ts";
+import { encodePath, networkDetail, UploadError, withRetries, type Target, type TargetOptions } from "./types.ts";
 
 export async function httpTarget(url: string, opts: TargetOptions): Promise<Target> {
   let u: URL;
@@ -41,9 +41,8 @@ export async function httpTarget(url: string, opts: TargetOptions): Promise<Targ
     try {
       return await fetch(target, { method, body: init.body, headers: headers(init.headers), signal: opts.signal, redirect: "manual", proxy: proxyFor(target, opts.env) } as RequestInit);
     } catch (err) {
-      const e = err as { code?: string; message?: string; name?: string };
-      const aborted = e.name === "AbortError";
-      throw new UploadError(`store ${target}: ${aborted ? "interrupted" : e.code ? `${e.code}: ${e.message}` : String(e.message ?? err)}`, { retryable: !aborted, cause: err });
+      const aborted = (err as Error).name === "AbortError";
+      throw new UploadError(`store ${target}: ${aborted ? "interrupted" : networkDetail(err)}`, { retryable: !aborted, cause: err });
     }
   };
 

@@ -14,7 +14,7 @@
 import { UsageError } from "../errors.ts";
 import { redact } from "../log.ts";
 import { createS3Client, parseS3Url } from "../s3client.ts";
-import { encodePath, UploadError, withRetries, type Target, type TargetOptions } from "./types.ts";
+import { encodePath, networkDetail, UploadError, withRetries, type Target, type TargetOptions } from "./types.ts";
 
 export interface S3TargetTuning {
   /** Bytes per part (≥ 5 MiB, S3's minimum). */
@@ -136,7 +136,7 @@ export async function s3Target(url: string, opts: TargetOptions, tuning: S3Targe
       let size = 0;
       const upload = (partNumber: number, bytes: Uint8Array) => {
         const p = send(
-          `store ${stagingUrl}: part ${partNumber}`,
+          `store ${base}: archive part ${partNumber} (multipart upload)`,
           () => client.send(new s3.UploadPartCommand({ Bucket: bucket, Key: stagingKey, UploadId: uploadId, PartNumber: partNumber, Body: bytes }), { abortSignal }),
         ).then(
           (res) => {
@@ -169,14 +169,15 @@ export async function s3Target(url: string, opts: TargetOptions, tuning: S3Targe
         if (failure) throw failure;
         parts.sort((a, b) => a.PartNumber - b.PartNumber);
         await send(
-          `store ${stagingUrl}: complete multipart upload`,
+          `store ${base}: complete the multipart upload`,
           () => client.send(new s3.CompleteMultipartUploadCommand({ Bucket: bucket, Key: stagingKey, UploadId: uploadId, MultipartUpload: { Parts: parts } }), { abortSignal }),
         );
+        opts.log.info(`store ${base}: multipart upload of ${parts.length} parts done (${size} bytes) to ${stagingUrl}; copying it to its final name`);
       } catch (err) {
         await reader.cancel(err).catch(() => {});
         await Promise.allSettled(inFlight);
         await client.send(new s3.AbortMultipartUploadCommand({ Bucket: bucket, Key: stagingKey, UploadId: uploadId })).catch((e) => {
-          opts.log.info(`store ${stagingUrl}: could not abort the multipart upload ${uploadId}: ${(e as Error).message}`);
+          opts.log.info(`store ${stagingUrl}: could not abort multipart upload ${uploadId} (a lifecycle rule for incomplete uploads will clear it): ${(e as Error).message}`);
         });
         throw err;
       }
@@ -255,6 +256,5 @@ function s3Error(what: string, opts: TargetOptions, err: unknown): UploadError {
     const hint = code === "NoSuchBucket" ? " (the bucket does not exist)" : "";
     return new UploadError(`${where}: ${status} ${code}${hint}`, { retryable, status, cause: err });
   }
-  const detail = e.code ? `${e.code}: ${e.message}` : String(e.message ?? err);
-  return new UploadError(`${where}: ${detail}`, { retryable: true, cause: err });
+  return new UploadError(`${where}: ${networkDetail(err)}`, { retryable: true, cause: err });
 }

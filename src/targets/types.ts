@@ -62,7 +62,7 @@ export async function withRetries<T>(what: string, opts: TargetOptions, attempt:
         throw err;
       }
       const wait = opts.retryWaitMs * 2 ** i;
-      opts.log.info(`${what}: ${(err as Error).message}; retrying in ${formatMs(wait)} (${i + 1}/${opts.retries})`);
+      opts.log.info(`${(err as Error).message}; retrying in ${formatMs(wait)} (${i + 1}/${opts.retries})`);
       await sleep(wait, opts.signal);
     }
   }
@@ -83,6 +83,13 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     const t = setTimeout(done, ms);
     signal?.addEventListener("abort", done, { once: true });
   });
+}
+
+/** `ECONNREFUSED: connect ECONNREFUSED 127.0.0.1:9` → `connect ECONNREFUSED 127.0.0.1:9`. */
+export function networkDetail(err: unknown): string {
+  const e = err as { code?: string; message?: string };
+  const message = String(e?.message ?? err);
+  return e?.code && !message.includes(e.code) ? `${e.code}: ${message}` : message;
 }
 
 /** Encode each segment of a `/`-separated path for a URL. */
