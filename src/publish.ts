@@ -236,6 +236,7 @@ export async function fire(o: FireOptions): Promise<{ record?: ReleaseRecord }> 
   const consul = useKv || o.announce.via === "consul" ? consulConfig(o.env, o.consul) : undefined;
 
   let record: ReleaseRecord | undefined;
+  let recorded = false;
   if (useKv) {
     const client = new ConsulClient(consul!);
     const id = releaseIdOfUrl(o.manifestUrl);
@@ -244,12 +245,15 @@ export async function fire(o: FireOptions): Promise<{ record?: ReleaseRecord }> 
       if (value !== null) {
         const r = parseReleaseRecord(value);
         if (typeof r === "string") log.info(`kv ${kvKeys.release(o.kvPrefix, o.role!, id)}: ignoring an unreadable record (${r})`);
-        else if (r.manifest_url === o.manifestUrl) record = r;
+        else if (r.manifest_url === o.manifestUrl) {
+          record = r;
+          recorded = true;
+        }
       }
     }
     record ??= await recordFromManifest(o, id);
   }
-  await recordAndAnnounce({ ...o, kv: useKv, consul, consulFlags: o.consul, record, stage: "fire" });
+  await recordAndAnnounce({ ...o, kv: useKv, consul, consulFlags: o.consul, record, recorded, stage: "fire" });
   return { record };
 }
 
@@ -290,6 +294,8 @@ async function recordFromManifest(o: FireOptions, idFromUrl: string | undefined)
 interface AnnounceStep {
   manifestUrl: string;
   record?: ReleaseRecord;
+  /** The record is already in the history (`fire` of a recorded release): only `latest` is written. */
+  recorded?: boolean;
   kv: boolean;
   kvPrefix: string;
   announce: AnnounceOptions;
@@ -312,7 +318,7 @@ async function recordAndAnnounce(s: AnnounceStep): Promise<void> {
       const releaseKey = kvKeys.release(s.kvPrefix, record.role, record.id);
       const body = renderReleaseRecord(record);
       // Create-only: a release's history entry never changes (an identical one is fine).
-      if (!(await client!.kvPut(releaseKey, body, { cas: 0 }))) {
+      if (!s.recorded && !(await client!.kvPut(releaseKey, body, { cas: 0 }))) {
         const { value } = await client!.kvGetText(releaseKey, { signal: s.signal });
         if (value !== body && s.stage === "publish") throw new ConsulError(`consul kv ${releaseKey}: a different record already exists`);
       }
