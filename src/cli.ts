@@ -13,7 +13,10 @@ import { normalizeArgv } from "./commands/_shared.ts";
 export interface CommandEnv {
   env: Record<string, string | undefined>;
   log: Logger;
+  /** Aborted by the first SIGINT/SIGTERM. */
   signal: AbortSignal;
+  /** Aborted by a second SIGINT/SIGTERM (long-running modes finish their work on the first). */
+  forceSignal: AbortSignal;
   stdinIsTTY: boolean;
   readStdin(): Promise<string>;
 }
@@ -54,8 +57,14 @@ export async function main(argv: string[]): Promise<number> {
   }
   const log = createLogger();
   const controller = new AbortController();
+  const force = new AbortController();
   const onSignal = (sig: NodeJS.Signals) => {
-    log.info(`received ${sig}: stopping (killing running commands, cleaning up)`);
+    if (controller.signal.aborted) {
+      log.info(`received ${sig} again: stopping now`);
+      force.abort(new Error(`interrupted by ${sig}`));
+      return;
+    }
+    log.info(`received ${sig}: stopping`);
     controller.abort(new Error(`interrupted by ${sig}`));
   };
   process.on("SIGINT", onSignal);
@@ -64,6 +73,7 @@ export async function main(argv: string[]): Promise<number> {
     env: process.env,
     log,
     signal: controller.signal,
+    forceSignal: force.signal,
     stdinIsTTY: process.stdin.isTTY === true,
     readStdin: () => Bun.stdin.text(),
   };

@@ -35,7 +35,7 @@ export interface Manifest {
   commands: Commands;
   excludes: string[];
   excludeFrom?: string;
-  /** `release` strategy: the release's directory name (publish writes it; default: checksum prefix). */
+  /** The release's name (publish writes it): reports use it, and the `release` strategy names its directory by it. */
   releaseId?: string;
   /** `release` strategy: how many releases to keep (never pruning current or previous). */
   keepReleases: number;
@@ -165,7 +165,7 @@ export function parseManifest(text: string, env: Record<string, string | undefin
         } else sharedPaths.push(p.replace(/\/+$/, ""));
       });
   }
-  const releaseOnly = { validate: commands.validate.length > 0, release_id: releaseId !== undefined, shared_paths: sharedPaths.length > 0 };
+  const releaseOnly = { validate: commands.validate.length > 0, shared_paths: sharedPaths.length > 0 };
   if (syncStrategy !== "release") {
     for (const [key, used] of Object.entries(releaseOnly)) {
       if (used) problems.push(`${key === "validate" ? "commands.validate" : key}: only used with sync_strategy: release`);

@@ -13,6 +13,7 @@
 import * as fs from "node:fs";
 import { dirname, join } from "node:path";
 import { PulldeployError } from "./errors.ts";
+import { pidAlive } from "./pid.ts";
 
 export interface ReleasePaths {
   dest: string;
@@ -181,13 +182,4 @@ function writeOrder(p: ReleasePaths, order: string[]): void {
   const tmp = join(p.releases, `.order.tmp-${process.pid}`);
   fs.writeFileSync(tmp, `${JSON.stringify({ order })}\n`);
   fs.renameSync(tmp, p.order);
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
 }

@@ -48,3 +48,53 @@ export function parseReport(value: unknown): NodeReport | undefined {
   if (typeof r.node !== "string" || typeof r.status !== "string" || typeof r.started_at !== "string") return undefined;
   return r as unknown as NodeReport;
 }
+
+/** Writes a node's report to Consul KV; a Consul outage never fails the deploy. */
+export interface Reporter {
+  /** Merge `patch` into the report and send it (in order, in the background). */
+  update(patch: Partial<NodeReport>): void;
+  /** Send the final report, retrying briefly; false when Consul did not take it (keep it for later). */
+  finish(patch: Partial<NodeReport>): Promise<boolean>;
+  readonly report: NodeReport;
+}
+
+export interface ReportSink {
+  kvPut(key: string, body: string): Promise<boolean>;
+}
+
+export function createReporter(opts: { sink: ReportSink; key: string; base: NodeReport; log: (msg: string) => void; retryWaitsMs?: number[] }): Reporter {
+  let report = opts.base;
+  let chain: Promise<boolean> = Promise.resolve(true);
+  let warned = false;
+  const send = async (r: NodeReport): Promise<boolean> => {
+    try {
+      await opts.sink.kvPut(opts.key, JSON.stringify(r));
+      return true;
+    } catch (err) {
+      if (!warned) {
+        warned = true;
+        opts.log(`report: ${(err as Error).message}; the deploy goes on, the report is sent when Consul answers`);
+      }
+      return false;
+    }
+  };
+  return {
+    get report() {
+      return report;
+    },
+    update(patch) {
+      report = { ...report, ...patch };
+      const snapshot = report;
+      chain = chain.then(() => send(snapshot));
+    },
+    async finish(patch) {
+      report = { ...report, ...patch };
+      await chain;
+      for (const wait of [0, ...(opts.retryWaitsMs ?? [500, 1500])]) {
+        if (wait > 0) await Bun.sleep(wait);
+        if (await send(report)) return true;
+      }
+      return false;
+    },
+  };
+}

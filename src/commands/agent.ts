@@ -1,18 +1,24 @@
 /**
- * `pulldeploy agent`: read one trigger (consul watch / serf / plain line, or --manifest), deploy, exit.
- * Only turns flags into options and calls `deploy`; exit code: 0 ok, 1 deploy failed, 2 usage
- * (cli.ts makes it always 0 under `consul watch`, which would otherwise stop watching).
+ * `pulldeploy agent`: read one trigger (consul watch / serf / plain line, `--manifest`, or `--from-kv`),
+ * deploy, exit; or `--follow` the role's latest release. Only turns flags into options.
+ * Exit code: 0 ok (or skipped), 1 deploy failed, 2 usage (cli.ts makes it always 0 under `consul watch`).
  */
 import { defineCommand, type ArgsDef } from "citty";
+import * as fs from "node:fs";
+import { hostname } from "node:os";
+import { agentRun, nodeName, type AgentRunOptions, type ReportTarget } from "../agent.ts";
 import { DEFAULT_LIMITS } from "../archive.ts";
-import { deploy } from "../deploy.ts";
-import { UsageError } from "../errors.ts";
+import { ConsulClient, consulConfig } from "../consul.ts";
+import { PulldeployError, UsageError } from "../errors.ts";
+import { follow } from "../follow.ts";
 import type { Logger } from "../log.ts";
+import { checkRole, DEFAULT_KV_PREFIX, kvKeys, type ReleaseRecord } from "../release.ts";
+import { loadPublicKey } from "../signature.ts";
+import { DEFAULT_STATE_DIR, type Handled } from "../state.ts";
 import { checkUrl, parseTrigger, type Trigger } from "../trigger.ts";
 import { sleep } from "../unpack.ts";
-import { loadPublicKey } from "../signature.ts";
-import { durationFlag, intFlag, listFlag, sizeFlag } from "./_shared.ts";
 import type { CommandEnv } from "../cli.ts";
+import { consulArgs, durationFlag, intFlag, listFlag, sizeFlag } from "./_shared.ts";
 
 const RSYNC_VERBOSE = ["", "-v", "-vv", "-vvv"];
 
@@ -28,74 +34,143 @@ export const agentArgs = {
   "max-files": { type: "string", description: `Refuse archives with more entries (default ${DEFAULT_LIMITS.maxEntries})`, valueHint: "n" },
   "max-extract-size": { type: "string", description: "Refuse archives that expand beyond this size (default 64GiB)", valueHint: "size" },
   "trust-key": { type: "string", description: "Only deploy manifests signed by one of these Ed25519 public keys (repeat or comma-separate, for rotation)", valueHint: "file..." },
+  role: { type: "string", description: "This server's role: reports go to Consul KV under it; needed by --from-kv and --follow", valueHint: "role" },
+  "from-kv": { type: "boolean", description: "Deploy the role's latest release from Consul KV if this server doesn't have it (boot / autoscaling)" },
+  follow: { type: "boolean", description: "Keep running: converge to the role's latest release whenever it changes in Consul KV" },
+  node: { type: "string", description: "Node name for reports (default: the Consul agent's node name, else the host name)", valueHint: "name" },
+  "kv-prefix": { type: "string", description: `Consul KV prefix (default ${DEFAULT_KV_PREFIX})`, valueHint: "prefix" },
+  "state-dir": { type: "string", description: `Where the agent keeps its state and lock (default $PULLDEPLOY_STATE_DIR or ${DEFAULT_STATE_DIR})`, valueHint: "dir" },
+  force: { type: "boolean", description: "Deploy even when the event or release was handled already" },
+  "lock-wait": { type: "string", description: "How long to wait for another agent deploying on this host (default 10m; 0: don't wait)", valueHint: "duration" },
+  ...consulArgs,
 } as const satisfies ArgsDef;
+
+type Args = Record<string, string | boolean | undefined>;
 
 export default defineCommand({
   meta: { name: "agent", description: "Deploy one release: read a trigger from stdin (consul watch, serf, or a URL line) and deploy it" },
   args: agentArgs,
   run({ args, data }) {
-    return runAgent(args as Record<string, string | undefined>, data as CommandEnv);
+    return runAgent(args as Args, data as CommandEnv);
   },
 });
 
-async function runAgent(args: Record<string, string | undefined>, ctx: CommandEnv): Promise<number> {
+async function runAgent(args: Args, ctx: CommandEnv): Promise<number> {
   const { env, log, signal } = ctx;
-  const retryWait = durationFlag("retry-wait", args["retry-wait"]);
-  const rsyncVerbose = args["rsync-verbose"] ?? "";
+  const str = (k: string) => (typeof args[k] === "string" ? (args[k] as string) : undefined);
+  const rsyncVerbose = str("rsync-verbose") ?? "";
   if (!RSYNC_VERBOSE.includes(rsyncVerbose)) throw new UsageError(`--rsync-verbose: expected one of "", -v, -vv, -vvv; got "${rsyncVerbose}"`);
-  const opts = {
-    fetch: {
-      timeoutMs: durationFlag("timeout", args.timeout),
-      retry: intFlag("retry", args.retry) ?? 0,
-      retryWaitMs: retryWait ?? 3000,
-      maxBandwidth: sizeFlag("max-bandwidth", args["max-bandwidth"]),
-    },
-    rsyncVerbose,
-    commandTimeoutMs: durationFlag("command-timeout", args["command-timeout"]),
-    limits: {
-      maxEntries: intFlag("max-files", args["max-files"], 1) ?? DEFAULT_LIMITS.maxEntries,
-      maxBytes: sizeFlag("max-extract-size", args["max-extract-size"]) ?? DEFAULT_LIMITS.maxBytes,
-    },
-  };
-  const trustKeys = listFlag(args["trust-key"]).map((file) => {
+  const trustKeys = listFlag(str("trust-key")).map((file) => {
     try {
       return loadPublicKey(file);
     } catch (err) {
       throw new UsageError(`--trust-key: ${(err as Error).message}`);
     }
   });
-  const randomDelay = durationFlag("random-delay", args["random-delay"]);
+  const deployOpts: AgentRunOptions["deploy"] = {
+    env,
+    log,
+    signal,
+    trustKeys,
+    fetch: {
+      timeoutMs: durationFlag("timeout", str("timeout")),
+      retry: intFlag("retry", str("retry")) ?? 0,
+      retryWaitMs: durationFlag("retry-wait", str("retry-wait")) ?? 3000,
+      maxBandwidth: sizeFlag("max-bandwidth", str("max-bandwidth")),
+    },
+    rsyncVerbose,
+    commandTimeoutMs: durationFlag("command-timeout", str("command-timeout")),
+    limits: {
+      maxEntries: intFlag("max-files", str("max-files"), 1) ?? DEFAULT_LIMITS.maxEntries,
+      maxBytes: sizeFlag("max-extract-size", str("max-extract-size")) ?? DEFAULT_LIMITS.maxBytes,
+    },
+  };
+  const role = str("role");
+  if (role !== undefined) {
+    const bad = checkRole(role);
+    if (bad) throw new UsageError(`--role: ${bad}`);
+  }
+  const fromKv = args["from-kv"] === true;
+  const following = args.follow === true;
+  if ((fromKv || following) && role === undefined) throw new UsageError(`--${following ? "follow" : "from-kv"} needs --role (the role whose latest release to deploy)`);
+  if (fromKv && following) throw new UsageError("use either --from-kv (once, at boot) or --follow (keep running), not both");
+  if ((fromKv || following) && str("manifest") !== undefined) throw new UsageError("--manifest cannot be combined with --from-kv or --follow");
+  const prefix = str("kv-prefix") ?? DEFAULT_KV_PREFIX;
+  const stateDir = usableStateDir(str("state-dir") ?? env.PULLDEPLOY_STATE_DIR ?? DEFAULT_STATE_DIR, log);
+  const common = { stateDir, force: args.force === true, lockWaitMs: durationFlag("lock-wait", str("lock-wait")) ?? 600_000 };
 
+  // Consul is needed for --from-kv / --follow, and for reports when a role is given.
+  const consul = role !== undefined ? new ConsulClient(consulConfig(env, { addr: str("consul-addr"), token: str("consul-token") }), { timeoutMs: 10_000 }) : undefined;
+  const report: ReportTarget | undefined = consul && role ? { consul, prefix, role, node: await nodeName(str("node"), consul, hostname()) } : undefined;
+
+  if (following) {
+    await follow({
+      consul: consul!,
+      prefix,
+      role: role!,
+      log,
+      stop: signal,
+      converge: async (record) => {
+        await agentRun({ ...common, ...fromRecord(record), deploy: { ...deployOpts, signal: ctx.forceSignal }, report });
+      },
+    });
+    return 0;
+  }
+
+  const randomDelay = durationFlag("random-delay", str("random-delay"));
   if (randomDelay) {
     const ms = Math.random() * randomDelay;
     log.info(`random delay: sleeping ${(ms / 1000).toFixed(3)}s`);
     await sleep(ms, signal);
   }
 
-  let trigger: Trigger;
-  if (args.manifest !== undefined) {
-    trigger = { kind: "flag", url: checkUrl(args.manifest, "--manifest") };
+  let run: Pick<AgentRunOptions, "manifestUrl" | "handled" | "eventId" | "releaseId" | "checksum">;
+  if (fromKv) {
+    const key = kvKeys.latest(prefix, role!);
+    const { value } = await consul!.kvGetJson<ReleaseRecord>(key);
+    if (value === null) throw new PulldeployError(`no release recorded for role ${role} yet (${key} is empty): nothing to deploy`);
+    log.info(`from-kv: latest release of ${role} is ${value.id}`);
+    run = fromRecord(value);
   } else {
-    if (ctx.stdinIsTTY) throw new UsageError("no trigger: pipe a manifest URL on stdin (or a consul/serf event), or pass --manifest URL");
-    trigger = parseTrigger(await ctx.readStdin(), env);
+    let trigger: Trigger;
+    if (str("manifest") !== undefined) {
+      trigger = { kind: "flag", url: checkUrl(str("manifest")!, "--manifest") };
+    } else {
+      if (ctx.stdinIsTTY) throw new UsageError("no trigger: pipe a manifest URL on stdin (or a consul/serf event), or pass --manifest URL");
+      trigger = parseTrigger(await ctx.readStdin(), env);
+    }
+    if (trigger.kind === "consul-empty") {
+      log.info("consul event: no events (consul watch starts every handler with [] or the buffered events)");
+      return 0;
+    }
+    logTrigger(trigger, log);
+    run = { manifestUrl: trigger.url, handled: handledOf(trigger), eventId: trigger.kind === "consul" ? trigger.eventId : undefined };
   }
-  if (trigger.kind === "consul-empty") {
-    log.info("consul event: no events (consul watch starts every handler with [] or the buffered events)");
-    return 0;
-  }
-  logTrigger(trigger, log);
   if (signal.aborted) return 1;
+  const outcome = await agentRun({ ...common, ...run, deploy: deployOpts, report });
+  return outcome.outcome === "failed" ? 1 : 0;
+}
 
-  const result = await deploy({
-    manifestUrl: trigger.url,
-    eventId: trigger.kind === "consul" ? trigger.eventId : undefined,
-    env,
-    log,
-    signal,
-    trustKeys,
-    ...opts,
-  });
-  return result.ok ? 0 : 1;
+function fromRecord(r: ReleaseRecord): Pick<AgentRunOptions, "manifestUrl" | "handled" | "releaseId" | "checksum"> {
+  return { manifestUrl: r.manifest_url, handled: { kind: "release", releaseId: r.id }, releaseId: r.id, checksum: r.checksum };
+}
+
+function handledOf(t: Trigger): Handled {
+  if (t.kind === "consul") return { kind: "consul", eventId: t.eventId };
+  if (t.kind === "serf") return { kind: "serf", event: t.event, ltime: t.ltime };
+  return { kind: "none" };
+}
+
+/** The state dir, or undefined (with a warning) when it can't be created: stretcher kept no state. */
+function usableStateDir(dir: string, log: Logger): string | undefined {
+  try {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
+    fs.accessSync(dir, fs.constants.W_OK);
+    return dir;
+  } catch (err) {
+    log.info(`state: cannot use ${dir} (${(err as NodeJS.ErrnoException).code}): no duplicate detection and no host lock this run (set --state-dir)`);
+    return undefined;
+  }
 }
 
 function logTrigger(t: Trigger, log: Logger): void {

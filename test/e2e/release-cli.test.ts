@@ -179,7 +179,7 @@ describe("crash safety: kill -9 in each phase, then a clean run", () => {
     releaseIn(store, dest, "r1", "1", fast.url);
     expect((await run(["agent", "--manifest", `${fast.url}/r1/app.yml`])).code).toBe(0);
     releaseIn(store, dest, "r2", "2", phase === "fetch" ? slow.url : fast.url, hooks);
-    const proc = Bun.spawn([BINARY, "agent", "--manifest", `${fast.url}/r2/app.yml`], { stderr: "ignore", env: { PATH: process.env.PATH! } });
+    const proc = Bun.spawn([BINARY, "agent", "--manifest", `${fast.url}/r2/app.yml`], { stderr: "ignore", env: { PATH: process.env.PATH!, PULLDEPLOY_STATE_DIR: join(d.path, "state") } });
     await waitFor(() => reached(d.path), `the agent to reach ${phase}`);
     proc.kill("SIGKILL");
     await proc.exited;

@@ -23,8 +23,9 @@ commands:
 `,
   );
   await using cluster = await startSerfCluster(d.path, [
-    { name: "web1", handler: `user:deploy=${BINARY} agent`, tags: { role: "web" } },
-    { name: "web2", handler: `user:deploy=${BINARY} agent`, tags: { role: "web" } },
+    // Two "hosts" on one machine: each keeps its own agent state.
+    { name: "web1", handler: `user:deploy=${BINARY} agent`, tags: { role: "web" }, env: { PULLDEPLOY_STATE_DIR: join(d.path, "state-web1") } },
+    { name: "web2", handler: `user:deploy=${BINARY} agent`, tags: { role: "web" }, env: { PULLDEPLOY_STATE_DIR: join(d.path, "state-web2") } },
   ]);
   cluster.event("deploy", rel.manifestUrl);
   const done = join(d.path, "done.log");

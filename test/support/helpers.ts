@@ -88,7 +88,9 @@ export async function run(
 ): Promise<RunResult> {
   const cmd = opts.useSource ? [process.execPath, join(ROOT, "src/cli.ts"), ...args] : [BINARY, ...args];
   const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries({ PATH: process.env.PATH, HOME: process.env.HOME, TMPDIR: process.env.TMPDIR, ...opts.env })) {
+  // Each run gets its own agent state (duplicate detection, lock) unless the test shares one on purpose.
+  const stateDir = opts.env && "PULLDEPLOY_STATE_DIR" in opts.env ? undefined : fs.mkdtempSync(join(tmpdir(), "pd-state-"));
+  for (const [k, v] of Object.entries({ PATH: process.env.PATH, HOME: process.env.HOME, TMPDIR: process.env.TMPDIR, PULLDEPLOY_STATE_DIR: stateDir, ...opts.env })) {
     if (v !== undefined) env[k] = v;
   }
   const proc = Bun.spawn(cmd, {
@@ -100,6 +102,7 @@ export async function run(
     timeout: opts.timeoutMs ?? 30_000,
   });
   const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  if (stateDir) fs.rmSync(stateDir, { recursive: true, force: true });
   return { code, stdout, stderr };
 }
 
