@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Install what pulldeploy's build, demo and tests need on a fresh Debian machine:
-# rsync, serf and tar from Debian, then the npm packages (Bun itself comes from npm, pinned).
+# rsync, serf, tar and chromium (the dashboard tests drive it headless) from Debian, then the npm
+# packages (Bun itself comes from npm, pinned; playwright-core never downloads a browser).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for cmd in rsync serf tar curl; do
+for cmd in rsync serf tar curl chromium; do
   command -v "$cmd" >/dev/null 2>&1 || need+=("$cmd")
 done
 if [ ${#need[@]} -gt 0 ]; then
