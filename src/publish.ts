@@ -470,13 +470,14 @@ export function renderManifest(fields: ManifestFields, hooks: Hooks, release: { 
   };
   for (const [k, v] of Object.entries(base)) if (!(k in merged)) merged[k] = v;
   for (const k of Object.keys(merged)) if (merged[k] === undefined) delete merged[k];
-  if (merged.dest === undefined || merged.dest === null) problems.push(`dest: required: pass --dest /abs/path${hooks.where === "manifest" ? "" : " or set dest in the file"}`);
+  const noDest = merged.dest === undefined || merged.dest === null;
+  if (noDest) problems.push(`dest: required: pass --dest /abs/path${hooks.where === "manifest" ? "" : " or set dest in the file"}`);
 
   const doc = new Document(merged, { version: "1.1" });
   if (typeof merged.dest_mode === "number") (doc.get("dest_mode", true) as Scalar).format = "OCT";
   const text = doc.toString({ lineWidth: 0 });
 
-  if (problems.length === 0) {
+  {
     try {
       const { manifest, warnings } = parseManifest(text, placeholderEnv());
       problems.push(...warnings.map((w) => w.replace(/^manifest: /, "")));
@@ -485,11 +486,35 @@ export function renderManifest(fields: ManifestFields, hooks: Hooks, release: { 
       if (typeof want === "string" || manifest.checksum?.hex !== want.hex) problems.push("checksum: does not read back as written");
     } catch (err) {
       if (!(err instanceof ManifestError)) throw err;
-      problems.push(...err.problems);
+      problems.push(...unknownKeys(merged), ...err.problems);
+      // A malformed `commands` stops the agent's parser early: ask again without it for the rest.
+      if (err.fatal && "commands" in merged) {
+        const { commands: _, ...rest } = merged;
+        try {
+          parseManifest(new Document(rest, { version: "1.1" }).toString({ lineWidth: 0 }), placeholderEnv());
+        } catch (again) {
+          if (again instanceof ManifestError) problems.push(...again.problems.filter((p) => !problems.includes(p)));
+        }
+      }
     }
   }
-  if (problems.length > 0) throw new ManifestError(problems.map((p) => `${hooks.where}: ${p}`), true);
+  const listed = noDest ? problems.filter((p) => !p.startsWith("dest: required when")) : problems;
+  if (listed.length > 0) throw new ManifestError(listed.map((p) => `${hooks.where}: ${p}`), true);
   return text;
+}
+
+/**
+ * The agent's warning about keys it would ignore, even when other problems stop its parser: asked of
+ * a skeleton manifest holding every key of `fields` with no value.
+ */
+function unknownKeys(fields: Record<string, unknown>): string[] {
+  const skeleton: Record<string, unknown> = { src: "file:///x", checksum: "0".repeat(64), dest: "/x" };
+  for (const k of Object.keys(fields)) if (!(k in skeleton)) skeleton[k] = null;
+  try {
+    return parseManifest(new Document(skeleton, { version: "1.1" }).toString()).warnings.map((w) => w.replace(/^manifest: /, ""));
+  } catch {
+    return [];
+  }
 }
 
 /**
