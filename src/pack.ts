@@ -99,6 +99,7 @@ export function scanTree(root: string, opts: ScanOptions): TreePlan {
   const problems: string[] = [];
   let files = 0;
   let bytes = 0;
+  const skipped = { git: 0, excluded: 0 };
   const canRead = (p: string) => {
     try {
       fs.accessSync(p, fs.constants.R_OK);
@@ -118,7 +119,10 @@ export function scanTree(root: string, opts: ScanOptions): TreePlan {
     }
     names.sort(byName);
     for (const name of names) {
-      if (name === ".git" && !opts.includeGit) continue;
+      if (name === ".git" && !opts.includeGit) {
+        skipped.git++;
+        continue;
+      }
       const abs = join(dir, name);
       const path = rel === "" ? name : `${rel}/${name}`;
       let s: fs.Stats;
@@ -128,7 +132,10 @@ export function scanTree(root: string, opts: ScanOptions): TreePlan {
         problems.push(`${path} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
         continue;
       }
-      if (excluded(matchers, path, name, s.isDirectory())) continue;
+      if (excluded(matchers, path, name, s.isDirectory())) {
+        skipped.excluded++;
+        continue;
+      }
       const base = { path, mode: s.mode & 0o7777, mtime: Math.floor(s.mtimeMs / 1000), size: 0, linkname: "" };
       if (s.isDirectory()) {
         if (!canRead(abs)) {
@@ -158,7 +165,10 @@ export function scanTree(root: string, opts: ScanOptions): TreePlan {
   if (problems.length > 0) {
     throw new PackError(`pack ${root}: ${problems.length} ${problems.length === 1 ? "entry" : "entries"} cannot be packed: ${problems.join(", ")}`, problems);
   }
-  if (entries.length === 0) throw new PackError(`pack ${root}: nothing to pack (the directory is empty${opts.excludes.length > 0 ? " after --exclude" : ""})`);
+  if (entries.length === 0) {
+    const why = skipped.excluded > 0 ? "everything in it is excluded by --exclude" : skipped.git > 0 ? "it holds only .git, which is left out unless --include-git" : "the directory is empty";
+    throw new PackError(`pack ${root}: nothing to pack (${why})`);
+  }
   return { root, entries, files, bytes };
 }
 
