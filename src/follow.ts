@@ -19,8 +19,8 @@ export interface FollowOptions {
   stop: AbortSignal;
   /** Deploy `record` if this host doesn't have it yet. */
   converge: (record: ReleaseRecord) => Promise<void>;
-  /** Blocking query wait, Consul syntax (default "5m"). */
-  wait?: string;
+  /** Blocking query wait in ms (default 60 s): the latest release is re-read at least this often. */
+  waitMs?: number;
   /** Backoff bounds in ms (default 1 s … 30 s). */
   backoffMs?: [number, number];
 }
@@ -36,8 +36,11 @@ export async function follow(o: FollowOptions): Promise<void> {
   while (!o.stop.aborted) {
     let record: ReleaseRecord | null;
     try {
-      const answer = await o.consul.kvGetJson<ReleaseRecord>(key, { index, wait: o.wait ?? "5m", signal: o.stop });
-      index = nextIndex(index, answer.index);
+      const answer = await o.consul.kvGetJson<ReleaseRecord>(key, { index, wait: `${Math.max(1, Math.round((o.waitMs ?? 60_000) / 1000))}s`, signal: o.stop });
+      // A wait that ends with no change starts the next one from 0: if Consul came back with lower
+      // indices (a dev-mode restart, a snapshot restore) while no query was open, blocking on the old
+      // index would miss every update for good.
+      index = answer.index === index ? 0 : nextIndex(index, answer.index);
       record = answer.value;
       if (away) o.log.info("follow: Consul is back");
       away = false;

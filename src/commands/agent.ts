@@ -41,6 +41,7 @@ export const agentArgs = {
   "kv-prefix": { type: "string", description: `Consul KV prefix (default ${DEFAULT_KV_PREFIX})`, valueHint: "prefix" },
   "state-dir": { type: "string", description: `Where the agent keeps its state and lock (default $PULLDEPLOY_STATE_DIR or ${DEFAULT_STATE_DIR})`, valueHint: "dir" },
   force: { type: "boolean", description: "Deploy even when the event or release was handled already" },
+  "follow-wait": { type: "string", description: "--follow: longest wait of one blocking query; the latest release is re-read at least this often (default 60s)", valueHint: "duration" },
   "lock-wait": { type: "string", description: "How long to wait for another agent deploying on this host (default 10m; 0: don't wait)", valueHint: "duration" },
   ...consulArgs,
 } as const satisfies ArgsDef;
@@ -110,6 +111,7 @@ async function runAgent(args: Args, ctx: CommandEnv): Promise<number> {
       role: role!,
       log,
       stop: signal,
+      waitMs: durationFlag("follow-wait", str("follow-wait")),
       converge: async (record) => {
         await agentRun({ ...common, ...fromRecord(record), deploy: { ...deployOpts, signal: ctx.forceSignal }, report });
       },

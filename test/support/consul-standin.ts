@@ -243,10 +243,11 @@ export class ConsulStandin implements AsyncDisposable {
   async stop(): Promise<void> {
     const server = this.server;
     this.server = undefined;
-    for (const w of this.waiters) w.wake();
-    this.waiters.clear();
     for (const s of this.sessions.values()) clearTimeout(s.timer);
+    // Close the connections first, as a dying agent does: parked blocking queries get no answer.
     if (server) await server.stop(true);
+    for (const w of [...this.waiters]) w.wake();
+    this.waiters.clear();
   }
 
   /**
