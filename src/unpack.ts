@@ -6,7 +6,9 @@
  */
 import { createHasher, type Checksum } from "./checksum.ts";
 import { ChecksumError, ExtractError, FetchError } from "./errors.ts";
+import * as fs from "node:fs";
 import { redact } from "./log.ts";
+import { formatBytes } from "./units.ts";
 import { openUrl } from "./sources/index.ts";
 import type { Env } from "./sources/types.ts";
 import { detectCompression, TarExtractor, type ExtractLimits } from "./archive.ts";
@@ -44,6 +46,7 @@ export async function fetchAndExtract(opts: UnpackOptions): Promise<UnpackResult
   const { url, signal } = opts;
   const shown = redact(url);
   let opened = await openUrl(url, { env: opts.env, signal, userAgent: opts.userAgent });
+  checkFreeSpace(opts.tree, opened.size);
   let resumesLeft = opts.resumes ?? 0;
   const hasher = createHasher(opts.checksum.algorithm);
   const extractor = new TarExtractor(opts.tree, opts.limits, opts.linkFrom);
@@ -124,6 +127,24 @@ export async function fetchAndExtract(opts: UnpackOptions): Promise<UnpackResult
   const actual = hasher.hex();
   if (actual !== opts.checksum.hex) throw new ChecksumError(opts.checksum.algorithm, opts.checksum.hex, actual);
   return { bytes, entries: extractor.entries, linked: extractor.linked, extractError };
+}
+
+/**
+ * A full disk before extraction: the tree needs at least the compressed size (and usually several
+ * times more), so refuse at once when not even that is free.
+ */
+function checkFreeSpace(tree: string, size: number | undefined): void {
+  if (size === undefined) return;
+  let free: number;
+  try {
+    const st = fs.statfsSync(tree);
+    free = st.bavail * st.bsize;
+  } catch {
+    return;
+  }
+  if (free < size) {
+    throw new ExtractError(`not enough disk space: the archive alone is ${formatBytes(size)} but ${tree} has ${formatBytes(free)} free`);
+  }
 }
 
 /** Bun's own gzip as a stream; decompressed chunks go straight into the extractor. */

@@ -477,6 +477,23 @@ describe("hostile archives: refused naming the entry, dest untouched, failure ru
   });
 
   const canMount = Bun.spawnSync(["sh", "-c", "d=$(mktemp -d) && mount -t tmpfs -o size=64k tmpfs $d && umount $d && rmdir $d"]).exitCode === 0;
+  test.skipIf(!canMount)("disk full before extract: refused at once when not even the archive's size is free", async () => {
+    await using d = tempDir();
+    const small = join(d.path, "small");
+    fs.mkdirSync(small);
+    expect(Bun.spawnSync(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", small]).exitCode).toBe(0);
+    try {
+      const rel = appRelease(d.path, { "random.bin": crypto.getRandomValues(new Uint8Array(65536)), "more.bin": crypto.getRandomValues(new Uint8Array(50000)) }, (a) => `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${d.path}/dest\n${hooks(d.path)}`);
+      const { result } = await agent(rel.manifestUrl, { env: { PATH: process.env.PATH, TMPDIR: small } });
+      expect(result).toMatchObject({ ok: false, phase: "extract" });
+      expect((result as { error: string }).error).toMatch(/^not enough disk space: the archive alone is 11\d\.\d KB but \S+ has \d+(\.\d)? KB free$/);
+      expect(hookLog(d.path)).toEqual(["failure"]);
+      expect(fs.readdirSync(small)).toEqual([]);
+    } finally {
+      Bun.spawnSync(["umount", small]);
+    }
+  });
+
   test.skipIf(!canMount)("disk full during extract: a clear error, dest untouched", async () => {
     await using d = tempDir();
     const small = join(d.path, "small");
