@@ -14,7 +14,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { FetchError } from "../errors.ts";
 import { redact } from "../log.ts";
-import { proxyFor } from "./http.ts";
+import { isAbort, networkMessage, proxyFor } from "./http.ts";
 import type { Env, OpenOptions, Source } from "./types.ts";
 
 const STORAGE_API = "https://storage.googleapis.com";
@@ -232,14 +232,4 @@ async function statusError(where: string, res: Response): Promise<FetchError> {
   if (detail.length > 300) detail = `${detail.slice(0, 300)}…`;
   const retryable = res.status >= 500 || res.status === 429;
   return new FetchError(`${where}: ${res.status} ${detail}`, retryable, { status: res.status });
-}
-
-function isAbort(err: unknown): boolean {
-  return err instanceof Error && (err.name === "AbortError" || err.name === "TimeoutError");
-}
-
-function networkMessage(err: unknown): string {
-  if (isAbort(err)) return "timed out";
-  const e = err as { code?: string; message?: string };
-  return e.code ? `${e.code}: ${e.message}` : String(e.message ?? err);
 }

@@ -46,11 +46,12 @@ export function proxyFor(url: string, env: Env): string | undefined {
   return proxy && proxy !== "" ? proxy : undefined;
 }
 
-function isAbort(err: unknown): boolean {
+export function isAbort(err: unknown): boolean {
   return err instanceof Error && (err.name === "AbortError" || err.name === "TimeoutError");
 }
 
-function networkMessage(err: unknown): string {
+/** A network error as one line: `ECONNREFUSED: …`, or "timed out". */
+export function networkMessage(err: unknown): string {
   if (isAbort(err)) return "timed out";
   const e = err as { code?: string; message?: string };
   return e.code ? `${e.code}: ${e.message}` : String(e.message ?? err);
