@@ -33,6 +33,8 @@ const COMMANDS: Record<string, { description: string; load: () => Promise<Comman
   fire: { description: "Fire the deploy event for an existing manifest URL (re-deploy or roll back by hand)", load: async () => (await import("./commands/fire.ts")).default },
   rollback: { description: "Switch current back to an earlier release (sync_strategy: release), without downloading", load: async () => (await import("./commands/rollback.ts")).default },
   keygen: { description: "Make an Ed25519 key pair for signed manifests", load: async () => (await import("./commands/keygen.ts")).default },
+  status: { description: "Show each node of a role: release, status, phase and age, against the latest release", load: async () => (await import("./commands/status.ts")).default },
+  dashboard: { description: "Serve a live web page of every role's nodes and releases (from Consul)", load: async () => (await import("./commands/dashboard.ts")).default },
 };
 
 export async function main(argv: string[]): Promise<number> {
