@@ -226,14 +226,18 @@ function latestBox(role) {
     kids.push(h("div", { class: "rid none", text: "No release recorded yet" }));
     kids.push(h("div", { class: "meta", text: role.prefix + "/roles/" + role.role + "/latest is empty" }));
   }
-  var total = c.nodes - c.not_in_catalog;
+  // Progress over the catalog's nodes only: a report from a node gone from the catalog is not part of the rollout.
+  var members = role.rows.filter(function (r) { return r.in_catalog; });
+  var total = members.length;
+  function count(f) { return members.filter(f).length; }
+  var onLatest = count(function (r) { return r.on_latest; });
   if (l && total > 0) {
-    var bar = h("div", { class: "progress", title: c.on_latest + " of " + total + " nodes on the latest release" });
-    [["ok", c.on_latest], ["run", c.deploying], ["bad", c.failure]].forEach(function (p) {
-      if (p[1] > 0) { var s = h("span", { class: p[0] }); s.style.width = (100 * p[1] / Math.max(total, 1)) + "%"; bar.appendChild(s); }
+    var bar = h("div", { class: "progress", title: onLatest + " of " + total + " nodes on the latest release" });
+    [["ok", onLatest], ["run", count(function (r) { return r.status === "deploying"; })], ["bad", count(function (r) { return r.status === "failure"; })]].forEach(function (p) {
+      if (p[1] > 0) { var s = h("span", { class: p[0] }); s.style.width = (100 * p[1] / total) + "%"; bar.appendChild(s); }
     });
     kids.push(h("div", { class: "progress-wrap" }, [
-      h("div", { class: "progress-text" }, [h("b", { text: Math.min(c.on_latest, total) + " / " + total }), " nodes on latest"]),
+      h("div", { class: "progress-text" }, [h("b", { text: onLatest + " / " + total }), " nodes on latest"]),
       bar
     ]));
   }
