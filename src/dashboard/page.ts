@@ -79,20 +79,20 @@ main { max-width: 1280px; margin: 0 auto; padding: 16px 24px 8px; }
 .pill.run { background: var(--run-bg); color: var(--run); }
 .pill.warn { background: var(--warn-bg); color: var(--warn); }
 
-.latest { display: grid; grid-template-columns: 1fr auto; gap: 4px 24px; align-items: end; margin: 12px 20px 14px; padding: 12px 16px; border-radius: 8px; background: #f7f8fb; border: 1px solid var(--line-soft); }
-.latest .label { grid-column: 1 / -1; text-transform: uppercase; font-size: 11px; letter-spacing: .08em; color: var(--muted); font-weight: 600; }
-.latest .rid { font-family: var(--mono); font-size: 17px; font-weight: 600; word-break: break-all; }
-.latest .rid.none { font-family: var(--sans); font-weight: 500; color: var(--muted); font-size: 15px; }
-.latest .meta { color: var(--muted); font-size: 13px; }
-.latest .meta .msg { color: var(--text); }
-.latest .progress-wrap { grid-row: 2 / span 2; grid-column: 2; min-width: 220px; text-align: right; }
-.latest .progress-text { font-size: 13px; color: var(--muted); margin-bottom: 4px; }
-.latest .progress-text b { color: var(--text); font-size: 15px; }
+.release-box { display: grid; grid-template-columns: 1fr auto; gap: 4px 24px; align-items: end; margin: 12px 20px 14px; padding: 12px 16px; border-radius: 8px; background: #f7f8fb; border: 1px solid var(--line-soft); }
+.release-box .label { grid-column: 1 / -1; text-transform: uppercase; font-size: 11px; letter-spacing: .08em; color: var(--muted); font-weight: 600; }
+.release-box .rid { font-family: var(--mono); font-size: 17px; font-weight: 600; word-break: break-all; }
+.release-box .rid.none { font-family: var(--sans); font-weight: 500; color: var(--muted); font-size: 15px; }
+.release-box .meta { color: var(--muted); font-size: 13px; }
+.release-box .meta .msg { color: var(--text); }
+.release-box .progress-wrap { grid-row: 2 / span 2; grid-column: 2; min-width: 220px; text-align: right; }
+.release-box .progress-text { font-size: 13px; color: var(--muted); margin-bottom: 4px; }
+.release-box .progress-text b { color: var(--text); font-size: 15px; }
 .progress { display: flex; height: 8px; border-radius: 999px; overflow: hidden; background: var(--line); }
 .progress span { display: block; height: 100%; }
 .progress .ok { background: #32a852; } .progress .run { background: #5b8def; } .progress .bad { background: #e0473d; }
-.latest .history { grid-column: 1 / -1; font-size: 12.5px; color: var(--muted); margin-top: 4px; }
-.latest .history code { color: var(--skip); }
+.release-box .history { grid-column: 1 / -1; font-size: 12.5px; color: var(--muted); margin-top: 4px; }
+.release-box .history code { color: var(--skip); }
 
 table.nodes { width: 100%; border-collapse: collapse; }
 table.nodes th { text-align: left; font-size: 11.5px; text-transform: uppercase; letter-spacing: .06em; color: var(--muted); font-weight: 600; padding: 8px 10px; border-top: 1px solid var(--line); border-bottom: 1px solid var(--line); background: #fafbfc; }
@@ -113,7 +113,7 @@ td.age { font-variant-numeric: tabular-nums; }
 td.err { color: var(--bad); max-width: 380px; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 td.err.note { color: var(--muted); }
 .tag { display: inline-block; font-size: 11px; font-weight: 600; padding: 1px 7px; border-radius: 4px; white-space: nowrap; vertical-align: 1px; }
-.tag.latest { background: var(--ok-bg); color: var(--ok); }
+.tag.is-latest { background: var(--ok-bg); color: var(--ok); }
 .tag.older { background: var(--warn-bg); color: var(--warn); }
 .badge { display: inline-flex; align-items: center; gap: 6px; font-weight: 600; font-size: 12.5px; padding: 2px 10px 2px 8px; border-radius: 999px; white-space: nowrap; }
 .badge::before { content: ""; width: 7px; height: 7px; border-radius: 50%; background: currentColor; }
@@ -138,7 +138,7 @@ tr.logrow td { background: #fbfcfd; padding: 0 20px 14px !important; text-align:
 .role .foot.problem { color: var(--warn); }
 footer { max-width: 1280px; margin: 0 auto; padding: 4px 24px 24px; color: var(--faint); font-size: 12px; }
 footer code { color: var(--muted); }
-@media (max-width: 900px) { td.phase, th.phase { display: none; } td.err { max-width: 200px; } .latest { grid-template-columns: 1fr; } .latest .progress-wrap { grid-row: auto; grid-column: 1; text-align: left; } }
+@media (max-width: 900px) { td.phase, th.phase { display: none; } td.err { max-width: 200px; } .release-box { grid-template-columns: 1fr; } .release-box .progress-wrap { grid-row: auto; grid-column: 1; text-align: left; } }
 `;
 
 export const APP_JS = `(function () {
@@ -254,7 +254,7 @@ function latestBox(role) {
     if (role.release_count > earlier.length + (l ? 1 : 0)) hist.push(" · " + role.release_count + " releases in all");
     kids.push(h("div", { class: "history" }, hist));
   }
-  return h("div", { class: "latest" }, kids);
+  return h("div", { class: "release-box" }, kids);
 }
 
 function formatBytes(n) {
@@ -270,7 +270,7 @@ function nodeRows(role, r) {
   if (r.release_id === null) rel = h("td", { class: "rel" }, [h("span", { class: "note", text: "–" })]);
   else {
     var tag = null;
-    if (role.latest && r.release_id === role.latest.id && r.status !== "failure") tag = r.on_latest ? h("span", { class: "tag latest", text: "latest" }) : null;
+    if (role.latest && r.release_id === role.latest.id && r.status !== "failure") tag = r.on_latest ? h("span", { class: "tag is-latest", text: "latest" }) : null;
     else if (r.behind) { var t = idTime(r.release_id); tag = h("span", { class: "tag older" }, ["older", t ? " · " : "", t ? age(t) : null]); }
     rel = h("td", { class: "rel" }, [h("code", { text: r.release_id }), tag]);
   }
