@@ -202,6 +202,21 @@ describe("pulldeploy dashboard in Chromium", () => {
     expect((await fetch(`${url}/api/state`, { method: "POST" })).status).toBe(405);
   });
 
+  test("Consul away: the last state stays under a banner; the page follows again once Consul is back", async () => {
+    await consul.stop();
+    const banner = page.locator("#banner");
+    await banner.waitFor({ state: "visible" });
+    expect(await banner.innerText()).toMatch(/^Consul is not answering \(consul .+\)\. Showing the last state seen; retrying\.$/);
+    expect(await page.locator("#conn-text").innerText()).toBe("Consul unreachable");
+    expect((await row("web-2").locator(".badge").innerText()).trim()).toBe("success");
+    await consul.restart();
+    put("web", "web-5");
+    await waitFor(async () => (await row("web-5").locator(".badge").innerText()).trim() === "success", "web-5 success after Consul came back");
+    expect(await banner.isHidden()).toBe(true);
+    expect(await page.locator("#conn-text").innerText()).toBe("live");
+    expect(stderr).toMatch(/dashboard: consul .*; showing the last state, retrying\n/);
+  }, 20_000);
+
   test("SIGTERM stops it with exit 0; a bad --listen is a usage error", async () => {
     dashboard!.kill("SIGTERM");
     expect(await dashboard!.exited).toBe(0);

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { kvKeys, renderReleaseRecord, type ReleaseRecord } from "../../src/release.ts";
 import type { NodeReport } from "../../src/report.ts";
 import { startConsulStandin, type ConsulStandin } from "../support/consul-standin.ts";
-import { run } from "../support/helpers.ts";
+import { BINARY, run } from "../support/helpers.ts";
 
 const NEW = "20260301T115000Z-0123456789ab";
 const OLD = "20260228T090000Z-aaaaaaaaaaaa";
@@ -90,6 +90,24 @@ describe("pulldeploy status", () => {
     expect(lines.map((l) => l.slice(3, 8)).filter((n) => n.startsWith("web-"))).toEqual(["web-1", "web-2", "web-3", "web-4", "web-9"]);
     expect(r.stdout).toContain(`! failed   ? never reported   ~ runs an older release   * not in the catalog of service "web"`);
     expect(r.stderr).toBe("");
+  });
+
+  test("on a terminal: colours (failure red, success green, markers), none with NO_COLOR", async () => {
+    // util-linux `script` gives the binary a pseudo-terminal as stdout.
+    const onTty = async (extra: Record<string, string> = {}) => {
+      const p = Bun.spawn(["script", "-qec", `${BINARY} status --role web`, "/dev/null"], { env: { PATH: process.env.PATH, ...env, ...extra }, stdin: "ignore", stdout: "pipe", stderr: "pipe", timeout: 30_000 });
+      const [stdout, code] = await Promise.all([new Response(p.stdout).text(), p.exited]);
+      return { stdout, code };
+    };
+    const colored = await onTty();
+    expect(colored.code).toBe(1);
+    expect(colored.stdout).toContain("\x1b[31mfailure\x1b[0m");
+    expect(colored.stdout).toContain("\x1b[32msuccess\x1b[0m");
+    expect(colored.stdout).toContain("\x1b[31m!\x1b[0m");
+    expect(colored.stdout).toContain(`\x1b[33m${OLD}\x1b[0m`);
+    const plain = await onTty({ NO_COLOR: "1" });
+    expect(plain.stdout).toContain("failure");
+    expect(plain.stdout).not.toContain("\x1b[");
   });
 
   test("--json prints the view: latest, counts and one object per node", async () => {
