@@ -160,6 +160,21 @@ export async function waitForRollout(o: RolloutOptions): Promise<RolloutResult> 
   }
 }
 
+/**
+ * The result for the operator: the summary line, then one line per node that failed (with its error)
+ * or was not done (with what it last reported). Publish prints these after a `--wait`.
+ */
+export function describeRollout(r: RolloutResult): string[] {
+  const lines = [r.message];
+  for (const f of r.failed) lines.push(`  ${f.node}: failed in ${f.phase ?? "an unknown phase"}: ${f.error ?? "no error message"}`);
+  for (const p of r.pending) {
+    if (p.status === "never-reported") lines.push(`  ${p.node}: never reported`);
+    else if (p.status === "deploying") lines.push(`  ${p.node}: still deploying ${p.release_id ?? "an unknown release"} (${p.phase ?? "?"})`);
+    else lines.push(`  ${p.node}: last reported ${p.status} for ${p.release_id ?? "an unknown release"}${p.error ? `: ${p.error}` : ""}`);
+  }
+  return lines;
+}
+
 /** What a progress line says about a report of the new release. */
 function stateOf(r: NodeReport): string {
   if (r.status === "deploying") return `deploying: ${r.phase}`;

@@ -6,7 +6,7 @@ import { describe, expect, test } from "bun:test";
 import { ConsulClient, consulConfig } from "../../src/consul.ts";
 import { kvKeys } from "../../src/release.ts";
 import type { NodeReport } from "../../src/report.ts";
-import { waitForRollout, type RolloutProgress } from "../../src/wait.ts";
+import { describeRollout, waitForRollout, type RolloutProgress } from "../../src/wait.ts";
 import { startConsulStandin, type ConsulStandin } from "../support/consul-standin.ts";
 
 const NEW = "20260301T115000Z-0123456789ab";
@@ -85,6 +85,7 @@ describe("waitForRollout", () => {
     expect(result.failed).toEqual([{ node: "web-3", status: "failure", release_id: NEW, phase: "post", error: "post: command failed with exit code 1: ./restart.sh" }]);
     expect(result.pending).toEqual([]);
     expect(result.message).toBe(`rollout of ${NEW} to web: 2/3 succeeded, 1 failed (web-3)`);
+    expect(describeRollout(result)).toEqual([result.message, "  web-3: failed in post: post: command failed with exit code 1: ./restart.sh"]);
   });
 
   test("all succeed: ok; reports already there count at once, two in one answer count up", async () => {
@@ -122,6 +123,7 @@ describe("waitForRollout", () => {
       { node: "web-3", status: "never-reported", release_id: null, phase: null, error: null },
     ]);
     expect(result.message).toBe(`rollout of ${NEW} to web: timed out after 400ms: 1/3 succeeded, 2 not done (web-2, web-3)`);
+    expect(describeRollout(result)).toEqual([result.message, `  web-2: last reported success for ${OLD}`, "  web-3: never reported"]);
   });
 
   test("a role with no catalog nodes ends at once and is not ok; --service names another service", async () => {
