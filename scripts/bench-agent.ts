@@ -1,0 +1,228 @@
+/**
+ * Benchmark: `pulldeploy agent` against the shell pipeline it replaces
+ *
+ *   curl -sf -o F URL && echo "SUM  F" | sha256sum -c && mkdir T && tar xzf F -C T && rsync -a --delete T/ D/ && rm -rf T F
+ *
+ * on a generated app (default 20,000 files, 240 MB, 10% incompressible) served over loopback HTTP:
+ * a first deploy into an empty dest, a redeploy with 1% of the files changed, a no-change redeploy.
+ * Prints median wall times, ratios, the agent's peak RSS (also on a 1 GB archive) and startup
+ * times, with PASS/FAIL against the floors of issue 2. Exit code 1 if a floor is missed.
+ *
+ *   bun scripts/bench-agent.ts [--files 20000] [--size-mb 240] [--big-gb 1] [--reps 3] [--work .bench/agent]
+ *
+ * Generated trees and archives are cached in the work dir, keyed by their parameters.
+ */
+import * as fs from "node:fs";
+import * as os from "node:os";
+import { join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { measure, median, sh, writeApp, type AppSpec, type Measured } from "./bench-lib.ts";
+
+const { values: flags } = parseArgs({
+  options: {
+    files: { type: "string", default: "20000" },
+    "size-mb": { type: "string", default: "240" },
+    "big-gb": { type: "string", default: "1" },
+    reps: { type: "string", default: "3" },
+    work: { type: "string", default: ".bench/agent" },
+    bin: { type: "string", default: "dist/pulldeploy" },
+    seed: { type: "string", default: "1" },
+  },
+  strict: true,
+});
+
+const FLOORS = { ratio: 0.85, rssMb: 80, versionMs: 30, emptyMs: 50 };
+const MB = 2 ** 20;
+const work = resolve(flags.work);
+const reps = Number(flags.reps);
+const seed = Number(flags.seed);
+const spec: AppSpec = { files: Number(flags.files), bytes: Number(flags["size-mb"]) * 1e6, randomShare: 0.1, seed, changeShare: 0.01 };
+const bigGb = Number(flags["big-gb"]);
+const bigSpec: AppSpec = { files: 2000, bytes: bigGb * 2 ** 30, randomShare: 0.5, seed: seed + 100, changeShare: 0 };
+
+fs.mkdirSync(work, { recursive: true });
+// A snapshot of the binary: other builds in the same tree must not swap it mid-run.
+const bin = join(work, "pulldeploy");
+fs.copyFileSync(flags.bin, bin);
+fs.chmodSync(bin, 0o755);
+const tmp = join(work, "tmp");
+fs.rmSync(tmp, { recursive: true, force: true });
+fs.mkdirSync(tmp);
+const www = join(work, "www");
+fs.mkdirSync(www, { recursive: true });
+
+const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
+const loadBefore = os.loadavg()[0]!;
+
+// --- data ----------------------------------------------------------------------------------------
+
+/** Generate and pack `name` unless a previous run left it with the same parameters. */
+async function archive(name: string, s: AppSpec, version: 1 | 2, keepTree: boolean): Promise<{ tarball: string; sum: string; tree: string }> {
+  const tree = join(work, "apps", name);
+  const tarball = join(www, `${name}.tar.gz`);
+  const stamp = join(work, "apps", `${name}.json`);
+  const key = JSON.stringify({ ...s, version, generator: 3 });
+  if (fs.existsSync(tarball) && fs.existsSync(stamp) && fs.readFileSync(stamp, "utf8") === key && (!keepTree || fs.existsSync(tree))) {
+    return { tarball, sum: fs.readFileSync(`${tarball}.sha256`, "utf8").trim(), tree };
+  }
+  log(`generating ${name}: ${s.files} files, ${(s.bytes / 1e6).toFixed(0)} MB`);
+  fs.rmSync(tree, { recursive: true, force: true });
+  fs.rmSync(stamp, { force: true });
+  let t = performance.now();
+  writeApp(tree, s, version);
+  log(`  written in ${((performance.now() - t) / 1000).toFixed(1)}s; packing with tar czf`);
+  t = performance.now();
+  await sh(`tar czf '${tarball}' -C '${tree}' .`);
+  const sum = (await sh(`sha256sum '${tarball}'`)).split(" ")[0]!;
+  fs.writeFileSync(`${tarball}.sha256`, `${sum}\n`);
+  log(`  packed in ${((performance.now() - t) / 1000).toFixed(1)}s: ${(fs.statSync(tarball).size / MB).toFixed(1)} MiB`);
+  if (!keepTree) fs.rmSync(tree, { recursive: true, force: true });
+  fs.writeFileSync(stamp, key);
+  return { tarball, sum, tree };
+}
+
+const v1 = await archive("v1", spec, 1, false);
+const v2 = await archive("v2", spec, 2, true);
+const big = bigGb > 0 ? await archive(`big${bigGb}g`, bigSpec, 1, false) : undefined;
+
+// Served from this process with sendfile (Bun.file): little CPU, and timing is the children's wall time.
+const server = Bun.serve({
+  port: 0,
+  hostname: "127.0.0.1",
+  async fetch(req) {
+    const file = Bun.file(join(www, new URL(req.url).pathname.slice(1)));
+    return (await file.exists()) ? new Response(file) : new Response("not found", { status: 404 });
+  },
+});
+const base = `http://127.0.0.1:${server.port}`;
+
+const dests = { pipeline: join(work, "dest-pipeline"), pulldeploy: join(work, "dest-pulldeploy"), big: join(work, "dest-big") };
+function manifest(name: string, a: { tarball: string; sum: string }, dest: string): string {
+  const file = `${name}.yml`;
+  fs.writeFileSync(join(www, file), `src: ${base}/${a.tarball.slice(www.length + 1)}\nchecksum: ${a.sum}\ndest: ${dest}\n`);
+  return `${base}/${file}`;
+}
+const agentEnv = { ...process.env, TMPDIR: tmp };
+
+type Tool = "pipeline" | "pulldeploy";
+async function deployOnce(tool: Tool, a: { tarball: string; sum: string }, version: string): Promise<Measured> {
+  const dest = dests[tool];
+  if (tool === "pulldeploy") {
+    const m = await measure([bin, "agent"], { stdin: `${manifest(`${version}-pulldeploy`, a, dest)}\n`, env: agentEnv, pollRss: true });
+    if (!m.stderr.includes("deploy succeeded")) throw new Error(`pulldeploy agent did not succeed:\n${m.stderr}`);
+    return m;
+  }
+  const file = join(tmp, "app.tar.gz");
+  const tree = join(tmp, "tree");
+  const url = `${base}/${a.tarball.slice(www.length + 1)}`;
+  return measure(["sh", "-c", `curl -sf -o '${file}' '${url}' && echo '${a.sum}  ${file}' | sha256sum -c && mkdir '${tree}' && tar xzf '${file}' -C '${tree}' && rsync -a --delete '${tree}/' '${dest}/' && rm -rf '${tree}' '${file}'`]);
+}
+
+/** Dirty pages of the previous run are written back before the next one starts. */
+const settle = () => sh("sync");
+
+// --- deploy scenarios ----------------------------------------------------------------------------
+
+const SCENARIOS = [
+  { name: "first deploy (empty dest)", archive: v1, version: "v1" },
+  { name: "redeploy, 1% of files changed", archive: v2, version: "v2" },
+  { name: "no-change redeploy", archive: v2, version: "v2" },
+] as const;
+const results = SCENARIOS.map(() => ({ pipeline: [] as number[], pulldeploy: [] as number[], runs: [] as Measured[] }));
+
+for (let rep = 0; rep < reps; rep++) {
+  const order: Tool[] = rep % 2 === 0 ? ["pulldeploy", "pipeline"] : ["pipeline", "pulldeploy"];
+  for (const tool of order) {
+    fs.rmSync(dests[tool], { recursive: true, force: true });
+    fs.mkdirSync(dests[tool]);
+  }
+  for (const [i, sc] of SCENARIOS.entries()) {
+    for (const tool of order) {
+      await settle();
+      const m = await deployOnce(tool, sc.archive, sc.version);
+      results[i]![tool].push(m.seconds);
+      if (tool === "pulldeploy") results[i]!.runs.push(m);
+      log(`rep ${rep + 1}/${reps} ${sc.name}: ${tool} ${m.seconds.toFixed(2)}s${tool === "pulldeploy" ? `, peak RSS ${(m.peakRss / MB).toFixed(1)} MiB` : ""}`);
+    }
+  }
+}
+
+// Both dests must now hold exactly v2: contents, modes and times. The one difference tolerated (and
+// reported) is the time of dest itself, which `tar xzf` takes from the archive's `./` entry.
+const notes: string[] = [];
+for (const tool of ["pipeline", "pulldeploy"] as const) {
+  await sh(`diff -r '${v2.tree}' '${dests[tool]}'`);
+  const drift = (await sh(`rsync -ani --delete '${v2.tree}/' '${dests[tool]}/'`)).split("\n").filter((l) => l !== "");
+  const unexpected = drift.filter((l) => l !== ".d..t...... ./");
+  if (unexpected.length > 0) throw new Error(`${tool}: dest differs from v2 in metadata:\n${unexpected.slice(0, 10).join("\n")}`);
+  if (drift.length > 0) notes.push(`${tool}: dest's own mtime differs from the archive's \`./\` entry (rsync -ani: \`${drift[0]}\`)`);
+}
+
+// --- the big archive: memory must not grow with its size -----------------------------------------
+
+let bigRun: Measured | undefined;
+if (big) {
+  fs.rmSync(dests.big, { recursive: true, force: true });
+  await settle();
+  bigRun = await measure([bin, "agent"], { stdin: `${manifest("big-pulldeploy", big, dests.big)}\n`, env: agentEnv, pollRss: true });
+  if (!bigRun.stderr.includes("deploy succeeded")) throw new Error(`pulldeploy agent did not succeed:\n${bigRun.stderr}`);
+  log(`${bigGb} GiB archive: ${bigRun.seconds.toFixed(2)}s, peak RSS ${(bigRun.peakRss / MB).toFixed(1)} MiB`);
+  fs.rmSync(dests.big, { recursive: true, force: true });
+}
+
+// --- startup -------------------------------------------------------------------------------------
+
+/** Median wall time and median CPU time (user + system) of 20 runs, in ms. */
+async function startup(stdin: string | undefined, args: string[], env: Record<string, string | undefined>) {
+  const runs: Measured[] = [];
+  for (let i = 0; i < 20; i++) runs.push(await measure([bin, ...args], { stdin, env }));
+  return { wall: median(runs.map((r) => r.seconds)) * 1000, cpu: median(runs.map((r) => r.cpuSeconds)) * 1000 };
+}
+const version = await startup(undefined, ["--version"], process.env);
+const empty = await startup("[]\n", ["agent"], { ...process.env, CONSUL_INDEX: "1" });
+server.stop(true);
+const loadAfter = os.loadavg()[0]!;
+
+// --- report --------------------------------------------------------------------------------------
+
+const mb = (b: number) => (b / MB).toFixed(1);
+const archiveMb = (a: { tarball: string }) => mb(fs.statSync(a.tarball).size);
+const maxOf = (runs: Measured[], f: (m: Measured) => number) => Math.max(...runs.map(f));
+const lines: string[] = [];
+const verdicts: [string, boolean][] = [];
+lines.push(`${spec.files} files, ${(spec.bytes / 1e6).toFixed(0)} MB (${spec.randomShare * 100}% random), archive ${archiveMb(v1)} MiB; median of ${reps} runs, tools alternating; ${os.cpus().length} cores, load average ${loadBefore.toFixed(1)} before, ${loadAfter.toFixed(1)} after`);
+lines.push("");
+lines.push("| scenario | pipeline median s | pulldeploy median s | ratio | pulldeploy peak RSS MB |");
+lines.push("|---|---:|---:|---:|---:|");
+const allRuns: Measured[] = [];
+for (const [i, sc] of SCENARIOS.entries()) {
+  const r = results[i]!;
+  const p = median(r.pipeline);
+  const a = median(r.pulldeploy);
+  const rss = maxOf(r.runs, (m) => m.peakRss);
+  allRuns.push(...r.runs);
+  lines.push(`| ${sc.name} | ${p.toFixed(2)} | ${a.toFixed(2)} | ${(a / p).toFixed(2)} | ${mb(rss)} |`);
+  verdicts.push([`${sc.name}: ratio ${(a / p).toFixed(2)} ≤ ${FLOORS.ratio}`, a / p <= FLOORS.ratio]);
+  verdicts.push([`${sc.name}: peak RSS ${mb(rss)} MB ≤ ${FLOORS.rssMb} MB`, rss / MB <= FLOORS.rssMb]);
+}
+if (bigRun && big) {
+  allRuns.push(bigRun);
+  lines.push(`| ${bigGb} GiB archive (${bigSpec.files} files, ${archiveMb(big)} MiB gz), first deploy | – | ${bigRun.seconds.toFixed(2)} | – | ${mb(bigRun.peakRss)} |`);
+  verdicts.push([`${bigGb} GiB archive: peak RSS ${mb(bigRun.peakRss)} MB ≤ ${FLOORS.rssMb} MB`, bigRun.peakRss / MB <= FLOORS.rssMb]);
+}
+lines.push("");
+for (const n of notes) lines.push(`Note: ${n}.`);
+lines.push(
+  `Peak RSS is the agent process's VmHWM (MB = MiB). Its parts at their largest: anonymous ${mb(maxOf(allRuns, (m) => m.peakAnon))} MB, ` +
+    `file-backed ${mb(maxOf(allRuns, (m) => m.peakFile))} MB (pages of the executable). The rsync it runs peaked at ${mb(maxOf(allRuns, (m) => m.peakChildRss))} MB (separate processes, not included).`,
+);
+lines.push(`\`pulldeploy --version\`: ${version.wall.toFixed(1)} ms wall (median of 20; CPU ${version.cpu.toFixed(1)} ms)`);
+lines.push(`\`pulldeploy agent\` on \`[]\` with CONSUL_INDEX=1: ${empty.wall.toFixed(1)} ms wall (median of 20; CPU ${empty.cpu.toFixed(1)} ms)`);
+verdicts.push([`--version ${version.wall.toFixed(1)} ms ≤ ${FLOORS.versionMs} ms`, version.wall <= FLOORS.versionMs]);
+verdicts.push([`agent on [] ${empty.wall.toFixed(1)} ms ≤ ${FLOORS.emptyMs} ms`, empty.wall <= FLOORS.emptyMs]);
+lines.push("");
+for (const [what, ok] of verdicts) lines.push(`${ok ? "PASS" : "FAIL"}  ${what}`);
+const report = lines.join("\n");
+console.log(report);
+fs.writeFileSync(join(work, "results.md"), `${report}\n`);
+if (verdicts.some(([, ok]) => !ok)) process.exitCode = 1;
