@@ -287,8 +287,10 @@ function truncateUtf8(b: Uint8Array, max: number): Uint8Array {
  * The uncompressed tar bytes of `plan`, one chunk of about 1 MiB per `next()` (null at the end).
  * Files are read synchronously straight into the chunk; a file that shrank since the scan is an
  * error (its header already says its size). `onBytes` counts the files' bytes as they are read.
+ * The chunk is one reused buffer: it is valid until the next call (packing compresses it at once).
  */
 export class TarWriter {
+  private readonly buf = Buffer.allocUnsafe(CHUNK);
   private index = 0;
   private fd: number | null = null;
   private left = 0;
@@ -302,7 +304,7 @@ export class TarWriter {
 
   next(): Uint8Array | null {
     if (this.finished) return null;
-    const buf = Buffer.allocUnsafe(CHUNK);
+    const buf = this.buf;
     let n = 0;
     try {
       while (n < CHUNK) {
@@ -411,7 +413,10 @@ export function packTree(plan: TreePlan, opts: PackOptions): Packed {
   result.catch(() => {});
   const stream = new ReadableStream<Uint8Array>(
     {
-      pull(controller) {
+      async pull(controller) {
+        // Packing is synchronous work: let the consumer's network I/O run between chunks (a
+        // ready stream otherwise resolves reads with microtasks only, and uploads stall).
+        await new Promise((resolve) => setImmediate(resolve));
         try {
           const raw = tar.next();
           if (raw === null) {
