@@ -388,6 +388,8 @@ export interface Packed {
   stream: ReadableStream<Uint8Array>;
   /** Settles once `stream` has been read to its end (or fails with it). */
   result: Promise<PackResult>;
+  /** The result, synchronously, once the last byte has been read (for names that hold the checksum). */
+  readonly final: PackResult | undefined;
 }
 
 /**
@@ -402,6 +404,7 @@ export interface Packed {
 export function packTree(plan: TreePlan, opts: PackOptions): Packed {
   const hasher = createHasher(opts.algorithm);
   const tar = new TarWriter(plan, opts.onBytes);
+  let final: PackResult | undefined;
   const gzipOptions: Bun.LibdeflateCompressionOptions = { level: opts.gzipLevel as Bun.LibdeflateCompressionOptions["level"], library: "libdeflate" };
   let size = 0;
   let resolve!: (r: PackResult) => void;
@@ -420,7 +423,8 @@ export function packTree(plan: TreePlan, opts: PackOptions): Packed {
         try {
           const raw = tar.next();
           if (raw === null) {
-            resolve({ algorithm: opts.algorithm, checksum: hasher.hex(), size });
+            final = { algorithm: opts.algorithm, checksum: hasher.hex(), size };
+            resolve(final);
             controller.close();
             return;
           }
@@ -440,5 +444,11 @@ export function packTree(plan: TreePlan, opts: PackOptions): Packed {
     },
     { highWaterMark: 0 },
   );
-  return { stream, result };
+  return {
+    stream,
+    result,
+    get final() {
+      return final;
+    },
+  };
 }

@@ -142,15 +142,13 @@ export async function publish(o: PublishOptions): Promise<PublishResult> {
     const started = performance.now();
     o.progress?.start(plan.bytes);
     const packed = packTree(plan, { algorithm: o.pack.algorithm, gzipLevel: o.pack.gzipLevel, onBytes: o.progress?.packed });
-    let archive: PackResult | undefined;
-    packed.result.then((r) => (archive = r), () => {});
     const idOf = (r: PackResult) => releaseId(createdAt, r.checksum);
-    const archiveName = () => storedNames.archive(o.role, idOf(archive!));
+    let archive: PackResult;
     try {
       if (o.dryRun) {
         for await (const _ of packed.stream as unknown as AsyncIterable<Uint8Array>);
       } else {
-        await target.putStream(packed.stream, archiveName, "application/gzip");
+        await target.putStream(packed.stream, () => storedNames.archive(o.role, idOf(packed.final!)), "application/gzip");
       }
       archive = await packed.result;
     } finally {
@@ -312,7 +310,7 @@ interface AnnounceStep {
 async function recordAndAnnounce(s: AnnounceStep): Promise<void> {
   const { log, record } = s;
   const client = s.consul ? new ConsulClient(s.consul) : undefined;
-  const wrote = { record: false, latest: false };
+  let kvDone = false;
   try {
     if (s.kv && record) {
       const releaseKey = kvKeys.release(s.kvPrefix, record.role, record.id);
@@ -322,17 +320,16 @@ async function recordAndAnnounce(s: AnnounceStep): Promise<void> {
         const { value } = await client!.kvGetText(releaseKey, { signal: s.signal });
         if (value !== body && s.stage === "publish") throw new ConsulError(`consul kv ${releaseKey}: a different record already exists`);
       }
-      wrote.record = true;
       await client!.kvPut(kvKeys.latest(s.kvPrefix, record.role), body);
-      wrote.latest = true;
+      kvDone = true;
       log.info(`kv ${kvKeys.latest(s.kvPrefix, record.role)} → ${record.id} (history: ${releaseKey})`);
     }
     await announce(s, client);
   } catch (err) {
     if (s.signal?.aborted && !(err instanceof PulldeployError)) throw err;
-    const cmd = fireCommand(s, { kvDone: wrote.latest });
+    const cmd = fireCommand(s, { kvDone });
     const what = s.stage === "publish" ? `release ${record?.id ?? ""} is uploaded (${redact(s.manifestUrl)}) but not announced` : `fire ${redact(s.manifestUrl)}: not announced`;
-    const done = wrote.latest ? " (KV is up to date; the event was not sent)" : "";
+    const done = kvDone ? " (KV is up to date; the event was not sent)" : "";
     throw new NotAnnouncedError(`${what}${done}: ${messageOf(err)}; finish with: ${cmd}`, cmd, { cause: err });
   }
 }
