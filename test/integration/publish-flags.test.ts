@@ -7,6 +7,8 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { parseManifest } from "../../src/manifest.ts";
+import { createLogger } from "../../src/log.ts";
+import { createProgress } from "../../src/publish.ts";
 import { generateKeys } from "../../src/signature.ts";
 import { startConsulStandin } from "../support/consul-standin.ts";
 import { BINARY, listTree, run, writeTree } from "../support/helpers.ts";
@@ -113,5 +115,25 @@ describe("progress", () => {
     const quiet = Bun.spawnSync(["script", "-qec", cmd("--quiet"), "/dev/null"], { stdout: "pipe", env: { PATH: process.env.PATH!, TERM: "xterm" } });
     expect(quiet.stdout.toString().trim()).toMatch(/^file:\/\/\S+\.yml$/);
     expect(listTree(join(work, "store-tty-q", "web"))).toHaveLength(2);
+  });
+
+  test("otherwise a plain log line at most every interval, with the same figures", () => {
+    const lines: string[] = [];
+    let t = 0;
+    const log = createLogger({ write: (l) => lines.push(l), now: () => new Date(0) });
+    const written: string[] = [];
+    const p = createProgress({ tty: false, write: (s) => written.push(s), log, intervalMs: 5000, now: () => t });
+    p.start(100e6);
+    t = 1000;
+    p.packed(10e6);
+    expect(lines).toEqual([]);
+    t = 5000;
+    p.packed(15e6);
+    p.sent(8e6);
+    t = 7000;
+    p.packed(5e6);
+    p.finish();
+    expect(lines).toEqual(["1970-01-01T00:00:00.000Z progress: 25% (25.0 MB of 100.0 MB packed, 0 B sent, 5.0 MB/s, ETA 15s)\n"]);
+    expect(written).toEqual([]);
   });
 });
