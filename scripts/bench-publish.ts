@@ -118,7 +118,18 @@ async function once(tool: Tool, dir: string): Promise<Measured> {
     return measure([bin, "publish", dir, "--to", `s3://bench/pub${n}`, "--role", "web", "--dest", "/srv/web", "--no-kv", "--no-event"], { env, pollRss: true });
   }
   const file = join(tmp, "app.tar.gz");
-  const script = `tar czf '${file}' -C '${dir}' . && sha256sum '${file}' > '${file}.sha256' && '${process.execPath}' '${import.meta.path}' --upload-file '${file}' s3://bench/base${n}/app.tar.gz && stat -c %s '${file}' && rm -f '${file}' '${file}.sha256'`;
+  // Each step's end time on stdout (`date +%s.%N`), then the archive's size.
+  const script = [
+    "date +%s.%N",
+    `tar czf '${file}' -C '${dir}' .`,
+    "date +%s.%N",
+    `sha256sum '${file}' > '${file}.sha256'`,
+    "date +%s.%N",
+    `'${process.execPath}' '${import.meta.path}' --upload-file '${file}' s3://bench/base${n}/app.tar.gz`,
+    "date +%s.%N",
+    `stat -c %s '${file}'`,
+    `rm -f '${file}' '${file}.sha256'`,
+  ].join(" && ");
   return measure(["sh", "-c", script], { env });
 }
 
@@ -126,7 +137,8 @@ const times = { pipeline: [] as number[], publish: [] as number[] };
 const rss: number[] = [];
 const sizes = { pipeline: 0, publish: 0 };
 /** publish logs `uploaded s3://…tar.gz: 110.7 MB (…)`; the pipeline prints the file's size. */
-const sizeOf = (tool: Tool, m: Measured) => (tool === "publish" ? Number(/tar\.gz: ([\d.]+) MB/.exec(m.stderr)![1]) * 1e6 : Number(m.stdout.trim()));
+const sizeOf = (tool: Tool, m: Measured) => (tool === "publish" ? Number(/tar\.gz: ([\d.]+) MB/.exec(m.stderr)![1]) * 1e6 : Number(m.stdout.trim().split("\n").at(-1)));
+const steps = { tar: [] as number[], sha256sum: [] as number[], upload: [] as number[] };
 for (let rep = 0; rep < reps; rep++) {
   const order: Tool[] = rep % 2 === 0 ? ["publish", "pipeline"] : ["pipeline", "publish"];
   for (const tool of order) {
@@ -135,6 +147,12 @@ for (let rep = 0; rep < reps; rep++) {
     times[tool].push(m.seconds);
     sizes[tool] = sizeOf(tool, m);
     if (tool === "publish") rss.push(m.peakRss);
+    else {
+      const [t0, t1, t2, t3] = m.stdout.trim().split("\n").map(Number);
+      steps.tar.push(t1! - t0!);
+      steps.sha256sum.push(t2! - t1!);
+      steps.upload.push(t3! - t2!);
+    }
     log(`rep ${rep + 1}/${reps}: ${tool} ${m.seconds.toFixed(2)}s${tool === "publish" ? `, peak RSS ${(m.peakRss / MB).toFixed(1)} MiB` : ""}`);
   }
 }
@@ -167,7 +185,9 @@ if (big) {
   verdicts.push([`${bigGb} GiB tree: peak RSS ${mb(big.peakRss)} MB ≤ ${FLOORS.rssMb} MB`, big.peakRss / MB <= FLOORS.rssMb]);
 }
 lines.push("");
-lines.push("Pipeline: `tar czf` + `sha256sum` + a multipart upload of the file with the same SDK (8 MiB parts, 4 in flight).");
+lines.push(
+  `Pipeline: \`tar czf\` ${median(steps.tar).toFixed(2)} s + \`sha256sum\` ${median(steps.sha256sum).toFixed(2)} s + a multipart upload of the file with the same SDK (8 MiB parts, 4 in flight) ${median(steps.upload).toFixed(2)} s (medians).`,
+);
 lines.push(`Archive: ${mb(sizes.pipeline)} MiB from \`tar czf\` (GNU gzip -6), ${mb(sizes.publish)} MiB from publish (libdeflate -6, one gzip member per MiB).`);
 lines.push("Peak RSS is the publish process's VmHWM (polled).");
 lines.push("");
