@@ -96,7 +96,9 @@ export async function fetchAndExtract(opts: UnpackOptions): Promise<UnpackResult
       }
       if (extractError) continue;
       if (gunzip) {
-        await gunzip.writer.write(value as Uint8Array<ArrayBuffer>).catch(fail);
+        for (let off = 0; off < value.byteLength && !extractError; off += GUNZIP_PIECE) {
+          await gunzip.writer.write(value.subarray(off, off + GUNZIP_PIECE) as Uint8Array<ArrayBuffer>).catch(fail);
+        }
       } else {
         try {
           extractor.write(value);
@@ -146,6 +148,14 @@ function checkFreeSpace(tree: string, size: number | undefined): void {
     throw new ExtractError(`not enough disk space: the archive alone is ${formatBytes(size)} but ${tree} has ${formatBytes(free)} free`);
   }
 }
+
+/**
+ * Download chunks reach gunzip in pieces of at most this size. Bun inflates a piece this small on
+ * the JS thread; larger ones (the HTTP client hands over up to 512 KiB when extraction falls behind)
+ * go to its thread pool, which does not overlap with extraction anyway and holds bigger buffers:
+ * measured on 240 MB, the same speed and a peak RSS ~10 MB lower and steadier.
+ */
+const GUNZIP_PIECE = 64 * 1024;
 
 /** Bun's own gzip as a stream; decompressed chunks go straight into the extractor. */
 function startGunzip(extractor: TarExtractor, fail: (err: unknown) => void) {
