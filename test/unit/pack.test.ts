@@ -195,6 +195,26 @@ describe("packTree", () => {
     expect((await packBytes(copy)).result.checksum).not.toBe(a.result.checksum);
   });
 
+  test("the worker and the main thread compress to the same bytes", async () => {
+    await using d = tempDir();
+    sampleTree(d.path);
+    const worker = await packBytes(d.path);
+    const inline = await packBytes(d.path, { excludes: [] }, { ...OPTS, inline: true });
+    expect(Buffer.from(inline.bytes).equals(Buffer.from(worker.bytes))).toBe(true);
+    expect(inline.result).toEqual(worker.result);
+  });
+
+  test("cancelling the stream stops the pack and rejects its result", async () => {
+    await using d = tempDir();
+    sampleTree(d.path);
+    const packed = packTree(scanTree(d.path, { excludes: [] }), OPTS);
+    const reader = packed.stream.getReader();
+    await reader.read();
+    await reader.cancel(new Error("upload failed"));
+    await expect(packed.result).rejects.toThrow("upload failed");
+    expect(packed.final).toBeUndefined();
+  });
+
   test.each(["md5", "sha1", "sha512"] as const)("hashes with %s", async (algorithm) => {
     await using d = tempDir();
     writeTree(d.path, { f: "content" });
