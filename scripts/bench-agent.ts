@@ -8,7 +8,9 @@
  * Prints median wall times, ratios, the agent's peak RSS (also on a 1 GB archive) and startup
  * times, with PASS/FAIL against the floors of issue 2. Exit code 1 if a floor is missed.
  *
- *   bun scripts/bench-agent.ts [--files 20000] [--size-mb 240] [--big-gb 1] [--reps 3] [--work .bench/agent]
+ *   bun scripts/bench-agent.ts [--files 20000] [--size-mb 240] [--big-gb 1] [--reps 3] [--work .bench/agent] [--fs DIR]
+ *
+ * `--fs DIR` puts the temp dirs and dests (everything the tools write) on another file system.
  *
  * Generated trees and archives are cached in the work dir, keyed by their parameters.
  */
@@ -25,6 +27,7 @@ const { values: flags } = parseArgs({
     "big-gb": { type: "string", default: "1" },
     reps: { type: "string", default: "3" },
     work: { type: "string", default: ".bench/agent" },
+    fs: { type: "string" },
     bin: { type: "string", default: "dist/pulldeploy" },
     seed: { type: "string", default: "1" },
   },
@@ -45,7 +48,8 @@ fs.mkdirSync(work, { recursive: true });
 const bin = join(work, "pulldeploy");
 fs.copyFileSync(flags.bin, bin);
 fs.chmodSync(bin, 0o755);
-const tmp = join(work, "tmp");
+const scratch = resolve(flags.fs ?? work);
+const tmp = join(scratch, "tmp");
 fs.rmSync(tmp, { recursive: true, force: true });
 fs.mkdirSync(tmp);
 const www = join(work, "www");
@@ -96,7 +100,7 @@ const server = Bun.serve({
 });
 const base = `http://127.0.0.1:${server.port}`;
 
-const dests = { pipeline: join(work, "dest-pipeline"), pulldeploy: join(work, "dest-pulldeploy"), big: join(work, "dest-big") };
+const dests = { pipeline: join(scratch, "dest-pipeline"), pulldeploy: join(scratch, "dest-pulldeploy"), big: join(scratch, "dest-big") };
 function manifest(name: string, a: { tarball: string; sum: string }, dest: string): string {
   const file = `${name}.yml`;
   fs.writeFileSync(join(www, file), `src: ${base}/${a.tarball.slice(www.length + 1)}\nchecksum: ${a.sum}\ndest: ${dest}\n`);
