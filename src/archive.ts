@@ -52,6 +52,10 @@ export class TarExtractor {
   private zeroBlocks = 0;
   private done = false;
   private readonly chown: boolean;
+  /** The owner every new entry gets anyway; unknown (chown everything) under a setgid root. */
+  private readonly newOwner: { uid: number; gid: number } | undefined;
+  /** The open file was made by this entry (not an earlier entry of the same name, truncated). */
+  private fresh = true;
   entries = 0;
   bytes = 0;
 
@@ -68,6 +72,7 @@ export class TarExtractor {
     private readonly linkFrom?: string,
   ) {
     this.chown = typeof process.getuid === "function" && process.getuid() === 0;
+    this.newOwner = this.chown ? newOwnerUnder(root) : undefined;
     this.umask = process.umask();
   }
   private readonly umask: number;
@@ -179,17 +184,18 @@ export class TarExtractor {
         this.fd = this.openFile(path, h.mode, h.name);
         return;
       }
-      case "5":
-        fs.mkdirSync(path, { recursive: true, mode: 0o700 });
+      case "5": {
+        const made = fs.mkdirSync(path, { recursive: true, mode: 0o700 });
         this.dirs.push({ path, mode: h.mode, mtime: h.mtime });
-        this.owner(path, h);
+        if (this.needsChown(h, made !== undefined)) fs.chownSync(path, h.uid, h.gid);
         return;
+      }
       case "2":
         if (h.linkname === "") throw new ExtractError("symlink without target", h.name);
         rmIfExists(path);
         fs.symlinkSync(h.linkname, path);
         this.symlinks.add(rel);
-        if (this.chown) fs.lchownSync(path, h.uid, h.gid);
+        if (this.needsChown(h, true)) fs.lchownSync(path, h.uid, h.gid);
         return;
       case "1": {
         const target = safeRelative(h.linkname);
@@ -281,15 +287,25 @@ export class TarExtractor {
   }
 
   private openFile(path: string, mode: number, name: string): number {
+    this.fresh = true;
     try {
-      return fs.openSync(path, "w", mode & 0o7777);
+      return fs.openSync(path, "wx", mode & 0o7777);
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
+      if (e.code === "EEXIST") {
+        // An earlier entry of the same name: a later one replaces it.
+        this.fresh = false;
+        try {
+          return fs.openSync(path, "w", mode & 0o7777);
+        } catch (err) {
+          throw fsError(err as NodeJS.ErrnoException, name);
+        }
+      }
       if (e.code === "ENOENT") {
         // Archives may omit parent directories.
         const parent = path.slice(0, path.lastIndexOf("/"));
         fs.mkdirSync(parent, { recursive: true, mode: 0o755 });
-        return fs.openSync(path, "w", mode & 0o7777);
+        return fs.openSync(path, "wx", mode & 0o7777);
       }
       throw fsError(e, name);
     }
@@ -330,7 +346,7 @@ export class TarExtractor {
     this.fd = null;
     try {
       fs.futimesSync(fd, h.mtime, h.mtime);
-      if (this.chown) fs.fchownSync(fd, h.uid, h.gid);
+      if (this.needsChown(h, this.fresh)) fs.fchownSync(fd, h.uid, h.gid);
       // open() applied the umask; restore the archive's mode when it stripped bits (or for setuid & co).
       if ((h.mode & 0o7777 & ~this.umask) !== (h.mode & 0o7777) || h.mode & 0o7000) fs.fchmodSync(fd, h.mode & 0o7777);
     } finally {
@@ -338,8 +354,9 @@ export class TarExtractor {
     }
   }
 
-  private owner(path: string, h: Header): void {
-    if (this.chown) fs.chownSync(path, h.uid, h.gid);
+  /** Root gives entries the archive's owner; one it just created already has `newOwner`. */
+  private needsChown(h: Header, fresh: boolean): boolean {
+    return this.chown && (!fresh || this.newOwner === undefined || h.uid !== this.newOwner.uid || h.gid !== this.newOwner.gid);
   }
 
   /** Refuse entries whose path goes through a symlink created by this archive. */
@@ -439,6 +456,16 @@ export function parsePax(text: string): Record<string, string> {
     i += len;
   }
   return out;
+}
+
+/**
+ * Who owns what we create under `root`: us, with our group, as long as no directory hands down its
+ * group. During extraction only `root` could (directory modes are set at the end), so a setgid `root`
+ * means "unknown".
+ */
+function newOwnerUnder(root: string): { uid: number; gid: number } | undefined {
+  if (fs.statSync(root).mode & 0o2000) return undefined;
+  return { uid: process.geteuid!(), gid: process.getegid!() };
 }
 
 function rmIfExists(path: string): void {
