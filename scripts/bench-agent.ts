@@ -10,7 +10,12 @@
  *
  *   bun scripts/bench-agent.ts [--files 20000] [--size-mb 240] [--big-gb 1] [--reps 3] [--work .bench/agent] [--fs DIR]
  *
- * `--fs DIR` puts the temp dirs and dests (everything the tools write) on another file system.
+ * `--fs DIR` puts the temp dirs and dests (everything the tools write) on another file system. Where
+ * the disk is ext4 without a journal (file creation there scans recently deleted inodes and is slow
+ * and erratic; the report warns), measure on a journaled one too, e.g. as root:
+ *
+ *   truncate -s 4G .bench/fs.img && mkfs.ext4 -q .bench/fs.img && mkdir -p /mnt/bench && mount -o loop .bench/fs.img /mnt/bench
+ *   bun scripts/bench-agent.ts --fs /mnt/bench
  *
  * Generated trees and archives are cached in the work dir, keyed by their parameters.
  */
@@ -52,10 +57,24 @@ const scratch = resolve(flags.fs ?? work);
 const tmp = join(scratch, "tmp");
 fs.rmSync(tmp, { recursive: true, force: true });
 fs.mkdirSync(tmp);
+const scratchFs = await describeFs(scratch);
 const www = join(work, "www");
 fs.mkdirSync(www, { recursive: true });
 
 const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
+
+/**
+ * The file system the tools write to, e.g. "/dev/vda ext4, no journal". On ext4 without a journal
+ * every create scans the inodes deleted in the last minutes (ext4's recently_deleted()), so each run's
+ * deletes slow the next run's creates several-fold, unevenly: such numbers say little about servers.
+ */
+async function describeFs(dir: string): Promise<{ text: string; noJournal: boolean }> {
+  const [source = "?", type = "?"] = (await sh(`findmnt -n -o SOURCE,FSTYPE -T '${dir}'`)).trim().split(/\s+/);
+  if (type !== "ext4") return { text: `${source} ${type}`, noJournal: false };
+  const dev = source.split("/").pop()!;
+  const noJournal = !fs.readdirSync("/proc/fs/jbd2").some((e) => e.startsWith(`${dev}-`));
+  return { text: `${source} ext4${noJournal ? ", no journal" : ""}`, noJournal };
+}
 const loadBefore = os.loadavg()[0]!;
 
 // --- data ----------------------------------------------------------------------------------------
@@ -195,6 +214,10 @@ const maxOf = (runs: Measured[], f: (m: Measured) => number) => Math.max(...runs
 const lines: string[] = [];
 const verdicts: [string, boolean][] = [];
 lines.push(`${spec.files} files, ${(spec.bytes / 1e6).toFixed(0)} MB (${spec.randomShare * 100}% random), archive ${archiveMb(v1)} MiB; median of ${reps} runs, tools alternating; ${os.cpus().length} cores, load average ${loadBefore.toFixed(1)} before, ${loadAfter.toFixed(1)} after`);
+lines.push(`Temp dirs and dests on ${scratchFs.text} (${scratch})`);
+if (scratchFs.noJournal) {
+  lines.push("Warning: ext4 without a journal: every create scans recently deleted inodes, so file creation is slow and noisy here; for server-like numbers use --fs on a journaled file system (e.g. a loop-mounted ext4).");
+}
 lines.push("");
 lines.push("| scenario | pipeline median s | pulldeploy median s | ratio | pulldeploy peak RSS MB |");
 lines.push("|---|---:|---:|---:|---:|");
