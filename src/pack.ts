@@ -404,7 +404,8 @@ export interface Packed {
  * 9.3 s, GNU gzip 12.4 s; the archive is ~4 % larger than zlib's at the same level.
  *
  * Compression runs on a worker thread (three chunks read ahead), so that reading files, hashing and
- * the upload on the main thread overlap with it: ~9 % faster to S3 on 2 cores, the same bytes.
+ * the upload's HTTP work on the main thread can use another core; same bytes as inline. (On the busy
+ * 2-core benchmark VM the A/B was a wash, 6.64 s inline vs 6.70 s median: no core was free there.)
  */
 export function packTree(plan: TreePlan, opts: PackOptions): Packed {
   const hasher = createHasher(opts.algorithm);
