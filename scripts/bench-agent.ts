@@ -141,6 +141,16 @@ async function deployOnce(tool: Tool, a: { tarball: string; sum: string }, versi
   return measure(["sh", "-c", `curl -sf -o '${file}' '${url}' && echo '${a.sum}  ${file}' | sha256sum -c && mkdir '${tree}' && tar xzf '${file}' -C '${tree}' && rsync -a --delete '${tree}/' '${dest}/' && rm -rf '${tree}' '${file}'`]);
 }
 
+/** Where the agent's time went, from its log's timestamps: "fetch+extract 1.42s, sync+cleanup 2.10s". */
+function phases(log: string): string {
+  const at = (marker: string) => {
+    const line = log.split("\n").find((l) => l.includes(marker));
+    return line === undefined ? NaN : Date.parse(line.slice(0, line.indexOf(" ")));
+  };
+  const [fetch, sync, done] = [at(" fetch: "), at(" sync: "), at(" deploy succeeded")];
+  return `fetch+extract ${((sync - fetch) / 1000).toFixed(2)}s, sync+cleanup ${((done - sync) / 1000).toFixed(2)}s`;
+}
+
 /** Dirty pages of the previous run are written back before the next one starts. */
 const settle = () => sh("sync");
 
@@ -165,7 +175,7 @@ for (let rep = 0; rep < reps; rep++) {
       const m = await deployOnce(tool, sc.archive, sc.version);
       results[i]![tool].push(m.seconds);
       if (tool === "pulldeploy") results[i]!.runs.push(m);
-      log(`rep ${rep + 1}/${reps} ${sc.name}: ${tool} ${m.seconds.toFixed(2)}s${tool === "pulldeploy" ? `, peak RSS ${(m.peakRss / MB).toFixed(1)} MiB` : ""}`);
+      log(`rep ${rep + 1}/${reps} ${sc.name}: ${tool} ${m.seconds.toFixed(2)}s${tool === "pulldeploy" ? ` (${phases(m.stderr)}), peak RSS ${(m.peakRss / MB).toFixed(1)} MiB` : ""}`);
     }
   }
 }
