@@ -74,7 +74,8 @@ async function runOne(command: string, opts: RunCommandsOptions): Promise<void> 
 /** Write the whole stdin; a command that exits without reading it (EPIPE) is fine. */
 async function feed(sink: import("bun").FileSink, text: string): Promise<void> {
   try {
-    sink.write(text);
+    // write() returns a promise when the pipe is full; it rejects with EPIPE when the command exits first.
+    await sink.write(text);
     await sink.end();
   } catch {
     // EPIPE / closed: the command chose not to read its stdin.

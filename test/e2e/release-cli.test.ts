@@ -64,7 +64,7 @@ describe("pulldeploy rollback and keygen", () => {
 
   test("rollback without --dest, and in a dest without releases, say what to fix", async () => {
     await using d = tempDir();
-    expect((await run(["rollback"])).stderr).toContain("--dest is required");
+    expect((await run(["rollback"])).stderr).toContain("--dest DIR (this host) or --role ROLE (the fleet) is required");
     const r = await run(["rollback", "--dest", d.path]);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain("no releases in");
