@@ -16,6 +16,7 @@
  */
 import * as fs from "node:fs";
 import type { KeyObject } from "node:crypto";
+import { join } from "node:path";
 import type { ExtractLimits } from "./archive.ts";
 import { FetchError, ManifestError, messageOf, PulldeployError, type Phase } from "./errors.ts";
 import { runCommands } from "./hooks.ts";
@@ -107,7 +108,7 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
       phase = "fetch";
       enter(phase, manifest);
       ws = strategy.prepare(ctx);
-      hookEnv = { ...hookEnv, ...releaseEnv(ws) };
+      hookEnv = { ...hookEnv, ...releaseEnv(manifest, ws) };
       let extractError: PulldeployError | undefined;
       if (ws.present) {
         log.info(`release ${ws.releaseId} is already on disk: switching without a download`);
@@ -238,9 +239,9 @@ function commandEnv(opts: DeployOptions, m: Manifest): Record<string, string> {
   return env;
 }
 
-function releaseEnv(ws: Workspace): Record<string, string> {
+function releaseEnv(m: Manifest, ws: Workspace): Record<string, string> {
   if (ws.releaseId === undefined) return {};
-  const env: Record<string, string> = { PULLDEPLOY_RELEASE_ID: ws.releaseId };
+  const env: Record<string, string> = { PULLDEPLOY_RELEASE_ID: ws.releaseId, PULLDEPLOY_RELEASE_DIR: join(m.dest!, "releases", ws.releaseId) };
   if (ws.previousId) env.PULLDEPLOY_PREVIOUS_RELEASE = ws.previousId;
   return env;
 }

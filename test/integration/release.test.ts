@@ -9,7 +9,7 @@ import { DEFAULT_LIMITS } from "../../src/archive.ts";
 import { deploy, type DeployOptions } from "../../src/deploy.ts";
 import { createLogger } from "../../src/log.ts";
 import { listReleases, releasePaths } from "../../src/release-dirs.ts";
-import { appRelease, httpServer, tempDir } from "../support/helpers.ts";
+import { appRelease, httpServer, tempDir, waitFor } from "../support/helpers.ts";
 
 function agent(manifestUrl: string, over: Partial<DeployOptions> = {}) {
   const lines: string[] = [];
@@ -51,6 +51,17 @@ describe("sync_strategy: release", () => {
     expect(fs.readlinkSync(join(dest, "current"))).toBe("releases/r1");
     expect(fs.readFileSync(join(dest, "current/VERSION"), "utf8")).toBe("1");
     expect(fs.readdirSync(join(dest, "releases")).sort()).toEqual([".order", "r1"]);
+  });
+
+  test("hooks get PULLDEPLOY_RELEASE_ID, PULLDEPLOY_RELEASE_DIR and PULLDEPLOY_PREVIOUS_RELEASE", async () => {
+    await using d = tempDir();
+    const dest = join(d.path, "app");
+    const out = join(d.path, "env.txt");
+    const hooks = `commands:\n  post: ["echo $PULLDEPLOY_RELEASE_ID $PULLDEPLOY_RELEASE_DIR $PULLDEPLOY_PREVIOUS_RELEASE >> ${out}; echo $(cat $PULLDEPLOY_RELEASE_DIR/VERSION) >> ${out}"]\n`;
+    await agent(release(d.path, dest, "r1", app("1"), hooks));
+    const { result } = await agent(release(d.path, dest, "r2", app("2"), hooks));
+    expect(result.ok).toBe(true);
+    expect(fs.readFileSync(out, "utf8").split("\n")).toEqual([`r1 ${dest}/releases/r1`, "1", `r2 ${dest}/releases/r2 r1`, "2", ""]);
   });
 
   test("a redeploy hard-links unchanged files from the previous release (same inode) and writes only the changed", async () => {
@@ -156,22 +167,24 @@ describe("sync_strategy: release", () => {
     const dest = join(d.path, "app");
     const urls = Array.from({ length: 6 }, (_, i) => release(d.path, dest, `r${i}`, app(String(i), 20), "keep_releases: 50\n"));
     await agent(urls[0]!);
-    let stop = false;
-    let reads = 0;
-    const mixes: string[] = [];
-    const reader = (async () => {
-      while (!stop) {
-        const dir = fs.realpathSync(join(dest, "current"));
-        const seen = new Set(["VERSION", "a.txt", "b.txt"].map((f) => fs.readFileSync(join(dir, f), "utf8").replace(/^[ab] /, "")));
-        if (seen.size !== 1) mixes.push([...seen].join("/"));
-        reads++;
-        await Bun.sleep(0);
+    // The reader is another process, as an app would be: it resolves current once per read, then reads three files there.
+    const stopFile = join(d.path, "STOP");
+    const readyFile = join(d.path, "READY");
+    const readerScript = `const fs = require("fs"); const out = [];
+      fs.writeFileSync(${JSON.stringify(readyFile)}, "");
+      while (!fs.existsSync(${JSON.stringify(stopFile)})) {
+        const r = fs.realpathSync(${JSON.stringify(join(dest, "current"))});
+        out.push(["VERSION", "a.txt", "b.txt"].map((f) => fs.readFileSync(r + "/" + f, "utf8")).join(" "));
       }
-    })();
+      console.log(out.join("\\n"));`;
+    const reader = Bun.spawn([process.execPath, "-e", readerScript], { stdout: "pipe" });
+    const output = new Response(reader.stdout).text();
+    await waitFor(() => fs.existsSync(readyFile), "the reader to start");
     for (const url of [...urls.slice(1), ...urls.slice(1)]) expect((await agent(url)).result.ok).toBe(true);
-    stop = true;
-    await reader;
-    expect(reads).toBeGreaterThan(10);
+    fs.writeFileSync(stopFile, "");
+    const lines = (await output).split("\n").filter((l) => l !== "");
+    expect(lines.length).toBeGreaterThan(100);
+    const mixes = lines.filter((l) => !/^(\d) a \1 b \1$/.test(l));
     expect(mixes).toEqual([]);
   });
 });
