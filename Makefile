@@ -45,5 +45,14 @@ test: setup build check
 	$(BUN) test --timeout 60000 --reporter=junit --reporter-outfile=test-artifacts/junit.xml $(TESTS) ; status=$$?; \
 	  bun_summary=$$(node scripts/junit-summary.mjs test-artifacts/junit.xml); echo "$$bun_summary"; exit $$status
 
+# Benchmarks (floors of issues 2, 3 and 5): both scripts run, and make fails if either does.
+# BENCH_ARGS goes to both (--files, --size-mb, --big-gb, --reps, --seed), BENCH_AGENT_ARGS and
+# BENCH_PUBLISH_ARGS to one (--work, --fs…), e.g. make bench BENCH_ARGS="--files 2000 --size-mb 24 --big-gb 0".
+bench: setup build
+	status=0; \
+	  $(BUN) scripts/bench-agent.ts $(BENCH_ARGS) $(BENCH_AGENT_ARGS) || status=$$?; \
+	  $(BUN) scripts/bench-publish.ts $(BENCH_ARGS) $(BENCH_PUBLISH_ARGS) || status=$$?; \
+	  exit $$status
+
 clean:
 	rm -rf dist test-artifacts
