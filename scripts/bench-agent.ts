@@ -8,7 +8,16 @@
  * Prints median wall times, ratios, the agent's peak RSS (also on a 1 GB archive) and startup
  * times, with PASS/FAIL against the floors of issue 2. Exit code 1 if a floor is missed.
  *
+ * The same scenarios run a third time with the agent's `sync_strategy: release` (releases/<id>, a
+ * `current` symlink, unchanged files hard-linked from the previous release), compared with the agent's
+ * default `rsync` strategy in time and disk writes, and `pulldeploy rollback --dest` is timed on the
+ * result: the floors of issue 5. Disk writes are `write_bytes` of /proc/self/io of this process across
+ * a run, which holds the agent's and rsync's once they are reaped (bench-lib's `selfIo`; checked at
+ * start with a dd).
+ *
  *   bun scripts/bench-agent.ts [--files 20000] [--size-mb 240] [--big-gb 1] [--reps 3] [--work .bench/agent] [--fs DIR]
+ *
+ * `--big-gb 0` skips the 1 GB archive (a quick check: `--files 2000 --size-mb 24 --big-gb 0 --reps 1`).
  *
  * `--fs DIR` puts the temp dirs and dests (everything the tools write) on another file system. Where
  * the disk is ext4 without a journal (file creation there scans recently deleted inodes and is slow
@@ -40,6 +49,9 @@ const { values: flags } = parseArgs({
 });
 
 const FLOORS = { ratio: 0.85, rssMb: 80, versionMs: 30, emptyMs: 50 };
+/** Issue 5: release strategy vs rsync strategy on the 1%-changed redeploy; a local rollback. */
+const RELEASE_FLOORS = { timeRatio: 0.5, writesRatio: 0.5, rollbackMs: 100 };
+const ROLLBACK_RUNS = 10;
 const MB = 2 ** 20;
 const work = resolve(flags.work);
 const reps = Number(flags.reps);
@@ -76,6 +88,16 @@ async function describeFs(dir: string): Promise<{ text: string; noJournal: boole
   return { text: `${source} ext4${noJournal ? ", no journal" : ""}`, noJournal };
 }
 const loadBefore = os.loadavg()[0]!;
+
+/** The disk-write measurement must see a grandchild's writes (a dd under sh), or its numbers mean nothing. */
+async function checkWriteAccounting(): Promise<string> {
+  const file = join(tmp, "io-check");
+  const m = await measure(["sh", "-c", `sh -c 'dd if=/dev/zero of="${file}" bs=1M count=16 status=none'; rm -f '${file}'`]);
+  const mib = m.writeBytes / MB;
+  if (!Number.isFinite(mib) || Math.abs(mib - 16) > 0.5) throw new Error(`disk writes: a dd of 16 MiB in a grandchild measured ${mib.toFixed(1)} MiB in /proc/self/io write_bytes`);
+  return `a dd of 16 MiB under sh measured ${mib.toFixed(1)} MiB written, ${(m.cancelledWriteBytes / MB).toFixed(1)} MiB cancelled (deleted while dirty)`;
+}
+const ioCheck = await checkWriteAccounting();
 
 // --- data ----------------------------------------------------------------------------------------
 
@@ -119,19 +141,24 @@ const server = Bun.serve({
 });
 const base = `http://127.0.0.1:${server.port}`;
 
-const dests = { pipeline: join(scratch, "dest-pipeline"), pulldeploy: join(scratch, "dest-pulldeploy"), big: join(scratch, "dest-big") };
-function manifest(name: string, a: { tarball: string; sum: string }, dest: string): string {
+const dests = { pipeline: join(scratch, "dest-pipeline"), pulldeploy: join(scratch, "dest-pulldeploy"), release: join(scratch, "dest-release"), big: join(scratch, "dest-big") };
+/** `release`: the strategy of that name, the release named after the version (v1, v2). */
+function manifest(name: string, a: { tarball: string; sum: string }, dest: string, release?: string): string {
   const file = `${name}.yml`;
-  fs.writeFileSync(join(www, file), `src: ${base}/${a.tarball.slice(www.length + 1)}\nchecksum: ${a.sum}\ndest: ${dest}\n`);
+  const strategy = release === undefined ? "" : `sync_strategy: release\nrelease_id: ${release}\n`;
+  fs.writeFileSync(join(www, file), `src: ${base}/${a.tarball.slice(www.length + 1)}\nchecksum: ${a.sum}\ndest: ${dest}\n${strategy}`);
   return `${base}/${file}`;
 }
 const agentEnv = { ...process.env, TMPDIR: tmp };
 
-type Tool = "pipeline" | "pulldeploy";
+/** `pulldeploy` is the agent with its default `rsync` strategy, `release` the agent with `sync_strategy: release`. */
+type Tool = "pipeline" | "pulldeploy" | "release";
+const TOOLS: Tool[] = ["pulldeploy", "release", "pipeline"];
 async function deployOnce(tool: Tool, a: { tarball: string; sum: string }, version: string): Promise<Measured> {
   const dest = dests[tool];
-  if (tool === "pulldeploy") {
-    const m = await measure([bin, "agent"], { stdin: `${manifest(`${version}-pulldeploy`, a, dest)}\n`, env: agentEnv, pollRss: true });
+  if (tool !== "pipeline") {
+    const url = manifest(`${version}-${tool}`, a, dest, tool === "release" ? version : undefined);
+    const m = await measure([bin, "agent"], { stdin: `${url}\n`, env: agentEnv, pollRss: true });
     if (!m.stderr.includes("deploy succeeded")) throw new Error(`pulldeploy agent did not succeed:\n${m.stderr}`);
     return m;
   }
@@ -148,6 +175,7 @@ function phases(log: string): string {
     return line === undefined ? NaN : Date.parse(line.slice(0, line.indexOf(" ")));
   };
   const [fetch, sync, done] = [at(" fetch: "), at(" sync: "), at(" deploy succeeded")];
+  if (Number.isNaN(fetch) && log.includes("already on disk")) return `no download, switch+cleanup ${((done - at("already on disk")) / 1000).toFixed(2)}s`;
   return `fetch+extract ${((sync - fetch) / 1000).toFixed(2)}s, sync+cleanup ${((done - sync) / 1000).toFixed(2)}s`;
 }
 
@@ -161,10 +189,12 @@ const SCENARIOS = [
   { name: "redeploy, 1% of files changed", archive: v2, version: "v2" },
   { name: "no-change redeploy", archive: v2, version: "v2" },
 ] as const;
-const results = SCENARIOS.map(() => ({ pipeline: [] as number[], pulldeploy: [] as number[], runs: [] as Measured[] }));
+const results = SCENARIOS.map(() => ({ pipeline: [] as number[], pulldeploy: [] as number[], release: [] as number[], runs: [] as Measured[], releaseRuns: [] as Measured[] }));
+const mib = (b: number) => (b / MB).toFixed(1);
 
 for (let rep = 0; rep < reps; rep++) {
-  const order: Tool[] = rep % 2 === 0 ? ["pulldeploy", "pipeline"] : ["pipeline", "pulldeploy"];
+  // The tools take turns at going first.
+  const order = TOOLS.map((_, i) => TOOLS[(i + rep) % TOOLS.length]!);
   for (const tool of order) {
     fs.rmSync(dests[tool], { recursive: true, force: true });
     fs.mkdirSync(dests[tool]);
@@ -175,21 +205,41 @@ for (let rep = 0; rep < reps; rep++) {
       const m = await deployOnce(tool, sc.archive, sc.version);
       results[i]![tool].push(m.seconds);
       if (tool === "pulldeploy") results[i]!.runs.push(m);
-      log(`rep ${rep + 1}/${reps} ${sc.name}: ${tool} ${m.seconds.toFixed(2)}s${tool === "pulldeploy" ? ` (${phases(m.stderr)}), peak RSS ${(m.peakRss / MB).toFixed(1)} MiB` : ""}`);
+      if (tool === "release") results[i]!.releaseRuns.push(m);
+      const agentInfo = tool === "pipeline" ? "" : ` (${phases(m.stderr)}), peak RSS ${mib(m.peakRss)} MiB`;
+      log(`rep ${rep + 1}/${reps} ${sc.name}: ${tool} ${m.seconds.toFixed(2)}s${agentInfo}, wrote ${mib(m.writeBytes)} MiB (${mib(m.cancelledWriteBytes)} cancelled)`);
     }
   }
 }
 
-// Both dests must now hold exactly v2: contents, modes and times. The one difference tolerated (and
+// Every dest (the release one: its `current`) must now hold exactly v2: contents, modes and times. The one difference tolerated (and
 // reported) is the time of dest itself, which `tar xzf` takes from the archive's `./` entry.
 const notes: string[] = [];
-for (const tool of ["pipeline", "pulldeploy"] as const) {
-  await sh(`diff -r '${v2.tree}' '${dests[tool]}'`);
-  const drift = (await sh(`rsync -ani --delete '${v2.tree}/' '${dests[tool]}/'`)).split("\n").filter((l) => l !== "");
+const destTree = (tool: Tool) => (tool === "release" ? join(dests.release, "current") : dests[tool]);
+for (const tool of TOOLS) {
+  await sh(`diff -r '${v2.tree}' '${destTree(tool)}/'`);
+  const drift = (await sh(`rsync -ani --delete '${v2.tree}/' '${destTree(tool)}/'`)).split("\n").filter((l) => l !== "");
   const unexpected = drift.filter((l) => l !== ".d..t...... ./");
   if (unexpected.length > 0) throw new Error(`${tool}: dest differs from v2 in metadata:\n${unexpected.slice(0, 10).join("\n")}`);
   if (drift.length > 0) notes.push(`${tool}: dest's own mtime differs from the archive's \`./\` entry (rsync -ani: \`${drift[0]}\`)`);
 }
+const currentId = () => fs.readlinkSync(join(dests.release, "current"));
+if (currentId() !== join("releases", "v2")) throw new Error(`release: current -> ${currentId()}, expected releases/v2`);
+const linkedFiles = Number((await sh(`find '${dests.release}/releases/v2/' -type f -links +1 | wc -l`)).trim());
+const releaseFiles = Number((await sh(`find '${dests.release}/releases/v2/' -type f | wc -l`)).trim());
+
+// --- rollback: `current` back to the previous release and forth again, no download ---------------
+
+const rollbacks: Measured[] = [];
+for (let i = 0; i < ROLLBACK_RUNS; i++) {
+  await settle();
+  const m = await measure([bin, "rollback", "--dest", dests.release]);
+  const expected = join("releases", i % 2 === 0 ? "v1" : "v2");
+  if (!m.stderr.includes("rollback: current -> ") || currentId() !== expected) throw new Error(`rollback: current -> ${currentId()}, expected ${expected}:\n${m.stderr}`);
+  rollbacks.push(m);
+}
+const rollbackMs = median(rollbacks.map((m) => m.seconds)) * 1000;
+log(`rollback --dest: ${rollbacks.map((m) => (m.seconds * 1000).toFixed(0)).join(", ")} ms`);
 
 // --- the big archive: memory must not grow with its size -----------------------------------------
 
@@ -242,6 +292,26 @@ for (const [i, sc] of SCENARIOS.entries()) {
   verdicts.push([`${sc.name}: ratio ${(a / p).toFixed(2)} ≤ ${FLOORS.ratio}`, a / p <= FLOORS.ratio]);
   verdicts.push([`${sc.name}: peak RSS ${mb(rss)} MB ≤ ${FLOORS.rssMb} MB`, rss / MB <= FLOORS.rssMb]);
 }
+const releaseLines: string[] = [];
+releaseLines.push("| scenario | rsync strategy median s | release strategy median s | time ratio | rsync strategy written MiB (cancelled) | release strategy written MiB (cancelled) | writes ratio | release peak RSS MiB |");
+releaseLines.push("|---|---:|---:|---:|---:|---:|---:|---:|");
+for (const [i, sc] of SCENARIOS.entries()) {
+  const r = results[i]!;
+  const [ts, tr] = [median(r.pulldeploy), median(r.release)];
+  const written = (runs: Measured[]) => median(runs.map((m) => m.writeBytes));
+  const cancelled = (runs: Measured[]) => median(runs.map((m) => m.cancelledWriteBytes));
+  const [ws, wr] = [written(r.runs), written(r.releaseRuns)];
+  const writesRatio = ws === 0 ? NaN : wr / ws;
+  releaseLines.push(
+    `| ${sc.name} | ${ts.toFixed(2)} | ${tr.toFixed(2)} | ${(tr / ts).toFixed(2)} | ${mb(ws)} (${mb(cancelled(r.runs))}) | ${mb(wr)} (${mb(cancelled(r.releaseRuns))}) | ${writesRatio.toFixed(3)} | ${mb(maxOf(r.releaseRuns, (m) => m.peakRss))} |`,
+  );
+  if (sc === SCENARIOS[1]) {
+    // Issue 5's floors are on the 1%-changed redeploy.
+    verdicts.push([`release strategy, ${sc.name}: time ${tr.toFixed(2)} s / rsync strategy ${ts.toFixed(2)} s = ${(tr / ts).toFixed(2)} ≤ ${RELEASE_FLOORS.timeRatio}`, tr / ts <= RELEASE_FLOORS.timeRatio]);
+    verdicts.push([`release strategy, ${sc.name}: disk writes ${mb(wr)} MiB / rsync strategy ${mb(ws)} MiB = ${writesRatio.toFixed(3)} ≤ ${RELEASE_FLOORS.writesRatio}`, writesRatio <= RELEASE_FLOORS.writesRatio]);
+  }
+}
+verdicts.push([`rollback --dest ${rollbackMs.toFixed(1)} ms ≤ ${RELEASE_FLOORS.rollbackMs} ms`, rollbackMs <= RELEASE_FLOORS.rollbackMs]);
 if (bigRun && big) {
   allRuns.push(bigRun);
   lines.push(`| ${bigGb} GiB archive (${bigSpec.files} files, ${archiveMb(big)} MiB gz), first deploy | – | ${bigRun.seconds.toFixed(2)} | – | ${mb(bigRun.peakRss)} |`);
@@ -257,6 +327,18 @@ lines.push(`\`pulldeploy --version\`: ${version.wall.toFixed(1)} ms wall (median
 lines.push(`\`pulldeploy agent\` on \`[]\` with CONSUL_INDEX=1: ${empty.wall.toFixed(1)} ms wall (median of 20; CPU ${empty.cpu.toFixed(1)} ms)`);
 verdicts.push([`--version ${version.wall.toFixed(1)} ms ≤ ${FLOORS.versionMs} ms`, version.wall <= FLOORS.versionMs]);
 verdicts.push([`agent on [] ${empty.wall.toFixed(1)} ms ≤ ${FLOORS.emptyMs} ms`, empty.wall <= FLOORS.emptyMs]);
+lines.push("");
+lines.push("Issue 5: the agent with `sync_strategy: release` against its default `rsync` strategy (the pulldeploy column above), same runs:");
+lines.push("");
+lines.push(...releaseLines);
+lines.push("");
+lines.push(
+  "Disk writes: `write_bytes` of /proc/self/io of this script across each run, which holds the agent's and the rsync's it ran once they are reaped (" +
+    `${ioCheck}). They count file data written into the page cache of a disk-backed file system (not metadata); in parentheses the part deleted while still dirty ` +
+    "(`cancelled_write_bytes`: the rsync strategy's temp tree), which a machine with this much free memory may never write back but one under memory pressure does. Ratios use the written bytes.",
+);
+lines.push(`Release v2: ${linkedFiles} of ${releaseFiles} files hard-linked (shared with v1).`);
+lines.push(`\`pulldeploy rollback --dest\` (current: releases/v2 -> v1 and back, alternately): ${rollbackMs.toFixed(1)} ms wall (median of ${ROLLBACK_RUNS}; CPU ${(median(rollbacks.map((m) => m.cpuSeconds)) * 1000).toFixed(1)} ms)`);
 lines.push("");
 for (const [what, ok] of verdicts) lines.push(`${ok ? "PASS" : "FAIL"}  ${what}`);
 const report = lines.join("\n");

@@ -225,16 +225,36 @@ export interface Measured {
   peakChildRss: number;
   /** User + system CPU time of the process and its waited-for descendants, seconds. */
   cpuSeconds: number;
+  /**
+   * Bytes the process and its waited-for descendants wrote to files on block devices (`write_bytes`
+   * of /proc/PID/io: page-cache pages dirtied, counted at write time), and the part of it that was
+   * truncated or deleted while still dirty (`cancelled_write_bytes`), so never written back.
+   */
+  writeBytes: number;
+  cancelledWriteBytes: number;
   stdout: string;
   stderr: string;
 }
 
 /**
- * Run a command to completion and measure its wall time. `pollRss` polls /proc/PID/status of the
+ * `write_bytes` and `cancelled_write_bytes` of this process: Linux adds a reaped child's counters
+ * (which hold those of the children it reaped in turn) to the reaper's, so the difference across a
+ * `measure` is the I/O of the measured process tree, provided this process writes no files meanwhile
+ * and runs no other child.
+ */
+export function selfIo(): { write: number; cancelled: number } {
+  const text = fs.readFileSync("/proc/self/io", "latin1");
+  const field = (name: string) => Number(new RegExp(`^${name}: (\\d+)$`, "m").exec(text)?.[1] ?? NaN);
+  return { write: field("write_bytes"), cancelled: field("cancelled_write_bytes") };
+}
+
+/**
+ * Run a command to completion and measure its wall time and disk writes (see `selfIo`). `pollRss` polls /proc/PID/status of the
  * process every few ms and of its descendants every 50 ms: VmHWM only grows, so its last reading is the peak up to
  * then. (wait4's ru_maxrss is no use here: it counts the spawning process's memory before `exec`.)
  */
 export async function measure(cmd: string[], opts: { stdin?: string; env?: Record<string, string | undefined>; pollRss?: boolean; cwd?: string } = {}): Promise<Measured> {
+  const ioBefore = selfIo();
   const started = performance.now();
   const proc = Bun.spawn(cmd, {
     stdin: opts.stdin === undefined ? "ignore" : new TextEncoder().encode(opts.stdin),
@@ -260,7 +280,9 @@ export async function measure(cmd: string[], opts: { stdin?: string; env?: Recor
   clearInterval(timer);
   if (code !== 0) throw new Error(`${cmd.join(" ")} failed with exit code ${code}: ${stderr.trim().split("\n").slice(-3).join(" | ")}`);
   const cpuSeconds = Number(proc.resourceUsage()?.cpuTime.total ?? 0n) / 1e6;
-  return { seconds, peakRss: peak.rss, peakAnon: peak.anon, peakFile: peak.file, peakChildRss: peak.child, cpuSeconds, stdout, stderr };
+  const ioAfter = selfIo();
+  const io = { writeBytes: ioAfter.write - ioBefore.write, cancelledWriteBytes: ioAfter.cancelled - ioBefore.cancelled };
+  return { seconds, peakRss: peak.rss, peakAnon: peak.anon, peakFile: peak.file, peakChildRss: peak.child, cpuSeconds, ...io, stdout, stderr };
 }
 
 function readProc(path: string): string | undefined {
