@@ -1,18 +1,22 @@
 /**
  * `pulldeploy publish DIR --to URL --role ROLE --dest PATH`: pack, upload, record, announce.
  * Only turns flags into options and calls `publish`; stdout gets the manifest URL (or the dry run's
- * report), stderr the log and the progress bar. Exit code: 0, 1 failed, 2 usage.
+ * report), stderr the log and the progress bar. With `--wait`, then watch the nodes' reports until the
+ * rollout is done (src/wait.ts). Exit code: 0, 1 failed (or, with --wait, any node failed, the wait
+ * timed out or the role has no nodes), 2 usage.
  */
 import * as fs from "node:fs";
 import { defineCommand, type ArgsDef } from "citty";
 import { isHashAlgorithm, type HashAlgorithm } from "../checksum.ts";
 import type { CommandEnv } from "../cli.ts";
-import { UsageError } from "../errors.ts";
-import { createLogger } from "../log.ts";
+import { ConsulClient, consulConfig } from "../consul.ts";
+import { messageOf, UsageError } from "../errors.ts";
+import { createLogger, type Logger } from "../log.ts";
 import { SYNC_STRATEGIES, type SyncStrategyName } from "../manifest.ts";
-import { createProgress, defaultPublisher, publish, type AnnounceOptions } from "../publish.ts";
+import { createProgress, defaultPublisher, publish, type AnnounceOptions, type ConsulSettings } from "../publish.ts";
 import { DEFAULT_KV_PREFIX, normalizeKvPrefix } from "../release.ts";
 import { checkTargetUrl } from "../targets/index.ts";
+import { describeRollout, waitForRollout, type RolloutProgress } from "../wait.ts";
 import { consulArgs, durationFlag, intFlag } from "./_shared.ts";
 
 /** Flags shared with `fire`: where the release is recorded and how it is announced. */
@@ -29,6 +33,12 @@ export const announceArgs = {
   publisher: { type: "string", description: "Who publishes, for the record (default $USER@hostname)", valueHint: "name" },
   message: { type: "string", alias: ["m"], description: "A note for the record", valueHint: "text" },
   ...consulArgs,
+} as const satisfies ArgsDef;
+
+/** `--wait`, shared with `fire --role` and `rollback --role`: after the event, follow the rollout. */
+export const waitArgs = {
+  wait: { type: "boolean", description: "After the event, wait until every node of the role (catalog service: --service, else the role) reports the new release; exit 1 if any fails, on timeout or with no nodes" },
+  "wait-timeout": { type: "string", description: "With --wait: give up after this long (default 10m)", valueHint: "duration" },
 } as const satisfies ArgsDef;
 
 export const publishArgs = {
@@ -49,6 +59,7 @@ export const publishArgs = {
   "retry-wait": { type: "string", description: "Wait before the first retry, doubled each time (default 1s)", valueHint: "duration" },
   "dry-run": { type: "boolean", description: "Pack and print what would be uploaded, written and fired; change nothing" },
   quiet: { type: "boolean", alias: ["q"], description: "No progress and no log lines; errors and the manifest URL only" },
+  ...waitArgs,
   ...announceArgs,
 } as const satisfies ArgsDef;
 
@@ -91,6 +102,8 @@ export default defineCommand({
     const quiet = a.quiet === true;
     const log = quiet ? createLogger({ quiet: true }) : ctx.log;
     const common = announceOptions(a, ctx);
+    const dryRun = a["dry-run"] === true;
+    const wait = waitOptions(a, common, dryRun ? "--dry-run" : undefined);
     const progress = quiet ? undefined : createProgress({ tty: process.stderr.isTTY === true, write: (s) => process.stderr.write(s), log });
 
     const result = await publish({
@@ -107,7 +120,7 @@ export default defineCommand({
       pack: { excludes: repeated(rawArgs, "exclude", false), includeGit: a["include-git"] === true, gzipLevel, algorithm: algorithm as HashAlgorithm },
       ...common,
       signKey: str("sign-key"),
-      dryRun: a["dry-run"] === true,
+      dryRun,
       retries: intFlag("retry", str("retry")) ?? 3,
       retryWaitMs: durationFlag("retry-wait", str("retry-wait")) ?? 1000,
       env: ctx.env,
@@ -116,8 +129,10 @@ export default defineCommand({
       progress,
       print: (text) => process.stdout.write(text),
     });
-    if (a["dry-run"] !== true) process.stdout.write(`${result.manifestUrl}\n`);
-    return 0;
+    if (dryRun) return 0;
+    process.stdout.write(`${result.manifestUrl}\n`);
+    if (!wait) return 0;
+    return waitForNodes({ ...wait, role, releaseId: result.id, common, ctx, log });
   },
 });
 
@@ -146,6 +161,87 @@ export function announceOptions(a: Record<string, string | boolean | undefined>,
     publisher: str("publisher") ?? defaultPublisher(ctx.env),
     message: str("message") ?? "",
   };
+}
+
+/** What `--wait` needs, read and checked before anything is published or fired. */
+export interface WaitSettings {
+  timeoutMs: number;
+  /** The catalog service whose nodes make the role: `--service` (the event's filter), else the role. */
+  service?: string;
+}
+
+const DEFAULT_WAIT_TIMEOUT_MS = 10 * 60_000;
+
+/**
+ * `--wait` and `--wait-timeout`, or undefined without `--wait`. Usage errors for what cannot be waited
+ * for: no event (`--no-event`, `--dry-run`, or `notAnnounced` naming why), no Consul KV (`--no-kv`), or an
+ * event filtered to part of the service's nodes (`--node`, `--tag`: the others would never report).
+ */
+export function waitOptions(a: Record<string, string | boolean | undefined>, common: ReturnType<typeof announceOptions>, notAnnounced?: string): WaitSettings | undefined {
+  const timeoutText = typeof a["wait-timeout"] === "string" ? a["wait-timeout"] : undefined;
+  const timeoutMs = durationFlag("wait-timeout", timeoutText);
+  if (a.wait !== true) {
+    if (timeoutText !== undefined) throw new UsageError("--wait-timeout only applies with --wait: add --wait, or drop --wait-timeout");
+    return undefined;
+  }
+  if (notAnnounced) throw new UsageError(`--wait cannot go with ${notAnnounced}: it fires no event, so there is no rollout to wait for (drop one of them)`);
+  if (common.announce.via === "none") throw new UsageError("--wait cannot go with --no-event: no event, no rollout to wait for (drop one of them; pulldeploy status --role ROLE shows the nodes)");
+  if (!common.kv) throw new UsageError("--wait cannot go with --no-kv: it reads the nodes' reports from Consul KV (drop one of them)");
+  if (common.announce.node !== undefined || common.announce.tag !== undefined) {
+    throw new UsageError(`--wait cannot go with ${common.announce.node !== undefined ? "--node" : "--tag"}: it waits for every node of the service, and nodes the event skips would never report (drop one of them)`);
+  }
+  if (timeoutMs === 0) throw new UsageError("--wait-timeout: must be more than 0");
+  return { timeoutMs: timeoutMs ?? DEFAULT_WAIT_TIMEOUT_MS, service: common.announce.service };
+}
+
+/**
+ * After the event: watch the role's nodes until each has reported `releaseId` (src/wait.ts). Progress
+ * lines go to `log` (quiet with --quiet); a result that is not a success is printed even then. Returns
+ * the exit code: 0 when every node succeeded, 1 on a failure, a timeout, no nodes, or SIGINT/SIGTERM.
+ */
+export async function waitForNodes(o: WaitSettings & { role: string; releaseId: string; common: ReturnType<typeof announceOptions>; ctx: CommandEnv; log: Logger }): Promise<number> {
+  const { ctx, log, role } = o;
+  const consul = new ConsulClient(consulConfig(ctx.env, o.common.consul));
+  const service = o.service ?? role;
+  log.info(`wait: for every node of service "${service}" to report release ${o.releaseId} (timeout ${formatDuration(o.timeoutMs)})`);
+  let last: RolloutProgress | undefined;
+  let result;
+  try {
+    result = await waitForRollout({
+      consul,
+      prefix: o.common.kvPrefix,
+      role,
+      service: o.service,
+      releaseId: o.releaseId,
+      timeoutMs: o.timeoutMs,
+      signal: ctx.signal,
+      onProgress: (p) => {
+        last = p;
+        log.info(`wait: ${p.line}`);
+      },
+    });
+  } catch (err) {
+    if (!ctx.signal.aborted) throw err;
+    const done = last ? `${last.done}/${last.total} nodes done` : "no node done yet";
+    ctx.log.info(`wait: stopped waiting (${messageOf(ctx.signal.reason)}), ${done}; release ${o.releaseId} is published and announced, the rollout goes on: ${statusCommand(role, o.service, o.common.kvPrefix, o.common.consul)}`);
+    return 1;
+  }
+  for (const line of describeRollout(result)) (result.ok ? log : ctx.log).info(line);
+  return result.ok ? 0 : 1;
+}
+
+function statusCommand(role: string, service: string | undefined, prefix: string, consul: ConsulSettings): string {
+  const parts = ["pulldeploy status --role", role];
+  if (service !== undefined) parts.push("--service", service);
+  if (prefix !== DEFAULT_KV_PREFIX) parts.push("--kv-prefix", prefix);
+  if (consul.addr) parts.push("--consul-addr", consul.addr);
+  return parts.join(" ");
+}
+
+function formatDuration(ms: number): string {
+  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
+  if (ms % 1000 === 0) return `${ms / 1000}s`;
+  return `${ms}ms`;
 }
 
 /** Every value of a repeatable flag (citty keeps only the last), optionally comma-separated. */

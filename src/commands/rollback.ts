@@ -2,14 +2,15 @@
  * `pulldeploy rollback --dest DIR [--to ID]`: switch `current` back to an earlier release on this host,
  * with no download (sync_strategy: release). `--list` shows the releases.
  * `pulldeploy rollback --role ROLE [--to ID]`: make an earlier release the role's latest in Consul KV
- * and fire the event; agents that still hold it switch without downloading.
+ * and fire the event; agents that still hold it switch without downloading. `--wait` then waits for
+ * the role's nodes as `publish --wait` does (exit 1 on a failed, timed-out or empty rollout).
  */
 import { defineCommand, type ArgsDef } from "citty";
 import { ConsulClient, consulConfig } from "../consul.ts";
 import { PulldeployError, UsageError } from "../errors.ts";
 import { fire } from "../publish.ts";
 import { checkRole, kvKeys, parseReleaseRecord, type ReleaseRecord } from "../release.ts";
-import { announceArgs, announceOptions } from "./publish.ts";
+import { announceArgs, announceOptions, waitArgs, waitForNodes, waitOptions } from "./publish.ts";
 import * as releases from "../release-dirs.ts";
 import type { CommandEnv } from "../cli.ts";
 
@@ -18,6 +19,7 @@ const args = {
   role: { type: "string", description: "Roll back the fleet: make an earlier release the role's latest in Consul KV and fire the event", valueHint: "role" },
   to: { type: "string", description: "The release id to go back to (default: the one before the current / latest)", valueHint: "id" },
   list: { type: "boolean", description: "List the releases, oldest first, and mark the current / latest one" },
+  ...waitArgs,
   ...announceArgs,
 } as const satisfies ArgsDef;
 
@@ -29,6 +31,7 @@ export default defineCommand({
     if (args.dest && args.role) throw new UsageError("use --dest (this host) or --role (the fleet), not both");
     if (args.role) return rollbackRole(args.role, args.to, args.list === true, args as Record<string, string | boolean | undefined>, ctx);
     if (!args.dest) throw new UsageError("--dest DIR (this host) or --role ROLE (the fleet) is required");
+    if (args.wait === true || args["wait-timeout"] !== undefined) throw new UsageError("--wait applies to a fleet rollback (--role ROLE), not to --dest");
     return rollbackLocal(args.dest, args.to, args.list === true, ctx.log);
   },
 });
@@ -37,6 +40,7 @@ async function rollbackRole(role: string, to: string | undefined, list: boolean,
   const bad = checkRole(role);
   if (bad) throw new UsageError(`--role: ${bad}`);
   const opts = announceOptions(a, ctx);
+  const wait = waitOptions(a, opts, list ? "--list" : undefined);
   const consul = new ConsulClient(consulConfig(ctx.env, opts.consul));
   const { entries } = await consul.kvList(kvKeys.releases(opts.kvPrefix, role), { signal: ctx.signal });
   const records = entries
@@ -60,12 +64,13 @@ async function rollbackRole(role: string, to: string | undefined, list: boolean,
     if (!target) throw new PulldeployError(`no release before ${latest?.id ?? "the latest"} to roll back to (releases: ${ids.join(", ")})`);
   }
   if (target.id === latest?.id) {
-    ctx.log.info(`rollback: ${target.id} is already the latest release of ${role}`);
+    ctx.log.info(`rollback: ${target.id} is already the latest release of ${role}${wait ? ": no event fired, nothing to wait for" : ""}`);
     return 0;
   }
   ctx.log.info(`rollback: role ${role} from ${latest?.id ?? "none"} to ${target.id}`);
   await fire({ manifestUrl: target.manifest_url, role, ...opts, env: ctx.env, log: ctx.log, signal: ctx.signal });
-  return 0;
+  if (!wait) return 0;
+  return waitForNodes({ ...wait, role, releaseId: target.id, common: opts, ctx, log: ctx.log });
 }
 
 function rollbackLocal(dest: string, to: string | undefined, list: boolean, log: CommandEnv["log"]): number {
