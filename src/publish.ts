@@ -30,6 +30,7 @@ import { loadPrivateKey, SIGNATURE_SUFFIX, signBytes } from "./signature.ts";
 import { fetchText, openUrl } from "./sources/index.ts";
 import type { Env } from "./sources/types.ts";
 import { openTarget } from "./targets/index.ts";
+import { formatBytes } from "./units.ts";
 import { USER_AGENT } from "./version.ts";
 
 // ------------------------------------------------------------------ options
@@ -432,6 +433,9 @@ export interface Hooks {
 }
 
 /** Parse `--manifest FILE` (stretcher-style YAML 1.1). Syntax errors stop here; other problems wait to be listed with the rest. */
+/** Manifest fields publish writes itself: a hooks file that sets them is an error, not a silent override. */
+const SET_BY_PUBLISH = { src: "the uploaded archive's URL", checksum: "the uploaded archive's", release_id: "the release id that KV and the agents' reports use" };
+
 export function readHooks(hooks: ManifestFields["hooks"]): Hooks {
   if (!hooks) return { fields: {}, problems: [], where: "manifest" };
   const where = `--manifest ${hooks.path}`;
@@ -441,7 +445,9 @@ export function readHooks(hooks: ManifestFields["hooks"]): Hooks {
   const empty = root === null || (isScalar(root) && root.value === null);
   if (!empty && !isMap(root)) throw new ManifestError([`${where}: expected a mapping of fields (commands, excludes, …)`], true);
   const fields = empty ? {} : (doc.toJS({ maxAliasCount: 1000 }) as Record<string, unknown>);
-  const problems = ["src", "checksum"].filter((k) => k in fields).map((k) => `${k}: set by publish (the uploaded archive's); remove it from the file`);
+  const problems = Object.entries(SET_BY_PUBLISH)
+    .filter(([k]) => k in fields)
+    .map(([k, what]) => `${k}: set by publish (${what}); remove it from the file`);
   return { fields, problems, where };
 }
 
@@ -462,7 +468,7 @@ export function renderManifest(fields: ManifestFields, hooks: Hooks, release: { 
     dest_mode: fields.destMode !== undefined ? parseInt(fields.destMode, 8) : base.dest_mode,
     sync_strategy: strategy,
     // The `release` strategy names each release's directory: by its id.
-    release_id: base.release_id ?? (strategy === "release" ? release.releaseId : undefined),
+    release_id: strategy === "release" ? release.releaseId : undefined,
     excludes: fields.excludes !== undefined && fields.excludes.length > 0 ? fields.excludes : base.excludes,
   };
   for (const [k, v] of Object.entries(base)) if (!(k in merged)) merged[k] = v;
@@ -575,17 +581,6 @@ function dryRunReport(o: PublishOptions, plan: TreePlan, archive: PackResult, ar
   return `${lines.join("\n")}\n`;
 }
 
-export function formatBytes(n: number): string {
-  if (n < 1000) return `${n} B`;
-  const units = ["kB", "MB", "GB", "TB"];
-  let v = n / 1000;
-  let i = 0;
-  while (v >= 1000 && i < units.length - 1) {
-    v /= 1000;
-    i++;
-  }
-  return `${v.toFixed(1)} ${units[i]}`;
-}
 
 /** `user@host`, the default publisher. */
 export function defaultPublisher(env: Env): string {

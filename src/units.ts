@@ -54,12 +54,13 @@ export function parseSize(input: string): number | string {
 }
 
 export function formatBytes(n: number): string {
-  const units = ["B", "KB", "MB", "GB", "TB"];
+  if (n < 1000) return `${n} B`;
+  const units = ["kB", "MB", "GB", "TB"];
+  let v = n / 1000;
   let i = 0;
-  let v = n;
   while (v >= 1000 && i < units.length - 1) {
     v /= 1000;
     i++;
   }
-  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
+  return `${v.toFixed(1)} ${units[i]}`;
 }

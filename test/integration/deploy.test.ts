@@ -486,7 +486,7 @@ describe("hostile archives: refused naming the entry, dest untouched, failure ru
       const rel = appRelease(d.path, { "random.bin": crypto.getRandomValues(new Uint8Array(65536)), "more.bin": crypto.getRandomValues(new Uint8Array(50000)) }, (a) => `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${d.path}/dest\n${hooks(d.path)}`);
       const { result } = await agent(rel.manifestUrl, { env: { PATH: process.env.PATH, TMPDIR: small } });
       expect(result).toMatchObject({ ok: false, phase: "extract" });
-      expect((result as { error: string }).error).toMatch(/^not enough disk space: the archive alone is 11\d\.\d KB but \S+ has \d+(\.\d)? KB free$/);
+      expect((result as { error: string }).error).toMatch(/^not enough disk space: the archive alone is 11\d\.\d kB but \S+ has \d+(\.\d)? kB free$/);
       expect(hookLog(d.path)).toEqual(["failure"]);
       expect(fs.readdirSync(small)).toEqual([]);
     } finally {

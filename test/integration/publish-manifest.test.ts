@@ -93,11 +93,12 @@ describe("renderManifest", () => {
     expect(
       problemsOf(
         { dest: "/srv/web" },
-        "src: s3://elsewhere/app.tar.gz\nchecksum: abc\ncomands:\n  pre: [x]\nsync_strategy: scp\ndest_mode: rwxr-xr-x\nexcludes: notalist\nexclude_from: /etc/passwd\n",
+        "src: s3://elsewhere/app.tar.gz\nchecksum: abc\nrelease_id: mine\ncomands:\n  pre: [x]\nsync_strategy: scp\ndest_mode: rwxr-xr-x\nexcludes: notalist\nexclude_from: /etc/passwd\n",
       ),
     ).toEqual([
-      "--manifest hooks.yml: src: set by publish (the uploaded archive's); remove it from the file",
+      "--manifest hooks.yml: src: set by publish (the uploaded archive's URL); remove it from the file",
       "--manifest hooks.yml: checksum: set by publish (the uploaded archive's); remove it from the file",
+      "--manifest hooks.yml: release_id: set by publish (the release id that KV and the agents' reports use); remove it from the file",
       "--manifest hooks.yml: ignoring unknown keys: comands",
       '--manifest hooks.yml: dest_mode: expected an octal mode like 0755, got "rwxr-xr-x"',
       '--manifest hooks.yml: sync_strategy: unknown strategy "scp" (valid: rsync, mv, release)',
