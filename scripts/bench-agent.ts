@@ -334,7 +334,8 @@ lines.push(...releaseLines);
 lines.push("");
 lines.push(
   "Disk writes: `write_bytes` of /proc/self/io of this script across each run, which holds the agent's and the rsync's it ran once they are reaped (" +
-    `${ioCheck}). They count file data written into the page cache of a disk-backed file system (not metadata); in parentheses the part deleted while still dirty ` +
+    `${ioCheck}). They count the page-cache pages the run dirtied: file data, and on ext4 without a journal also the metadata blocks (inodes, directories, bitmaps) ` +
+    "it is the first to dirty since the preceding `sync` (with a journal, jbd2 writes those and they are not counted); in parentheses the part deleted while still dirty " +
     "(`cancelled_write_bytes`: the rsync strategy's temp tree), which a machine with this much free memory may never write back but one under memory pressure does. Ratios use the written bytes.",
 );
 lines.push(`Release v2: ${linkedFiles} of ${releaseFiles} files hard-linked (shared with v1).`);
