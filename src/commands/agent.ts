@@ -2,21 +2,22 @@
  * `pulldeploy agent`: read one trigger (consul watch / serf / plain line, `--manifest`, or `--from-kv`),
  * deploy, exit; or `--follow` the role's latest release. Only turns flags into options.
  * Exit code: 0 ok (or skipped), 1 deploy failed, 2 usage (cli.ts makes it always 0 under `consul watch`).
+ *
+ * `consul watch` runs the agent with `[]` at every start and on every Consul agent restart: that
+ * path reads stdin and exits. So the deploy pipeline, the Consul client and the signature code
+ * (`node:crypto`) are imported only where they are used, below; the static imports here are small.
  */
-import { defineCommand, type ArgsDef } from "citty";
+import type { ArgsDef, CommandDef } from "citty";
 import * as fs from "node:fs";
 import { hostname } from "node:os";
-import { agentRun, nodeName, type AgentRunOptions, type ReportTarget } from "../agent.ts";
+import type { AgentRunOptions, ReportTarget } from "../agent.ts";
 import { DEFAULT_LIMITS } from "../archive.ts";
-import { ConsulClient, consulConfig } from "../consul.ts";
+import type { ConsulClient } from "../consul.ts";
 import { PulldeployError, UsageError } from "../errors.ts";
-import { follow } from "../follow.ts";
 import type { Logger } from "../log.ts";
 import { checkRole, DEFAULT_KV_PREFIX, kvKeys, type ReleaseRecord } from "../release.ts";
-import { loadPublicKey } from "../signature.ts";
 import { DEFAULT_STATE_DIR, type Handled } from "../state.ts";
 import { checkUrl, parseTrigger, type Trigger } from "../trigger.ts";
-import { sleep } from "../unpack.ts";
 import type { CommandEnv } from "../cli.ts";
 import { consulArgs, durationFlag, intFlag, listFlag, sizeFlag } from "./_shared.ts";
 
@@ -48,22 +49,27 @@ export const agentArgs = {
 
 type Args = Record<string, string | boolean | undefined>;
 
-export default defineCommand({
+// A plain object (citty's defineCommand returns its argument): citty is loaded by cli.ts.
+const agentCommand: CommandDef<typeof agentArgs> = {
   meta: { name: "agent", description: "Deploy one release: read a trigger from stdin (consul watch, serf, or a URL line) and deploy it" },
   args: agentArgs,
   run({ args, data }) {
     return runAgent(args as Args, data as CommandEnv);
   },
-});
+};
+export default agentCommand;
 
 async function runAgent(args: Args, ctx: CommandEnv): Promise<number> {
   const { env, log, signal } = ctx;
   const str = (k: string) => (typeof args[k] === "string" ? (args[k] as string) : undefined);
   const rsyncVerbose = str("rsync-verbose") ?? "";
   if (!RSYNC_VERBOSE.includes(rsyncVerbose)) throw new UsageError(`--rsync-verbose: expected one of "", -v, -vv, -vvv; got "${rsyncVerbose}"`);
-  const trustKeys = listFlag(str("trust-key")).map((file) => {
+  const trustKeyFiles = listFlag(str("trust-key"));
+  // signature.ts loads node:crypto (~15 ms): only with --trust-key.
+  const signature = trustKeyFiles.length > 0 ? await import("../signature.ts") : undefined;
+  const trustKeys = trustKeyFiles.map((file) => {
     try {
-      return loadPublicKey(file);
+      return signature!.loadPublicKey(file);
     } catch (err) {
       throw new UsageError(`--trust-key: ${(err as Error).message}`);
     }
@@ -100,11 +106,23 @@ async function runAgent(args: Args, ctx: CommandEnv): Promise<number> {
   const stateDir = usableStateDir(str("state-dir") ?? env.PULLDEPLOY_STATE_DIR ?? DEFAULT_STATE_DIR, log);
   const common = { stateDir, force: args.force === true, lockWaitMs: durationFlag("lock-wait", str("lock-wait")) ?? 600_000 };
 
-  // Consul is needed for --from-kv / --follow, and for reports when a role is given.
-  const consul = role !== undefined ? new ConsulClient(consulConfig(env, { addr: str("consul-addr"), token: str("consul-token") }), { timeoutMs: 10_000 }) : undefined;
-  const report: ReportTarget | undefined = consul && role ? { consul, prefix, role, node: await nodeName(str("node"), consul, hostname()) } : undefined;
+  // Consul is needed for --from-kv / --follow, and for reports when a role is given. Its
+  // configuration is checked here; the node name (a request to the Consul agent) is looked up
+  // only when there is something to deploy (not for consul watch's `[]`).
+  let consul: ConsulClient | undefined;
+  if (role !== undefined) {
+    const { ConsulClient, consulConfig } = await import("../consul.ts");
+    consul = new ConsulClient(consulConfig(env, { addr: str("consul-addr"), token: str("consul-token") }), { timeoutMs: 10_000 });
+  }
+  const reportTarget = async (): Promise<ReportTarget | undefined> => {
+    if (!consul || !role) return undefined;
+    const { nodeName } = await import("../agent.ts");
+    return { consul, prefix, role, node: await nodeName(str("node"), consul, hostname()) };
+  };
 
   if (following) {
+    const report = await reportTarget();
+    const [{ follow }, { agentRun }] = await Promise.all([import("../follow.ts"), import("../agent.ts")]);
     await follow({
       consul: consul!,
       prefix,
@@ -123,7 +141,7 @@ async function runAgent(args: Args, ctx: CommandEnv): Promise<number> {
   if (randomDelay) {
     const ms = Math.random() * randomDelay;
     log.info(`random delay: sleeping ${(ms / 1000).toFixed(3)}s`);
-    await sleep(ms, signal);
+    await (await import("../unpack.ts")).sleep(ms, signal);
   }
 
   let run: Pick<AgentRunOptions, "manifestUrl" | "handled" | "eventId" | "releaseId" | "checksum">;
@@ -148,7 +166,9 @@ async function runAgent(args: Args, ctx: CommandEnv): Promise<number> {
     logTrigger(trigger, log);
     run = { manifestUrl: trigger.url, handled: handledOf(trigger), eventId: trigger.kind === "consul" ? trigger.eventId : undefined };
   }
+  const report = await reportTarget();
   if (signal.aborted) return 1;
+  const { agentRun } = await import("../agent.ts");
   const outcome = await agentRun({ ...common, ...run, deploy: deployOpts, report });
   return outcome.outcome === "failed" ? 1 : 0;
 }
