@@ -14,8 +14,13 @@ node_modules/.bin/bun: package.json package-lock.json
 	scripts/setup.sh
 	@touch $@
 
+# ESM with code splitting: each command and the deploy pipeline are chunks of their own (embedded in
+# the executable), loaded at their first import(), so `--version` and the agent's `[]` load only what
+# they use. A single CommonJS bundle loads the bytecode of everything at start (~9 ms more).
+BUILD_FLAGS := --compile --minify --bytecode --format=esm --splitting
+
 dist/pulldeploy: node_modules/.bin/bun $(SRC)
-	$(BUN) build src/cli.ts --compile --minify --bytecode --outfile dist/pulldeploy
+	$(BUN) build src/cli.ts $(BUILD_FLAGS) --outfile dist/pulldeploy
 
 build: dist/pulldeploy
 
@@ -29,7 +34,7 @@ BUN_VERSION := $(shell node -p "require('./package.json').devDependencies.bun")
 	rm .cache/oven-bun-linux-aarch64-$(BUN_VERSION).tgz
 
 dist/pulldeploy-linux-arm64: node_modules/.bin/bun .cache/bun-linux-aarch64-$(BUN_VERSION)/bin/bun $(SRC)
-	$(BUN) build src/cli.ts --compile --minify --bytecode --target=bun-linux-arm64 \
+	$(BUN) build src/cli.ts $(BUILD_FLAGS) --target=bun-linux-arm64 \
 	  --compile-executable-path .cache/bun-linux-aarch64-$(BUN_VERSION)/bin/bun --outfile $@
 
 build-arm64: dist/pulldeploy-linux-arm64
