@@ -17,9 +17,9 @@ node_modules/.bin/bun: package.json package-lock.json
 # ESM with code splitting: each command and the deploy pipeline are chunks of their own (embedded in
 # the executable), loaded at their first import(), so `--version` and the agent's `[]` load only what
 # they use. A single CommonJS bundle loads the bytecode of everything at start (~9 ms more).
-BUILD_FLAGS := --compile --minify --bytecode --format=esm --splitting
+BUILD_FLAGS := --compile --minify --bytecode --format=esm --splitting --no-compile-autoload-dotenv --no-compile-autoload-bunfig
 
-dist/pulldeploy: node_modules/.bin/bun $(SRC)
+dist/pulldeploy: node_modules/.bin/bun $(SRC) Makefile
 	$(BUN) build src/cli.ts $(BUILD_FLAGS) --outfile dist/pulldeploy
 
 build: dist/pulldeploy

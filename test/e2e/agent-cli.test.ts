@@ -33,6 +33,15 @@ describe("the executable", () => {
     expect(r.stdout).toContain("--max-bandwidth");
     expect(r.stdout).toContain("--max-band-width");
   });
+  test("a .env or bunfig.toml in the working directory is not read (built with --no-compile-autoload-dotenv and -bunfig)", async () => {
+    await using d = tempDir();
+    fs.writeFileSync(join(d.path, ".env"), "FOO=from-dotenv\n");
+    fs.writeFileSync(join(d.path, "bunfig.toml"), "preload = [\"./nope.ts\"]\n");
+    fs.writeFileSync(join(d.path, "m.yml"), 'commands:\n  pre: ["echo FOO=[$FOO]"]\n');
+    const r = await run(["agent", "--manifest", `file://${d.path}/m.yml`], { cwd: d.path });
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain("FOO=[]");
+  });
   test("an unknown command: exit 2 with the list", async () => {
     const r = await run(["deploy"]);
     expect(r.code).toBe(2);
