@@ -229,7 +229,7 @@ async function usage(name: string, cmd: CommandDef<any>): Promise<string> {
     .map(([flag, d]) => {
       const aliases = "alias" in d && d.alias ? (Array.isArray(d.alias) ? d.alias : [d.alias]) : [];
       const value = d.type === "boolean" ? "" : ` <${d.valueHint ?? "value"}>`;
-      return [[flag, ...aliases].map((f) => `--${f}`).join(", ") + value, d.description ?? ""] as const;
+      return [[flag, ...aliases].map((f) => (f.length === 1 ? `-${f}` : `--${f}`)).join(", ") + value, d.description ?? ""] as const;
     });
   const width = Math.max(0, ...rows.map(([l]) => l.length));
   return [
