@@ -49,30 +49,37 @@ export class TarExtractor {
   private longLink: string | null = null;
   private symlinks = new Set<string>();
   private dirs: { path: string; mode: number; mtime: number }[] = [];
+  /** The mtime of the archive's `./` entry, for the root (set last, after everything inside it). */
+  private rootMtime: number | undefined;
   private zeroBlocks = 0;
   private done = false;
   private readonly chown: boolean;
-  /** The owner every new entry gets anyway; unknown (chown everything) under a setgid root. */
+  /** The owner every new entry gets anyway; as root, unknown (chown everything) under a setgid root. */
   private readonly newOwner: { uid: number; gid: number } | undefined;
-  /** The open file was made by this entry (not an earlier entry of the same name, truncated). */
-  private fresh = true;
   entries = 0;
   bytes = 0;
 
   /** Files hard-linked from `linkFrom` instead of written. */
   linked = 0;
+  /** Per linked file: its path, and its inode, size, mtime, mode, uid and gid (the archive's). */
+  private linkedPaths: string[] = [];
+  private linkedMeta: number[] = [];
+  /** A file whose equal prefix was copied from a linked inode that was being written to meanwhile. */
+  private tainted: string | undefined;
 
   /**
-   * @param linkFrom a previous release: a regular file whose size, mtime and mode match is hard-linked
-   *   from it instead of written again (as `rsync --link-dest` does).
+   * @param linkFrom a previous release (or, for the rsync strategy, dest itself): a regular file whose
+   *   size, mtime, mode and owner match is hard-linked from it instead of written again (as
+   *   `rsync --link-dest` does), once its bytes are found equal. Nothing under `linkFrom` is ever
+   *   written, truncated, chmod-ed or chown-ed: a later entry of the same name replaces the link.
    */
   constructor(
     private readonly root: string,
     private readonly limits: ExtractLimits = DEFAULT_LIMITS,
-    private readonly linkFrom?: string,
+    private linkFrom?: string,
   ) {
     this.chown = typeof process.getuid === "function" && process.getuid() === 0;
-    this.newOwner = this.chown ? newOwnerUnder(root) : undefined;
+    this.newOwner = newOwnerUnder(root);
     this.umask = process.umask();
   }
   private readonly umask: number;
@@ -118,6 +125,34 @@ export class TarExtractor {
       fs.chmodSync(d.path, d.mode);
       fs.utimesSync(d.path, d.mtime, d.mtime);
     }
+    if (this.rootMtime !== undefined) fs.utimesSync(this.root, this.rootMtime, this.rootMtime);
+  }
+
+  /**
+   * The first linked file that is no longer as extracted, or undefined. A linked file shares its inode
+   * with `linkFrom`, so whoever writes to or chmods that file in place after extraction (a `pre`
+   * command, the running app) changes this tree too, and the archive's bytes are gone: the caller
+   * must extract again without links. A write shows as a new mtime (or size), a chmod/chown as such.
+   * Without `each`, only a file seen changing while it was compared (a stat per linked file is ~5 µs).
+   */
+  changedLink(each = true): string | undefined {
+    if (this.tainted !== undefined || !each) return this.tainted;
+    const meta = this.linkedMeta;
+    for (let i = 0; i < this.linkedPaths.length; i++) {
+      const rel = this.linkedPaths[i]!;
+      let st: fs.Stats;
+      try {
+        st = fs.lstatSync(join(this.root, rel));
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === "ENOENT" || code === "ENOTDIR") continue; // removed by a later entry
+        return rel;
+      }
+      const m = i * 6;
+      if (st.ino !== meta[m]) continue; // replaced by a later entry of the archive: not linked
+      if (st.size !== meta[m + 1] || st.mtimeMs !== meta[m + 2]! * 1000 || (st.mode & 0o7777) !== meta[m + 3] || st.uid !== meta[m + 4] || st.gid !== meta[m + 5]) return rel;
+    }
+    return undefined;
   }
 
   /** Close any open file; used on every failure path. */
@@ -127,7 +162,7 @@ export class TarExtractor {
       this.fd = null;
     }
     if (this.compare !== null) {
-      fs.closeSync(this.compare.prevFd);
+      fs.closeSync(this.compare.fd);
       this.compare = null;
     }
   }
@@ -172,7 +207,13 @@ export class TarExtractor {
       throw new ExtractError(`too many entries (limit ${this.limits.maxEntries})`, h.name);
     }
     const rel = safeRelative(h.name);
-    if (rel === null) return; // "." or "./": the root itself
+    if (rel === null) {
+      // "." or "./": the root itself. Like GNU tar, give it the entry's mtime (else `rsync -a` stamps
+      // a new one on dest every deploy). Not its mode or owner: the root stays 0700 and ours until
+      // the deploy chmods it to `dest_mode` right before the sync, which is all stretcher keeps of it.
+      if (h.type === "5") this.rootMtime = h.mtime;
+      return;
+    }
     const path = join(this.root, rel);
     this.checkParents(rel, h.name);
     this.replaceSymlink(rel, path);
@@ -185,6 +226,7 @@ export class TarExtractor {
         return;
       }
       case "5": {
+        if (this.linkFrom !== undefined) this.noteMissingDir(rel);
         const made = fs.mkdirSync(path, { recursive: true, mode: 0o700 });
         this.dirs.push({ path, mode: h.mode, mtime: h.mtime });
         if (this.needsChown(h, made !== undefined)) fs.chownSync(path, h.uid, h.gid);
@@ -196,6 +238,8 @@ export class TarExtractor {
         fs.symlinkSync(h.linkname, path);
         this.symlinks.add(rel);
         if (this.needsChown(h, true)) fs.lchownSync(path, h.uid, h.gid);
+        // As tar x does: else `rsync -a` gives dest's symlink a new mtime every deploy.
+        fs.lutimesSync(path, h.mtime, h.mtime);
         return;
       case "1": {
         const target = safeRelative(h.linkname);
@@ -216,98 +260,156 @@ export class TarExtractor {
   }
 
   /**
-   * A file whose size, mtime, mode and owner match the previous release's is a candidate for a hard
-   * link: its incoming bytes are compared with the old file as they stream (reads, not writes). If all
-   * match, the old inode is linked; at the first difference the file is written after all, starting
-   * with the equal prefix copied from the old file.
+   * A file whose size, mtime, mode and owner match `linkFrom`'s is a candidate for a hard link: the
+   * old inode is linked into the tree at once, then the incoming bytes are compared with it as they
+   * stream (reads, not writes). If all match, the link stays; at the first difference it is replaced by
+   * a new file, written starting with the equal prefix copied from the old one. Linking first and then
+   * reading the tree's name (which no one else can change) means that what is kept is exactly what was
+   * compared, even if `linkFrom/rel` is replaced meanwhile.
    */
   private linkUnchanged(rel: string, path: string, h: Header): boolean {
+    if (this.missingDir !== undefined && rel.startsWith(this.missingDir)) return false;
     const prev = join(this.linkFrom!, rel);
-    let st: fs.Stats;
+    // Not an exception per new file: a first deploy into an empty dest has only those.
+    const st = fs.lstatSync(prev, { throwIfNoEntry: false });
+    if (st === undefined || !st.isFile() || !this.sameAsEntry(st, h)) return false;
+    if (!this.link(prev, path)) return false;
+    let fd: number;
     try {
-      st = fs.lstatSync(prev);
+      fd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
     } catch {
+      this.unlink(path, h.name);
       return false;
     }
-    if (!st.isFile() || st.size !== h.size || Math.floor(st.mtimeMs / 1000) !== h.mtime || (st.mode & 0o7777) !== (h.mode & 0o7777)) return false;
-    if (this.chown && (st.uid !== h.uid || st.gid !== h.gid)) return false;
-    let prevFd: number;
-    try {
-      prevFd = fs.openSync(prev, "r");
-    } catch {
+    const now = fs.fstatSync(fd);
+    if (!now.isFile() || !this.sameAsEntry(now, h)) {
+      fs.closeSync(fd);
+      this.unlink(path, h.name);
       return false;
     }
-    this.compare = { prevFd, prev, path, offset: 0 };
+    this.compare = { fd, ino: now.ino, rel, path, offset: 0 };
     if (h.size === 0) this.finishCompare();
     return true;
   }
 
-  private compare: { prevFd: number; prev: string; path: string; offset: number } | null = null;
+  /**
+   * `linkFrom` has no directory `rel` (or a symlink there): skip looking up the files the archive
+   * lists under it next. One lookup per directory instead of one per file on a first deploy.
+   */
+  private noteMissingDir(rel: string): void {
+    if (this.missingDir !== undefined && rel.startsWith(this.missingDir)) return;
+    const st = fs.lstatSync(join(this.linkFrom!, rel), { throwIfNoEntry: false });
+    this.missingDir = st?.isDirectory() ? undefined : `${rel}/`;
+  }
+  /** A directory missing from `linkFrom`, with a trailing slash. */
+  private missingDir: string | undefined;
+
+  /** Size, mtime (to the nanosecond), mode and the owner a written file would end up with. */
+  private sameAsEntry(st: fs.Stats, h: Header): boolean {
+    if (st.size !== h.size || st.mtimeMs !== h.mtime * 1000 || (st.mode & 0o7777) !== (h.mode & 0o7777)) return false;
+    const owner = this.chown ? h : this.newOwner;
+    return owner !== undefined && st.uid === owner.uid && st.gid === owner.gid;
+  }
+
+  /** Hard-link `prev` as `path`; false (write the file instead) where the file system refuses. */
+  private link(prev: string, path: string): boolean {
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        fs.linkSync(prev, path);
+        return true;
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        // EXDEV: `linkFrom` is on another file system (or mount), so no link will work. EMLINK, EPERM
+        // (protected_hardlinks) and the like: this file only.
+        if (code === "EXDEV") this.linkFrom = undefined;
+        if (attempt > 0 || (code !== "EEXIST" && code !== "ENOENT")) return false;
+        try {
+          if (code === "EEXIST") fs.unlinkSync(path); // an earlier entry of the same name
+          else fs.mkdirSync(path.slice(0, path.lastIndexOf("/")), { recursive: true, mode: 0o755 }); // parent not in the archive
+        } catch {
+          return false; // openFile will say what is wrong
+        }
+      }
+    }
+    return false;
+  }
+
+  private compare: { fd: number; ino: number; rel: string; path: string; offset: number } | null = null;
   private scratch = Buffer.alloc(1 << 16);
 
-  /** Compare incoming bytes with the old file; on the first difference, switch to writing. */
+  /** Compare incoming bytes with the linked file; on the first difference, switch to writing. */
   private compareData(bytes: Uint8Array): void {
     const c = this.compare!;
     if (this.scratch.length < bytes.length) this.scratch = Buffer.alloc(bytes.length);
-    const n = fs.readSync(c.prevFd, this.scratch, 0, bytes.length, c.offset);
+    const n = fs.readSync(c.fd, this.scratch, 0, bytes.length, c.offset);
     if (n === bytes.length && this.scratch.subarray(0, n).equals(bytes)) {
       c.offset += n;
       return;
     }
-    // Different after all: write the file, beginning with the equal prefix from the old one.
+    // Different after all: a new file (openFile unlinks the link), beginning with the equal prefix.
     const h = this.entry!;
     this.compare = null;
-    this.fd = this.openFile(c.path, h.mode, h.name);
     try {
+      this.fd = this.openFile(c.path, h.mode, h.name);
       for (let off = 0; off < c.offset; ) {
-        const len = fs.readSync(c.prevFd, this.scratch, 0, Math.min(this.scratch.length, c.offset - off), off);
-        if (len <= 0) throw new ExtractError("previous release changed while linking from it", h.name);
+        const len = fs.readSync(c.fd, this.scratch, 0, Math.min(this.scratch.length, c.offset - off), off);
+        if (len <= 0) break;
         this.writeAll(this.scratch.subarray(0, len));
         off += len;
       }
+      // Written to in place while we read it: the prefix may not be the archive's.
+      if (!this.sameAsEntry(fs.fstatSync(c.fd), h)) this.tainted ??= c.rel;
     } finally {
-      fs.closeSync(c.prevFd);
+      fs.closeSync(c.fd);
     }
     this.writeAll(bytes);
   }
 
-  /** Every byte matched: link the old inode instead of writing a copy. */
+  /** Every byte matched: the link stays. */
   private finishCompare(): void {
     const c = this.compare!;
     this.compare = null;
-    fs.closeSync(c.prevFd);
-    try {
-      fs.linkSync(c.prev, c.path);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw fsError(err as NodeJS.ErrnoException, this.entry!.name);
-      fs.mkdirSync(c.path.slice(0, c.path.lastIndexOf("/")), { recursive: true, mode: 0o755 });
-      fs.linkSync(c.prev, c.path);
-    }
+    fs.closeSync(c.fd);
+    const h = this.entry!;
+    const owner = this.chown ? h : this.newOwner!;
+    this.linkedPaths.push(c.rel);
+    this.linkedMeta.push(c.ino, h.size, h.mtime, h.mode & 0o7777, owner.uid, owner.gid);
     this.linked++;
   }
 
+  private unlink(path: string, name: string): void {
+    try {
+      fs.unlinkSync(path);
+    } catch (err) {
+      throw fsError(err as NodeJS.ErrnoException, name);
+    }
+  }
+
+  /**
+   * A new file, never an existing one opened: an earlier entry of the same name is unlinked first (as
+   * GNU tar does), since it may share its inode with another name (a hard-link entry, or a file
+   * linked from `linkFrom`) that truncating it would corrupt. O_EXCL also refuses to follow a symlink.
+   */
   private openFile(path: string, mode: number, name: string): number {
-    this.fresh = true;
     try {
       return fs.openSync(path, "wx", mode & 0o7777);
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
-      if (e.code === "EEXIST") {
-        // An earlier entry of the same name: a later one replaces it.
-        this.fresh = false;
-        try {
-          return fs.openSync(path, "w", mode & 0o7777);
-        } catch (err) {
-          throw fsError(err as NodeJS.ErrnoException, name);
+      try {
+        if (e.code === "EEXIST") {
+          this.unlink(path, name);
+          return fs.openSync(path, "wx", mode & 0o7777);
         }
+        if (e.code === "ENOENT") {
+          // Archives may omit parent directories.
+          fs.mkdirSync(path.slice(0, path.lastIndexOf("/")), { recursive: true, mode: 0o755 });
+          return fs.openSync(path, "wx", mode & 0o7777);
+        }
+        throw e;
+      } catch (err) {
+        if (err instanceof ExtractError) throw err;
+        throw fsError(err as NodeJS.ErrnoException, name);
       }
-      if (e.code === "ENOENT") {
-        // Archives may omit parent directories.
-        const parent = path.slice(0, path.lastIndexOf("/"));
-        fs.mkdirSync(parent, { recursive: true, mode: 0o755 });
-        return fs.openSync(path, "wx", mode & 0o7777);
-      }
-      throw fsError(e, name);
     }
   }
 
@@ -346,7 +448,7 @@ export class TarExtractor {
     this.fd = null;
     try {
       fs.futimesSync(fd, h.mtime, h.mtime);
-      if (this.needsChown(h, this.fresh)) fs.fchownSync(fd, h.uid, h.gid);
+      if (this.needsChown(h, true)) fs.fchownSync(fd, h.uid, h.gid);
       // open() applied the umask; restore the archive's mode when it stripped bits (or for setuid & co).
       if ((h.mode & 0o7777 & ~this.umask) !== (h.mode & 0o7777) || h.mode & 0o7000) fs.fchmodSync(fd, h.mode & 0o7777);
     } finally {
@@ -460,12 +562,15 @@ export function parsePax(text: string): Record<string, string> {
 
 /**
  * Who owns what we create under `root`: us, with our group, as long as no directory hands down its
- * group. During extraction only `root` could (directory modes are set at the end), so a setgid `root`
- * means "unknown".
+ * group. During extraction only `root` could (directory modes are set at the end; the directories we
+ * make under it inherit its setgid bit and group), so under a setgid `root` it is `root`'s group; as
+ * root (which chowns) "unknown" then.
  */
 function newOwnerUnder(root: string): { uid: number; gid: number } | undefined {
-  if (fs.statSync(root).mode & 0o2000) return undefined;
-  return { uid: process.geteuid!(), gid: process.getegid!() };
+  const st = fs.statSync(root);
+  const uid = process.geteuid!();
+  if (st.mode & 0o2000) return uid === 0 ? undefined : { uid, gid: st.gid };
+  return { uid, gid: process.getegid!() };
 }
 
 function rmIfExists(path: string): void {
