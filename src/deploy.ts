@@ -6,7 +6,8 @@
  *   fetch      download `src`, hash it, and extract it into the strategy's fresh dir as the bytes arrive
  *   checksum   compare the hash: nothing has touched `dest` and no command has run yet
  *   pre        `pre` commands
- *   extract    raise any extraction error found while streaming; chmod the tree to `dest_mode`
+ *   extract    raise any extraction error found while streaming; if a hard-linked file was changed in
+ *              place meanwhile, extract again without links; chmod the tree to `dest_mode`
  *   sync       the manifest's sync strategy (rsync | mv | release) puts the tree in place
  *   post       `post` commands
  *   validate   (`release`) `validate` commands; on failure `current` is switched back
@@ -110,6 +111,7 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
       ws = strategy.prepare(ctx);
       hookEnv = { ...hookEnv, ...releaseEnv(manifest, ws) };
       let extractError: PulldeployError | undefined;
+      let changedLink: ((each: boolean) => string | undefined) | undefined;
       if (ws.present) {
         log.info(`release ${ws.releaseId} is already on disk: switching without a download`);
       } else {
@@ -120,11 +122,26 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
         const linked = result.linked > 0 ? `, ${result.linked} unchanged files hard-linked` : "";
         log.info(`checksum: ${manifest.checksum!.algorithm} ${manifest.checksum!.hex} ok (${result.bytes} bytes, ${result.entries} entries${linked}, ${secs.toFixed(2)}s)`);
         extractError = result.extractError;
+        changedLink = result.changedLink;
       }
       await run("pre", manifest.commands.pre);
       phase = "extract";
       enter(phase, manifest);
       if (extractError) throw extractError;
+      // Each linked file is checked only after `pre` commands (the way to change dest on purpose now;
+      // ~5 µs a file); otherwise only one seen changing while it was compared.
+      const changed = changedLink?.(manifest.commands.pre.length > 0);
+      if (changed !== undefined) {
+        // Written to in place since it was hard-linked (by `pre`, or the app): the linked inode no
+        // longer holds the archive's bytes, so neither does the tree.
+        log.info(`fetch: ${changed} changed in ${ws.linkFrom} after it was hard-linked into the new tree; fetching again without links`);
+        phase = "fetch";
+        fs.rmSync(ws.tree, { recursive: true, force: true });
+        fs.mkdirSync(ws.tree, { mode: 0o700 });
+        const again = await fetchWithRetry(manifest, { ...ws, linkFrom: undefined }, opts);
+        phase = "extract";
+        if (again.extractError) throw again.extractError;
+      }
       if (!ws.present) fs.chmodSync(ws.tree, manifest.destMode);
       phase = "sync";
       enter(phase, manifest);

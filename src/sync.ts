@@ -1,7 +1,9 @@
 /**
  * Sync strategies by name (the manifest's `sync_strategy`): where the archive is extracted and how
  * the verified tree reaches `dest`.
- * - `rsync`: stretcher's exact command line from a temp dir.
+ * - `rsync`: stretcher's exact command line from a temp dir; a file equal to dest's (size, mtime, mode,
+ *   owner, then every byte) is hard-linked from dest into the temp dir instead of written, when both
+ *   are on one file system, so rsync's quick check then skips it as before, but nothing was written.
  * - `mv`: rename the temp dir to a `dest` that must not exist.
  * - `release`: extract into `<dest>/releases/.partial-…` (hard-linking unchanged files from the current
  *   release), commit it as `releases/<id>`, link `shared_paths`, switch `current` atomically, prune.
@@ -26,7 +28,7 @@ export interface SyncContext {
 export interface Workspace {
   /** The fresh directory to extract into. */
   tree: string;
-  /** A previous release to hard-link unchanged files from. */
+  /** A previous release, or dest (rsync), to hard-link unchanged files from. Never written to. */
   linkFrom?: string;
   /** `release`: this release's id, the one it replaces, and whether it is already on disk. */
   releaseId?: string;
@@ -50,7 +52,7 @@ const removeTree = (ws: Workspace) => {
 const tempTree = (env: SyncContext["env"]) => fs.mkdtempSync(join(env.TMPDIR || tmpdir(), "pulldeploy-"));
 
 export const SYNC_STRATEGIES: Record<SyncStrategyName, SyncStrategy> = {
-  rsync: { prepare: (ctx) => ({ tree: tempTree(ctx.env) }), apply: rsyncApply, cleanup: removeTree },
+  rsync: { prepare: rsyncPrepare, apply: rsyncApply, cleanup: removeTree },
   mv: { prepare: (ctx) => ({ tree: tempTree(ctx.env) }), apply: mvApply, cleanup: removeTree },
   release: { prepare: releasePrepare, apply: releaseApply, revert: releaseRevert, cleanup: removeTree },
 };
@@ -63,6 +65,30 @@ export function rsyncArgs(ctx: { tree: string; dest: string; manifest: Manifest;
   for (const p of ctx.manifest.excludes) args.push("--exclude", p);
   args.push(`${ctx.tree.replace(/\/+$/, "")}/`, `${ctx.dest.replace(/\/+$/, "")}/`);
   return args;
+}
+
+function rsyncPrepare(ctx: SyncContext): Workspace {
+  const tree = tempTree(ctx.env);
+  const dest = ctx.manifest.dest!;
+  const linkFrom = linkableDir(dest, tree);
+  if (linkFrom === null) ctx.log.info(`fetch: ${tree} is not on dest's file system: every file is written (set TMPDIR to a directory there to hard-link unchanged files from dest)`);
+  return { tree, linkFrom: linkFrom ?? undefined };
+}
+
+/**
+ * `dir` if it is a directory on `tree`'s file system (so its files can be hard-linked into `tree`);
+ * undefined if it does not exist (yet); null if it is elsewhere. A bind mount has the same st_dev and
+ * still refuses links (EXDEV): the extractor then writes instead.
+ */
+export function linkableDir(dir: string, tree: string): string | undefined | null {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(dir);
+  } catch {
+    return undefined;
+  }
+  if (!st.isDirectory()) return undefined;
+  return st.dev === fs.statSync(tree).dev ? dir : null;
 }
 
 async function rsyncApply(ctx: SyncContext, ws: Workspace): Promise<void> {

@@ -24,7 +24,7 @@ export interface UnpackOptions {
   /** Bytes per second; absent: no cap. */
   maxBandwidth?: number;
   limits: ExtractLimits;
-  /** A previous release to hard-link unchanged files from. */
+  /** A previous release (or dest, for rsync) to hard-link unchanged files from. */
   linkFrom?: string;
   /** A broken body is resumed with a Range request up to this many times (when the store allows). */
   resumes?: number;
@@ -38,6 +38,12 @@ export interface UnpackResult {
   entries: number;
   /** Files hard-linked from `linkFrom`. */
   linked: number;
+  /**
+   * With linked files: the first one changed in place since (under `linkFrom`, which shares its
+   * inode), or undefined; see `TarExtractor.changedLink`. Ask right before the sync; if it names one,
+   * extract again without links.
+   */
+  changedLink?: (each: boolean) => string | undefined;
   /** An extraction failure found while streaming; raise it after `pre`, as the phase order demands. */
   extractError?: ExtractError;
 }
@@ -128,7 +134,8 @@ export async function fetchAndExtract(opts: UnpackOptions): Promise<UnpackResult
   }
   const actual = hasher.hex();
   if (actual !== opts.checksum.hex) throw new ChecksumError(opts.checksum.algorithm, opts.checksum.hex, actual);
-  return { bytes, entries: extractor.entries, linked: extractor.linked, extractError };
+  const changedLink = extractor.linked > 0 ? (each: boolean) => extractor.changedLink(each) : undefined;
+  return { bytes, entries: extractor.entries, linked: extractor.linked, changedLink, extractError };
 }
 
 /**
