@@ -61,6 +61,8 @@ export class TarExtractor {
 
   /** Files hard-linked from `linkFrom` instead of written. */
   linked = 0;
+  /** The archive's own hard-link entries (type 1). */
+  hardLinkEntries = 0;
   /** Per linked file: its path, and its inode, size, mtime, mode, uid and gid (the archive's). */
   private linkedPaths: string[] = [];
   private linkedMeta: number[] = [];
@@ -247,6 +249,7 @@ export class TarExtractor {
         this.checkParents(target, h.name);
         if (this.symlinks.has(target)) throw new ExtractError("hard link to a symlink", h.name);
         rmIfExists(path);
+        this.hardLinkEntries++;
         try {
           fs.linkSync(join(this.root, target), path);
         } catch (err) {

@@ -123,6 +123,7 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
         log.info(`checksum: ${manifest.checksum!.algorithm} ${manifest.checksum!.hex} ok (${result.bytes} bytes, ${result.entries} entries${linked}, ${secs.toFixed(2)}s)`);
         extractError = result.extractError;
         changedLink = result.changedLink;
+        ws.archiveHardLinks = result.hardLinks;
       }
       await run("pre", manifest.commands.pre);
       phase = "extract";
@@ -139,6 +140,7 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
         fs.rmSync(ws.tree, { recursive: true, force: true });
         fs.mkdirSync(ws.tree, { mode: 0o700 });
         const again = await fetchWithRetry(manifest, { ...ws, linkFrom: undefined }, opts);
+        ws.archiveHardLinks = again.hardLinks;
         phase = "extract";
         if (again.extractError) throw again.extractError;
       }

@@ -34,6 +34,8 @@ export interface Workspace {
   releaseId?: string;
   previousId?: string;
   present?: boolean;
+  /** The archive's own hard-link entries, once extracted (`rsync -a` without `-H` copies them apart). */
+  archiveHardLinks?: number;
 }
 
 export interface SyncStrategy {
@@ -96,6 +98,7 @@ async function rsyncApply(ctx: SyncContext, ws: Workspace): Promise<void> {
   if (manifest.excludeFrom !== undefined && !fs.existsSync(join(ws.tree, manifest.excludeFrom))) {
     throw new PulldeployError(`exclude_from: ${manifest.excludeFrom} is not in the archive`, "sync");
   }
+  if (renameInstead(ctx, ws)) return;
   const args = rsyncArgs({ tree: ws.tree, dest: manifest.dest!, manifest, rsyncVerbose: ctx.rsyncVerbose });
   log.info(`sync: ${args.join(" ")}`);
   let proc: ReturnType<typeof Bun.spawn>;
@@ -122,6 +125,32 @@ async function rsyncApply(ctx: SyncContext, ws: Workspace): Promise<void> {
   } finally {
     ctx.signal?.removeEventListener("abort", onAbort);
   }
+}
+
+/**
+ * A first deploy (dest does not exist) whose result `rsync -a --delete TREE/ DEST/` would make a copy
+ * of the tree, byte for byte and mode for mode, is a rename of the tree instead: no second copy, no
+ * temp tree to delete. Not when anything would make rsync's copy differ from the tree: excludes
+ * (they are not copied), the archive's hard links (rsync -a copies them apart), `-v` output, SELinux
+ * (files keep the temp dir's label in a rename). A rename that fails (another file system, dest made
+ * meanwhile) falls back to rsync.
+ */
+function renameInstead(ctx: SyncContext, ws: Workspace): boolean {
+  const { manifest, log } = ctx;
+  const dest = manifest.dest!;
+  if (ctx.rsyncVerbose !== "" || manifest.excludes.length > 0 || manifest.excludeFrom !== undefined) return false;
+  if (ws.archiveHardLinks !== 0 || fs.existsSync("/sys/fs/selinux/enforce")) return false;
+  try {
+    fs.lstatSync(dest);
+    return false;
+  } catch {}
+  try {
+    fs.renameSync(ws.tree, dest);
+  } catch {
+    return false;
+  }
+  log.info(`sync: ${dest} did not exist: renamed ${ws.tree} to it (what rsync -a would have copied)`);
+  return true;
 }
 
 async function mvApply(ctx: SyncContext, ws: Workspace): Promise<void> {

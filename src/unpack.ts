@@ -38,6 +38,8 @@ export interface UnpackResult {
   entries: number;
   /** Files hard-linked from `linkFrom`. */
   linked: number;
+  /** The archive's own hard-link entries. */
+  hardLinks: number;
   /**
    * With linked files: the first one changed in place since (under `linkFrom`, which shares its
    * inode), or undefined; see `TarExtractor.changedLink`. Ask right before the sync; if it names one,
@@ -137,7 +139,7 @@ export async function fetchAndExtract(opts: UnpackOptions): Promise<UnpackResult
   const actual = hasher.hex();
   if (actual !== opts.checksum.hex) throw new ChecksumError(opts.checksum.algorithm, opts.checksum.hex, actual);
   const changedLink = extractor.linked > 0 ? (each: boolean) => extractor.changedLink(each) : undefined;
-  return { bytes, entries: extractor.entries, linked: extractor.linked, changedLink, extractError };
+  return { bytes, entries: extractor.entries, linked: extractor.linked, hardLinks: extractor.hardLinkEntries, changedLink, extractError };
 }
 
 /**

@@ -143,13 +143,64 @@ describe("deploy via file://", () => {
     expect(hookLog(d.path)).toEqual(["pre", "post", "success"]);
   });
 
-  test("rsync not installed: a clear sync error", async () => {
+  test("rsync not installed: a clear sync error, dest untouched", async () => {
     await using d = tempDir();
     const dest = join(d.path, "dest");
+    fs.mkdirSync(dest);
+    fs.writeFileSync(join(dest, "old.txt"), "old");
     const rel = appRelease(d.path, APP, (a) => `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${dest}\n`);
     const { result } = await agent(rel.manifestUrl, { env: { PATH: "/nonexistent" } });
     expect(result).toMatchObject({ ok: false, phase: "sync", error: "sync: rsync is not installed (apt-get install rsync, or use sync_strategy: mv)" });
-    expect(fs.existsSync(dest)).toBe(false);
+    expect(listTree(dest)).toEqual(["old.txt"]);
+  });
+
+  test("a first deploy into a missing dest renames the verified tree: the same tree rsync -a makes, no second copy", async () => {
+    await using d = tempDir();
+    const dest = join(d.path, "dest");
+    const viaRsync = join(d.path, "via-rsync");
+    fs.mkdirSync(viaRsync); // exists: rsync
+    const tmp = join(d.path, "tmp");
+    fs.mkdirSync(tmp);
+    const env = { PATH: process.env.PATH, TMPDIR: tmp };
+    const rel = appRelease(d.path, APP, (a) => `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: DEST\ndest_mode: 0750\n`);
+    const manifest = fs.readFileSync(rel.manifestPath, "utf8");
+    fs.writeFileSync(join(d.path, "a.yml"), manifest.replace("DEST", dest));
+    fs.writeFileSync(join(d.path, "b.yml"), manifest.replace("DEST", viaRsync));
+    const renamed = await agent(`file://${d.path}/a.yml`, { env });
+    expect(renamed.result.ok).toBe(true);
+    expect(renamed.log).toContain(`sync: ${dest} did not exist: renamed`);
+    const copied = await agent(`file://${d.path}/b.yml`, { env });
+    expect(copied.log).toContain("sync: rsync -a --delete");
+    expect(fs.readdirSync(tmp)).toEqual([]);
+    expect(fs.statSync(dest).mode & 0o7777).toBe(0o750);
+    // rsync itself finds nothing to change between the two: contents, modes, mtimes, owners, links.
+    const diff = Bun.spawnSync(["rsync", "-ani", "--delete", `${viaRsync}/`, `${dest}/`]);
+    expect(diff.exitCode).toBe(0);
+    expect(diff.stdout.toString()).toBe("");
+    expect(listTree(dest)).toEqual(["bin/", "bin/run", "current", "index.html", "lib/", "lib/app.js"]);
+  });
+
+  test("excludes, -v, or hard links in the archive: rsync even into a missing dest (the rename would differ)", async () => {
+    await using d = tempDir();
+    const cases = [
+      { name: "excludes", extra: "excludes: [\"*.pid\"]\n", over: {} },
+      { name: "verbose", extra: "", over: { rsyncVerbose: "-v" } },
+    ];
+    for (const c of cases) {
+      const rel = appRelease(d.path, APP, (a) => `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${d.path}/${c.name}\n${c.extra}`, c.name);
+      const { result, log } = await agent(rel.manifestUrl, c.over);
+      expect(result.ok).toBe(true);
+      expect(log).toContain("sync: rsync -a --delete");
+      expect(log).not.toContain("renamed");
+    }
+    const archive = join(d.path, "links.tar.gz");
+    fs.writeFileSync(archive, rawTarGz([{ name: "a.txt", content: "same" }, { name: "b.txt", type: "1", linkname: "a.txt" }]));
+    fs.writeFileSync(join(d.path, "links.yml"), `src: file://${archive}\nchecksum: ${sha(archive)}\ndest: ${d.path}/links\n`);
+    const { result, log } = await agent(`file://${d.path}/links.yml`);
+    expect(result.ok).toBe(true);
+    expect(log).toContain("sync: rsync -a --delete");
+    // rsync -a (no -H) copies hard links apart, and so does the agent.
+    expect(fs.statSync(join(d.path, "links/a.txt")).ino).not.toBe(fs.statSync(join(d.path, "links/b.txt")).ino);
   });
 });
 
