@@ -10,7 +10,7 @@
  */
 import * as fs from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { CommandError, PulldeployError } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import type { Manifest, SyncStrategyName } from "./manifest.ts";
@@ -128,7 +128,7 @@ async function rsyncApply(ctx: SyncContext, ws: Workspace): Promise<void> {
 }
 
 /**
- * A first deploy (dest does not exist) whose result `rsync -a --delete TREE/ DEST/` would make a copy
+ * A first deploy (dest missing or an empty directory) whose result `rsync -a --delete TREE/ DEST/` would make a copy
  * of the tree, byte for byte and mode for mode, is a rename of the tree instead: no second copy, no
  * temp tree to delete. Not when anything would make rsync's copy differ from the tree: excludes
  * (they are not copied), the archive's hard links (rsync -a copies them apart), `-v` output, SELinux
@@ -140,17 +140,35 @@ function renameInstead(ctx: SyncContext, ws: Workspace): boolean {
   const dest = manifest.dest!;
   if (ctx.rsyncVerbose !== "" || manifest.excludes.length > 0 || manifest.excludeFrom !== undefined) return false;
   if (ws.archiveHardLinks !== 0 || fs.existsSync("/sys/fs/selinux/enforce")) return false;
+  const state = emptyDestState(dest);
+  if (state === undefined) return false;
   try {
-    fs.lstatSync(dest);
-    return false;
-  } catch {}
-  try {
+    // Over an empty directory, rename(2) replaces it atomically; one that gained an entry meanwhile fails (ENOTEMPTY).
     fs.renameSync(ws.tree, dest);
   } catch {
     return false;
   }
-  log.info(`sync: ${dest} did not exist: renamed ${ws.tree} to it (what rsync -a would have copied)`);
+  log.info(`sync: ${dest} ${state}: renamed ${ws.tree} to it (what rsync -a would have copied)`);
   return true;
+}
+
+/**
+ * "did not exist", or "was an empty directory" (a real one on its parent's file system: not a symlink,
+ * whose target rsync would fill, nor a mount point); undefined when dest holds anything.
+ */
+function emptyDestState(dest: string): string | undefined {
+  let st: fs.Stats;
+  try {
+    st = fs.lstatSync(dest);
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "ENOENT" ? "did not exist" : undefined;
+  }
+  try {
+    if (!st.isDirectory() || st.dev !== fs.statSync(dirname(dest)).dev || fs.readdirSync(dest).length > 0) return undefined;
+  } catch {
+    return undefined;
+  }
+  return "was an empty directory";
 }
 
 async function mvApply(ctx: SyncContext, ws: Workspace): Promise<void> {

@@ -158,7 +158,8 @@ describe("deploy via file://", () => {
     await using d = tempDir();
     const dest = join(d.path, "dest");
     const viaRsync = join(d.path, "via-rsync");
-    fs.mkdirSync(viaRsync); // exists: rsync
+    fs.mkdirSync(viaRsync);
+    fs.writeFileSync(join(viaRsync, "stale.txt"), "not empty: rsync, which deletes this");
     const tmp = join(d.path, "tmp");
     fs.mkdirSync(tmp);
     const env = { PATH: process.env.PATH, TMPDIR: tmp };
@@ -178,6 +179,28 @@ describe("deploy via file://", () => {
     expect(diff.exitCode).toBe(0);
     expect(diff.stdout.toString()).toBe("");
     expect(listTree(dest)).toEqual(["bin/", "bin/run", "current", "index.html", "lib/", "lib/app.js"]);
+  });
+
+  test("an empty dest directory is renamed over; a symlink to an empty directory is not (rsync fills its target)", async () => {
+    await using d = tempDir();
+    const empty = join(d.path, "empty");
+    fs.mkdirSync(empty);
+    const target = join(d.path, "target");
+    fs.mkdirSync(target);
+    const link = join(d.path, "link");
+    fs.symlinkSync(target, link);
+    for (const [dest, expected] of [
+      [empty, `sync: ${empty} was an empty directory: renamed`],
+      [link, "sync: rsync -a --delete"],
+    ] as const) {
+      const rel = appRelease(d.path, APP, (a) => `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${dest}\n`, dest.endsWith("link") ? "l" : "e");
+      const { result, log } = await agent(rel.manifestUrl);
+      expect(result.ok).toBe(true);
+      expect(log).toContain(expected);
+      expect(listTree(dest)).toEqual(["bin/", "bin/run", "current", "index.html", "lib/", "lib/app.js"]);
+    }
+    expect(fs.lstatSync(link).isSymbolicLink()).toBe(true);
+    expect(listTree(target)).toEqual(["bin/", "bin/run", "current", "index.html", "lib/", "lib/app.js"]);
   });
 
   test("excludes, -v, or hard links in the archive: rsync even into a missing dest (the rename would differ)", async () => {
