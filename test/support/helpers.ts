@@ -5,7 +5,13 @@ import { join, resolve } from "node:path";
 
 export const ROOT = resolve(import.meta.dir, "../..");
 export const BINARY = join(ROOT, "dist/pulldeploy");
-export const FIXTURES = resolve(ROOT, "../shared/fixtures");
+/**
+ * What real Consul and Serf send and answer, captured (the spec's `shared/fixtures`): a copy kept in the
+ * repo so that a clone alone can run the tests; test/unit/fixtures.test.ts checks it against the
+ * original whenever that sits beside the clone.
+ */
+export const FIXTURES = join(ROOT, "test/fixtures");
+export const SHARED_FIXTURES = resolve(ROOT, "../shared/fixtures");
 
 /** A temp dir removed at the end of the scope (`await using dir = tempDir()`). */
 export function tempDir(prefix = "pd-test-"): { path: string; [Symbol.asyncDispose](): Promise<void> } {
