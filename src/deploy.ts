@@ -49,6 +49,8 @@ export interface DeployOptions {
   signal?: AbortSignal;
   fetch: FetchPolicy;
   rsyncVerbose: string;
+  /** false: write every file instead of hard-linking unchanged ones from dest / the previous release. */
+  hardLinks?: boolean;
   /** Per-command timeout in ms. */
   commandTimeoutMs?: number;
   limits: ExtractLimits;
@@ -92,7 +94,7 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
   }
 
   const strategy = SYNC_STRATEGIES[manifest.syncStrategy];
-  const ctx: SyncContext = { manifest, rsyncVerbose: opts.rsyncVerbose, env, log, signal };
+  const ctx: SyncContext = { manifest, rsyncVerbose: opts.rsyncVerbose, hardLinks: opts.hardLinks, env, log, signal };
   let hookEnv = commandEnv(opts, manifest);
   const run = (p: Phase, commands: string[], stdin?: string) => {
     phase = p;

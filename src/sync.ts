@@ -20,6 +20,8 @@ export interface SyncContext {
   manifest: Manifest;
   /** `""`, `-v`, `-vv` or `-vvv`. */
   rsyncVerbose: string;
+  /** Hard-link unchanged files from dest (rsync) or the previous release (default); false writes every file. */
+  hardLinks?: boolean;
   env: Record<string, string | undefined>;
   log: Logger;
   signal?: AbortSignal;
@@ -72,6 +74,7 @@ export function rsyncArgs(ctx: { tree: string; dest: string; manifest: Manifest;
 function rsyncPrepare(ctx: SyncContext): Workspace {
   const tree = tempTree(ctx.env);
   const dest = ctx.manifest.dest!;
+  if (ctx.hardLinks === false) return { tree };
   const linkFrom = linkableDir(dest, tree);
   if (linkFrom === null) ctx.log.info(`fetch: ${tree} is not on dest's file system: every file is written (set TMPDIR to a directory there to hard-link unchanged files from dest)`);
   return { tree, linkFrom: linkFrom ?? undefined };
@@ -202,7 +205,7 @@ function releasePrepare(ctx: SyncContext): Workspace {
   if (releases.releaseExists(p, releaseId)) {
     return { tree: "", releaseId, previousId, present: true };
   }
-  const linkFrom = previousId !== undefined && releases.releaseExists(p, previousId) ? join(p.releases, previousId) : undefined;
+  const linkFrom = ctx.hardLinks !== false && previousId !== undefined && releases.releaseExists(p, previousId) ? join(p.releases, previousId) : undefined;
   return { tree: releases.partialDir(p, releaseId), linkFrom, releaseId, previousId };
 }
 

@@ -31,6 +31,7 @@ export const agentArgs = {
   retry: { type: "string", description: "Extra attempts of the whole fetch after a 5xx, network or body error (default 0)", valueHint: "n" },
   "retry-wait": { type: "string", description: "Wait between attempts (default 3s)", valueHint: "duration" },
   "rsync-verbose": { type: "string", description: 'rsync verbosity: "", -v, -vv or -vvv', valueHint: "-v" },
+  hardlinks: { type: "boolean", description: "Hard-link files equal to dest's (rsync) or the previous release's instead of writing them (default; --no-hardlinks writes every file)" },
   "command-timeout": { type: "string", description: "Kill a command's process group after this long (default: none)", valueHint: "duration" },
   "max-files": { type: "string", description: `Refuse archives with more entries (default ${DEFAULT_LIMITS.maxEntries})`, valueHint: "n" },
   "max-extract-size": { type: "string", description: "Refuse archives that expand beyond this size (default 64GiB)", valueHint: "size" },
@@ -86,6 +87,7 @@ async function runAgent(args: Args, ctx: CommandEnv): Promise<number> {
       maxBandwidth: sizeFlag("max-bandwidth", str("max-bandwidth")),
     },
     rsyncVerbose,
+    hardLinks: args.hardlinks !== false,
     commandTimeoutMs: durationFlag("command-timeout", str("command-timeout")),
     limits: {
       maxEntries: intFlag("max-files", str("max-files"), 1) ?? DEFAULT_LIMITS.maxEntries,

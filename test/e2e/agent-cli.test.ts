@@ -5,7 +5,7 @@
 import { beforeAll, describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
-import { appRelease, BINARY, FIXTURES, httpServer, listTree, run, tempDir, waitFor } from "../support/helpers.ts";
+import { appRelease, BINARY, FIXTURES, httpServer, listTree, run, sha, tarGz, tempDir, waitFor, writeTree } from "../support/helpers.ts";
 import { startS3Server } from "../support/s3-server.ts";
 
 beforeAll(() => {
@@ -240,6 +240,42 @@ describe("every flag changes behaviour (through the binary)", () => {
     expect(vv.stderr).toContain("index.html");
     const quiet = await run(["agent", "--rsync-verbose", ""], { stdin: rel.manifestUrl });
     expect(quiet.stderr).toMatch(/sync: rsync -a --delete \/\S+\/ /);
+  });
+
+  test("--no-hardlinks writes every file: no inode shared with dest (rsync) or the previous release", async () => {
+    await using d = tempDir();
+    // One source tree, only VERSION changing between archives, as a build would give.
+    const src = join(d.path, "src");
+    writeTree(src, { "lib/a.js": "a", "lib/b.js": "b", VERSION: "0" });
+    for (const strategy of ["rsync", "release"]) {
+      const dest = join(d.path, `dest-${strategy}`);
+      const manifests = [1, 2, 3].map((n) => {
+        fs.writeFileSync(join(src, "VERSION"), String(n));
+        const archive = tarGz(src, join(d.path, `${strategy}-${n}.tar.gz`));
+        const manifest = join(d.path, `${strategy}-${n}.yml`);
+        fs.writeFileSync(manifest, `src: file://${archive}\nchecksum: ${sha(archive)}\ndest: ${dest}\nsync_strategy: ${strategy}\nrelease_id: r${n}\n`);
+        return `file://${manifest}`;
+      });
+      const agentLog = async (i: number, flags: string[]) => {
+        const r = await run(["agent", ...flags], { stdin: manifests[i]! });
+        expect(r.code).toBe(0);
+        return r.stderr;
+      };
+      const ino = () => fs.statSync(join(dest, strategy === "release" ? "current/lib/a.js" : "lib/a.js")).ino;
+      await agentLog(0, []);
+      const first = ino();
+      expect(await agentLog(1, ["--no-hardlinks"])).not.toContain("hard-linked");
+      const written = ino();
+      const linked = await agentLog(2, []);
+      expect(linked).toMatch(/ 2 unchanged files hard-linked/);
+      if (strategy === "release") {
+        expect(written).not.toBe(first); // a copy in releases/r2
+        expect(ino()).toBe(written); // releases/r3 shares r2's inode
+      } else {
+        expect(linked).toContain("sync: rsync -a --delete");
+        expect(ino()).toBe(written); // rsync's quick check skipped the linked, unchanged file
+      }
+    }
   });
 
   test("--command-timeout kills a hung command", async () => {
