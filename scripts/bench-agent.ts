@@ -10,7 +10,9 @@
  *
  * The same scenarios run a third time with the agent's `sync_strategy: release` (releases/<id>, a
  * `current` symlink, unchanged files hard-linked from the previous release), compared with the agent's
- * default `rsync` strategy in time and disk writes, and `pulldeploy rollback --dest` is timed on the
+ * default `rsync` strategy (which hard-links files equal to dest's) and with that strategy under
+ * `--no-hardlinks` (every file written first: stretcher's I/O), in time and disk writes, and
+ * `pulldeploy rollback --dest` is timed on the
  * result: the floors of issue 5. Disk writes are `write_bytes` of /proc/self/io of this process across
  * a run, which holds the agent's and rsync's once they are reaped (bench-lib's `selfIo`; checked at
  * start with a dd).
@@ -141,7 +143,7 @@ const server = Bun.serve({
 });
 const base = `http://127.0.0.1:${server.port}`;
 
-const dests = { pipeline: join(scratch, "dest-pipeline"), pulldeploy: join(scratch, "dest-pulldeploy"), release: join(scratch, "dest-release"), big: join(scratch, "dest-big") };
+const dests = { pipeline: join(scratch, "dest-pipeline"), pulldeploy: join(scratch, "dest-pulldeploy"), nolinks: join(scratch, "dest-nolinks"), release: join(scratch, "dest-release"), big: join(scratch, "dest-big") };
 /** `release`: the strategy of that name, the release named after the version (v1, v2). */
 function manifest(name: string, a: { tarball: string; sum: string }, dest: string, release?: string): string {
   const file = `${name}.yml`;
@@ -151,14 +153,18 @@ function manifest(name: string, a: { tarball: string; sum: string }, dest: strin
 }
 const agentEnv = { ...process.env, TMPDIR: tmp };
 
-/** `pulldeploy` is the agent with its default `rsync` strategy, `release` the agent with `sync_strategy: release`. */
-type Tool = "pipeline" | "pulldeploy" | "release";
-const TOOLS: Tool[] = ["pulldeploy", "release", "pipeline"];
+/**
+ * `pulldeploy` is the agent with its default `rsync` strategy, `nolinks` the same with `--no-hardlinks`
+ * (every file written to the temp dir, then rsync: stretcher's I/O), `release` the agent with
+ * `sync_strategy: release`.
+ */
+type Tool = "pipeline" | "pulldeploy" | "nolinks" | "release";
+const TOOLS: Tool[] = ["pulldeploy", "release", "nolinks", "pipeline"];
 async function deployOnce(tool: Tool, a: { tarball: string; sum: string }, version: string): Promise<Measured> {
   const dest = dests[tool];
   if (tool !== "pipeline") {
     const url = manifest(`${version}-${tool}`, a, dest, tool === "release" ? version : undefined);
-    const m = await measure([bin, "agent"], { stdin: `${url}\n`, env: agentEnv, pollRss: true });
+    const m = await measure([bin, "agent", ...(tool === "nolinks" ? ["--no-hardlinks"] : [])], { stdin: `${url}\n`, env: agentEnv, pollRss: true });
     if (!m.stderr.includes("deploy succeeded")) throw new Error(`pulldeploy agent did not succeed:\n${m.stderr}`);
     return m;
   }
@@ -189,7 +195,7 @@ const SCENARIOS = [
   { name: "redeploy, 1% of files changed", archive: v2, version: "v2" },
   { name: "no-change redeploy", archive: v2, version: "v2" },
 ] as const;
-const results = SCENARIOS.map(() => ({ pipeline: [] as number[], pulldeploy: [] as number[], release: [] as number[], runs: [] as Measured[], releaseRuns: [] as Measured[] }));
+const results = SCENARIOS.map(() => ({ pipeline: [] as number[], pulldeploy: [] as number[], nolinks: [] as number[], release: [] as number[], runs: [] as Measured[], nolinksRuns: [] as Measured[], releaseRuns: [] as Measured[] }));
 const mib = (b: number) => (b / MB).toFixed(1);
 
 for (let rep = 0; rep < reps; rep++) {
@@ -206,6 +212,7 @@ for (let rep = 0; rep < reps; rep++) {
       results[i]![tool].push(m.seconds);
       if (tool === "pulldeploy") results[i]!.runs.push(m);
       if (tool === "release") results[i]!.releaseRuns.push(m);
+      if (tool === "nolinks") results[i]!.nolinksRuns.push(m);
       const agentInfo = tool === "pipeline" ? "" : ` (${phases(m.stderr)}), peak RSS ${mib(m.peakRss)} MiB`;
       log(`rep ${rep + 1}/${reps} ${sc.name}: ${tool} ${m.seconds.toFixed(2)}s${agentInfo}, wrote ${mib(m.writeBytes)} MiB (${mib(m.cancelledWriteBytes)} cancelled)`);
     }
@@ -309,6 +316,23 @@ for (const [i, sc] of SCENARIOS.entries()) {
     // Issue 5's floors are on the 1%-changed redeploy.
     verdicts.push([`release strategy, ${sc.name}: time ${tr.toFixed(2)} s / rsync strategy ${ts.toFixed(2)} s = ${(tr / ts).toFixed(2)} ≤ ${RELEASE_FLOORS.timeRatio}`, tr / ts <= RELEASE_FLOORS.timeRatio]);
     verdicts.push([`release strategy, ${sc.name}: disk writes ${mb(wr)} MiB / rsync strategy ${mb(ws)} MiB = ${writesRatio.toFixed(3)} ≤ ${RELEASE_FLOORS.writesRatio}`, writesRatio <= RELEASE_FLOORS.writesRatio]);
+  }
+}
+// The same against the rsync strategy with --no-hardlinks: every file written to the temp dir first, as stretcher does.
+releaseLines.push("");
+releaseLines.push("Against the rsync strategy with `--no-hardlinks` (every file written to the temp dir, then rsync: stretcher's I/O), same runs:");
+releaseLines.push("");
+releaseLines.push("| scenario | rsync --no-hardlinks median s | release strategy median s | time ratio | rsync --no-hardlinks written MiB (cancelled) | release strategy written MiB | writes ratio |");
+releaseLines.push("|---|---:|---:|---:|---:|---:|---:|");
+for (const [i, sc] of SCENARIOS.entries()) {
+  const r = results[i]!;
+  const [tn, tr] = [median(r.nolinks), median(r.release)];
+  const [wn, wr] = [median(r.nolinksRuns.map((m) => m.writeBytes)), median(r.releaseRuns.map((m) => m.writeBytes))];
+  const writesRatio = wn === 0 ? NaN : wr / wn;
+  releaseLines.push(`| ${sc.name} | ${tn.toFixed(2)} | ${tr.toFixed(2)} | ${(tr / tn).toFixed(2)} | ${mb(wn)} (${mb(median(r.nolinksRuns.map((m) => m.cancelledWriteBytes)))}) | ${mb(wr)} | ${writesRatio.toFixed(3)} |`);
+  if (sc === SCENARIOS[1]) {
+    verdicts.push([`release strategy, ${sc.name}: time ${tr.toFixed(2)} s / rsync --no-hardlinks ${tn.toFixed(2)} s = ${(tr / tn).toFixed(2)} ≤ ${RELEASE_FLOORS.timeRatio}`, tr / tn <= RELEASE_FLOORS.timeRatio]);
+    verdicts.push([`release strategy, ${sc.name}: disk writes ${mb(wr)} MiB / rsync --no-hardlinks ${mb(wn)} MiB = ${writesRatio.toFixed(3)} ≤ ${RELEASE_FLOORS.writesRatio}`, writesRatio <= RELEASE_FLOORS.writesRatio]);
   }
 }
 verdicts.push([`rollback --dest ${rollbackMs.toFixed(1)} ms ≤ ${RELEASE_FLOORS.rollbackMs} ms`, rollbackMs <= RELEASE_FLOORS.rollbackMs]);
