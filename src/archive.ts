@@ -48,7 +48,7 @@ export class TarExtractor {
   private longName: string | null = null;
   private longLink: string | null = null;
   private symlinks = new Set<string>();
-  private dirs: { path: string; mode: number; mtime: number }[] = [];
+  private dirs: { rel: string; path: string; mode: number; mtime: number }[] = [];
   /** The mtime of the archive's `./` entry, for the root (set last, after everything inside it). */
   private rootMtime: number | undefined;
   private zeroBlocks = 0;
@@ -124,10 +124,23 @@ export class TarExtractor {
     }
     // Deepest first so that setting a parent's mtime is not undone by its children.
     for (const d of this.dirs.reverse()) {
+      // Not through what a later entry put in its place or a parent's: chmod and utimes follow a
+      // symlink out of the tree, and a hard link's inode may be linkFrom's (dest's).
+      if (!this.stillDir(d.rel, d.path)) continue;
       fs.chmodSync(d.path, d.mode);
       fs.utimesSync(d.path, d.mtime, d.mtime);
     }
     if (this.rootMtime !== undefined) fs.utimesSync(this.root, this.rootMtime, this.rootMtime);
+  }
+
+  /** `path` is still a directory of ours: no parent is an archive symlink, and it is not replaced. */
+  private stillDir(rel: string, path: string): boolean {
+    for (let i = rel.indexOf("/"); i !== -1; i = rel.indexOf("/", i + 1)) if (this.symlinks.has(rel.slice(0, i))) return false;
+    try {
+      return fs.lstatSync(path).isDirectory();
+    } catch {
+      return false; // removed, or a parent replaced by a file
+    }
   }
 
   /**
@@ -230,7 +243,7 @@ export class TarExtractor {
       case "5": {
         if (this.linkFrom !== undefined) this.noteMissingDir(rel);
         const made = fs.mkdirSync(path, { recursive: true, mode: 0o700 });
-        this.dirs.push({ path, mode: h.mode, mtime: h.mtime });
+        this.dirs.push({ rel, path, mode: h.mode, mtime: h.mtime });
         if (this.needsChown(h, made !== undefined)) fs.chownSync(path, h.uid, h.gid);
         return;
       }

@@ -209,3 +209,77 @@ describe("linked files changed in place afterwards", () => {
     expect(ex.changedLink()).toBe("a.txt");
   });
 });
+
+describe("a directory entry replaced by a later entry of the same name", () => {
+  // end() sets directory modes and mtimes last; it must not do so through whatever replaced the
+  // directory: a symlink (chmod follows it out of the tree) or a hard link (the inode may be dest's).
+  test("a symlink: its target (outside the tree) keeps its mode and mtime", async () => {
+    await using d = tempDir();
+    const victim = join(d.path, "victim");
+    fs.writeFileSync(victim, "secret\n");
+    fs.chmodSync(victim, 0o600);
+    fs.utimesSync(victim, T0, T0);
+    const one = join(d.path, "one");
+    fs.mkdirSync(join(one, "d"), { recursive: true });
+    fs.chmodSync(join(one, "d"), 0o777);
+    const two = join(d.path, "two");
+    fs.mkdirSync(two);
+    fs.symlinkSync(victim, join(two, "d"));
+    const plain = join(d.path, "app.tar");
+    tar("cf", plain, "-C", one, "d");
+    tar("rf", plain, "-C", two, "d");
+    const root = join(d.path, "root");
+    extract(gzip(plain), root);
+    expect(fs.readlinkSync(join(root, "d"))).toBe(victim);
+    expect(fs.statSync(victim).mode & 0o7777).toBe(0o600);
+    expect(fs.statSync(victim).mtimeMs).toBe(T0 * 1000);
+  });
+
+  test("a symlink over a parent: the directory below it is not reached through the symlink", async () => {
+    await using d = tempDir();
+    const outside = join(d.path, "outside");
+    fs.mkdirSync(join(outside, "sub"), { recursive: true });
+    fs.chmodSync(join(outside, "sub"), 0o700);
+    const one = join(d.path, "one");
+    fs.mkdirSync(join(one, "d", "sub"), { recursive: true });
+    fs.chmodSync(join(one, "d", "sub"), 0o777);
+    const two = join(d.path, "two");
+    fs.mkdirSync(two);
+    fs.symlinkSync(outside, join(two, "d"));
+    const plain = join(d.path, "app.tar");
+    tar("cf", plain, "-C", one, "d");
+    tar("rf", plain, "-C", two, "d");
+    const root = join(d.path, "root");
+    extract(gzip(plain), root);
+    expect(fs.statSync(join(outside, "sub")).mode & 0o7777).toBe(0o700);
+  });
+
+  test("a hard link to a file linked from linkFrom: linkFrom's file keeps its mode and mtime", async () => {
+    await using d = tempDir();
+    const one = join(d.path, "one");
+    writeTree(one, { f: "same\n" });
+    fs.chmodSync(join(one, "f"), 0o644);
+    fs.utimesSync(join(one, "f"), T0, T0);
+    fs.mkdirSync(join(one, "d"));
+    fs.chmodSync(join(one, "d"), 0o777);
+    const two = join(d.path, "two");
+    fs.mkdirSync(two);
+    fs.copyFileSync(join(one, "f"), join(two, "f"));
+    fs.chmodSync(join(two, "f"), 0o644);
+    fs.utimesSync(join(two, "f"), T0, T0);
+    fs.linkSync(join(two, "f"), join(two, "d"));
+    const plain = join(d.path, "app.tar");
+    tar("cf", plain, "-C", one, "f", "d");
+    tar("rf", plain, "-C", two, "f", "d");
+    const prev = join(d.path, "prev");
+    writeTree(prev, { f: "same\n" });
+    fs.chmodSync(join(prev, "f"), 0o644);
+    fs.utimesSync(join(prev, "f"), T0, T0);
+    const root = join(d.path, "root");
+    const ex = extract(gzip(plain), root, prev);
+    expect(ex.linked).toBeGreaterThan(0);
+    expect(fs.statSync(join(prev, "f")).mode & 0o7777).toBe(0o644);
+    expect(fs.statSync(join(prev, "f")).mtimeMs).toBe(T0 * 1000);
+    expect(fs.statSync(join(root, "d")).mode & 0o7777).toBe(0o644);
+  });
+});
