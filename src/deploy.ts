@@ -126,6 +126,7 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
         extractError = result.extractError;
         changedLink = result.changedLink;
         ws.archiveHardLinks = result.hardLinks;
+        ws.linked = result.linked;
       }
       await run("pre", manifest.commands.pre);
       phase = "extract";
@@ -143,6 +144,7 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
         fs.mkdirSync(ws.tree, { mode: 0o700 });
         const again = await fetchWithRetry(manifest, { ...ws, linkFrom: undefined }, opts);
         ws.archiveHardLinks = again.hardLinks;
+        ws.linked = again.linked;
         phase = "extract";
         if (again.extractError) throw again.extractError;
       }

@@ -38,6 +38,8 @@ export interface Workspace {
   present?: boolean;
   /** The archive's own hard-link entries, once extracted (`rsync -a` without `-H` copies them apart). */
   archiveHardLinks?: number;
+  /** Files hard-linked from `linkFrom` into the tree, once extracted. */
+  linked?: number;
 }
 
 export interface SyncStrategy {
@@ -143,6 +145,9 @@ function renameInstead(ctx: SyncContext, ws: Workspace): boolean {
   const dest = manifest.dest!;
   if (ctx.rsyncVerbose !== "" || manifest.excludes.length > 0 || manifest.excludeFrom !== undefined) return false;
   if (ws.archiveHardLinks !== 0 || fs.existsSync("/sys/fs/selinux/enforce")) return false;
+  // Files linked from a dest that `pre` then moved or emptied: renamed into place they would stay
+  // names of those inodes (a backup's, say), where rsync's copy would be new files.
+  if (ws.linked !== undefined && ws.linked > 0) return false;
   const state = emptyDestState(dest);
   if (state === undefined) return false;
   try {

@@ -160,6 +160,22 @@ describe("rsync strategy: unchanged files hard-linked from dest", () => {
     expect(fs.statSync(join(elsewhere, "app.js")).nlink).toBe(1);
   });
 
+  test("pre moving dest away (a backup): the first-deploy rename does not put the backup's inodes in dest", async () => {
+    await using d = tempDir();
+    const a = app(d.path);
+    expect((await agent(a.pack("v1"), a.tmp)).result.ok).toBe(true);
+    const bak = join(d.path, "dest.bak");
+    const { result, log } = await agent(a.pack("v2", `commands:\n  pre: ["mv ${a.dest} ${bak}", "mkdir ${a.dest}"]\n`), a.tmp);
+    expect(result.ok).toBe(true);
+    expect(log).toContain("5 unchanged files hard-linked");
+    // What rsync -a makes of it: dest's own files, not names of the backup's inodes (an in-place
+    // write to dest's file would change the backup's too).
+    for (const rel of ["index.html", "lib/app.js", "lib/util.js", "bin/run", "empty"]) {
+      expect(fs.statSync(join(a.dest, rel)).ino).not.toBe(fs.statSync(join(bak, rel)).ino);
+      expect(fs.statSync(join(bak, rel)).nlink).toBe(1);
+    }
+  });
+
   test("linkableDir: dest on the temp dir's file system, missing, not a directory", async () => {
     await using d = tempDir();
     fs.mkdirSync(join(d.path, "tree"));
