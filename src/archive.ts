@@ -385,8 +385,13 @@ export class TarExtractor {
   private finishCompare(): void {
     const c = this.compare!;
     this.compare = null;
-    fs.closeSync(c.fd);
     const h = this.entry!;
+    // Written to in place while we compared (mtime or size moved), even if the bytes read matched.
+    try {
+      if (!this.sameAsEntry(fs.fstatSync(c.fd), h)) this.tainted ??= c.rel;
+    } finally {
+      fs.closeSync(c.fd);
+    }
     const owner = this.chown ? h : this.newOwner!;
     this.linkedPaths.push(c.rel);
     this.linkedMeta.push(c.ino, h.size, h.mtime, h.mode & 0o7777, owner.uid, owner.gid);

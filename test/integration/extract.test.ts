@@ -210,6 +210,33 @@ describe("linked files changed in place afterwards", () => {
   });
 });
 
+describe("a linked file written to while it is compared", () => {
+  test("is named by changedLink even without the per-file check, though every byte read matched", async () => {
+    await using d = tempDir();
+    const src = join(d.path, "src");
+    fs.mkdirSync(src);
+    fs.writeFileSync(join(src, "big.bin"), Buffer.alloc(200_000, 120));
+    fs.utimesSync(join(src, "big.bin"), T0, T0);
+    const archive = join(d.path, "app.tar.gz");
+    tar("czf", archive, "-C", src, ".");
+    const prev = join(d.path, "prev");
+    extract(archive, prev);
+    const tree = join(d.path, "tree");
+    fs.mkdirSync(tree, { mode: 0o700 });
+    const ex = new TarExtractor(tree, DEFAULT_LIMITS, prev);
+    const plain = Bun.gunzipSync(fs.readFileSync(archive));
+    ex.write(plain.subarray(0, 1024 + 100_000)); // "./", the file's header, half its bytes
+    // The app rewrites the second half in place with the same bytes: content equal, mtime moved.
+    const fd = fs.openSync(join(prev, "big.bin"), "r+");
+    fs.writeSync(fd, Buffer.alloc(1000, 120), 0, 1000, 150_000);
+    fs.closeSync(fd);
+    ex.write(plain.subarray(1024 + 100_000));
+    ex.end();
+    expect(ex.linked).toBe(1);
+    expect(ex.changedLink(false)).toBe("big.bin");
+  });
+});
+
 describe("a directory entry replaced by a later entry of the same name", () => {
   // end() sets directory modes and mtimes last; it must not do so through whatever replaced the
   // directory: a symlink (chmod follows it out of the tree) or a hard link (the inode may be dest's).
