@@ -5,24 +5,10 @@
 import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
-import { DEFAULT_LIMITS } from "../../src/archive.ts";
-import { deploy, type DeployOptions } from "../../src/deploy.ts";
-import { createLogger } from "../../src/log.ts";
 import { listReleases, releasePaths } from "../../src/release-dirs.ts";
-import { appRelease, httpServer, tempDir, waitFor } from "../support/helpers.ts";
+import { appRelease, deployWithLog, httpServer, tempDir, waitFor } from "../support/helpers.ts";
 
-function agent(manifestUrl: string, over: Partial<DeployOptions> = {}) {
-  const lines: string[] = [];
-  return deploy({
-    manifestUrl,
-    env: { PATH: process.env.PATH },
-    log: createLogger({ write: (l) => void lines.push(l) }),
-    fetch: { retry: 0, retryWaitMs: 10 },
-    rsyncVerbose: "",
-    limits: DEFAULT_LIMITS,
-    ...over,
-  }).then((result) => ({ result, log: lines.join("") }));
-}
+const agent = deployWithLog;
 
 /** An app of `n` files whose contents say `version`, except those listed in `changed`. */
 function app(version: string, n = 50, changedTo: Record<string, string> = {}) {

@@ -7,24 +7,11 @@
 import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
-import { DEFAULT_LIMITS } from "../../src/archive.ts";
-import { deploy, type DeployOptions } from "../../src/deploy.ts";
-import { createLogger } from "../../src/log.ts";
+import type { DeployOptions } from "../../src/deploy.ts";
 import { linkableDir } from "../../src/sync.ts";
-import { listTree, sha, tempDir, writeTree } from "../support/helpers.ts";
+import { deployWithLog, listTree, sha, tempDir, writeTree } from "../support/helpers.ts";
 
-function agent(manifestUrl: string, tmp: string, over: Partial<DeployOptions> = {}) {
-  const lines: string[] = [];
-  return deploy({
-    manifestUrl,
-    env: { PATH: process.env.PATH, TMPDIR: tmp },
-    log: createLogger({ write: (l) => void lines.push(l) }),
-    fetch: { retry: 0, retryWaitMs: 10 },
-    rsyncVerbose: "",
-    limits: DEFAULT_LIMITS,
-    ...over,
-  }).then((result) => ({ result, log: lines.join("") }));
-}
+const agent = (manifestUrl: string, tmp: string, over: Partial<DeployOptions> = {}) => deployWithLog(manifestUrl, { env: { PATH: process.env.PATH, TMPDIR: tmp }, ...over });
 
 const FILES = {
   "index.html": "<h1>v1</h1>\n",

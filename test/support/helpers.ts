@@ -2,6 +2,9 @@
 import * as fs from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { DEFAULT_LIMITS } from "../../src/archive.ts";
+import { deploy, type DeployOptions } from "../../src/deploy.ts";
+import { createLogger } from "../../src/log.ts";
 
 export const ROOT = resolve(import.meta.dir, "../..");
 export const BINARY = join(ROOT, "dist/pulldeploy");
@@ -142,4 +145,18 @@ export function httpServer(handler: (req: Request, n: number) => Response | Prom
       server.stop(true);
     },
   };
+}
+
+/** The deploy pipeline in-process, its log collected: `env` is just PATH (plus `env` in `over`), no retries. */
+export function deployWithLog(manifestUrl: string, over: Partial<DeployOptions> = {}) {
+  const lines: string[] = [];
+  return deploy({
+    manifestUrl,
+    env: { PATH: process.env.PATH },
+    log: createLogger({ write: (l) => void lines.push(l) }),
+    fetch: { retry: 0, retryWaitMs: 10 },
+    rsyncVerbose: "",
+    limits: DEFAULT_LIMITS,
+    ...over,
+  }).then((result) => ({ result, log: lines.join("") }));
 }
