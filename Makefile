@@ -20,7 +20,7 @@ node_modules/.bin/bun: package.json package-lock.json
 BUILD_FLAGS := --compile --minify --bytecode --format=esm --splitting --no-compile-autoload-dotenv --no-compile-autoload-bunfig
 
 dist/pulldeploy: node_modules/.bin/bun $(SRC) Makefile
-	$(BUN) build src/cli.ts $(BUILD_FLAGS) --outfile dist/pulldeploy
+	$(BUN) build src/main.ts $(BUILD_FLAGS) --outfile dist/pulldeploy
 
 build: dist/pulldeploy
 
@@ -34,7 +34,7 @@ BUN_VERSION := $(shell node -p "require('./package.json').devDependencies.bun")
 	rm .cache/oven-bun-linux-aarch64-$(BUN_VERSION).tgz
 
 dist/pulldeploy-linux-arm64: node_modules/.bin/bun .cache/bun-linux-aarch64-$(BUN_VERSION)/bin/bun $(SRC)
-	$(BUN) build src/cli.ts $(BUILD_FLAGS) --target=bun-linux-arm64 \
+	$(BUN) build src/main.ts $(BUILD_FLAGS) --target=bun-linux-arm64 \
 	  --compile-executable-path .cache/bun-linux-aarch64-$(BUN_VERSION)/bin/bun --outfile $@
 
 build-arm64: dist/pulldeploy-linux-arm64

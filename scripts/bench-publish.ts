@@ -41,7 +41,7 @@ if (flags["upload-file"] !== undefined) {
 
 /** The upload a user would script with the SDK: multipart, 8 MiB parts, 4 in flight (like `aws s3 cp`). */
 async function uploadFile(path: string, url: string): Promise<void> {
-  const { createS3Client, parseS3Url } = await import("../src/s3client.ts");
+  const { createS3Client, parseS3Url } = await import("../src/store/s3client.ts");
   const s3 = await import("@aws-sdk/client-s3");
   const { bucket, key } = parseS3Url(url);
   const client = await createS3Client(process.env);

@@ -8,8 +8,8 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { chromium, type Browser, type Page } from "playwright-core";
-import { kvKeys, releaseId, renderReleaseRecord, type ReleaseRecord } from "../../src/release.ts";
-import type { NodeReport } from "../../src/report.ts";
+import { kvKeys, releaseId, renderReleaseRecord, type ReleaseRecord } from "../../src/records/release.ts";
+import type { NodeReport } from "../../src/records/report.ts";
 import { startConsulStandin, type ConsulStandin } from "../support/consul-standin.ts";
 import { BINARY, ROOT, run, waitFor } from "../support/helpers.ts";
 

@@ -3,8 +3,8 @@
  * registered, the latest release and agents' reports in KV.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { kvKeys, renderReleaseRecord, type ReleaseRecord } from "../../src/release.ts";
-import type { NodeReport } from "../../src/report.ts";
+import { kvKeys, renderReleaseRecord, type ReleaseRecord } from "../../src/records/release.ts";
+import type { NodeReport } from "../../src/records/report.ts";
 import { startConsulStandin, type ConsulStandin } from "../support/consul-standin.ts";
 import { BINARY, run } from "../support/helpers.ts";
 

@@ -2,8 +2,8 @@
 import * as fs from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { DEFAULT_LIMITS } from "../../src/archive.ts";
-import { deploy, type DeployOptions } from "../../src/deploy.ts";
+import { DEFAULT_LIMITS } from "../../src/archive/extract.ts";
+import { deploy, type DeployOptions } from "../../src/agent/deploy.ts";
 import { createLogger } from "../../src/log.ts";
 
 export const ROOT = resolve(import.meta.dir, "../..");
@@ -95,7 +95,7 @@ export async function run(
   args: string[],
   opts: { stdin?: string; env?: Record<string, string | undefined>; cwd?: string; useSource?: boolean; timeoutMs?: number } = {},
 ): Promise<RunResult> {
-  const cmd = opts.useSource ? [process.execPath, join(ROOT, "src/cli.ts"), ...args] : [BINARY, ...args];
+  const cmd = opts.useSource ? [process.execPath, join(ROOT, "src/main.ts"), ...args] : [BINARY, ...args];
   const env: Record<string, string> = {};
   // Each run gets its own agent state (duplicate detection, lock) unless the test shares one on purpose.
   const stateDir = opts.env && "PULLDEPLOY_STATE_DIR" in opts.env ? undefined : fs.mkdtempSync(join(tmpdir(), "pd-state-"));

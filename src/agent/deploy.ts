@@ -1,0 +1,275 @@
+/**
+ * The deploy pipeline, in order (the contract's section 6):
+ *
+ *   manifest   fetch and parse the manifest (no command runs if this fails)
+ *   signature  with trust keys: verify `<manifest>.sig` before anything is downloaded or run
+ *   fetch      download `src`, hash it, and extract it into the strategy's fresh dir as the bytes arrive
+ *   checksum   compare the hash: nothing has touched `dest` and no command has run yet
+ *   pre        `pre` commands
+ *   extract    raise any extraction error found while streaming; if a hard-linked file was changed in
+ *              place meanwhile, extract again without links; chmod the tree to `dest_mode`
+ *   sync       the manifest's sync strategy (rsync | mv | release) puts the tree in place
+ *   post       `post` commands
+ *   validate   (`release`) `validate` commands; on failure `current` is switched back
+ *   then       `success` or `failure` commands, with the log so far on stdin
+ *
+ * Errors carry their phase; the workspace is removed on every path.
+ */
+import * as fs from "node:fs";
+import type { KeyObject } from "node:crypto";
+import { join } from "node:path";
+import type { ExtractLimits } from "../archive/extract.ts";
+import { FetchError, ManifestError, messageOf, PulldeployError, type Phase } from "../errors.ts";
+import { runCommands } from "./hooks.ts";
+import { redact, type Logger } from "../log.ts";
+import { parseManifest, type Manifest } from "../manifest/parse.ts";
+import { SIGNATURE_SUFFIX, verifyBytes } from "../signature.ts";
+import { fetchBytes, fetchText } from "../store/sources/index.ts";
+import type { Env } from "../store/sources/types.ts";
+import { SYNC_STRATEGIES, type SyncContext, type Workspace } from "../sync/strategies.ts";
+import { fetchAndExtract, sleep } from "./unpack.ts";
+import { USER_AGENT } from "../version.ts";
+
+export interface FetchPolicy {
+  /** Deadline on fetching `src`, per attempt, in ms. */
+  timeoutMs?: number;
+  /** Extra attempts of the whole fetch after a retryable failure. */
+  retry: number;
+  retryWaitMs: number;
+  /** Bytes per second. */
+  maxBandwidth?: number;
+}
+
+export interface DeployOptions {
+  manifestUrl: string;
+  /** The trigger's event id, for logs and hooks. */
+  eventId?: string;
+  env: Env;
+  log: Logger;
+  signal?: AbortSignal;
+  fetch: FetchPolicy;
+  rsyncVerbose: string;
+  /** false: write every file instead of hard-linking unchanged ones from dest / the previous release. */
+  hardLinks?: boolean;
+  /** Per-command timeout in ms. */
+  commandTimeoutMs?: number;
+  limits: ExtractLimits;
+  /** With keys, an unsigned or badly signed manifest is refused before anything is fetched or run. */
+  trustKeys?: KeyObject[];
+  /** Told each time the deploy enters a phase (for progress reports). */
+  onPhase?: (phase: Phase, manifest?: Manifest) => void;
+}
+
+export type DeployResult =
+  | { ok: true; manifest: Manifest; releaseId?: string }
+  | { ok: false; phase: Phase; error: string; manifest?: Manifest; releaseId?: string; rolledBackTo?: string };
+
+export async function deploy(opts: DeployOptions): Promise<DeployResult> {
+  const { log, env, signal } = opts;
+  const enter = (phase: Phase, m?: Manifest) => opts.onPhase?.(phase, m);
+
+  // manifest (+ signature): nothing from an unreadable or untrusted manifest may run
+  let manifest: Manifest;
+  let phase: Phase = "manifest";
+  enter(phase);
+  try {
+    const bytes = await fetchBytes(opts.manifestUrl, { env, signal, userAgent: USER_AGENT });
+    if (opts.trustKeys && opts.trustKeys.length > 0) {
+      phase = "signature";
+      enter(phase);
+      await checkSignature(opts.manifestUrl, bytes, opts);
+      phase = "manifest";
+    }
+    const parsed = parseManifest(new TextDecoder().decode(bytes), env);
+    for (const w of parsed.warnings) log.info(w);
+    manifest = parsed.manifest;
+  } catch (err) {
+    const error = phaseError(err, phase);
+    log.info(`deploy failed in phase ${phase}: ${error.message}`);
+    if (err instanceof ManifestError && !err.fatal && err.partial) {
+      // The manifest is readable enough to know its failure commands: run them.
+      await runFailure(err.partial.failure, { ...baseEnv(opts), ...err.partial.env }, phase, error.message, opts);
+    }
+    return { ok: false, phase, error: error.message };
+  }
+
+  const strategy = SYNC_STRATEGIES[manifest.syncStrategy];
+  const ctx: SyncContext = { manifest, rsyncVerbose: opts.rsyncVerbose, hardLinks: opts.hardLinks, env, log, signal };
+  let hookEnv = commandEnv(opts, manifest);
+  const run = (p: Phase, commands: string[], stdin?: string) => {
+    phase = p;
+    enter(p, manifest);
+    return runCommands(commands, { phase: p, env: hookEnv, stdin, timeoutMs: opts.commandTimeoutMs, signal, log });
+  };
+  let ws: Workspace | undefined;
+  let applied = false;
+  try {
+    if (manifest.src === undefined) {
+      log.info("no src: running commands only");
+      await run("pre", manifest.commands.pre);
+    } else {
+      phase = "fetch";
+      enter(phase, manifest);
+      ws = strategy.prepare(ctx);
+      hookEnv = { ...hookEnv, ...releaseEnv(manifest, ws) };
+      let extractError: PulldeployError | undefined;
+      let changedLink: ((each: boolean) => string | undefined) | undefined;
+      if (ws.present) {
+        log.info(`release ${ws.releaseId} is already on disk: switching without a download`);
+      } else {
+        log.info(`fetch: ${redact(manifest.src)}`);
+        const started = performance.now();
+        const result = await fetchWithRetry(manifest, ws, opts);
+        const secs = (performance.now() - started) / 1000;
+        const linked = result.linked > 0 ? `, ${result.linked} unchanged files hard-linked` : "";
+        log.info(`checksum: ${manifest.checksum!.algorithm} ${manifest.checksum!.hex} ok (${result.bytes} bytes, ${result.entries} entries${linked}, ${secs.toFixed(2)}s)`);
+        extractError = result.extractError;
+        changedLink = result.changedLink;
+        ws.archiveHardLinks = result.hardLinks;
+        ws.linked = result.linked;
+      }
+      await run("pre", manifest.commands.pre);
+      phase = "extract";
+      enter(phase, manifest);
+      if (extractError) throw extractError;
+      // Each linked file is checked only after `pre` commands (the way to change dest on purpose now;
+      // ~5 µs a file); otherwise only one seen changing while it was compared.
+      const changed = changedLink?.(manifest.commands.pre.length > 0);
+      if (changed !== undefined) {
+        // Written to in place since it was hard-linked (by `pre`, or the app): the linked inode no
+        // longer holds the archive's bytes, so neither does the tree.
+        log.info(`fetch: ${changed} changed in ${ws.linkFrom} after it was hard-linked into the new tree; fetching again without links`);
+        phase = "fetch";
+        fs.rmSync(ws.tree, { recursive: true, force: true });
+        fs.mkdirSync(ws.tree, { mode: 0o700 });
+        const again = await fetchWithRetry(manifest, { ...ws, linkFrom: undefined }, opts);
+        ws.archiveHardLinks = again.hardLinks;
+        ws.linked = again.linked;
+        phase = "extract";
+        if (again.extractError) throw again.extractError;
+      }
+      if (!ws.present) fs.chmodSync(ws.tree, manifest.destMode);
+      phase = "sync";
+      enter(phase, manifest);
+      await strategy.apply(ctx, ws);
+      applied = true;
+    }
+    await run("post", manifest.commands.post);
+    if (manifest.commands.validate.length > 0) await run("validate", manifest.commands.validate);
+  } catch (err) {
+    const error = phaseError(err, phase);
+    const where = error.phase ?? phase;
+    log.info(`deploy failed in phase ${where}: ${error.message}`);
+    let rolledBackTo: string | undefined;
+    if (applied && where === "validate" && strategy.revert && ws) {
+      rolledBackTo = strategy.revert(ctx, ws);
+      log.info(rolledBackTo ? `rolled back: current -> releases/${rolledBackTo}` : "validate failed and there is no previous release to roll back to");
+    }
+    await runFailure(manifest.commands.failure, hookEnv, where, error.message, opts);
+    return { ok: false, phase: where, error: error.message, manifest, releaseId: ws?.releaseId, rolledBackTo };
+  } finally {
+    if (ws) strategy.cleanup(ws);
+  }
+
+  log.info("deploy succeeded");
+  try {
+    await run("success", manifest.commands.success, log.text());
+  } catch (err) {
+    log.info(`success command failed (the deploy still succeeded): ${messageOf(err)}`);
+  }
+  return { ok: true, manifest, releaseId: ws?.releaseId };
+}
+
+async function checkSignature(url: string, bytes: Uint8Array, opts: DeployOptions): Promise<void> {
+  const sigUrl = `${url}${SIGNATURE_SUFFIX}`;
+  let signature: string;
+  try {
+    signature = await fetchText(sigUrl, { env: opts.env, signal: opts.signal, userAgent: USER_AGENT }, 4096);
+  } catch (err) {
+    const why = err instanceof FetchError && err.status === 404 ? "not found" : messageOf(err);
+    throw new PulldeployError(`manifest is not signed (${redact(sigUrl)}: ${why}); refusing it because trust keys are configured`, "signature", { cause: err });
+  }
+  if (!verifyBytes(bytes, signature, opts.trustKeys!)) {
+    throw new PulldeployError(`bad signature: ${redact(sigUrl)} does not match the manifest under any of the ${opts.trustKeys!.length} trusted keys`, "signature");
+  }
+  opts.log.info(`signature: ok (${redact(sigUrl)})`);
+}
+
+async function fetchWithRetry(manifest: Manifest, ws: Workspace, opts: DeployOptions) {
+  const { log } = opts;
+  for (let attempt = 0; ; attempt++) {
+    const signals = [opts.signal, opts.fetch.timeoutMs ? AbortSignal.timeout(opts.fetch.timeoutMs) : undefined].filter((s) => s !== undefined);
+    try {
+      return await fetchAndExtract({
+        url: manifest.src!,
+        checksum: manifest.checksum!,
+        tree: ws.tree,
+        linkFrom: ws.linkFrom,
+        env: opts.env,
+        userAgent: USER_AGENT,
+        signal: signals.length > 0 ? AbortSignal.any(signals) : undefined,
+        maxBandwidth: opts.fetch.maxBandwidth,
+        limits: opts.limits,
+        resumes: opts.fetch.retry,
+        onResume: (offset, err) => log.info(`fetch: ${err.message}; resuming at byte ${offset} with a Range request`),
+      });
+    } catch (err) {
+      const retryable = err instanceof FetchError && err.retryable && !opts.signal?.aborted;
+      if (!retryable || attempt >= opts.fetch.retry) {
+        if (retryable && opts.fetch.retry > 0) throw new FetchError(`${(err as Error).message} (after ${attempt + 1} attempts)`, false, { cause: err });
+        throw err;
+      }
+      log.info(`fetch: ${messageOf(err)}; retrying in ${opts.fetch.retryWaitMs / 1000}s (attempt ${attempt + 2} of ${opts.fetch.retry + 1})`);
+      // Start the next attempt from an empty tree.
+      fs.rmSync(ws.tree, { recursive: true, force: true });
+      fs.mkdirSync(ws.tree, { mode: 0o700 });
+      await sleep(opts.fetch.retryWaitMs, opts.signal);
+    }
+  }
+}
+
+/** The failure commands run with the log so far on stdin; their own failure is only logged. */
+async function runFailure(commands: string[], env: Record<string, string>, phase: Phase, error: string, opts: DeployOptions) {
+  if (commands.length === 0) return;
+  opts.onPhase?.("failure");
+  try {
+    await runCommands(commands, {
+      phase: "failure",
+      env: { ...env, PULLDEPLOY_FAILED_PHASE: phase, PULLDEPLOY_ERROR: error },
+      stdin: opts.log.text(),
+      timeoutMs: opts.commandTimeoutMs,
+      log: opts.log,
+    });
+  } catch (err) {
+    opts.log.info(`failure command failed: ${messageOf(err)}`);
+  }
+}
+
+function baseEnv(opts: DeployOptions): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(opts.env)) if (v !== undefined) env[k] = v;
+  env.PULLDEPLOY_MANIFEST_URL = redact(opts.manifestUrl);
+  if (opts.eventId) env.PULLDEPLOY_EVENT_ID = opts.eventId;
+  return env;
+}
+
+/** The agent's environment, plus `commands.env`, plus `PULLDEPLOY_*` describing the deploy. */
+function commandEnv(opts: DeployOptions, m: Manifest): Record<string, string> {
+  const env = { ...baseEnv(opts), ...m.commands.env };
+  if (m.src) env.PULLDEPLOY_SRC = redact(m.src);
+  if (m.checksum) env.PULLDEPLOY_CHECKSUM = m.checksum.hex;
+  if (m.dest) env.PULLDEPLOY_DEST = m.dest;
+  return env;
+}
+
+function releaseEnv(m: Manifest, ws: Workspace): Record<string, string> {
+  if (ws.releaseId === undefined) return {};
+  const env: Record<string, string> = { PULLDEPLOY_RELEASE_ID: ws.releaseId, PULLDEPLOY_RELEASE_DIR: join(m.dest!, "releases", ws.releaseId) };
+  if (ws.previousId) env.PULLDEPLOY_PREVIOUS_RELEASE = ws.previousId;
+  return env;
+}
+
+function phaseError(err: unknown, phase: Phase): PulldeployError {
+  if (err instanceof PulldeployError) return err;
+  return new PulldeployError(messageOf(err), phase, { cause: err });
+}

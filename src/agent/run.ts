@@ -1,0 +1,169 @@
+/**
+ * `src/agent/`: one agent run on one host: the trigger, the host lock and state file, the deploy
+ * pipeline (`deploy.ts`), hooks, the fetch-and-extract stream, the node report's writing, `--follow`.
+ * May import sync/, manifest/, archive/, store/, consul/, records/ and the shared modules; never
+ * publish/ or fleet/.
+ *
+ * One agent run around the deploy pipeline: take the host's lock, skip what was handled already
+ * (consul watch replays buffered events), report progress to Consul KV, deploy, remember the outcome.
+ *
+ *   lock → state → duplicate? → report "deploying" → deploy (phase reports) → report result → state → unlock
+ *
+ * Consul being down never fails a deploy: the report waits in the state file for the next run.
+ */
+import type { ConsulClient } from "../consul/client.ts";
+import { deploy, type DeployOptions, type DeployResult } from "./deploy.ts";
+import { messageOf } from "../errors.ts";
+import { redact } from "../log.ts";
+import { releaseIdOfUrl, kvKeys } from "../records/release.ts";
+import { createReporter, logTail, type NodeReport, type Reporter } from "../records/report.ts";
+import { acquireLock, duplicateOf, markHandled, StateStore, type AgentState, type Handled, type HostLock } from "./state.ts";
+import { VERSION } from "../version.ts";
+
+export interface ReportTarget {
+  consul: ConsulClient;
+  prefix: string;
+  role: string;
+  node: string;
+}
+
+export interface AgentRunOptions {
+  manifestUrl: string;
+  /** What woke the agent, for duplicate detection. */
+  handled: Handled;
+  eventId?: string;
+  /** Known from KV (`--from-kv`, `--follow`): the release's id and checksum. */
+  releaseId?: string;
+  checksum?: string;
+  deploy: Omit<DeployOptions, "manifestUrl" | "eventId" | "onPhase">;
+  /** No state dir: no lock and no duplicate detection (a warning was logged). */
+  stateDir?: string;
+  force: boolean;
+  lockWaitMs: number;
+  report?: ReportTarget;
+}
+
+export type AgentOutcome = { outcome: "deployed" | "failed"; result: DeployResult } | { outcome: "skipped"; reason: string };
+
+export async function agentRun(o: AgentRunOptions): Promise<AgentOutcome> {
+  const { log } = o.deploy;
+  const warn = (m: string) => log.info(m);
+  let lock: HostLock | undefined;
+  let store: StateStore | undefined;
+  if (o.stateDir !== undefined) {
+    store = new StateStore(o.stateDir);
+    lock = await acquireLock(o.stateDir, {
+      waitMs: o.lockWaitMs,
+      signal: o.deploy.signal,
+      onWait: (pid) => log.info(`lock: another agent (pid ${pid}) is deploying on this host; waiting up to ${Math.round(o.lockWaitMs / 1000)}s`),
+    });
+  }
+  try {
+    let state: AgentState = store?.read(warn) ?? {};
+    if (state.pending_report && o.report) {
+      if (await sendPending(o.report, state.pending_report, log)) {
+        state = { ...state, pending_report: undefined };
+        store?.write(state);
+      }
+    }
+    const dup = o.force ? undefined : duplicateOf(o.handled, state);
+    if (dup !== undefined) {
+      log.info(`skip: ${dup} (--force to deploy anyway)`);
+      return { outcome: "skipped", reason: dup };
+    }
+
+    const started = new Date();
+    const reporter = o.report ? startReport(o, started) : undefined;
+    const result = await deploy({
+      ...o.deploy,
+      manifestUrl: o.manifestUrl,
+      eventId: o.eventId,
+      onPhase: (phase, manifest) =>
+        reporter?.update({
+          phase,
+          checksum: manifest?.checksum?.hex ?? reporter.report.checksum,
+          release_id: reporter.report.release_id ?? manifest?.releaseId ?? null,
+        }),
+    });
+    const releaseId = o.releaseId ?? (result.manifest?.releaseId || releaseIdOfUrl(o.manifestUrl) || result.releaseId) ?? undefined;
+    let delivered = true;
+    if (reporter) {
+      const finished = new Date();
+      delivered = await reporter.finish({
+        status: result.ok ? "success" : "failure",
+        phase: result.ok ? "done" : result.phase,
+        error: result.ok ? null : result.error,
+        rolled_back_to: result.ok ? null : (result.rolledBackTo ?? null),
+        release_id: releaseId ?? null,
+        finished_at: finished.toISOString(),
+        duration_ms: finished.getTime() - started.getTime(),
+        log_tail: logTail(log.text()),
+      });
+      if (!delivered) log.info("report: Consul did not take the final report; it is kept in the state file and sent by the next run");
+    }
+    if (store) {
+      state = markHandled(state, o.handled);
+      state = {
+        ...state,
+        release_id: releaseId,
+        manifest_url: redact(o.manifestUrl),
+        checksum: result.manifest?.checksum?.hex,
+        status: result.ok ? "success" : "failure",
+        pending_report: delivered ? undefined : reporter?.report,
+      };
+      try {
+        store.write(state);
+      } catch (err) {
+        log.info(`state: cannot write ${store.file}: ${messageOf(err)}`);
+      }
+    }
+    return { outcome: result.ok ? "deployed" : "failed", result };
+  } finally {
+    lock?.release();
+  }
+}
+
+function startReport(o: AgentRunOptions, started: Date): Reporter {
+  const t = o.report!;
+  const base: NodeReport = {
+    node: t.node,
+    role: t.role,
+    status: "deploying",
+    phase: "manifest",
+    release_id: o.releaseId ?? releaseIdOfUrl(o.manifestUrl) ?? null,
+    manifest_url: redact(o.manifestUrl),
+    checksum: o.checksum ?? null,
+    error: null,
+    rolled_back_to: null,
+    event_id: o.eventId ?? null,
+    started_at: started.toISOString(),
+    finished_at: null,
+    duration_ms: null,
+    agent_version: VERSION,
+    log_tail: "",
+  };
+  const reporter = createReporter({ sink: t.consul, key: kvKeys.node(t.prefix, t.role, t.node), base, log: (m) => o.deploy.log.info(m) });
+  reporter.update({});
+  return reporter;
+}
+
+async function sendPending(t: ReportTarget, report: NodeReport, log: { info(m: string): void }): Promise<boolean> {
+  try {
+    await t.consul.kvPut(kvKeys.node(t.prefix, report.role || t.role, report.node || t.node), JSON.stringify(report));
+    log.info(`report: sent the report Consul missed earlier (${report.status}, release ${report.release_id ?? "unknown"})`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The node's name for reports: `--node`, else the Consul agent's node name, else the host name. */
+export async function nodeName(flag: string | undefined, consul: ConsulClient | undefined, hostname: string): Promise<string> {
+  if (flag) return flag;
+  if (consul) {
+    try {
+      return (await consul.agentSelf()).nodeName;
+    } catch {}
+  }
+  return hostname;
+}

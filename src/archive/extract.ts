@@ -1,0 +1,625 @@
+/**
+ * `src/archive/`: the tar.gz formats: guarded streaming extraction (agent) and the
+ * deterministic packer (publish). May import the shared modules only.
+ *
+ * Streaming tar extraction into a fresh directory, guarded like go-getter: entries with `..`,
+ * absolute paths, paths through a symlink of the archive, hard links out of the tree, device files
+ * and more than `maxEntries` entries are refused, naming the entry. Bytes are written as they arrive
+ * (no copy of the archive), with synchronous writes so that memory stays flat.
+ *
+ * Formats: ustar, GNU (long names `L`/`K`, base-256 sizes) and pax (`x`, `g`) headers; gzip or plain.
+ */
+import * as fs from "node:fs";
+import { join } from "node:path";
+import { ExtractError } from "../errors.ts";
+
+export interface ExtractLimits {
+  /** Refuse archives with more entries than this (a tar bomb). */
+  maxEntries: number;
+  /** Refuse archives whose files add up to more bytes than this. */
+  maxBytes: number;
+}
+
+export const DEFAULT_LIMITS: ExtractLimits = { maxEntries: 1_000_000, maxBytes: 64 * 2 ** 30 };
+
+interface Header {
+  name: string;
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  mtime: number;
+  type: string;
+  linkname: string;
+}
+
+const BLOCK = 512;
+const decoder = new TextDecoder();
+
+/** Feed it the decompressed tar stream with `write`, then `end`. Throws `ExtractError`. */
+export class TarExtractor {
+  private buf = new Uint8Array(BLOCK);
+  private bufLen = 0;
+  /** Bytes left in the current entry's data (excluding padding). */
+  private remaining = 0;
+  private padding = 0;
+  private fd: number | null = null;
+  private entry: Header | null = null;
+  /** Collected data of a meta entry (pax or GNU long name). */
+  private meta: Uint8Array[] | null = null;
+  private pax: Record<string, string> = {};
+  private longName: string | null = null;
+  private longLink: string | null = null;
+  private symlinks = new Set<string>();
+  private dirs: { rel: string; path: string; mode: number; mtime: number }[] = [];
+  /** The mtime of the archive's `./` entry, for the root (set last, after everything inside it). */
+  private rootMtime: number | undefined;
+  private zeroBlocks = 0;
+  private done = false;
+  private readonly chown: boolean;
+  /** The owner every new entry gets anyway; as root, unknown (chown everything) under a setgid root. */
+  private readonly newOwner: { uid: number; gid: number } | undefined;
+  entries = 0;
+  bytes = 0;
+
+  /** Files hard-linked from `linkFrom` instead of written. */
+  linked = 0;
+  /** The archive's own hard-link entries (type 1). */
+  hardLinkEntries = 0;
+  /** Per linked file: its path, and its inode, size, mtime, mode, uid and gid (the archive's). */
+  private linkedPaths: string[] = [];
+  private linkedMeta: number[] = [];
+  /** A file whose equal prefix was copied from a linked inode that was being written to meanwhile. */
+  private tainted: string | undefined;
+
+  /**
+   * @param linkFrom a previous release (or, for the rsync strategy, dest itself): a regular file whose
+   *   size, mtime, mode and owner match is hard-linked from it instead of written again (as
+   *   `rsync --link-dest` does), once its bytes are found equal. Nothing under `linkFrom` is ever
+   *   written, truncated, chmod-ed or chown-ed: a later entry of the same name replaces the link.
+   */
+  constructor(
+    private readonly root: string,
+    private readonly limits: ExtractLimits = DEFAULT_LIMITS,
+    private linkFrom?: string,
+  ) {
+    this.chown = typeof process.getuid === "function" && process.getuid() === 0;
+    this.newOwner = newOwnerUnder(root);
+    this.umask = process.umask();
+  }
+  private readonly umask: number;
+
+  write(chunk: Uint8Array): void {
+    let off = 0;
+    while (off < chunk.length && !this.done) {
+      if (this.remaining > 0) {
+        const n = Math.min(this.remaining, chunk.length - off);
+        this.data(chunk.subarray(off, off + n));
+        this.remaining -= n;
+        off += n;
+        if (this.remaining === 0) this.finishEntry();
+        continue;
+      }
+      if (this.padding > 0) {
+        const n = Math.min(this.padding, chunk.length - off);
+        this.padding -= n;
+        off += n;
+        continue;
+      }
+      // Accumulate one header block.
+      const n = Math.min(BLOCK - this.bufLen, chunk.length - off);
+      this.buf.set(chunk.subarray(off, off + n), this.bufLen);
+      this.bufLen += n;
+      off += n;
+      if (this.bufLen === BLOCK) {
+        this.bufLen = 0;
+        this.header(this.buf);
+      }
+    }
+  }
+
+  /** The stream ended: a partial entry means a truncated archive. Sets directory modes and times. */
+  end(): void {
+    if (this.remaining > 0 || this.bufLen > 0 || this.meta !== null) {
+      const name = this.entry?.name ?? this.longName ?? "(header)";
+      this.abort();
+      throw new ExtractError("truncated archive: stream ended inside entry", name);
+    }
+    // Deepest first so that setting a parent's mtime is not undone by its children.
+    for (const d of this.dirs.reverse()) {
+      // Not through what a later entry put in its place or a parent's: chmod and utimes follow a
+      // symlink out of the tree, and a hard link's inode may be linkFrom's (dest's).
+      if (!this.stillDir(d.rel, d.path)) continue;
+      fs.chmodSync(d.path, d.mode);
+      fs.utimesSync(d.path, d.mtime, d.mtime);
+    }
+    if (this.rootMtime !== undefined) fs.utimesSync(this.root, this.rootMtime, this.rootMtime);
+  }
+
+  /** `path` is still a directory of ours: no parent is an archive symlink, and it is not replaced. */
+  private stillDir(rel: string, path: string): boolean {
+    for (let i = rel.indexOf("/"); i !== -1; i = rel.indexOf("/", i + 1)) if (this.symlinks.has(rel.slice(0, i))) return false;
+    try {
+      return fs.lstatSync(path).isDirectory();
+    } catch {
+      return false; // removed, or a parent replaced by a file
+    }
+  }
+
+  /**
+   * The first linked file that is no longer as extracted, or undefined. A linked file shares its inode
+   * with `linkFrom`, so whoever writes to or chmods that file in place after extraction (a `pre`
+   * command, the running app) changes this tree too, and the archive's bytes are gone: the caller
+   * must extract again without links. A write shows as a new mtime (or size), a chmod/chown as such.
+   * Without `each`, only a file seen changing while it was compared (a stat per linked file is ~5 µs).
+   */
+  changedLink(each = true): string | undefined {
+    if (this.tainted !== undefined || !each) return this.tainted;
+    const meta = this.linkedMeta;
+    for (let i = 0; i < this.linkedPaths.length; i++) {
+      const rel = this.linkedPaths[i]!;
+      let st: fs.Stats;
+      try {
+        st = fs.lstatSync(join(this.root, rel));
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === "ENOENT" || code === "ENOTDIR") continue; // removed by a later entry
+        return rel;
+      }
+      const m = i * 6;
+      if (st.ino !== meta[m]) continue; // replaced by a later entry of the archive: not linked
+      if (st.size !== meta[m + 1] || st.mtimeMs !== meta[m + 2]! * 1000 || (st.mode & 0o7777) !== meta[m + 3] || st.uid !== meta[m + 4] || st.gid !== meta[m + 5]) return rel;
+    }
+    return undefined;
+  }
+
+  /** Close any open file; used on every failure path. */
+  abort(): void {
+    if (this.fd !== null) {
+      fs.closeSync(this.fd);
+      this.fd = null;
+    }
+    if (this.compare !== null) {
+      fs.closeSync(this.compare.fd);
+      this.compare = null;
+    }
+  }
+
+  private header(block: Uint8Array): void {
+    if (block.every((b) => b === 0)) {
+      if (++this.zeroBlocks >= 2) this.done = true;
+      return;
+    }
+    this.zeroBlocks = 0;
+    const h = parseHeader(block);
+    if (h === null) throw new ExtractError("corrupt archive: bad tar header checksum after entry", this.entry?.name ?? "(start)");
+    if (h.type === "x" || h.type === "g" || h.type === "L" || h.type === "K") {
+      this.entry = h;
+      this.meta = [];
+      this.remaining = h.size;
+      this.padding = pad(h.size);
+      if (h.size === 0) this.finishEntry();
+      return;
+    }
+    // Apply overrides from preceding pax / GNU long-name entries.
+    if (this.pax.path !== undefined) h.name = this.pax.path;
+    if (this.pax.linkpath !== undefined) h.linkname = this.pax.linkpath;
+    if (this.pax.size !== undefined) h.size = Number(this.pax.size);
+    if (this.pax.mtime !== undefined) h.mtime = Math.floor(Number(this.pax.mtime));
+    if (this.longName !== null) h.name = this.longName;
+    if (this.longLink !== null) h.linkname = this.longLink;
+    this.pax = {};
+    this.longName = null;
+    this.longLink = null;
+    this.entry = h;
+    this.begin(h);
+    this.remaining = h.type === "0" ? h.size : 0;
+    this.padding = pad(h.size);
+    // Data of non-file entries (rare) is skipped as padding.
+    if (h.type !== "0") this.padding = pad(h.size) + h.size;
+    if (this.remaining === 0) this.finishEntry();
+  }
+
+  private begin(h: Header): void {
+    if (++this.entries > this.limits.maxEntries) {
+      throw new ExtractError(`too many entries (limit ${this.limits.maxEntries})`, h.name);
+    }
+    const rel = safeRelative(h.name);
+    if (rel === null) {
+      // "." or "./": the root itself. Like GNU tar, give it the entry's mtime (else `rsync -a` stamps
+      // a new one on dest every deploy). Not its mode or owner: the root stays 0700 and ours until
+      // the deploy chmods it to `dest_mode` right before the sync, which is all stretcher keeps of it.
+      if (h.type === "5") this.rootMtime = h.mtime;
+      return;
+    }
+    const path = join(this.root, rel);
+    this.checkParents(rel, h.name);
+    this.replaceSymlink(rel, path);
+    switch (h.type) {
+      case "0": {
+        this.bytes += h.size;
+        if (this.bytes > this.limits.maxBytes) throw new ExtractError(`archive expands beyond ${this.limits.maxBytes} bytes`, h.name);
+        if (this.linkFrom !== undefined && this.linkUnchanged(rel, path, h)) return;
+        this.fd = this.openFile(path, h.mode, h.name);
+        return;
+      }
+      case "5": {
+        if (this.linkFrom !== undefined) this.noteMissingDir(rel);
+        const made = fs.mkdirSync(path, { recursive: true, mode: 0o700 });
+        this.dirs.push({ rel, path, mode: h.mode, mtime: h.mtime });
+        if (this.needsChown(h, made !== undefined)) fs.chownSync(path, h.uid, h.gid);
+        return;
+      }
+      case "2":
+        if (h.linkname === "") throw new ExtractError("symlink without target", h.name);
+        rmIfExists(path);
+        fs.symlinkSync(h.linkname, path);
+        this.symlinks.add(rel);
+        if (this.needsChown(h, true)) fs.lchownSync(path, h.uid, h.gid);
+        // As tar x does: else `rsync -a` gives dest's symlink a new mtime every deploy.
+        fs.lutimesSync(path, h.mtime, h.mtime);
+        return;
+      case "1": {
+        const target = safeRelative(h.linkname);
+        if (target === null) throw new ExtractError("hard link to the archive root", h.name);
+        this.checkParents(target, h.name);
+        if (this.symlinks.has(target)) throw new ExtractError("hard link to a symlink", h.name);
+        rmIfExists(path);
+        this.hardLinkEntries++;
+        try {
+          fs.linkSync(join(this.root, target), path);
+        } catch (err) {
+          throw new ExtractError(`hard link to missing ${h.linkname}`, h.name, { cause: err });
+        }
+        return;
+      }
+      default:
+        throw new ExtractError(`unsupported entry type "${h.type}" (only files, directories and links)`, h.name);
+    }
+  }
+
+  /**
+   * A file whose size, mtime, mode and owner match `linkFrom`'s is a candidate for a hard link: the
+   * old inode is linked into the tree at once, then the incoming bytes are compared with it as they
+   * stream (reads, not writes). If all match, the link stays; at the first difference it is replaced by
+   * a new file, written starting with the equal prefix copied from the old one. Linking first and then
+   * reading the tree's name (which no one else can change) means that what is kept is exactly what was
+   * compared, even if `linkFrom/rel` is replaced meanwhile.
+   */
+  private linkUnchanged(rel: string, path: string, h: Header): boolean {
+    if (this.missingDir !== undefined && rel.startsWith(this.missingDir)) return false;
+    const prev = join(this.linkFrom!, rel);
+    // Not an exception per new file: a first deploy into an empty dest has only those.
+    const st = fs.lstatSync(prev, { throwIfNoEntry: false });
+    if (st === undefined || !st.isFile() || !this.sameAsEntry(st, h)) return false;
+    if (!this.link(prev, path)) return false;
+    let fd: number;
+    try {
+      fd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+    } catch {
+      this.unlink(path, h.name);
+      return false;
+    }
+    const now = fs.fstatSync(fd);
+    if (!now.isFile() || !this.sameAsEntry(now, h)) {
+      fs.closeSync(fd);
+      this.unlink(path, h.name);
+      return false;
+    }
+    this.compare = { fd, ino: now.ino, rel, path, offset: 0 };
+    if (h.size === 0) this.finishCompare();
+    return true;
+  }
+
+  /**
+   * `linkFrom` has no directory `rel` (or a symlink there): skip looking up the files the archive
+   * lists under it next. One lookup per directory instead of one per file on a first deploy.
+   */
+  private noteMissingDir(rel: string): void {
+    if (this.missingDir !== undefined && rel.startsWith(this.missingDir)) return;
+    const st = fs.lstatSync(join(this.linkFrom!, rel), { throwIfNoEntry: false });
+    this.missingDir = st?.isDirectory() ? undefined : `${rel}/`;
+  }
+  /** A directory missing from `linkFrom`, with a trailing slash. */
+  private missingDir: string | undefined;
+
+  /** Size, mtime (to the nanosecond), mode and the owner a written file would end up with. */
+  private sameAsEntry(st: fs.Stats, h: Header): boolean {
+    if (st.size !== h.size || st.mtimeMs !== h.mtime * 1000 || (st.mode & 0o7777) !== (h.mode & 0o7777)) return false;
+    const owner = this.chown ? h : this.newOwner;
+    return owner !== undefined && st.uid === owner.uid && st.gid === owner.gid;
+  }
+
+  /** Hard-link `prev` as `path`; false (write the file instead) where the file system refuses. */
+  private link(prev: string, path: string): boolean {
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        fs.linkSync(prev, path);
+        return true;
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        // EXDEV: `linkFrom` is on another file system (or mount), so no link will work. EMLINK, EPERM
+        // (protected_hardlinks) and the like: this file only.
+        if (code === "EXDEV") this.linkFrom = undefined;
+        if (attempt > 0 || (code !== "EEXIST" && code !== "ENOENT")) return false;
+        try {
+          if (code === "EEXIST") fs.unlinkSync(path); // an earlier entry of the same name
+          else fs.mkdirSync(path.slice(0, path.lastIndexOf("/")), { recursive: true, mode: 0o755 }); // parent not in the archive
+        } catch {
+          return false; // openFile will say what is wrong
+        }
+      }
+    }
+    return false;
+  }
+
+  private compare: { fd: number; ino: number; rel: string; path: string; offset: number } | null = null;
+  private scratch = Buffer.alloc(1 << 16);
+
+  /** Compare incoming bytes with the linked file; on the first difference, switch to writing. */
+  private compareData(bytes: Uint8Array): void {
+    const c = this.compare!;
+    if (this.scratch.length < bytes.length) this.scratch = Buffer.alloc(bytes.length);
+    const n = fs.readSync(c.fd, this.scratch, 0, bytes.length, c.offset);
+    if (n === bytes.length && this.scratch.subarray(0, n).equals(bytes)) {
+      c.offset += n;
+      return;
+    }
+    // Different after all: a new file (openFile unlinks the link), beginning with the equal prefix.
+    const h = this.entry!;
+    this.compare = null;
+    try {
+      this.fd = this.openFile(c.path, h.mode, h.name);
+      for (let off = 0; off < c.offset; ) {
+        const len = fs.readSync(c.fd, this.scratch, 0, Math.min(this.scratch.length, c.offset - off), off);
+        if (len <= 0) break;
+        this.writeAll(this.scratch.subarray(0, len));
+        off += len;
+      }
+      // Written to in place while we read it: the prefix may not be the archive's.
+      if (!this.sameAsEntry(fs.fstatSync(c.fd), h)) this.tainted ??= c.rel;
+    } finally {
+      fs.closeSync(c.fd);
+    }
+    this.writeAll(bytes);
+  }
+
+  /** Every byte matched: the link stays. */
+  private finishCompare(): void {
+    const c = this.compare!;
+    this.compare = null;
+    const h = this.entry!;
+    // Written to in place while we compared (mtime or size moved), even if the bytes read matched.
+    try {
+      if (!this.sameAsEntry(fs.fstatSync(c.fd), h)) this.tainted ??= c.rel;
+    } finally {
+      fs.closeSync(c.fd);
+    }
+    const owner = this.chown ? h : this.newOwner!;
+    this.linkedPaths.push(c.rel);
+    this.linkedMeta.push(c.ino, h.size, h.mtime, h.mode & 0o7777, owner.uid, owner.gid);
+    this.linked++;
+  }
+
+  private unlink(path: string, name: string): void {
+    try {
+      fs.unlinkSync(path);
+    } catch (err) {
+      throw fsError(err as NodeJS.ErrnoException, name);
+    }
+  }
+
+  /**
+   * A new file, never an existing one opened: an earlier entry of the same name is unlinked first (as
+   * GNU tar does), since it may share its inode with another name (a hard-link entry, or a file
+   * linked from `linkFrom`) that truncating it would corrupt. O_EXCL also refuses to follow a symlink.
+   */
+  private openFile(path: string, mode: number, name: string): number {
+    try {
+      return fs.openSync(path, "wx", mode & 0o7777);
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      try {
+        if (e.code === "EEXIST") {
+          this.unlink(path, name);
+          return fs.openSync(path, "wx", mode & 0o7777);
+        }
+        if (e.code === "ENOENT") {
+          // Archives may omit parent directories.
+          fs.mkdirSync(path.slice(0, path.lastIndexOf("/")), { recursive: true, mode: 0o755 });
+          return fs.openSync(path, "wx", mode & 0o7777);
+        }
+        throw e;
+      } catch (err) {
+        if (err instanceof ExtractError) throw err;
+        throw fsError(err as NodeJS.ErrnoException, name);
+      }
+    }
+  }
+
+  private data(bytes: Uint8Array): void {
+    if (this.meta !== null) {
+      this.meta.push(bytes.slice());
+      return;
+    }
+    if (this.compare !== null) return this.compareData(bytes);
+    if (this.fd === null) return;
+    this.writeAll(bytes);
+  }
+
+  private writeAll(bytes: Uint8Array): void {
+    try {
+      let off = 0;
+      while (off < bytes.length) off += fs.writeSync(this.fd!, bytes, off, bytes.length - off);
+    } catch (err) {
+      throw fsError(err as NodeJS.ErrnoException, this.entry!.name);
+    }
+  }
+
+  private finishEntry(): void {
+    const h = this.entry!;
+    if (this.meta !== null) {
+      const text = decoder.decode(Buffer.concat(this.meta));
+      this.meta = null;
+      if (h.type === "x") this.pax = parsePax(text);
+      else if (h.type === "L") this.longName = text.replace(/\0.*$/s, "");
+      else if (h.type === "K") this.longLink = text.replace(/\0.*$/s, "");
+      return; // "g": global pax headers carry nothing we use
+    }
+    if (this.compare !== null) return this.finishCompare();
+    if (h.type !== "0" || this.fd === null) return;
+    const fd = this.fd;
+    this.fd = null;
+    try {
+      fs.futimesSync(fd, h.mtime, h.mtime);
+      if (this.needsChown(h, true)) fs.fchownSync(fd, h.uid, h.gid);
+      // open() applied the umask; restore the archive's mode when it stripped bits (or for setuid & co).
+      if ((h.mode & 0o7777 & ~this.umask) !== (h.mode & 0o7777) || h.mode & 0o7000) fs.fchmodSync(fd, h.mode & 0o7777);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  /** Root gives entries the archive's owner; one it just created already has `newOwner`. */
+  private needsChown(h: Header, fresh: boolean): boolean {
+    return this.chown && (!fresh || this.newOwner === undefined || h.uid !== this.newOwner.uid || h.gid !== this.newOwner.gid);
+  }
+
+  /** Refuse entries whose path goes through a symlink created by this archive. */
+  private checkParents(rel: string, name: string): void {
+    if (this.symlinks.size === 0) return;
+    let i = rel.indexOf("/");
+    while (i !== -1) {
+      if (this.symlinks.has(rel.slice(0, i))) throw new ExtractError("unsafe entry: path goes through a symlink", name);
+      i = rel.indexOf("/", i + 1);
+    }
+  }
+
+  /** A later entry replaces an earlier symlink of the same name instead of writing through it. */
+  private replaceSymlink(rel: string, path: string): void {
+    if (this.symlinks.delete(rel)) fs.unlinkSync(path);
+  }
+}
+
+/**
+ * The entry's path relative to the root, or null for the root itself. Throws on absolute paths and
+ * `..` components.
+ */
+export function safeRelative(name: string): string | null {
+  if (name.startsWith("/")) throw new ExtractError("unsafe entry: absolute path", name);
+  const parts = name.split("/").filter((p) => p !== "" && p !== ".");
+  if (parts.includes("..")) throw new ExtractError("unsafe entry: path contains ..", name);
+  if (name.includes("\0")) throw new ExtractError("unsafe entry: NUL in name", name);
+  return parts.length === 0 ? null : parts.join("/");
+}
+
+export function parseHeader(b: Uint8Array): Header | null {
+  // Header checksum: sum of all bytes with the checksum field read as spaces.
+  let sum = 0;
+  for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 32 : b[i]!;
+  const stored = octal(b, 148, 8);
+  if (stored !== sum) return null;
+  const typeByte = b[156]!;
+  let type = typeByte === 0 ? "0" : String.fromCharCode(typeByte);
+  if (type === "7") type = "0"; // contiguous file
+  let name = str(b, 0, 100);
+  const magic = str(b, 257, 6);
+  if (magic.startsWith("ustar")) {
+    const prefix = str(b, 345, 155);
+    if (prefix !== "" && magic === "ustar") name = `${prefix}/${name}`;
+  }
+  // Old-style archives mark directories with a trailing slash on a regular entry.
+  if (type === "0" && name.endsWith("/")) type = "5";
+  return {
+    name,
+    mode: octal(b, 100, 8),
+    uid: octal(b, 108, 8),
+    gid: octal(b, 116, 8),
+    size: numeric(b, 124, 12),
+    mtime: numeric(b, 136, 12),
+    type,
+    linkname: str(b, 157, 100),
+  };
+}
+
+function str(b: Uint8Array, off: number, len: number): string {
+  let end = off;
+  while (end < off + len && b[end] !== 0) end++;
+  return decoder.decode(b.subarray(off, end));
+}
+
+function octal(b: Uint8Array, off: number, len: number): number {
+  const s = str(b, off, len).trim();
+  return s === "" ? 0 : parseInt(s, 8);
+}
+
+/** Octal, or GNU base-256 when the high bit of the first byte is set (sizes ≥ 8 GiB). */
+function numeric(b: Uint8Array, off: number, len: number): number {
+  if (b[off]! & 0x80) {
+    let n = b[off]! & 0x7f;
+    for (let i = 1; i < len; i++) n = n * 256 + b[off + i]!;
+    return n;
+  }
+  return octal(b, off, len);
+}
+
+function pad(size: number): number {
+  return (BLOCK - (size % BLOCK)) % BLOCK;
+}
+
+export function parsePax(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  let i = 0;
+  const bytes = new TextEncoder().encode(text);
+  while (i < bytes.length) {
+    let sp = i;
+    while (sp < bytes.length && bytes[sp] !== 0x20) sp++;
+    const len = parseInt(decoder.decode(bytes.subarray(i, sp)), 10);
+    if (!Number.isFinite(len) || len <= 0) break;
+    const record = decoder.decode(bytes.subarray(sp + 1, i + len - 1));
+    const eq = record.indexOf("=");
+    if (eq > 0) out[record.slice(0, eq)] = record.slice(eq + 1);
+    i += len;
+  }
+  return out;
+}
+
+/**
+ * Who owns what we create under `root`: us, with our group, as long as no directory hands down its
+ * group. During extraction only `root` could (directory modes are set at the end; the directories we
+ * make under it inherit its setgid bit and group), so under a setgid `root` it is `root`'s group; as
+ * root (which chowns) "unknown" then.
+ */
+function newOwnerUnder(root: string): { uid: number; gid: number } | undefined {
+  const st = fs.statSync(root);
+  const uid = process.geteuid!();
+  if (st.mode & 0o2000) return uid === 0 ? undefined : { uid, gid: st.gid };
+  return { uid, gid: process.getegid!() };
+}
+
+function rmIfExists(path: string): void {
+  try {
+    const st = fs.lstatSync(path);
+    if (st.isDirectory()) fs.rmSync(path, { recursive: true });
+    else fs.unlinkSync(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+  }
+}
+
+function fsError(e: NodeJS.ErrnoException, name: string): ExtractError {
+  if (e.code === "ENOSPC") return new ExtractError("no space left on device while extracting", name, { cause: e });
+  if (e.code === "EDQUOT") return new ExtractError("disk quota exceeded while extracting", name, { cause: e });
+  return new ExtractError(`cannot write (${e.code ?? e.message})`, name, { cause: e });
+}
+
+/** Compression by magic bytes: what `tar xf` would detect. */
+export type Compression = "gzip" | "none";
+
+export function detectCompression(head: Uint8Array): Compression | string {
+  if (head[0] === 0x1f && head[1] === 0x8b) return "gzip";
+  if (head[0] === 0x42 && head[1] === 0x5a && head[2] === 0x68) return "bzip2 archives are not supported: use tar.gz";
+  if (head[0] === 0xfd && head[1] === 0x37 && head[2] === 0x7a) return "xz archives are not supported: use tar.gz";
+  if (head[0] === 0x28 && head[1] === 0xb5 && head[2] === 0x2f && head[3] === 0xfd) return "zstd archives are not supported: use tar.gz";
+  return "none";
+}

@@ -1,0 +1,17 @@
+/**
+ * What every command is handed: the world (environment, log, signals, stdin), so that commands never
+ * read `process.env`, stdin or signals themselves. Built by `main.ts`, the only place that does.
+ */
+import type { Logger } from "../log.ts";
+
+/** The world, handed to every command. */
+export interface CommandEnv {
+  env: Record<string, string | undefined>;
+  log: Logger;
+  /** Aborted by the first SIGINT/SIGTERM. */
+  signal: AbortSignal;
+  /** Aborted by a second SIGINT/SIGTERM (long-running modes finish their work on the first). */
+  forceSignal: AbortSignal;
+  stdinIsTTY: boolean;
+  readStdin(): Promise<string>;
+}

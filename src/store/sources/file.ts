@@ -1,0 +1,30 @@
+/** `file:///abs/path`. A host part is an error (stretcher silently ignored it). */
+import { FetchError } from "../../errors.ts";
+import type { Source } from "./types.ts";
+
+export function filePath(url: string): string {
+  const u = new URL(url);
+  if (u.host !== "" && u.host !== "localhost") {
+    throw new FetchError(`fetch ${url}: file URLs take no host ("${u.host}"); use file:///absolute/path`, false);
+  }
+  return decodeURIComponent(u.pathname);
+}
+
+export const fileSource: Source = {
+  async open(url, opts) {
+    const path = filePath(url);
+    const file = Bun.file(path);
+    let size: number;
+    try {
+      const st = await file.stat();
+      if (st.isDirectory()) throw new FetchError(`fetch ${url}: is a directory`, false);
+      size = st.size;
+    } catch (err) {
+      if (err instanceof FetchError) throw err;
+      const code = (err as NodeJS.ErrnoException).code;
+      throw new FetchError(`fetch ${url}: ${code === "ENOENT" ? "no such file" : (err as Error).message}`, false, { cause: err });
+    }
+    const offset = opts.offset ?? 0;
+    return { body: (offset > 0 ? file.slice(offset) : file).stream(), size };
+  },
+};

@@ -1,0 +1,98 @@
+/** The contract every upload target implements; `targets/index.ts` keys them by URL scheme. */
+import { PulldeployError } from "../../errors.ts";
+import type { Logger } from "../../log.ts";
+
+export type Env = Record<string, string | undefined>;
+
+export interface TargetOptions {
+  env: Env;
+  log: Logger;
+  signal?: AbortSignal;
+  /** Extra attempts of a failed request (a part, a PUT) after a retryable failure. */
+  retries: number;
+  /** Wait before the first retry; doubled for each further one. */
+  retryWaitMs: number;
+  /** Compressed bytes stored so far, for progress. */
+  onSent?: (n: number) => void;
+}
+
+export interface Target {
+  /** What the user typed, credentials removed. */
+  readonly base: string;
+  /** The URL an agent fetches `name` (a `/`-separated path under the base) from. */
+  urlOf(name: string): string;
+  /** Read-only checks worth failing on before packing (missing bucket, unwritable directory). */
+  preflight(): Promise<void>;
+  /**
+   * Store a stream whose name is known only once it has ended (the name holds its checksum):
+   * `name()` is called after the last byte. Never overwrites; throws `UploadError` (with `exists`)
+   * when the name is taken, and leaves nothing behind on failure.
+   */
+  putStream(body: ReadableStream<Uint8Array>, name: () => string, contentType: string): Promise<void>;
+  /** Store small bytes under `name`, never overwriting. */
+  putBytes(name: string, bytes: Uint8Array, contentType: string): Promise<void>;
+  close(): void;
+}
+
+/** Storing failed. `exists`: the name was already taken (nothing was overwritten). */
+export class UploadError extends PulldeployError {
+  override name = "UploadError";
+  readonly retryable: boolean;
+  readonly exists: boolean;
+  readonly status?: number;
+  constructor(message: string, opts: { retryable?: boolean; exists?: boolean; status?: number; cause?: unknown } = {}) {
+    super(message, "publish", { cause: opts.cause });
+    this.retryable = opts.retryable ?? false;
+    this.exists = opts.exists ?? false;
+    this.status = opts.status;
+  }
+}
+
+/** Run `attempt` until it succeeds, fails for good, or `retries` retries were spent. */
+export async function withRetries<T>(what: string, opts: TargetOptions, attempt: () => Promise<T>): Promise<T> {
+  for (let i = 0; ; i++) {
+    try {
+      return await attempt();
+    } catch (err) {
+      const retryable = err instanceof UploadError ? err.retryable : false;
+      if (!retryable || i >= opts.retries || opts.signal?.aborted) {
+        if (retryable && i > 0 && err instanceof UploadError) {
+          throw new UploadError(`${err.message} (after ${i + 1} attempts)`, { retryable: false, status: err.status, cause: err.cause ?? err });
+        }
+        throw err;
+      }
+      const wait = opts.retryWaitMs * 2 ** i;
+      opts.log.info(`${(err as Error).message}; retrying in ${formatMs(wait)} (${i + 1}/${opts.retries})`);
+      await sleep(wait, opts.signal);
+    }
+  }
+}
+
+function formatMs(ms: number): string {
+  return ms >= 1000 ? `${(ms / 1000).toFixed(ms % 1000 === 0 ? 0 : 1)}s` : `${ms}ms`;
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const done = () => {
+      clearTimeout(t);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    };
+    const t = setTimeout(done, ms);
+    signal?.addEventListener("abort", done, { once: true });
+  });
+}
+
+/** `ECONNREFUSED: connect ECONNREFUSED 127.0.0.1:9` → `connect ECONNREFUSED 127.0.0.1:9`. */
+export function networkDetail(err: unknown): string {
+  const e = err as { code?: string; message?: string };
+  const message = String(e?.message ?? err);
+  return e?.code && !message.includes(e.code) ? `${e.code}: ${message}` : message;
+}
+
+/** Encode each segment of a `/`-separated path for a URL. */
+export function encodePath(path: string): string {
+  return path.split("/").map(encodeURIComponent).join("/");
+}

@@ -1,0 +1,242 @@
+/**
+ * `src/sync/`: how a verified tree reaches `dest` (the strategies table) and the releases/ layout
+ * on disk. May import manifest/ and the shared modules only.
+ *
+ * Sync strategies by name (the manifest's `sync_strategy`): where the archive is extracted and how
+ * the verified tree reaches `dest`.
+ * - `rsync`: stretcher's exact command line from a temp dir; a file equal to dest's (size, mtime, mode,
+ *   owner, then every byte) is hard-linked from dest into the temp dir instead of written, when both
+ *   are on one file system, so rsync's quick check then skips it as before, but nothing was written.
+ * - `mv`: rename the temp dir to a `dest` that must not exist.
+ * - `release`: extract into `<dest>/releases/.partial-…` (hard-linking unchanged files from the current
+ *   release), commit it as `releases/<id>`, link `shared_paths`, switch `current` atomically, prune.
+ */
+import * as fs from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { CommandError, PulldeployError } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import type { Manifest, SyncStrategyName } from "../manifest/parse.ts";
+import * as releases from "./releases.ts";
+
+export interface SyncContext {
+  manifest: Manifest;
+  /** `""`, `-v`, `-vv` or `-vvv`. */
+  rsyncVerbose: string;
+  /** Hard-link unchanged files from dest (rsync) or the previous release (default); false writes every file. */
+  hardLinks?: boolean;
+  env: Record<string, string | undefined>;
+  log: Logger;
+  signal?: AbortSignal;
+}
+
+export interface Workspace {
+  /** The fresh directory to extract into. */
+  tree: string;
+  /** A previous release, or dest (rsync), to hard-link unchanged files from. Never written to. */
+  linkFrom?: string;
+  /** `release`: this release's id, the one it replaces, and whether it is already on disk. */
+  releaseId?: string;
+  previousId?: string;
+  present?: boolean;
+  /** The archive's own hard-link entries, once extracted (`rsync -a` without `-H` copies them apart). */
+  archiveHardLinks?: number;
+  /** Files hard-linked from `linkFrom` into the tree, once extracted. */
+  linked?: number;
+}
+
+export interface SyncStrategy {
+  prepare(ctx: SyncContext): Workspace;
+  /** Put the verified, extracted tree in place. */
+  apply(ctx: SyncContext, ws: Workspace): Promise<void>;
+  /** `validate` failed: go back to what was live before; returns what it went back to. */
+  revert?(ctx: SyncContext, ws: Workspace): string | undefined;
+  /** Remove what is left of the workspace; runs on every path. */
+  cleanup(ws: Workspace): void;
+}
+
+const removeTree = (ws: Workspace) => {
+  if (ws.tree !== "") fs.rmSync(ws.tree, { recursive: true, force: true });
+};
+const tempTree = (env: SyncContext["env"]) => fs.mkdtempSync(join(env.TMPDIR || tmpdir(), "pulldeploy-"));
+
+export const SYNC_STRATEGIES: Record<SyncStrategyName, SyncStrategy> = {
+  rsync: { prepare: rsyncPrepare, apply: rsyncApply, cleanup: removeTree },
+  mv: { prepare: (ctx) => ({ tree: tempTree(ctx.env) }), apply: mvApply, cleanup: removeTree },
+  release: { prepare: releasePrepare, apply: releaseApply, revert: releaseRevert, cleanup: removeTree },
+};
+
+/** stretcher's command line, exactly: `rsync -a --delete [-v…] [--exclude-from F] [--exclude P]… tree/ dest/`. */
+export function rsyncArgs(ctx: { tree: string; dest: string; manifest: Manifest; rsyncVerbose: string }): string[] {
+  const args = ["rsync", "-a", "--delete"];
+  if (ctx.rsyncVerbose !== "") args.push(ctx.rsyncVerbose);
+  if (ctx.manifest.excludeFrom !== undefined) args.push("--exclude-from", join(ctx.tree, ctx.manifest.excludeFrom));
+  for (const p of ctx.manifest.excludes) args.push("--exclude", p);
+  args.push(`${ctx.tree.replace(/\/+$/, "")}/`, `${ctx.dest.replace(/\/+$/, "")}/`);
+  return args;
+}
+
+function rsyncPrepare(ctx: SyncContext): Workspace {
+  const tree = tempTree(ctx.env);
+  const dest = ctx.manifest.dest!;
+  if (ctx.hardLinks === false) return { tree };
+  const linkFrom = linkableDir(dest, tree);
+  if (linkFrom === null) ctx.log.info(`fetch: ${tree} is not on dest's file system: every file is written (set TMPDIR to a directory there to hard-link unchanged files from dest)`);
+  return { tree, linkFrom: linkFrom ?? undefined };
+}
+
+/**
+ * `dir` if it is a directory on `tree`'s file system (so its files can be hard-linked into `tree`);
+ * undefined if it does not exist (yet); null if it is elsewhere. A bind mount has the same st_dev and
+ * still refuses links (EXDEV): the extractor then writes instead.
+ */
+export function linkableDir(dir: string, tree: string): string | undefined | null {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(dir);
+  } catch {
+    return undefined;
+  }
+  if (!st.isDirectory()) return undefined;
+  return st.dev === fs.statSync(tree).dev ? dir : null;
+}
+
+async function rsyncApply(ctx: SyncContext, ws: Workspace): Promise<void> {
+  const { manifest, log } = ctx;
+  if (manifest.excludeFrom !== undefined && !fs.existsSync(join(ws.tree, manifest.excludeFrom))) {
+    throw new PulldeployError(`exclude_from: ${manifest.excludeFrom} is not in the archive`, "sync");
+  }
+  if (renameInstead(ctx, ws)) return;
+  const args = rsyncArgs({ tree: ws.tree, dest: manifest.dest!, manifest, rsyncVerbose: ctx.rsyncVerbose });
+  log.info(`sync: ${args.join(" ")}`);
+  let proc: ReturnType<typeof Bun.spawn>;
+  try {
+    proc = Bun.spawn(args, { stdin: "ignore", stdout: "pipe", stderr: "pipe", env: ctx.env as Record<string, string> });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") throw new PulldeployError("sync: rsync is not installed (apt-get install rsync, or use sync_strategy: mv)", "sync", { cause: err });
+    throw new PulldeployError(`sync: cannot start rsync: ${(err as Error).message}`, "sync", { cause: err });
+  }
+  const onAbort = () => proc.kill("SIGTERM");
+  ctx.signal?.addEventListener("abort", onAbort, { once: true });
+  try {
+    const [out, errText, code] = await Promise.all([
+      new Response(proc.stdout as ReadableStream).text(),
+      new Response(proc.stderr as ReadableStream).text(),
+      proc.exited,
+    ]);
+    for (const line of `${out}${errText}`.split("\n")) if (line.trim() !== "") log.info(line);
+    if (code !== 0) {
+      const first = errText.split("\n").find((l) => l.trim() !== "") ?? "";
+      throw new CommandError(`sync: rsync failed with exit code ${code}${first ? `: ${first}` : ""}`, "sync", code, errText);
+    }
+  } finally {
+    ctx.signal?.removeEventListener("abort", onAbort);
+  }
+}
+
+/**
+ * A first deploy (dest missing or an empty directory) whose result `rsync -a --delete TREE/ DEST/` would make a copy
+ * of the tree, byte for byte and mode for mode, is a rename of the tree instead: no second copy, no
+ * temp tree to delete. Not when anything would make rsync's copy differ from the tree: excludes
+ * (they are not copied), the archive's hard links (rsync -a copies them apart), `-v` output, SELinux
+ * (files keep the temp dir's label in a rename). A rename that fails (another file system, dest made
+ * meanwhile) falls back to rsync.
+ */
+function renameInstead(ctx: SyncContext, ws: Workspace): boolean {
+  const { manifest, log } = ctx;
+  const dest = manifest.dest!;
+  if (ctx.rsyncVerbose !== "" || manifest.excludes.length > 0 || manifest.excludeFrom !== undefined) return false;
+  if (ws.archiveHardLinks !== 0 || fs.existsSync("/sys/fs/selinux/enforce")) return false;
+  // Files linked from a dest that `pre` then moved or emptied: renamed into place they would stay
+  // names of those inodes (a backup's, say), where rsync's copy would be new files.
+  if (ws.linked !== undefined && ws.linked > 0) return false;
+  const state = emptyDestState(dest);
+  if (state === undefined) return false;
+  try {
+    // Over an empty directory, rename(2) replaces it atomically; one that gained an entry meanwhile fails (ENOTEMPTY).
+    fs.renameSync(ws.tree, dest);
+  } catch {
+    return false;
+  }
+  log.info(`sync: ${dest} ${state}: renamed ${ws.tree} to it (what rsync -a would have copied)`);
+  return true;
+}
+
+/**
+ * "did not exist", or "was an empty directory" (a real one on its parent's file system: not a symlink,
+ * whose target rsync would fill, nor a mount point); undefined when dest holds anything.
+ */
+function emptyDestState(dest: string): string | undefined {
+  let st: fs.Stats;
+  try {
+    st = fs.lstatSync(dest);
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "ENOENT" ? "did not exist" : undefined;
+  }
+  try {
+    if (!st.isDirectory() || st.dev !== fs.statSync(dirname(dest)).dev || fs.readdirSync(dest).length > 0) return undefined;
+  } catch {
+    return undefined;
+  }
+  return "was an empty directory";
+}
+
+async function mvApply(ctx: SyncContext, ws: Workspace): Promise<void> {
+  const dest = ctx.manifest.dest!;
+  const { tree } = ws;
+  if (fs.existsSync(dest)) throw new PulldeployError(`sync: mv needs a dest that does not exist, but ${dest} exists`, "sync");
+  ctx.log.info(`sync: mv ${tree} ${dest}`);
+  try {
+    fs.renameSync(tree, dest);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === "EXDEV") {
+      throw new PulldeployError(`sync: mv cannot rename across file systems (${tree} → ${dest}); set TMPDIR to a directory on dest's file system`, "sync", { cause: e });
+    }
+    if (e.code === "ENOENT") throw new PulldeployError(`sync: mv: the parent directory of ${dest} does not exist`, "sync", { cause: e });
+    throw new PulldeployError(`sync: mv ${tree} ${dest}: ${e.code ?? e.message}`, "sync", { cause: e });
+  }
+}
+
+/** The id of a manifest's release: its `release_id`, else the checksum's first 16 hex digits. */
+export function releaseIdOf(m: Manifest): string {
+  return m.releaseId ?? m.checksum?.hex.slice(0, 16) ?? "commands-only";
+}
+
+function releasePrepare(ctx: SyncContext): Workspace {
+  const p = releases.releasePaths(ctx.manifest.dest!);
+  fs.mkdirSync(p.releases, { recursive: true });
+  for (const path of releases.cleanStale(p)) ctx.log.info(`release: removed ${path}, left by an interrupted run`);
+  const releaseId = releaseIdOf(ctx.manifest);
+  const previousId = releases.currentRelease(p);
+  if (releases.releaseExists(p, releaseId)) {
+    return { tree: "", releaseId, previousId, present: true };
+  }
+  const linkFrom = ctx.hardLinks !== false && previousId !== undefined && releases.releaseExists(p, previousId) ? join(p.releases, previousId) : undefined;
+  return { tree: releases.partialDir(p, releaseId), linkFrom, releaseId, previousId };
+}
+
+async function releaseApply(ctx: SyncContext, ws: Workspace): Promise<void> {
+  const { manifest, log } = ctx;
+  const p = releases.releasePaths(manifest.dest!);
+  const id = ws.releaseId!;
+  if (!ws.present) {
+    releases.linkShared(p, ws.tree, manifest.sharedPaths);
+    releases.commitRelease(p, ws.tree, id);
+  }
+  releases.switchCurrent(p, id);
+  releases.recordDeployed(p, id);
+  log.info(`sync: current -> releases/${id}${ws.previousId && ws.previousId !== id ? ` (was ${ws.previousId})` : ""}`);
+  const pruned = releases.prune(p, manifest.keepReleases);
+  if (pruned.length > 0) log.info(`release: pruned ${pruned.join(", ")} (keep_releases: ${manifest.keepReleases})`);
+}
+
+function releaseRevert(ctx: SyncContext, ws: Workspace): string | undefined {
+  const p = releases.releasePaths(ctx.manifest.dest!);
+  const back = ws.previousId;
+  if (back === undefined || back === ws.releaseId || !releases.releaseExists(p, back)) return undefined;
+  releases.switchCurrent(p, back);
+  releases.abandon(p, ws.releaseId!);
+  return back;
+}
