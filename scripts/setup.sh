@@ -20,3 +20,9 @@ if [ ! -x node_modules/.bin/bun ] || [ package-lock.json -nt node_modules/.packa
   echo "setup: npm ci"
   npm ci --no-audit --no-fund
 fi
+# The hostile-input suites run the agent as root against a dest owned by an unprivileged app user,
+# as on a real server: make that user (no home, no login) when running as root.
+if [ "$(id -u)" -eq 0 ] && ! id pulldeploy-app >/dev/null 2>&1; then
+  echo "setup: useradd pulldeploy-app"
+  useradd --system --no-create-home --shell /usr/sbin/nologin pulldeploy-app
+fi
