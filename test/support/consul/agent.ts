@@ -664,7 +664,9 @@ export class ConsulStandin implements AsyncDisposable {
       serviceChecks: Array.isArray(serviceChecks)
         ? serviceChecks.map((x) => ({ ID: String(fieldCI(x as Record<string, unknown>, "ID") ?? ""), Namespace: String(fieldCI(x as Record<string, unknown>, "Namespace") ?? "") }))
         : null,
-      checks: Array.isArray(checks) ? checks.map(String) : undefined,
+      // "Checks":["serfHealth"] alone says no more than the default NodeChecks: 1.10 drops it
+      // (session-info-node.http.txt); with any other check it is kept (session-info-service-check).
+      checks: Array.isArray(checks) && !(checks.length === 1 && checks[0] === SERF_HEALTH) ? checks.map(String) : undefined,
       createIndex: 0,
       modifyIndex: 0,
     };
@@ -709,10 +711,10 @@ export class ConsulStandin implements AsyncDisposable {
 
   private sessionInfo(ctx: Ctx, id: string): Promise<Response> {
     if (id.length !== 36) {
-      // The state store's UUID index refuses it; the answer still carries the query meta (index 1).
+      // The state store's UUID index refuses it; the answer still carries the query meta (index 1, leader unknown: captured).
       const text = `${this.rpcPrefix}failed session lookup: index error: UUID must be 36 characters`;
       return Promise.resolve(
-        goBody(500, text, [["Vary", "Accept-Encoding"], ["X-Consul-Default-Acl-Policy", this.aclPolicy], ...this.metaHeaders(1n), ["Content-Type", "text/plain; charset=utf-8"]]),
+        goBody(500, text, [["Vary", "Accept-Encoding"], ["X-Consul-Default-Acl-Policy", this.aclPolicy], ["X-Consul-Index", "1"], ["X-Consul-Knownleader", "false"], ["X-Consul-Lastcontact", "0"], ["X-Consul-Query-Backend", "blocking-query"], ["Content-Type", "text/plain; charset=utf-8"]]),
       );
     }
     return this.sessionQuery(ctx, () => {

@@ -377,10 +377,7 @@ export class ConsulCluster implements AsyncDisposable {
   private armCheckTimer(node: CatalogNode, c: AgentCheck): void {
     clearTimeout(c.timer);
     if (c.ttlMs <= 0 || node.member !== 1 || !this.agentUp(node.name)) return;
-    c.timer = setTimeout(() => {
-      const out = c.local.output === "" ? "TTL expired" : `TTL expired (last output before timeout follows): ${c.local.output}`;
-      this.setCheck(node.name, c.id, "critical", out, { restartTtl: false });
-    }, this.ms(c.ttlMs));
+    c.timer = setTimeout(() => this.expireCheckTtl(node.name, c.id), this.ms(c.ttlMs));
     c.timer.unref?.();
   }
 
@@ -410,6 +407,19 @@ export class ConsulCluster implements AsyncDisposable {
     } else {
       this.poke();
     }
+  }
+
+  /** Let a TTL check's TTL run out now, exactly as its timer would. */
+  expireCheckTtl(nodeName: string, id: string): void {
+    const c = this.getNode(nodeName).checks.get(id);
+    if (!c) throw new Error(`consul stand-in: node ${nodeName} has no check ${id}`);
+    const out = c.local.output === "" ? "TTL expired" : `TTL expired (last output before timeout follows): ${c.local.output}`;
+    this.setCheck(nodeName, id, "critical", out, { restartTtl: false });
+  }
+
+  /** End a key's lock-delay now (instead of waiting it out). */
+  endLockDelay(key: string): void {
+    this.lockDelays.delete(key);
   }
 
   /** Set a node's serfHealth directly (critical invalidates its serfHealth sessions). */
