@@ -628,7 +628,7 @@ const CLUSTER_SCRIPT: ClusterStep[] = [
     run: async (c) => {
       const url = c.node("node-1").url;
       await c.killNode("node-1");
-      expect(fetch(`${url}/v1/agent/self`)).rejects.toThrow();
+      await expect(fetch(`${url}/v1/agent/self`)).rejects.toThrow();
       await c.waitFor(() => !c.sessions.has(ID.a) && !c.sessions.has(ID.b), "node-1's sessions invalidated");
       expect(c.kvEntry("pulldeploy/slots/node-1")!.modifyIndex).toBe(c.kvEntry("pulldeploy/slots/node-1-ttl")!.modifyIndex);
     },
@@ -841,3 +841,193 @@ replayCluster("the stand-in replays the three-node Consul 1.10.12 cluster captur
 replayCluster("the stand-in replays the second cluster's node-death capture", CLUSTER2_SCRIPT, () =>
   startConsulCluster({ ports: CLUSTER_PORTS, failureDetectMs: 20, nodeIds: { "node-2": "916dad9b-d821-1def-695b-7bbb8e6f35c0" } }),
 );
+
+// ================================================================== narratives, scaled down
+
+describe("cluster narratives with scaled-down timings (timeScale 0.01)", () => {
+  const put = async (url: string, body?: string) => {
+    const res = await fetch(url, { method: "PUT", body });
+    return { status: res.status, text: await res.text() };
+  };
+  const createSession = async (agentUrl: string, body: Record<string, unknown>) => {
+    const r = await put(`${agentUrl}/v1/session/create`, JSON.stringify(body));
+    expect(r.status).toBe(200);
+    return (JSON.parse(r.text) as { ID: string }).ID;
+  };
+
+  test("a serfHealth session dies with its node's agent after the failure detection, in one raft write (session-node-death.txt)", async () => {
+    await using c = await startConsulCluster({ timeScale: 0.01 }); // failure detected 51 ms after the kill
+    const [n1, n2] = [c.node("node-1"), c.node("node-2")];
+    const a = await createSession(n1.url, { Name: "slot-node-1", Checks: ["serfHealth"], LockDelay: "15s", Behavior: "release" });
+    const b = await createSession(n1.url, { Name: "slot-node-1-ttl", TTL: "30s", LockDelay: "15s" });
+    expect((await put(`${n1.url}/v1/kv/pulldeploy/slots/node-1?acquire=${a}`, "node-1")).text).toBe("true");
+    expect((await put(`${n1.url}/v1/kv/pulldeploy/slots/node-1-ttl?acquire=${b}`, "node-1-ttl")).text).toBe("true");
+    const cs = await createSession(n2.url, { Name: "contender-node-2", LockDelay: "1s" });
+    const acquire = () => put(`${n2.url}/v1/kv/pulldeploy/slots/node-1?acquire=${cs}`, "node-2");
+    expect((await acquire()).text).toBe("false");
+
+    const killedAt = Date.now();
+    await c.killNode("node-1");
+    await expect(fetch(`${n1.url}/v1/agent/self`)).rejects.toThrow(); // connection refused at once
+    expect(c.sessions.has(a)).toBe(true); // gossip has not given up on it yet
+    await c.waitFor(() => !c.sessions.has(a) && !c.sessions.has(b), "node-1's sessions invalidated");
+    expect(Date.now() - killedAt).toBeGreaterThanOrEqual(45);
+    const k1 = c.kvEntry("pulldeploy/slots/node-1")!;
+    expect(k1).toMatchObject({ session: "", lockIndex: 1 });
+    expect(c.kvEntry("pulldeploy/slots/node-1-ttl")!.modifyIndex).toBe(k1.modifyIndex);
+    const members = (await (await fetch(`${n2.url}/v1/agent/members`)).json()) as { Name: string; Status: number }[];
+    expect(members.map((m) => `${m.Name}:${m.Status}`)).toEqual(["server:1", "node-1:4", "node-2:1", "node-3:1"]);
+    const health = (await (await fetch(`${n2.url}/v1/health/node/node-1`)).json()) as { CheckID: string; Status: string; Output: string }[];
+    expect(health).toMatchObject([{ CheckID: "serfHealth", Status: "critical", Output: "Agent not live or unreachable" }]);
+    // The lock-delay (15 s × 0.01) counts from the invalidation: refused, then taken with LockIndex 2.
+    expect((await acquire()).text).toBe("false");
+    // Nothing announces the end of a lock-delay (Consul neither): retry as a client would.
+    let got = "false";
+    for (let i = 0; i < 200 && got !== "true"; i++) {
+      got = (await acquire()).text;
+      if (got !== "true") await Bun.sleep(5);
+    }
+    expect(got).toBe("true");
+    expect(c.kvEntry("pulldeploy/slots/node-1")).toMatchObject({ session: cs, lockIndex: 2 });
+    // Back: same node, old sessions stay dead, serfHealth passing.
+    await c.restartNode("node-1");
+    expect((await (await fetch(`${n1.url}/v1/session/node/node-1`)).json()) as unknown[]).toEqual([]);
+    expect(c.getNode("node-1")).toMatchObject({ member: 1, serf: { status: "passing" } });
+  });
+
+  test("kill -9 and a restart before the failure detection go unnoticed: the session and its lock stay", async () => {
+    await using c = await startConsulCluster({ timeScale: 0.01 });
+    const n2 = c.node("node-2");
+    const s = await createSession(n2.url, { Name: "fast-restart" });
+    expect((await put(`${n2.url}/v1/kv/pulldeploy/slots/fast-restart?acquire=${s}`, "x")).text).toBe("true");
+    await c.killNode("node-2");
+    await c.restartNode("node-2");
+    expect(c.failurePending("node-2")).toBe(false);
+    await Bun.sleep(c.ms(5100) * 2); // proving an absence: twice the failure detection delay
+    expect(c.sessions.has(s)).toBe(true);
+    expect(c.kvEntry("pulldeploy/slots/fast-restart")!.session).toBe(s);
+  });
+
+  test("semaphore with 3 nodes, limit 2: the holder's node dies, the waiting contender gets the slot (semaphore-3-nodes.txt)", async () => {
+    await using c = await startConsulCluster({ timeScale: 0.01 });
+    const prefix = "pulldeploy/sem";
+    const flags = "16210313421097356768";
+    type Entry = { Key: string; Value: string | null; Session?: string; ModifyIndex: number };
+    /** The documented recipe (as `consul lock -n` does it): contender key, then a .lock holder slot by CAS. */
+    const acquireSlot = async (url: string, limit: number) => {
+      const session = await createSession(url, { Behavior: "delete", TTL: "15s", LockDelay: "15s" });
+      expect((await put(`${url}/v1/kv/${prefix}/${session}?acquire=${session}&flags=${flags}`)).text).toBe("true");
+      let index = "";
+      for (;;) {
+        const res = await fetch(`${url}/v1/kv/${prefix}?recurse${index ? `&index=${index}&wait=30s` : ""}`);
+        index = res.headers.get("x-consul-index")!;
+        const entries = res.status === 200 ? ((await res.json()) as Entry[]) : [];
+        const lockEntry = entries.find((e) => e.Key === `${prefix}/.lock`);
+        const live = new Set(entries.flatMap((e) => (e.Session ? [e.Session] : [])));
+        const lock = lockEntry ? (JSON.parse(atob(lockEntry.Value!)) as { Holders: Record<string, boolean> }) : { Holders: {} };
+        const holders = Object.keys(lock.Holders).filter((h) => live.has(h)); // prune departed holders
+        if (holders.length >= limit) continue;
+        const body = JSON.stringify({ Limit: limit, Holders: Object.fromEntries([...holders, session].sort().map((h) => [h, true])) });
+        if ((await put(`${url}/v1/kv/${prefix}/.lock?cas=${lockEntry?.ModifyIndex ?? 0}&flags=${flags}`, body)).text === "true") return session;
+        index = "";
+      }
+    };
+    const s1 = await acquireSlot(c.node("node-1").url, 2);
+    const s2 = await acquireSlot(c.node("node-2").url, 2);
+    let s3: string | undefined;
+    const third = acquireSlot(c.node("node-3").url, 2).then((s) => (s3 = s));
+    await c.waitForBlocked({ path: `/v1/kv/${prefix}` });
+    expect(s3).toBeUndefined();
+    await c.killNode("node-1");
+    await third;
+    expect(c.getNode("node-1").member).toBe(4);
+    expect(c.sessions.has(s1)).toBe(false);
+    expect(c.kvEntry(`${prefix}/${s1}`)).toBeUndefined(); // Behavior delete
+    const lock = JSON.parse(Buffer.from(c.kvEntry(`${prefix}/.lock`)!.value).toString());
+    expect(lock).toEqual({ Limit: 2, Holders: Object.fromEntries([s2, s3!].sort().map((h) => [h, true])) });
+  });
+
+  test("TTL sessions expire at 2 × TTL (release keeps the key, delete removes it); a dead session's renew and acquire fail (session-ttl-expiry.txt)", async () => {
+    await using c = await startConsulCluster({ timeScale: 0.01 });
+    const n3 = c.node("node-3");
+    const sc = await createSession(n3.url, { Name: "slot-node-3", TTL: "10s", LockDelay: "0s" });
+    const sd = await createSession(n3.url, { Name: "slot-node-3-delete", TTL: "10s", LockDelay: "0s", Behavior: "delete" });
+    expect((await put(`${n3.url}/v1/kv/pulldeploy/slots/node-3?acquire=${sc}`, "node-3")).text).toBe("true");
+    expect((await put(`${n3.url}/v1/kv/pulldeploy/slots/node-3-delete?acquire=${sd}`, "x")).text).toBe("true");
+    const created = Date.now();
+    await c.waitFor(() => !c.sessions.has(sc) && !c.sessions.has(sd), "the TTL sessions to expire");
+    expect(Date.now() - created).toBeGreaterThanOrEqual(180); // 2 × 10 s × 0.01
+    expect(c.kvEntry("pulldeploy/slots/node-3")).toMatchObject({ session: "", lockIndex: 1 });
+    expect(c.kvEntry("pulldeploy/slots/node-3-delete")).toBeUndefined();
+    expect(await put(`${n3.url}/v1/session/renew/${sc}`)).toEqual({ status: 404, text: `Session id '${sc}' not found` });
+    expect(await put(`${n3.url}/v1/kv/pulldeploy/slots/node-3?acquire=${sc}`, "node-3")).toEqual({
+      status: 500,
+      text: `rpc error making call: raft apply failed: invalid session "${sc}"`,
+    });
+    expect(await put(`${n3.url}/v1/session/create`, '{"TTL":"5s"}')).toEqual({
+      status: 500,
+      text: "rpc error making call: Invalid Session TTL '5000000000', must be between [10s=24h0m0s]",
+    });
+  });
+
+  test("a TTL check that is not refreshed goes critical with the captured Output and takes its sessions along; warning does not", async () => {
+    await using c = await startConsulCluster({ timeScale: 0.01 });
+    const n2 = c.node("node-2");
+    expect((await put(`${n2.url}/v1/agent/service/register`, '{"Name":"web","ID":"web-2","Checks":[{"Name":"web TTL","TTL":"30s"}]}')).status).toBe(200);
+    // A new TTL check is critical: no session on it yet.
+    expect(await put(`${n2.url}/v1/session/create`, '{"Checks":["serfHealth","service:web-2"]}')).toEqual({
+      status: 500,
+      text: "rpc error making call: apply failed: Check 'service:web-2' is in critical state",
+    });
+    expect((await put(`${n2.url}/v1/agent/check/warn/service:web-2?note=slow`)).status).toBe(200);
+    const s = await createSession(n2.url, { Checks: ["serfHealth", "service:web-2"] });
+    const warnedAt = Date.now();
+    await c.waitFor(() => !c.sessions.has(s), "the session to die with its check");
+    expect(Date.now() - warnedAt).toBeGreaterThanOrEqual(280); // TTL 30 s × 0.01, counted from the warn
+    const checks = (await (await fetch(`${n2.url}/v1/agent/checks`)).json()) as Record<string, { Status: string; Output: string }>;
+    expect(checks["service:web-2"]).toMatchObject({ Status: "critical", Output: "TTL expired (last output before timeout follows): slow" });
+    // A check that never had an Output says just "TTL expired".
+    const n3 = c.node("node-3");
+    expect((await put(`${n3.url}/v1/agent/check/register`, '{"ID":"ttl-demo","Name":"ttl demo","TTL":"2s"}')).status).toBe(200);
+    expect((await put(`${n3.url}/v1/agent/check/pass/ttl-demo`)).status).toBe(200);
+    await c.waitFor(() => c.getNode("node-3").checks.get("ttl-demo")!.local.status === "critical", "ttl-demo to expire");
+    expect(c.getNode("node-3").checks.get("ttl-demo")!.local.output).toBe("TTL expired");
+  });
+
+  test("a blocking health read wakes on a status change, not on an Output-only change (CheckUpdateInterval)", async () => {
+    await using c = await startConsulCluster();
+    const [n1, n3] = [c.node("node-1"), c.node("node-3")];
+    c.registerService("node-1", { Name: "web", ID: "web-1", Check: { CheckID: "web-ttl", TTL: "30s", Status: "passing" } });
+    const first = await fetch(`${n3.url}/v1/health/service/web`);
+    const index = first.headers.get("x-consul-index")!;
+    let settled = false;
+    const pending = fetch(`${n3.url}/v1/health/service/web?index=${index}&wait=30s`).then((r) => ((settled = true), r));
+    await c.waitForBlocked({ path: "/v1/health/service/web" });
+    expect((await put(`${n1.url}/v1/agent/check/pass/web-ttl?note=new%20note`)).status).toBe(200);
+    // The local view changed at once, the catalog's did not, and the read is still parked.
+    expect(c.getNode("node-1").checks.get("web-ttl")).toMatchObject({ local: { output: "new note" }, synced: { output: "" } });
+    expect(c.blocked).toBe(1);
+    expect(settled).toBe(false);
+    n1.setCheck("web-ttl", "warning", "slow"); // the test-side control: as PUT /v1/agent/check/warn would
+    const res = await pending;
+    expect(res.headers.get("x-consul-query-backend")).toBe("streaming");
+    expect(Number(res.headers.get("x-consul-index"))).toBeGreaterThan(Number(index));
+    const body = (await res.json()) as { Checks: { CheckID: string; Status: string; Output: string }[] }[];
+    expect(body[0]!.Checks.find((x) => x.CheckID === "web-ttl")).toMatchObject({ Status: "warning", Output: "slow" });
+  });
+
+  test("an HTTP check follows the endpoint the test controls: 2xx passing, 429 warning, else critical", async () => {
+    let status = 200;
+    await using app = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("ok", { status }) });
+    await using c = await startConsulCluster({ timeScale: 0.01 }); // Interval 1s → 10 ms
+    const appUrl = `http://127.0.0.1:${app.port}/health`;
+    c.registerService("node-1", { Name: "web", ID: "web-1", Check: { CheckID: "web-http", HTTP: appUrl, Interval: "1s" } });
+    const check = () => c.getNode("node-1").checks.get("web-http")!.synced;
+    await c.waitFor(() => check().status === "passing", "the HTTP check to pass");
+    expect(check().output).toBe(`HTTP GET ${appUrl}: 200 OK Output: ok`);
+    status = 429;
+    await c.waitFor(() => check().status === "warning", "the HTTP check to warn");
+    status = 503;
+    await c.waitFor(() => check().status === "critical", "the HTTP check to fail");
+  });
+});

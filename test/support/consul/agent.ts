@@ -303,7 +303,7 @@ export class ConsulStandin implements AsyncDisposable {
       if (path === "/v1/catalog/services") return m(["GET"]) ?? (await this.catalogServices(ctx));
       if ((p = rest("/v1/catalog/service/")) !== undefined) return m(["GET"]) ?? (await this.catalogService(ctx, p));
       if ((p = rest("/v1/health/service/")) !== undefined) return m(["GET"]) ?? (await this.healthService(ctx, p));
-      if ((p = rest("/v1/health/node/")) !== undefined) return m(["GET"]) ?? (await this.healthChecks(ctx, (n, c) => n.name === p && (c === undefined || true)));
+      if ((p = rest("/v1/health/node/")) !== undefined) return m(["GET"]) ?? (await this.healthChecks(ctx, (n) => n.name === p));
       if ((p = rest("/v1/health/checks/")) !== undefined) return m(["GET"]) ?? (await this.healthChecks(ctx, (_n, c) => c !== undefined && c.serviceName === p));
       if ((p = rest("/v1/health/state/")) !== undefined) {
         const state = p;

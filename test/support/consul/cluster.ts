@@ -67,6 +67,8 @@ export interface AgentCheck {
   interval: string;
   timeout: string;
   ttlMs: number;
+  /** An HTTP check: the agent GETs (or `method`s) this URL every `intervalMs` (× timeScale). */
+  http?: { url: string; method: string; intervalMs: number; timeoutMs: number };
   initialStatus: CheckStatus;
   local: CheckView;
   synced: CheckView;
@@ -174,6 +176,11 @@ export class ConsulCluster implements AsyncDisposable {
   }
 
   // ------------------------------------------------------------ ids, waiting
+
+  /** How many blocking queries are parked right now, on any agent. */
+  get blocked(): number {
+    return this.waiters.size;
+  }
 
   /** Use these IDs, in order, for the next events and sessions created (then random UUIDs again). */
   useIds(...ids: string[]): void {
@@ -329,6 +336,10 @@ export class ConsulCluster implements AsyncDisposable {
   private addCheck(node: CatalogNode, idx: number, def: Record<string, unknown>, o: { id: string; embedded: boolean; svc?: ServiceDef }): void {
     const ttl = String(fieldCI(def, "TTL") ?? "");
     const ttlNs = ttl === "" ? 0 : (parseGoDuration(ttl) ?? 0);
+    const httpUrl = String(fieldCI(def, "HTTP") ?? "");
+    const interval = String(fieldCI(def, "Interval") ?? "");
+    const timeout = String(fieldCI(def, "Timeout") ?? "");
+    if (httpUrl !== "" && !(parseGoDuration(interval) ?? 0)) throw new HttpError(400, "Interval must be > 0 for Script, HTTP, or TCP checks");
     const status = (fieldCI(def, "Status") as CheckStatus | undefined) || "critical";
     if (!["passing", "warning", "critical"].includes(status)) throw new HttpError(400, `Invalid check status: '${status}'`);
     const old = node.checks.get(o.id);
@@ -342,10 +353,19 @@ export class ConsulCluster implements AsyncDisposable {
       serviceId: o.svc?.id ?? "",
       serviceName: o.svc?.name ?? "",
       serviceTags: o.svc?.tags ?? [],
-      type: ttlNs > 0 ? "ttl" : "",
-      interval: o.embedded ? "" : "0s",
-      timeout: o.embedded ? "" : "0s",
+      type: ttlNs > 0 ? "ttl" : httpUrl !== "" ? "http" : "",
+      interval: httpUrl !== "" ? interval : o.embedded ? "" : "0s",
+      timeout: httpUrl !== "" ? timeout : o.embedded ? "" : "0s",
       ttlMs: ttlNs / 1e6,
+      http:
+        httpUrl === ""
+          ? undefined
+          : {
+              url: httpUrl,
+              method: String(fieldCI(def, "Method") ?? "") || "GET",
+              intervalMs: (parseGoDuration(interval) ?? 0) / 1e6,
+              timeoutMs: (parseGoDuration(timeout) ?? 10e9) / 1e6 || 10_000,
+            },
       initialStatus: status,
       local: { ...view },
       synced: { ...view },
@@ -376,9 +396,39 @@ export class ConsulCluster implements AsyncDisposable {
 
   private armCheckTimer(node: CatalogNode, c: AgentCheck): void {
     clearTimeout(c.timer);
-    if (c.ttlMs <= 0 || node.member !== 1 || !this.agentUp(node.name)) return;
+    c.timer = undefined;
+    if (node.member !== 1 || !this.agentUp(node.name)) return;
+    if (c.http) return this.armProbe(node, c);
+    if (c.ttlMs <= 0) return;
     c.timer = setTimeout(() => this.expireCheckTtl(node.name, c.id), this.ms(c.ttlMs));
     c.timer.unref?.();
+  }
+
+  /**
+   * An HTTP check as the agent runs it: 2xx passing, 429 warning, anything else (or no answer within
+   * the timeout) critical; Output "HTTP GET <url>: <status> <text> Output: <body>" (body cut at 4 KB).
+   */
+  private armProbe(node: CatalogNode, c: AgentCheck): void {
+    const h = c.http!;
+    const probe = async () => {
+      let status: CheckStatus;
+      let output: string;
+      try {
+        const res = await fetch(h.url, { method: h.method, signal: AbortSignal.timeout(this.ms(h.timeoutMs)) });
+        const body = (await res.text()).slice(0, 4096);
+        status = res.status >= 200 && res.status < 300 ? "passing" : res.status === 429 ? "warning" : "critical";
+        output = `HTTP ${h.method} ${h.url}: ${res.status} ${res.statusText} Output: ${body}`;
+      } catch (err) {
+        status = "critical";
+        output = (err as Error).message;
+      }
+      // The probe may finish after the check went away or its agent died.
+      if (node.checks.get(c.id) === c && c.timer !== undefined) this.setCheck(node.name, c.id, status, output, { restartTtl: false });
+    };
+    const t = setInterval(probe, Math.max(1, this.ms(h.intervalMs)));
+    t.unref?.();
+    c.timer = t;
+    void probe();
   }
 
   private agentUp(name: string): boolean {
@@ -396,7 +446,7 @@ export class ConsulCluster implements AsyncDisposable {
     const c = node.checks.get(id);
     if (!c) throw new Error(`consul stand-in: node ${nodeName} has no check ${id}`);
     c.local = { status, output };
-    if (o.restartTtl ?? true) this.armCheckTimer(node, c);
+    if ((o.restartTtl ?? true) && c.type === "ttl") this.armCheckTimer(node, c);
     if (c.synced.status !== status) {
       const idx = ++this.raftIndex;
       c.synced = { ...c.local };
@@ -442,7 +492,10 @@ export class ConsulCluster implements AsyncDisposable {
   async killNode(name: string): Promise<void> {
     const node = this.getNode(name);
     const agent = this.agents.get(name);
-    for (const c of node.checks.values()) clearTimeout(c.timer);
+    for (const c of node.checks.values()) {
+      clearTimeout(c.timer);
+      c.timer = undefined;
+    }
     if (agent) await agent.stop();
     clearTimeout(this.failTimers.get(name));
     const t = setTimeout(() => {
@@ -469,6 +522,7 @@ export class ConsulCluster implements AsyncDisposable {
     await agent.restart();
     node.member = 1;
     for (const c of node.checks.values()) {
+      if (c.type === "http") this.armCheckTimer(node, c);
       if (c.type !== "ttl") continue;
       c.local = { status: c.initialStatus, output: "" };
       this.armCheckTimer(node, c);
