@@ -1,14 +1,22 @@
 /**
- * Replays the real Consul 1.10.12 session captured in shared/fixtures/consul-1.10/*.http.txt against
- * the stand-in, in the order it happened (the raft indices in the answers depend on it, including the
- * writes that only the CLI captures and kv-notes.txt show), and compares every answer byte for byte:
- * status line, header names and values (Date only for presence), body.
+ * Replays the real Consul 1.10.12 sessions captured in test/fixtures/consul-1.10/*.http.txt against
+ * the stand-in, in the order they happened, and compares every answer byte for byte: status line,
+ * header names, order and values (Date only for presence), body. Every *.http.txt is replayed
+ * (the last test of the first block checks it):
+ * - the older dev-agent captures (127.0.0.1:18500) against startConsulStandin, literally, raft
+ *   indexes included (the script reproduces every write, also the ones only the CLI captures show);
+ * - the three-node cluster captures (127.0.0.1-4:29500, health-notes.txt) against
+ *   startConsulCluster, each request sent to the agent of the node the capture's URL names, compared
+ *   after normalising what health-notes.txt lists as varying (see the cluster section below).
  *
  * Requests go over a raw socket, exactly as curl sent them, so the answer is seen as written on the
  * wire. One thing Bun does not let a server choose is the position of some headers: it writes its
  * "common" headers (Content-Type, Content-Security-Policy, X-Content-Type-Options…) before the others
  * and Content-Length last, where Go sorts the handler's headers and appends Date, Content-Length and a
- * sniffed Content-Type. Those captures (BUN_HEADER_ORDER) are compared as sets of header lines.
+ * sniffed Content-Type. Those captures (BUN_HEADER_ORDER, CLUSTER_BUN_HEADER_ORDER: `?raw` reads and
+ * text/plain errors) are compared as sets of header lines, and the test fails if Bun ever matches Go's
+ * order so the lists stay honest. Bodies over 2048 bytes are chunked exactly as Go sends them
+ * (Transfer-Encoding: chunked after Date, no Content-Length): no deviation there.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readdirSync, readFileSync } from "node:fs";

@@ -176,14 +176,15 @@ export class ConsulStandin implements AsyncDisposable {
    */
   async restart(options: { wipe?: boolean } = {}): Promise<void> {
     await this.stop();
-    for (const s of this.cluster.sessions.values()) clearTimeout(s.timer);
     this.events = [];
     if (options.wipe) {
       this.cluster.reset();
       resetDevNode(this.cluster, this.nodeName);
     }
     this.start();
-    this.cluster.rearmSessionTimers();
+    // A restarted server (a dev agent is one) becomes leader again and starts every session's TTL
+    // timer afresh, as Consul's leader does; a client's restart leaves them alone.
+    if (this.isServer) this.cluster.rearmSessionTimers();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

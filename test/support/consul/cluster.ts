@@ -231,7 +231,7 @@ export class ConsulCluster implements AsyncDisposable {
   addNode(name: string, spec: NodeSpec & { server?: boolean; id?: string } = {}): CatalogNode {
     const idx = ++this.raftIndex;
     const old = this.nodes.get(name);
-    const services = (spec.services ?? (old ? old.services : [])).map((s): ServiceDef => {
+    const services = (spec.services ?? []).map((s): ServiceDef => {
       const d = typeof s === "string" ? { name: s, tags: spec.tags } : s;
       return {
         name: d.name,
