@@ -1024,6 +1024,22 @@ describe("cluster narratives with scaled-down timings (timeScale 0.01)", () => {
     expect(body[0]!.Checks.find((x) => x.CheckID === "web-ttl")).toMatchObject({ Status: "warning", Output: "slow" });
   });
 
+  test("each agent is its own node: agent/self, env, compact JSON, ?pretty", async () => {
+    await using c = await startConsulCluster();
+    for (const [name, server, address] of [["node-3", false, "127.0.0.4"], ["server", true, "127.0.0.1"]] as const) {
+      const a = c.node(name);
+      expect(a.env).toEqual({ CONSUL_HTTP_ADDR: `127.0.0.1:${a.port}` });
+      const res = await fetch(`${a.url}/v1/agent/self`);
+      expect(res.headers.get("transfer-encoding")).toBe("chunked");
+      const self = (await res.json()) as { Config: { NodeName: string; Server: boolean; NodeID: string }; Member: { Name: string; Addr: string } };
+      expect(self.Config).toMatchObject({ NodeName: name, Server: server, NodeID: c.getNode(name).id });
+      expect(self.Member).toMatchObject({ Name: name, Addr: address });
+    }
+    const n1 = c.node("node-1");
+    expect(await (await fetch(`${n1.url}/v1/catalog/services`)).text()).toBe('{"consul":[]}');
+    expect(await (await fetch(`${n1.url}/v1/catalog/services?pretty`)).text()).toBe('{\n    "consul": []\n}\n');
+  });
+
   test("an HTTP check follows the endpoint the test controls: 2xx passing, 429 warning, else critical", async () => {
     let status = 200;
     await using app = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("ok", { status }) });
