@@ -25,9 +25,10 @@ import { redact, type Logger } from "../log.ts";
 import { parseManifest, type Manifest } from "../manifest/parse.ts";
 import { SIGNATURE_SUFFIX, verifyBytes } from "../signature.ts";
 import { fetchBytes, fetchText } from "../store/sources/index.ts";
-import type { Env } from "../store/sources/types.ts";
+import type { Env } from "../env.ts";
 import { SYNC_STRATEGIES, type SyncContext, type Workspace } from "../sync/strategies.ts";
-import { fetchAndExtract, sleep } from "./unpack.ts";
+import { sleep } from "../time.ts";
+import { fetchAndExtract } from "./unpack.ts";
 import { USER_AGENT } from "../version.ts";
 
 export interface FetchPolicy {

@@ -18,6 +18,7 @@ import type { Logger } from "../log.ts";
 import { checkRole, DEFAULT_KV_PREFIX, kvKeys, type ReleaseRecord } from "../records/release.ts";
 import { DEFAULT_STATE_DIR, type Handled } from "../agent/state.ts";
 import { checkUrl, parseTrigger, type Trigger } from "../agent/trigger.ts";
+import { sleep } from "../time.ts";
 import type { CommandEnv } from "./context.ts";
 import { consulArgs, durationFlag, intFlag, listFlag, sizeFlag } from "./_shared.ts";
 
@@ -143,7 +144,7 @@ async function runAgent(args: Args, ctx: CommandEnv): Promise<number> {
   if (randomDelay) {
     const ms = Math.random() * randomDelay;
     log.info(`random delay: sleeping ${(ms / 1000).toFixed(3)}s`);
-    await (await import("../agent/unpack.ts")).sleep(ms, signal);
+    await sleep(ms, signal);
   }
 
   let run: Pick<AgentRunOptions, "manifestUrl" | "handled" | "eventId" | "releaseId" | "checksum">;

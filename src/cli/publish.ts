@@ -16,6 +16,7 @@ import { SYNC_STRATEGIES, type SyncStrategyName } from "../manifest/parse.ts";
 import { createProgress, defaultPublisher, publish, type AnnounceOptions, type ConsulSettings } from "../publish/publish.ts";
 import { DEFAULT_KV_PREFIX, normalizeKvPrefix } from "../records/release.ts";
 import { checkTargetUrl } from "../store/targets/index.ts";
+import { formatDuration } from "../time.ts";
 import { describeRollout, waitForRollout, type RolloutProgress } from "../fleet/wait.ts";
 import { consulArgs, durationFlag, intFlag } from "./_shared.ts";
 
@@ -236,12 +237,6 @@ function statusCommand(role: string, service: string | undefined, prefix: string
   if (prefix !== DEFAULT_KV_PREFIX) parts.push("--kv-prefix", prefix);
   if (consul.addr) parts.push("--consul-addr", consul.addr);
   return parts.join(" ");
-}
-
-function formatDuration(ms: number): string {
-  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
-  if (ms % 1000 === 0) return `${ms / 1000}s`;
-  return `${ms}ms`;
 }
 
 /** Every value of a repeatable flag (citty keeps only the last), optionally comma-separated. */

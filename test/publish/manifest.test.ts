@@ -7,7 +7,7 @@
 import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
-import { userEventSize } from "../../src/consul/client.ts";
+import { userEventSize } from "../../src/consul/event-size.ts";
 import { ManifestError } from "../../src/errors.ts";
 import { parseManifest } from "../../src/manifest/parse.ts";
 import { eventPayloadLimit, fireCommand, readHooks, renderManifest, serfEventSize, type ManifestFields } from "../../src/publish/publish.ts";

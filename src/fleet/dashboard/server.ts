@@ -12,10 +12,11 @@
  * retries with backoff until Consul answers again.
  */
 import type { ConsulClient, KvEntry } from "../../consul/client.ts";
-import { nextIndex } from "../../consul/client.ts";
+import { nextIndex } from "../../consul/blocking.ts";
 import { messageOf } from "../../errors.ts";
 import { catalogNodesOf } from "../view.ts";
 import type { Logger } from "../../log.ts";
+import { sleep } from "../../time.ts";
 import { parseDuration } from "../../units.ts";
 import { APP_CSS, APP_JS, PAGE_HTML } from "./page.ts";
 import { dashboardRoles, rolesOf, stateKey, type DashboardState } from "./state.ts";
@@ -114,7 +115,7 @@ export function startDashboard(o: DashboardOptions): Dashboard {
         kvIndex = 0;
         consulState = { address: o.consul.address, ok: false, error: messageOf(err) };
         publish();
-        await sleepUnless(retry, stopping.signal);
+        await sleep(retry, stopping.signal);
         retry = Math.min(retry * 2, maxRetry);
       }
     }
@@ -251,15 +252,3 @@ function json(value: unknown): Response {
   return new Response(`${JSON.stringify(value)}\n`, { headers: { ...SECURITY_HEADERS, "Content-Type": "application/json", "Cache-Control": "no-store" } });
 }
 
-function sleepUnless(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const done = () => {
-      clearTimeout(t);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const t = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
-}
