@@ -24,15 +24,17 @@ import { USER_AGENT } from "../version.ts";
 import { blockingHoldMs, blockingQuery, type BlockingOptions } from "./blocking.ts";
 import type { ConsulConfig } from "./config.ts";
 import {
+  decodeAgentSelf,
   decodeBool,
+  decodeCatalogNodes,
+  decodeCatalogService,
   decodeEntries,
   decodeEvent,
+  decodeHealthService,
+  decodeSessionInfo,
   isObject,
   parseJson,
   raftIndex,
-  str,
-  strList,
-  strMap,
   summary,
   type Answer,
   type CatalogNode,
@@ -181,67 +183,25 @@ export class ConsulClient {
 
   async agentSelf(): Promise<{ nodeName: string; datacenter: string }> {
     const path = "/v1/agent/self";
-    const raw = parseJson(await this.#call("GET", path), "GET", path);
-    const cfg = isObject(raw) ? raw.Config : undefined;
-    if (!isObject(cfg) || typeof cfg.NodeName !== "string" || typeof cfg.Datacenter !== "string") {
-      throw unexpected("GET", path, "Config.NodeName and Config.Datacenter");
-    }
-    return { nodeName: cfg.NodeName, datacenter: cfg.Datacenter };
+    return decodeAgentSelf(parseJson(await this.#call("GET", path), "GET", path), path);
   }
 
   async catalogNodes(): Promise<CatalogNode[]> {
     const path = "/v1/catalog/nodes";
-    const raw = parseJson(await this.#call("GET", path), "GET", path);
-    if (!Array.isArray(raw)) throw unexpected("GET", path, "a list of nodes");
-    return raw.map((n) => {
-      if (!isObject(n) || typeof n.Node !== "string") throw unexpected("GET", path, "nodes with a Node name");
-      return { node: n.Node, address: str(n.Address), datacenter: str(n.Datacenter), meta: strMap(n.Meta) };
-    });
+    return decodeCatalogNodes(parseJson(await this.#call("GET", path), "GET", path), path);
   }
 
   /** The instances of service `name` (carrying `tag`, if given), healthy or not. */
   async catalogService(name: string, tag?: string): Promise<CatalogServiceInstance[]> {
     const path = `/v1/catalog/service/${encodeURIComponent(name)}`;
-    const raw = parseJson(await this.#call("GET", path, { query: { tag } }), "GET", path);
-    if (!Array.isArray(raw)) throw unexpected("GET", path, "a list of service instances");
-    return raw.map((s) => {
-      if (!isObject(s) || typeof s.Node !== "string") throw unexpected("GET", path, "service instances with a Node");
-      return {
-        node: s.Node,
-        address: str(s.Address),
-        datacenter: str(s.Datacenter),
-        serviceId: str(s.ServiceID),
-        serviceName: str(s.ServiceName),
-        serviceAddress: str(s.ServiceAddress),
-        servicePort: typeof s.ServicePort === "number" ? s.ServicePort : 0,
-        serviceTags: strList(s.ServiceTags),
-      };
-    });
+    return decodeCatalogService(parseJson(await this.#call("GET", path, { query: { tag } }), "GET", path), path);
   }
 
   /** The instances of service `name` with their health; `passing` keeps only the healthy ones. */
   async healthService(name: string, opts: { tag?: string; passing?: boolean } = {}): Promise<HealthServiceInstance[]> {
     const path = `/v1/health/service/${encodeURIComponent(name)}`;
     const raw = parseJson(await this.#call("GET", path, { query: { tag: opts.tag, passing: opts.passing ? true : undefined } }), "GET", path);
-    if (!Array.isArray(raw)) throw unexpected("GET", path, "a list of service entries");
-    const rank = ["passing", "warning", "critical", "maintenance"] as const;
-    return raw.map((e) => {
-      if (!isObject(e) || !isObject(e.Node) || !isObject(e.Service)) throw unexpected("GET", path, "entries with Node and Service");
-      const checks = Array.isArray(e.Checks) ? e.Checks.filter(isObject) : [];
-      let worst = 0;
-      for (const c of checks) worst = Math.max(worst, rank.indexOf(c.Status as (typeof rank)[number]));
-      return {
-        node: str(e.Node.Node),
-        address: str(e.Node.Address),
-        datacenter: str(e.Node.Datacenter),
-        serviceId: str(e.Service.ID),
-        serviceName: str(e.Service.Service),
-        serviceAddress: str(e.Service.Address),
-        servicePort: typeof e.Service.Port === "number" ? e.Service.Port : 0,
-        serviceTags: strList(e.Service.Tags),
-        status: rank[Math.max(worst, 0)]!,
-      };
-    });
+    return decodeHealthService(raw, path);
   }
 
   // -------------------------------------------------------------- sessions
@@ -275,19 +235,7 @@ export class ConsulClient {
   /** The session, or null when it does not exist. */
   async sessionInfo(id: string): Promise<SessionInfo | null> {
     const path = `/v1/session/info/${encodeURIComponent(id)}`;
-    const raw = parseJson(await this.#call("GET", path), "GET", path);
-    if (!Array.isArray(raw)) throw unexpected("GET", path, "a list of sessions");
-    const s = raw[0];
-    if (s === undefined || s === null) return null;
-    if (!isObject(s) || typeof s.ID !== "string") throw unexpected("GET", path, "a session");
-    return {
-      id: s.ID,
-      name: str(s.Name),
-      node: str(s.Node),
-      ttl: str(s.TTL),
-      behavior: str(s.Behavior),
-      lockDelayMs: typeof s.LockDelay === "number" ? s.LockDelay / 1e6 : 0,
-    };
+    return decodeSessionInfo(parseJson(await this.#call("GET", path), "GET", path), path);
   }
 
   // -------------------------------------------------------------- transport

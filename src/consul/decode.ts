@@ -139,6 +139,78 @@ export function decodeEvent(raw: unknown, method: string, path: string): ConsulE
   };
 }
 
+export function decodeAgentSelf(raw: unknown, path: string): { nodeName: string; datacenter: string } {
+  const cfg = isObject(raw) ? raw.Config : undefined;
+  if (!isObject(cfg) || typeof cfg.NodeName !== "string" || typeof cfg.Datacenter !== "string") {
+    throw unexpected("GET", path, "Config.NodeName and Config.Datacenter");
+  }
+  return { nodeName: cfg.NodeName, datacenter: cfg.Datacenter };
+}
+
+export function decodeCatalogNodes(raw: unknown, path: string): CatalogNode[] {
+  if (!Array.isArray(raw)) throw unexpected("GET", path, "a list of nodes");
+  return raw.map((n) => {
+    if (!isObject(n) || typeof n.Node !== "string") throw unexpected("GET", path, "nodes with a Node name");
+    return { node: n.Node, address: str(n.Address), datacenter: str(n.Datacenter), meta: strMap(n.Meta) };
+  });
+}
+
+export function decodeCatalogService(raw: unknown, path: string): CatalogServiceInstance[] {
+  if (!Array.isArray(raw)) throw unexpected("GET", path, "a list of service instances");
+  return raw.map((s) => {
+    if (!isObject(s) || typeof s.Node !== "string") throw unexpected("GET", path, "service instances with a Node");
+    return {
+      node: s.Node,
+      address: str(s.Address),
+      datacenter: str(s.Datacenter),
+      serviceId: str(s.ServiceID),
+      serviceName: str(s.ServiceName),
+      serviceAddress: str(s.ServiceAddress),
+      servicePort: typeof s.ServicePort === "number" ? s.ServicePort : 0,
+      serviceTags: strList(s.ServiceTags),
+    };
+  });
+}
+
+/** Each instance with the worst of its node's and service's checks as its status. */
+export function decodeHealthService(raw: unknown, path: string): HealthServiceInstance[] {
+  if (!Array.isArray(raw)) throw unexpected("GET", path, "a list of service entries");
+  const rank = ["passing", "warning", "critical", "maintenance"] as const;
+  return raw.map((e) => {
+    if (!isObject(e) || !isObject(e.Node) || !isObject(e.Service)) throw unexpected("GET", path, "entries with Node and Service");
+    const checks = Array.isArray(e.Checks) ? e.Checks.filter(isObject) : [];
+    let worst = 0;
+    for (const c of checks) worst = Math.max(worst, rank.indexOf(c.Status as (typeof rank)[number]));
+    return {
+      node: str(e.Node.Node),
+      address: str(e.Node.Address),
+      datacenter: str(e.Node.Datacenter),
+      serviceId: str(e.Service.ID),
+      serviceName: str(e.Service.Service),
+      serviceAddress: str(e.Service.Address),
+      servicePort: typeof e.Service.Port === "number" ? e.Service.Port : 0,
+      serviceTags: strList(e.Service.Tags),
+      status: rank[Math.max(worst, 0)]!,
+    };
+  });
+}
+
+/** The first session of the answer, or null when there is none (the session does not exist). */
+export function decodeSessionInfo(raw: unknown, path: string): SessionInfo | null {
+  if (!Array.isArray(raw)) throw unexpected("GET", path, "a list of sessions");
+  const s = raw[0];
+  if (s === undefined || s === null) return null;
+  if (!isObject(s) || typeof s.ID !== "string") throw unexpected("GET", path, "a session");
+  return {
+    id: s.ID,
+    name: str(s.Name),
+    node: str(s.Node),
+    ttl: str(s.TTL),
+    behavior: str(s.Behavior),
+    lockDelayMs: typeof s.LockDelay === "number" ? s.LockDelay / 1e6 : 0,
+  };
+}
+
 export function isObject(v: unknown): v is Record<string, unknown> {
   return v !== null && typeof v === "object" && !Array.isArray(v);
 }
