@@ -20,7 +20,7 @@ import { DEFAULT_STATE_DIR, type Handled } from "../agent/state.ts";
 import { checkUrl, parseTrigger, type Trigger } from "../agent/trigger.ts";
 import { sleep } from "../time.ts";
 import type { CommandEnv } from "./context.ts";
-import { consulArgs, durationFlag, intFlag, listFlag, sizeFlag } from "./_shared.ts";
+import { consulArgs, durationFlag, intFlag, kvPrefixFlag, listFlag, sizeFlag } from "./_shared.ts";
 
 const RSYNC_VERBOSE = ["", "-v", "-vv", "-vvv"];
 
@@ -105,7 +105,7 @@ async function runAgent(args: Args, ctx: CommandEnv): Promise<number> {
   if ((fromKv || following) && role === undefined) throw new UsageError(`--${following ? "follow" : "from-kv"} needs --role (the role whose latest release to deploy)`);
   if (fromKv && following) throw new UsageError("use either --from-kv (once, at boot) or --follow (keep running), not both");
   if ((fromKv || following) && str("manifest") !== undefined) throw new UsageError("--manifest cannot be combined with --from-kv or --follow");
-  const prefix = str("kv-prefix") ?? DEFAULT_KV_PREFIX;
+  const prefix = kvPrefixFlag(str("kv-prefix"));
   const stateDir = usableStateDir(str("state-dir") ?? env.PULLDEPLOY_STATE_DIR ?? DEFAULT_STATE_DIR, log);
   const common = { stateDir, force: args.force === true, lockWaitMs: durationFlag("lock-wait", str("lock-wait")) ?? 600_000 };
 

@@ -14,11 +14,11 @@ import { messageOf, UsageError } from "../errors.ts";
 import { createLogger, type Logger } from "../log.ts";
 import { SYNC_STRATEGIES, type SyncStrategyName } from "../manifest/parse.ts";
 import { createProgress, defaultPublisher, publish, type AnnounceOptions, type ConsulSettings } from "../publish/publish.ts";
-import { DEFAULT_KV_PREFIX, normalizeKvPrefix } from "../records/release.ts";
+import { DEFAULT_KV_PREFIX } from "../records/release.ts";
 import { checkTargetUrl } from "../store/targets/index.ts";
 import { formatDuration } from "../time.ts";
 import { describeRollout, waitForRollout, type RolloutProgress } from "../fleet/wait.ts";
-import { consulArgs, durationFlag, intFlag } from "./_shared.ts";
+import { consulArgs, durationFlag, intFlag, kvPrefixFlag } from "./_shared.ts";
 
 /** Flags shared with `fire`: where the release is recorded and how it is announced. */
 export const announceArgs = {
@@ -152,8 +152,7 @@ export function announceOptions(a: Record<string, string | boolean | undefined>,
     tag: str("tag"),
     serfRpcAddr: str("serf-rpc-addr") || ctx.env.SERF_RPC_ADDR || undefined,
   };
-  const prefix = normalizeKvPrefix(str("kv-prefix") ?? DEFAULT_KV_PREFIX);
-  if (typeof prefix !== "string") throw new UsageError(`--kv-prefix: ${prefix.error}`);
+  const prefix = kvPrefixFlag(str("kv-prefix"));
   return {
     announce,
     kv: a.kv !== false,
