@@ -33,7 +33,7 @@ export const agentArgs = {
   "retry-wait": { type: "string", description: "Wait between attempts (default 3s)", valueHint: "duration" },
   "rsync-verbose": { type: "string", description: 'rsync verbosity: "", -v, -vv or -vvv', valueHint: "-v" },
   hardlinks: { type: "boolean", description: "Hard-link files equal to dest's (rsync) or the previous release's instead of writing them (default; --no-hardlinks writes every file)" },
-  "command-timeout": { type: "string", description: "Kill a command's process group after this long (default: none)", valueHint: "duration" },
+  "command-timeout": { type: "string", description: "Kill a hook's process group after this long (default: none)", valueHint: "duration" },
   "max-files": { type: "string", description: `Refuse archives with more entries (default ${DEFAULT_LIMITS.maxEntries})`, valueHint: "n" },
   "max-extract-size": { type: "string", description: "Refuse archives that expand beyond this size (default 64GiB)", valueHint: "size" },
   "trust-key": { type: "string", description: "Only deploy manifests signed by one of these Ed25519 public keys (repeat or comma-separate, for rotation)", valueHint: "file..." },
