@@ -268,7 +268,8 @@ export class ConsulClient {
       res = await fetch(url, {
         method,
         headers,
-        body: opts.body,
+        // An ArrayBuffer-backed view: what the DOM's fetch types take too (the dashboard page's check loads this file).
+        body: opts.body as string | Uint8Array<ArrayBuffer> | undefined,
         signal,
         redirect: "manual",
         ...(cfg.unixSocket !== undefined ? { unix: cfg.unixSocket } : {}),
