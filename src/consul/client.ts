@@ -11,7 +11,7 @@
  * Contracts:
  * - Every non-2xx answer is a `ConsulError` (phase "consul") with a one-line message, context first:
  *   `consul PUT /v1/kv/x: 403 Permission denied`; the status and the full body stay on the error.
- *   The answers that are data, not failures: a missing key (`kvGet` → null entry, `kvList`/`kvKeys` → [])
+ *   The answers that are data, not failures: a missing key (`kvGet` → null entry, `kvList` → [])
  *   and a session that is gone (`sessionRenew` → false).
  * - An unreachable agent is `consul 127.0.0.1:8500 unreachable: ECONNREFUSED`. A caller's `signal`
  *   aborting rejects with the signal's reason, unwrapped.
@@ -130,16 +130,6 @@ export class ConsulClient {
     const index = raftIndex(a, "GET", path);
     if (a.status === 404) return { entries: [], index };
     return { entries: decodeEntries(parseJson(a, "GET", path), "GET", path), index };
-  }
-
-  /** Key names under `prefix`; with a `separator`, only up to the next separator ("deploy/app/"). */
-  async kvKeys(prefix: string, separator?: string): Promise<string[]> {
-    const path = kvPath(prefix);
-    const a = await this.#call("GET", path, { query: { keys: true, separator }, ok: [404] });
-    if (a.status === 404) return [];
-    const keys = parseJson(a, "GET", path);
-    if (!Array.isArray(keys) || !keys.every((k) => typeof k === "string")) throw unexpected("GET", path, "a list of keys");
-    return keys;
   }
 
   /**
