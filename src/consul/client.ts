@@ -1,7 +1,7 @@
 /**
  * `src/consul/`: Consul's HTTP API as pulldeploy uses it: KV (the desired release, locks), user events
- * (the wake-up call), sessions, the local agent, the catalog and health. See shared/spec/consul.md.
- * May import store/ and the shared modules only. The folder:
+ * (the wake-up call), sessions, the local agent, the catalog and health.
+ * May import the shared modules only. The folder:
  * - client.ts: the client (this file): requests, the transport, the contracts below;
  * - config.ts: the agent's address, token and TLS from the environment and flags;
  * - blocking.ts: the blocking-query index rule and how long a blocking request may be held;
@@ -161,7 +161,8 @@ export class ConsulClient {
 
   /**
    * Fire user event `name`; the agents whose node name matches `node` (a regexp), that run a service
-   * matching `service`, tagged `tag`, receive it. Best effort: see shared/spec/consul.md.
+   * matching `service`, tagged `tag`, receive it. Best effort: gossip, no delivery guarantee and no
+   * replay for an agent that was down (the agents catch up from KV).
    */
   async eventFire(name: string, payload: string | Uint8Array, opts: { node?: string; service?: string; tag?: string } = {}): Promise<ConsulEvent> {
     const path = `/v1/event/fire/${encodeURIComponent(name)}`;
