@@ -1,6 +1,6 @@
 BUN ?= ./node_modules/.bin/bun
 TSC ?= ./node_modules/.bin/tsc
-SRC := $(shell find src -name '*.ts') package.json
+SRC := $(shell find src -name '*.ts' -o -name '*.js' -o -name '*.html' -o -name '*.css') package.json
 
 .PHONY: all setup build build-arm64 check test demo bench clean
 
@@ -39,8 +39,10 @@ dist/pulldeploy-linux-arm64: node_modules/.bin/bun .cache/bun-linux-aarch64-$(BU
 
 build-arm64: dist/pulldeploy-linux-arm64
 
+# The second run checks the dashboard's browser script (page.js) with the DOM's types.
 check: node_modules/.bin/bun
 	$(TSC) --noEmit -p .
+	$(TSC) --noEmit -p src/fleet/dashboard
 
 demo: setup build
 	scripts/demo.sh

@@ -1,29 +1,26 @@
 /**
  * The few error classes callers branch on. Every message is one line: context first, data last.
- * `phase` says where in the deploy the error happened; the CLI prints `phase: message`.
+ * `phase` says where the error happened (a deploy phase on the agent, a stage of publish); the CLI
+ * prints `phase: message`.
  */
 
-export type Phase =
-  | "trigger"
-  | "manifest"
-  | "signature"
-  | "fetch"
-  | "checksum"
-  | "pre"
-  | "extract"
-  | "sync"
-  | "post"
-  | "validate"
-  | "success"
-  | "failure"
-  | "publish"
-  | "consul";
+/** Where an agent's deploy can fail (a node report's `phase` is one of these, or "done"). */
+export const DEPLOY_PHASES = ["trigger", "manifest", "signature", "fetch", "checksum", "pre", "extract", "sync", "post", "validate", "success", "failure"] as const;
+export type DeployPhase = (typeof DEPLOY_PHASES)[number];
+
+/** The publisher's stages: storing the release, then recording and announcing it through Consul (or Serf). */
+export type PublishStage = "publish" | "consul";
+
+/** A deploy reports only deploy phases: an error from elsewhere takes the phase the deploy was in. */
+export function isDeployPhase(p: DeployPhase | PublishStage | undefined): p is DeployPhase {
+  return (DEPLOY_PHASES as readonly string[]).includes(p as string);
+}
 
 export class PulldeployError extends Error {
   override name = "PulldeployError";
   constructor(
     message: string,
-    readonly phase?: Phase,
+    readonly phase?: DeployPhase | PublishStage,
     options?: { cause?: unknown },
   ) {
     super(oneLine(message), options);
@@ -87,7 +84,7 @@ export class CommandError extends PulldeployError {
   override name = "CommandError";
   constructor(
     message: string,
-    phase: Phase,
+    phase: DeployPhase,
     readonly exitCode: number | null,
     readonly output = "",
   ) {

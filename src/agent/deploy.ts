@@ -19,15 +19,16 @@ import * as fs from "node:fs";
 import type { KeyObject } from "node:crypto";
 import { join } from "node:path";
 import type { ExtractLimits } from "../archive/extract.ts";
-import { FetchError, ManifestError, messageOf, PulldeployError, type Phase } from "../errors.ts";
+import { FetchError, isDeployPhase, ManifestError, messageOf, PulldeployError, type DeployPhase } from "../errors.ts";
 import { runCommands } from "./hooks.ts";
 import { redact, type Logger } from "../log.ts";
 import { parseManifest, type Manifest } from "../manifest/parse.ts";
 import { SIGNATURE_SUFFIX, verifyBytes } from "../signature.ts";
 import { fetchBytes, fetchText } from "../store/sources/index.ts";
-import type { Env } from "../store/sources/types.ts";
+import type { Env } from "../env.ts";
 import { SYNC_STRATEGIES, type SyncContext, type Workspace } from "../sync/strategies.ts";
-import { fetchAndExtract, sleep } from "./unpack.ts";
+import { sleep } from "../time.ts";
+import { fetchAndExtract } from "./unpack.ts";
 import { USER_AGENT } from "../version.ts";
 
 export interface FetchPolicy {
@@ -57,20 +58,20 @@ export interface DeployOptions {
   /** With keys, an unsigned or badly signed manifest is refused before anything is fetched or run. */
   trustKeys?: KeyObject[];
   /** Told each time the deploy enters a phase (for progress reports). */
-  onPhase?: (phase: Phase, manifest?: Manifest) => void;
+  onPhase?: (phase: DeployPhase, manifest?: Manifest) => void;
 }
 
 export type DeployResult =
   | { ok: true; manifest: Manifest; releaseId?: string }
-  | { ok: false; phase: Phase; error: string; manifest?: Manifest; releaseId?: string; rolledBackTo?: string };
+  | { ok: false; phase: DeployPhase; error: string; manifest?: Manifest; releaseId?: string; rolledBackTo?: string };
 
 export async function deploy(opts: DeployOptions): Promise<DeployResult> {
   const { log, env, signal } = opts;
-  const enter = (phase: Phase, m?: Manifest) => opts.onPhase?.(phase, m);
+  const enter = (phase: DeployPhase, m?: Manifest) => opts.onPhase?.(phase, m);
 
   // manifest (+ signature): nothing from an unreadable or untrusted manifest may run
   let manifest: Manifest;
-  let phase: Phase = "manifest";
+  let phase: DeployPhase = "manifest";
   enter(phase);
   try {
     const bytes = await fetchBytes(opts.manifestUrl, { env, signal, userAgent: USER_AGENT });
@@ -96,7 +97,7 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
   const strategy = SYNC_STRATEGIES[manifest.syncStrategy];
   const ctx: SyncContext = { manifest, rsyncVerbose: opts.rsyncVerbose, hardLinks: opts.hardLinks, env, log, signal };
   let hookEnv = commandEnv(opts, manifest);
-  const run = (p: Phase, commands: string[], stdin?: string) => {
+  const run = (p: DeployPhase, commands: string[], stdin?: string) => {
     phase = p;
     enter(p, manifest);
     return runCommands(commands, { phase: p, env: hookEnv, stdin, timeoutMs: opts.commandTimeoutMs, signal, log });
@@ -158,7 +159,7 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
     if (manifest.commands.validate.length > 0) await run("validate", manifest.commands.validate);
   } catch (err) {
     const error = phaseError(err, phase);
-    const where = error.phase ?? phase;
+    const where = isDeployPhase(error.phase) ? error.phase : phase;
     log.info(`deploy failed in phase ${where}: ${error.message}`);
     let rolledBackTo: string | undefined;
     if (applied && where === "validate" && strategy.revert && ws) {
@@ -229,7 +230,7 @@ async function fetchWithRetry(manifest: Manifest, ws: Workspace, opts: DeployOpt
 }
 
 /** The failure commands run with the log so far on stdin; their own failure is only logged. */
-async function runFailure(commands: string[], env: Record<string, string>, phase: Phase, error: string, opts: DeployOptions) {
+async function runFailure(commands: string[], env: Record<string, string>, phase: DeployPhase, error: string, opts: DeployOptions) {
   if (commands.length === 0) return;
   opts.onPhase?.("failure");
   try {
@@ -269,7 +270,7 @@ function releaseEnv(m: Manifest, ws: Workspace): Record<string, string> {
   return env;
 }
 
-function phaseError(err: unknown, phase: Phase): PulldeployError {
+function phaseError(err: unknown, phase: DeployPhase): PulldeployError {
   if (err instanceof PulldeployError) return err;
   return new PulldeployError(messageOf(err), phase, { cause: err });
 }

@@ -4,11 +4,11 @@
  * away; stops between deploys when `stop` aborts (a deploy in progress finishes first).
  */
 import type { ConsulClient } from "../consul/client.ts";
-import { nextIndex } from "../consul/client.ts";
+import { nextIndex } from "../consul/blocking.ts";
 import { messageOf } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { kvKeys, type ReleaseRecord } from "../records/release.ts";
-import { sleep } from "./unpack.ts";
+import { sleep } from "../time.ts";
 
 export interface FollowOptions {
   consul: ConsulClient;

@@ -3,11 +3,11 @@
  * Each runs in its own process group so that a timeout or a signal kills everything it started.
  * pre/post get an empty stdin; success/failure get the log so far (a command that ignores it is fine).
  */
-import { CommandError, type Phase } from "../errors.ts";
+import { CommandError, type DeployPhase } from "../errors.ts";
 import type { Logger } from "../log.ts";
 
 export interface RunCommandsOptions {
-  phase: Phase;
+  phase: DeployPhase;
   env: Record<string, string>;
   /** Text written to each command's stdin; empty stdin when absent. */
   stdin?: string;

@@ -2,6 +2,7 @@
  * What woke the agent: a `consul watch` event array, a Serf user event, or a plain line.
  * Pure: takes stdin's text and the environment, returns a typed trigger or throws a one-line error.
  */
+import type { Env } from "../env.ts";
 import { PulldeployError } from "../errors.ts";
 
 export type Trigger =
@@ -10,8 +11,6 @@ export type Trigger =
   | { kind: "serf"; url: string; event: string; ltime: string }
   | { kind: "plain"; url: string }
   | { kind: "flag"; url: string };
-
-type Env = Record<string, string | undefined>;
 
 export class TriggerError extends PulldeployError {
   override name = "TriggerError";

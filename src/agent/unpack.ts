@@ -8,9 +8,10 @@ import { createHasher, type Checksum } from "../checksum.ts";
 import { ChecksumError, ExtractError, FetchError } from "../errors.ts";
 import * as fs from "node:fs";
 import { redact } from "../log.ts";
+import { sleep } from "../time.ts";
 import { formatBytes } from "../units.ts";
 import { openUrl } from "../store/sources/index.ts";
-import type { Env } from "../store/sources/types.ts";
+import type { Env } from "../env.ts";
 import { detectCompression, TarExtractor, type ExtractLimits } from "../archive/extract.ts";
 
 export interface UnpackOptions {
@@ -225,15 +226,3 @@ export function createThrottle(bytesPerSec: number) {
   };
 }
 
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) return resolve();
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal?.removeEventListener("abort", done);
-      resolve();
-    }
-    signal?.addEventListener("abort", done, { once: true });
-  });
-}

@@ -4,6 +4,7 @@
  */
 import type { ArgsDef } from "citty";
 import { UsageError } from "../errors.ts";
+import { DEFAULT_KV_PREFIX, normalizeKvPrefix } from "../records/release.ts";
 import { parseDuration, parseSize } from "../units.ts";
 
 /**
@@ -91,6 +92,17 @@ export function intFlag(name: string, value: string | undefined, min = 0): numbe
   if (value === undefined || value === "") return undefined;
   if (!/^\d+$/.test(value.trim()) || Number(value) < min) throw new UsageError(`--${name}: expected a whole number ≥ ${min}, got "${value}"`);
   return Number(value);
+}
+
+/**
+ * `--kv-prefix` as every command reads it (agent, publish, fire, status, dashboard): surrounding
+ * slashes dropped (`/custom/` is `custom`), the default when absent, a UsageError when nothing is left.
+ * One reading, so the agent reports where publish records and status looks.
+ */
+export function kvPrefixFlag(value: string | undefined): string {
+  const prefix = normalizeKvPrefix(value ?? DEFAULT_KV_PREFIX);
+  if (typeof prefix !== "string") throw new UsageError(`--kv-prefix: ${prefix.error}`);
+  return prefix;
 }
 
 /** Consul connection flags shared by agent, publish, fire, status and dashboard. */

@@ -18,8 +18,9 @@ import type { Logger } from "../log.ts";
 import { checkRole, DEFAULT_KV_PREFIX, kvKeys, type ReleaseRecord } from "../records/release.ts";
 import { DEFAULT_STATE_DIR, type Handled } from "../agent/state.ts";
 import { checkUrl, parseTrigger, type Trigger } from "../agent/trigger.ts";
+import { sleep } from "../time.ts";
 import type { CommandEnv } from "./context.ts";
-import { consulArgs, durationFlag, intFlag, listFlag, sizeFlag } from "./_shared.ts";
+import { consulArgs, durationFlag, intFlag, kvPrefixFlag, listFlag, sizeFlag } from "./_shared.ts";
 
 const RSYNC_VERBOSE = ["", "-v", "-vv", "-vvv"];
 
@@ -32,7 +33,7 @@ export const agentArgs = {
   "retry-wait": { type: "string", description: "Wait between attempts (default 3s)", valueHint: "duration" },
   "rsync-verbose": { type: "string", description: 'rsync verbosity: "", -v, -vv or -vvv', valueHint: "-v" },
   hardlinks: { type: "boolean", description: "Hard-link files equal to dest's (rsync) or the previous release's instead of writing them (default; --no-hardlinks writes every file)" },
-  "command-timeout": { type: "string", description: "Kill a command's process group after this long (default: none)", valueHint: "duration" },
+  "command-timeout": { type: "string", description: "Kill a hook's process group after this long (default: none)", valueHint: "duration" },
   "max-files": { type: "string", description: `Refuse archives with more entries (default ${DEFAULT_LIMITS.maxEntries})`, valueHint: "n" },
   "max-extract-size": { type: "string", description: "Refuse archives that expand beyond this size (default 64GiB)", valueHint: "size" },
   "trust-key": { type: "string", description: "Only deploy manifests signed by one of these Ed25519 public keys (repeat or comma-separate, for rotation)", valueHint: "file..." },
@@ -104,7 +105,7 @@ async function runAgent(args: Args, ctx: CommandEnv): Promise<number> {
   if ((fromKv || following) && role === undefined) throw new UsageError(`--${following ? "follow" : "from-kv"} needs --role (the role whose latest release to deploy)`);
   if (fromKv && following) throw new UsageError("use either --from-kv (once, at boot) or --follow (keep running), not both");
   if ((fromKv || following) && str("manifest") !== undefined) throw new UsageError("--manifest cannot be combined with --from-kv or --follow");
-  const prefix = str("kv-prefix") ?? DEFAULT_KV_PREFIX;
+  const prefix = kvPrefixFlag(str("kv-prefix"));
   const stateDir = usableStateDir(str("state-dir") ?? env.PULLDEPLOY_STATE_DIR ?? DEFAULT_STATE_DIR, log);
   const common = { stateDir, force: args.force === true, lockWaitMs: durationFlag("lock-wait", str("lock-wait")) ?? 600_000 };
 
@@ -143,7 +144,7 @@ async function runAgent(args: Args, ctx: CommandEnv): Promise<number> {
   if (randomDelay) {
     const ms = Math.random() * randomDelay;
     log.info(`random delay: sleeping ${(ms / 1000).toFixed(3)}s`);
-    await (await import("../agent/unpack.ts")).sleep(ms, signal);
+    await sleep(ms, signal);
   }
 
   let run: Pick<AgentRunOptions, "manifestUrl" | "handled" | "eventId" | "releaseId" | "checksum">;

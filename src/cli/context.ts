@@ -2,11 +2,12 @@
  * What every command is handed: the world (environment, log, signals, stdin), so that commands never
  * read `process.env`, stdin or signals themselves. Built by `main.ts`, the only place that does.
  */
+import type { Env } from "../env.ts";
 import type { Logger } from "../log.ts";
 
 /** The world, handed to every command. */
 export interface CommandEnv {
-  env: Record<string, string | undefined>;
+  env: Env;
   log: Logger;
   /** Aborted by the first SIGINT/SIGTERM. */
   signal: AbortSignal;

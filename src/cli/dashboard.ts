@@ -8,8 +8,8 @@ import type { CommandEnv } from "./context.ts";
 import { ConsulClient, consulConfig } from "../consul/client.ts";
 import { PulldeployError, UsageError } from "../errors.ts";
 import { parseListen, serveDashboard } from "../fleet/dashboard/server.ts";
-import { checkRole, DEFAULT_KV_PREFIX, normalizeKvPrefix } from "../records/release.ts";
-import { consulArgs, listFlag } from "./_shared.ts";
+import { checkRole, DEFAULT_KV_PREFIX } from "../records/release.ts";
+import { consulArgs, kvPrefixFlag, listFlag } from "./_shared.ts";
 
 export const dashboardArgs = {
   listen: { type: "string", description: "Address to serve on (default 127.0.0.1:8080; port 0 picks a free one)", valueHint: "host:port" },
@@ -30,8 +30,7 @@ export default defineCommand({
     const roles = listFlag(str("role"));
     const bad = roles.map(checkRole).filter((p): p is string => p !== undefined);
     if (bad.length > 0) throw new UsageError(`--role: ${bad.join("; ")}`);
-    const prefix = normalizeKvPrefix(str("kv-prefix") ?? DEFAULT_KV_PREFIX);
-    if (typeof prefix !== "string") throw new UsageError(`--kv-prefix: ${prefix.error}`);
+    const prefix = kvPrefixFlag(str("kv-prefix"));
     const consul = new ConsulClient(consulConfig(env, { addr: str("consul-addr"), token: str("consul-token") }), { timeoutMs: 10_000 });
     try {
       await serveDashboard({ consul, prefix, roles, ...listen, log, signal });

@@ -14,10 +14,11 @@ import { messageOf, UsageError } from "../errors.ts";
 import { createLogger, type Logger } from "../log.ts";
 import { SYNC_STRATEGIES, type SyncStrategyName } from "../manifest/parse.ts";
 import { createProgress, defaultPublisher, publish, type AnnounceOptions, type ConsulSettings } from "../publish/publish.ts";
-import { DEFAULT_KV_PREFIX, normalizeKvPrefix } from "../records/release.ts";
+import { DEFAULT_KV_PREFIX } from "../records/release.ts";
 import { checkTargetUrl } from "../store/targets/index.ts";
+import { formatDuration } from "../time.ts";
 import { describeRollout, waitForRollout, type RolloutProgress } from "../fleet/wait.ts";
-import { consulArgs, durationFlag, intFlag } from "./_shared.ts";
+import { consulArgs, durationFlag, intFlag, kvPrefixFlag } from "./_shared.ts";
 
 /** Flags shared with `fire`: where the release is recorded and how it is announced. */
 export const announceArgs = {
@@ -49,7 +50,8 @@ export const publishArgs = {
   "dest-mode": { type: "string", description: "Manifest dest_mode, octal (default 0755)", valueHint: "0755" },
   "sync-strategy": { type: "string", description: `Manifest sync_strategy: ${SYNC_STRATEGIES.join(", ")} (default rsync)`, valueHint: "name" },
   "exclude-on-dest": { type: "string", description: "Manifest excludes: patterns kept in dest (repeatable or comma-separated)", valueHint: "pattern" },
-  manifest: { type: "string", description: "A stretcher-style YAML file with commands, excludes, … (the flags win)", valueHint: "file" },
+  hooks: { type: "string", description: "A stretcher-style YAML file with the hooks (commands:), excludes, … merged under the flags", valueHint: "file" },
+  manifest: { type: "string", description: "The old name of --hooks", valueHint: "file" },
   exclude: { type: "string", description: "Leave out of the archive: a glob on names, or on paths if it has a /; dir/ for directories (repeatable)", valueHint: "glob" },
   "include-git": { type: "boolean", description: "Pack .git directories too (ignored by default)" },
   "gzip-level": { type: "string", description: "gzip level 1–12 (default 6; above 9 is slower for a few % less)", valueHint: "n" },
@@ -85,13 +87,16 @@ export default defineCommand({
     if (strategy !== undefined && !(SYNC_STRATEGIES as readonly string[]).includes(strategy)) {
       throw new UsageError(`--sync-strategy: unknown strategy "${strategy}" (valid: ${SYNC_STRATEGIES.join(", ")})`);
     }
-    const hooksPath = str("manifest");
+    // --hooks is the clearer name (the agent's --manifest is a URL); --manifest stays for old scripts.
+    if (str("hooks") !== undefined && str("manifest") !== undefined) throw new UsageError("--hooks and --manifest are the same flag (--manifest is its old name): pass one");
+    const hooksFlag = str("hooks") !== undefined ? "--hooks" : "--manifest";
+    const hooksPath = str("hooks") ?? str("manifest");
     let hooks: { path: string; text: string } | undefined;
     if (hooksPath !== undefined) {
       try {
         hooks = { path: hooksPath, text: fs.readFileSync(hooksPath, "utf8") };
       } catch (err) {
-        throw new UsageError(`--manifest ${hooksPath}: ${(err as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (err as Error).message}`);
+        throw new UsageError(`${hooksFlag} ${hooksPath}: ${(err as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (err as Error).message}`);
       }
     }
     const algorithm = str("checksum-algorithm") ?? "sha256";
@@ -151,8 +156,7 @@ export function announceOptions(a: Record<string, string | boolean | undefined>,
     tag: str("tag"),
     serfRpcAddr: str("serf-rpc-addr") || ctx.env.SERF_RPC_ADDR || undefined,
   };
-  const prefix = normalizeKvPrefix(str("kv-prefix") ?? DEFAULT_KV_PREFIX);
-  if (typeof prefix !== "string") throw new UsageError(`--kv-prefix: ${prefix.error}`);
+  const prefix = kvPrefixFlag(str("kv-prefix"));
   return {
     announce,
     kv: a.kv !== false,
@@ -236,12 +240,6 @@ function statusCommand(role: string, service: string | undefined, prefix: string
   if (prefix !== DEFAULT_KV_PREFIX) parts.push("--kv-prefix", prefix);
   if (consul.addr) parts.push("--consul-addr", consul.addr);
   return parts.join(" ");
-}
-
-function formatDuration(ms: number): string {
-  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
-  if (ms % 1000 === 0) return `${ms / 1000}s`;
-  return `${ms}ms`;
 }
 
 /** Every value of a repeatable flag (citty keeps only the last), optionally comma-separated. */

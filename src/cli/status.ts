@@ -8,8 +8,8 @@ import type { CommandEnv } from "./context.ts";
 import { ConsulClient, consulConfig } from "../consul/client.ts";
 import { UsageError } from "../errors.ts";
 import { readFleet, renderFleet } from "../fleet/view.ts";
-import { checkRole, DEFAULT_KV_PREFIX, normalizeKvPrefix } from "../records/release.ts";
-import { consulArgs } from "./_shared.ts";
+import { checkRole, DEFAULT_KV_PREFIX } from "../records/release.ts";
+import { consulArgs, kvPrefixFlag } from "./_shared.ts";
 
 export const statusArgs = {
   role: { type: "string", description: "The role to show (required)", valueHint: "role" },
@@ -30,8 +30,7 @@ export default defineCommand({
     if (role === undefined) throw new UsageError("--role is required: the role whose nodes to show");
     const bad = checkRole(role);
     if (bad) throw new UsageError(`--role: ${bad}`);
-    const prefix = normalizeKvPrefix(str("kv-prefix") ?? DEFAULT_KV_PREFIX);
-    if (typeof prefix !== "string") throw new UsageError(`--kv-prefix: ${prefix.error}`);
+    const prefix = kvPrefixFlag(str("kv-prefix"));
     const consul = new ConsulClient(consulConfig(env, { addr: str("consul-addr"), token: str("consul-token") }), { timeoutMs: 10_000 });
 
     const view = await readFleet({ consul, prefix, role, service: str("service") });

@@ -13,6 +13,10 @@
 import type { ConsulClient, KvEntry } from "../consul/client.ts";
 import { kvKeys, parseReleaseRecord, type ReleaseRecord } from "../records/release.ts";
 import { parseReport, type NodeReport, type NodeStatus } from "../records/report.ts";
+import { attention, formatAge, statusText, type Attention } from "./format.ts";
+
+// The words for rows and ages live in format.ts, which the dashboard page runs too.
+export { attention, formatAge, statusText, type Attention };
 
 /** A report's status, or `never-reported` for a catalog node with no report. */
 export type RowStatus = NodeStatus | "never-reported";
@@ -166,29 +170,6 @@ function countRows(rows: FleetRow[]): FleetCounts {
   return c;
 }
 
-export type Attention = "failed" | "never-reported" | "behind" | "not-in-catalog";
-
-/** Why a row needs a person's eyes, the most serious reason first; null when it doesn't. */
-export function attention(row: FleetRow): Attention | null {
-  if (row.status === "failure") return "failed";
-  if (row.status === "never-reported") return "never-reported";
-  if (row.behind) return "behind";
-  if (!row.in_catalog) return "not-in-catalog";
-  return null;
-}
-
-/** `45s`, `12m`, `3h`, `2d`: the largest whole unit, as `kubectl get` shows ages. */
-export function formatAge(ms: number | null): string {
-  if (ms === null) return "-";
-  const s = Math.floor(ms / 1000);
-  if (s < 60) return `${s}s`;
-  const m = Math.floor(s / 60);
-  if (m < 60) return `${m}m`;
-  const h = Math.floor(m / 60);
-  if (h < 48) return `${h}h`;
-  return `${Math.floor(h / 24)}d`;
-}
-
 // ------------------------------------------------------------------ reading from Consul
 
 /** Reports under a nodes prefix, by node (the key's last segment); values that are not reports are listed apart. */
@@ -246,10 +227,6 @@ const ANSI = { red: 31, green: 32, yellow: 33, cyan: 36, dim: 2, bold: 1 } as co
 type Paint = keyof typeof ANSI | undefined;
 
 /** A status word as people read it. */
-export function statusText(s: RowStatus): string {
-  return s === "never-reported" ? "never reported" : s;
-}
-
 /**
  * The view as a table for a terminal: the latest release, a one-line count, then one row per node with
  * a marker column (`!` failed, `~` runs an older release, `?` never reported, `*` not in the catalog)

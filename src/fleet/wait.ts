@@ -5,11 +5,12 @@
  * deadline. Consul going away mid-wait is retried until the deadline: it never ends the wait early.
  */
 import type { ConsulClient } from "../consul/client.ts";
-import { nextIndex } from "../consul/client.ts";
+import { nextIndex } from "../consul/blocking.ts";
 import { messageOf } from "../errors.ts";
 import { catalogNodesOf, reportsOf } from "./view.ts";
 import { kvKeys } from "../records/release.ts";
 import type { NodeReport } from "../records/report.ts";
+import { formatDuration, sleep } from "../time.ts";
 
 export interface RolloutOptions {
   consul: ConsulClient;
@@ -108,7 +109,7 @@ export async function waitForRollout(o: RolloutOptions): Promise<RolloutResult> 
       outcome === "no-nodes"
         ? `${what}: no nodes of service "${service}" in Consul's catalog: nothing to wait for`
         : outcome === "timeout"
-          ? `${what}: timed out after ${formatMs(o.timeoutMs)}: ${parts.join(", ")}`
+          ? `${what}: timed out after ${formatDuration(o.timeoutMs)}: ${parts.join(", ")}`
           : `${what}: ${parts.join(", ")}`;
     return { ok: outcome === "success", outcome, message, total: nodes.length, succeeded, failed, pending, elapsedMs: Date.now() - started };
   };
@@ -135,7 +136,7 @@ export async function waitForRollout(o: RolloutOptions): Promise<RolloutResult> 
       if (!away) o.onProgress?.({ line: `consul: ${messageOf(err)} (retrying until the deadline)`, done: countDone(), total });
       away = true;
       index = 0;
-      await sleepUnless(retry, stop);
+      await sleep(retry, stop);
       retry = Math.min(retry * 2, maxRetry);
       continue;
     }
@@ -187,22 +188,3 @@ function rolloutNode(node: string, r: NodeReport | undefined): RolloutNode {
   return { node, status: r.status, release_id: r.release_id ?? null, phase: r.phase ?? null, error: r.error ?? null };
 }
 
-function formatMs(ms: number): string {
-  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
-  if (ms % 1000 === 0) return `${ms / 1000}s`;
-  return `${ms}ms`;
-}
-
-/** Sleep, ending early (without throwing) when `signal` aborts. */
-function sleepUnless(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-    signal.addEventListener("abort", done, { once: true });
-  });
-}

@@ -7,6 +7,7 @@
  */
 import { isAlias, isMap, isScalar, isSeq, parseDocument, type Document, type Node } from "yaml";
 import { parseChecksum, type Checksum } from "../checksum.ts";
+import type { Env } from "../env.ts";
 import { ManifestError } from "../errors.ts";
 import { isSourceScheme, schemeOf, SOURCE_SCHEMES } from "../store/schemes.ts";
 import { renderTemplate } from "./template.ts";
@@ -60,7 +61,7 @@ export const DEFAULT_KEEP_RELEASES = 5;
  * Parse and validate. Throws `ManifestError` with every problem; `fatal` is set when the YAML itself or
  * the `commands` section is unusable, so that no command may run.
  */
-export function parseManifest(text: string, env: Record<string, string | undefined> = {}): ParsedManifest {
+export function parseManifest(text: string, env: Env = {}): ParsedManifest {
   const rendered = renderTemplate(text, env);
   const doc = parseDocument(rendered.text, { version: "1.1", merge: true, uniqueKeys: false, prettyErrors: false });
   if (doc.errors.length > 0) {

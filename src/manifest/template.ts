@@ -2,6 +2,7 @@
  * The manifest template functions of stretcher v2: `{{ env "A" "default" }}` and `{{ must_env "A" }}`.
  * Any other `{{ … }}` text is left as it is (stretcher would render `{{.State.Running}}` as `<no value>`).
  */
+import type { Env } from "../env.ts";
 
 const CALL = /\{\{-?\s*(env|must_env)\s+"((?:[^"\\]|\\.)*)"(?:\s+"((?:[^"\\]|\\.)*)")?\s*-?\}\}/g;
 
@@ -11,7 +12,7 @@ export interface RenderResult {
   missing: string[];
 }
 
-export function renderTemplate(text: string, env: Record<string, string | undefined>): RenderResult {
+export function renderTemplate(text: string, env: Env): RenderResult {
   const missing: string[] = [];
   const out = text.replace(CALL, (_all, fn: string, rawName: string, rawDefault: string | undefined) => {
     const name = unescape(rawName);

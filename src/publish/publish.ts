@@ -22,7 +22,8 @@ import { hostname } from "node:os";
 import { Document, isMap, isScalar, parseDocument, type Scalar } from "yaml";
 import type { HashAlgorithm } from "../checksum.ts";
 import { parseChecksum } from "../checksum.ts";
-import { ConsulClient, ConsulError, consulConfig, USER_EVENT_SIZE_LIMIT, userEventSize, type ConsulConfig } from "../consul/client.ts";
+import { ConsulClient, ConsulError, consulConfig, type ConsulConfig } from "../consul/client.ts";
+import { USER_EVENT_SIZE_LIMIT, userEventSize } from "../consul/event-size.ts";
 import { ManifestError, messageOf, PulldeployError, UsageError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { redact } from "../log.ts";
@@ -31,7 +32,7 @@ import { packTree, scanTree, type PackResult, type TreePlan } from "../archive/p
 import { checkRole, kvKeys, parseReleaseRecord, releaseId, releaseIdOfUrl, renderReleaseRecord, storedNames, type ReleaseRecord } from "../records/release.ts";
 import { loadPrivateKey, SIGNATURE_SUFFIX, signBytes } from "../signature.ts";
 import { fetchText, openUrl } from "../store/sources/index.ts";
-import type { Env } from "../store/sources/types.ts";
+import type { Env } from "../env.ts";
 import { openTarget } from "../store/targets/index.ts";
 import { formatBytes } from "../units.ts";
 import { USER_AGENT } from "../version.ts";

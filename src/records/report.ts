@@ -3,7 +3,7 @@
  * (see release.ts for the layout), rewritten at start, at each phase change and at the end. Small by
  * design (the log is only its last 2 KB), far below Consul's 512 KB value limit.
  */
-import type { Phase } from "../errors.ts";
+import type { DeployPhase } from "../errors.ts";
 
 export type NodeStatus = "deploying" | "success" | "failure" | "skipped";
 
@@ -12,7 +12,7 @@ export interface NodeReport {
   role: string;
   status: NodeStatus;
   /** The phase the deploy is in, or the one it failed in; "done" after a success. */
-  phase: Phase | "done";
+  phase: DeployPhase | "done";
   release_id: string | null;
   manifest_url: string;
   /** Hex digest of the archive, when the manifest was read. */

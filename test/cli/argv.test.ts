@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { agentArgs } from "../../src/cli/agent.ts";
-import { normalizeArgv } from "../../src/cli/_shared.ts";
+import { kvPrefixFlag, normalizeArgv } from "../../src/cli/_shared.ts";
 import { UsageError } from "../../src/errors.ts";
 import { parseManifest } from "../../src/manifest/parse.ts";
 import { rsyncArgs } from "../../src/sync/strategies.ts";
@@ -42,5 +42,18 @@ describe("rsync arguments: stretcher's command line exactly", () => {
   });
   test("an empty verbose flag adds no empty argument (rsync ≥3.2 aborts on one)", () => {
     expect(rsyncArgs({ tree: "/t", dest: "/d", manifest: m(), rsyncVerbose: "" })).not.toContain("");
+  });
+});
+
+describe("--kv-prefix: one reading for agent, publish, fire, status and dashboard", () => {
+  test.each([
+    [undefined, "pulldeploy"],
+    ["pulldeploy", "pulldeploy"],
+    ["/custom/", "custom"],
+    ["//a/b//", "a/b"],
+  ])("%p → %p", (value, prefix) => expect(kvPrefixFlag(value)).toBe(prefix));
+  test("nothing left after the slashes is a usage error", () => {
+    expect(() => kvPrefixFlag("//")).toThrow(new UsageError("--kv-prefix: the KV prefix must not be empty"));
+    expect(() => kvPrefixFlag("")).toThrow(UsageError);
   });
 });

@@ -155,6 +155,8 @@ describe("pulldeploy dashboard in Chromium", () => {
     await log.waitFor();
     expect(await log.textContent()).toBe(`${FAILED_LOG}\n`);
     expect(await page.locator('tr.logrow[data-log-for="web-2"] .errline').innerText()).toBe(ERROR);
+    // The deploy's duration in the fleet view's words (format.ts, served to the page as /format.js).
+    expect(await page.locator('tr.logrow[data-log-for="web-2"] .loghead').innerText()).toContain("took 3.9 s");
     expect(await row("web-2").locator("button").innerText()).toBe("Hide log");
     expect(await page.locator("#conn-text").innerText()).toBe("live");
 

@@ -142,6 +142,26 @@ describe("--from-kv and --follow", () => {
     expect((await run(["agent", "--role", "web", "--from-kv"], { env })).code).toBe(1);
   });
 
+  test("--kv-prefix is normalised as publish and status normalise it: /custom/ is custom; / is refused", async () => {
+    await using d = tempDir();
+    await using consul = await startConsulStandin({ nodeName: "web-1" });
+    const rel = release(d.path, "r1", "1");
+    consul.kvPut("custom/roles/web/latest", record("r1", rel.manifestUrl, rel.sha256));
+    const env = { ...consul.env, PULLDEPLOY_STATE_DIR: join(d.path, "state") };
+    const r = await run(["agent", "--role", "web", "--from-kv", "--kv-prefix", "/custom/"], { env });
+    expect(r.stderr).toContain("from-kv: latest release of web is r1");
+    expect(r.code).toBe(0);
+    // The report lands where publish --kv-prefix /custom/ and status --kv-prefix /custom/ look for it.
+    expect(JSON.parse(new TextDecoder().decode(consul.kvEntry("custom/roles/web/nodes/web-1")!.value!))).toMatchObject({ status: "success", release_id: "r1" });
+    const reportKeys = consul.requests.filter((q) => q.method === "PUT" && q.path.includes("/nodes/")).map((q) => q.path);
+    expect(reportKeys.length).toBeGreaterThan(0);
+    expect(reportKeys.every((k) => k === "/v1/kv/custom/roles/web/nodes/web-1")).toBe(true);
+
+    const empty = await run(["agent", "--role", "web", "--from-kv", "--kv-prefix", "//"], { env });
+    expect(empty.code).toBe(2);
+    expect(empty.stderr.trim().split("\n").at(-1)).toEndWith(" pulldeploy agent: --kv-prefix: the KV prefix must not be empty");
+  });
+
   test("--follow converges after a KV change and after Consul restarts, and stops on SIGTERM", async () => {
     await using d = tempDir();
     await using consul = await startConsulStandin({ port: await freePort() });

@@ -64,6 +64,13 @@ describe("dashboardRoles", () => {
     expect(web.recent_releases.map((r) => r.id)).toEqual([...IDS].reverse());
     expect(web.release_count).toBe(3);
     expect(web.unreadable).toEqual(["pulldeploy/roles/web/releases/junk"]);
+    expect(web.latest_size_text).toBeNull(); // the record does not know its size
+  });
+
+  test("the latest release's size comes in words, as the CLI writes sizes", () => {
+    const sized = JSON.stringify({ ...JSON.parse(record("web", IDS[2]!)), size: 2_140_000 });
+    const [role] = dashboardRoles({ entries: [entry("pulldeploy/roles/web/latest", sized)], prefix: "pulldeploy", catalogs: new Map(), now });
+    expect(role!.latest_size_text).toBe("2.1 MB");
   });
 
   test("--role limits the roles; a role named but absent from KV is shown empty", () => {

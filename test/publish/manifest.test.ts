@@ -1,13 +1,13 @@
 /**
  * The manifest publish writes: flags merged over a stretcher-style hooks file, rendered as YAML 1.1 and
  * read back by the agent's own parser; every problem of a bad hooks file listed at once. Tables on the
- * pure functions, then the binary with `--manifest`, then the agent deploying what was published.
+ * pure functions, then the binary with `--hooks` (and its old name `--manifest`), then the agent deploying what was published.
  * Also the event size rule (tables checked against the Consul stand-in's msgpack encoder).
  */
 import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
-import { userEventSize } from "../../src/consul/client.ts";
+import { userEventSize } from "../../src/consul/event-size.ts";
 import { ManifestError } from "../../src/errors.ts";
 import { parseManifest } from "../../src/manifest/parse.ts";
 import { eventPayloadLimit, fireCommand, readHooks, renderManifest, serfEventSize, type ManifestFields } from "../../src/publish/publish.ts";
@@ -199,5 +199,30 @@ describe("through the binary", () => {
     const h = `--manifest ${join(d.path, "hooks.yml")}`;
     expect(r.stderr).toContain(`pulldeploy publish: manifest: ${h}: checksum: set by publish (the uploaded archive's); remove it from the file; ${h}: ignoring unknown keys: comands; ${h}: sync_strategy: unknown strategy "scp"`);
     expect(fs.existsSync(join(d.path, "store"))).toBe(false);
+  });
+
+  test("--hooks FILE is --manifest FILE's clearer name: the same manifest; both at once or a missing file is exit 2", async () => {
+    await using d = tempDir();
+    writeTree(d.path, { "app/x": "x", "hooks.yml": "excludes: [\"*.log\"]\ncommands:\n  pre: [\"echo pre\"]\n  env:\n    GREETING: hi\n" });
+    const publishWith = async (flag: string, store: string) => {
+      const r = await run(["publish", join(d.path, "app"), "--to", `file://${d.path}/${store}`, "--role", "web", "--dest", "/srv/web", flag, join(d.path, "hooks.yml"), "--no-kv", "--no-event"]);
+      expect(r.stderr).not.toContain("pulldeploy publish:");
+      expect(r.code).toBe(0);
+      return parseManifest(fs.readFileSync(new URL(r.stdout.trim()).pathname, "utf8")).manifest;
+    };
+    const viaHooks = await publishWith("--hooks", "s1");
+    const viaManifest = await publishWith("--manifest", "s2");
+    expect(viaHooks.commands.pre).toEqual(["echo pre"]);
+    expect(viaHooks.excludes).toEqual(["*.log"]);
+    const same = (m: typeof viaHooks) => ({ commands: m.commands, excludes: m.excludes, dest: m.dest, checksum: m.checksum });
+    expect(same(viaHooks)).toEqual(same(viaManifest));
+
+    const both = await run(["publish", join(d.path, "app"), "--to", `file://${d.path}/s3`, "--role", "web", "--dest", "/srv/web", "--hooks", join(d.path, "hooks.yml"), "--manifest", join(d.path, "hooks.yml"), "--no-kv", "--no-event"]);
+    expect(both.code).toBe(2);
+    expect(both.stderr).toContain("pulldeploy publish: --hooks and --manifest are the same flag (--manifest is its old name): pass one");
+    const missing = await run(["publish", join(d.path, "app"), "--to", `file://${d.path}/s3`, "--role", "web", "--dest", "/srv/web", "--hooks", join(d.path, "nope.yml"), "--no-kv", "--no-event"]);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain(`pulldeploy publish: --hooks ${join(d.path, "nope.yml")}: no such file`);
+    expect(fs.existsSync(join(d.path, "s3"))).toBe(false);
   });
 });

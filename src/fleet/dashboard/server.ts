@@ -3,7 +3,7 @@
  * each role's catalog nodes after a change, at most every few seconds, and whenever a query's wait ran
  * out), and pushes every real change to the page over Server-Sent Events.
  *
- *   GET /                 the page (page.ts: HTML, CSS and JS embedded, nothing from the internet)
+ *   GET /                 the page (assets.js: page.html, page.css, page.js and format.js embedded, nothing from the internet)
  *   GET /api/state        DashboardState as JSON; `?index=N` waits (up to `wait`, 30s by default)
  *                         until the state's index is not N
  *   GET /api/events       text/event-stream: an `event: state` with the whole state now and on each change
@@ -12,12 +12,13 @@
  * retries with backoff until Consul answers again.
  */
 import type { ConsulClient, KvEntry } from "../../consul/client.ts";
-import { nextIndex } from "../../consul/client.ts";
+import { nextIndex } from "../../consul/blocking.ts";
 import { messageOf } from "../../errors.ts";
 import { catalogNodesOf } from "../view.ts";
 import type { Logger } from "../../log.ts";
+import { sleep } from "../../time.ts";
 import { parseDuration } from "../../units.ts";
-import { APP_CSS, APP_JS, PAGE_HTML } from "./page.ts";
+import { APP_CSS, APP_JS, FORMAT_JS, PAGE_HTML } from "./assets.js";
 import { dashboardRoles, rolesOf, stateKey, type DashboardState } from "./state.ts";
 
 export interface DashboardOptions {
@@ -114,7 +115,7 @@ export function startDashboard(o: DashboardOptions): Dashboard {
         kvIndex = 0;
         consulState = { address: o.consul.address, ok: false, error: messageOf(err) };
         publish();
-        await sleepUnless(retry, stopping.signal);
+        await sleep(retry, stopping.signal);
         retry = Math.min(retry * 2, maxRetry);
       }
     }
@@ -148,6 +149,8 @@ export function startDashboard(o: DashboardOptions): Dashboard {
           return asset(APP_CSS, "text/css; charset=utf-8");
         case "/app.js":
           return asset(APP_JS, "text/javascript; charset=utf-8");
+        case "/format.js":
+          return asset(FORMAT_JS, "text/javascript; charset=utf-8");
         case "/api/state": {
           const seen = url.searchParams.get("index");
           if (seen !== null && /^\d+$/.test(seen)) {
@@ -251,15 +254,3 @@ function json(value: unknown): Response {
   return new Response(`${JSON.stringify(value)}\n`, { headers: { ...SECURITY_HEADERS, "Content-Type": "application/json", "Cache-Control": "no-store" } });
 }
 
-function sleepUnless(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const done = () => {
-      clearTimeout(t);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const t = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
-}

@@ -6,6 +6,7 @@
 import type { KvEntry } from "../../consul/client.ts";
 import { fleetView, latestOf, reportsOf, type FleetView } from "../view.ts";
 import { checkRole, parseReleaseRecord, type ReleaseRecord } from "../../records/release.ts";
+import { formatBytes } from "../../units.ts";
 
 /** How many recent releases each role lists under its latest. */
 export const RECENT_RELEASES = 5;
@@ -17,6 +18,8 @@ export interface DashboardRole extends FleetView {
   recent_releases: ReleaseSummary[];
   /** Release records under `releases/` (all of them, for "n releases"). */
   release_count: number;
+  /** The latest release's archive size in words (`2.1 MB`), as the CLI writes sizes; null when unknown. */
+  latest_size_text: string | null;
 }
 
 export interface DashboardState {
@@ -84,6 +87,7 @@ export function dashboardRoles(o: {
       ...view,
       recent_releases: releases.slice(0, RECENT_RELEASES).map(({ id, created_at, publisher, message }) => ({ id, created_at, publisher, message })),
       release_count: releases.length,
+      latest_size_text: latest?.size !== null && latest?.size !== undefined ? formatBytes(latest.size) : null,
     };
   });
 }

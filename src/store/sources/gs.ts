@@ -14,8 +14,10 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { FetchError } from "../../errors.ts";
 import { redact } from "../../log.ts";
-import { isAbort, networkMessage, proxyFor } from "./http.ts";
-import type { Env, OpenOptions, Source } from "./types.ts";
+import { isAbort, networkMessage } from "../network.ts";
+import { proxyFor } from "./http.ts";
+import type { Env } from "../../env.ts";
+import type { OpenOptions, Source } from "./types.ts";
 
 const STORAGE_API = "https://storage.googleapis.com";
 const DEFAULT_TOKEN_URI = "https://oauth2.googleapis.com/token";

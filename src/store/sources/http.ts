@@ -4,7 +4,9 @@
  */
 import { FetchError } from "../../errors.ts";
 import { redact } from "../../log.ts";
-import type { Env, Source } from "./types.ts";
+import type { Env } from "../../env.ts";
+import { isAbort, networkMessage } from "../network.ts";
+import type { Source } from "./types.ts";
 
 export const httpSource: Source = {
   async open(url, opts) {
@@ -46,13 +48,3 @@ export function proxyFor(url: string, env: Env): string | undefined {
   return proxy && proxy !== "" ? proxy : undefined;
 }
 
-export function isAbort(err: unknown): boolean {
-  return err instanceof Error && (err.name === "AbortError" || err.name === "TimeoutError");
-}
-
-/** A network error as one line: `ECONNREFUSED: …`, or "timed out". */
-export function networkMessage(err: unknown): string {
-  if (isAbort(err)) return "timed out";
-  const e = err as { code?: string; message?: string };
-  return e.code ? `${e.code}: ${e.message}` : String(e.message ?? err);
-}

@@ -6,8 +6,9 @@
  */
 import { FetchError } from "../../errors.ts";
 import { redact } from "../../log.ts";
-import { createS3Client, parseS3Url } from "../s3client.ts";
-import type { Env, Source } from "./types.ts";
+import { createS3Client, parseS3Url, S3_RETRYABLE_CODES } from "../s3client.ts";
+import type { Env } from "../../env.ts";
+import type { Source } from "./types.ts";
 
 export const s3Source: Source = {
   async open(url, opts) {
@@ -34,9 +35,6 @@ export const s3Source: Source = {
   },
 };
 
-/** Codes AWS sends with a 4xx status that still mean "try again later". */
-const RETRYABLE_CODES = new Set(["SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed"]);
-
 /** Turn anything the SDK throws into a one-line `FetchError`. */
 function fetchError(url: string, env: Env, err: unknown): FetchError {
   const e = err as { name?: string; code?: string; message?: string; $metadata?: { httpStatusCode?: number } };
@@ -62,7 +60,7 @@ function fetchError(url: string, env: Env, err: unknown): FetchError {
   if (status !== undefined) {
     // The SDK names the error after the store's <Code>; without one it falls back to the status.
     const code = e.name && e.name !== "Error" && e.name !== "UnknownError" ? e.name : "error";
-    const retryable = status >= 500 || status === 429 || RETRYABLE_CODES.has(code);
+    const retryable = status >= 500 || status === 429 || S3_RETRYABLE_CODES.has(code);
     return new FetchError(`${where}: ${status} ${code}`, retryable, { cause: err, status });
   }
   const detail = e.code ? `${e.code}: ${e.message}` : String(e.message ?? err);

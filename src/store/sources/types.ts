@@ -1,6 +1,6 @@
 /** The contract every source implements; `sources/index.ts` keys them by URL scheme. */
 
-export type Env = Record<string, string | undefined>;
+import type { Env } from "../../env.ts";
 
 export interface OpenOptions {
   /** The process environment (credentials, endpoints, proxies), passed in, never read globally. */

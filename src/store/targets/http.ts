@@ -16,7 +16,8 @@ import { UsageError } from "../../errors.ts";
 import { redact } from "../../log.ts";
 import { proxyFor } from "../sources/http.ts";
 import { USER_AGENT } from "../../version.ts";
-import { encodePath, networkDetail, UploadError, withRetries, type Target, type TargetOptions } from "./types.ts";
+import { networkMessage } from "../network.ts";
+import { encodePath, UploadError, withRetries, type Target, type TargetOptions } from "./types.ts";
 
 export async function httpTarget(url: string, opts: TargetOptions): Promise<Target> {
   let u: URL;
@@ -42,7 +43,7 @@ export async function httpTarget(url: string, opts: TargetOptions): Promise<Targ
       return await fetch(target, { method, body: init.body, headers: headers(init.headers), signal: opts.signal, redirect: "manual", proxy: proxyFor(target, opts.env) } as RequestInit);
     } catch (err) {
       const aborted = (err as Error).name === "AbortError";
-      throw new UploadError(`store ${target}: ${aborted ? "interrupted" : networkDetail(err)}`, { retryable: !aborted, cause: err });
+      throw new UploadError(`store ${target}: ${aborted ? "interrupted" : networkMessage(err)}`, { retryable: !aborted, cause: err });
     }
   };
 

@@ -13,8 +13,9 @@
  */
 import { UsageError } from "../../errors.ts";
 import { redact } from "../../log.ts";
-import { createS3Client, parseS3Url } from "../s3client.ts";
-import { encodePath, networkDetail, UploadError, withRetries, type Target, type TargetOptions } from "./types.ts";
+import { createS3Client, parseS3Url, S3_RETRYABLE_CODES } from "../s3client.ts";
+import { networkMessage } from "../network.ts";
+import { encodePath, UploadError, withRetries, type Target, type TargetOptions } from "./types.ts";
 
 export interface S3TargetTuning {
   /** Bytes per part (≥ 5 MiB, S3's minimum). */
@@ -33,9 +34,6 @@ export const DEFAULT_S3_TUNING: S3TargetTuning = { partSize: 8 * 2 ** 20, concur
  * process passes this size keeps it flat (measured: 240 MB and 1 GiB trees both peak at ~130 MB).
  */
 const RSS_SOFT_LIMIT = 120 * 2 ** 20;
-
-/** Codes AWS sends with a 4xx status that still mean "try again later". */
-const RETRYABLE_CODES = new Set(["SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed", "InternalError"]);
 
 export async function s3Target(url: string, opts: TargetOptions, tuning: S3TargetTuning = DEFAULT_S3_TUNING): Promise<Target> {
   let loc: { bucket: string; key: string };
@@ -253,9 +251,9 @@ function s3Error(what: string, opts: TargetOptions, err: unknown): UploadError {
   if (status !== undefined) {
     const code = e.name && e.name !== "Error" && e.name !== "UnknownError" ? e.name : "error";
     if (status === 412) return new UploadError(`${where}: already exists (releases are never overwritten)`, { exists: true, status, cause: err });
-    const retryable = status >= 500 || status === 429 || RETRYABLE_CODES.has(code);
+    const retryable = status >= 500 || status === 429 || S3_RETRYABLE_CODES.has(code);
     const hint = code === "NoSuchBucket" ? " (the bucket does not exist)" : "";
     return new UploadError(`${where}: ${status} ${code}${hint}`, { retryable, status, cause: err });
   }
-  return new UploadError(`${where}: ${networkDetail(err)}`, { retryable: true, cause: err });
+  return new UploadError(`${where}: ${networkMessage(err)}`, { retryable: true, cause: err });
 }

@@ -1,8 +1,8 @@
 /** The contract every upload target implements; `targets/index.ts` keys them by URL scheme. */
+import type { Env } from "../../env.ts";
 import { PulldeployError } from "../../errors.ts";
 import type { Logger } from "../../log.ts";
-
-export type Env = Record<string, string | undefined>;
+import { formatDuration, sleep } from "../../time.ts";
 
 export interface TargetOptions {
   env: Env;
@@ -62,34 +62,10 @@ export async function withRetries<T>(what: string, opts: TargetOptions, attempt:
         throw err;
       }
       const wait = opts.retryWaitMs * 2 ** i;
-      opts.log.info(`${(err as Error).message}; retrying in ${formatMs(wait)} (${i + 1}/${opts.retries})`);
+      opts.log.info(`${(err as Error).message}; retrying in ${formatDuration(wait)} (${i + 1}/${opts.retries})`);
       await sleep(wait, opts.signal);
     }
   }
-}
-
-function formatMs(ms: number): string {
-  return ms >= 1000 ? `${(ms / 1000).toFixed(ms % 1000 === 0 ? 0 : 1)}s` : `${ms}ms`;
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) return resolve();
-    const done = () => {
-      clearTimeout(t);
-      signal?.removeEventListener("abort", done);
-      resolve();
-    };
-    const t = setTimeout(done, ms);
-    signal?.addEventListener("abort", done, { once: true });
-  });
-}
-
-/** `ECONNREFUSED: connect ECONNREFUSED 127.0.0.1:9` → `connect ECONNREFUSED 127.0.0.1:9`. */
-export function networkDetail(err: unknown): string {
-  const e = err as { code?: string; message?: string };
-  const message = String(e?.message ?? err);
-  return e?.code && !message.includes(e.code) ? `${e.code}: ${message}` : message;
 }
 
 /** Encode each segment of a `/`-separated path for a URL. */

@@ -11,7 +11,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { FetchError } from "../../../src/errors.ts";
 import { makeGsSource, parseGsUrl } from "../../../src/store/sources/gs.ts";
-import type { Env, OpenOptions } from "../../../src/store/sources/types.ts";
+import type { Env } from "../../../src/env.ts";
+import type { OpenOptions } from "../../../src/store/sources/types.ts";
 
 const CLIENT_EMAIL = "deployer@example-project.iam.gserviceaccount.com";
 const KEY_ID = "0123456789abcdef";

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { FetchError } from "../../../src/errors.ts";
 import { s3Source } from "../../../src/store/sources/s3.ts";
-import type { Env } from "../../../src/store/sources/types.ts";
+import type { Env } from "../../../src/env.ts";
 import { startS3Server, type S3TestServer } from "../../support/s3-server.ts";
 
 /** Every variable that could steer the SDK's credential chain, region or endpoint. */
