@@ -5,7 +5,8 @@
 # example configs, LICENSE if the project has one) and pulldeploy_<version>_<debarch>.deb; then
 # SHA256SUMS (`sha256sum -c SHA256SUMS` checks them). The version is package.json's.
 #
-# Every entry is owned by root:root with no group/world write bit: a root install or `tar x` as root
+# Every entry is owned by root:root with no group/world write bit (/etc/default/pulldeploy, which
+# may hold Consul settings, is 0600): a root install or `tar x` as root
 # must not leave files the build user's uid (or anyone) could replace under a binary root runs.
 # Reproducible: entries sorted, mtimes SOURCE_DATE_EPOCH (the commit's time), gzip -n.
 set -euo pipefail
@@ -75,7 +76,7 @@ package() { # BINARY ARCH
   install -d -m 0755 "$d" "$d/DEBIAN" "$d/usr/bin" "$d/usr/lib/systemd/system" "$d/etc/default" "$d/usr/share/doc/pulldeploy"
   install -m 0755 "$bin" "$d/usr/bin/pulldeploy"
   install -m 0644 packaging/pulldeploy-follow.service "$d/usr/lib/systemd/system/"
-  install -m 0644 packaging/default "$d/etc/default/pulldeploy"
+  install -m 0600 packaging/default "$d/etc/default/pulldeploy"
   install -m 0644 README.md "$d/usr/share/doc/pulldeploy/README.md"
   [ ! -f LICENSE ] || install -m 0644 LICENSE "$d/usr/share/doc/pulldeploy/copyright"
   # The watch for the Consul agent's configuration, with the packaged binary's path.

@@ -148,7 +148,7 @@ describe("the release files", () => {
       for (const e of entries) expect({ path: e.path, owner: e.owner, writable: /^.{4}w|^.{7}w/.test(e.mode) }).toEqual({ path: e.path, owner: "root/root", writable: false });
       const files = entries.filter((e) => !e.mode.startsWith("d")).map((e) => `${e.mode} ${e.path}`);
       expect(files.sort()).toEqual([
-        "-rw-r--r-- ./etc/default/pulldeploy",
+        "-rw------- ./etc/default/pulldeploy", // it may hold a Consul token
         "-rw-r--r-- ./usr/lib/systemd/system/pulldeploy-follow.service",
         "-rw-r--r-- ./usr/share/doc/pulldeploy/README.md",
         "-rw-r--r-- ./usr/share/doc/pulldeploy/consul-watch.hcl",
@@ -195,6 +195,7 @@ describe("the .deb installed with dpkg", () => {
     expect(fs.existsSync(UNIT)).toBe(true);
     expect(fs.existsSync("/etc/systemd/system/multi-user.target.wants/pulldeploy-follow.service")).toBe(false);
     expect(ok(["dpkg-query", "-W", "-f=${Conffiles}", "pulldeploy"])).toContain("/etc/default/pulldeploy");
+    expect((fs.statSync("/etc/default/pulldeploy").mode & 0o7777).toString(8)).toBe("600");
     const watch = fs.readFileSync("/usr/share/doc/pulldeploy/consul-watch.hcl", "utf8");
     expect(watch).toContain(`args    = ["/usr/bin/pulldeploy", "agent"`);
     expect(watch).not.toContain("/usr/local/bin");
