@@ -80,7 +80,11 @@ package() { # BINARY ARCH
   install -m 0644 README.md "$d/usr/share/doc/pulldeploy/README.md"
   [ ! -f LICENSE ] || install -m 0644 LICENSE "$d/usr/share/doc/pulldeploy/copyright"
   # The watch for the Consul agent's configuration, with the packaged binary's path.
-  sed 's#/usr/local/bin/pulldeploy#/usr/bin/pulldeploy#g' examples/consul-watch.hcl >"$d/usr/share/doc/pulldeploy/consul-watch.hcl"
+  {
+    sed 's#/usr/local/bin/pulldeploy#/usr/bin/pulldeploy#g' examples/consul-watch.hcl
+    printf '%s\n' "" "# The same watch from a shell (stretcher's handler line):" \
+      "#   consul watch -type event -name deploy /usr/bin/pulldeploy agent --role web --retry 3"
+  } >"$d/usr/share/doc/pulldeploy/consul-watch.hcl"
   chmod 0644 "$d/usr/share/doc/pulldeploy/consul-watch.hcl"
   install -m 0755 packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm "$d/DEBIAN/"
   echo /etc/default/pulldeploy >"$d/DEBIAN/conffiles"

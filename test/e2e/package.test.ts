@@ -198,6 +198,7 @@ describe("the .deb installed with dpkg", () => {
     expect((fs.statSync("/etc/default/pulldeploy").mode & 0o7777).toString(8)).toBe("600");
     const watch = fs.readFileSync("/usr/share/doc/pulldeploy/consul-watch.hcl", "utf8");
     expect(watch).toContain(`args    = ["/usr/bin/pulldeploy", "agent"`);
+    expect(watch).toContain("#   consul watch -type event -name deploy /usr/bin/pulldeploy agent --role web --retry 3\n");
     expect(watch).not.toContain("/usr/local/bin");
   });
 
