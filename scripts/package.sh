@@ -21,8 +21,12 @@ command -v dpkg-deb >/dev/null || die "dpkg-deb is missing: install dpkg (Debian
 version=$(node -p "require('./package.json').version")
 [[ $version =~ ^[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.+-]+)?$ ]] ||
   die "package.json: version \"$version\" is not semver (x.y.z[-pre][+build]): fix it there"
+# This tree's own clone, if it is one (as scripts/commit-id.sh decides): an enclosing repository's
+# tags and dates are not this tree's.
+own_clone=false
+[ "$(git rev-parse --show-toplevel 2>/dev/null)" = "$(pwd -P)" ] && own_clone=true
 # A release tag must say the same as package.json, the one place the version is set.
-if tags=$(git tag --points-at HEAD 'v*' 2>/dev/null) && [ -n "$tags" ]; then
+if $own_clone && tags=$(git tag --points-at HEAD 'v*') && [ -n "$tags" ]; then
   for t in $tags; do
     [ "$t" = "v$version" ] || die "HEAD is tagged $t but package.json says $version: set package.json's version to ${t#v}"
   done
@@ -30,7 +34,10 @@ fi
 # Debian orders `~` before anything: 1.0.0-rc.1 (semver pre-release) becomes 1.0.0~rc.1 < 1.0.0.
 deb_version=${version/-/\~}
 
-export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || stat -c %Y package.json)}
+if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
+  if $own_clone; then SOURCE_DATE_EPOCH=$(git log -1 --format=%ct); else SOURCE_DATE_EPOCH=$(stat -c %Y package.json); fi
+fi
+export SOURCE_DATE_EPOCH
 export TZ=UTC LC_ALL=C
 umask 022
 
