@@ -42,10 +42,10 @@ build-arm64: dist/pulldeploy-linux-arm64
 # The commit `--version` prints, baked in at build time (scripts/commit-id.sh: HEAD's short hash,
 # `-dirty`, or "unknown" outside a git clone). dist/.commit changes only when it does, so a new
 # commit rebuilds the executables and nothing else makes them stale.
-COMMIT := $(shell scripts/commit-id.sh)
-BUILD_FLAGS += --define 'PULLDEPLOY_COMMIT="$(COMMIT)"'
+BUILD_COMMIT := $(shell scripts/commit-id.sh)
+BUILD_FLAGS += --define 'PULLDEPLOY_COMMIT="$(BUILD_COMMIT)"'
 dist/.commit: FORCE
-	@mkdir -p dist; [ "$$(cat $@ 2>/dev/null)" = "$(COMMIT)" ] || echo "$(COMMIT)" >$@
+	@mkdir -p dist; [ "$$(cat $@ 2>/dev/null)" = "$(BUILD_COMMIT)" ] || echo "$(BUILD_COMMIT)" >$@
 dist/pulldeploy dist/pulldeploy-linux-arm64: dist/.commit
 FORCE:
 

@@ -5,9 +5,9 @@
 # example configs, LICENSE if the project has one) and pulldeploy_<version>_<debarch>.deb; then
 # SHA256SUMS (`sha256sum -c SHA256SUMS` checks them). The version is package.json's.
 #
-# Every entry is owned by root:root with no group/world write bit (/etc/default/pulldeploy, which
-# may hold Consul settings, is 0600): a root install or `tar x` as root
-# must not leave files the build user's uid (or anyone) could replace under a binary root runs.
+# Every entry is owned by root:root with no group/world write bit: a root install or a `tar x` as
+# root must not leave files that the build user's uid (or anyone) could replace under a binary root
+# runs. /etc/default/pulldeploy, which may hold Consul settings, is 0600.
 # Reproducible: entries sorted, mtimes SOURCE_DATE_EPOCH (the commit's time), gzip -n.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,7 +46,7 @@ trap 'rm -rf "$work"' EXIT
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
-# tar of DIR's contents (or of NAME inside DIR) the same way every time.
+# A tar.gz of NAME (a directory inside DIR), the same bytes every time.
 repro_tar() { # OUT.tar.gz DIR NAME
   find "$2" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
   tar --sort=name --format=gnu --owner=0 --group=0 --numeric-owner --mtime="@$SOURCE_DATE_EPOCH" \
