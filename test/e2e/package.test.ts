@@ -1,11 +1,12 @@
 /**
  * `make dist`'s packages (issue 12) as an operator gets them: the tarballs and SHA256SUMS, the .deb
- * installed, checked and removed with the real dpkg on this machine, the unit checked by
+ * installed, checked and removed with the real dpkg (into a root of its own), the unit checked by
  * systemd-analyze, the arm64 binary run under qemu-user. The files come from `make dist` (`make test`
  * builds them once); run it first when running this file alone.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pkg from "../../package.json" with { type: "json" };
 import { BINARY, ROOT, tempDir } from "../support/helpers.ts";
@@ -165,86 +166,97 @@ describe("the release files", () => {
 });
 
 /**
- * The real dpkg on this machine, as root: install, remove, purge. It refuses to run over an
- * existing pulldeploy (installed, or files at its paths): the purge would delete a real agent's state.
+ * The real dpkg, as root, installing into a root of its own (`dpkg --root`): nothing on this machine
+ * changes, and a real /var/lib/pulldeploy here (an agent's, a benchmark's) can't be purged by a test.
+ * Its database holds this machine's records of the package's dependencies (libc6, rsync, tar); the
+ * maintainer scripts run as they do on a server (`--force-script-chrootless`: no chroot, `$DPKG_ROOT`
+ * prefixes their paths); systemd-analyze reads the root's units (`--root`), systemd's own copied in.
  */
 describe("the .deb installed with dpkg", () => {
   const deb = join(RELEASE, DEB("amd64"));
+  let root = "";
+  const at = (p: string) => join(root, p);
   const STATE = "/var/lib/pulldeploy";
   const UNIT = "/usr/lib/systemd/system/pulldeploy-follow.service";
-  const status = () => sh(["dpkg-query", "-W", "-f=${db:Status-Abbrev}", "pulldeploy"]).stdout.trim();
-  let installedHere = false;
+  const dpkg = (...args: string[]) => ok(["dpkg", `--root=${root}`, "--force-script-chrootless", "--log=/dev/null", ...args]);
+  const status = () => sh(["dpkg-query", `--admindir=${at("var/lib/dpkg")}`, "-W", "-f=${db:Status-Abbrev}", "pulldeploy"]).stdout.trim();
 
   beforeAll(() => {
-    if (process.getuid?.() !== 0) throw new Error("the .deb tests install with dpkg -i: run them as root (CI does)");
-    if (status() !== "" && status() !== "un") throw new Error(`pulldeploy is installed on this machine (dpkg-query: ${status()}): remove it (dpkg -P pulldeploy) before this test`);
-    for (const p of ["/usr/bin/pulldeploy", STATE, "/etc/default/pulldeploy", UNIT])
-      if (fs.existsSync(p)) throw new Error(`${p} exists and no pulldeploy package owns it: move it away before this test (the purge would delete it)`);
+    if (process.getuid?.() !== 0) throw new Error("the .deb tests install with dpkg -i (files owned by root): run them as root (CI does)");
+    root = fs.mkdtempSync(join(tmpdir(), "pd-deb-root-"));
+    const admin = at("var/lib/dpkg");
+    for (const d of ["updates", "info"]) fs.mkdirSync(join(admin, d), { recursive: true });
+    const deps = ["libc6", "rsync", "tar"];
+    fs.writeFileSync(join(admin, "status"), ok(["dpkg-query", "-s", ...deps]));
+    for (const name of ok(["dpkg-query", "-W", "-f=${binary:Package}\n", ...deps]).trim().split("\n")) fs.writeFileSync(join(admin, `info/${name}.list`), "");
+    fs.cpSync("/usr/lib/systemd/system", at("usr/lib/systemd/system"), { recursive: true, verbatimSymlinks: true });
   });
   afterAll(() => {
-    if (installedHere && status() !== "" && status() !== "un") ok(["dpkg", "-P", "pulldeploy"]);
+    if (root) fs.rmSync(root, { recursive: true, force: true });
   });
 
   test("dpkg -i: /usr/bin/pulldeploy runs, the state dir is root's 0700, the unit is installed and not enabled", () => {
-    installedHere = true;
-    ok(["dpkg", "-i", deb]);
+    dpkg("-i", deb);
     expect(status()).toBe("ii");
-    expect(sh(["/usr/bin/pulldeploy", "--version"])).toEqual({ code: 0, stdout: versionLine(commitNow()), stderr: "" });
-    const st = fs.lstatSync(STATE);
+    expect(sh([at("/usr/bin/pulldeploy"), "--version"])).toEqual({ code: 0, stdout: versionLine(commitNow()), stderr: "" });
+    const st = fs.lstatSync(at(STATE));
     expect({ dir: st.isDirectory(), mode: (st.mode & 0o7777).toString(8), uid: st.uid, gid: st.gid }).toEqual({ dir: true, mode: "700", uid: 0, gid: 0 });
-    expect(fs.existsSync(UNIT)).toBe(true);
-    expect(fs.existsSync("/etc/systemd/system/multi-user.target.wants/pulldeploy-follow.service")).toBe(false);
-    expect(ok(["dpkg-query", "-W", "-f=${Conffiles}", "pulldeploy"])).toContain("/etc/default/pulldeploy");
-    expect((fs.statSync("/etc/default/pulldeploy").mode & 0o7777).toString(8)).toBe("600");
-    const watch = fs.readFileSync("/usr/share/doc/pulldeploy/consul-watch.hcl", "utf8");
+    expect(fs.existsSync(at(UNIT))).toBe(true);
+    expect(fs.existsSync(at("/etc/systemd/system/multi-user.target.wants/pulldeploy-follow.service"))).toBe(false);
+    expect(ok(["dpkg-query", `--admindir=${at("var/lib/dpkg")}`, "-W", "-f=${Conffiles}", "pulldeploy"])).toContain("/etc/default/pulldeploy");
+    expect((fs.statSync(at("/etc/default/pulldeploy")).mode & 0o7777).toString(8)).toBe("600");
+    const watch = fs.readFileSync(at("/usr/share/doc/pulldeploy/consul-watch.hcl"), "utf8");
     expect(watch).toContain(`args    = ["/usr/bin/pulldeploy", "agent"`);
     expect(watch).toContain("#   consul watch -type event -name deploy /usr/bin/pulldeploy agent --role web --retry 3\n");
     expect(watch).not.toContain("/usr/local/bin");
   });
 
-  test("systemd-analyze verify accepts the unit, silently; it does flag a broken copy", async () => {
-    expect(sh(["systemd-analyze", "verify", UNIT])).toEqual({ code: 0, stdout: "", stderr: "" });
+  test("systemd-analyze verify accepts the unit, silently; it does flag a broken copy", () => {
+    const verify = () => sh(["systemd-analyze", "verify", `--root=${root}`, "pulldeploy-follow.service"]);
+    expect(verify()).toEqual({ code: 0, stdout: "", stderr: "" });
     // The check can fail: a missing executable is an error, a bad value a warning on stderr.
-    await using d = tempDir();
-    const unit = fs.readFileSync(UNIT, "utf8");
-    const copy = join(d.path, "pulldeploy-follow.service");
-    fs.writeFileSync(copy, unit.replace("ExecStart=/usr/bin/pulldeploy ", "ExecStart=/usr/bin/pulldeploy-gone "));
-    expect(sh(["systemd-analyze", "verify", copy]).code).not.toBe(0);
-    fs.writeFileSync(copy, unit.replace("Restart=always", "Restart=sometimes"));
-    expect(sh(["systemd-analyze", "verify", copy]).stderr).toContain("sometimes");
+    const unit = fs.readFileSync(at(UNIT), "utf8");
+    try {
+      fs.writeFileSync(at(UNIT), unit.replace("ExecStart=/usr/bin/pulldeploy ", "ExecStart=/usr/bin/pulldeploy-gone "));
+      expect(verify().code).not.toBe(0);
+      fs.writeFileSync(at(UNIT), unit.replace("Restart=always", "Restart=sometimes"));
+      expect(verify().stderr).toContain("sometimes");
+    } finally {
+      fs.writeFileSync(at(UNIT), unit);
+    }
   });
 
   test("unconfigured (/etc/default/pulldeploy as shipped), the unit's command exits 2, which the unit doesn't restart", () => {
-    const unit = fs.readFileSync(UNIT, "utf8");
+    const unit = fs.readFileSync(at(UNIT), "utf8");
     expect(unit).toMatch(/^ExecStart=\/usr\/bin\/pulldeploy agent --follow --role \$\{PULLDEPLOY_ROLE\} \$PULLDEPLOY_FOLLOW_ARGS$/m);
     expect(unit).toMatch(/^RestartPreventExitStatus=2$/m);
     const env = Object.fromEntries(
-      fs.readFileSync("/etc/default/pulldeploy", "utf8").split("\n").filter((l) => /^[A-Z_]+=/.test(l)).map((l) => {
+      fs.readFileSync(at("/etc/default/pulldeploy"), "utf8").split("\n").filter((l) => /^[A-Z_]+=/.test(l)).map((l) => {
         const [k, v] = [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)];
         return [k, v.replace(/^"(.*)"$/, "$1")];
       }),
     );
     expect(env.PULLDEPLOY_ROLE).toBe("");
     // What systemd runs: ${X} is one argument (empty here), $X split on white space.
-    const r = sh(["/usr/bin/pulldeploy", "agent", "--follow", "--role", env.PULLDEPLOY_ROLE!, ...env.PULLDEPLOY_FOLLOW_ARGS!.split(/\s+/).filter(Boolean)], {
-      env: { PULLDEPLOY_STATE_DIR: join(STATE, "test-unconfigured") },
+    const r = sh([at("/usr/bin/pulldeploy"), "agent", "--follow", "--role", env.PULLDEPLOY_ROLE!, ...env.PULLDEPLOY_FOLLOW_ARGS!.split(/\s+/).filter(Boolean)], {
+      env: { PULLDEPLOY_STATE_DIR: at(join(STATE, "test-unconfigured")) },
     });
     expect(r.code).toBe(2);
     expect(r.stderr).toContain("--role");
   });
 
   test("dpkg -r removes the binary, the unit and the docs, keeps the state and the conffile; dpkg -P removes those", () => {
-    fs.writeFileSync(join(STATE, "handled"), "a deploy this server has done\n");
-    ok(["dpkg", "-i", deb]); // an upgrade/reinstall keeps the state
-    expect(fs.readFileSync(join(STATE, "handled"), "utf8")).toBe("a deploy this server has done\n");
-    ok(["dpkg", "-r", "pulldeploy"]);
+    fs.writeFileSync(at(join(STATE, "handled")), "a deploy this server has done\n");
+    dpkg("-i", deb); // an upgrade/reinstall keeps the state
+    expect(fs.readFileSync(at(join(STATE, "handled")), "utf8")).toBe("a deploy this server has done\n");
+    dpkg("-r", "pulldeploy");
     expect(status()).toBe("rc");
-    for (const p of ["/usr/bin/pulldeploy", UNIT, "/usr/share/doc/pulldeploy"]) expect({ p, exists: fs.existsSync(p) }).toEqual({ p, exists: false });
-    expect(fs.readFileSync(join(STATE, "handled"), "utf8")).toBe("a deploy this server has done\n");
-    expect(fs.existsSync("/etc/default/pulldeploy")).toBe(true);
-    ok(["dpkg", "-P", "pulldeploy"]);
+    for (const p of ["/usr/bin/pulldeploy", UNIT, "/usr/share/doc/pulldeploy"]) expect({ p, exists: fs.existsSync(at(p)) }).toEqual({ p, exists: false });
+    expect(fs.readFileSync(at(join(STATE, "handled")), "utf8")).toBe("a deploy this server has done\n");
+    expect(fs.existsSync(at("/etc/default/pulldeploy"))).toBe(true);
+    dpkg("-P", "pulldeploy");
     expect(status()).toBe("");
-    for (const p of [STATE, "/etc/default/pulldeploy"]) expect({ p, exists: fs.existsSync(p) }).toEqual({ p, exists: false });
+    for (const p of [STATE, "/etc/default/pulldeploy"]) expect({ p, exists: fs.existsSync(at(p)) }).toEqual({ p, exists: false });
   });
 });
 
