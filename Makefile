@@ -39,6 +39,26 @@ dist/pulldeploy-linux-arm64: node_modules/.bin/bun .cache/bun-linux-aarch64-$(BU
 
 build-arm64: dist/pulldeploy-linux-arm64
 
+# The commit `--version` prints, baked in at build time (scripts/commit-id.sh: HEAD's short hash,
+# `-dirty`, or "unknown" outside a git clone). dist/.commit changes only when it does, so a new
+# commit rebuilds the executables and nothing else makes them stale.
+BUILD_COMMIT := $(shell scripts/commit-id.sh)
+BUILD_FLAGS += --define 'PULLDEPLOY_COMMIT="$(BUILD_COMMIT)"'
+dist/.commit: FORCE
+	@mkdir -p dist; [ "$$(cat $@ 2>/dev/null)" = "$(BUILD_COMMIT)" ] || echo "$(BUILD_COMMIT)" >$@
+dist/pulldeploy dist/pulldeploy-linux-arm64: dist/.commit
+FORCE:
+
+# Release packages (issue 12), in dist/release/: for linux x64 and arm64 a tar.gz and a .deb
+# (dpkg-deb), and SHA256SUMS. The version is package.json's. `make test` builds them once, for
+# test/e2e/package.test.ts.
+dist/release/SHA256SUMS: dist/pulldeploy dist/pulldeploy-linux-arm64 scripts/package.sh $(wildcard packaging/* packaging/deb/* examples/*) README.md
+	scripts/package.sh dist/release dist/pulldeploy:x64 dist/pulldeploy-linux-arm64:arm64
+
+.PHONY: dist FORCE
+dist: dist/release/SHA256SUMS
+test: dist
+
 # The second run checks the dashboard's browser script (page.js) with the DOM's types.
 check: node_modules/.bin/bun
 	$(TSC) --noEmit -p .

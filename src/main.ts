@@ -13,7 +13,7 @@
  */
 import { messageOf, UsageError } from "./errors.ts";
 import { createLogger } from "./log.ts";
-import { VERSION } from "./version.ts";
+import { COMMIT, VERSION } from "./version.ts";
 import { normalizeArgv } from "./cli/_shared.ts";
 import type { CommandEnv } from "./cli/context.ts";
 import { COMMANDS, help, parseFlags, plainFlags, usage } from "./cli/index.ts";
@@ -25,7 +25,7 @@ export async function main(argv: string[]): Promise<number> {
     return name === undefined ? 2 : 0;
   }
   if (name === "--version" || name === "-v" || name === "version") {
-    printLines(`pulldeploy ${VERSION}\n`);
+    printLines(`pulldeploy ${VERSION} (commit ${COMMIT})\n`);
     return 0;
   }
   const entry = COMMANDS[name];

@@ -20,7 +20,7 @@ const lastLine = (s: string) => s.trim().split("\n").at(-1)!.replace(TS, "");
 describe("the executable", () => {
   test("--version", async () => {
     const r = await run(["--version"]);
-    expect(r).toMatchObject({ code: 0, stdout: "pulldeploy 0.1.0\n" });
+    expect(r).toMatchObject({ code: 0, stdout: expect.stringMatching(/^pulldeploy 0\.1\.0 \(commit ([0-9a-f]{7,}(-dirty)?|unknown)\)\n$/) });
   });
   test("--help lists the subcommands", async () => {
     const r = await run(["--help"]);
