@@ -151,7 +151,8 @@ function manifest(name: string, a: { tarball: string; sum: string }, dest: strin
   fs.writeFileSync(join(www, file), `src: ${base}/${a.tarball.slice(www.length + 1)}\nchecksum: ${a.sum}\ndest: ${dest}\n${strategy}`);
   return `${base}/${file}`;
 }
-const agentEnv = { ...process.env, TMPDIR: tmp };
+// The agent's state (exactly-once record, lock) in the scratch dir: never the host's /var/lib/pulldeploy.
+const agentEnv = { ...process.env, TMPDIR: tmp, PULLDEPLOY_STATE_DIR: join(scratch, "state") };
 
 /**
  * `pulldeploy` is the agent with its default `rsync` strategy, `nolinks` the same with `--no-hardlinks`
@@ -240,7 +241,7 @@ const releaseFiles = Number((await sh(`find '${dests.release}/releases/v2/' -typ
 const rollbacks: Measured[] = [];
 for (let i = 0; i < ROLLBACK_RUNS; i++) {
   await settle();
-  const m = await measure([bin, "rollback", "--dest", dests.release]);
+  const m = await measure([bin, "rollback", "--dest", dests.release], { env: agentEnv });
   const expected = join("releases", i % 2 === 0 ? "v1" : "v2");
   if (!m.stderr.includes("rollback: current -> ") || currentId() !== expected) throw new Error(`rollback: current -> ${currentId()}, expected ${expected}:\n${m.stderr}`);
   rollbacks.push(m);
@@ -269,7 +270,7 @@ async function startup(stdin: string | undefined, args: string[], env: Record<st
   return { wall: median(runs.map((r) => r.seconds)) * 1000, cpu: median(runs.map((r) => r.cpuSeconds)) * 1000 };
 }
 const version = await startup(undefined, ["--version"], process.env);
-const empty = await startup("[]\n", ["agent"], { ...process.env, CONSUL_INDEX: "1" });
+const empty = await startup("[]\n", ["agent"], { ...agentEnv, CONSUL_INDEX: "1" });
 server.stop(true);
 const loadAfter = os.loadavg()[0]!;
 
