@@ -202,7 +202,13 @@ interface Attempt {
 
 function flockAttempt(lock: string, flock: Flock): Attempt {
   // O_NOFOLLOW: the state dir is root's, but a symlink planted as `lock` must not be written through.
-  const fd = fs.openSync(lock, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600);
+  let fd: number;
+  try {
+    fd = fs.openSync(lock, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new PulldeployError(`lock ${lock}: cannot open it (${code === "ELOOP" ? "it is a symlink" : code}); it must be a regular file in a directory only root writes`, undefined, { cause: err });
+  }
   let open = true;
   const close = () => {
     if (!open) return;
@@ -241,8 +247,8 @@ function pidAttempt(lock: string, dir: string): Attempt {
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
       }
-      takeOverStale(lock, dir);
-      return undefined;
+      if (!takeOverStale(lock, dir)) return undefined;
+      return this.try();
     },
     close: cleanup,
   };
@@ -254,9 +260,9 @@ function pidAttempt(lock: string, dir: string): Attempt {
  * guard, so it can never remove a live holder's lock that replaced the stale one meanwhile. A guard
  * left by a contender that died mid-takeover is cleared after 5 s.
  */
-function takeOverStale(lock: string, dir: string): void {
+function takeOverStale(lock: string, dir: string): boolean {
   const content = readText(lock);
-  if (content === undefined || !stale(content)) return;
+  if (content === undefined || !stale(content)) return false;
   const guard = join(dir, "lock.takeover");
   let fd: number;
   try {
@@ -265,10 +271,12 @@ function takeOverStale(lock: string, dir: string): void {
     try {
       if (Date.now() - fs.lstatSync(guard).mtimeMs > 5000) fs.unlinkSync(guard);
     } catch {}
-    return;
+    return false;
   }
   try {
-    if (readText(lock) === content) fs.unlinkSync(lock);
+    if (readText(lock) !== content) return false;
+    fs.unlinkSync(lock);
+    return true;
   } finally {
     fs.closeSync(fd);
     fs.rmSync(guard, { force: true });
