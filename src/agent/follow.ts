@@ -48,8 +48,11 @@ export async function follow(o: FollowOptions): Promise<void> {
   while (!o.stop.aborted) {
     let record: ReleaseRecord | null;
     try {
-      const waitMs = Math.min(o.waitMs ?? 60_000, retryAt === undefined ? Infinity : Math.max(0, retryAt - Date.now()));
-      const answer = await o.consul.kvGetJson<ReleaseRecord>(key, { index, wait: `${Math.max(1, Math.ceil(waitMs / 1000))}s`, signal: o.stop });
+      const waitS = Math.max(1, Math.round((o.waitMs ?? 60_000) / 1000));
+      // A retry due sooner ends the blocking query then (Consul reads the wait as a Go duration).
+      const untilRetry = retryAt === undefined ? undefined : Math.max(1, Math.ceil(retryAt - Date.now()));
+      const wait = untilRetry !== undefined && untilRetry < waitS * 1000 ? `${untilRetry}ms` : `${waitS}s`;
+      const answer = await o.consul.kvGetJson<ReleaseRecord>(key, { index, wait, signal: o.stop });
       // A wait that ends with no change starts the next one from 0: if Consul came back with lower
       // indices (a dev-mode restart, a snapshot restore) while no query was open, blocking on the old
       // index would miss every update for good.

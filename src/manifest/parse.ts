@@ -177,7 +177,8 @@ export function parseManifest(text: string, env: Record<string, string | undefin
   let issuedAt: string | undefined;
   if (issuedText !== undefined) {
     const ms = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/.test(issuedText) ? Date.parse(issuedText) : Number.NaN;
-    if (Number.isFinite(ms)) issuedAt = new Date(ms).toISOString();
+    // Round-trip the date and time: 2026-02-30 must not roll over into March.
+    if (Number.isFinite(ms) && new Date(ms).toISOString().slice(0, 19) === issuedText.slice(0, 19)) issuedAt = new Date(ms).toISOString();
     else problems.push(`issued_at: expected an ISO 8601 UTC time like 2026-01-31T12:00:00Z, got "${issuedText}"`);
   }
   const releaseOnly = { validate: commands.validate.length > 0, shared_paths: sharedPaths.length > 0 };
