@@ -65,6 +65,32 @@ describe("class 8: the host lock and a killed agent's processes", () => {
     expect(fs.readdirSync(join(state, "children"))).toEqual([]);
   });
 
+  test("kill -9 during rsync: the next run kills the rsync a dead agent left running", async () => {
+    await using d = tempDir();
+    const state = join(d.path, "state");
+    const pids = join(d.path, "rsync-pid");
+    // An rsync that hangs (a stalled NFS dest): a stand-in first on PATH that says when it started.
+    const bin = join(d.path, "bin");
+    fs.mkdirSync(bin);
+    fs.writeFileSync(join(bin, "rsync"), `#!/bin/sh\necho $$ > ${pids}.tmp && mv ${pids}.tmp ${pids}\nexec sleep 1000\n`, { mode: 0o755 });
+    fs.mkdirSync(join(d.path, "dest"));
+    fs.writeFileSync(join(d.path, "dest/old"), "x"); // not empty: a real rsync, not the first-deploy rename
+    const store = join(d.path, "store");
+    fs.mkdirSync(store);
+    const rel = appRelease(store, { VERSION: "r1" }, (a) => `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${d.path}/dest\n`);
+    const agent = spawnAgent(["--manifest", rel.manifestUrl], { PULLDEPLOY_STATE_DIR: state, PATH: `${bin}:${process.env.PATH}` });
+    await waitFor(() => fs.existsSync(pids), "rsync to start");
+    const rsync = Number(fs.readFileSync(pids, "utf8"));
+    agent.kill("SIGKILL");
+    await agent.exited;
+    expect(running(rsync)).toBe(true);
+    const next = await run(["agent", "--lock-wait", "0", "--manifest", rel.manifestUrl], { env: { PULLDEPLOY_STATE_DIR: state } });
+    expect(next.code).toBe(0);
+    expect(next.stderr).toContain(`cleanup: killed process group ${rsync} left running by a previous agent run (sync: rsync)`);
+    await waitFor(() => !running(rsync), "the old rsync to die");
+    expect(fs.readFileSync(join(d.path, "dest/VERSION"), "utf8")).toBe("r1");
+  });
+
   test("a second agent waits for the lock's holder (--lock-wait) or refuses at once (0), naming the holder", async () => {
     await using d = tempDir();
     const state = join(d.path, "state");
