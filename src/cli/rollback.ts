@@ -13,11 +13,7 @@ import * as fs from "node:fs";
 import { hostname } from "node:os";
 import { ConsulClient, consulConfig } from "../consul/client.ts";
 import { UsageError } from "../errors.ts";
-import { fire } from "../publish/publish.ts";
-import { pickRollback, resignManifest, roleReleases } from "../publish/rollback.ts";
 import { checkRole, DEFAULT_KV_PREFIX } from "../records/release.ts";
-import { localReleases, rollbackLocal } from "../agent/rollback.ts";
-import { nodeName } from "../agent/run.ts";
 import { DEFAULT_STATE_DIR } from "../agent/state.ts";
 import { announceArgs, announceOptions, waitArgs, waitForNodes, waitOptions } from "./publish.ts";
 import { durationFlag } from "./_shared.ts";
@@ -56,7 +52,9 @@ export default defineCommand({
   },
 });
 
+// Each side is imported where it is used: `rollback --dest` stays a few ms.
 async function rollbackRole(role: string, a: Args, ctx: CommandEnv): Promise<number> {
+  const [{ fire }, { pickRollback, resignManifest, roleReleases }] = await Promise.all([import("../publish/publish.ts"), import("../publish/rollback.ts")]);
   const list = a.list === true;
   const opts = announceOptions(a, ctx);
   const wait = waitOptions(a, opts, list ? "--list" : undefined);
@@ -82,6 +80,7 @@ async function rollbackRole(role: string, a: Args, ctx: CommandEnv): Promise<num
 }
 
 async function rollbackHost(dest: string, a: Args, ctx: CommandEnv): Promise<number> {
+  const { localReleases, rollbackLocal } = await import("../agent/rollback.ts");
   if (a.list === true) {
     const { ids, current } = localReleases(dest);
     for (const id of ids) process.stdout.write(`${id === current ? "* " : "  "}${id}\n`);
@@ -91,6 +90,7 @@ async function rollbackHost(dest: string, a: Args, ctx: CommandEnv): Promise<num
   const role = str("role");
   let report;
   if (role !== undefined) {
+    const { nodeName } = await import("../agent/run.ts");
     const consul = new ConsulClient(consulConfig(ctx.env, { addr: str("consul-addr"), token: str("consul-token") }), { timeoutMs: 10_000 });
     report = { consul, prefix: str("kv-prefix") ?? DEFAULT_KV_PREFIX, role, node: await nodeName(str("node"), consul, hostname()) };
   }

@@ -49,6 +49,9 @@ describe("class 8: the host lock and a killed agent's processes", () => {
     const agent = spawnAgent(["--manifest", hung.manifestUrl], { PULLDEPLOY_STATE_DIR: state });
     await waitFor(() => fs.existsSync(pids) && fs.readFileSync(pids, "utf8").endsWith("\n"), "the pre hook to start");
     const [sh, sleep] = fs.readFileSync(pids, "utf8").trim().split(" ").map(Number) as [number, number];
+    // The agent records the group right after the spawn returns; on a loaded machine the hook can get
+    // this far first (a kill -9 in that window of microseconds is not covered: see the report).
+    await waitFor(() => fs.existsSync(join(state, "children", String(sh))), "the agent to record the hook's group");
     expect(fs.readdirSync(join(state, "children"))).toEqual([String(sh)]);
     agent.kill("SIGKILL");
     await agent.exited;
@@ -81,6 +84,7 @@ describe("class 8: the host lock and a killed agent's processes", () => {
     const agent = spawnAgent(["--manifest", rel.manifestUrl], { PULLDEPLOY_STATE_DIR: state, PATH: `${bin}:${process.env.PATH}` });
     await waitFor(() => fs.existsSync(pids), "rsync to start");
     const rsync = Number(fs.readFileSync(pids, "utf8"));
+    await waitFor(() => fs.existsSync(join(state, "children", String(rsync))), "the agent to record rsync's group");
     agent.kill("SIGKILL");
     await agent.exited;
     expect(running(rsync)).toBe(true);
