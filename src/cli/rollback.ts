@@ -54,7 +54,7 @@ export default defineCommand({
 
 // Each side is imported where it is used: `rollback --dest` stays a few ms.
 async function rollbackRole(role: string, a: Args, ctx: CommandEnv): Promise<number> {
-  const [{ fire }, { pickRollback, resignManifest, roleReleases }] = await Promise.all([import("../publish/publish.ts"), import("../publish/rollback.ts")]);
+  const [{ fire }, { isSigned, pickRollback, resignManifest, roleReleases }] = await Promise.all([import("../publish/publish.ts"), import("../publish/rollback.ts")]);
   const list = a.list === true;
   const opts = announceOptions(a, ctx);
   const wait = waitOptions(a, opts, list ? "--list" : undefined);
@@ -65,14 +65,18 @@ async function rollbackRole(role: string, a: Args, ctx: CommandEnv): Promise<num
     return 0;
   }
   const target = pickRollback(records, latest, typeof a.to === "string" ? a.to : undefined, role, opts.kvPrefix);
-  if (target.id === latest?.id) {
+  const signKey = typeof a["sign-key"] === "string" ? a["sign-key"] : undefined;
+  // With a key, a latest that agents refused (a rollback fired unsigned) is re-signed and fired again.
+  if (target.id === latest?.id && signKey === undefined) {
     ctx.log.info(`rollback: ${target.id} is already the latest release of ${role}${wait ? ": no event fired, nothing to wait for" : ""}`);
     return 0;
   }
   ctx.log.info(`rollback: role ${role} from ${latest?.id ?? "none"} to ${target.id}`);
   let manifestUrl = target.manifest_url;
-  if (typeof a["sign-key"] === "string") {
-    manifestUrl = await resignManifest({ manifestUrl, signKey: a["sign-key"], env: ctx.env, log: ctx.log, signal: ctx.signal });
+  if (signKey !== undefined) {
+    manifestUrl = await resignManifest({ manifestUrl, signKey, env: ctx.env, log: ctx.log, signal: ctx.signal });
+  } else if (await isSigned(manifestUrl, ctx.env, ctx.signal)) {
+    ctx.log.info(`rollback: warning: ${target.id}'s manifest is signed; agents with --trust-key that ran a later release refuse it as a downgrade (pass --sign-key KEY to re-sign it)`);
   }
   await fire({ manifestUrl, role, ...opts, record: { ...target, manifest_url: manifestUrl }, env: ctx.env, log: ctx.log, signal: ctx.signal });
   if (!wait) return 0;

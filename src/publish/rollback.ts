@@ -17,7 +17,7 @@ import { redact } from "../log.ts";
 import { parseManifest } from "../manifest/parse.ts";
 import { kvKeys, parseReleaseRecord, type ReleaseRecord } from "../records/release.ts";
 import { loadPrivateKey, SIGNATURE_SUFFIX, signBytes } from "../signature.ts";
-import { fetchBytes } from "../store/sources/index.ts";
+import { fetchBytes, fetchText } from "../store/sources/index.ts";
 import type { Env } from "../store/sources/types.ts";
 import { openTarget } from "../store/targets/index.ts";
 import { USER_AGENT } from "../version.ts";
@@ -95,5 +95,18 @@ export async function resignManifest(o: ResignOptions): Promise<string> {
     return url;
   } finally {
     target.close();
+  }
+}
+
+/**
+ * Whether `manifestUrl` has a signature beside it (a rollback to it without `--sign-key` would be
+ * refused as a downgrade by agents with `--trust-key`). Unknown (unreadable) counts as no.
+ */
+export async function isSigned(manifestUrl: string, env: Env, signal?: AbortSignal): Promise<boolean> {
+  try {
+    await fetchText(`${manifestUrl}${SIGNATURE_SUFFIX}`, { env, signal: signal ? AbortSignal.any([signal, AbortSignal.timeout(10_000)]) : AbortSignal.timeout(10_000), userAgent: USER_AGENT }, 4096);
+    return true;
+  } catch {
+    return false;
   }
 }

@@ -187,8 +187,16 @@ describe("class 7: a signed release can't be replayed to downgrade a host", () =
     const report = JSON.parse(new TextDecoder().decode(f.consul.kvEntry("pulldeploy/roles/web/nodes/web-1")!.value!));
     expect(report).toMatchObject({ status: "failure", phase: "signature" });
 
-    // The operator means it: a new signed statement of v1.
+    // A plain rollback re-points latest at v1's old statement: the operator is warned, agents refuse it.
     const id1 = v1.replace(/^.*\//, "").replace(/\.yml$/, "");
+    const plain = await run(["rollback", "--role", "web", "--to", id1], { env: f.env });
+    expect(plain.code).toBe(0);
+    expect(plain.stderr).toContain(`rollback: warning: ${id1}'s manifest is signed; agents with --trust-key that ran a later release refuse it as a downgrade (pass --sign-key KEY to re-sign it)`);
+    const refused = await f.agent(["--from-kv"]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain("refusing a downgrade");
+
+    // The operator means it: a new signed statement of v1 (even though v1 is already the latest).
     const back = await run(["rollback", "--role", "web", "--to", id1, "--sign-key", join(d.path, "key")], { env: f.env });
     expect(back.code).toBe(0);
     const latest = JSON.parse(new TextDecoder().decode(f.consul.kvEntry("pulldeploy/roles/web/latest")!.value!));
