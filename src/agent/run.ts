@@ -127,12 +127,14 @@ export async function agentRun(o: AgentRunOptions): Promise<AgentOutcome> {
     }
     if (store) {
       state = markHandled(state, o.handled);
+      // A manifest refused by its signature (unsigned, forged, a replayed downgrade) changed nothing
+      // here: the state keeps saying what is live.
+      const untouched = !result.ok && result.phase === "signature";
       state = {
         ...state,
-        release_id: releaseId,
-        manifest_url: redact(o.manifestUrl),
-        checksum: result.manifest?.checksum?.hex,
-        status: result.ok ? "success" : "failure",
+        ...(untouched
+          ? {}
+          : { release_id: releaseId, manifest_url: redact(o.manifestUrl), checksum: result.manifest?.checksum?.hex, status: result.ok ? ("success" as const) : ("failure" as const) }),
         pending_report: delivered ? undefined : reporter?.report,
       };
       const m = result.manifest;

@@ -184,6 +184,8 @@ describe("class 7: a signed release can't be replayed to downgrade a host", () =
     expect(replay.code).toBe(1);
     expect(replay.stderr).toMatch(/deploy failed in phase signature: manifest issued \S+, older than the last deployed \S+ for \S+srv\/app: refusing a downgrade \(re-sign it with pulldeploy rollback --role/);
     expect(fs.readFileSync(join(f.dest, "current/VERSION"), "utf8")).toBe("2");
+    const id2 = v2.replace(/^.*\//, "").replace(/\.yml$/, "");
+    expect(JSON.parse(fs.readFileSync(join(d.path, "state/state.json"), "utf8"))).toMatchObject({ release_id: id2, status: "success" });
     const report = JSON.parse(new TextDecoder().decode(f.consul.kvEntry("pulldeploy/roles/web/nodes/web-1")!.value!));
     expect(report).toMatchObject({ status: "failure", phase: "signature" });
 
