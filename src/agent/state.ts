@@ -352,7 +352,11 @@ export function sweepChildren(dir: string, log: (m: string) => void): number {
           process.kill(-pgid, "SIGKILL");
           killed++;
           log(`cleanup: killed process group ${pgid} left running by a previous agent run (${what.join(" ")})`);
-        } catch {}
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== "ESRCH") log(`cleanup: cannot kill process group ${pgid} (${what.join(" ")}): ${(err as Error).message}`);
+        }
+      } else {
+        log(`cleanup: pid ${pgid} now names another process (started at tick ${now}, not ${start}): left alone`);
       }
     }
     fs.rmSync(file, { force: true });

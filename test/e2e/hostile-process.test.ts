@@ -95,6 +95,44 @@ describe("class 8: the host lock and a killed agent's processes", () => {
     expect(fs.readFileSync(join(d.path, "dest/VERSION"), "utf8")).toBe("r1");
   });
 
+  // mv needs a dest that does not exist, so only its pre phase can be followed by another deploy.
+  test.each([
+    ["rsync", "pre"],
+    ["rsync", "post"],
+    ["mv", "pre"],
+    ["release", "pre"],
+    ["release", "post"],
+    ["release", "validate"],
+  ] as const)("%s, kill -9 in %s: the hook's group is killed by the next run, which deploys (and rolls back)", async (strategy, phase) => {
+    await using d = tempDir();
+    const state = join(d.path, "state");
+    const pids = join(d.path, "pids");
+    const store = join(d.path, "store");
+    fs.mkdirSync(store);
+    const manifest = (name: string, hook: string) =>
+      // A file named after the release: rsync's quick check (size, whole-second mtime) can't skip it.
+      appRelease(store, { VERSION: name, [name]: name }, (a) => `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${d.path}/dest\nsync_strategy: ${strategy}\n${strategy === "release" ? `release_id: ${name}\n` : ""}commands:\n  ${phase}: [${JSON.stringify(hook)}]\n`, name);
+    const hung = manifest("r1", `sleep 1000 & echo "$$ $!" > ${pids}; wait`);
+    const agent = spawnAgent(["--manifest", hung.manifestUrl], { PULLDEPLOY_STATE_DIR: state });
+    await waitFor(() => fs.existsSync(pids) && fs.readFileSync(pids, "utf8").endsWith("\n"), `the ${phase} hook to start`);
+    const [sh, sleep] = fs.readFileSync(pids, "utf8").trim().split(" ").map(Number) as [number, number];
+    await waitFor(() => fs.existsSync(join(state, "children", String(sh))), "the agent to record the hook's group");
+    agent.kill("SIGKILL");
+    await agent.exited;
+    const next = await run(["agent", "--lock-wait", "0", "--manifest", manifest("r2", "true").manifestUrl], { env: { PULLDEPLOY_STATE_DIR: state } });
+    expect(next.code).toBe(0);
+    expect(next.stderr).toContain(`cleanup: killed process group ${sh} left running by a previous agent run (${phase}: sleep 1000`);
+    await waitFor(() => !running(sh) && !running(sleep), "the old hook's group to die");
+    const live = join(d.path, strategy === "release" ? "dest/current" : "dest");
+    expect([fs.existsSync(join(live, "r2")), fs.existsSync(join(live, "r1"))]).toEqual([true, false]);
+    if (strategy === "release" && phase !== "pre") {
+      // r1 was switched to before the kill: it is on disk to roll back to.
+      const back = await run(["rollback", "--dest", join(d.path, "dest"), "--to", "r1"], { env: { PULLDEPLOY_STATE_DIR: state } });
+      expect(back.code).toBe(0);
+      expect(fs.readFileSync(join(d.path, "dest/current/VERSION"), "utf8")).toBe("r1");
+    }
+  });
+
   test("a second agent waits for the lock's holder (--lock-wait) or refuses at once (0), naming the holder", async () => {
     await using d = tempDir();
     const state = join(d.path, "state");
@@ -283,7 +321,7 @@ describe("class 9: rollback --dest keeps the books; --follow retries", () => {
     // Fails until `ready` exists, as a release does while a dependency is down.
     const rel = hookRelease(d.path, "r1", `echo x >> ${tries}; test -e ${ready}`);
     consul.kvPut("pulldeploy/roles/web/latest", JSON.stringify({ id: "r1", role: "web", manifest_url: rel.manifestUrl, archive_url: "", algorithm: "sha256", checksum: rel.sha256, size: null, files: null, created_at: new Date().toISOString(), publisher: "t", message: "" }));
-    const agent = spawnAgent(["--role", "web", "--follow", "--follow-retry", "1s", "--follow-wait", "1s"], { ...consul.env, PULLDEPLOY_STATE_DIR: state } as Record<string, string>);
+    const agent = spawnAgent(["--role", "web", "--follow", "--follow-retry", "200ms", "--follow-wait", "1s"], { ...consul.env, PULLDEPLOY_STATE_DIR: state } as Record<string, string>);
     const count = () => (fs.existsSync(tries) ? fs.readFileSync(tries, "utf8").split("\n").filter(Boolean).length : 0);
     try {
       await waitFor(() => count() >= 2, "a retry of the failed release", 20_000);
