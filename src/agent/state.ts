@@ -314,7 +314,10 @@ export function childTracker(dir: string, log: (m: string) => void): ChildTracke
     started(pgid, what) {
       try {
         fs.mkdirSync(children, { recursive: true, mode: 0o700 });
-        fs.writeFileSync(join(children, String(pgid)), `${pgid} ${processStartTime(pgid) ?? "?"} ${what.replace(/\s+/g, " ").slice(0, 200)}\n`, { mode: 0o600 });
+        // Written whole or not at all (temp + rename): a kill -9 mid-write must not leave an empty record.
+        const tmp = join(children, `.${pgid}.tmp`);
+        fs.writeFileSync(tmp, `${pgid} ${processStartTime(pgid) ?? "?"} ${what.replace(/\s+/g, " ").slice(0, 200)}\n`, { mode: 0o600 });
+        fs.renameSync(tmp, join(children, String(pgid)));
       } catch (err) {
         log(`state: cannot record child process group ${pgid}: ${(err as Error).message}`);
       }
@@ -353,7 +356,8 @@ export function sweepChildren(dir: string, log: (m: string) => void): number {
           killed++;
           log(`cleanup: killed process group ${pgid} left running by a previous agent run (${what.join(" ")})`);
         } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== "ESRCH") log(`cleanup: cannot kill process group ${pgid} (${what.join(" ")}): ${(err as Error).message}`);
+          const code = (err as NodeJS.ErrnoException).code;
+          log(code === "ESRCH" ? `cleanup: process group ${pgid} (${what.join(" ")}) of a previous agent run is gone already` : `cleanup: cannot kill process group ${pgid} (${what.join(" ")}): ${(err as Error).message}`);
         }
       } else {
         log(`cleanup: pid ${pgid} now names another process (started at tick ${now}, not ${start}): left alone`);

@@ -119,6 +119,7 @@ describe("class 8: the host lock and a killed agent's processes", () => {
     await waitFor(() => fs.existsSync(join(state, "children", String(sh))), "the agent to record the hook's group");
     agent.kill("SIGKILL");
     await agent.exited;
+    expect({ sh: running(sh), sleep: running(sleep) }).toEqual({ sh: true, sleep: true });
     const next = await run(["agent", "--lock-wait", "0", "--manifest", manifest("r2", "true").manifestUrl], { env: { PULLDEPLOY_STATE_DIR: state } });
     expect(next.code).toBe(0);
     expect(next.stderr).toContain(`cleanup: killed process group ${sh} left running by a previous agent run (${phase}: sleep 1000`);
