@@ -106,7 +106,12 @@ describe("sweepChildren", () => {
       expect(sweepChildren(d.path, (m) => logged.push(m))).toBe(1);
       expect(await group.exited).not.toBe(0);
       await waitFor(() => !running(member), "the group's member to die");
-      expect(logged).toEqual([`cleanup: killed process group ${group.pid} left running by a previous agent run (pre: sleep)`]);
+      expect(logged.sort()).toEqual(
+        [
+          `cleanup: killed process group ${group.pid} left running by a previous agent run (pre: sleep)`,
+          `cleanup: pid ${unrelated.pid} now names another process (started at tick ${processStartTime(unrelated.pid)}, not 1): left alone`,
+        ].sort(),
+      );
       expect(unrelated.exitCode).toBeNull();
       expect(fs.readdirSync(join(d.path, "children"))).toEqual([]);
     } finally {
