@@ -2,7 +2,8 @@
  * The deploy pipeline, in order (the contract's section 6):
  *
  *   manifest   fetch and parse the manifest (no command runs if this fails)
- *   signature  with trust keys: verify `<manifest>.sig` before anything is downloaded or run
+ *   signature  with trust keys: verify `<manifest>.sig` before anything is downloaded or run, then
+ *              `admit` it (the downgrade check: not issued before what this dest runs)
  *   fetch      download `src`, hash it, and extract it into the strategy's fresh dir as the bytes arrive
  *   checksum   compare the hash: nothing has touched `dest` and no command has run yet
  *   pre        `pre` commands
@@ -23,6 +24,7 @@ import { FetchError, isDeployPhase, ManifestError, messageOf, PulldeployError, t
 import { runCommands } from "./hooks.ts";
 import { redact, type Logger } from "../log.ts";
 import { parseManifest, type Manifest } from "../manifest/parse.ts";
+import type { ChildTracker } from "../pid.ts";
 import { SIGNATURE_SUFFIX, verifyBytes } from "../signature.ts";
 import { fetchBytes, fetchText } from "../store/sources/index.ts";
 import type { Env } from "../env.ts";
@@ -57,6 +59,10 @@ export interface DeployOptions {
   limits: ExtractLimits;
   /** With keys, an unsigned or badly signed manifest is refused before anything is fetched or run. */
   trustKeys?: KeyObject[];
+  /** With trust keys, after the signature: throws (a PulldeployError) to refuse a verified manifest. */
+  admit?: (manifest: Manifest) => void;
+  /** Told about every hook and rsync process group while it runs. */
+  track?: ChildTracker;
   /** Told each time the deploy enters a phase (for progress reports). */
   onPhase?: (phase: DeployPhase, manifest?: Manifest) => void;
 }
@@ -84,6 +90,10 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
     const parsed = parseManifest(new TextDecoder().decode(bytes), env);
     for (const w of parsed.warnings) log.info(w);
     manifest = parsed.manifest;
+    if (opts.trustKeys && opts.trustKeys.length > 0 && opts.admit) {
+      phase = "signature";
+      opts.admit(manifest);
+    }
   } catch (err) {
     const error = phaseError(err, phase);
     log.info(`deploy failed in phase ${phase}: ${error.message}`);
@@ -95,12 +105,12 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
   }
 
   const strategy = SYNC_STRATEGIES[manifest.syncStrategy];
-  const ctx: SyncContext = { manifest, rsyncVerbose: opts.rsyncVerbose, hardLinks: opts.hardLinks, env, log, signal };
+  const ctx: SyncContext = { manifest, rsyncVerbose: opts.rsyncVerbose, hardLinks: opts.hardLinks, env, log, signal, track: opts.track };
   let hookEnv = commandEnv(opts, manifest);
   const run = (p: DeployPhase, commands: string[], stdin?: string) => {
     phase = p;
     enter(p, manifest);
-    return runCommands(commands, { phase: p, env: hookEnv, stdin, timeoutMs: opts.commandTimeoutMs, signal, log });
+    return runCommands(commands, { phase: p, env: hookEnv, stdin, timeoutMs: opts.commandTimeoutMs, signal, log, track: opts.track });
   };
   let ws: Workspace | undefined;
   let applied = false;
@@ -240,6 +250,7 @@ async function runFailure(commands: string[], env: Record<string, string>, phase
       stdin: opts.log.text(),
       timeoutMs: opts.commandTimeoutMs,
       log: opts.log,
+      track: opts.track,
     });
   } catch (err) {
     opts.log.info(`failure command failed: ${messageOf(err)}`);

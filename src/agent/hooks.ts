@@ -2,9 +2,12 @@
  * The manifest's commands: each item is `sh -c ITEM`, in order, stopping at the first failure.
  * Each runs in its own process group so that a timeout or a signal kills everything it started.
  * pre/post get an empty stdin; success/failure get the log so far (a command that ignores it is fine).
+ * With a tracker, each group is recorded while its `sh` runs, so that a run after a killed agent kills
+ * a hook still running (a daemon a finished hook started in the background is left alone).
  */
 import { CommandError, type DeployPhase } from "../errors.ts";
 import type { Logger } from "../log.ts";
+import type { ChildTracker } from "../pid.ts";
 
 export interface RunCommandsOptions {
   phase: DeployPhase;
@@ -15,6 +18,7 @@ export interface RunCommandsOptions {
   timeoutMs?: number;
   signal?: AbortSignal;
   log: Logger;
+  track?: ChildTracker;
 }
 
 /** Run `commands` in order; throws `CommandError` naming the phase and the failing command. */
@@ -35,6 +39,7 @@ async function runOne(command: string, opts: RunCommandsOptions): Promise<void> 
     env: opts.env,
     detached: true,
   });
+  opts.track?.started(proc.pid, `${phase}: ${command}`);
   let reason: string | null = null;
   const killGroup = (why: string) => {
     if (reason !== null) return;
@@ -60,6 +65,7 @@ async function runOne(command: string, opts: RunCommandsOptions): Promise<void> 
       throw new CommandError(`${phase} command failed with exit code ${code}: ${command}`, phase, code, output.join("\n"));
     }
   } finally {
+    opts.track?.ended(proc.pid);
     clearTimeout(timer);
     opts.signal?.removeEventListener("abort", onAbort);
     // Orphans left in the group (e.g. `sleep 100 &`) must not outlive a failed deploy.

@@ -7,17 +7,33 @@
  * One agent run around the deploy pipeline: take the host's lock, skip what was handled already
  * (consul watch replays buffered events), report progress to Consul KV, deploy, remember the outcome.
  *
- *   lock → state → duplicate? → report "deploying" → deploy (phase reports) → report result → state → unlock
+ *   lock → kill leftovers → state → duplicate? → report "deploying" → deploy (phase reports) → report result → state → unlock
+ *
+ * The lock is flock(2)ed: the kernel frees it when the holder dies. Hooks and rsync a killed holder
+ * left running are killed right after the lock is taken (their process groups are recorded). With
+ * trust keys, the state's per-dest high-water mark of `issued_at` refuses replayed older releases.
  *
  * Consul being down never fails a deploy: the report waits in the state file for the next run.
  */
 import type { ConsulClient } from "../consul/client.ts";
 import { deploy, type DeployOptions, type DeployResult } from "./deploy.ts";
-import { messageOf } from "../errors.ts";
+import { messageOf, PulldeployError } from "../errors.ts";
 import { redact } from "../log.ts";
 import { releaseIdOfUrl, kvKeys } from "../records/release.ts";
 import { createReporter, logTail, type NodeReport, type Reporter } from "../records/report.ts";
-import { acquireLock, duplicateOf, markHandled, StateStore, type AgentState, type Handled, type HostLock } from "./state.ts";
+import {
+  acquireLock,
+  childTracker,
+  downgradeOf,
+  duplicateOf,
+  markHandled,
+  raiseMark,
+  StateStore,
+  sweepChildren,
+  type AgentState,
+  type Handled,
+  type HostLock,
+} from "./state.ts";
 import { VERSION } from "../version.ts";
 
 export interface ReportTarget {
@@ -55,8 +71,9 @@ export async function agentRun(o: AgentRunOptions): Promise<AgentOutcome> {
     lock = await acquireLock(o.stateDir, {
       waitMs: o.lockWaitMs,
       signal: o.deploy.signal,
-      onWait: (pid) => log.info(`lock: another agent (pid ${pid}) is deploying on this host; waiting up to ${Math.round(o.lockWaitMs / 1000)}s`),
+      onWait: (pid) => log.info(`lock: another agent (pid ${pid ?? "unknown"}) is deploying on this host; waiting up to ${Math.round(o.lockWaitMs / 1000)}s`),
     });
+    sweepChildren(o.stateDir, warn);
   }
   try {
     let state: AgentState = store?.read(warn) ?? {};
@@ -74,10 +91,17 @@ export async function agentRun(o: AgentRunOptions): Promise<AgentOutcome> {
 
     const started = new Date();
     const reporter = o.report ? startReport(o, started) : undefined;
+    const admitted = state;
     const result = await deploy({
       ...o.deploy,
       manifestUrl: o.manifestUrl,
       eventId: o.eventId,
+      track: o.stateDir !== undefined ? childTracker(o.stateDir, warn) : undefined,
+      admit: (m) => {
+        const refused = m.dest === undefined ? undefined : downgradeOf(m.issuedAt, m.dest, admitted);
+        if (refused !== undefined) throw new PulldeployError(refused, "signature");
+        if (m.issuedAt !== undefined) log.info(`signature: issued ${m.issuedAt}`);
+      },
       onPhase: (phase, manifest) =>
         reporter?.update({
           phase,
@@ -103,14 +127,20 @@ export async function agentRun(o: AgentRunOptions): Promise<AgentOutcome> {
     }
     if (store) {
       state = markHandled(state, o.handled);
+      // A manifest refused by its signature (unsigned, forged, a replayed downgrade) changed nothing
+      // here: the state keeps saying what is live.
+      const untouched = !result.ok && result.phase === "signature";
       state = {
         ...state,
-        release_id: releaseId,
-        manifest_url: redact(o.manifestUrl),
-        checksum: result.manifest?.checksum?.hex,
-        status: result.ok ? "success" : "failure",
+        ...(untouched
+          ? {}
+          : { release_id: releaseId, manifest_url: redact(o.manifestUrl), checksum: result.manifest?.checksum?.hex, status: result.ok ? ("success" as const) : ("failure" as const) }),
         pending_report: delivered ? undefined : reporter?.report,
       };
+      const m = result.manifest;
+      if (result.ok && o.deploy.trustKeys && o.deploy.trustKeys.length > 0 && m?.dest !== undefined && m.issuedAt !== undefined) {
+        state = raiseMark(state, m.dest, m.issuedAt);
+      }
       try {
         store.write(state);
       } catch (err) {

@@ -3,15 +3,19 @@
  *
  *   state.json   the last handled event and the last deployed release, and a report Consul did not
  *                take yet; written atomically (temp file + rename); a corrupt or missing file is survived
- *   lock         held by the one agent deploying on this host (pid inside; a dead holder's lock is taken)
+ *   lock         flock(2)ed by the one agent deploying (or rolling back) on this host, for its whole run;
+ *                the kernel frees it when the holder dies, even by kill -9. The holder's pid is inside,
+ *                for messages only. Never removed (removing it would let two holders lock two inodes).
+ *   children/    one file per process group a run started (hooks, rsync): `pgid start-time what`;
+ *                the next run kills the groups a killed agent left running
  *
  * `duplicateOf` decides, purely, whether a trigger was handled already: `consul watch` replays every
  * buffered event whenever the watch or the Consul agent restarts.
  */
 import * as fs from "node:fs";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { PulldeployError } from "../errors.ts";
-import { pidAlive } from "../pid.ts";
+import { pidAlive, processStartTime, type ChildTracker } from "../pid.ts";
 import type { NodeReport } from "../records/report.ts";
 
 export const DEFAULT_STATE_DIR = "/var/lib/pulldeploy";
@@ -29,6 +33,11 @@ export interface AgentState {
   updated_at?: string;
   /** A report Consul did not take; sent by the next run. */
   pending_report?: NodeReport;
+  /**
+   * Per dest, the highest `issued_at` of a signed manifest deployed there (the downgrade high-water
+   * mark); only kept with `--trust-key`.
+   */
+  issued_marks?: Record<string, string>;
 }
 
 /** What the trigger is, for duplicate detection. */
@@ -93,69 +102,268 @@ export class StateStore {
   }
 }
 
+/**
+ * Downgrade protection (with trust keys only: an unsigned manifest's `issued_at` proves nothing).
+ * A signed manifest issued before the last one deployed to the same dest is a replay of an older
+ * signed statement and is refused; one issued at the same instant is the same statement fired again
+ * (idempotent: duplicate detection decides). A signed manifest without `issued_at` (published before
+ * pulldeploy signed the time) is accepted only while the dest has no mark: once a dated manifest was
+ * deployed there, every undated one is older. Returns why `issuedAt` is refused, or undefined.
+ */
+export function downgradeOf(issuedAt: string | undefined, dest: string, state: AgentState): string | undefined {
+  const mark = state.issued_marks?.[resolve(dest)];
+  if (mark === undefined) return undefined;
+  const fix = "re-sign it with pulldeploy rollback --role ROLE --to ID --sign-key KEY";
+  if (issuedAt === undefined) return `manifest has no signed issued_at, and ${dest} already runs one issued ${mark}: refusing a possible downgrade (${fix})`;
+  if (Date.parse(issuedAt) < Date.parse(mark)) return `manifest issued ${issuedAt}, older than the last deployed ${mark} for ${dest}: refusing a downgrade (${fix})`;
+  return undefined;
+}
+
+/** `state` with `dest`'s mark raised to `issuedAt` (never lowered). */
+export function raiseMark(state: AgentState, dest: string, issuedAt: string): AgentState {
+  const mark = state.issued_marks?.[resolve(dest)];
+  if (mark !== undefined && Date.parse(mark) >= Date.parse(issuedAt)) return state;
+  return { ...state, issued_marks: { ...state.issued_marks, [resolve(dest)]: issuedAt } };
+}
+
+// ------------------------------------------------------------------ host lock
+
 export interface HostLock {
   release(): void;
 }
 
+const LOCK_EX = 2;
+const LOCK_NB = 4;
+type Flock = (fd: number, op: number) => number;
+let flockFn: Flock | null | undefined;
+
+/** libc's flock(2) through bun:ffi, or null where it can't be loaded (musl, no ffi). */
+function loadFlock(): Flock | null {
+  if (flockFn !== undefined) return flockFn;
+  flockFn = null;
+  try {
+    // Loaded lazily: only the agent and `rollback --dest` need it. "libc.so.6" is glibc's soname on
+    // every architecture (x64, arm64).
+    const { dlopen, FFIType } = require("bun:ffi") as typeof import("bun:ffi");
+    const lib = dlopen("libc.so.6", { flock: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 } });
+    flockFn = (fd, op) => lib.symbols.flock(fd, op);
+  } catch {}
+  return flockFn;
+}
+
+export interface LockOptions {
+  waitMs: number;
+  signal?: AbortSignal;
+  onWait?: (holder: number | undefined) => void;
+  /** Tests: force the pid + start time fallback. */
+  noFlock?: boolean;
+}
+
 /**
- * Take the host's deploy lock, waiting up to `waitMs` for another agent to finish. A lock whose
- * holder process is gone (killed) is taken over.
+ * Take the host's deploy lock, waiting up to `waitMs` (polling with backoff, 25 ms doubling to 1 s)
+ * for another agent to finish. With flock(2) a dead holder's lock is free at once; where flock can't
+ * be loaded, a lock whose (pid, start time) names no live process is taken over, race-free.
  */
-export async function acquireLock(
-  dir: string,
-  opts: { waitMs: number; signal?: AbortSignal; onWait?: (holder: number) => void; isAlive?: (pid: number) => boolean },
-): Promise<HostLock> {
-  const isAlive = opts.isAlive ?? pidAlive;
+export async function acquireLock(dir: string, opts: LockOptions): Promise<HostLock> {
   fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
   const lock = join(dir, "lock");
-  const mine = join(dir, `.lock.tmp-${process.pid}`);
-  fs.writeFileSync(mine, `${process.pid}\n`);
+  const flock = opts.noFlock ? null : loadFlock();
+  const attempt = flock ? flockAttempt(lock, flock) : pidAttempt(lock, dir);
   const deadline = Date.now() + opts.waitMs;
   let told = false;
+  let backoff = 25;
   try {
     for (;;) {
-      try {
-        fs.linkSync(mine, lock); // atomic: fails if someone holds it
-        return { release: () => releaseLock(lock) };
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-      }
+      const got = attempt.try();
+      if (got) return got;
       const holder = readPid(lock);
-      if (holder !== undefined && !isAlive(holder)) {
-        // Move the dead holder's lock aside atomically; only one contender wins the rename.
-        try {
-          fs.renameSync(lock, join(dir, `.lock.stale-${process.pid}`));
-          fs.rmSync(join(dir, `.lock.stale-${process.pid}`), { force: true });
-        } catch {}
-        continue;
-      }
       if (Date.now() >= deadline || opts.signal?.aborted) {
         throw new PulldeployError(
           `another pulldeploy agent (pid ${holder ?? "unknown"}) is deploying on this host (lock ${lock}); ${opts.waitMs > 0 ? `waited ${Math.round(opts.waitMs / 1000)}s` : "not waiting"} (--lock-wait to wait longer)`,
         );
       }
-      if (!told && holder !== undefined) {
+      if (!told) {
         opts.onWait?.(holder);
         told = true;
       }
-      await Bun.sleep(Math.min(100, Math.max(0, deadline - Date.now())));
+      await Bun.sleep(Math.min(backoff, Math.max(1, deadline - Date.now())));
+      backoff = Math.min(backoff * 2, 1000);
     }
-  } finally {
-    fs.rmSync(mine, { force: true });
+  } catch (err) {
+    attempt.close();
+    throw err;
   }
 }
 
-function releaseLock(lock: string): void {
-  try {
-    if (readPid(lock) === process.pid) fs.unlinkSync(lock);
-  } catch {}
+interface Attempt {
+  try(): HostLock | undefined;
+  close(): void;
 }
 
-function readPid(path: string): number | undefined {
+function flockAttempt(lock: string, flock: Flock): Attempt {
+  // O_NOFOLLOW: the state dir is root's, but a symlink planted as `lock` must not be written through.
+  let fd: number;
   try {
-    const n = Number.parseInt(fs.readFileSync(path, "utf8"), 10);
-    return Number.isFinite(n) ? n : undefined;
+    fd = fs.openSync(lock, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new PulldeployError(`lock ${lock}: cannot open it (${code === "ELOOP" ? "it is a symlink" : code}); it must be a regular file in a directory only root writes`, undefined, { cause: err });
+  }
+  let open = true;
+  const close = () => {
+    if (!open) return;
+    open = false;
+    fs.closeSync(fd); // frees the flock
+  };
+  return {
+    try() {
+      if (flock(fd, LOCK_EX | LOCK_NB) !== 0) return undefined;
+      fs.ftruncateSync(fd, 0);
+      fs.writeSync(fd, `${process.pid}\n`, 0);
+      return { release: close };
+    },
+    close,
+  };
+}
+
+/** The fallback: `lock` holds `pid start-time`, made with link(2) (atomic, fails when it exists). */
+function pidAttempt(lock: string, dir: string): Attempt {
+  const me = `${process.pid} ${processStartTime(process.pid) ?? "?"}\n`;
+  const mine = join(dir, `.lock.tmp-${process.pid}`);
+  fs.writeFileSync(mine, me, { mode: 0o600 });
+  const cleanup = () => fs.rmSync(mine, { force: true });
+  return {
+    try() {
+      try {
+        fs.linkSync(mine, lock);
+        cleanup();
+        return {
+          release: () => {
+            try {
+              if (fs.readFileSync(lock, "utf8") === me) fs.unlinkSync(lock);
+            } catch {}
+          },
+        };
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      }
+      if (!takeOverStale(lock, dir)) return undefined;
+      return this.try();
+    },
+    close: cleanup,
+  };
+}
+
+/**
+ * Remove `lock` if its holder is dead (its pid is gone or now names a process started at another
+ * time). One contender at a time, under `lock.takeover` (O_EXCL): it re-reads the lock under that
+ * guard, so it can never remove a live holder's lock that replaced the stale one meanwhile. A guard
+ * left by a contender that died mid-takeover is cleared after 5 s.
+ */
+function takeOverStale(lock: string, dir: string): boolean {
+  const content = readText(lock);
+  if (content === undefined || !stale(content)) return false;
+  const guard = join(dir, "lock.takeover");
+  let fd: number;
+  try {
+    fd = fs.openSync(guard, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
+  } catch {
+    try {
+      if (Date.now() - fs.lstatSync(guard).mtimeMs > 5000) fs.unlinkSync(guard);
+    } catch {}
+    return false;
+  }
+  try {
+    if (readText(lock) !== content) return false;
+    fs.unlinkSync(lock);
+    return true;
+  } finally {
+    fs.closeSync(fd);
+    fs.rmSync(guard, { force: true });
+  }
+}
+
+function stale(content: string): boolean {
+  const [pid, start] = content.trim().split(/\s+/);
+  const n = Number(pid);
+  if (!Number.isSafeInteger(n) || n <= 0) return true;
+  // A lock written by an older pulldeploy has a pid only: judged by the pid alone.
+  if (start === undefined) return !pidAlive(n);
+  return processStartTime(n) !== start;
+}
+
+function readText(path: string): string | undefined {
+  try {
+    return fs.readFileSync(path, "utf8");
   } catch {
     return undefined;
   }
+}
+
+function readPid(path: string): number | undefined {
+  const n = Number.parseInt(readText(path) ?? "", 10);
+  return Number.isFinite(n) && n > 0 ? n : undefined;
+}
+
+// ------------------------------------------------------------------ child process groups
+
+/** Records each child group under `<dir>/children/` while it runs. Never throws: a record is best effort. */
+export function childTracker(dir: string, log: (m: string) => void): ChildTracker {
+  const children = join(dir, "children");
+  return {
+    started(pgid, what) {
+      try {
+        fs.mkdirSync(children, { recursive: true, mode: 0o700 });
+        // Written whole or not at all (temp + rename): a kill -9 mid-write must not leave an empty record.
+        const tmp = join(children, `.${pgid}.tmp`);
+        fs.writeFileSync(tmp, `${pgid} ${processStartTime(pgid) ?? "?"} ${what.replace(/\s+/g, " ").slice(0, 200)}\n`, { mode: 0o600 });
+        fs.renameSync(tmp, join(children, String(pgid)));
+      } catch (err) {
+        log(`state: cannot record child process group ${pgid}: ${(err as Error).message}`);
+      }
+    },
+    ended(pgid) {
+      fs.rmSync(join(children, String(pgid)), { force: true });
+    },
+  };
+}
+
+/**
+ * Kill (SIGKILL) the process groups a previous, killed run left behind; call with the lock held.
+ * A group is killed only when it is provably the one recorded: its leader is alive with the recorded
+ * start time, or its leader is gone (Linux does not reuse a pid while a group of that id exists, so
+ * `kill(-pgid)` then reaches the recorded group's survivors or nothing). A pid reused by an unrelated
+ * process (another start time) is left alone.
+ */
+export function sweepChildren(dir: string, log: (m: string) => void): number {
+  const children = join(dir, "children");
+  let names: string[];
+  try {
+    names = fs.readdirSync(children);
+  } catch {
+    return 0;
+  }
+  let killed = 0;
+  for (const name of names) {
+    const file = join(children, name);
+    const [pgidText, start, ...what] = (readText(file) ?? "").trim().split(" ");
+    const pgid = Number(pgidText);
+    if (Number.isSafeInteger(pgid) && pgid > 1 && String(pgid) === name) {
+      const now = processStartTime(pgid);
+      if (now === undefined || now === start) {
+        try {
+          process.kill(-pgid, "SIGKILL");
+          killed++;
+          log(`cleanup: killed process group ${pgid} left running by a previous agent run (${what.join(" ")})`);
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code;
+          log(code === "ESRCH" ? `cleanup: process group ${pgid} (${what.join(" ")}) of a previous agent run is gone already` : `cleanup: cannot kill process group ${pgid} (${what.join(" ")}): ${(err as Error).message}`);
+        }
+      } else {
+        log(`cleanup: pid ${pgid} now names another process (started at tick ${now}, not ${start}): left alone`);
+      }
+    }
+    fs.rmSync(file, { force: true });
+  }
+  return killed;
 }

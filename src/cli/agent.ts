@@ -45,6 +45,7 @@ export const agentArgs = {
   "state-dir": { type: "string", description: `Where the agent keeps its state and lock (default $PULLDEPLOY_STATE_DIR or ${DEFAULT_STATE_DIR})`, valueHint: "dir" },
   force: { type: "boolean", description: "Deploy even when the event or release was handled already" },
   "follow-wait": { type: "string", description: "--follow: longest wait of one blocking query; the latest release is re-read at least this often (default 60s)", valueHint: "duration" },
+  "follow-retry": { type: "string", description: "--follow: first wait before retrying a failed release; doubles up to 10m, jittered (default 10s)", valueHint: "duration" },
   "lock-wait": { type: "string", description: "How long to wait for another agent deploying on this host (default 10m; 0: don't wait)", valueHint: "duration" },
   ...consulArgs,
 } as const satisfies ArgsDef;
@@ -133,8 +134,10 @@ async function runAgent(args: Args, ctx: CommandEnv): Promise<number> {
       log,
       stop: signal,
       waitMs: durationFlag("follow-wait", str("follow-wait")),
+      retryMs: followRetry(durationFlag("follow-retry", str("follow-retry"))),
       converge: async (record) => {
-        await agentRun({ ...common, ...fromRecord(record), deploy: { ...deployOpts, signal: ctx.forceSignal }, report });
+        const outcome = await agentRun({ ...common, ...fromRecord(record), deploy: { ...deployOpts, signal: ctx.forceSignal }, report });
+        return outcome.outcome !== "failed";
       },
     });
     return 0;
@@ -174,6 +177,12 @@ async function runAgent(args: Args, ctx: CommandEnv): Promise<number> {
   const { agentRun } = await import("../agent/run.ts");
   const outcome = await agentRun({ ...common, ...run, deploy: deployOpts, report });
   return outcome.outcome === "failed" ? 1 : 0;
+}
+
+function followRetry(firstMs: number | undefined): [number, number] | undefined {
+  if (firstMs === undefined) return undefined;
+  if (firstMs <= 0) throw new UsageError("--follow-retry: expected a positive duration like 10s");
+  return [firstMs, Math.max(firstMs, 600_000)];
 }
 
 function fromRecord(r: ReleaseRecord): Pick<AgentRunOptions, "manifestUrl" | "handled" | "releaseId" | "checksum"> {

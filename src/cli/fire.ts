@@ -2,12 +2,15 @@
  * `pulldeploy fire MANIFEST_URL [--role R]`: announce an existing release again (re-deploy, or roll
  * back by hand). With --role, the role's `latest` in KV points at it first. Only turns flags into
  * options and calls `fire`; with `--role … --wait`, then waits for the role's nodes as `publish --wait`
- * does. Exit code: 0, 1 failed (or a failed / timed-out / empty rollout with --wait), 2 usage.
+ * does. With `--sign-key`, the manifest is re-signed with a new issue time first and the new URL is
+ * fired (agents with `--trust-key` refuse a manifest older than the one they run).
+ * Exit code: 0, 1 failed (or a failed / timed-out / empty rollout with --wait), 2 usage.
  */
 import { defineCommand, type ArgsDef } from "citty";
 import type { CommandEnv } from "./context.ts";
 import { UsageError } from "../errors.ts";
 import { fire } from "../publish/publish.ts";
+import { resignManifest } from "../publish/rollback.ts";
 import { releaseIdOfUrl } from "../records/release.ts";
 import { isSourceScheme, schemeOf, SOURCE_SCHEMES } from "../store/schemes.ts";
 import { announceArgs, announceOptions, waitArgs, waitForNodes, waitOptions } from "./publish.ts";
@@ -15,6 +18,7 @@ import { announceArgs, announceOptions, waitArgs, waitForNodes, waitOptions } fr
 export const fireArgs = {
   "manifest-url": { type: "positional", description: "The release's manifest URL (as publish printed it)", required: false },
   role: { type: "string", description: "Also make this release the role's latest in Consul KV", valueHint: "role" },
+  "sign-key": { type: "string", description: "Re-sign the manifest with a new issue time (stored beside it under resigned-…/) and fire that", valueHint: "file" },
   ...waitArgs,
   ...announceArgs,
 } as const satisfies ArgsDef;
@@ -36,7 +40,10 @@ export default defineCommand({
     const releaseId = releaseIdOfUrl(url);
     if (wait && role === undefined) throw new UsageError("--wait needs --role: the role whose nodes to wait for");
     if (wait && releaseId === undefined) throw new UsageError(`--wait: "${url}" is not named <release id>.yml as publish names manifests, so its release cannot be told apart in the nodes' reports (drop --wait)`);
-    await fire({ manifestUrl: url, role, ...common, env: ctx.env, log: ctx.log, signal: ctx.signal });
+    const signKey = typeof a["sign-key"] === "string" ? a["sign-key"] : undefined;
+    const manifestUrl = signKey === undefined ? url : await resignManifest({ manifestUrl: url, signKey, env: ctx.env, log: ctx.log, signal: ctx.signal });
+    await fire({ manifestUrl, role, ...common, env: ctx.env, log: ctx.log, signal: ctx.signal });
+    if (signKey !== undefined) process.stdout.write(`${manifestUrl}\n`);
     if (!wait) return 0;
     return waitForNodes({ ...wait, role: role!, releaseId: releaseId!, common, ctx, log: ctx.log });
   },

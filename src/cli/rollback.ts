@@ -1,97 +1,122 @@
 /**
  * `pulldeploy rollback --dest DIR [--to ID]`: switch `current` back to an earlier release on this host,
- * with no download (sync_strategy: release). `--list` shows the releases.
+ * with no download (sync_strategy: release), under the host lock; the state file and, with `--role`,
+ * the node's report in Consul KV then say what is live (src/agent/rollback.ts). `--list` shows the releases.
  * `pulldeploy rollback --role ROLE [--to ID]`: make an earlier release the role's latest in Consul KV
- * and fire the event; agents that still hold it switch without downloading. `--wait` then waits for
- * the role's nodes as `publish --wait` does (exit 1 on a failed, timed-out or empty rollout).
+ * and fire the event; agents that still hold it switch without downloading. With `--sign-key`, the
+ * release's manifest is re-signed with a new issue time first (src/publish/rollback.ts): agents with
+ * `--trust-key` refuse an older signed manifest otherwise. `--wait` then waits for the role's nodes as
+ * `publish --wait` does (exit 1 on a failed, timed-out or empty rollout).
  */
 import { defineCommand, type ArgsDef } from "citty";
+import * as fs from "node:fs";
+import { hostname } from "node:os";
 import { ConsulClient, consulConfig } from "../consul/client.ts";
-import { PulldeployError, UsageError } from "../errors.ts";
-import { fire } from "../publish/publish.ts";
-import { checkRole, kvKeys, parseReleaseRecord, type ReleaseRecord } from "../records/release.ts";
+import { UsageError } from "../errors.ts";
+import { checkRole, DEFAULT_KV_PREFIX } from "../records/release.ts";
+import { DEFAULT_STATE_DIR } from "../agent/state.ts";
 import { announceArgs, announceOptions, waitArgs, waitForNodes, waitOptions } from "./publish.ts";
-import * as releases from "../sync/releases.ts";
+import { durationFlag } from "./_shared.ts";
 import type { CommandEnv } from "./context.ts";
 
 const args = {
   dest: { type: "string", description: "Roll back this host: the manifest's dest (holding releases/ and current)", valueHint: "dir" },
-  role: { type: "string", description: "Roll back the fleet: make an earlier release the role's latest in Consul KV and fire the event", valueHint: "role" },
+  role: { type: "string", description: "Roll back the fleet: make an earlier release the role's latest in Consul KV and fire the event (with --dest: report this host's rollback under this role)", valueHint: "role" },
   to: { type: "string", description: "The release id to go back to (default: the one before the current / latest)", valueHint: "id" },
   list: { type: "boolean", description: "List the releases, oldest first, and mark the current / latest one" },
+  "sign-key": { type: "string", description: "--role: re-sign the release's manifest with a new issue time (agents with --trust-key refuse older signed manifests)", valueHint: "file" },
+  "state-dir": { type: "string", description: `--dest: the agent's state and lock (default $PULLDEPLOY_STATE_DIR or ${DEFAULT_STATE_DIR})`, valueHint: "dir" },
+  "lock-wait": { type: "string", description: "--dest: how long to wait for an agent deploying on this host (default 10m; 0: don't wait)", valueHint: "duration" },
   ...waitArgs,
   ...announceArgs,
 } as const satisfies ArgsDef;
+
+type Args = Record<string, string | boolean | undefined>;
 
 export default defineCommand({
   meta: { name: "rollback", description: "Switch current back to an earlier release on this host, without downloading" },
   args,
   run({ args, data }) {
     const ctx = data as CommandEnv;
-    if (args.dest && args.role) throw new UsageError("use --dest (this host) or --role (the fleet), not both");
-    if (args.role) return rollbackRole(args.role, args.to, args.list === true, args as Record<string, string | boolean | undefined>, ctx);
-    if (!args.dest) throw new UsageError("--dest DIR (this host) or --role ROLE (the fleet) is required");
-    if (args.wait === true || args["wait-timeout"] !== undefined) throw new UsageError("--wait applies to a fleet rollback (--role ROLE), not to --dest");
-    return rollbackLocal(args.dest, args.to, args.list === true, ctx.log);
+    if (args.role) {
+      const bad = checkRole(args.role);
+      if (bad) throw new UsageError(`--role: ${bad}`);
+    }
+    if (args.dest) {
+      if (args.wait === true || args["wait-timeout"] !== undefined) throw new UsageError("--wait applies to a fleet rollback (--role ROLE), not to --dest");
+      if (args["sign-key"] !== undefined) throw new UsageError("--sign-key applies to a fleet rollback (--role ROLE without --dest)");
+      return rollbackHost(args.dest, args as Args, ctx);
+    }
+    if (args.role) return rollbackRole(args.role, args as Args, ctx);
+    throw new UsageError("--dest DIR (this host) or --role ROLE (the fleet) is required");
   },
 });
 
-async function rollbackRole(role: string, to: string | undefined, list: boolean, a: Record<string, string | boolean | undefined>, ctx: CommandEnv): Promise<number> {
-  const bad = checkRole(role);
-  if (bad) throw new UsageError(`--role: ${bad}`);
+// Each side is imported where it is used: `rollback --dest` stays a few ms.
+async function rollbackRole(role: string, a: Args, ctx: CommandEnv): Promise<number> {
+  const [{ fire }, { isSigned, pickRollback, resignManifest, roleReleases }] = await Promise.all([import("../publish/publish.ts"), import("../publish/rollback.ts")]);
+  const list = a.list === true;
   const opts = announceOptions(a, ctx);
   const wait = waitOptions(a, opts, list ? "--list" : undefined);
   const consul = new ConsulClient(consulConfig(ctx.env, opts.consul));
-  const { entries } = await consul.kvList(kvKeys.releases(opts.kvPrefix, role), { signal: ctx.signal });
-  const records = entries
-    .map((e) => parseReleaseRecord(new TextDecoder().decode(e.value ?? new Uint8Array())))
-    .filter((r): r is ReleaseRecord => typeof r !== "string")
-    .sort((x, y) => x.created_at.localeCompare(y.created_at) || x.id.localeCompare(y.id));
-  const { value: latest } = await consul.kvGetJson<ReleaseRecord>(kvKeys.latest(opts.kvPrefix, role), { signal: ctx.signal });
+  const { records, latest } = await roleReleases(consul, opts.kvPrefix, role, ctx.signal);
   if (list) {
     for (const r of records) process.stdout.write(`${r.id === latest?.id ? "* " : "  "}${r.id}  ${r.created_at}  ${r.publisher}${r.message ? `  ${r.message}` : ""}\n`);
     return 0;
   }
-  if (records.length === 0) throw new PulldeployError(`no releases recorded for role ${role} (${kvKeys.releases(opts.kvPrefix, role)})`);
-  const ids = records.map((r) => r.id);
-  let target: ReleaseRecord | undefined;
-  if (to !== undefined) {
-    target = records.find((r) => r.id === to);
-    if (!target) throw new UsageError(`--to: no release "${to}" recorded for role ${role} (releases: ${ids.join(", ")})`);
-  } else {
-    const i = latest ? ids.indexOf(latest.id) : -1;
-    target = i > 0 ? records[i - 1] : undefined;
-    if (!target) throw new PulldeployError(`no release before ${latest?.id ?? "the latest"} to roll back to (releases: ${ids.join(", ")})`);
-  }
-  if (target.id === latest?.id) {
+  const target = pickRollback(records, latest, typeof a.to === "string" ? a.to : undefined, role, opts.kvPrefix);
+  const signKey = typeof a["sign-key"] === "string" ? a["sign-key"] : undefined;
+  // With a key, a latest that agents refused (a rollback fired unsigned) is re-signed and fired again.
+  if (target.id === latest?.id && signKey === undefined) {
     ctx.log.info(`rollback: ${target.id} is already the latest release of ${role}${wait ? ": no event fired, nothing to wait for" : ""}`);
     return 0;
   }
   ctx.log.info(`rollback: role ${role} from ${latest?.id ?? "none"} to ${target.id}`);
-  await fire({ manifestUrl: target.manifest_url, role, ...opts, env: ctx.env, log: ctx.log, signal: ctx.signal });
+  let manifestUrl = target.manifest_url;
+  if (signKey !== undefined) {
+    manifestUrl = await resignManifest({ manifestUrl, signKey, env: ctx.env, log: ctx.log, signal: ctx.signal });
+  } else if (await isSigned(manifestUrl, ctx.env, ctx.signal)) {
+    ctx.log.info(`rollback: warning: ${target.id}'s manifest is signed; agents with --trust-key that ran a later release refuse it as a downgrade (pass --sign-key KEY to re-sign it)`);
+  }
+  await fire({ manifestUrl, role, ...opts, record: { ...target, manifest_url: manifestUrl }, env: ctx.env, log: ctx.log, signal: ctx.signal });
   if (!wait) return 0;
   return waitForNodes({ ...wait, role, releaseId: target.id, common: opts, ctx, log: ctx.log });
 }
 
-function rollbackLocal(dest: string, to: string | undefined, list: boolean, log: CommandEnv["log"]): number {
-  const p = releases.releasePaths(dest);
-  const all = releases.listReleases(p);
-  const current = releases.currentRelease(p);
-  if (list) {
-    for (const id of all) process.stdout.write(`${id === current ? "* " : "  "}${id}\n`);
+async function rollbackHost(dest: string, a: Args, ctx: CommandEnv): Promise<number> {
+  const { localReleases, rollbackLocal } = await import("../agent/rollback.ts");
+  if (a.list === true) {
+    const { ids, current } = localReleases(dest);
+    for (const id of ids) process.stdout.write(`${id === current ? "* " : "  "}${id}\n`);
     return 0;
   }
-  if (all.length === 0) throw new PulldeployError(`no releases in ${p.releases} (was it deployed with sync_strategy: release?)`);
-  const target = to ?? releases.previousRelease(p, current);
-  if (target === undefined) throw new PulldeployError(`no release before ${current ?? "current"} to roll back to (releases: ${all.join(", ")})`);
-  if (!all.includes(target)) throw new UsageError(`--to: no release "${target}" in ${p.releases} (releases: ${all.join(", ")})`);
-  if (target === current) {
-    log.info(`rollback: ${target} is already current`);
-    return 0;
+  const str = (k: string) => (typeof a[k] === "string" ? (a[k] as string) : undefined);
+  const role = str("role");
+  let report;
+  if (role !== undefined) {
+    const { nodeName } = await import("../agent/run.ts");
+    const consul = new ConsulClient(consulConfig(ctx.env, { addr: str("consul-addr"), token: str("consul-token") }), { timeoutMs: 10_000 });
+    report = { consul, prefix: str("kv-prefix") ?? DEFAULT_KV_PREFIX, role, node: await nodeName(str("node"), consul, hostname()) };
   }
-  const started = performance.now();
-  releases.switchCurrent(p, target);
-  if (current !== undefined) releases.abandon(p, current);
-  log.info(`rollback: current -> releases/${target} (was ${current ?? "none"}) in ${((performance.now() - started) / 1000).toFixed(3)}s`);
+  await rollbackLocal({
+    dest,
+    to: str("to"),
+    stateDir: usableStateDir(str("state-dir") ?? ctx.env.PULLDEPLOY_STATE_DIR ?? DEFAULT_STATE_DIR, ctx.log),
+    lockWaitMs: durationFlag("lock-wait", str("lock-wait")) ?? 600_000,
+    report,
+    log: ctx.log,
+    signal: ctx.signal,
+  });
   return 0;
+}
+
+function usableStateDir(dir: string, log: CommandEnv["log"]): string | undefined {
+  try {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
+    fs.accessSync(dir, fs.constants.W_OK);
+    return dir;
+  } catch (err) {
+    log.info(`state: cannot use ${dir} (${(err as NodeJS.ErrnoException).code}): no host lock and no state update this run (set --state-dir)`);
+    return undefined;
+  }
 }

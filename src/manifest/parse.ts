@@ -45,6 +45,11 @@ export interface Manifest {
   keepReleases: number;
   /** `release` strategy: paths linked from `<dest>/shared/` into each release. */
   sharedPaths: string[];
+  /**
+   * When the manifest was issued (signed), ISO 8601 UTC; publish and a signing rollback write it. With
+   * trust keys the agent refuses a manifest issued before the last one it deployed to the same dest.
+   */
+  issuedAt?: string;
 }
 
 export interface ParsedManifest {
@@ -53,7 +58,7 @@ export interface ParsedManifest {
   warnings: string[];
 }
 
-const KNOWN_KEYS = ["src", "checksum", "dest", "dest_mode", "sync_strategy", "commands", "excludes", "exclude_from", "release_id", "keep_releases", "shared_paths"];
+const KNOWN_KEYS = ["src", "checksum", "dest", "dest_mode", "sync_strategy", "commands", "excludes", "exclude_from", "release_id", "keep_releases", "shared_paths", "issued_at"];
 const DEFAULT_DEST_MODE = 0o755;
 export const DEFAULT_KEEP_RELEASES = 5;
 
@@ -169,6 +174,14 @@ export function parseManifest(text: string, env: Env = {}): ParsedManifest {
         } else sharedPaths.push(p.replace(/\/+$/, ""));
       });
   }
+  const issuedText = optionalString(field("issued_at"), "issued_at", problems);
+  let issuedAt: string | undefined;
+  if (issuedText !== undefined) {
+    const ms = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/.test(issuedText) ? Date.parse(issuedText) : Number.NaN;
+    // Round-trip the date and time: 2026-02-30 must not roll over into March.
+    if (Number.isFinite(ms) && new Date(ms).toISOString().slice(0, 19) === issuedText.slice(0, 19)) issuedAt = new Date(ms).toISOString();
+    else problems.push(`issued_at: expected an ISO 8601 UTC time like 2026-01-31T12:00:00Z, got "${issuedText}"`);
+  }
   const releaseOnly = { validate: commands.validate.length > 0, shared_paths: sharedPaths.length > 0 };
   if (syncStrategy !== "release") {
     for (const [key, used] of Object.entries(releaseOnly)) {
@@ -178,7 +191,7 @@ export function parseManifest(text: string, env: Env = {}): ParsedManifest {
 
   if (problems.length > 0) throw new ManifestError(problems, false, { failure: commands.failure, env: commands.env });
   return {
-    manifest: { src, checksum, dest, destMode, syncStrategy, commands, excludes, excludeFrom, releaseId, keepReleases, sharedPaths },
+    manifest: { src, checksum, dest, destMode, syncStrategy, commands, excludes, excludeFrom, releaseId, keepReleases, sharedPaths, issuedAt },
     warnings,
   };
 }

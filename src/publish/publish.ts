@@ -170,7 +170,9 @@ export async function publish(o: PublishOptions): Promise<PublishResult> {
     );
 
     // upload the manifest, after it round-trips through the agent's parser.
-    const manifestText = renderManifest(o.manifest, hooks, { src: archiveUrl, checksum: archive.checksum, releaseId: id });
+    // A signed manifest carries its signed issue time: agents refuse one older than what they run.
+    const issuedAt = signKey ? createdAt.toISOString() : undefined;
+    const manifestText = renderManifest(o.manifest, hooks, { src: archiveUrl, checksum: archive.checksum, releaseId: id, issuedAt });
     const manifestBytes = new TextEncoder().encode(manifestText);
     const record: ReleaseRecord = {
       id,
@@ -221,6 +223,8 @@ export interface FireOptions {
   log: Logger;
   signal?: AbortSignal;
   now?: () => Date;
+  /** The record to write when KV does not hold one for this URL (a re-signed rollback: the original's, re-pointed). */
+  record?: ReleaseRecord;
 }
 
 /**
@@ -254,7 +258,7 @@ export async function fire(o: FireOptions): Promise<{ record?: ReleaseRecord }> 
         }
       }
     }
-    record ??= await recordFromManifest(o, id);
+    record ??= o.record ?? (await recordFromManifest(o, id));
   }
   await recordAndAnnounce({ ...o, kv: useKv, consul, consulFlags: o.consul, record, recorded, stage: "fire" });
   return { record };
@@ -461,7 +465,7 @@ export function readHooks(hooks: ManifestFields["hooks"]): Hooks {
  * `ManifestError` with every problem, including keys the agent would ignore (a typo such as
  * `comands:`). Templates (`{{ env "A" }}`) are kept for each agent to render.
  */
-export function renderManifest(fields: ManifestFields, hooks: Hooks, release: { src: string; checksum: string; releaseId: string }): string {
+export function renderManifest(fields: ManifestFields, hooks: Hooks, release: { src: string; checksum: string; releaseId: string; issuedAt?: string }): string {
   const base = hooks.fields;
   const problems = [...hooks.problems];
   const strategy = fields.syncStrategy ?? base.sync_strategy;
@@ -474,6 +478,7 @@ export function renderManifest(fields: ManifestFields, hooks: Hooks, release: { 
     // The `release` strategy names each release's directory: by its id.
     release_id: strategy === "release" ? release.releaseId : undefined,
     excludes: fields.excludes !== undefined && fields.excludes.length > 0 ? fields.excludes : base.excludes,
+    issued_at: release.issuedAt,
   };
   for (const [k, v] of Object.entries(base)) if (!(k in merged)) merged[k] = v;
   for (const k of Object.keys(merged)) if (merged[k] === undefined) delete merged[k];
@@ -528,7 +533,7 @@ function unknownKeys(fields: Record<string, unknown>): string[] {
  * Templates are rendered by each agent with its own environment. To check the structure here, every
  * variable is taken as set, to `/NAME` (so `dest: '{{ must_env "APP_DEST" }}'` still reads as absolute).
  */
-function placeholderEnv(): Env {
+export function placeholderEnv(): Env {
   return new Proxy({} as Env, { get: (_t, name) => (typeof name === "string" ? `/${name}` : undefined) });
 }
 

@@ -17,6 +17,7 @@ import { dirname, join } from "node:path";
 import { CommandError, PulldeployError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Manifest, SyncStrategyName } from "../manifest/parse.ts";
+import type { ChildTracker } from "../pid.ts";
 import * as releases from "./releases.ts";
 
 export interface SyncContext {
@@ -28,6 +29,8 @@ export interface SyncContext {
   env: Record<string, string | undefined>;
   log: Logger;
   signal?: AbortSignal;
+  /** Records rsync's process group, so that rsync does not outlive a killed agent's next run. */
+  track?: ChildTracker;
 }
 
 export interface Workspace {
@@ -111,12 +114,13 @@ async function rsyncApply(ctx: SyncContext, ws: Workspace): Promise<void> {
   log.info(`sync: ${args.join(" ")}`);
   let proc: ReturnType<typeof Bun.spawn>;
   try {
-    proc = Bun.spawn(args, { stdin: "ignore", stdout: "pipe", stderr: "pipe", env: ctx.env as Record<string, string> });
+    proc = Bun.spawn(args, { stdin: "ignore", stdout: "pipe", stderr: "pipe", env: ctx.env as Record<string, string>, detached: true });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === "ENOENT") throw new PulldeployError("sync: rsync is not installed (apt-get install rsync, or use sync_strategy: mv)", "sync", { cause: err });
     throw new PulldeployError(`sync: cannot start rsync: ${(err as Error).message}`, "sync", { cause: err });
   }
+  ctx.track?.started(proc.pid, "sync: rsync");
   const onAbort = () => proc.kill("SIGTERM");
   ctx.signal?.addEventListener("abort", onAbort, { once: true });
   try {
@@ -131,6 +135,7 @@ async function rsyncApply(ctx: SyncContext, ws: Workspace): Promise<void> {
       throw new CommandError(`sync: rsync failed with exit code ${code}${first ? `: ${first}` : ""}`, "sync", code, errText);
     }
   } finally {
+    ctx.track?.ended(proc.pid);
     ctx.signal?.removeEventListener("abort", onAbort);
   }
 }

@@ -68,9 +68,12 @@ describe("exactly once", () => {
     await using d = tempDir();
     const state = join(d.path, "state");
     fs.mkdirSync(state);
-    const holder = Bun.spawn(["sleep", "30"]);
+    // The lock is flock(2)ed: a holder (util-linux flock) that says when it has it.
+    const holder = Bun.spawn(["flock", join(state, "lock"), "sh", "-c", "echo locked; exec sleep 30"], { stdout: "pipe" });
     fs.writeFileSync(join(state, "lock"), `${holder.pid}\n`);
     try {
+      const reader = holder.stdout.getReader();
+      expect(new TextDecoder().decode((await reader.read()).value)).toBe("locked\n");
       const r = await run(["agent", "--lock-wait", "0", "--manifest", "file:///x.yml"], { env: { PULLDEPLOY_STATE_DIR: state } });
       expect(r.code).toBe(1);
       expect(r.stderr).toContain(`another pulldeploy agent (pid ${holder.pid}) is deploying on this host`);
