@@ -18,7 +18,7 @@ import { parseManifest } from "../manifest/parse.ts";
 import { kvKeys, parseReleaseRecord, type ReleaseRecord } from "../records/release.ts";
 import { loadPrivateKey, SIGNATURE_SUFFIX, signBytes } from "../signature.ts";
 import { fetchBytes, fetchText } from "../store/sources/index.ts";
-import type { Env } from "../store/sources/types.ts";
+import type { Env } from "../env.ts";
 import { openTarget } from "../store/targets/index.ts";
 import { USER_AGENT } from "../version.ts";
 import { placeholderEnv } from "./publish.ts";
