@@ -22,11 +22,15 @@ import type { CommandEnv } from "./context.ts";
 import { consulArgs, durationFlag, intFlag, listFlag, sizeFlag } from "./_shared.ts";
 
 const RSYNC_VERBOSE = ["", "-v", "-vv", "-vvv"];
+/** consul watch and serf write the trigger and close stdin at once; its size is a few KB at most. */
+const TRIGGER_TIMEOUT_MS = 60_000;
+const TRIGGER_MAX_BYTES = 1 << 20;
 
 export const agentArgs = {
   manifest: { type: "string", description: "Deploy this manifest URL instead of reading a trigger from stdin", valueHint: "url" },
   "max-bandwidth": { type: "string", alias: "max-band-width", description: "Cap the download rate: 10M / 10MB (10^6), 1MiB (2^20), 500k, bytes", valueHint: "size" },
   timeout: { type: "string", description: "Deadline on fetching src, per attempt: 30 (seconds) or 30s, 2m", valueHint: "duration" },
+  "trigger-timeout": { type: "string", description: "Deadline on reading the trigger from stdin (default 60s; its size is capped at 1 MiB)", valueHint: "duration" },
   "random-delay": { type: "string", description: "Sleep a random time in [0, d) before reading stdin", valueHint: "duration" },
   retry: { type: "string", description: "Extra attempts of the whole fetch after a 5xx, network or body error (default 0)", valueHint: "n" },
   "retry-wait": { type: "string", description: "Wait between attempts (default 3s)", valueHint: "duration" },
@@ -159,7 +163,8 @@ async function runAgent(args: Args, ctx: CommandEnv): Promise<number> {
       trigger = { kind: "flag", url: checkUrl(str("manifest")!, "--manifest") };
     } else {
       if (ctx.stdinIsTTY) throw new UsageError("no trigger: pipe a manifest URL on stdin (or a consul/serf event), or pass --manifest URL");
-      trigger = parseTrigger(await ctx.readStdin(), env);
+      const timeoutMs = durationFlag("trigger-timeout", str("trigger-timeout")) ?? TRIGGER_TIMEOUT_MS;
+      trigger = parseTrigger(await ctx.readStdin({ timeoutMs, maxBytes: TRIGGER_MAX_BYTES }), env);
     }
     if (trigger.kind === "consul-empty") {
       log.info("consul event: no events (consul watch starts every handler with [] or the buffered events)");
