@@ -15,7 +15,7 @@ import { DEFAULT_LIMITS } from "../archive/extract.ts";
 import type { ConsulClient } from "../consul/client.ts";
 import { PulldeployError, UsageError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import { checkRole, DEFAULT_KV_PREFIX, kvKeys, type ReleaseRecord } from "../records/release.ts";
+import { checkNode, checkRole, DEFAULT_KV_PREFIX, kvKeys, normalizeKvPrefix, type ReleaseRecord } from "../records/release.ts";
 import { DEFAULT_STATE_DIR, type Handled } from "../agent/state.ts";
 import { checkUrl, parseTrigger, type Trigger } from "../agent/trigger.ts";
 import type { CommandEnv } from "./context.ts";
@@ -70,6 +70,10 @@ async function runAgent(args: Args, ctx: CommandEnv): Promise<number> {
   const rsyncVerbose = str("rsync-verbose") ?? "";
   if (!RSYNC_VERBOSE.includes(rsyncVerbose)) throw new UsageError(`--rsync-verbose: expected one of "", -v, -vv, -vvv; got "${rsyncVerbose}"`);
   const trustKeyFiles = listFlag(str("trust-key"));
+  // An explicit but empty --trust-key (an unset variable in a unit file) must not mean "trust anything".
+  if (args["trust-key"] !== undefined && trustKeyFiles.length === 0) {
+    throw new UsageError('--trust-key: empty; give the public key file(s) to verify manifests with (e.g. --trust-key /etc/pulldeploy/release.pub), or drop the flag');
+  }
   // signature.ts loads node:crypto (~15 ms): only with --trust-key.
   const signature = trustKeyFiles.length > 0 ? await import("../signature.ts") : undefined;
   const trustKeys = trustKeyFiles.map((file) => {
@@ -108,7 +112,13 @@ async function runAgent(args: Args, ctx: CommandEnv): Promise<number> {
   if ((fromKv || following) && role === undefined) throw new UsageError(`--${following ? "follow" : "from-kv"} needs --role (the role whose latest release to deploy)`);
   if (fromKv && following) throw new UsageError("use either --from-kv (once, at boot) or --follow (keep running), not both");
   if ((fromKv || following) && str("manifest") !== undefined) throw new UsageError("--manifest cannot be combined with --from-kv or --follow");
-  const prefix = str("kv-prefix") ?? DEFAULT_KV_PREFIX;
+  const prefix = normalizeKvPrefix(str("kv-prefix") ?? DEFAULT_KV_PREFIX);
+  if (typeof prefix !== "string") throw new UsageError(`--kv-prefix: ${prefix.error}`);
+  const nodeFlag = str("node");
+  if (nodeFlag !== undefined) {
+    const bad = checkNode(nodeFlag);
+    if (bad) throw new UsageError(`--node: ${bad}`);
+  }
   const stateDir = usableStateDir(str("state-dir") ?? env.PULLDEPLOY_STATE_DIR ?? DEFAULT_STATE_DIR, log);
   const common = { stateDir, force: args.force === true, lockWaitMs: durationFlag("lock-wait", str("lock-wait")) ?? 600_000 };
 
@@ -123,7 +133,10 @@ async function runAgent(args: Args, ctx: CommandEnv): Promise<number> {
   const reportTarget = async (): Promise<ReportTarget | undefined> => {
     if (!consul || !role) return undefined;
     const { nodeName } = await import("../agent/run.ts");
-    return { consul, prefix, role, node: await nodeName(str("node"), consul, hostname()) };
+    const node = await nodeName(nodeFlag, consul, hostname());
+    const bad = checkNode(node);
+    if (bad) throw new UsageError(`this host's ${bad}: pass --node NAME`);
+    return { consul, prefix, role, node };
   };
 
   if (following) {
