@@ -39,7 +39,9 @@ export const silentLogger: Logger = { info() {}, text: () => "" };
 
 /**
  * Query parameters that carry a credential: AWS and GCS signed URLs (SigV4 and V2, `X-Goog-*`),
- * Azure SAS (`sig`, `se`-free), OAuth and API tokens. Matched case-insensitively, after `?`, `&` or `;`.
+ * Azure SAS (`sig`), OAuth and API tokens. Matched case-insensitively, after `?`, `&` or `;`; the value
+ * ends before `&`, `;`, `#`, white space or quotes, and a trailing `:`, `,`, `.` or `)` is left to the
+ * sentence around it (`fetch URL: 403`).
  */
 const SECRET_PARAMS = [
   "X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "Signature", "AWSAccessKeyId",
@@ -47,7 +49,7 @@ const SECRET_PARAMS = [
   "sig", "signature", "token", "access_token", "id_token", "refresh_token", "auth", "authorization",
   "api_key", "apikey", "api-key", "key", "client_secret", "password", "passwd", "pass", "secret",
 ];
-const SECRET_QUERY = new RegExp(`([?&;](?:${SECRET_PARAMS.map((p) => p.replace(/[-]/g, "\\-")).join("|")})=)[^&;#\\s"'<>]+`, "gi");
+const SECRET_QUERY = new RegExp(`([?&;](?:${SECRET_PARAMS.map((p) => p.replace(/[-]/g, "\\-")).join("|")})=)[^&;#\\s"'<>]*[^&;#\\s"'<>:,.)]`, "gi");
 /**
  * A URL's userinfo: everything between `scheme://` and the authority's last `@` (a password may hold
  * `@` or `:`). `user:pass` keeps the user; a token-only `user@` (GitHub, GitLab tokens) is hidden whole.

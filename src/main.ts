@@ -141,7 +141,7 @@ async function readStdin(fs: typeof import("node:fs"), opts: { timeoutMs: number
   const chunks: Uint8Array[] = [];
   let total = 0;
   let fd = 0;
-  let waitReadable: ((fd: number, ms: number) => void) | undefined;
+  let waitReadable: ((fd: number, ms: number) => boolean) | undefined;
   try {
     if (!fs.fstatSync(0).isFile()) fd = fs.openSync("/proc/self/fd/0", fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
   } catch {
@@ -177,17 +177,20 @@ async function readStdin(fs: typeof import("node:fs"), opts: { timeoutMs: number
 }
 
 /** Wait until `fd` is readable (data, EOF or an error), yielding to signal handlers every 250 ms. */
-async function waitUntilReadable(wait: (fd: number, ms: number) => void, fd: number, deadline: number, timeoutMs: number): Promise<void> {
-  const left = deadline - performance.now();
-  if (left <= 0) {
-    throw new PulldeployError(`stdin: no complete trigger within ${timeoutMs / 1000}s (consul watch and serf write it and close stdin at once; --trigger-timeout)`, "trigger");
+async function waitUntilReadable(wait: (fd: number, ms: number) => boolean, fd: number, deadline: number, timeoutMs: number): Promise<void> {
+  for (;;) {
+    const left = deadline - performance.now();
+    if (left <= 0) {
+      throw new PulldeployError(`stdin: no complete trigger within ${timeoutMs / 1000}s (consul watch and serf write it and close stdin at once; --trigger-timeout)`, "trigger");
+    }
+    const ready = wait(fd, Math.min(250, Math.ceil(left)));
+    await new Promise((resolve) => setImmediate(resolve));
+    if (ready) return;
   }
-  wait(fd, Math.min(250, Math.ceil(left)));
-  await new Promise((resolve) => setImmediate(resolve));
 }
 
-/** `poll(2)` on one descriptor for POLLIN, blocking up to `ms`. */
-async function pollerFor(): Promise<(fd: number, ms: number) => void> {
+/** `poll(2)` on one descriptor for POLLIN, blocking up to `ms`; true when it is readable (or at EOF or in error). */
+async function pollerFor(): Promise<(fd: number, ms: number) => boolean> {
   const { dlopen, FFIType, ptr } = await import("bun:ffi");
   const libc = dlopen(process.platform === "darwin" ? "libc.dylib" : "libc.so.6", {
     poll: { args: [FFIType.ptr, FFIType.u64, FFIType.i32], returns: FFIType.i32 },
@@ -198,7 +201,7 @@ async function pollerFor(): Promise<(fd: number, ms: number) => void> {
     pollfd[0] = fd;
     shorts[2] = 1; // POLLIN
     shorts[3] = 0;
-    libc.symbols.poll(ptr(pollfd), 1, ms);
+    return libc.symbols.poll(ptr(pollfd), 1, ms) > 0 && shorts[3] !== 0;
   };
 }
 

@@ -186,8 +186,11 @@ async function checkSignature(url: string, bytes: Uint8Array, opts: DeployOption
   try {
     signature = await fetchText(sigUrl, { env: opts.env, signal: opts.signal, userAgent: USER_AGENT }, 4096, documentPolicy(opts, "signature"));
   } catch (err) {
-    const why = err instanceof FetchError && err.status === 404 ? "not found" : messageOf(err);
-    throw new PulldeployError(`manifest is not signed (${redact(sigUrl)}: ${why}); refusing it because trust keys are configured`, "signature", { cause: err });
+    if (!(err instanceof FetchError && err.status === 404)) {
+      // Unreachable, slow or oversized: say so, rather than claim the manifest is unsigned.
+      throw new PulldeployError(`cannot verify the manifest: ${messageOf(err)}; refusing it because trust keys are configured`, "signature", { cause: err });
+    }
+    throw new PulldeployError(`manifest is not signed (${redact(sigUrl)}: not found); refusing it because trust keys are configured`, "signature", { cause: err });
   }
   if (!verifyBytes(bytes, signature, opts.trustKeys!)) {
     throw new PulldeployError(`bad signature: ${redact(sigUrl)} does not match the manifest under any of the ${opts.trustKeys!.length} trusted keys`, "signature");

@@ -1,11 +1,17 @@
 /** `file:///abs/path`. A host part is an error (stretcher silently ignored it). */
 import { FetchError } from "../../errors.ts";
+import { redact } from "../../log.ts";
 import type { Source } from "./types.ts";
 
 export function filePath(url: string): string {
-  const u = new URL(url);
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new FetchError(`fetch ${redact(url)}: not a valid file URL; use file:///absolute/path`, false);
+  }
   if (u.host !== "" && u.host !== "localhost") {
-    throw new FetchError(`fetch ${url}: file URLs take no host ("${u.host}"); use file:///absolute/path`, false);
+    throw new FetchError(`fetch ${redact(url)}: file URLs take no host ("${u.host}"); use file:///absolute/path`, false);
   }
   return decodeURIComponent(u.pathname);
 }
