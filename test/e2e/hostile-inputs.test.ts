@@ -81,6 +81,18 @@ describe("class 4: the network hangs or lies", () => {
     expect(performance.now() - started).toBeLessThan(10_000);
   });
 
+  test("a src server that accepts and never answers: each attempt ends at --timeout and is retried", async () => {
+    await using d = tempDir();
+    const dest = appDest(d.path);
+    using srv = tcpServer();
+    const rel = appRelease(d.path, { "index.html": "v1" }, (a) => `src: ${srv.url}/app.tar.gz\nchecksum: ${a.sha256}\ndest: ${dest}\n`);
+    const r = await run(["agent", "--timeout", "300ms", "--retry", "1", "--retry-wait", "10ms", "--manifest", rel.manifestUrl]);
+    expect(r.code).toBe(1);
+    expect(failedLine(r.stderr)).toBe(`deploy failed in phase fetch: fetch ${srv.url}/app.tar.gz: timed out (after 2 attempts)`);
+    expect(srv.connections()).toBe(2);
+    expect(listTree(dest)).toEqual([]);
+  });
+
   test("a manifest trickled a byte at a time: the deadline covers the body", async () => {
     let stop = false;
     await using srv = httpServer(
