@@ -93,6 +93,14 @@ describe("class 4: the network hangs or lies", () => {
     expect(listTree(dest)).toEqual([]);
   });
 
+  test("an S3 endpoint that accepts and never answers: the manifest's attempts end at --timeout and are retried", async () => {
+    using srv = tcpServer();
+    const env = { AWS_ENDPOINT_URL_S3: srv.url, AWS_ACCESS_KEY_ID: "AKIAEXAMPLE", AWS_SECRET_ACCESS_KEY: "secret", AWS_REGION: "us-east-1", AWS_EC2_METADATA_DISABLED: "true" };
+    const r = await run(["agent", "--timeout", "300ms", "--retry", "1", "--retry-wait", "10ms", "--manifest", "s3://deploys/app.yml"], { env });
+    expect(r.code).toBe(1);
+    expect(failedLine(r.stderr)).toBe("deploy failed in phase manifest: fetch s3://deploys/app.yml: no complete answer within 0.3s (--timeout) (after 2 attempts)");
+  });
+
   test("a manifest trickled a byte at a time: the deadline covers the body", async () => {
     let stop = false;
     await using srv = httpServer(

@@ -79,7 +79,7 @@ export const httpSource: Source = {
 export const DEFAULT_STALL_MS = 60_000;
 
 /** A per-attempt deadline (`AbortSignal.timeout`) rather than a stop. */
-function isTimeout(reason: unknown): boolean {
+export function isTimeout(reason: unknown): boolean {
   return reason instanceof Error && reason.name === "TimeoutError";
 }
 
