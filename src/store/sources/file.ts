@@ -28,7 +28,8 @@ export const fileSource: Source = {
     } catch (err) {
       if (err instanceof FetchError) throw err;
       const code = (err as NodeJS.ErrnoException).code;
-      throw new FetchError(`fetch ${url}: ${code === "ENOENT" ? "no such file" : (err as Error).message}`, false, { cause: err });
+      // A missing file is the 404 of the other sources (a missing `.sig` means "not signed").
+      throw new FetchError(`fetch ${url}: ${code === "ENOENT" ? "no such file" : (err as Error).message}`, false, { cause: err, status: code === "ENOENT" ? 404 : undefined });
     }
     const offset = opts.offset ?? 0;
     return { body: (offset > 0 ? file.slice(offset) : file).stream(), size };
