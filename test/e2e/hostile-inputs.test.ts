@@ -187,6 +187,25 @@ describe("class 4: the network hangs or lies", () => {
     }
   });
 
+  test("a trigger FIFO whose writer never closes it (a real pipe, not a socket): the same deadline", async () => {
+    await using d = tempDir();
+    const fifo = join(d.path, "trigger");
+    expect(Bun.spawnSync(["mkfifo", fifo]).exitCode).toBe(0);
+    const rw = fs.openSync(fifo, fs.constants.O_RDWR); // holds a writer open; never blocks
+    fs.writeSync(rw, "file:///x.yml"); // no newline, never closed
+    const rd = fs.openSync(fifo, fs.constants.O_RDONLY);
+    try {
+      const proc = Bun.spawn([BINARY, "agent", "--trigger-timeout", "300ms"], { stdin: rd, stdout: "ignore", stderr: "pipe", env: { PATH: process.env.PATH!, PULLDEPLOY_STATE_DIR: d.path } });
+      expect(await proc.exited).toBe(1);
+      expect(lines(await new Response(proc.stderr).text())).toEqual([
+        "pulldeploy agent: stdin: no complete trigger within 0.3s (consul watch and serf write it and close stdin at once; --trigger-timeout)",
+      ]);
+    } finally {
+      fs.closeSync(rd);
+      fs.closeSync(rw);
+    }
+  });
+
   test("a trigger larger than 1 MiB is refused without reading on", async () => {
     const r = await run(["agent"], { stdin: `file:///x.yml${" ".repeat(2 << 20)}\n` });
     expect(r.code).toBe(1);
