@@ -55,9 +55,9 @@ export function checkNode(node: string): string | undefined {
   return ROLE.test(node) ? undefined : `node name ${printable(node)} must be 1–128 letters, digits, ".", "_" or "-", starting with a letter or digit (it names a Consul KV key)`;
 }
 
-/** A name quoted for an error message, control characters escaped so the message stays one line. */
+/** A name quoted for an error message, control characters (C0, DEL, C1) escaped so the message stays one safe line. */
 function printable(s: string): string {
-  return JSON.stringify(s);
+  return JSON.stringify(s).replace(/[\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
 }
 
 /** The release id for an archive created at `at` with this checksum. */
