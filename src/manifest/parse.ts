@@ -90,7 +90,9 @@ export function parseManifest(text: string, env: Record<string, string | undefin
   const src = optionalString(field("src"), "src", problems);
   if (src !== undefined) {
     const scheme = schemeOf(src);
-    if (!isSourceScheme(scheme)) {
+    if (CONTROL.test(src)) {
+      problems.push(`src: a URL holds no control characters, got ${JSON.stringify(src)}`);
+    } else if (!isSourceScheme(scheme)) {
       problems.push(
         scheme === undefined
           ? `src: "${src}" is not a URL: a scheme is required (${SOURCE_SCHEMES.join(", ")})`

@@ -259,6 +259,9 @@ describe("manifest: misconfiguration fails closed", () => {
   test.each(["/srv/app", "/etc/nginx/sites", "/var/www/app", "/home/app/current", "/tmp/pd-x/dest"])("dest %j is fine", (dest) => {
     expect(parseManifest(`${head}dest: ${dest}\n`).manifest.dest).toBe(dest);
   });
+  test.each(["file:///a.tgz\\u0000.x", "https://h/a\\u001b[2J.tgz", "https://h/a.tgz\\n"])("src %j with a control character", (src) => {
+    expect(problems(`src: "${src}"\nchecksum: ${SHA1}\ndest: /srv/app\n`).problems).toEqual([`src: a URL holds no control characters, got ${JSON.stringify(JSON.parse(`"${src}"`))}`]);
+  });
   test("dest with a control character", () => {
     expect(problems(`${head}dest: "/srv/a\\nb"\n`).problems).toEqual(['dest: contains a control character: "/srv/a\\nb"']);
   });
