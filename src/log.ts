@@ -37,11 +37,35 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
 /** A logger that keeps nothing and prints nothing. */
 export const silentLogger: Logger = { info() {}, text: () => "" };
 
-const SECRET_QUERY = /([?&](?:X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token|Signature|AWSAccessKeyId|token|access_token|sig|password|secret)=)[^&\s]+/gi;
+/**
+ * Query parameters that carry a credential: AWS and GCS signed URLs (SigV4 and V2, `X-Goog-*`),
+ * Azure SAS (`sig`), OAuth and API tokens. Matched case-insensitively, after `?`, `&` or `;`; the value
+ * ends before `&`, `;`, `#`, white space or quotes, and a trailing `:`, `,`, `.` or `)` is left to the
+ * sentence around it (`fetch URL: 403`).
+ */
+const SECRET_PARAMS = [
+  "X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "Signature", "AWSAccessKeyId",
+  "X-Goog-Signature", "X-Goog-Credential", "X-Goog-Security-Token", "GoogleAccessId",
+  "sig", "signature", "token", "access_token", "id_token", "refresh_token", "auth", "authorization",
+  "api_key", "apikey", "api-key", "key", "client_secret", "password", "passwd", "pass", "secret",
+];
+const SECRET_QUERY = new RegExp(`([?&;](?:${SECRET_PARAMS.map((p) => p.replace(/[-]/g, "\\-")).join("|")})=)[^&;#\\s"'<>]*[^&;#\\s"'<>:,.)]`, "gi");
+/**
+ * A URL's userinfo: everything between `scheme://` and the authority's last `@` (a password may hold
+ * `@` or `:`). `user:pass` keeps the user; a token-only `user@` (GitHub, GitLab tokens) is hidden whole.
+ */
+const USERINFO = /\b([a-z][a-z0-9+.-]*:\/\/)([^/?#\s@]*(?:@[^/?#\s@]*)*)@/gi;
 
-/** Remove passwords in URLs and signed query parameters from a line. */
+/**
+ * Remove credentials from text that may hold URLs: passwords and tokens in userinfo, and signed-URL
+ * query parameters. Every sink of the agent (its log and the log tail, the node report, the failure
+ * commands' environment, the state file) passes text through this one function.
+ */
 export function redact(s: string): string {
   return s
-    .replace(/\b([a-z][a-z0-9+.-]*:\/\/)([^/@\s:]+):([^/@\s]+)@/gi, "$1$2:***@")
+    .replace(USERINFO, (_all, scheme: string, info: string) => {
+      const colon = info.indexOf(":");
+      return colon > 0 ? `${scheme}${info.slice(0, colon)}:***@` : `${scheme}***@`;
+    })
     .replace(SECRET_QUERY, "$1***");
 }

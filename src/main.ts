@@ -11,7 +11,7 @@
  * paths: `process.stdout` / `process.stderr` (~25 ms: a Node stream; `--version` and `--help` print
  * with `console.log`), `process.stdin` (~30 ms), `Bun.stdin.text()` (~5 ms), `node:crypto` (~15 ms).
  */
-import { messageOf, UsageError } from "./errors.ts";
+import { messageOf, PulldeployError, UsageError } from "./errors.ts";
 import { createLogger } from "./log.ts";
 import { COMMIT, VERSION } from "./version.ts";
 import { normalizeArgv } from "./cli/_shared.ts";
@@ -60,7 +60,7 @@ export async function main(argv: string[]): Promise<number> {
     get stdinIsTTY() {
       return stdinIsTTY(fs);
     },
-    readStdin: () => readStdin(fs),
+    readStdin: (limits) => readStdin(fs, limits),
   };
   let code: number;
   try {
@@ -128,26 +128,81 @@ function stdinIsTTY(fs: typeof import("node:fs")): boolean {
 }
 
 /**
- * stdin's text as `Bun.stdin.text()` gives it (UTF-8; a BOM dropped, bad bytes as U+FFFD), without
- * its first-use cost (~5 ms): `readSync` until EOF, which under `consul watch` and serf (a blocking
- * pipe, written at once and closed) or from a file returns at once. On any error (EAGAIN: a
- * non-blocking pipe with nothing in it yet; EBADF) the rest is read by `Bun.stdin` as before.
+ * stdin's text as `Bun.stdin.text()` gives it (UTF-8; a BOM dropped, bad bytes as U+FFFD), at most
+ * `maxBytes`, ending within `timeoutMs`: a trigger is written at once and closed by `consul watch`
+ * and serf, so a writer that holds stdin open without writing, or trickles, must not hold the host's
+ * deploys hostage. The fast path (a file, or a pipe already written and closed) is `readSync` on a
+ * non-blocking descriptor of the same pipe (`/proc/self/fd/0`), ~free; only when the pipe is empty
+ * but still open does the reader wait, in `poll(2)` (through `bun:ffi`, ~1 ms to load), slices of at
+ * most 250 ms so that SIGINT/SIGTERM are handled between them.
  */
-async function readStdin(fs: typeof import("node:fs")): Promise<string> {
+async function readStdin(fs: typeof import("node:fs"), opts: { timeoutMs: number; maxBytes: number }): Promise<string> {
+  const deadline = performance.now() + opts.timeoutMs;
   const chunks: Uint8Array[] = [];
+  let total = 0;
+  let fd = 0;
+  let waitReadable: ((fd: number, ms: number) => boolean) | undefined;
+  try {
+    if (!fs.fstatSync(0).isFile()) fd = fs.openSync("/proc/self/fd/0", fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+  } catch {
+    fd = 0; // a socket (ENXIO) or no /proc: blocking reads, the deadline enforced by poll before each
+    waitReadable = await pollerFor();
+  }
   try {
     for (;;) {
+      if (waitReadable) await waitUntilReadable(waitReadable, fd, deadline, opts.timeoutMs);
       const buf = new Uint8Array(64 * 1024);
-      const n = fs.readSync(0, buf, 0, buf.length, null);
+      let n: number;
+      try {
+        n = fs.readSync(fd, buf, 0, buf.length, null);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "EAGAIN") throw err;
+        waitReadable ??= await pollerFor();
+        await waitUntilReadable(waitReadable, fd, deadline, opts.timeoutMs);
+        continue;
+      }
       if (n === 0) break;
+      total += n;
+      if (total > opts.maxBytes) {
+        throw new PulldeployError(`stdin: more than ${opts.maxBytes} bytes; a trigger is one consul event array or one URL line`, "trigger");
+      }
       chunks.push(buf.subarray(0, n));
     }
-  } catch {
-    chunks.push(await Bun.stdin.bytes());
+  } finally {
+    if (fd !== 0) fs.closeSync(fd);
   }
-  // A SIGINT/SIGTERM that came during a blocking read is handled now, before the trigger is acted on.
+  // A SIGINT/SIGTERM that came during a read is handled now, before the trigger is acted on.
   await new Promise((resolve) => setImmediate(resolve));
   return new TextDecoder().decode(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks));
+}
+
+/** Wait until `fd` is readable (data, EOF or an error), yielding to signal handlers every 250 ms. */
+async function waitUntilReadable(wait: (fd: number, ms: number) => boolean, fd: number, deadline: number, timeoutMs: number): Promise<void> {
+  for (;;) {
+    const left = deadline - performance.now();
+    if (left <= 0) {
+      throw new PulldeployError(`stdin: no complete trigger within ${timeoutMs / 1000}s (consul watch and serf write it and close stdin at once; --trigger-timeout)`, "trigger");
+    }
+    const ready = wait(fd, Math.min(250, Math.ceil(left)));
+    await new Promise((resolve) => setImmediate(resolve));
+    if (ready) return;
+  }
+}
+
+/** `poll(2)` on one descriptor for POLLIN, blocking up to `ms`; true when it is readable (or at EOF or in error). */
+async function pollerFor(): Promise<(fd: number, ms: number) => boolean> {
+  const { dlopen, FFIType, ptr } = await import("bun:ffi");
+  const libc = dlopen(process.platform === "darwin" ? "libc.dylib" : "libc.so.6", {
+    poll: { args: [FFIType.ptr, FFIType.u64, FFIType.i32], returns: FFIType.i32 },
+  });
+  const pollfd = new Int32Array(2); // struct pollfd { int fd; short events; short revents; }
+  const shorts = new Int16Array(pollfd.buffer);
+  return (fd, ms) => {
+    pollfd[0] = fd;
+    shorts[2] = 1; // POLLIN
+    shorts[3] = 0;
+    return libc.symbols.poll(ptr(pollfd), 1, ms) > 0 && shorts[3] !== 0;
+  };
 }
 
 if (import.meta.main) {

@@ -26,7 +26,7 @@ import { redact, type Logger } from "../log.ts";
 import { parseManifest, type Manifest } from "../manifest/parse.ts";
 import type { ChildTracker } from "../pid.ts";
 import { SIGNATURE_SUFFIX, verifyBytes } from "../signature.ts";
-import { fetchBytes, fetchText } from "../store/sources/index.ts";
+import { fetchBytes, fetchText, MAX_DOCUMENT_BYTES, type DocumentPolicy } from "../store/sources/index.ts";
 import type { Env } from "../env.ts";
 import { SYNC_STRATEGIES, type SyncContext, type Workspace } from "../sync/strategies.ts";
 import { sleep } from "../time.ts";
@@ -34,7 +34,7 @@ import { fetchAndExtract } from "./unpack.ts";
 import { USER_AGENT } from "../version.ts";
 
 export interface FetchPolicy {
-  /** Deadline on fetching `src`, per attempt, in ms. */
+  /** Deadline per attempt, in ms, on fetching `src`, the manifest and its signature (those two: 60 s when unset). */
   timeoutMs?: number;
   /** Extra attempts of the whole fetch after a retryable failure. */
   retry: number;
@@ -80,7 +80,7 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
   let phase: DeployPhase = "manifest";
   enter(phase);
   try {
-    const bytes = await fetchBytes(opts.manifestUrl, { env, signal, userAgent: USER_AGENT });
+    const bytes = await fetchBytes(opts.manifestUrl, { env, signal, userAgent: USER_AGENT }, MAX_DOCUMENT_BYTES, documentPolicy(opts, "manifest"));
     if (opts.trustKeys && opts.trustKeys.length > 0) {
       phase = "signature";
       enter(phase);
@@ -195,15 +195,28 @@ async function checkSignature(url: string, bytes: Uint8Array, opts: DeployOption
   const sigUrl = `${url}${SIGNATURE_SUFFIX}`;
   let signature: string;
   try {
-    signature = await fetchText(sigUrl, { env: opts.env, signal: opts.signal, userAgent: USER_AGENT }, 4096);
+    signature = await fetchText(sigUrl, { env: opts.env, signal: opts.signal, userAgent: USER_AGENT }, 4096, documentPolicy(opts, "signature"));
   } catch (err) {
-    const why = err instanceof FetchError && err.status === 404 ? "not found" : messageOf(err);
-    throw new PulldeployError(`manifest is not signed (${redact(sigUrl)}: ${why}); refusing it because trust keys are configured`, "signature", { cause: err });
+    if (!(err instanceof FetchError && err.status === 404)) {
+      // Unreachable, slow or oversized: say so, rather than claim the manifest is unsigned.
+      throw new PulldeployError(`cannot verify the manifest: ${messageOf(err)}; refusing it because trust keys are configured`, "signature", { cause: err });
+    }
+    throw new PulldeployError(`manifest is not signed (${redact(sigUrl)}: not found); refusing it because trust keys are configured`, "signature", { cause: err });
   }
   if (!verifyBytes(bytes, signature, opts.trustKeys!)) {
     throw new PulldeployError(`bad signature: ${redact(sigUrl)} does not match the manifest under any of the ${opts.trustKeys!.length} trusted keys`, "signature");
   }
   opts.log.info(`signature: ok (${redact(sigUrl)})`);
+}
+
+/** The manifest and its `.sig` are fetched under the same `--timeout` / `--retry` as `src`. */
+function documentPolicy(opts: DeployOptions, what: string): DocumentPolicy {
+  return {
+    timeoutMs: opts.fetch.timeoutMs,
+    retry: opts.fetch.retry,
+    retryWaitMs: opts.fetch.retryWaitMs,
+    onRetry: (err, attempt, of) => opts.log.info(`${what}: ${err.message}; retrying in ${opts.fetch.retryWaitMs / 1000}s (attempt ${attempt} of ${of})`),
+  };
 }
 
 async function fetchWithRetry(manifest: Manifest, ws: Workspace, opts: DeployOptions) {

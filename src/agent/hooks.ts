@@ -6,7 +6,7 @@
  * a hook still running (a daemon a finished hook started in the background is left alone).
  */
 import { CommandError, type DeployPhase } from "../errors.ts";
-import type { Logger } from "../log.ts";
+import { redact, type Logger } from "../log.ts";
 import type { ChildTracker } from "../pid.ts";
 
 export interface RunCommandsOptions {
@@ -36,7 +36,7 @@ async function runOne(command: string, opts: RunCommandsOptions): Promise<void> 
     stdin: opts.stdin === undefined ? "ignore" : "pipe",
     stdout: "pipe",
     stderr: "pipe",
-    env: opts.env,
+    env: commandEnv(opts.env),
     detached: true,
   });
   opts.track?.started(proc.pid, `${phase}: ${command}`);
@@ -75,6 +75,17 @@ async function runOne(command: string, opts: RunCommandsOptions): Promise<void> 
       } catch {}
     }
   }
+}
+
+/**
+ * The command's environment: the agent's own variables as they are (the host's, passed on on purpose),
+ * and every `PULLDEPLOY_*` value (the manifest URL, src, the failure's error) with URL credentials
+ * redacted: a hook may log or forward them.
+ */
+export function commandEnv(env: Record<string, string>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) out[k] = k.startsWith("PULLDEPLOY_") ? redact(v) : v;
+  return out;
 }
 
 /** Write the whole stdin; a command that exits without reading it (EPIPE) is fine. */

@@ -20,7 +20,7 @@ import { deploy, type DeployOptions, type DeployResult } from "./deploy.ts";
 import { messageOf, PulldeployError } from "../errors.ts";
 import { redact } from "../log.ts";
 import { releaseIdOfUrl, kvKeys } from "../records/release.ts";
-import { createReporter, logTail, type NodeReport, type Reporter } from "../records/report.ts";
+import { createReporter, logTail, renderReport, type NodeReport, type Reporter } from "../records/report.ts";
 import {
   acquireLock,
   childTracker,
@@ -179,7 +179,7 @@ function startReport(o: AgentRunOptions, started: Date): Reporter {
 
 async function sendPending(t: ReportTarget, report: NodeReport, log: { info(m: string): void }): Promise<boolean> {
   try {
-    await t.consul.kvPut(kvKeys.node(t.prefix, report.role || t.role, report.node || t.node), JSON.stringify(report));
+    await t.consul.kvPut(kvKeys.node(t.prefix, report.role || t.role, report.node || t.node), renderReport(report));
     log.info(`report: sent the report Consul missed earlier (${report.status}, release ${report.release_id ?? "unknown"})`);
     return true;
   } catch {

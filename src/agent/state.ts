@@ -15,6 +15,7 @@
 import * as fs from "node:fs";
 import { join, resolve } from "node:path";
 import { PulldeployError } from "../errors.ts";
+import { redact } from "../log.ts";
 import { pidAlive, processStartTime, type ChildTracker } from "../pid.ts";
 import type { NodeReport } from "../records/report.ts";
 
@@ -84,6 +85,10 @@ export class StateStore {
       return {};
     }
     try {
+      // Older agents wrote it 0644; it holds URLs and log tails: tighten before anything else reads it.
+      if ((fs.statSync(this.file).mode & 0o077) !== 0) fs.chmodSync(this.file, 0o600);
+    } catch {}
+    try {
       const data = JSON.parse(text) as unknown;
       if (data === null || typeof data !== "object" || Array.isArray(data)) throw new Error("not an object");
       return data as AgentState;
@@ -93,11 +98,16 @@ export class StateStore {
     }
   }
 
-  /** Atomic: a reader sees the old file or the new one, never a torn one. */
+  /**
+   * Atomic: a reader sees the old file or the new one, never a torn one. Mode 0600 (it holds URLs and
+   * the pending report's log tail), every string redacted: no URL credential is kept on disk.
+   */
   write(state: AgentState): void {
     fs.mkdirSync(this.dir, { recursive: true, mode: 0o755 });
     const tmp = join(this.dir, `.state.json.tmp-${process.pid}`);
-    fs.writeFileSync(tmp, `${JSON.stringify({ ...state, updated_at: new Date().toISOString() }, null, 2)}\n`, { mode: 0o644 });
+    const text = JSON.stringify({ ...state, updated_at: new Date().toISOString() }, (_k, v: unknown) => (typeof v === "string" ? redact(v) : v), 2);
+    fs.writeFileSync(tmp, `${text}\n`, { mode: 0o600 });
+    fs.chmodSync(tmp, 0o600); // a leftover temp file of the same pid keeps its old mode
     fs.renameSync(tmp, this.file);
   }
 }

@@ -76,9 +76,16 @@ export function checkUrl(url: string, where: string): string {
   const u = url.trim();
   if (u === "") throw new TriggerError(`${where}: no manifest URL (expected e.g. s3://bucket/app.yml)`);
   if (/\s/.test(u)) throw new TriggerError(`${where}: manifest URL contains white space: "${u}"`);
+  // NUL, escape sequences, DEL: nothing a URL holds, and they would reach the log, KV and hooks as they are.
+  if (/[\u0000-\u001f\u007f-\u009f]/.test(u)) throw new TriggerError(`${where}: manifest URL contains control characters: ${quoted(u)}`);
   if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(u)) {
     const hint = u.startsWith("/") ? ` (did you mean file://${u}?)` : "";
     throw new TriggerError(`${where}: "${u}" is not a URL: a scheme is required (s3://, gs://, http://, https://, file://)${hint}`);
   }
   return u;
+}
+
+/** `s` in double quotes with every control character (C0, DEL, C1) escaped as `\uXXXX`: one safe line. */
+function quoted(s: string): string {
+  return JSON.stringify(s).replace(/[\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
 }

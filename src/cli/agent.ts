@@ -15,7 +15,7 @@ import { DEFAULT_LIMITS } from "../archive/extract.ts";
 import type { ConsulClient } from "../consul/client.ts";
 import { PulldeployError, UsageError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import { checkRole, DEFAULT_KV_PREFIX, kvKeys, type ReleaseRecord } from "../records/release.ts";
+import { checkNode, checkRole, DEFAULT_KV_PREFIX, kvKeys, type ReleaseRecord } from "../records/release.ts";
 import { DEFAULT_STATE_DIR, type Handled } from "../agent/state.ts";
 import { checkUrl, parseTrigger, type Trigger } from "../agent/trigger.ts";
 import { sleep } from "../time.ts";
@@ -23,11 +23,15 @@ import type { CommandEnv } from "./context.ts";
 import { consulArgs, durationFlag, intFlag, kvPrefixFlag, listFlag, sizeFlag } from "./_shared.ts";
 
 const RSYNC_VERBOSE = ["", "-v", "-vv", "-vvv"];
+/** consul watch and serf write the trigger and close stdin at once; its size is a few KB at most. */
+const TRIGGER_TIMEOUT_MS = 60_000;
+const TRIGGER_MAX_BYTES = 1 << 20;
 
 export const agentArgs = {
   manifest: { type: "string", description: "Deploy this manifest URL instead of reading a trigger from stdin", valueHint: "url" },
   "max-bandwidth": { type: "string", alias: "max-band-width", description: "Cap the download rate: 10M / 10MB (10^6), 1MiB (2^20), 500k, bytes", valueHint: "size" },
   timeout: { type: "string", description: "Deadline on fetching src, per attempt: 30 (seconds) or 30s, 2m", valueHint: "duration" },
+  "trigger-timeout": { type: "string", description: "Deadline on reading the trigger from stdin (default 60s; its size is capped at 1 MiB)", valueHint: "duration" },
   "random-delay": { type: "string", description: "Sleep a random time in [0, d) before reading stdin", valueHint: "duration" },
   retry: { type: "string", description: "Extra attempts of the whole fetch after a 5xx, network or body error (default 0)", valueHint: "n" },
   "retry-wait": { type: "string", description: "Wait between attempts (default 3s)", valueHint: "duration" },
@@ -68,6 +72,10 @@ async function runAgent(args: Args, ctx: CommandEnv): Promise<number> {
   const rsyncVerbose = str("rsync-verbose") ?? "";
   if (!RSYNC_VERBOSE.includes(rsyncVerbose)) throw new UsageError(`--rsync-verbose: expected one of "", -v, -vv, -vvv; got "${rsyncVerbose}"`);
   const trustKeyFiles = listFlag(str("trust-key"));
+  // An explicit but empty --trust-key (an unset variable in a unit file) must not mean "trust anything".
+  if (args["trust-key"] !== undefined && trustKeyFiles.length === 0) {
+    throw new UsageError('--trust-key: empty; give the public key file(s) to verify manifests with (e.g. --trust-key /etc/pulldeploy/release.pub), or drop the flag');
+  }
   // signature.ts loads node:crypto (~15 ms): only with --trust-key.
   const signature = trustKeyFiles.length > 0 ? await import("../signature.ts") : undefined;
   const trustKeys = trustKeyFiles.map((file) => {
@@ -107,6 +115,11 @@ async function runAgent(args: Args, ctx: CommandEnv): Promise<number> {
   if (fromKv && following) throw new UsageError("use either --from-kv (once, at boot) or --follow (keep running), not both");
   if ((fromKv || following) && str("manifest") !== undefined) throw new UsageError("--manifest cannot be combined with --from-kv or --follow");
   const prefix = kvPrefixFlag(str("kv-prefix"));
+  const nodeFlag = str("node");
+  if (nodeFlag !== undefined) {
+    const bad = checkNode(nodeFlag);
+    if (bad) throw new UsageError(`--node: ${bad}`);
+  }
   const stateDir = usableStateDir(str("state-dir") ?? env.PULLDEPLOY_STATE_DIR ?? DEFAULT_STATE_DIR, log);
   const common = { stateDir, force: args.force === true, lockWaitMs: durationFlag("lock-wait", str("lock-wait")) ?? 600_000 };
 
@@ -121,7 +134,10 @@ async function runAgent(args: Args, ctx: CommandEnv): Promise<number> {
   const reportTarget = async (): Promise<ReportTarget | undefined> => {
     if (!consul || !role) return undefined;
     const { nodeName } = await import("../agent/run.ts");
-    return { consul, prefix, role, node: await nodeName(str("node"), consul, hostname()) };
+    const node = await nodeName(nodeFlag, consul, hostname());
+    const bad = checkNode(node);
+    if (bad) throw new UsageError(`this host's ${bad}: pass --node NAME`);
+    return { consul, prefix, role, node };
   };
 
   if (following) {
@@ -163,7 +179,8 @@ async function runAgent(args: Args, ctx: CommandEnv): Promise<number> {
       trigger = { kind: "flag", url: checkUrl(str("manifest")!, "--manifest") };
     } else {
       if (ctx.stdinIsTTY) throw new UsageError("no trigger: pipe a manifest URL on stdin (or a consul/serf event), or pass --manifest URL");
-      trigger = parseTrigger(await ctx.readStdin(), env);
+      const timeoutMs = durationFlag("trigger-timeout", str("trigger-timeout")) ?? TRIGGER_TIMEOUT_MS;
+      trigger = parseTrigger(await ctx.readStdin({ timeoutMs, maxBytes: TRIGGER_MAX_BYTES }), env);
     }
     if (trigger.kind === "consul-empty") {
       log.info("consul event: no events (consul watch starts every handler with [] or the buffered events)");

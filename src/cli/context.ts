@@ -14,5 +14,6 @@ export interface CommandEnv {
   /** Aborted by a second SIGINT/SIGTERM (long-running modes finish their work on the first). */
   forceSignal: AbortSignal;
   stdinIsTTY: boolean;
-  readStdin(): Promise<string>;
+  /** stdin's text; throws when it is larger than `maxBytes` or not closed within `timeoutMs`. */
+  readStdin(limits: { timeoutMs: number; maxBytes: number }): Promise<string>;
 }

@@ -5,6 +5,7 @@
  * The manifest: stretcher's YAML, parsed with YAML 1.1 rules (go-yaml v2) into a typed value.
  * Pure: text and environment in, `Manifest` out, or a `ManifestError` listing every problem.
  */
+import { posix } from "node:path";
 import { isAlias, isMap, isScalar, isSeq, parseDocument, type Document, type Node } from "yaml";
 import { parseChecksum, type Checksum } from "../checksum.ts";
 import type { Env } from "../env.ts";
@@ -68,9 +69,11 @@ export const DEFAULT_KEEP_RELEASES = 5;
  */
 export function parseManifest(text: string, env: Env = {}): ParsedManifest {
   const rendered = renderTemplate(text, env);
-  const doc = parseDocument(rendered.text, { version: "1.1", merge: true, uniqueKeys: false, prettyErrors: false });
+  // Duplicate keys are fatal (go-yaml v2 silently took the last one: a second `commands:` or `dest:`
+  // further down would replace what a reviewer read). `<<` merge keys may repeat.
+  const doc = parseDocument(rendered.text, { version: "1.1", merge: true, uniqueKeys: sameKey, prettyErrors: false });
   if (doc.errors.length > 0) {
-    throw new ManifestError(doc.errors.map((e) => `YAML syntax: ${firstLine(e.message)}`), true);
+    throw new ManifestError(doc.errors.map((e) => yamlProblem(e, rendered.text)), true);
   }
   const root = doc.contents as Node | null;
   if (root === null || !isMap(root)) {
@@ -93,7 +96,9 @@ export function parseManifest(text: string, env: Env = {}): ParsedManifest {
   const src = optionalString(field("src"), "src", problems);
   if (src !== undefined) {
     const scheme = schemeOf(src);
-    if (!isSourceScheme(scheme)) {
+    if (CONTROL.test(src)) {
+      problems.push(`src: a URL holds no control characters, got ${JSON.stringify(src)}`);
+    } else if (!isSourceScheme(scheme)) {
       problems.push(
         scheme === undefined
           ? `src: "${src}" is not a URL: a scheme is required (${SOURCE_SCHEMES.join(", ")})`
@@ -114,7 +119,8 @@ export function parseManifest(text: string, env: Env = {}): ParsedManifest {
 
   const dest = optionalString(field("dest"), "dest", problems);
   if (dest !== undefined) {
-    if (!dest.startsWith("/")) problems.push(`dest: must be an absolute path, got "${dest}"`);
+    const bad = destProblem(dest);
+    if (bad) problems.push(`dest: ${bad}`);
   } else if (src !== undefined) {
     problems.push("dest: required when src is set");
   }
@@ -122,6 +128,11 @@ export function parseManifest(text: string, env: Env = {}): ParsedManifest {
   let destMode = DEFAULT_DEST_MODE;
   if (data.dest_mode !== undefined && data.dest_mode !== null) {
     const m = data.dest_mode;
+    const text = scalarText(field("dest_mode"));
+    if (text !== undefined && !/^0[0-7]{3,4}$/.test(text) && !(typeof m === "string" && /^[0-7]{3,4}$/.test(m))) {
+      // go-yaml v2 reads an unquoted `755` as decimal (mode 01363), and `0o755` is YAML 1.2 only.
+      warnings.push(`dest_mode: ${JSON.stringify(text)} is not a 3–4 digit octal mode; write it with a leading zero, e.g. 0755`);
+    }
     const n = typeof m === "number" ? m : typeof m === "string" && /^0?[0-7]{1,4}$/.test(m) ? parseInt(m, 8) : NaN;
     if (!Number.isInteger(n) || n < 0 || n > 0o7777) problems.push(`dest_mode: expected an octal mode like 0755, got ${JSON.stringify(m)}`);
     else destMode = n;
@@ -169,9 +180,11 @@ export function parseManifest(text: string, env: Env = {}): ParsedManifest {
     else
       rawShared.items.forEach((item, i) => {
         const p = scalarText(deref(item));
-        if (p === undefined || p === "" || p.startsWith("/") || p.split("/").includes("..")) {
+        const norm = p === undefined ? "" : posix.normalize(p).replace(/\/+$/, "");
+        // "." or "shared/.." would link the release directory itself, "" is no path at all.
+        if (p === undefined || p === "" || p.startsWith("/") || p.split("/").includes("..") || norm === "." || norm === "" || CONTROL.test(p)) {
           problems.push(`shared_paths[${i}]: expected a relative path inside the release, got ${describe(deref(item))}`);
-        } else sharedPaths.push(p.replace(/\/+$/, ""));
+        } else sharedPaths.push(norm);
       });
   }
   const issuedText = optionalString(field("issued_at"), "issued_at", problems);
@@ -194,6 +207,32 @@ export function parseManifest(text: string, env: Env = {}): ParsedManifest {
     manifest: { src, checksum, dest, destMode, syncStrategy, commands, excludes, excludeFrom, releaseId, keepReleases, sharedPaths, issuedAt },
     warnings,
   };
+}
+
+const CONTROL = /[\u0000-\u001f\u007f]/;
+
+/**
+ * Directories a deploy must never own: `rsync --delete` or `mv` into them would wipe the system.
+ * Compared after normalising `..`, `//` and a trailing slash.
+ */
+const SYSTEM_DIRS = new Set([
+  "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/media", "/mnt",
+  "/opt", "/proc", "/root", "/run", "/sbin", "/snap", "/srv", "/sys", "/tmp", "/usr", "/usr/bin",
+  "/usr/include", "/usr/lib", "/usr/lib32", "/usr/lib64", "/usr/libexec", "/usr/local", "/usr/local/bin",
+  "/usr/local/lib", "/usr/local/sbin", "/usr/sbin", "/usr/share", "/usr/src", "/var", "/var/cache",
+  "/var/lib", "/var/log", "/var/mail", "/var/run", "/var/spool", "/var/tmp", "/nix", "/nix/store",
+]);
+
+/** Why `dest` is unusable, or undefined. */
+function destProblem(dest: string): string | undefined {
+  if (!dest.startsWith("/")) return `must be an absolute path, got "${dest}"`;
+  if (CONTROL.test(dest)) return `contains a control character: ${JSON.stringify(dest)}`;
+  const norm = posix.normalize(dest).replace(/(.)\/+$/, "$1");
+  if (SYSTEM_DIRS.has(norm)) {
+    const shown = norm === dest ? `"${dest}"` : `"${dest}" (${norm})`;
+    return `${shown} is a system directory: a deploy replaces its contents; use a directory of the app's own, e.g. /srv/app`;
+  }
+  return undefined;
 }
 
 function readCommands(node: Node | null, problems: string[], deref: (n: unknown) => Node | null): Commands {
@@ -295,6 +334,25 @@ function describe(node: unknown): string {
   if (isSeq(node)) return "a list";
   if (isScalar(node)) return JSON.stringify(node.value);
   return typeof node;
+}
+
+/** Two mapping keys are the same key when their text is (`1` and `'1'` both read as "1" here). */
+function sameKey(a: unknown, b: unknown): boolean {
+  const text = (k: unknown) => {
+    const v = isScalar(k) ? k.value : k;
+    if (typeof v === "symbol" || v === "<<") return undefined; // merge keys
+    return v !== null && typeof v === "object" ? undefined : String(v);
+  };
+  const ta = text(a);
+  return ta === undefined ? a === b : ta === text(b);
+}
+
+function yamlProblem(e: { code: string; message: string; pos: [number, number] }, text: string): string {
+  if (e.code !== "DUPLICATE_KEY") return `YAML syntax: ${firstLine(e.message)}`;
+  const line = text.slice(0, e.pos[0]).split("\n").length;
+  const rest = text.slice(e.pos[0]).split("\n")[0]!;
+  const key = /^(["']?)(.*?)\1\s*:/.exec(rest)?.[2] ?? rest.trim();
+  return `YAML: duplicate key ${JSON.stringify(key)} (line ${line}): each key may appear once in a mapping; remove or merge the repeats`;
 }
 
 function firstLine(s: string): string {

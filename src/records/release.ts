@@ -41,9 +41,23 @@ export interface ReleaseRecord {
 const ROLE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const ID = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z-([0-9a-f]{12})$/;
 
-/** A role names a KV directory and a path segment: letters, digits, `.`, `_`, `-`. */
+/**
+ * A role names a KV directory and a path segment: letters, digits, `.`, `_`, `-`, starting with a
+ * letter or digit (so never `.`, `..` or empty: an HTTP client resolves dot segments, and
+ * `nodes/../latest` would be the role's `latest`).
+ */
 export function checkRole(role: string): string | undefined {
-  return ROLE.test(role) ? undefined : `role "${role}" must be 1–128 letters, digits, ".", "_" or "-", starting with a letter or digit`;
+  return ROLE.test(role) ? undefined : `role ${printable(role)} must be 1–128 letters, digits, ".", "_" or "-", starting with a letter or digit`;
+}
+
+/** A node's name is the last segment of its report's key: the same rule as a role's. */
+export function checkNode(node: string): string | undefined {
+  return ROLE.test(node) ? undefined : `node name ${printable(node)} must be 1–128 letters, digits, ".", "_" or "-", starting with a letter or digit (it names a Consul KV key)`;
+}
+
+/** A name quoted for an error message, control characters (C0, DEL, C1) escaped so the message stays one safe line. */
+function printable(s: string): string {
+  return JSON.stringify(s).replace(/[\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
 }
 
 /** The release id for an archive created at `at` with this checksum. */
@@ -82,10 +96,16 @@ export const kvKeys = {
   node: (prefix: string, role: string, node: string) => `${prefix}/roles/${role}/nodes/${node}`,
 };
 
-/** `--kv-prefix` without surrounding slashes; an error string when empty. */
+/**
+ * `--kv-prefix` without surrounding slashes; an error string when empty or when a segment is empty,
+ * `.`, `..` or holds anything but letters, digits, `.`, `_`, `-` (the keys under it must stay under it).
+ */
 export function normalizeKvPrefix(prefix: string): string | { error: string } {
   const p = prefix.replace(/^\/+|\/+$/g, "");
-  return p === "" ? { error: "the KV prefix must not be empty" } : p;
+  if (p === "") return { error: "the KV prefix must not be empty" };
+  const bad = p.split("/").find((seg) => !/^[A-Za-z0-9._-]+$/.test(seg) || /^\.+$/.test(seg));
+  if (bad !== undefined) return { error: `${printable(prefix)}: each segment must be letters, digits, ".", "_" or "-", and not empty, "." or ".." (got ${printable(bad)})` };
+  return p;
 }
 
 /** Parse a stored record; a string lists what is wrong. Readers of `latest` use this. */

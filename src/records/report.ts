@@ -4,6 +4,7 @@
  * design (the log is only its last 2 KB), far below Consul's 512 KB value limit.
  */
 import type { DeployPhase } from "../errors.ts";
+import { redact } from "../log.ts";
 
 export type NodeStatus = "deploying" | "success" | "failure" | "skipped";
 
@@ -49,6 +50,14 @@ export function parseReport(value: unknown): NodeReport | undefined {
   return r as unknown as NodeReport;
 }
 
+/**
+ * The stored form of a report: every string passes through `redact`, so no URL credential (from an
+ * error message, the log tail, the manifest URL) reaches Consul KV.
+ */
+export function renderReport(r: NodeReport): string {
+  return JSON.stringify(r, (_key, v: unknown) => (typeof v === "string" ? redact(v) : v));
+}
+
 /** Writes a node's report to Consul KV; a Consul outage never fails the deploy. */
 export interface Reporter {
   /** Merge `patch` into the report and send it (in order, in the background). */
@@ -68,7 +77,7 @@ export function createReporter(opts: { sink: ReportSink; key: string; base: Node
   let warned = false;
   const send = async (r: NodeReport): Promise<boolean> => {
     try {
-      await opts.sink.kvPut(opts.key, JSON.stringify(r));
+      await opts.sink.kvPut(opts.key, renderReport(r));
       return true;
     } catch (err) {
       if (!warned) {

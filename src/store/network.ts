@@ -5,6 +5,11 @@ export function isAbort(err: unknown): boolean {
   return err instanceof Error && (err.name === "AbortError" || err.name === "TimeoutError");
 }
 
+/** A per-attempt deadline (`AbortSignal.timeout`) rather than a stop. */
+export function isTimeout(reason: unknown): boolean {
+  return reason instanceof Error && reason.name === "TimeoutError";
+}
+
 /**
  * A network error as one line: `timed out` for an abort or timeout; else the message with the error's
  * code in front, once (`ConnectionRefused: Unable to connect…`, and `connect ECONNREFUSED 127.0.0.1:9`

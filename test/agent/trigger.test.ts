@@ -87,3 +87,23 @@ describe("plain line", () => {
     expect(() => parseTrigger("\n", {})).toThrow(TriggerError);
   });
 });
+
+describe("hostile trigger payloads", () => {
+  const event = (url: string) => JSON.stringify([{ ID: "e1", Name: "deploy", Payload: Buffer.from(url).toString("base64"), LTime: 3 }]);
+  test.each([
+    ["s3://b/app.yml\u0000.evil", 'consul event e1: manifest URL contains control characters: "s3://b/app.yml\\u0000.evil"'],
+    ["s3://b/\u001b[2Japp.yml", 'consul event e1: manifest URL contains control characters: "s3://b/\\u001b[2Japp.yml"'],
+    ["s3://b/app\u007f.yml", 'consul event e1: manifest URL contains control characters: "s3://b/app\\u007f.yml"'],
+    ["s3://b/app\u009b.yml", 'consul event e1: manifest URL contains control characters: "s3://b/app\\u009b.yml"'],
+  ])("a payload with control characters is refused in one line: %j", (url, msg) => {
+    let err: unknown;
+    try {
+      parseTrigger(event(url), { CONSUL_INDEX: "1" });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(TriggerError);
+    expect((err as Error).message).toBe(msg);
+    expect((err as Error).message).not.toMatch(/[\u0000-\u001f]/);
+  });
+});

@@ -152,7 +152,7 @@ exclude_from: ../outside
     expect(problems("src: http://x/a.tgz\n").problems).toEqual(["checksum: required when src is set", "dest: required when src is set"]);
   });
   test("unknown scheme lists the valid ones", () => {
-    expect(problems(`src: ftp://x/a.tgz\nchecksum: ${SHA1}\ndest: /srv\n`).problems).toEqual([
+    expect(problems(`src: ftp://x/a.tgz\nchecksum: ${SHA1}\ndest: /srv/app\n`).problems).toEqual([
       'src: unknown scheme "ftp" (valid: file, http, https, s3, gs)',
     ]);
   });
@@ -242,5 +242,71 @@ describe("manifest: the release strategy's fields", () => {
       "commands.validate: only used with sync_strategy: release",
       "shared_paths: only used with sync_strategy: release",
     ]);
+  });
+});
+
+describe("manifest: misconfiguration fails closed", () => {
+  const head = `src: file:///a.tgz\nchecksum: ${SHA1}\n`;
+  test.each(["/", "//", "/etc", "/etc/", "/usr", "/bin", "/sbin", "/lib64", "/boot", "/dev", "/proc", "/sys", "/var", "/var/lib", "/root", "/home", "/run", "/tmp", "/srv/app/../..", "/usr/./local/", "///var//"])(
+    "dest %j is a system directory",
+    (dest) => {
+      const p = problems(`${head}dest: "${dest}"\n`);
+      expect(p.problems).toHaveLength(1);
+      expect(p.problems[0]).toMatch(/^dest: ".*"(?: \(\/[a-z/]*\))? is a system directory: a deploy replaces its contents; use a directory of the app's own, e\.g\. \/srv\/app$/);
+      expect(p.fatal).toBe(false); // the failure commands still run
+    },
+  );
+  test.each(["/srv/app", "/etc/nginx/sites", "/var/www/app", "/home/app/current", "/tmp/pd-x/dest"])("dest %j is fine", (dest) => {
+    expect(parseManifest(`${head}dest: ${dest}\n`).manifest.dest).toBe(dest);
+  });
+  test.each(["file:///a.tgz\\u0000.x", "https://h/a\\u001b[2J.tgz", "https://h/a.tgz\\n"])("src %j with a control character", (src) => {
+    expect(problems(`src: "${src}"\nchecksum: ${SHA1}\ndest: /srv/app\n`).problems).toEqual([`src: a URL holds no control characters, got ${JSON.stringify(JSON.parse(`"${src}"`))}`]);
+  });
+  test("dest with a control character", () => {
+    expect(problems(`${head}dest: "/srv/a\\nb"\n`).problems).toEqual(['dest: contains a control character: "/srv/a\\nb"']);
+  });
+
+  test.each([
+    ["dest: /srv/a\ndest: /etc\n", 'YAML: duplicate key "dest" (line 2): each key may appear once in a mapping; remove or merge the repeats'],
+    ["commands:\n  pre: [a]\n  'pre': [b]\n", 'YAML: duplicate key "pre" (line 3): each key may appear once in a mapping; remove or merge the repeats'],
+    ["commands:\n  env: {A: 1, A: 2}\n", 'YAML: duplicate key "A" (line 2): each key may appear once in a mapping; remove or merge the repeats'],
+    ["1: a\n'1': b\n", 'YAML: duplicate key "1" (line 2): each key may appear once in a mapping; remove or merge the repeats'],
+  ])("duplicate keys are fatal: %j", (yaml, msg) => {
+    expect(problems(yaml)).toEqual({ problems: [msg], fatal: true });
+  });
+  test("`<<` merge keys may repeat and still merge", () => {
+    const m = parseManifest(`x-a: &a {dest: /srv/x}\nx-b: &b {dest_mode: "0700"}\n<<: *a\n<<: *b\n`).manifest;
+    expect(m.dest).toBe("/srv/x");
+    expect(m.destMode).toBe(0o700);
+  });
+
+  test.each([".", "./", "", "shared/..", "a/../.", "./.", "log/\u0001"])("shared_paths %j is refused", (p) => {
+    const got = problems(`${head}dest: /srv/app\nsync_strategy: release\nshared_paths: [${JSON.stringify(p)}]\n`);
+    expect(got.problems).toEqual([`shared_paths[0]: expected a relative path inside the release, got ${JSON.stringify(p)}`]);
+  });
+  test("shared_paths are stored normalised", () => {
+    expect(parseManifest(`${head}dest: /srv/app\nsync_strategy: release\nshared_paths: ["./log/", "tmp//pids"]\n`).manifest.sharedPaths).toEqual(["log", "tmp/pids"]);
+  });
+
+  test.each([
+    ["0755", 0o755, false],
+    ['"0755"', 0o755, false],
+    ['"755"', 0o755, false],
+    ["02775", 0o2775, false],
+    ["755", 755, true],
+    ["493", 493, true],
+    ["0o755", undefined, true],
+  ])("dest_mode %s: mode %p, warned %p", (text, mode, warned) => {
+    let parsed;
+    try {
+      parsed = parseManifest(`${head}dest: /srv/app\ndest_mode: ${text}\n`);
+    } catch (err) {
+      expect(mode).toBeUndefined();
+      expect((err as ManifestError).problems[0]).toStartWith("dest_mode: expected an octal mode");
+      return;
+    }
+    expect(parsed.manifest.destMode).toBe(mode!);
+    const w = parsed.warnings.filter((x) => x.startsWith("dest_mode:"));
+    expect(w).toEqual(warned ? [`dest_mode: ${JSON.stringify(text)} is not a 3–4 digit octal mode; write it with a leading zero, e.g. 0755`] : []);
   });
 });

@@ -1,6 +1,7 @@
 /** Release ids, stored names, the KV layout and the record format (a contract the fleet status reads). */
 import { describe, expect, test } from "bun:test";
 import {
+  checkNode,
   checkRole,
   kvKeys,
   normalizeKvPrefix,
@@ -87,6 +88,41 @@ describe("layout", () => {
     ["web admin", false],
     ["x".repeat(129), false],
   ])("role %j valid: %p", (role, ok) => expect(checkRole(role) === undefined).toBe(ok));
+
+  // A name becomes a KV key segment: an HTTP client resolves dot segments (`nodes/../latest` is the
+  // role's `latest`), so anything that is not a plain name is refused.
+  test.each([
+    ["web-1", true],
+    ["ip-10-0-0-1.ec2.internal", true],
+    ["../latest", false],
+    ["..", false],
+    [".", false],
+    ["", false],
+    ["/", false],
+    ["a/b", false],
+    ["web\n1", false],
+    ["web\u0000", false],
+    ["%2e%2e", false],
+    ["web 1", false],
+    ["web\u009b2J", false],
+  ])("node %j valid: %p", (node, ok) => {
+    const bad = checkNode(node);
+    expect(bad === undefined).toBe(ok);
+    if (bad) expect(bad).not.toMatch(/[\u0000-\u001f\u007f-\u009f]/);
+  });
+
+  test.each([
+    ["a/../b", "a/../b"],
+    ["..", ".."],
+    ["a/./b", "a/./b"],
+    ["a//b", "a//b"],
+    ["pd\u0001", "pd\u0001"],
+    ["pd?x=1", "pd?x=1"],
+  ])("kv prefix %j is refused", (input) => {
+    const out = normalizeKvPrefix(input);
+    expect(typeof out).toBe("object");
+    expect((out as { error: string }).error).toContain("each segment must be letters, digits");
+  });
 });
 
 describe("records", () => {

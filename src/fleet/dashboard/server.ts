@@ -11,6 +11,7 @@
  * Consul going away keeps the last state on the page with `consul.ok: false` and the error; the loop
  * retries with backoff until Consul answers again.
  */
+import { hostname } from "node:os";
 import type { ConsulClient, KvEntry } from "../../consul/client.ts";
 import { nextIndex } from "../../consul/blocking.ts";
 import { messageOf } from "../../errors.ts";
@@ -36,6 +37,8 @@ export interface DashboardOptions {
   catalogEveryMs?: number;
   /** Waits between attempts while Consul is away (default 1 s doubling to 10 s). */
   retryMs?: [number, number];
+  /** Names the page may be opened by besides IP addresses, `localhost` and `hostname` (e.g. the machine's name). */
+  allowedHosts?: string[];
 }
 
 export interface Dashboard {
@@ -136,10 +139,17 @@ export function startDashboard(o: DashboardOptions): Dashboard {
       signal.addEventListener("abort", done, { once: true });
     });
 
+  const allowed = new Set(["localhost", o.hostname.toLowerCase(), ...(o.allowedHosts ?? []).map((h) => h.toLowerCase())]);
   const server = Bun.serve({
     hostname: o.hostname,
     port: o.port,
     async fetch(req, srv) {
+      if (!allowedHost(req.headers.get("host"), allowed)) {
+        return new Response(`dashboard: Host ${JSON.stringify(req.headers.get("host") ?? "")} is not this dashboard's (DNS rebinding?); open it by IP address or as localhost\n`, {
+          status: 421,
+          headers: { ...SECURITY_HEADERS, "Content-Type": "text/plain; charset=utf-8" },
+        });
+      }
       const url = new URL(req.url);
       if (req.method !== "GET" && req.method !== "HEAD") return new Response("method not allowed\n", { status: 405, headers: { Allow: "GET, HEAD" } });
       switch (url.pathname) {
@@ -227,9 +237,34 @@ export function startDashboard(o: DashboardOptions): Dashboard {
   };
 }
 
+/**
+ * Whether a request's `Host` names this dashboard: an IP address (what a DNS-rebinding page can't
+ * send: its Host is its own domain name), `localhost`, the listen name or an allowed name. A page on
+ * evil.example whose name was rebound to 127.0.0.1 is refused, so it can't read the fleet's state.
+ */
+export function allowedHost(header: string | null, allowed: ReadonlySet<string>): boolean {
+  if (header === null) return false;
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+))(?::\d{1,5})?$/.exec(header.trim());
+  if (!m) return false;
+  if (m[1] !== undefined) return true; // [IPv6]
+  const host = m[2]!.toLowerCase().replace(/\.$/, "");
+  return /^\d{1,3}(?:\.\d{1,3}){3}$/.test(host) || allowed.has(host);
+}
+
+/** Loopback addresses only: anything else serves the fleet's state, without authentication, to the network. */
+export function isLoopback(hostname: string): boolean {
+  const h = hostname.toLowerCase();
+  return h === "localhost" || h === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
+}
+
 /** Serve until `signal` aborts; prints `dashboard: listening on http://HOST:PORT` first. */
 export async function serveDashboard(o: DashboardOptions & { signal: AbortSignal }): Promise<void> {
-  const d = startDashboard(o);
+  const d = startDashboard({ ...o, allowedHosts: [...(o.allowedHosts ?? []), hostname()] });
+  if (!isLoopback(o.hostname)) {
+    o.log.info(
+      `dashboard: warning: listening on ${o.hostname === "0.0.0.0" || o.hostname === "::" ? "every interface" : o.hostname}, not loopback: anyone who can reach the port reads every role's nodes, releases and errors (there is no login); prefer 127.0.0.1 behind an SSH tunnel or an authenticating proxy`,
+    );
+  }
   o.log.info(`dashboard: listening on ${d.url}`);
   await new Promise<void>((resolve) => {
     if (o.signal.aborted) return resolve();

@@ -14,7 +14,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { FetchError } from "../../errors.ts";
 import { redact } from "../../log.ts";
-import { isAbort, networkMessage } from "../network.ts";
+import { isAbort, isTimeout, networkMessage } from "../network.ts";
 import { proxyFor } from "./http.ts";
 import type { Env } from "../../env.ts";
 import type { OpenOptions, Source } from "./types.ts";
@@ -212,8 +212,10 @@ async function request(where: string, url: string, init: BunRequestInit): Promis
   try {
     return await fetch(url, init as RequestInit);
   } catch (err) {
-    const aborted = isAbort(err);
-    throw new FetchError(`${where}: ${aborted ? "timed out" : networkMessage(err)}`, !aborted, { cause: err });
+    const aborted = isAbort(err) || init.signal?.aborted === true;
+    // A per-attempt deadline (--timeout) is worth another attempt; the agent being stopped is not.
+    const retryable = !aborted || isTimeout(init.signal?.reason);
+    throw new FetchError(`${where}: ${aborted ? "timed out" : networkMessage(err)}`, retryable, { cause: err });
   }
 }
 

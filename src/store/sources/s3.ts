@@ -7,6 +7,7 @@
 import { FetchError } from "../../errors.ts";
 import { redact } from "../../log.ts";
 import { createS3Client, parseS3Url, S3_RETRYABLE_CODES } from "../s3client.ts";
+import { isTimeout } from "../network.ts";
 import type { Env } from "../../env.ts";
 import type { Source } from "./types.ts";
 
@@ -27,16 +28,16 @@ export const s3Source: Source = {
         throw new FetchError(`fetch ${redact(url)}: the store ignored the Range request`, false);
       }
       const size = res.ContentLength === undefined ? undefined : res.ContentLength + offset;
-      return { body: closingWith(url, opts.env, res.Body.transformToWebStream(), () => client.destroy()), size };
+      return { body: closingWith(url, opts.env, res.Body.transformToWebStream(), () => client.destroy(), opts.signal), size };
     } catch (err) {
       client.destroy();
-      throw err instanceof FetchError ? err : fetchError(url, opts.env, err);
+      throw err instanceof FetchError ? err : fetchError(url, opts.env, err, opts.signal);
     }
   },
 };
 
 /** Turn anything the SDK throws into a one-line `FetchError`. */
-function fetchError(url: string, env: Env, err: unknown): FetchError {
+function fetchError(url: string, env: Env, err: unknown, signal?: AbortSignal): FetchError {
   const e = err as { name?: string; code?: string; message?: string; $metadata?: { httpStatusCode?: number } };
   const where = `fetch ${redact(url)}`;
   const status = e.$metadata?.httpStatusCode;
@@ -54,8 +55,9 @@ function fetchError(url: string, env: Env, err: unknown): FetchError {
   if (e.message === "Region is missing") {
     return new FetchError(`${where}: no AWS region: set AWS_REGION or a region in the profile`, false, { cause: err });
   }
-  if (e.name === "AbortError" || e.name === "TimeoutError") {
-    return new FetchError(`${where}: timed out`, false, { cause: err });
+  if (e.name === "AbortError" || e.name === "TimeoutError" || signal?.aborted) {
+    // A per-attempt deadline (--timeout) is worth another attempt; the agent being stopped is not.
+    return new FetchError(`${where}: timed out`, isTimeout(signal?.reason), { cause: err });
   }
   if (status !== undefined) {
     // The SDK names the error after the store's <Code>; without one it falls back to the status.
@@ -71,7 +73,7 @@ function fetchError(url: string, env: Env, err: unknown): FetchError {
  * `body`, calling `close` once when it ends, fails or is cancelled, so the client's sockets are
  * released as soon as the object has been read. A failure mid-body becomes a `FetchError` too.
  */
-function closingWith(url: string, env: Env, body: ReadableStream<Uint8Array>, close: () => void): ReadableStream<Uint8Array> {
+function closingWith(url: string, env: Env, body: ReadableStream<Uint8Array>, close: () => void, signal?: AbortSignal): ReadableStream<Uint8Array> {
   const reader = body.getReader();
   let closed = false;
   const closeOnce = () => {
@@ -93,7 +95,7 @@ function closingWith(url: string, env: Env, body: ReadableStream<Uint8Array>, cl
           }
         } catch (err) {
           closeOnce();
-          controller.error(fetchError(url, env, err));
+          controller.error(fetchError(url, env, err, signal));
         }
       },
       async cancel(reason) {

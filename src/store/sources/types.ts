@@ -9,6 +9,11 @@ export interface OpenOptions {
   /** Start at this byte (HTTP Range / S3 Range); 0 or absent: from the start. */
   offset?: number;
   userAgent: string;
+  /**
+   * http(s): fail (retryable) when no response headers, or no body bytes, arrive for this long, even
+   * without a deadline on the whole fetch: a server that hangs can't hold the agent. Default 60 s.
+   */
+  stallMs?: number;
 }
 
 export interface Opened {
