@@ -760,7 +760,7 @@ export function parsePax(data: Uint8Array, label: string): Overrides {
   let i = 0;
   while (i < data.length) {
     let sp = i;
-    while (sp < data.length && sp - i < 16 && data[sp]! >= 0x30 && data[sp]! <= 0x39) sp++;
+    while (sp < data.length && sp - i < 15 && data[sp]! >= 0x30 && data[sp]! <= 0x39) sp++;
     if (sp === i || data[sp] !== 0x20 || (data[i] === 0x30 && sp - i > 0)) throw bad(`record at byte ${i} does not start with its length`);
     const len = Number(String.fromCharCode(...data.subarray(i, sp)));
     const end = i + len;
