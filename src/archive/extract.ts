@@ -49,7 +49,7 @@ const strictDecoder = new TextDecoder("utf-8", { fatal: true });
 
 /** Meta entries are held whole in memory: capped like Go's archive/tar and GNU tar (1 MiB). */
 export const MAX_META_SIZE = 1 << 20;
-/** Linux's PATH_MAX: no longer name can be created, so refuse it before it fills messages. */
+/** Linux's PATH_MAX (and NAME_MAX per component): no longer name can be created, so refuse it before it fills messages. */
 const MAX_NAME_BYTES = 4096;
 /** (uid_t)-1 means "leave unchanged" to chown. */
 const MAX_ID = 0xfffffffe;
@@ -266,11 +266,38 @@ export class TarExtractor {
   }
 
   private countEntry(name: string): void {
-    if (this.entries + this.metaEntries > this.limits.maxEntries) {
+    if (this.entries + this.metaEntries + this.impliedDirs > this.limits.maxEntries) {
       const meta = this.metaEntries > 0 ? `, counting ${this.metaEntries} pax and long-name headers` : "";
-      throw new ExtractError(`too many entries (limit ${this.limits.maxEntries}${meta})`, name);
+      const implied = this.impliedDirs > 0 ? `, counting ${this.impliedDirs} directories the archive implies` : "";
+      throw new ExtractError(`too many entries (limit ${this.limits.maxEntries}${meta}${implied})`, name);
     }
   }
+
+  /**
+   * Make the entry's missing parent directories (archives may omit them), counting each one made
+   * against `maxEntries`: else one entry `d/d/d/…/f` would make ~2000 inodes. Skipped while entries
+   * stay in the last directory seen, so that a tar-ordered archive costs no extra system call.
+   */
+  private impliedParents(rel: string, name: string): void {
+    const slash = rel.lastIndexOf("/");
+    if (slash === -1) return;
+    const parent = rel.slice(0, slash);
+    if (parent === this.lastDir) return;
+    let made: string | undefined;
+    try {
+      made = fs.mkdirSync(join(this.root, parent), { recursive: true, mode: 0o755 });
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      if (e.code === "EEXIST" || e.code === "ENOTDIR") throw new ExtractError("unsafe entry: a parent is not a directory", name, { cause: e });
+      throw fsError(e, name);
+    }
+    this.lastDir = parent;
+    if (made === undefined) return;
+    this.impliedDirs += parent.split("/").length - made.slice(this.root.length + 1).split("/").length + 1;
+    this.countEntry(name);
+  }
+  private lastDir = "";
+  private impliedDirs = 0;
 
   /** Every entry's declared size counts, whatever its type: nothing streams past `maxBytes`. */
   private countBytes(size: number, name: string): void {
@@ -294,6 +321,7 @@ export class TarExtractor {
     const path = join(this.root, rel);
     this.checkParents(rel, h.name);
     this.replaceSymlink(rel, path);
+    if (ENTRY_TYPES.has(h.type)) this.impliedParents(rel, h.name);
     switch (h.type) {
       case "0": {
         if (this.linkFrom !== undefined && this.linkUnchanged(rel, path, h)) return;
@@ -303,6 +331,7 @@ export class TarExtractor {
       case "5": {
         if (this.linkFrom !== undefined) this.noteMissingDir(rel);
         const made = mkdirEntry(path, h.name);
+        this.lastDir = rel;
         this.dirs.push({ rel, path, mode: h.mode, mtime: h.mtime });
         if (this.needsChown(h, made !== undefined)) fs.chownSync(path, h.uid, h.gid);
         return;
@@ -576,6 +605,9 @@ export function safeRelative(name: string): string | null {
   return parts.length === 0 ? null : parts.join("/");
 }
 
+/** The entry types extracted (files, hard links, symlinks, directories); others are refused. */
+const ENTRY_TYPES = new Set(["0", "1", "2", "5"]);
+
 const META_KIND: Record<string, string> = { x: "pax header", g: "global pax header", L: "GNU long name", K: "GNU long link name" };
 
 /** The header's checksum field against its bytes (unsigned, or signed as some old tars summed). */
@@ -700,6 +732,7 @@ function checkName(raw: Uint8Array | string, what: string, shown?: string): stri
   if (name.includes("\0")) throw new ExtractError(`unsafe entry: NUL in ${what}`, shown ?? printable(name));
   if (/[\x01-\x1f\x7f-\x9f]/.test(name)) throw new ExtractError(`unsafe entry: control character in ${what}`, shown ?? printable(name));
   if (Buffer.byteLength(name) > MAX_NAME_BYTES) throw new ExtractError(`unsafe entry: ${what} longer than ${MAX_NAME_BYTES} bytes`, shown ?? printable(name));
+  if (what !== "link name" && name.split("/").some((c) => Buffer.byteLength(c) > 255)) throw new ExtractError(`unsafe entry: ${what} has a component longer than 255 bytes`, shown ?? printable(name));
   return name;
 }
 
