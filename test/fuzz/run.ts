@@ -185,14 +185,11 @@ export async function fuzzArchives(opts: FuzzOptions): Promise<FuzzStats> {
     const extra = fs.readdirSync(work).filter((n) => n !== "outside");
     check(extra.length === 0, `created beside the tree: ${extra.join(", ")}`, where);
     stats.runs++;
+    // Peak RSS, sampled after every case, against the level after a warm-up.
     if (i - first === 20) {
       Bun.gc(true);
       rssBase = process.memoryUsage.rss();
-    }
-    if (i - first > 20 && (i - first) % 25 === 0) {
-      Bun.gc(true);
-      rssMax = Math.max(rssMax, process.memoryUsage.rss());
-    }
+    } else if (i - first > 20) rssMax = Math.max(rssMax, process.memoryUsage.rss());
   }
   stats.rssGrowth = rssBase > 0 && rssMax > 0 ? rssMax - rssBase : 0;
   check(stats.rssGrowth < (opts.rssGrowth ?? 64 * 2 ** 20), `RSS grew by ${(stats.rssGrowth / 2 ** 20).toFixed(1)} MiB`, `FUZZ_SEED=${seed}, ${stats.runs} runs`);
