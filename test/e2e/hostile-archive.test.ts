@@ -137,13 +137,17 @@ describe("refused through the binary, dest and the world untouched", () => {
 test("12 fuzzed archives through the binary: each deploys or fails in phase extract with its failure hook, dest intact", async () => {
   await using d = tempDir("pd-fuzz-e2e-");
   const bases = await baseArchives(d.path);
+  // The mutations aim absolute names and links at this sentinel (each deploy also has its own beside dest).
+  const sentinel = join(d.path, "outside");
+  fs.mkdirSync(sentinel);
+  fs.writeFileSync(join(sentinel, "keep"), "sentinel");
   const outcomes: string[] = [];
   for (let i = 0; i < 12; i++) {
-    // The sentinel path of the mutations is not this deploy's; escapes are still checked by its own sentinel.
-    const c = archiveCase(20261204, i, { outside: "/nonexistent-outside", bases });
+    const c = archiveCase(20261204, i, { outside: sentinel, bases });
     const r = await deployArchive(c.bytes, { gzip: !c.gzip });
     const where = `case ${i}: ${c.steps.join("; ")}`;
     expect(r.outside, where).toEqual(["keep = sentinel"]);
+    expect(snapshot(sentinel), where).toEqual(["keep = sentinel"]);
     if (r.code === 0) {
       outcomes.push("deployed");
       continue;
