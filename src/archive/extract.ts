@@ -51,6 +51,8 @@ const strictDecoder = new TextDecoder("utf-8", { fatal: true });
 export const MAX_META_SIZE = 1 << 20;
 /** Linux's PATH_MAX (and NAME_MAX per component): no longer name can be created, so refuse it before it fills messages. */
 const MAX_NAME_BYTES = 4096;
+/** Bytes tolerated after the end-of-archive marker: padding to a record (GNU tar's largest is 1 MiB). */
+const MAX_TRAILING = 16 * 2 ** 20;
 /** (uid_t)-1 means "leave unchanged" to chown. */
 const MAX_ID = 0xfffffffe;
 /** 1901-12-13 .. 2514-05-30: what file systems store; anything beyond is a corrupt or hostile header. */
@@ -151,7 +153,14 @@ export class TarExtractor {
         this.header(this.buf);
       }
     }
+    // After the end marker the bytes are ignored (as tar does), but not without bound: else a gzip
+    // stream of zeros after it would be inflated for as long as it lasts, counted by no limit.
+    if (this.done && off < chunk.length) {
+      this.trailing += chunk.length - off;
+      if (this.trailing > MAX_TRAILING) throw new ExtractError(`more than ${MAX_TRAILING} bytes after the end-of-archive marker (concatenated archives are not supported)`, this.entry?.name);
+    }
   }
+  private trailing = 0;
 
   /** The stream ended: a partial entry means a truncated archive. Sets directory modes and times. */
   end(): void {

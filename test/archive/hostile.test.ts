@@ -260,6 +260,26 @@ describe("class 3: meta entries can't grow memory or bypass the limits", () => {
   });
 });
 
+describe("after the end-of-archive marker", () => {
+  test("padding to a record is ignored (tar -b 2048 pads to 1 MiB)", async () => {
+    const r = await extract(Buffer.concat([tar(ok), new Uint8Array(2 ** 20)]));
+    expect(r.error).toBeUndefined();
+    expect(r.tree).toEqual(["ok.txt"]);
+  });
+
+  test("more than 16 MiB after it is refused as it streams, so no gzip of zeros is inflated without end", async () => {
+    await using d = tempDir();
+    const ex = new TarExtractor(d.path, DEFAULT_LIMITS);
+    ex.write(tar(ok));
+    const zeros = new Uint8Array(2 ** 20);
+    let fed = 0;
+    expect(() => {
+      for (; fed < 64; fed++) ex.write(zeros);
+    }).toThrow("more than 16777216 bytes after the end-of-archive marker (concatenated archives are not supported): ok.txt");
+    expect(fed).toBe(16);
+  });
+});
+
 describe("class 6: an empty archive would empty dest", () => {
   const MESSAGE = "empty archive: no entry besides its root; deploying it would empty dest (pass --allow-empty-archive if that is what you want)";
   test.each([
