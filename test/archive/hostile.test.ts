@@ -75,6 +75,7 @@ describe("class 2: names", () => {
     ["invalid UTF-8 in a GNU long name", tar(long("L", b("dir/", [0xc3])), entry({ name: "x" })), "unsafe entry: GNU long name is not valid UTF-8: dir/\\xc3"],
     ["a pax path longer than PATH_MAX", tar(pax([rec("path", "a/".repeat(2100))]), entry({ name: "x" })), "unsafe entry: pax path longer than 4096 bytes: PaxHeaders/file"],
     ["a GNU long name longer than PATH_MAX (the message cuts it)", tar(long("L", "a/".repeat(2100)), entry({ name: "x" })), /^unsafe entry: GNU long name longer than 4096 bytes: (a\/){150}…\(4200 chars\)$/],
+    ["a component longer than NAME_MAX", tar(long("L", `d/${"c".repeat(256)}`), entry({ name: "x" })), `unsafe entry: GNU long name has a component longer than 255 bytes: d/${"c".repeat(256)}`],
     ["an empty name", tar(entry({ name: "" })), "unsafe entry: an entry has an empty name"],
     ["a symlink in place of the root", tar(entry({ name: "./", type: "2", linkname: "/etc" })), "unsafe entry: the archive root is not a directory: ./"],
     ["a file in place of the root", tar(entry({ name: ".", data: "x" })), "unsafe entry: the archive root is not a directory: ."],
