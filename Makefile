@@ -2,7 +2,7 @@ BUN ?= ./node_modules/.bin/bun
 TSC ?= ./node_modules/.bin/tsc
 SRC := $(shell find src -name '*.ts' -o -name '*.js' -o -name '*.html' -o -name '*.css') package.json
 
-.PHONY: all setup build build-arm64 check test demo bench clean
+.PHONY: all setup build build-arm64 check test demo bench fuzz clean
 
 all: build
 
@@ -80,6 +80,11 @@ bench: setup build
 	  $(BUN) scripts/bench-agent.ts $(BENCH_ARGS) $(BENCH_AGENT_ARGS) || status=$$?; \
 	  $(BUN) scripts/bench-publish.ts $(BENCH_ARGS) $(BENCH_PUBLISH_ARGS) || status=$$?; \
 	  exit $$status
+
+# The archive and manifest fuzzers (test/fuzz) beyond make test's fixed 300 cases: FUZZ_RUNS cases
+# (default 5000) of FUZZ_SEED (default random, printed); FUZZ_CASE=i replays one case.
+fuzz: node_modules/.bin/bun
+	$(BUN) scripts/fuzz.ts
 
 clean:
 	rm -rf dist test-artifacts

@@ -7,7 +7,13 @@
  * and more than `maxEntries` entries are refused, naming the entry. Bytes are written as they arrive
  * (no copy of the archive), with synchronous writes so that memory stays flat.
  *
- * Formats: ustar, GNU (long names `L`/`K`, base-256 sizes) and pax (`x`, `g`) headers; gzip or plain.
+ * Formats: ustar, GNU (long names `L`/`K`, base-256 numbers) and pax (`x`, `g`) headers; gzip or plain.
+ *
+ * Parsing is strict, since the archive is hostile until its checksum is known (at the end of the
+ * stream): every number of a header is octal terminated by NUL/space only (or base-256) and in range
+ * for its field, pax records are framed exactly, names are valid UTF-8 without control characters,
+ * and meta entries (pax, long names) are capped at 1 MiB before any byte of them is held. Each refusal
+ * is one line naming the entry, its unprintable bytes escaped.
  */
 import * as fs from "node:fs";
 import { join } from "node:path";
@@ -16,8 +22,13 @@ import { ExtractError } from "../errors.ts";
 export interface ExtractLimits {
   /** Refuse archives with more entries than this (a tar bomb). */
   maxEntries: number;
-  /** Refuse archives whose files add up to more bytes than this. */
+  /** Refuse archives whose entries declare more bytes than this in all (meta entries included). */
   maxBytes: number;
+  /**
+   * Accept an archive with no entry besides its root. Off by default: syncing an empty tree empties
+   * `dest` (rsync --delete, mv, or an empty release), which is rarely what a publisher meant.
+   */
+  allowEmpty?: boolean;
 }
 
 export const DEFAULT_LIMITS: ExtractLimits = { maxEntries: 1_000_000, maxBytes: 64 * 2 ** 30 };
@@ -34,7 +45,29 @@ interface Header {
 }
 
 const BLOCK = 512;
-const decoder = new TextDecoder();
+const strictDecoder = new TextDecoder("utf-8", { fatal: true });
+
+/** Meta entries are held whole in memory: capped like Go's archive/tar and GNU tar (1 MiB). */
+export const MAX_META_SIZE = 1 << 20;
+/** Linux's PATH_MAX (and NAME_MAX per component): no longer name can be created, so refuse it before it fills messages. */
+const MAX_NAME_BYTES = 4096;
+/** Bytes tolerated after the end-of-archive marker: padding to a record (GNU tar's largest is 1 MiB). */
+const MAX_TRAILING = 16 * 2 ** 20;
+/** (uid_t)-1 means "leave unchanged" to chown. */
+const MAX_ID = 0xfffffffe;
+/** 1901-12-13 .. 2514-05-30: what file systems store; anything beyond is a corrupt or hostile header. */
+const MTIME_MIN = -(2 ** 31);
+const MTIME_MAX = 2 ** 34;
+
+/** Values of a pax `x` header (or GNU `L`/`K`) for the next entry, already validated. */
+interface Overrides {
+  path?: string;
+  linkpath?: string;
+  size?: number;
+  mtime?: number;
+  uid?: number;
+  gid?: number;
+}
 
 /** Feed it the decompressed tar stream with `write`, then `end`. Throws `ExtractError`. */
 export class TarExtractor {
@@ -47,9 +80,13 @@ export class TarExtractor {
   private entry: Header | null = null;
   /** Collected data of a meta entry (pax or GNU long name). */
   private meta: Uint8Array[] | null = null;
-  private pax: Record<string, string> = {};
+  private pax: Overrides = {};
   private longName: string | null = null;
   private longLink: string | null = null;
+  /** Meta entries (pax, long names): they count against `maxEntries` too. */
+  private metaEntries = 0;
+  /** Entries other than the root: none means an empty archive. */
+  private content = 0;
   private symlinks = new Set<string>();
   private dirs: { rel: string; path: string; mode: number; mtime: number }[] = [];
   /** The mtime of the archive's `./` entry, for the root (set last, after everything inside it). */
@@ -116,7 +153,14 @@ export class TarExtractor {
         this.header(this.buf);
       }
     }
+    // After the end marker the bytes are ignored (as tar does), but not without bound: else a gzip
+    // stream of zeros after it would be inflated for as long as it lasts, counted by no limit.
+    if (this.done && off < chunk.length) {
+      this.trailing += chunk.length - off;
+      if (this.trailing > MAX_TRAILING) throw new ExtractError(`more than ${MAX_TRAILING} bytes after the end-of-archive marker (concatenated archives are not supported)`, this.entry?.name);
+    }
   }
+  private trailing = 0;
 
   /** The stream ended: a partial entry means a truncated archive. Sets directory modes and times. */
   end(): void {
@@ -124,6 +168,10 @@ export class TarExtractor {
       const name = this.entry?.name ?? this.longName ?? "(header)";
       this.abort();
       throw new ExtractError("truncated archive: stream ended inside entry", name);
+    }
+    if (this.content === 0 && !this.limits.allowEmpty) {
+      this.abort();
+      throw new ExtractError("empty archive: no entry besides its root; deploying it would empty dest (pass --allow-empty-archive if that is what you want)");
     }
     // Deepest first so that setting a parent's mtime is not undone by its children.
     for (const d of this.dirs.reverse()) {
@@ -191,27 +239,33 @@ export class TarExtractor {
       return;
     }
     this.zeroBlocks = 0;
-    const h = parseHeader(block);
-    if (h === null) throw new ExtractError("corrupt archive: bad tar header checksum after entry", this.entry?.name ?? "(start)");
-    if (h.type === "x" || h.type === "g" || h.type === "L" || h.type === "K") {
-      this.entry = h;
+    if (!checksumOk(block)) throw new ExtractError("corrupt archive: bad tar header checksum after entry", this.entry?.name ?? "(start)");
+    const type = typeOf(block[156]!);
+    if (type === "x" || type === "g" || type === "L" || type === "K") {
+      // Held in memory until its end: refused at the cap before a byte of it is buffered.
+      const label = printable(field(block, 0, 100));
+      this.metaEntries++;
+      this.countEntry(label);
+      const size = numeric(block, 124, 12, "size", label);
+      if (size > MAX_META_SIZE) throw new ExtractError(`${META_KIND[type]} of ${size} bytes is larger than the ${MAX_META_SIZE}-byte limit`, label);
+      this.countBytes(size, label);
+      this.entry = { name: label, mode: 0, uid: 0, gid: 0, size, mtime: 0, type, linkname: "" };
       this.meta = [];
-      this.remaining = h.size;
-      this.padding = pad(h.size);
-      if (h.size === 0) this.finishEntry();
+      this.remaining = size;
+      this.padding = pad(size);
+      if (size === 0) this.finishEntry();
       return;
     }
-    // Apply overrides from preceding pax / GNU long-name entries.
-    if (this.pax.path !== undefined) h.name = this.pax.path;
-    if (this.pax.linkpath !== undefined) h.linkname = this.pax.linkpath;
-    if (this.pax.size !== undefined) h.size = Number(this.pax.size);
-    if (this.pax.mtime !== undefined) h.mtime = Math.floor(Number(this.pax.mtime));
-    if (this.longName !== null) h.name = this.longName;
-    if (this.longLink !== null) h.linkname = this.longLink;
+    // Overrides from preceding pax / GNU long-name entries; a GNU long name wins over pax.
+    const over: Overrides = { ...this.pax };
+    if (this.longName !== null) over.path = this.longName;
+    if (this.longLink !== null) over.linkpath = this.longLink;
     this.pax = {};
     this.longName = null;
     this.longLink = null;
+    const h = parseHeader(block, over);
     this.entry = h;
+    this.countBytes(h.size, h.name);
     this.begin(h);
     this.remaining = h.type === "0" ? h.size : 0;
     this.padding = pad(h.size);
@@ -220,32 +274,73 @@ export class TarExtractor {
     if (this.remaining === 0) this.finishEntry();
   }
 
-  private begin(h: Header): void {
-    if (++this.entries > this.limits.maxEntries) {
-      throw new ExtractError(`too many entries (limit ${this.limits.maxEntries})`, h.name);
+  private countEntry(name: string): void {
+    if (this.entries + this.metaEntries + this.impliedDirs > this.limits.maxEntries) {
+      const meta = this.metaEntries > 0 ? `, counting ${this.metaEntries} pax and long-name headers` : "";
+      const implied = this.impliedDirs > 0 ? `, counting ${this.impliedDirs} directories the archive implies` : "";
+      throw new ExtractError(`too many entries (limit ${this.limits.maxEntries}${meta}${implied})`, name);
     }
+  }
+
+  /**
+   * Make the entry's missing parent directories (archives may omit them), counting each one made
+   * against `maxEntries`: else one entry `d/d/d/…/f` would make ~2000 inodes. Skipped while entries
+   * stay in the last directory seen, so that a tar-ordered archive costs no extra system call.
+   */
+  private impliedParents(rel: string, name: string): void {
+    const slash = rel.lastIndexOf("/");
+    if (slash === -1) return;
+    const parent = rel.slice(0, slash);
+    if (parent === this.lastDir) return;
+    let made: string | undefined;
+    try {
+      made = fs.mkdirSync(join(this.root, parent), { recursive: true, mode: 0o755 });
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      if (e.code === "EEXIST" || e.code === "ENOTDIR") throw new ExtractError("unsafe entry: a parent is not a directory", name, { cause: e });
+      throw fsError(e, name);
+    }
+    this.lastDir = parent;
+    if (made === undefined) return;
+    this.impliedDirs += parent.split("/").length - made.slice(this.root.length + 1).split("/").length + 1;
+    this.countEntry(name);
+  }
+  private lastDir = "";
+  private impliedDirs = 0;
+
+  /** Every entry's declared size counts, whatever its type: nothing streams past `maxBytes`. */
+  private countBytes(size: number, name: string): void {
+    this.bytes += size;
+    if (this.bytes > this.limits.maxBytes) throw new ExtractError(`archive expands beyond ${this.limits.maxBytes} bytes`, name);
+  }
+
+  private begin(h: Header): void {
+    this.entries++;
+    this.countEntry(h.name);
     const rel = safeRelative(h.name);
     if (rel === null) {
+      if (h.type !== "5") throw new ExtractError("unsafe entry: the archive root is not a directory", h.name);
       // "." or "./": the root itself. Like GNU tar, give it the entry's mtime (else `rsync -a` stamps
       // a new one on dest every deploy). Not its mode or owner: the root stays 0700 and ours until
       // the deploy chmods it to `dest_mode` right before the sync, which is all stretcher keeps of it.
       if (h.type === "5") this.rootMtime = h.mtime;
       return;
     }
+    this.content++;
     const path = join(this.root, rel);
     this.checkParents(rel, h.name);
     this.replaceSymlink(rel, path);
+    if (ENTRY_TYPES.has(h.type)) this.impliedParents(rel, h.name);
     switch (h.type) {
       case "0": {
-        this.bytes += h.size;
-        if (this.bytes > this.limits.maxBytes) throw new ExtractError(`archive expands beyond ${this.limits.maxBytes} bytes`, h.name);
         if (this.linkFrom !== undefined && this.linkUnchanged(rel, path, h)) return;
         this.fd = this.openFile(path, h.mode, h.name);
         return;
       }
       case "5": {
         if (this.linkFrom !== undefined) this.noteMissingDir(rel);
-        const made = fs.mkdirSync(path, { recursive: true, mode: 0o700 });
+        const made = mkdirEntry(path, h.name);
+        this.lastDir = rel;
         this.dirs.push({ rel, path, mode: h.mode, mtime: h.mtime });
         if (this.needsChown(h, made !== undefined)) fs.chownSync(path, h.uid, h.gid);
         return;
@@ -274,7 +369,7 @@ export class TarExtractor {
         return;
       }
       default:
-        throw new ExtractError(`unsupported entry type "${h.type}" (only files, directories and links)`, h.name);
+        throw new ExtractError(`unsupported entry type "${printable(h.type)}" (only files, directories and links)`, h.name);
     }
   }
 
@@ -459,12 +554,18 @@ export class TarExtractor {
   private finishEntry(): void {
     const h = this.entry!;
     if (this.meta !== null) {
-      const text = decoder.decode(Buffer.concat(this.meta));
+      const bytes = Buffer.concat(this.meta);
       this.meta = null;
-      if (h.type === "x") this.pax = parsePax(text);
-      else if (h.type === "L") this.longName = text.replace(/\0.*$/s, "");
-      else if (h.type === "K") this.longLink = text.replace(/\0.*$/s, "");
-      return; // "g": global pax headers carry nothing we use
+      // "g": global pax headers carry nothing we use, but are held to the same framing.
+      if (h.type === "x" || h.type === "g") {
+        const pax = parsePax(bytes, h.name);
+        if (h.type === "x") this.pax = pax;
+      } else {
+        const name = longName(bytes, h.name);
+        if (h.type === "L") this.longName = name;
+        else this.longLink = name;
+      }
+      return;
     }
     if (this.compare !== null) return this.finishCompare();
     if (h.type !== "0" || this.fd === null) return;
@@ -503,85 +604,249 @@ export class TarExtractor {
 
 /**
  * The entry's path relative to the root, or null for the root itself. Throws on absolute paths and
- * `..` components.
+ * `..` components. `a//b`, `./a` and `a/` all name `a/b`, `a`, `a`: the symlink guards work on this form.
  */
 export function safeRelative(name: string): string | null {
   if (name.startsWith("/")) throw new ExtractError("unsafe entry: absolute path", name);
   const parts = name.split("/").filter((p) => p !== "" && p !== ".");
   if (parts.includes("..")) throw new ExtractError("unsafe entry: path contains ..", name);
-  if (name.includes("\0")) throw new ExtractError("unsafe entry: NUL in name", name);
+  if (name.includes("\0")) throw new ExtractError("unsafe entry: NUL in name", printable(name));
   return parts.length === 0 ? null : parts.join("/");
 }
 
-export function parseHeader(b: Uint8Array): Header | null {
-  // Header checksum: sum of all bytes with the checksum field read as spaces.
-  let sum = 0;
-  for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 32 : b[i]!;
-  const stored = octal(b, 148, 8);
-  if (stored !== sum) return null;
-  const typeByte = b[156]!;
-  let type = typeByte === 0 ? "0" : String.fromCharCode(typeByte);
-  if (type === "7") type = "0"; // contiguous file
-  let name = str(b, 0, 100);
-  const magic = str(b, 257, 6);
-  if (magic.startsWith("ustar")) {
-    const prefix = str(b, 345, 155);
-    if (prefix !== "" && magic === "ustar") name = `${prefix}/${name}`;
+/** The entry types extracted (files, hard links, symlinks, directories); others are refused. */
+const ENTRY_TYPES = new Set(["0", "1", "2", "5"]);
+
+const META_KIND: Record<string, string> = { x: "pax header", g: "global pax header", L: "GNU long name", K: "GNU long link name" };
+
+/** The header's checksum field against its bytes (unsigned, or signed as some old tars summed). */
+function checksumOk(b: Uint8Array): boolean {
+  let unsigned = 0;
+  let signed = 0;
+  for (let i = 0; i < BLOCK; i++) {
+    const v = i >= 148 && i < 156 ? 32 : b[i]!;
+    unsigned += v;
+    signed += v > 127 ? v - 256 : v;
   }
+  const stored = octalDigits(b, 148, 8);
+  return stored !== null && (stored === unsigned || stored === signed);
+}
+
+/** The typeflag; NUL and `7` (contiguous) are regular files. */
+function typeOf(byte: number): string {
+  return byte === 0 || byte === 0x37 ? "0" : String.fromCharCode(byte);
+}
+
+/**
+ * A header parsed strictly: every number in range for its field, the name and link name valid.
+ * `over` holds what preceding pax / GNU long-name entries set (validated already).
+ */
+export function parseHeader(b: Uint8Array, over: Overrides = {}): Header {
+  let type = typeOf(b[156]!);
+  let name = over.path;
+  if (name === undefined) {
+    let bytes = field(b, 0, 100);
+    // POSIX ustar ("ustar\0") has a prefix field; GNU's "ustar  " keeps other data there.
+    if (b[257] === 0x75 && b[262] === 0 && String.fromCharCode(...b.subarray(257, 262)) === "ustar") {
+      const prefix = field(b, 345, 155);
+      if (prefix.length > 0) bytes = Buffer.concat([prefix, Buffer.from("/"), bytes]);
+    }
+    name = checkName(bytes, "name");
+  } else checkName(name, "name");
+  if (name === "") throw new ExtractError("unsafe entry: an entry has an empty name");
+  const linkname = over.linkpath ?? checkName(field(b, 157, 100), "link name", printable(name));
   // Old-style archives mark directories with a trailing slash on a regular entry.
   if (type === "0" && name.endsWith("/")) type = "5";
+  let mode = numeric(b, 100, 8, "mode", name);
+  // Some writers include the file type bits (S_IFREG…): accepted when they agree with the typeflag.
+  const ifmt = mode >> 12;
+  if (mode > 0o177777 || (ifmt !== 0 && ifmt !== IFMT[type])) throw new ExtractError(`bad tar header: mode ${mode.toString(8)} has bits beyond 07777`, name);
+  mode &= 0o7777;
+  const id = (off: number, what: string, v: number | undefined) => {
+    const n = v ?? numeric(b, off, 8, what, name);
+    if (n > MAX_ID) throw new ExtractError(`bad tar header: ${what} ${n} is out of range (0..${MAX_ID})`, name);
+    return n;
+  };
+  const mtime = over.mtime ?? numeric(b, 136, 12, "mtime", name, true);
+  if (mtime < MTIME_MIN || mtime > MTIME_MAX) throw new ExtractError(`bad tar header: mtime ${mtime} is out of range`, name);
   return {
     name,
-    mode: octal(b, 100, 8),
-    uid: octal(b, 108, 8),
-    gid: octal(b, 116, 8),
-    size: numeric(b, 124, 12),
-    mtime: numeric(b, 136, 12),
+    mode,
+    uid: id(108, "uid", over.uid),
+    gid: id(116, "gid", over.gid),
+    size: over.size ?? numeric(b, 124, 12, "size", name),
+    mtime,
     type,
-    linkname: str(b, 157, 100),
+    linkname,
   };
 }
 
-function str(b: Uint8Array, off: number, len: number): string {
+/** The S_IFMT bits (>> 12) a mode may carry for each type. */
+const IFMT: Record<string, number> = { "0": 0o10, "1": 0o10, "2": 0o12, "5": 0o04 };
+
+/** A NUL-terminated header field's bytes. */
+function field(b: Uint8Array, off: number, len: number): Uint8Array {
   let end = off;
   while (end < off + len && b[end] !== 0) end++;
-  return decoder.decode(b.subarray(off, end));
+  return b.subarray(off, end);
 }
 
-function octal(b: Uint8Array, off: number, len: number): number {
-  const s = str(b, off, len).trim();
-  return s === "" ? 0 : parseInt(s, 8);
+/** Octal digits, optionally led by spaces and ended by NULs/spaces (as GNU and POSIX tars write); else null. */
+function octalDigits(b: Uint8Array, off: number, len: number): number | null {
+  let i = off;
+  const end = off + len;
+  while (i < end && b[i] === 0x20) i++;
+  const start = i;
+  while (i < end && b[i]! >= 0x30 && b[i]! <= 0x37) i++;
+  const digits = i - start;
+  for (; i < end; i++) if (b[i] !== 0 && b[i] !== 0x20) return null;
+  if (digits === 0) return 0;
+  return parseInt(String.fromCharCode(...b.subarray(start, start + digits)), 8);
 }
 
-/** Octal, or GNU base-256 when the high bit of the first byte is set (sizes ≥ 8 GiB). */
-function numeric(b: Uint8Array, off: number, len: number): number {
+/**
+ * A numeric field: octal, or GNU base-256 (two's complement) when the first byte's high bit is set.
+ * Negative only where `signed` (mtime); never beyond Number.MAX_SAFE_INTEGER.
+ */
+function numeric(b: Uint8Array, off: number, len: number, what: string, name: string, signed = false): number {
+  const bad = (why: string) => new ExtractError(`bad tar header: ${what} ${why}`, name);
   if (b[off]! & 0x80) {
-    let n = b[off]! & 0x7f;
-    for (let i = 1; i < len; i++) n = n * 256 + b[off + i]!;
-    return n;
+    let v = BigInt(b[off]! & 0x7f);
+    for (let i = 1; i < len; i++) v = (v << 8n) | BigInt(b[off + i]!);
+    if (b[off]! & 0x40) v -= 1n << BigInt(len * 8 - 1);
+    if (v < 0n && !signed) throw bad(`is negative (${v})`);
+    if (v > BigInt(Number.MAX_SAFE_INTEGER) || v < -BigInt(Number.MAX_SAFE_INTEGER)) throw bad(`${v} is out of range`);
+    return Number(v);
   }
-  return octal(b, off, len);
+  const n = octalDigits(b, off, len);
+  if (n === null) throw bad(`is not an octal number ("${printable(b.subarray(off, off + len))}")`);
+  return n;
+}
+
+/**
+ * A name or link name from the archive: valid UTF-8 (else two names could decode to one), no NUL or
+ * control character (C0, DEL, C1), at most PATH_MAX bytes. `shown` names the entry in the error
+ * (already printable); by default the name itself, escaped.
+ */
+function checkName(raw: Uint8Array | string, what: string, shown?: string): string {
+  let name: string;
+  if (typeof raw === "string") name = raw;
+  else {
+    try {
+      name = strictDecoder.decode(raw);
+    } catch {
+      throw new ExtractError(`unsafe entry: ${what} is not valid UTF-8`, shown ?? printable(raw));
+    }
+  }
+  if (name.includes("\0")) throw new ExtractError(`unsafe entry: NUL in ${what}`, shown ?? printable(name));
+  if (/[\x01-\x1f\x7f-\x9f]/.test(name)) throw new ExtractError(`unsafe entry: control character in ${what}`, shown ?? printable(name));
+  if (Buffer.byteLength(name) > MAX_NAME_BYTES) throw new ExtractError(`unsafe entry: ${what} longer than ${MAX_NAME_BYTES} bytes`, shown ?? printable(name));
+  if (what !== "link name" && name.split("/").some((c) => Buffer.byteLength(c) > 255)) throw new ExtractError(`unsafe entry: ${what} has a component longer than 255 bytes`, shown ?? printable(name));
+  return name;
+}
+
+/** A GNU `L`/`K` entry's data: the name and its NUL terminator(s), nothing after. */
+function longName(data: Uint8Array, label: string): string {
+  let end = data.length;
+  while (end > 0 && data[end - 1] === 0) end--;
+  const bytes = data.subarray(0, end);
+  if (bytes.includes(0)) throw new ExtractError("unsafe entry: NUL in GNU long name", printable(bytes));
+  return checkName(bytes, "GNU long name");
+}
+
+/**
+ * Shown in a message: unprintable characters (C0, DEL, C1, line and bidi controls) and bytes that are
+ * not UTF-8 escaped as `\xNN` / `\u{N}`, backslashes doubled, long names cut, so the line stays one
+ * safe line.
+ */
+export function printable(name: Uint8Array | string): string {
+  let s: string;
+  if (typeof name === "string") s = name;
+  else {
+    try {
+      s = strictDecoder.decode(name);
+    } catch {
+      s = "";
+      for (const byte of name) {
+        if (byte === 0x5c) s += "\\\\";
+        else s += byte >= 0x20 && byte < 0x7f ? String.fromCharCode(byte) : `\\x${byte.toString(16).padStart(2, "0")}`;
+      }
+      return cut(s);
+    }
+  }
+  return cut(
+    s.replace(/[\\\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, (c) => {
+      if (c === "\\") return "\\\\";
+      const code = c.charCodeAt(0);
+      return code <= 0xff ? `\\x${code.toString(16).padStart(2, "0")}` : `\\u{${code.toString(16)}}`;
+    }),
+  );
+}
+
+function cut(s: string): string {
+  return s.length <= 300 ? s : `${s.slice(0, 300)}…(${s.length} chars)`;
 }
 
 function pad(size: number): number {
   return (BLOCK - (size % BLOCK)) % BLOCK;
 }
 
-export function parsePax(text: string): Record<string, string> {
-  const out: Record<string, string> = {};
+/**
+ * A pax header's records, each `<length> <key>=<value>\n` with the length counting the whole record:
+ * any other framing, a bad number, or a sparse file (not supported) is an error naming `label`.
+ * An empty value removes the key (POSIX), i.e. the ustar field applies.
+ */
+export function parsePax(data: Uint8Array, label: string): Overrides {
+  const out: Overrides = {};
+  const bad = (why: string) => new ExtractError(`bad pax header: ${why}`, label);
   let i = 0;
-  const bytes = new TextEncoder().encode(text);
-  while (i < bytes.length) {
+  while (i < data.length) {
     let sp = i;
-    while (sp < bytes.length && bytes[sp] !== 0x20) sp++;
-    const len = parseInt(decoder.decode(bytes.subarray(i, sp)), 10);
-    if (!Number.isFinite(len) || len <= 0) break;
-    const record = decoder.decode(bytes.subarray(sp + 1, i + len - 1));
-    const eq = record.indexOf("=");
-    if (eq > 0) out[record.slice(0, eq)] = record.slice(eq + 1);
-    i += len;
+    while (sp < data.length && sp - i < 15 && data[sp]! >= 0x30 && data[sp]! <= 0x39) sp++;
+    if (sp === i || data[sp] !== 0x20 || (data[i] === 0x30 && sp - i > 0)) throw bad(`record at byte ${i} does not start with its length`);
+    const len = Number(String.fromCharCode(...data.subarray(i, sp)));
+    const end = i + len;
+    if (end > data.length || end - 1 <= sp + 1 || data[end - 1] !== 0x0a) throw bad(`record at byte ${i} is not ${len} bytes ending in a newline`);
+    const record = data.subarray(sp + 1, end - 1);
+    const eq = record.indexOf(0x3d);
+    if (eq <= 0) throw bad(`record at byte ${i} has no key=value`);
+    const key = printable(record.subarray(0, eq));
+    const raw = record.subarray(eq + 1);
+    i = end;
+    if (key.startsWith("GNU.sparse.")) throw bad(`sparse files are not supported (${key})`);
+    if (!PAX_KEYS.has(key)) continue; // uname, gname, xattrs, comments…: nothing we use
+    const k = key as keyof Overrides;
+    if (raw.length === 0) {
+      delete out[k];
+      continue;
+    }
+    if (key === "path" || key === "linkpath") {
+      out[k] = checkName(raw, `pax ${key}`, label) as never;
+      continue;
+    }
+    const text = String.fromCharCode(...raw.subarray(0, 40));
+    const v = paxNumber(key, text, raw.length);
+    if (v === null) throw bad(`${key}="${printable(raw)}" is not a valid ${key}`);
+    if (key === "atime" || key === "ctime") continue; // validated, unused
+    out[k] = v as never;
   }
   return out;
+}
+
+const PAX_KEYS = new Set(["path", "linkpath", "size", "mtime", "uid", "gid", "atime", "ctime"]);
+
+/** A pax number: decimal `size`, `uid`, `gid` in range; times with an optional sign and fraction (floored). */
+function paxNumber(key: string, text: string, rawLength: number): number | null {
+  if (rawLength > 40) return null;
+  if (key === "mtime" || key === "atime" || key === "ctime") {
+    if (!/^-?[0-9]{1,15}(\.[0-9]{1,20})?$/.test(text)) return null;
+    const t = Math.floor(Number(text));
+    return t >= MTIME_MIN && t <= MTIME_MAX ? t : null;
+  }
+  if (!/^[0-9]{1,16}$/.test(text)) return null;
+  const n = Number(text);
+  if (key === "size") return n <= Number.MAX_SAFE_INTEGER ? n : null;
+  return n <= MAX_ID ? n : null;
 }
 
 /**
@@ -595,6 +860,17 @@ function newOwnerUnder(root: string): { uid: number; gid: number } | undefined {
   const uid = process.geteuid!();
   if (st.mode & 0o2000) return uid === 0 ? undefined : { uid, gid: st.gid };
   return { uid, gid: process.getegid!() };
+}
+
+/** A directory entry: made (with missing parents) unless one is there; a file or link in its place is an error. */
+function mkdirEntry(path: string, name: string): string | undefined {
+  try {
+    return fs.mkdirSync(path, { recursive: true, mode: 0o700 });
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === "EEXIST" || e.code === "ENOTDIR") throw new ExtractError("directory entry where an earlier entry made a file", name, { cause: e });
+    throw fsError(e, name);
+  }
 }
 
 function rmIfExists(path: string): void {

@@ -40,6 +40,7 @@ export const agentArgs = {
   "command-timeout": { type: "string", description: "Kill a hook's process group after this long (default: none)", valueHint: "duration" },
   "max-files": { type: "string", description: `Refuse archives with more entries (default ${DEFAULT_LIMITS.maxEntries})`, valueHint: "n" },
   "max-extract-size": { type: "string", description: "Refuse archives that expand beyond this size (default 64GiB)", valueHint: "size" },
+  "allow-empty-archive": { type: "boolean", description: "Deploy an archive with no entries (it empties dest); refused by default" },
   "trust-key": { type: "string", description: "Only deploy manifests signed by one of these Ed25519 public keys (repeat or comma-separate, for rotation)", valueHint: "file..." },
   role: { type: "string", description: "This server's role: reports go to Consul KV under it; needed by --from-kv and --follow", valueHint: "role" },
   "from-kv": { type: "boolean", description: "Deploy the role's latest release from Consul KV if this server doesn't have it (boot / autoscaling)" },
@@ -102,6 +103,7 @@ async function runAgent(args: Args, ctx: CommandEnv): Promise<number> {
     limits: {
       maxEntries: intFlag("max-files", str("max-files"), 1) ?? DEFAULT_LIMITS.maxEntries,
       maxBytes: sizeFlag("max-extract-size", str("max-extract-size")) ?? DEFAULT_LIMITS.maxBytes,
+      allowEmpty: args["allow-empty-archive"] === true,
     },
   };
   const role = str("role");

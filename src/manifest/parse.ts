@@ -79,7 +79,13 @@ export function parseManifest(text: string, env: Env = {}): ParsedManifest {
   if (root === null || !isMap(root)) {
     throw new ManifestError([`YAML: expected a mapping of fields (src, checksum, dest, commands…), got ${describe(root)}`], true);
   }
-  const data = doc.toJS({ maxAliasCount: 1000 }) as Record<string, unknown>;
+  let data: Record<string, unknown>;
+  try {
+    data = doc.toJS({ maxAliasCount: 1000 }) as Record<string, unknown>;
+  } catch (err) {
+    // A bad merge (`<<: *x` of a scalar) or an alias bomb: the yaml package throws a plain Error.
+    throw new ManifestError([`YAML: ${firstLine((err as Error).message)}`], true);
+  }
   const problems: string[] = rendered.missing.map((name) => `must_env: environment variable ${name} is not set`);
   const warnings: string[] = [];
 
