@@ -9,7 +9,7 @@
 import { defineCommand, type ArgsDef } from "citty";
 import type { CommandEnv } from "./context.ts";
 import { UsageError } from "../errors.ts";
-import { fire } from "../publish/publish.ts";
+import { fire } from "../publish/fire.ts";
 import { resignManifest } from "../publish/rollback.ts";
 import { releaseIdOfUrl } from "../records/release.ts";
 import { isSourceScheme, schemeOf, SOURCE_SCHEMES } from "../store/schemes.ts";

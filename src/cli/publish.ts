@@ -13,7 +13,9 @@ import { ConsulClient, consulConfig } from "../consul/client.ts";
 import { messageOf, UsageError } from "../errors.ts";
 import { createLogger, type Logger } from "../log.ts";
 import { SYNC_STRATEGIES, type SyncStrategyName } from "../manifest/parse.ts";
-import { createProgress, defaultPublisher, publish, type AnnounceOptions, type ConsulSettings } from "../publish/publish.ts";
+import type { AnnounceOptions, ConsulSettings } from "../publish/announce.ts";
+import { createProgress } from "../publish/progress.ts";
+import { defaultPublisher, publish } from "../publish/publish.ts";
 import { DEFAULT_KV_PREFIX } from "../records/release.ts";
 import { checkTargetUrl } from "../store/targets/index.ts";
 import { formatDuration } from "../time.ts";
@@ -91,10 +93,10 @@ export default defineCommand({
     if (str("hooks") !== undefined && str("manifest") !== undefined) throw new UsageError("--hooks and --manifest are the same flag (--manifest is its old name): pass one");
     const hooksFlag = str("hooks") !== undefined ? "--hooks" : "--manifest";
     const hooksPath = str("hooks") ?? str("manifest");
-    let hooks: { path: string; text: string } | undefined;
+    let hooks: { path: string; text: string; flag: string } | undefined;
     if (hooksPath !== undefined) {
       try {
-        hooks = { path: hooksPath, text: fs.readFileSync(hooksPath, "utf8") };
+        hooks = { path: hooksPath, text: fs.readFileSync(hooksPath, "utf8"), flag: hooksFlag };
       } catch (err) {
         throw new UsageError(`${hooksFlag} ${hooksPath}: ${(err as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (err as Error).message}`);
       }

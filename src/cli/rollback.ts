@@ -54,7 +54,7 @@ export default defineCommand({
 
 // Each side is imported where it is used: `rollback --dest` stays a few ms.
 async function rollbackRole(role: string, a: Args, ctx: CommandEnv): Promise<number> {
-  const [{ fire }, { isSigned, pickRollback, resignManifest, roleReleases }] = await Promise.all([import("../publish/publish.ts"), import("../publish/rollback.ts")]);
+  const [{ fire }, { isSigned, pickRollback, resignManifest, roleReleases }] = await Promise.all([import("../publish/fire.ts"), import("../publish/rollback.ts")]);
   const list = a.list === true;
   const opts = announceOptions(a, ctx);
   const wait = waitOptions(a, opts, list ? "--list" : undefined);

@@ -21,7 +21,7 @@ import { fetchBytes, fetchText } from "../store/sources/index.ts";
 import type { Env } from "../env.ts";
 import { openTarget } from "../store/targets/index.ts";
 import { USER_AGENT } from "../version.ts";
-import { placeholderEnv } from "./publish.ts";
+import { placeholderEnv } from "../manifest/render.ts";
 
 /** The role's recorded releases, oldest first, and its latest. */
 export async function roleReleases(consul: ConsulClient, prefix: string, role: string, signal?: AbortSignal): Promise<{ records: ReleaseRecord[]; latest: ReleaseRecord | null }> {

@@ -8,7 +8,7 @@ import * as fs from "node:fs";
 import { join } from "node:path";
 import { parseManifest } from "../../src/manifest/parse.ts";
 import { createLogger } from "../../src/log.ts";
-import { createProgress } from "../../src/publish/publish.ts";
+import { createProgress } from "../../src/publish/progress.ts";
 import { generateKeys } from "../../src/signature.ts";
 import { startConsulStandin } from "../support/consul-standin.ts";
 import { BINARY, listTree, run, writeTree } from "../support/helpers.ts";

@@ -10,7 +10,9 @@ import { join } from "node:path";
 import { userEventSize } from "../../src/consul/event-size.ts";
 import { ManifestError } from "../../src/errors.ts";
 import { parseManifest } from "../../src/manifest/parse.ts";
-import { eventPayloadLimit, fireCommand, readHooks, renderManifest, serfEventSize, type ManifestFields } from "../../src/publish/publish.ts";
+import { serfEventSize } from "../../src/consul/event-size.ts";
+import { readHooks, renderManifest, type ManifestFields } from "../../src/manifest/render.ts";
+import { eventPayloadLimit, fireCommand } from "../../src/publish/announce.ts";
 import { listTree, run, tempDir, writeTree } from "../support/helpers.ts";
 
 const RELEASE = { src: "s3://b/app/web/20260101T000000Z-0ca9279b78e2.tar.gz", checksum: "0ca9279b78e236bc67c54fd9df0527d5d8945a0f2fd95c971f6db08814a57b5e", releaseId: "20260101T000000Z-0ca9279b78e2" };
@@ -124,6 +126,8 @@ describe("renderManifest", () => {
   test("YAML syntax errors and a non-mapping file stop at once", () => {
     expect(() => readHooks({ path: "h.yml", text: "commands: [\n" })).toThrow(/^manifest: --manifest h\.yml: YAML syntax: /);
     expect(() => readHooks({ path: "h.yml", text: "- a\n- b\n" })).toThrow("--manifest h.yml: expected a mapping of fields (commands, excludes, …)");
+    // Named as the user typed it: --hooks (the new spelling) or --manifest.
+    expect(() => readHooks({ path: "h.yml", text: "- a\n", flag: "--hooks" })).toThrow("--hooks h.yml: expected a mapping of fields (commands, excludes, …)");
   });
 
   test("no dest anywhere", () => {
