@@ -312,6 +312,39 @@ suite("class 8: read-only trees and what dead runs left", () => {
   });
 });
 
+suite("crash safety inside release's sync: every state a kill -9 between two of its steps leaves", () => {
+  // sync = extract into .partial → link shared → rename to releases/<id> → make .current.tmp-<pid> →
+  // rename over current → write .order.tmp-<pid> → rename over .order → prune. A kill between two steps
+  // leaves one of these states (made here as the dead run would have, with a dead pid).
+  const states: [string, (s: ReturnType<typeof scene>, dead: number) => void][] = [
+    ["extracted, not committed", (s, dead) => fs.cpSync(join(s.dest, "releases/r1"), join(s.dest, `releases/.partial-r2-${dead}`), { recursive: true, verbatimSymlinks: true })],
+    // Complete by construction (renamed from a finished partial): the next run switches to it as it is.
+    ["committed, current not switched", (s) => {
+      fs.cpSync(join(s.dest, "releases/r1"), join(s.dest, "releases/r2"), { recursive: true, verbatimSymlinks: true });
+      writeTree(join(s.dest, "releases/r2"), files("2"));
+    }],
+    ["the new current link made, not renamed", (s, dead) => fs.symlinkSync("releases/r1", join(s.dest, `.current.tmp-${dead}`))],
+    ["the order written, not renamed", (s, dead) => fs.writeFileSync(join(s.dest, `releases/.order.tmp-${dead}`), '{"order":["r1","r2"]}\n')],
+  ];
+  test.each(states)("%s: the next deploy completes, sweeps, and a rollback goes back to a complete release", async (_name, leave) => {
+    await using s = scene();
+    ok(await s.agent(s.release("r1", "1")));
+    const dead = deadPid();
+    leave(s, dead);
+    const r = await s.agent(s.release("r2", "2"));
+    ok(r);
+    expect(fs.readlinkSync(join(s.dest, "current"))).toBe("releases/r2");
+    expect(fs.readFileSync(join(s.dest, "current/VERSION"), "utf8")).toBe("2");
+    expect(fs.readdirSync(join(s.dest, "releases")).filter((n) => n.startsWith(".")).sort()).toEqual([".order"]);
+    expect(fs.readdirSync(s.dest).filter((n) => n.startsWith("."))).toEqual([]);
+    const back = await run(["rollback", "--dest", s.dest]);
+    expect(back.code).toBe(0);
+    expect(fs.readlinkSync(join(s.dest, "current"))).toBe("releases/r1");
+    expect(listTree(join(s.dest, "current/"))).toEqual(["VERSION", "lib/", "lib/a.js", "lib/b.js"]);
+    s.expectVictimIntact();
+  });
+});
+
 /** A pid that just exited (not reused within a test). */
 function deadPid(): number {
   const p = Bun.spawnSync(["true"]);
