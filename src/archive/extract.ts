@@ -320,14 +320,18 @@ export class TarExtractor {
 
   /**
    * The inode of the directory holding `rel` in `linkFrom` when every directory on the way is a real
-   * one (lstat: a symlink planted there is never followed), else undefined. Cached per directory.
+   * one (lstat: a symlink planted there is never followed), else undefined. Cached per directory, with
+   * whether only the agent's user can change it and every directory above it (`linkSafe`).
    */
   private linkDir(rel: string): number | undefined {
     let ino = this.linkDirs.get("");
     if (ino === undefined) {
-      ino = fs.statSync(this.linkFrom!).ino; // the root itself is given (pinned by the caller)
+      const st = fs.statSync(this.linkFrom!); // the root itself is given (pinned by the caller)
+      ino = st.ino;
       this.linkDirs.set("", ino);
+      this.linkSafe.set("", this.onlyOurs(st));
     }
+    let parent = "";
     for (let i = rel.indexOf("/"); i !== -1; i = rel.indexOf("/", i + 1)) {
       const dir = rel.slice(0, i);
       let known = this.linkDirs.get(dir);
@@ -335,25 +339,32 @@ export class TarExtractor {
         const st = fs.lstatSync(join(this.linkFrom!, dir), { throwIfNoEntry: false });
         known = st?.isDirectory() ? st.ino : -1;
         this.linkDirs.set(dir, known);
+        this.linkSafe.set(dir, known !== -1 && this.linkSafe.get(parent) === true && this.onlyOurs(st!));
       }
       if (known === -1) return undefined;
       ino = known;
+      parent = dir;
     }
     return ino;
   }
   private linkDirs = new Map<string, number>();
+  private linkSafe = new Map<string, boolean>();
+  private onlyOurs(st: fs.Stats): boolean {
+    return st.uid === (process.getuid?.() ?? 0) && (st.mode & 0o022) === 0;
+  }
 
   /**
    * The file just linked (`now`, with our new name counted in its nlink) is one the agent can vouch
-   * for: its directory in `linkFrom` is still the real one checked before the link, and each of its
-   * other names is the same path in a distinct real directory of `linkFrom` or a peer (a release it
-   * was linked into before). A name more, such as a hard link the app made to a file outside the tree,
-   * and it is written instead.
+   * for: its directory in `linkFrom` is still the real one checked before the link (no one else can
+   * have swapped it if it and every directory above are writable by the agent's user alone, as in a
+   * release packed by `publish`), and each of its other names is the same path in a distinct real
+   * directory of `linkFrom` or a peer (a release it was linked into before). A name more, such as a
+   * hard link the app made to a file outside the tree, and it is written instead.
    */
   private vouched(rel: string, now: fs.Stats, parent: number): boolean {
     const slash = rel.lastIndexOf("/");
     const dir = slash === -1 ? "" : rel.slice(0, slash);
-    if (dir !== "" && fs.lstatSync(join(this.linkFrom!, dir), { throwIfNoEntry: false })?.ino !== parent) return false;
+    if (dir !== "" && this.linkSafe.get(dir) !== true && fs.lstatSync(join(this.linkFrom!, dir), { throwIfNoEntry: false })?.ino !== parent) return false;
     if (now.nlink === 2) return true; // `linkFrom`'s name, proven by the lstat before the link, and ours
     if (this.linkPeers === undefined) return false;
     const seen = new Set([parent]);

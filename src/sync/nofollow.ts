@@ -179,6 +179,21 @@ export function writableByOthers(path: string): string | undefined {
 }
 
 /**
+ * Whether only the agent's user (root) can change what `path` leads to: every directory on the way,
+ * as given and as resolved (through a symlink of root's), is root's and writable by no one else.
+ * Then `path` needs no pinning: nothing can be swapped under it. Pinning (`/proc/self/fd/N/…`) costs a
+ * procfs lookup per system call, which the extraction's hot path pays only where it must.
+ */
+export function onlyRootCanChange(path: string): boolean {
+  if (writableByOthers(path) !== undefined) return false;
+  try {
+    return writableByOthers(fs.realpathSync(path)) === undefined;
+  } catch {
+    return false;
+  }
+}
+
+/**
  * Why a symlink at `path` may have been planted or changed by a user other than the agent's, or
  * undefined when only the agent's user (root) could have made it: it owns the link, and it owns the
  * directory holding it, which no one else may write to (or which is sticky, as /tmp is).

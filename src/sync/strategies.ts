@@ -17,7 +17,7 @@ import { dirname, join } from "node:path";
 import { CommandError, PulldeployError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Manifest, SyncStrategyName } from "../manifest/parse.ts";
-import { checkDest, type Dir, openDest, openDir, removeEntry } from "./nofollow.ts";
+import { checkDest, type Dir, onlyRootCanChange, openDest, openDir, removeEntry } from "./nofollow.ts";
 import { pidAlive } from "../pid.ts";
 import * as releases from "./releases.ts";
 
@@ -147,7 +147,7 @@ function rsyncPrepare(ctx: SyncContext): Workspace {
   // Files are hard-linked from dest as it is now, pinned: not from wherever its path leads later.
   const destDir = openDest(dest);
   if (destDir === undefined) return { tree };
-  const linkFrom = linkableDir(destDir.path, tree);
+  const linkFrom = linkableDir(onlyRootCanChange(dest) ? dest : destDir.path, tree);
   if (linkFrom === null) ctx.log.info(`fetch: ${tree} is not on dest's file system: every file is written (set TMPDIR to a directory there to hard-link unchanged files from dest)`);
   return { tree, linkFrom: linkFrom ?? undefined, linkFromShown: dest, pinned: [destDir] };
 }
@@ -283,19 +283,22 @@ function releasePrepare(ctx: SyncContext): Workspace {
     return { tree: "", releaseId, previousId, present: true };
   }
   const ws: Workspace = { tree: "", releaseId, previousId, pinned: [layout.dest, layout.releases], releasesDir: layout.releases };
+  // Extraction goes through the pinned directories when another user could swap a path on the way
+  // (dest owned by the app); through their paths when only root can change them (cheaper per file).
+  const pin = !onlyRootCanChange(p.releases);
   try {
     if (ctx.hardLinks !== false && previousId !== undefined && releases.releaseExists(p, previousId)) {
       const prev = openDir(layout.releases.at(previousId), join(p.releases, previousId));
       if (prev !== undefined) {
         ws.pinned!.push(prev);
-        ws.linkFrom = prev.path;
+        ws.linkFrom = pin ? prev.path : prev.shown;
         ws.linkFromShown = prev.shown;
-        ws.linkPeers = releases.listReleases(p).map((id) => layout.releases.at(id));
+        ws.linkPeers = releases.listReleases(p).map((id) => (pin ? layout.releases.at(id) : join(p.releases, id)));
       }
     }
     ws.treeDir = releases.partialDir(p, releaseId);
     ws.pinned!.push(ws.treeDir);
-    ws.tree = ws.treeDir.path;
+    ws.tree = pin ? ws.treeDir.path : ws.treeDir.shown;
   } catch (err) {
     for (const d of ws.pinned!) d.close();
     throw err;
