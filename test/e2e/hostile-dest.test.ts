@@ -134,6 +134,33 @@ suite("class 1: the app user swaps releases/, current and bookkeeping for links"
     }
   });
 
+  test("releases swapped for a symlink while the archive is being extracted: extraction stays in the real partial dir, the commit is refused", async () => {
+    await using s = scene();
+    ok(await s.agent(s.release("r1", "1")));
+    const url = s.release("r2", "2");
+    const held = holdingServer(fs.readFileSync.bind(fs));
+    try {
+      const path = url.slice(7);
+      fs.writeFileSync(path, fs.readFileSync(path, "utf8").replace(/src: file:\/\/(\S+)/, (_m, p: string) => `src: ${held.url}${p}`));
+      const proc = Bun.spawn([BINARY, "agent", "--manifest", url], { stderr: "pipe", env: { PATH: process.env.PATH!, TMPDIR: s.tmp, PULLDEPLOY_STATE_DIR: join(s.d.path, "state") } });
+      await waitFor(() => held.hits() > 0 && fs.existsSync(join(s.dest, `releases/.partial-r2-${proc.pid}`)), "the agent to be extracting");
+      // The app: releases/ moved away; in its place a link to a directory of its own, where the
+      // partial dir's name leads to the victim.
+      const evil = join(s.d.path, "evil");
+      fs.mkdirSync(evil);
+      fs.chownSync(evil, APP!.uid, APP!.gid);
+      asApp(`cd '${s.dest}' && mv releases releases.moved && ln -s '${evil}' releases && ln -s '${s.victim}' '${evil}/.partial-r2-${proc.pid}'`);
+      held.release();
+      const stderr = await new Response(proc.stderr).text();
+      expect(await proc.exited).toBe(1);
+      expectRefused({ code: 1, stderr }, "sync", /releases is a symlink \(to .*evil\), not a directory: refusing to follow it as root/);
+      s.expectVictimIntact();
+    } finally {
+      held.release();
+      held.stop();
+    }
+  });
+
   test("a symlink among the releases (made by root by mistake): never a release, never pruned through", async () => {
     await using s = scene();
     ok(await s.agent(s.release("r1", "1")));
@@ -422,7 +449,7 @@ function killPid(pid: number) {
   }
 }
 
-/** Serves a file's first half, then holds the response open until `release()`: a fetch that is "in progress" for as long as we want. */
+/** Serves a file's first half, then holds the response open until `release()` sends the rest: a fetch "in progress" for as long as we want. */
 function holdingServer(read: (p: string) => Buffer) {
   let hits = 0;
   let releaseAll: () => void = () => {};
@@ -438,7 +465,12 @@ function holdingServer(read: (p: string) => Buffer) {
           async start(c) {
             c.enqueue(bytes.subarray(0, bytes.length >> 1));
             await gate;
-            c.error(new Error("released"));
+            try {
+              c.enqueue(bytes.subarray(bytes.length >> 1));
+              c.close();
+            } catch {
+              // the client is gone (killed)
+            }
           },
         }),
         { headers: { "content-length": String(bytes.length) } },

@@ -7,7 +7,7 @@ import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { DEFAULT_LIMITS, TarExtractor } from "../../src/archive/extract.ts";
-import { checkDest, openDir, removeEntry, untrustedLink, writableByOthers } from "../../src/sync/nofollow.ts";
+import { checkDest, onlyRootCanChange, openDir, removeEntry, untrustedLink, writableByOthers } from "../../src/sync/nofollow.ts";
 import { sweepTempTrees } from "../../src/sync/strategies.ts";
 import { appUser } from "../support/app-user.ts";
 import { listTree, ROOT, tempDir, writeTree } from "../support/helpers.ts";
@@ -125,6 +125,23 @@ describe("who else could change dest", () => {
     expect(writableByOthers(join(open, "app"))).toBeUndefined();
     fs.symlinkSync(d.path, join(open, "dest"));
     expect(untrustedLink(join(open, "dest"))).toBeUndefined();
+  });
+});
+
+describe("onlyRootCanChange: when extraction may use plain paths instead of pinned ones", () => {
+  test("a root-only chain; the app's dir on the way; a root symlink into the app's dir", async () => {
+    if (process.getuid?.() !== 0) return; // ownership by root is the point
+    await using d = tempDir();
+    fs.chmodSync(d.path, 0o755);
+    const rootOnly = join(d.path, "root/app/releases");
+    fs.mkdirSync(rootOnly, { recursive: true, mode: 0o755 });
+    expect(onlyRootCanChange(rootOnly)).toBe(true);
+    const apps = join(d.path, "apps");
+    fs.mkdirSync(join(apps, "app/releases"), { recursive: true, mode: 0o755 });
+    fs.chownSync(join(apps, "app"), APP!.uid, APP!.gid);
+    expect(onlyRootCanChange(join(apps, "app/releases"))).toBe(false);
+    fs.symlinkSync(join(apps, "app"), join(d.path, "root/linked")); // root's link, into the app's dir
+    expect(onlyRootCanChange(join(d.path, "root/linked/releases"))).toBe(false);
   });
 });
 
