@@ -28,6 +28,7 @@ import type { ChildTracker } from "../pid.ts";
 import { SIGNATURE_SUFFIX, verifyBytes } from "../signature.ts";
 import { fetchBytes, fetchText, MAX_DOCUMENT_BYTES, type DocumentPolicy } from "../store/sources/index.ts";
 import type { Env } from "../env.ts";
+import { emptyDir } from "../sync/nofollow.ts";
 import { SYNC_STRATEGIES, type SyncContext, type Workspace } from "../sync/strategies.ts";
 import { sleep } from "../time.ts";
 import { fetchAndExtract } from "./unpack.ts";
@@ -149,10 +150,9 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
       if (changed !== undefined) {
         // Written to in place since it was hard-linked (by `pre`, or the app): the linked inode no
         // longer holds the archive's bytes, so neither does the tree.
-        log.info(`fetch: ${changed} changed in ${ws.linkFrom} after it was hard-linked into the new tree; fetching again without links`);
+        log.info(`fetch: ${changed} changed in ${ws.linkFromShown ?? ws.linkFrom} after it was hard-linked into the new tree; fetching again without links`);
         phase = "fetch";
-        fs.rmSync(ws.tree, { recursive: true, force: true });
-        fs.mkdirSync(ws.tree, { mode: 0o700 });
+        emptyDir(ws.tree);
         const again = await fetchWithRetry(manifest, { ...ws, linkFrom: undefined }, opts);
         ws.archiveHardLinks = again.hardLinks;
         ws.linked = again.linked;
@@ -179,7 +179,12 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
     await runFailure(manifest.commands.failure, hookEnv, where, error.message, opts);
     return { ok: false, phase: where, error: error.message, manifest, releaseId: ws?.releaseId, rolledBackTo };
   } finally {
-    if (ws) strategy.cleanup(ws);
+    // The outcome is decided: a failed cleanup is a warning, never a failed (or a succeeded) deploy.
+    try {
+      if (ws) strategy.cleanup(ws);
+    } catch (err) {
+      log.info(`cleanup: warning: ${messageOf(err)}`);
+    }
   }
 
   log.info("deploy succeeded");
@@ -229,6 +234,7 @@ async function fetchWithRetry(manifest: Manifest, ws: Workspace, opts: DeployOpt
         checksum: manifest.checksum!,
         tree: ws.tree,
         linkFrom: ws.linkFrom,
+        linkPeers: ws.linkPeers,
         env: opts.env,
         userAgent: USER_AGENT,
         signal: signals.length > 0 ? AbortSignal.any(signals) : undefined,
@@ -244,9 +250,8 @@ async function fetchWithRetry(manifest: Manifest, ws: Workspace, opts: DeployOpt
         throw err;
       }
       log.info(`fetch: ${messageOf(err)}; retrying in ${opts.fetch.retryWaitMs / 1000}s (attempt ${attempt + 2} of ${opts.fetch.retry + 1})`);
-      // Start the next attempt from an empty tree.
-      fs.rmSync(ws.tree, { recursive: true, force: true });
-      fs.mkdirSync(ws.tree, { mode: 0o700 });
+      // Start the next attempt from an empty tree (the same directory: `release` extracts into a pinned one).
+      emptyDir(ws.tree);
       await sleep(opts.fetch.retryWaitMs, opts.signal);
     }
   }

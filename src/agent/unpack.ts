@@ -27,6 +27,8 @@ export interface UnpackOptions {
   limits: ExtractLimits;
   /** A previous release (or dest, for rsync) to hard-link unchanged files from. */
   linkFrom?: string;
+  /** Where files may legitimately share an inode with `linkFrom`'s (see `TarExtractor`). */
+  linkPeers?: string[];
   /** A broken body is resumed with a Range request up to this many times (when the store allows). */
   resumes?: number;
   /** Told when a broken download is resumed. */
@@ -58,7 +60,7 @@ export async function fetchAndExtract(opts: UnpackOptions): Promise<UnpackResult
   checkFreeSpace(opts.tree, opened.size);
   let resumesLeft = opts.resumes ?? 0;
   const hasher = createHasher(opts.checksum.algorithm);
-  const extractor = new TarExtractor(opts.tree, opts.limits, opts.linkFrom);
+  const extractor = new TarExtractor(opts.tree, opts.limits, opts.linkFrom, opts.linkPeers);
   const throttle = opts.maxBandwidth ? createThrottle(opts.maxBandwidth) : undefined;
   let extractError: ExtractError | undefined;
   const fail = (err: unknown) => {

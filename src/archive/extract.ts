@@ -114,11 +114,16 @@ export class TarExtractor {
    *   size, mtime, mode and owner match is hard-linked from it instead of written again (as
    *   `rsync --link-dest` does), once its bytes are found equal. Nothing under `linkFrom` is ever
    *   written, truncated, chmod-ed or chown-ed: a later entry of the same name replaces the link.
+   *   Its owner may be hostile (SECURITY.md, class 2): a file is linked only when reached through real
+   *   directories (no symlink followed) and when every other name of its inode is accounted for.
+   * @param linkPeers directories where a file of the same path may share that inode legitimately (the
+   *   other releases, where it was linked before); by default `linkFrom` alone.
    */
   constructor(
     private readonly root: string,
     private readonly limits: ExtractLimits = DEFAULT_LIMITS,
     private linkFrom?: string,
+    private readonly linkPeers?: string[],
   ) {
     this.chown = typeof process.getuid === "function" && process.getuid() === 0;
     this.newOwner = newOwnerUnder(root);
@@ -383,6 +388,8 @@ export class TarExtractor {
    */
   private linkUnchanged(rel: string, path: string, h: Header): boolean {
     if (this.missingDir !== undefined && rel.startsWith(this.missingDir)) return false;
+    const parent = this.linkDir(rel);
+    if (parent === undefined) return false;
     const prev = join(this.linkFrom!, rel);
     // Not an exception per new file: a first deploy into an empty dest has only those.
     const st = fs.lstatSync(prev, { throwIfNoEntry: false });
@@ -396,7 +403,7 @@ export class TarExtractor {
       return false;
     }
     const now = fs.fstatSync(fd);
-    if (!now.isFile() || !this.sameAsEntry(now, h)) {
+    if (!now.isFile() || !this.sameAsEntry(now, h) || now.ino !== st.ino || now.dev !== st.dev || !this.vouched(rel, now, parent)) {
       fs.closeSync(fd);
       this.unlink(path, h.name);
       return false;
@@ -404,6 +411,66 @@ export class TarExtractor {
     this.compare = { fd, ino: now.ino, rel, path, offset: 0 };
     if (h.size === 0) this.finishCompare();
     return true;
+  }
+
+  /**
+   * The inode of the directory holding `rel` in `linkFrom` when every directory on the way is a real
+   * one (lstat: a symlink planted there is never followed), else undefined. Cached per directory, with
+   * whether only the agent's user can change it and every directory above it (`linkSafe`).
+   */
+  private linkDir(rel: string): number | undefined {
+    let ino = this.linkDirs.get("");
+    if (ino === undefined) {
+      const st = fs.statSync(this.linkFrom!); // the root itself is given (pinned by the caller)
+      ino = st.ino;
+      this.linkDirs.set("", ino);
+      this.linkSafe.set("", this.onlyOurs(st));
+    }
+    let parent = "";
+    for (let i = rel.indexOf("/"); i !== -1; i = rel.indexOf("/", i + 1)) {
+      const dir = rel.slice(0, i);
+      let known = this.linkDirs.get(dir);
+      if (known === undefined) {
+        const st = fs.lstatSync(join(this.linkFrom!, dir), { throwIfNoEntry: false });
+        known = st?.isDirectory() ? st.ino : -1;
+        this.linkDirs.set(dir, known);
+        this.linkSafe.set(dir, known !== -1 && this.linkSafe.get(parent) === true && this.onlyOurs(st!));
+      }
+      if (known === -1) return undefined;
+      ino = known;
+      parent = dir;
+    }
+    return ino;
+  }
+  private linkDirs = new Map<string, number>();
+  private linkSafe = new Map<string, boolean>();
+  private onlyOurs(st: fs.Stats): boolean {
+    return st.uid === (process.getuid?.() ?? 0) && (st.mode & 0o022) === 0;
+  }
+
+  /**
+   * The file just linked (`now`, with our new name counted in its nlink) is one the agent can vouch
+   * for: its directory in `linkFrom` is still the real one checked before the link (no one else can
+   * have swapped it if it and every directory above are writable by the agent's user alone, as in a
+   * release packed by `publish`), and each of its other names is the same path in a distinct real
+   * directory of `linkFrom` or a peer (a release it was linked into before). A name more, such as a
+   * hard link the app made to a file outside the tree, and it is written instead.
+   */
+  private vouched(rel: string, now: fs.Stats, parent: number): boolean {
+    const slash = rel.lastIndexOf("/");
+    const dir = slash === -1 ? "" : rel.slice(0, slash);
+    if (dir !== "" && this.linkSafe.get(dir) !== true && fs.lstatSync(join(this.linkFrom!, dir), { throwIfNoEntry: false })?.ino !== parent) return false;
+    if (now.nlink === 2) return true; // `linkFrom`'s name, proven by the lstat before the link, and ours
+    if (this.linkPeers === undefined) return false;
+    const seen = new Set([parent]);
+    for (const peer of this.linkPeers) {
+      const st = fs.lstatSync(join(peer, rel), { throwIfNoEntry: false });
+      if (st === undefined || st.ino !== now.ino || st.dev !== now.dev) continue;
+      const holder = dir === "" ? fs.statSync(peer) : fs.lstatSync(join(peer, dir), { throwIfNoEntry: false });
+      if (holder === undefined || !holder.isDirectory() || seen.has(holder.ino)) continue;
+      seen.add(holder.ino);
+    }
+    return seen.size === now.nlink - 1;
   }
 
   /**

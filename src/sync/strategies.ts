@@ -17,7 +17,8 @@ import { dirname, join } from "node:path";
 import { CommandError, PulldeployError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Manifest, SyncStrategyName } from "../manifest/parse.ts";
-import type { ChildTracker } from "../pid.ts";
+import { checkDest, type Dir, onlyRootCanChange, openDest, openDir, removeEntry } from "./nofollow.ts";
+import { pidAlive, type ChildTracker } from "../pid.ts";
 import * as releases from "./releases.ts";
 
 export interface SyncContext {
@@ -34,10 +35,19 @@ export interface SyncContext {
 }
 
 export interface Workspace {
-  /** The fresh directory to extract into. */
+  /** The fresh directory to extract into (`release`: pinned as `/proc/self/fd/N`, see nofollow.ts). */
   tree: string;
-  /** A previous release, or dest (rsync), to hard-link unchanged files from. Never written to. */
+  /** A previous release, or dest (rsync), to hard-link unchanged files from. Never written to. Pinned like `tree`. */
   linkFrom?: string;
+  /** `linkFrom` as a path, for messages. */
+  linkFromShown?: string;
+  /** Directories whose same-named files may legitimately share an inode with `linkFrom`'s (the other releases). */
+  linkPeers?: string[];
+  /** `release`: the partial dir `tree` names, and the opened `releases/` it is in. */
+  treeDir?: Dir;
+  releasesDir?: Dir;
+  /** Opened directories to close at cleanup. */
+  pinned?: Dir[];
   /** `release`: this release's id, the one it replaces, and whether it is already on disk. */
   releaseId?: string;
   previousId?: string;
@@ -58,16 +68,68 @@ export interface SyncStrategy {
   cleanup(ws: Workspace): void;
 }
 
+/** The temp tree (rsync, mv: a 0700 dir of the agent's in TMPDIR), then every opened directory. */
 const removeTree = (ws: Workspace) => {
-  if (ws.tree !== "") fs.rmSync(ws.tree, { recursive: true, force: true });
+  try {
+    if (ws.tree !== "" && ws.treeDir === undefined) fs.rmSync(ws.tree, { recursive: true, force: true });
+  } finally {
+    for (const d of ws.pinned ?? []) d.close();
+  }
 };
-const tempTree = (env: SyncContext["env"]) => fs.mkdtempSync(join(env.TMPDIR || tmpdir(), "pulldeploy-"));
+
+/** rsync's and mv's temp trees: `pulldeploy-<pid>-XXXXXX`, so that a later run can tell a dead run's. */
+const TEMP_TREE = /^pulldeploy-(\d+)-[A-Za-z0-9]{6}$/;
+const tempRoot = (env: SyncContext["env"]) => env.TMPDIR || tmpdir();
+const tempTree = (env: SyncContext["env"]) => fs.mkdtempSync(join(tempRoot(env), `pulldeploy-${process.pid}-`));
+
+/**
+ * Remove the temp trees that runs now dead left in TMPDIR (a `kill -9` runs no cleanup): only real
+ * directories named as the agent names them, owned by its user, whose pid is gone; never followed.
+ * Run by every strategy (a host may switch strategies). Returns what was removed.
+ */
+export function sweepTempTrees(env: SyncContext["env"], isAlive: (pid: number) => boolean = pidAlive): string[] {
+  const root = tempRoot(env);
+  let dir: Dir | undefined;
+  try {
+    dir = openDir(root);
+  } catch {
+    return []; // TMPDIR a symlink: not swept (mkdtemp still works through it)
+  }
+  if (!dir) return [];
+  const removed: string[] = [];
+  const uid = process.getuid?.() ?? 0;
+  try {
+    for (const name of fs.readdirSync(dir.path)) {
+      const m = TEMP_TREE.exec(name);
+      if (!m || Number(m[1]) === process.pid || isAlive(Number(m[1]))) continue;
+      const st = fs.lstatSync(dir.at(name), { throwIfNoEntry: false });
+      if (!st?.isDirectory() || st.uid !== uid) continue;
+      removeEntry(dir, name);
+      removed.push(dir.shownAt(name));
+    }
+  } finally {
+    dir.close();
+  }
+  return removed;
+}
+
+/** Refuse a symlinked dest, warn if others could change it, sweep dead runs' temp trees. */
+function preflight(ctx: SyncContext): void {
+  const warning = checkDest(ctx.manifest.dest!);
+  if (warning !== undefined) ctx.log.info(warning);
+  for (const path of sweepTempTrees(ctx.env)) ctx.log.info(`sync: removed ${path}, left by an interrupted run`);
+}
 
 export const SYNC_STRATEGIES: Record<SyncStrategyName, SyncStrategy> = {
   rsync: { prepare: rsyncPrepare, apply: rsyncApply, cleanup: removeTree },
-  mv: { prepare: (ctx) => ({ tree: tempTree(ctx.env) }), apply: mvApply, cleanup: removeTree },
-  release: { prepare: releasePrepare, apply: releaseApply, revert: releaseRevert, cleanup: removeTree },
+  mv: { prepare: mvPrepare, apply: mvApply, cleanup: removeTree },
+  release: { prepare: releasePrepare, apply: releaseApply, revert: releaseRevert, cleanup: releaseCleanup },
 };
+
+function mvPrepare(ctx: SyncContext): Workspace {
+  preflight(ctx);
+  return { tree: tempTree(ctx.env) };
+}
 
 /** stretcher's command line, exactly: `rsync -a --delete [-v…] [--exclude-from F] [--exclude P]… tree/ dest/`. */
 export function rsyncArgs(ctx: { tree: string; dest: string; manifest: Manifest; rsyncVerbose: string }): string[] {
@@ -80,12 +142,16 @@ export function rsyncArgs(ctx: { tree: string; dest: string; manifest: Manifest;
 }
 
 function rsyncPrepare(ctx: SyncContext): Workspace {
+  preflight(ctx);
   const tree = tempTree(ctx.env);
   const dest = ctx.manifest.dest!;
   if (ctx.hardLinks === false) return { tree };
-  const linkFrom = linkableDir(dest, tree);
+  // Files are hard-linked from dest as it is now, pinned: not from wherever its path leads later.
+  const destDir = openDest(dest);
+  if (destDir === undefined) return { tree };
+  const linkFrom = linkableDir(onlyRootCanChange(dest) ? dest : destDir.path, tree);
   if (linkFrom === null) ctx.log.info(`fetch: ${tree} is not on dest's file system: every file is written (set TMPDIR to a directory there to hard-link unchanged files from dest)`);
-  return { tree, linkFrom: linkFrom ?? undefined };
+  return { tree, linkFrom: linkFrom ?? undefined, linkFromShown: dest, pinned: [destDir] };
 }
 
 /**
@@ -190,7 +256,7 @@ function emptyDestState(dest: string): string | undefined {
 async function mvApply(ctx: SyncContext, ws: Workspace): Promise<void> {
   const dest = ctx.manifest.dest!;
   const { tree } = ws;
-  if (fs.existsSync(dest)) throw new PulldeployError(`sync: mv needs a dest that does not exist, but ${dest} exists`, "sync");
+  if (fs.lstatSync(dest, { throwIfNoEntry: false }) !== undefined) throw new PulldeployError(`sync: mv needs a dest that does not exist, but ${dest} exists`, "sync");
   ctx.log.info(`sync: mv ${tree} ${dest}`);
   try {
     fs.renameSync(tree, dest);
@@ -210,16 +276,38 @@ export function releaseIdOf(m: Manifest): string {
 }
 
 function releasePrepare(ctx: SyncContext): Workspace {
+  preflight(ctx);
   const p = releases.releasePaths(ctx.manifest.dest!);
-  fs.mkdirSync(p.releases, { recursive: true });
+  const layout = releases.openLayout(p, true)!;
   for (const path of releases.cleanStale(p)) ctx.log.info(`release: removed ${path}, left by an interrupted run`);
   const releaseId = releaseIdOf(ctx.manifest);
   const previousId = releases.currentRelease(p);
   if (releases.releaseExists(p, releaseId)) {
+    layout.close();
     return { tree: "", releaseId, previousId, present: true };
   }
-  const linkFrom = ctx.hardLinks !== false && previousId !== undefined && releases.releaseExists(p, previousId) ? join(p.releases, previousId) : undefined;
-  return { tree: releases.partialDir(p, releaseId), linkFrom, releaseId, previousId };
+  const ws: Workspace = { tree: "", releaseId, previousId, pinned: [layout.dest, layout.releases], releasesDir: layout.releases };
+  // Extraction goes through the pinned directories when another user could swap a path on the way
+  // (dest owned by the app); through their paths when only root can change them (cheaper per file).
+  const pin = !onlyRootCanChange(p.releases);
+  try {
+    if (ctx.hardLinks !== false && previousId !== undefined && releases.releaseExists(p, previousId)) {
+      const prev = openDir(layout.releases.at(previousId), join(p.releases, previousId));
+      if (prev !== undefined) {
+        ws.pinned!.push(prev);
+        ws.linkFrom = pin ? prev.path : prev.shown;
+        ws.linkFromShown = prev.shown;
+        ws.linkPeers = releases.listReleases(p).map((id) => (pin ? layout.releases.at(id) : join(p.releases, id)));
+      }
+    }
+    ws.treeDir = releases.partialDir(p, releaseId);
+    ws.pinned!.push(ws.treeDir);
+    ws.tree = pin ? ws.treeDir.path : ws.treeDir.shown;
+  } catch (err) {
+    for (const d of ws.pinned!) d.close();
+    throw err;
+  }
+  return ws;
 }
 
 async function releaseApply(ctx: SyncContext, ws: Workspace): Promise<void> {
@@ -227,14 +315,34 @@ async function releaseApply(ctx: SyncContext, ws: Workspace): Promise<void> {
   const p = releases.releasePaths(manifest.dest!);
   const id = ws.releaseId!;
   if (!ws.present) {
-    releases.linkShared(p, ws.tree, manifest.sharedPaths);
-    releases.commitRelease(p, ws.tree, id);
+    releases.linkShared(p, ws.treeDir!, manifest.sharedPaths);
+    releases.commitRelease(p, ws.treeDir!, id);
   }
   releases.switchCurrent(p, id);
-  releases.recordDeployed(p, id);
   log.info(`sync: current -> releases/${id}${ws.previousId && ws.previousId !== id ? ` (was ${ws.previousId})` : ""}`);
-  const pruned = releases.prune(p, manifest.keepReleases);
-  if (pruned.length > 0) log.info(`release: pruned ${pruned.join(", ")} (keep_releases: ${manifest.keepReleases})`);
+  // `current` is switched: from here on, a failure is a warning and the deploy succeeded (it is live).
+  try {
+    releases.recordDeployed(p, id);
+    const pruned = releases.prune(p, manifest.keepReleases);
+    if (pruned.length > 0) log.info(`release: pruned ${pruned.join(", ")} (keep_releases: ${manifest.keepReleases})`);
+  } catch (err) {
+    log.info(`release: warning: releases/${id} is live, but bookkeeping or pruning old releases failed: ${(err as Error).message}`);
+  }
+}
+
+/** A partial dir still in place (the deploy failed before commit) is removed, if it is still ours. */
+function releaseCleanup(ws: Workspace): void {
+  try {
+    const r = ws.releasesDir;
+    if (r !== undefined && ws.treeDir !== undefined && ws.releaseId !== undefined) {
+      const name = releases.partialName(ws.releaseId);
+      const st = fs.lstatSync(r.at(name), { throwIfNoEntry: false });
+      const made = ws.treeDir.stat();
+      if (st?.isDirectory() && st.ino === made.ino && st.dev === made.dev) removeEntry(r, name);
+    }
+  } finally {
+    for (const d of ws.pinned ?? []) d.close();
+  }
 }
 
 function releaseRevert(ctx: SyncContext, ws: Workspace): string | undefined {
