@@ -64,6 +64,8 @@ async function deployArchive(archive: Uint8Array, opts: { strategy?: string; fla
     fs.writeFileSync(join(dest, "lib/a.js"), "a0");
   }
   if (app) Bun.spawnSync(["chown", "-R", "-h", `${app.uid}:${app.gid}`, dest]);
+  // releases/ and the releases in it are the agent's (root's), as a previous deploy leaves them; the rest is the app's.
+  if (app && strategy === "release") Bun.spawnSync(["chown", "-R", "-h", "0:0", join(dest, "releases")]);
   const destBefore = snapshot(dest);
   const file = join(d.path, "app.tar.gz");
   fs.writeFileSync(file, opts.gzip === false ? archive : Bun.gzipSync(archive as Uint8Array<ArrayBuffer>));
