@@ -299,8 +299,15 @@ export class ConsulClient {
 // ------------------------------------------------------------------ request shape
 
 /** `/v1/kv/<key>` with each segment escaped; leading slashes dropped (Consul would redirect them). */
+/**
+ * A key's URL path. A `.` or `..` segment is refused: `fetch` resolves dot segments, so
+ * `nodes/../latest` would read or write another key (names are checked where they come in too;
+ * this is the second line).
+ */
 function kvPath(key: string): string {
-  return `/v1/kv/${key.replace(/^\/+/, "").split("/").map(encodeURIComponent).join("/")}`;
+  const segments = key.replace(/^\/+/, "").split("/");
+  if (segments.some((s) => s === "." || s === "..")) throw new ConsulError(`consul kv ${JSON.stringify(key)}: a key may not have a "." or ".." segment`);
+  return `/v1/kv/${segments.map(encodeURIComponent).join("/")}`;
 }
 
 /** `?recurse&flags=42`: `true` is a bare flag, undefined is left out. Never carries the token. */

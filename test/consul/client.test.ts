@@ -35,6 +35,17 @@ async function eventsHeld(url: string, token?: string): Promise<{ ID: string; Na
 }
 
 describe("KV", () => {
+  test("a key with a . or .. segment is refused before any request (fetch would resolve it to another key)", async () => {
+    await using consul = await startConsulStandin();
+    const c = clientFor(consul.env);
+    for (const key of ["pulldeploy/roles/web/nodes/../latest", "pulldeploy/./roles", ".."]) {
+      expect((await rejection(c.kvGetText(key))).message).toContain('may not have a "." or ".." segment');
+      expect((await rejection(c.kvPut(key, "x"))).message).toContain('may not have a "." or ".." segment');
+    }
+    expect(consul.requests.filter((r) => r.path.startsWith("/v1/kv/"))).toEqual([]);
+    expect(await c.kvPut("pulldeploy/roles/web/nodes/a..b", "x")).toBe(true); // dots inside a name are fine
+  });
+
   test("round trips: text, JSON, bytes, empty, missing, exact uint64 flags, odd key names", async () => {
     await using consul = await startConsulStandin();
     const c = clientFor(consul.env);
