@@ -5,6 +5,7 @@
  * Sources by URL scheme. Implementations are imported lazily so that a plain `file://` deploy
  * never loads the AWS SDK.
  */
+import { sleep } from "../../time.ts";
 import { FetchError } from "../../errors.ts";
 import { redact } from "../../log.ts";
 import { schemeOf, SOURCE_SCHEMES, type SourceScheme } from "../schemes.ts";
@@ -68,7 +69,7 @@ export async function fetchBytes(url: string, opts: OpenOptions, maxBytes = MAX_
       if (!fe.retryable || opts.signal?.aborted) throw fe;
       if (attempt >= retry) throw retry > 0 ? new FetchError(`${fe.message} (after ${attempt + 1} attempts)`, false, { cause: fe, status: fe.status }) : fe;
       policy.onRetry?.(fe, attempt + 2, retry + 1);
-      await wait(policy.retryWaitMs ?? 0, opts.signal);
+      await sleep(policy.retryWaitMs ?? 0, opts.signal);
     }
   }
 }
@@ -121,19 +122,6 @@ async function fetchOnce(url: string, opts: OpenOptions, maxBytes: number, timeo
 function tooLarge(where: string, max: number, size?: number): FetchError {
   const got = size === undefined ? "" : ` (${size} bytes)`;
   return new FetchError(`${where}: larger than ${max} bytes${got}; a manifest or signature is never that big: check the URL`, false);
-}
-
-function wait(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted || ms <= 0) return resolve();
-    const done = () => {
-      clearTimeout(t);
-      signal?.removeEventListener("abort", done);
-      resolve();
-    };
-    const t = setTimeout(done, ms);
-    signal?.addEventListener("abort", done, { once: true });
-  });
 }
 
 export async function fetchText(url: string, opts: OpenOptions, maxBytes = MAX_DOCUMENT_BYTES, policy: DocumentPolicy = {}): Promise<string> {
