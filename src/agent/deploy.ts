@@ -32,6 +32,7 @@ import { emptyDir } from "../sync/nofollow.ts";
 import { SYNC_STRATEGIES, type SyncContext, type Workspace } from "../sync/strategies.ts";
 import { sleep } from "../time.ts";
 import { fetchAndExtract } from "./unpack.ts";
+import { fetchTree, type DeltaFetchOptions } from "../delta/index.ts";
 import { USER_AGENT } from "../version.ts";
 
 export interface FetchPolicy {
@@ -134,7 +135,8 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
         const result = await fetchWithRetry(manifest, ws, opts);
         const secs = (performance.now() - started) / 1000;
         const linked = result.linked > 0 ? `, ${result.linked} unchanged files hard-linked` : "";
-        log.info(`checksum: ${manifest.checksum!.algorithm} ${manifest.checksum!.hex} ok (${result.bytes} bytes, ${result.entries} entries${linked}, ${secs.toFixed(2)}s)`);
+        if (result.delta) log.info(`checksum: ${result.delta}`);
+        else log.info(`checksum: ${manifest.checksum!.algorithm} ${manifest.checksum!.hex} ok (${result.bytes} bytes, ${result.entries} entries${linked}, ${secs.toFixed(2)}s)`);
         extractError = result.extractError;
         changedLink = result.changedLink;
         ws.archiveHardLinks = result.hardLinks;
@@ -229,7 +231,8 @@ async function fetchWithRetry(manifest: Manifest, ws: Workspace, opts: DeployOpt
   for (let attempt = 0; ; attempt++) {
     const signals = [opts.signal, opts.fetch.timeoutMs ? AbortSignal.timeout(opts.fetch.timeoutMs) : undefined].filter((s) => s !== undefined);
     try {
-      return await fetchAndExtract({
+      const signal = signals.length > 0 ? AbortSignal.any(signals) : undefined;
+      return await fetchTree(deltaOptions(manifest, ws, opts, signal), () => fetchAndExtract({
         url: manifest.src!,
         checksum: manifest.checksum!,
         tree: ws.tree,
@@ -237,12 +240,12 @@ async function fetchWithRetry(manifest: Manifest, ws: Workspace, opts: DeployOpt
         linkPeers: ws.linkPeers,
         env: opts.env,
         userAgent: USER_AGENT,
-        signal: signals.length > 0 ? AbortSignal.any(signals) : undefined,
+        signal,
         maxBandwidth: opts.fetch.maxBandwidth,
         limits: opts.limits,
         resumes: opts.fetch.retry,
         onResume: (offset, err) => log.info(`fetch: ${err.message}; resuming at byte ${offset} with a Range request`),
-      });
+      }));
     } catch (err) {
       const retryable = err instanceof FetchError && err.retryable && !opts.signal?.aborted;
       if (!retryable || attempt >= opts.fetch.retry) {
@@ -255,6 +258,30 @@ async function fetchWithRetry(manifest: Manifest, ws: Workspace, opts: DeployOpt
       await sleep(opts.fetch.retryWaitMs, opts.signal);
     }
   }
+}
+
+/**
+ * With a content index in the manifest: build the tree from the previous one (the link source, else
+ * the previous release or rsync's dest) plus the chunks it lacks; src/delta falls back to `src`.
+ */
+function deltaOptions(manifest: Manifest, ws: Workspace, opts: DeployOptions, signal: AbortSignal | undefined): DeltaFetchOptions | undefined {
+  if (!manifest.deltaIndex) return undefined;
+  const previous = ws.previousId ? join(manifest.dest!, "releases", ws.previousId) : manifest.syncStrategy === "rsync" ? manifest.dest : undefined;
+  return {
+    indexUrl: manifest.deltaIndex.url,
+    indexSha256: manifest.deltaIndex.sha256,
+    tree: ws.tree,
+    seedFrom: ws.linkFrom ?? previous,
+    linkFrom: ws.linkFrom,
+    env: opts.env,
+    userAgent: USER_AGENT,
+    signal,
+    maxBandwidth: opts.fetch.maxBandwidth,
+    limits: opts.limits,
+    retries: opts.fetch.retry,
+    retryWaitMs: opts.fetch.retryWaitMs,
+    log: opts.log,
+  };
 }
 
 /** The failure commands run with the log so far on stdin; their own failure is only logged. */

@@ -51,6 +51,8 @@ export interface Manifest {
    * trust keys the agent refuses a manifest issued before the last one it deployed to the same dest.
    */
   issuedAt?: string;
+  /** The release's content index for delta transfers (pulldeploy's own; stretcher ignores it). */
+  deltaIndex?: { url: string; sha256: string };
 }
 
 export interface ParsedManifest {
@@ -59,7 +61,7 @@ export interface ParsedManifest {
   warnings: string[];
 }
 
-const KNOWN_KEYS = ["src", "checksum", "dest", "dest_mode", "sync_strategy", "commands", "excludes", "exclude_from", "release_id", "keep_releases", "shared_paths", "issued_at"];
+const KNOWN_KEYS = ["src", "checksum", "dest", "dest_mode", "sync_strategy", "commands", "excludes", "exclude_from", "release_id", "keep_releases", "shared_paths", "issued_at", "delta_index", "delta_index_checksum"];
 const DEFAULT_DEST_MODE = 0o755;
 export const DEFAULT_KEEP_RELEASES = 5;
 
@@ -201,6 +203,17 @@ export function parseManifest(text: string, env: Env = {}): ParsedManifest {
     if (Number.isFinite(ms) && new Date(ms).toISOString().slice(0, 19) === issuedText.slice(0, 19)) issuedAt = new Date(ms).toISOString();
     else problems.push(`issued_at: expected an ISO 8601 UTC time like 2026-01-31T12:00:00Z, got "${issuedText}"`);
   }
+  let deltaIndex: Manifest["deltaIndex"];
+  const rawIndex = optionalString(field("delta_index"), "delta_index", problems);
+  const rawIndexSum = optionalString(field("delta_index_checksum"), "delta_index_checksum", problems);
+  if (rawIndex !== undefined || rawIndexSum !== undefined) {
+    const sum = rawIndexSum === undefined ? undefined : parseChecksum(rawIndexSum.replace(/^sha256:/i, ""));
+    if (rawIndex === undefined) problems.push("delta_index: required when delta_index_checksum is set");
+    else if (!isSourceScheme(schemeOf(rawIndex))) problems.push(`delta_index: "${rawIndex}" is not a URL the agent can fetch (${SOURCE_SCHEMES.join(", ")})`);
+    if (sum === undefined) problems.push("delta_index_checksum: required when delta_index is set (the index's sha256, 64 hex)");
+    else if (typeof sum === "string" || sum.algorithm !== "sha256") problems.push(`delta_index_checksum: expected the index's sha256 (64 hex), got "${rawIndexSum}"`);
+    else if (rawIndex !== undefined) deltaIndex = { url: rawIndex, sha256: sum.hex };
+  }
   const releaseOnly = { validate: commands.validate.length > 0, shared_paths: sharedPaths.length > 0 };
   if (syncStrategy !== "release") {
     for (const [key, used] of Object.entries(releaseOnly)) {
@@ -210,7 +223,7 @@ export function parseManifest(text: string, env: Env = {}): ParsedManifest {
 
   if (problems.length > 0) throw new ManifestError(problems, false, { failure: commands.failure, env: commands.env });
   return {
-    manifest: { src, checksum, dest, destMode, syncStrategy, commands, excludes, excludeFrom, releaseId, keepReleases, sharedPaths, issuedAt },
+    manifest: { src, checksum, dest, destMode, syncStrategy, commands, excludes, excludeFrom, releaseId, keepReleases, sharedPaths, issuedAt, ...(deltaIndex ? { deltaIndex } : {}) },
     warnings,
   };
 }

@@ -56,7 +56,7 @@ export function readHooks(hooks: ManifestFields["hooks"]): Hooks {
  * `ManifestError` with every problem, including keys the agent would ignore (a typo such as
  * `comands:`). Templates (`{{ env "A" }}`) are kept for each agent to render.
  */
-export function renderManifest(fields: ManifestFields, hooks: Hooks, release: { src: string; checksum: string; releaseId: string; issuedAt?: string }): string {
+export function renderManifest(fields: ManifestFields, hooks: Hooks, release: { src: string; checksum: string; releaseId: string; issuedAt?: string; deltaIndex?: { url: string; sha256: string } }): string {
   const base = hooks.fields;
   const problems = [...hooks.problems];
   const strategy = fields.syncStrategy ?? base.sync_strategy;
@@ -70,6 +70,9 @@ export function renderManifest(fields: ManifestFields, hooks: Hooks, release: { 
     release_id: strategy === "release" ? release.releaseId : undefined,
     excludes: fields.excludes !== undefined && fields.excludes.length > 0 ? fields.excludes : base.excludes,
     issued_at: release.issuedAt,
+    // Delta transfers (src/delta): set by publish only, never taken from the hooks file.
+    delta_index: release.deltaIndex?.url,
+    delta_index_checksum: release.deltaIndex?.sha256,
   };
   for (const [k, v] of Object.entries(base)) if (!(k in merged)) merged[k] = v;
   for (const k of Object.keys(merged)) if (merged[k] === undefined) delete merged[k];

@@ -23,7 +23,7 @@
 import { hostname } from "node:os";
 import type { HashAlgorithm } from "../checksum.ts";
 import { consulConfig, type ConsulConfig } from "../consul/client.ts";
-import { UsageError } from "../errors.ts";
+import { messageOf, UsageError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { redact } from "../log.ts";
 import { packTree, scanTree, type PackResult, type TreePlan } from "../archive/pack.ts";
@@ -32,7 +32,9 @@ import { loadPrivateKey, SIGNATURE_SUFFIX, signBytes } from "../signature.ts";
 import type { Env } from "../env.ts";
 import type { Progress } from "./progress.ts";
 import { openTarget } from "../store/targets/index.ts";
+import { publishDelta } from "../delta/index.ts";
 import { formatBytes } from "../units.ts";
+import { USER_AGENT } from "../version.ts";
 import type { AnnounceOptions, ConsulSettings } from "./announce.ts";
 import { recordAndAnnounce, checkAnnounce, checkEventSize, describeFilters } from "./announce.ts";
 import { type ManifestFields, readHooks, renderManifest } from "../manifest/render.ts";
@@ -50,6 +52,8 @@ export interface PublishOptions {
   consul: ConsulSettings;
   publisher: string;
   message: string;
+  /** false: no content index and chunks for delta transfers (`--no-delta`). */
+  delta?: boolean;
   /** Ed25519 private key file: upload `<id>.yml.sig` before the manifest. */
   signKey?: string;
   dryRun: boolean;
@@ -121,10 +125,23 @@ export async function publish(o: PublishOptions): Promise<PublishResult> {
       `${o.dryRun ? "packed" : "uploaded"} ${archiveUrl}: ${formatBytes(archive.size)} (${plan.files} files, ${formatBytes(plan.bytes)}) in ${seconds.toFixed(1)}s, ${o.pack.algorithm} ${archive.checksum}`,
     );
 
+    // delta: the content index and the chunks the store lacks; without it agents fetch the archive.
+    let deltaIndex: { url: string; sha256: string } | undefined;
+    if (!o.dryRun && o.delta !== false) {
+      try {
+        const d = await publishDelta({ plan, target, role: o.role, id, archiveSize: archive.size, env: o.env, log, signal: o.signal, userAgent: USER_AGENT });
+        deltaIndex = { url: d.indexUrl, sha256: d.sha256 };
+        log.info(`delta: uploaded ${d.newChunks} new of ${d.chunks} chunks (${formatBytes(d.packBytes)}) and the index ${d.indexUrl} (${formatBytes(d.indexBytes)})`);
+      } catch (err) {
+        if (o.signal?.aborted) throw err;
+        log.info(`delta: not stored (${messageOf(err)}); agents will fetch the full archive`);
+      }
+    }
+
     // upload the manifest, after it round-trips through the agent's parser.
     // A signed manifest carries its signed issue time: agents refuse one older than what they run.
     const issuedAt = signKey ? createdAt.toISOString() : undefined;
-    const manifestText = renderManifest(o.manifest, hooks, { src: archiveUrl, checksum: archive.checksum, releaseId: id, issuedAt });
+    const manifestText = renderManifest(o.manifest, hooks, { src: archiveUrl, checksum: archive.checksum, releaseId: id, issuedAt, deltaIndex });
     const manifestBytes = new TextEncoder().encode(manifestText);
     const record: ReleaseRecord = {
       id,

@@ -32,6 +32,7 @@ export const fileSource: Source = {
       throw new FetchError(`fetch ${url}: ${code === "ENOENT" ? "no such file" : (err as Error).message}`, false, { cause: err, status: code === "ENOENT" ? 404 : undefined });
     }
     const offset = opts.offset ?? 0;
+    if (opts.length !== undefined) return { body: file.slice(offset, offset + opts.length).stream(), size };
     return { body: (offset > 0 ? file.slice(offset) : file).stream(), size };
   },
 };

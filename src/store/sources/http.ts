@@ -12,7 +12,8 @@ export const httpSource: Source = {
   async open(url, opts) {
     const headers: Record<string, string> = { "User-Agent": opts.userAgent };
     const offset = opts.offset ?? 0;
-    if (offset > 0) headers.Range = `bytes=${offset}-`;
+    const ranged = offset > 0 || opts.length !== undefined;
+    if (ranged) headers.Range = `bytes=${offset}-${opts.length === undefined ? "" : offset + opts.length - 1}`;
     const stallMs = opts.stallMs ?? DEFAULT_STALL_MS;
     const stall = new AbortController();
     const signal = opts.signal ? AbortSignal.any([opts.signal, stall.signal]) : stall.signal;
@@ -42,12 +43,12 @@ export const httpSource: Source = {
       const retryable = res.status >= 500 || res.status === 429;
       throw new FetchError(`fetch ${redact(url)}: ${res.status} ${res.statusText || "error"}`, retryable, { status: res.status });
     }
-    if (offset > 0 && res.status !== 206) {
+    if (ranged && res.status !== 206) {
       await res.body?.cancel().catch(() => {});
       throw new FetchError(`fetch ${redact(url)}: server ignored the Range request (status ${res.status})`, false, { status: res.status });
     }
     const len = res.headers.get("content-length");
-    const size = len === null ? undefined : Number(len) + offset;
+    const size = len === null || opts.length !== undefined ? undefined : Number(len) + offset;
     if (!res.body) return { body: new ReadableStream({ start: (c) => c.close() }), size };
     const reader = res.body.getReader();
     // The body, with the stall timer re-armed at each chunk (pull-based: a slow consumer is not a stall).

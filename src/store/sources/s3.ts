@@ -15,19 +15,20 @@ export const s3Source: Source = {
   async open(url, opts) {
     const { bucket, key } = parseS3Url(url);
     const offset = opts.offset ?? 0;
+    const ranged = offset > 0 || opts.length !== undefined;
     const client = await createS3Client(opts.env);
     const { GetObjectCommand } = await import("@aws-sdk/client-s3");
     try {
       const res = await client.send(
-        new GetObjectCommand({ Bucket: bucket, Key: key, ...(offset > 0 ? { Range: `bytes=${offset}-` } : {}) }),
+        new GetObjectCommand({ Bucket: bucket, Key: key, ...(ranged ? { Range: `bytes=${offset}-${opts.length === undefined ? "" : offset + opts.length - 1}` } : {}) }),
         { abortSignal: opts.signal },
       );
       if (!res.Body) throw new FetchError(`fetch ${redact(url)}: the store sent no body`, true);
-      if (offset > 0 && !res.ContentRange) {
+      if (ranged && !res.ContentRange) {
         await res.Body.transformToWebStream().cancel().catch(() => {});
         throw new FetchError(`fetch ${redact(url)}: the store ignored the Range request`, false);
       }
-      const size = res.ContentLength === undefined ? undefined : res.ContentLength + offset;
+      const size = res.ContentLength === undefined || opts.length !== undefined ? undefined : res.ContentLength + offset;
       return { body: closingWith(url, opts.env, res.Body.transformToWebStream(), () => client.destroy(), opts.signal), size };
     } catch (err) {
       client.destroy();

@@ -8,6 +8,8 @@ export interface OpenOptions {
   signal?: AbortSignal;
   /** Start at this byte (HTTP Range / S3 Range); 0 or absent: from the start. */
   offset?: number;
+  /** Read at most this many bytes from `offset` (a closed Range `bytes=offset-(offset+length-1)`); the store must honour it. */
+  length?: number;
   userAgent: string;
   /**
    * http(s): fail (retryable) when no response headers, or no body bytes, arrive for this long, even

@@ -1,0 +1,88 @@
+/**
+ * Content-defined chunking (FastCDC's gear hash with normalised chunking): a cut falls where the
+ * rolling hash of the last 32 bytes has enough zero bits, so an insertion or change moves only the
+ * cuts near it and the chunks after it are the same as before. Chunks are 16 KiB to 256 KiB, 64 KiB
+ * on average; a smaller file is one chunk.
+ *
+ * A format contract: publish and every agent must cut at the same places (the agent re-chunks a
+ * local file that changed to find the chunks it still holds). The table, masks and sizes are part
+ * of `pulldeploy-delta/1`; changing any of them needs a new format version.
+ */
+import * as fs from "node:fs";
+
+export const MIN_CHUNK = 16 * 1024;
+export const AVG_CHUNK = 64 * 1024;
+export const MAX_CHUNK = 256 * 1024;
+
+/** Before the average size a cut needs 18 zero bits (rarer), after it 14 (likelier): sizes bunch near 64 KiB. */
+const MASK_SMALL = 0xffffc000 | 0;
+const MASK_LARGE = 0xfffc0000 | 0;
+
+/** 256 pseudo-random words from a fixed seed (splitmix32). */
+const GEAR = (() => {
+  const t = new Int32Array(256);
+  let s = 0x9e3779b9;
+  for (let i = 0; i < 256; i++) {
+    s = (s + 0x9e3779b9) | 0;
+    let z = s;
+    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
+    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
+    t[i] = z ^ (z >>> 16);
+  }
+  return t;
+})();
+
+/** The length of the chunk starting at `buf[start]`, given that `buf[start..end)` holds all the bytes that may follow (up to MAX_CHUNK of them, or the rest of the file). */
+export function cutPoint(buf: Uint8Array, start: number, end: number): number {
+  const n = end - start;
+  if (n <= MIN_CHUNK) return n;
+  const limit = Math.min(n, MAX_CHUNK);
+  const normal = Math.min(limit, AVG_CHUNK);
+  let h = 0;
+  let i = MIN_CHUNK;
+  for (; i < normal; i++) {
+    h = ((h << 1) + GEAR[buf[start + i]!]!) | 0;
+    if ((h & MASK_SMALL) === 0) return i + 1;
+  }
+  for (; i < limit; i++) {
+    h = ((h << 1) + GEAR[buf[start + i]!]!) | 0;
+    if ((h & MASK_LARGE) === 0) return i + 1;
+  }
+  return limit;
+}
+
+const READ_BUF = 4 * MAX_CHUNK;
+
+/**
+ * The chunks of the open file `fd` of `size` bytes, in order: each a view into one reused 1 MiB
+ * buffer, valid until the next step. Throws if the file is shorter than `size`.
+ */
+export function* fileChunks(fd: number, size: number): Generator<{ bytes: Uint8Array; offset: number }> {
+  const buf = new Uint8Array(Math.min(READ_BUF, Math.max(size, 1)));
+  let filled = 0;
+  let pos = 0; // file offset of buf[0]
+  let read = 0; // bytes read from the file so far
+  while (pos < size) {
+    while (filled < buf.length && read < size) {
+      const got = fs.readSync(fd, buf, filled, Math.min(buf.length - filled, size - read), read);
+      if (got === 0) throw new Error(`file shrank while reading (expected ${size} bytes, got ${read})`);
+      filled += got;
+      read += got;
+    }
+    let start = 0;
+    // Cut while a whole maximum chunk is in the buffer, or up to the end of the file.
+    while (start < filled && (filled - start >= MAX_CHUNK || read === size)) {
+      const len = cutPoint(buf, start, filled);
+      yield { bytes: buf.subarray(start, start + len), offset: pos + start };
+      start += len;
+    }
+    buf.copyWithin(0, start, filled);
+    filled -= start;
+    pos += start;
+  }
+}
+
+/** The hex sha256 of `bytes`: a chunk's name. */
+export function chunkHash(bytes: Uint8Array): string {
+  return new Bun.CryptoHasher("sha256").update(bytes).digest("hex");
+}

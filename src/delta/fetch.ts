@@ -1,0 +1,357 @@
+/**
+ * The agent's side of the delta: build the release's tree from what this host already holds plus
+ * the chunks it lacks, fetched with a few coalesced ranged GETs, instead of downloading the archive.
+ *
+ *   index   fetch the index named by the manifest, check its sha256 (covered by a signed manifest)
+ *   seed    read the previous tree (`seedFrom`: the previous release, or dest): a file is cut at
+ *           the new index's boundaries and each piece hashed; a file that differs is cut by content
+ *           (the chunker) to find the chunks it still holds. Nothing local is trusted unhashed.
+ *   plan    the chunks no local file holds; more than `maxShare` of the archive: use the archive
+ *   fetch   ranges of the packs, nearby ones merged, each chunk inflated (capped) and hashed into a
+ *           private spool file
+ *   build   the archive's own tar stream, rebuilt from the index's entries and the verified chunks
+ *           (each re-hashed as it is read), fed to the archive's `TarExtractor`: the same path
+ *           checks, limits, modes, mtimes, symlinks and hard links from `linkFrom` as extraction;
+ *           the stream's sha256 and size must equal the index's
+ *
+ * Any failure but an abort is a `DeltaError`; `fetchTree` then empties the tree and fetches the full
+ * archive, saying why. The spool is removed on every path.
+ */
+import * as fs from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import * as zlib from "node:zlib";
+import { TarExtractor, type ExtractLimits } from "../archive/extract.ts";
+import { entryHeaders } from "../archive/pack.ts";
+import { ExtractError, FetchError, messageOf } from "../errors.ts";
+import { redact, type Logger } from "../log.ts";
+import { openUrl } from "../store/sources/index.ts";
+import type { Env } from "../store/sources/types.ts";
+import { formatBytes } from "../units.ts";
+import { chunkHash, fileChunks } from "./chunker.ts";
+import { DeltaError, packUrl, type ChunkRef, type DeltaIndex } from "./format.ts";
+import { fetchIndex } from "./read.ts";
+
+export interface DeltaFetchOptions {
+  indexUrl: string;
+  /** Hex sha256 of the stored index, from the manifest. */
+  indexSha256: string;
+  /** An empty directory to build the tree in. */
+  tree: string;
+  /** The previous tree to read unchanged chunks from (never written). */
+  seedFrom?: string;
+  /** Hard-link unchanged files from here, as extraction does (`Workspace.linkFrom`). */
+  linkFrom?: string;
+  env: Env;
+  userAgent: string;
+  signal?: AbortSignal;
+  maxBandwidth?: number;
+  limits: ExtractLimits;
+  /** Extra attempts of a ranged GET after a retryable failure, `retryWaitMs` apart. */
+  retries: number;
+  retryWaitMs: number;
+  log: Logger;
+  /** Fall back to the archive when the chunks to fetch exceed this share of its size (default 0.5). */
+  maxShare?: number;
+}
+
+/** What the deploy needs of a fetched tree; the archive path (`fetchAndExtract`) returns the same shape. */
+export interface TreeResult {
+  /** Bytes downloaded. */
+  bytes: number;
+  entries: number;
+  linked: number;
+  hardLinks: number;
+  changedLink?: (each: boolean) => string | undefined;
+  extractError?: ExtractError;
+  /** Set when the tree was built from the delta: what was verified, for the log. */
+  delta?: string;
+}
+
+/** Ranges closer than this are merged into one request (the gap is downloaded and skipped). */
+const GAP = 64 * 1024;
+/** One request reads at most this much (it is held in memory, and retried whole). */
+const MAX_RANGE = 8 * 2 ** 20;
+const BLOCK = 512;
+const ZEROS = new Uint8Array(2 * BLOCK);
+
+/**
+ * The tree by the delta when `o` is given and there is a previous tree, else (or when the delta
+ * fails) by `full`, the archive path.
+ */
+export async function fetchTree(o: DeltaFetchOptions | undefined, full: () => Promise<TreeResult>): Promise<TreeResult> {
+  if (o === undefined) return full();
+  if (o.seedFrom === undefined || !fs.existsSync(o.seedFrom)) {
+    o.log.info("delta: no previous release on this host: fetching the full archive");
+    return full();
+  }
+  try {
+    return await fetchDelta(o);
+  } catch (err) {
+    if (o.signal?.aborted) throw err;
+    o.log.info(`delta: ${messageOf(err)}; fetching the full archive`);
+    fs.rmSync(o.tree, { recursive: true, force: true });
+    fs.mkdirSync(o.tree, { mode: 0o700 });
+    return full();
+  }
+}
+
+interface Seed {
+  path: string;
+  offset: number;
+}
+
+export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
+  const started = performance.now();
+  const opened = { env: o.env, signal: o.signal, userAgent: o.userAgent };
+  const { index, bytes: indexBytes } = await fetchIndex(o.indexUrl, opened, o.limits, o.indexSha256);
+
+  // seed
+  const seeds = seedsFrom(o.seedFrom!, index);
+  const missing: ChunkRef[] = [];
+  const wanted = new Set<string>();
+  let total = 0;
+  for (const e of index.entries) {
+    for (const i of e.chunks) {
+      const c = index.chunks[i]!;
+      if (wanted.has(c.hash)) continue;
+      wanted.add(c.hash);
+      total += c.stored;
+      if (!seeds.has(c.hash)) missing.push(c);
+    }
+  }
+
+  // plan
+  const archiveSize = index.archiveSize ?? total;
+  const toFetch = missing.reduce((n, c) => n + c.stored, 0);
+  const maxShare = o.maxShare ?? 0.5;
+  if (toFetch > archiveSize * maxShare) {
+    throw new DeltaError(`${missing.length} of ${wanted.size} chunks are missing here (${formatBytes(toFetch)}, more than ${Math.round(maxShare * 100)}% of the ${formatBytes(archiveSize)} archive)`);
+  }
+  const ranges = coalesce(missing);
+
+  const spoolDir = fs.mkdtempSync(join(o.env.TMPDIR || tmpdir(), "pulldeploy-delta-"));
+  const spoolPath = join(spoolDir, "chunks");
+  const spool = fs.openSync(spoolPath, "w+", 0o600);
+  try {
+    // fetch
+    const spooled = new Map<string, number>();
+    let spoolSize = 0;
+    let fetched = indexBytes;
+    const throttle = o.maxBandwidth ? createThrottle(o.maxBandwidth) : undefined;
+    for (const r of ranges) {
+      const url = packUrl(o.indexUrl, index.packs[r.pack]!);
+      const body = await readRange(url, r.start, r.end - r.start, o, throttle);
+      fetched += body.byteLength;
+      for (const c of r.chunks) {
+        const where = `chunk ${c.hash.slice(0, 12)} (${redact(url)} bytes ${c.offset}-${c.offset + c.stored - 1})`;
+        let raw: Buffer;
+        try {
+          raw = zlib.inflateRawSync(body.subarray(c.offset - r.start, c.offset - r.start + c.stored), { maxOutputLength: c.size });
+        } catch (err) {
+          throw new DeltaError(`${where}: does not inflate to ${c.size} bytes (${messageOf(err)})`, { cause: err });
+        }
+        const actual = chunkHash(raw);
+        if (raw.byteLength !== c.size || actual !== c.hash) throw new DeltaError(`${where}: checksum mismatch: expected sha256 ${c.hash}, got ${actual}`);
+        writeAll(spool, raw, spoolSize);
+        spooled.set(c.hash, spoolSize);
+        spoolSize += raw.byteLength;
+      }
+    }
+
+    // build
+    const extractor = new TarExtractor(o.tree, o.limits, o.linkFrom);
+    const tar = new Bun.CryptoHasher("sha256");
+    let tarSize = 0;
+    const feed = (b: Uint8Array) => {
+      tar.update(b);
+      tarSize += b.byteLength;
+      extractor.write(b);
+    };
+    let reused = 0;
+    try {
+      for (const e of index.entries) {
+        feed(entryHeaders(e));
+        if (e.type !== "file") continue;
+        for (const i of e.chunks) {
+          const c = index.chunks[i]!;
+          const seed = seeds.get(c.hash);
+          const at = spooled.get(c.hash);
+          let bytes = at !== undefined ? readAt(spool, at, c.size) : seed ? readSeed(seed, c.size) : undefined;
+          if (bytes === undefined || chunkHash(bytes) !== c.hash) {
+            throw new DeltaError(`${e.path}: ${at !== undefined ? "the spooled chunk" : `${seed?.path ?? "a local file"}`} changed while the tree was built (chunk ${c.hash.slice(0, 12)})`);
+          }
+          if (at === undefined) reused += c.size;
+          feed(bytes);
+        }
+        const pad = (BLOCK - (e.size % BLOCK)) % BLOCK;
+        if (pad > 0) feed(ZEROS.subarray(0, pad));
+      }
+      feed(ZEROS);
+      extractor.end();
+    } catch (err) {
+      extractor.abort();
+      if (err instanceof DeltaError) throw err;
+      throw new DeltaError(`building the tree: ${messageOf(err)}`, { cause: err });
+    }
+    const tarHex = tar.digest("hex") as string;
+    if (tarHex !== index.tar.sha256 || tarSize !== index.tar.size) {
+      throw new DeltaError(`the rebuilt tar stream does not match the index: expected sha256 ${index.tar.sha256} (${index.tar.size} bytes), got ${tarHex} (${tarSize} bytes)`);
+    }
+    const secs = (performance.now() - started) / 1000;
+    const share = archiveSize > 0 ? ` (${((100 * fetched) / archiveSize).toFixed(1)}% of the ${formatBytes(archiveSize)} archive)` : "";
+    o.log.info(
+      `delta: fetched ${formatBytes(fetched)}${share} in ${ranges.length + 1} requests: ${missing.length} of ${wanted.size} chunks; ${formatBytes(reused)} reused from ${o.seedFrom} (${secs.toFixed(2)}s)`,
+    );
+    const changedLink = extractor.linked > 0 ? (each: boolean) => extractor.changedLink(each) : undefined;
+    return {
+      bytes: fetched,
+      entries: extractor.entries,
+      linked: extractor.linked,
+      hardLinks: extractor.hardLinkEntries,
+      changedLink,
+      delta: `delta index sha256 ${o.indexSha256} ok, ${wanted.size} chunks and the tar stream's sha256 verified (${fetched} bytes fetched, ${extractor.entries} entries${extractor.linked > 0 ? `, ${extractor.linked} unchanged files hard-linked` : ""}, ${secs.toFixed(2)}s)`,
+    };
+  } finally {
+    fs.closeSync(spool);
+    fs.rmSync(spoolDir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Where each chunk of the new index can be read on this host, by hash. A file at the same path and
+ * size is first cut where the index cuts it; a file that differs is cut by content. Every piece is
+ * hashed: a file the app changed yields nothing it no longer holds.
+ */
+function seedsFrom(root: string, index: DeltaIndex): Map<string, Seed> {
+  const seeds = new Map<string, Seed>();
+  const wanted = new Set(index.chunks.map((c) => c.hash));
+  for (const e of index.entries) {
+    if (e.type !== "file" || e.size === 0) continue;
+    const path = join(root, e.path);
+    let fd: number;
+    try {
+      fd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+    } catch {
+      continue; // absent, a symlink, unreadable: nothing to reuse
+    }
+    try {
+      const st = fs.fstatSync(fd);
+      if (!st.isFile()) continue;
+      let whole = st.size === e.size;
+      if (whole) {
+        let offset = 0;
+        for (const i of e.chunks) {
+          const c = index.chunks[i]!;
+          if (seeds.has(c.hash)) {
+            offset += c.size;
+            continue;
+          }
+          const bytes = readAt(fd, offset, c.size);
+          if (bytes !== undefined && chunkHash(bytes) === c.hash) seeds.set(c.hash, { path, offset });
+          else whole = false;
+          offset += c.size;
+        }
+      }
+      if (!whole && st.size > 0) {
+        for (const { bytes, offset } of fileChunks(fd, st.size)) {
+          const hash = chunkHash(bytes);
+          if (wanted.has(hash) && !seeds.has(hash)) seeds.set(hash, { path, offset });
+        }
+      }
+    } catch {
+      // Changed under us while read: what was hashed so far stands, the rest is fetched.
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+  return seeds;
+}
+
+interface Range {
+  pack: number;
+  start: number;
+  end: number;
+  chunks: ChunkRef[];
+}
+
+/** The missing chunks as byte ranges of their packs: sorted, nearby ones merged, each at most MAX_RANGE. */
+export function coalesce(chunks: ChunkRef[]): Range[] {
+  const sorted = [...chunks].sort((a, b) => a.pack - b.pack || a.offset - b.offset);
+  const out: Range[] = [];
+  for (const c of sorted) {
+    const last = out.at(-1);
+    const end = c.offset + c.stored;
+    if (last && last.pack === c.pack && c.offset >= last.end && c.offset - last.end <= GAP && end - last.start <= MAX_RANGE) {
+      last.end = end;
+      last.chunks.push(c);
+    } else out.push({ pack: c.pack, start: c.offset, end, chunks: [c] });
+  }
+  return out;
+}
+
+/** One ranged GET read whole, retried on retryable failures; a store that ignores Range is a `DeltaError`. */
+async function readRange(url: string, offset: number, length: number, o: DeltaFetchOptions, throttle?: (n: number, s?: AbortSignal) => Promise<void>): Promise<Uint8Array> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const { body } = await openUrl(url, { env: o.env, signal: o.signal, userAgent: o.userAgent, offset, length });
+      const buf = new Uint8Array(length);
+      let n = 0;
+      for await (const piece of body as unknown as AsyncIterable<Uint8Array>) {
+        if (n + piece.byteLength > length) throw new DeltaError(`${redact(url)}: the store sent more than the ${length} bytes asked for (Range ignored?)`);
+        buf.set(piece, n);
+        n += piece.byteLength;
+        if (throttle) await throttle(piece.byteLength, o.signal);
+      }
+      if (n !== length) throw new FetchError(`fetch ${redact(url)}: range ended after ${n} of ${length} bytes`, true);
+      return buf;
+    } catch (err) {
+      if (err instanceof DeltaError || o.signal?.aborted) throw err;
+      const retryable = err instanceof FetchError ? err.retryable : true;
+      if (!retryable || attempt >= o.retries) throw new DeltaError(`ranged GET: ${messageOf(err)}`, { cause: err });
+      o.log.info(`delta: ${messageOf(err)}; retrying in ${o.retryWaitMs / 1000}s`);
+      await Bun.sleep(o.retryWaitMs);
+    }
+  }
+}
+
+function readAt(fd: number, offset: number, size: number): Uint8Array | undefined {
+  const buf = new Uint8Array(size);
+  let n = 0;
+  while (n < size) {
+    const got = fs.readSync(fd, buf, n, size - n, offset + n);
+    if (got === 0) return undefined;
+    n += got;
+  }
+  return buf;
+}
+
+function readSeed(seed: Seed, size: number): Uint8Array | undefined {
+  let fd: number;
+  try {
+    fd = fs.openSync(seed.path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+  } catch {
+    return undefined;
+  }
+  try {
+    return readAt(fd, seed.offset, size);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function writeAll(fd: number, b: Uint8Array, at: number): void {
+  let n = 0;
+  while (n < b.byteLength) n += fs.writeSync(fd, b, n, b.byteLength - n, at + n);
+}
+
+/** Sleep whenever the download is ahead of `bytesPerSec` (the archive path's cap, here per ranged GET). */
+function createThrottle(bytesPerSec: number) {
+  const start = performance.now();
+  let total = 0;
+  return async (n: number, signal?: AbortSignal) => {
+    total += n;
+    const ahead = (total / bytesPerSec) * 1000 - (performance.now() - start);
+    if (ahead > 5 && !signal?.aborted) await Bun.sleep(ahead);
+  };
+}

@@ -1,0 +1,30 @@
+/** Reading a stored index: size-capped, checked against its sha256 when known, gunzip'd with a cap, parsed. */
+import * as zlib from "node:zlib";
+import { redact } from "../log.ts";
+import { fetchBytes } from "../store/sources/index.ts";
+import type { OpenOptions } from "../store/sources/types.ts";
+import { DeltaError, parseIndex, type DeltaIndex } from "./format.ts";
+
+/** A stored index larger than this is refused (a 20,000-file release's is ~1 MB). */
+export const MAX_INDEX_BYTES = 64 * 2 ** 20;
+const MAX_INDEX_JSON = 512 * 2 ** 20;
+
+export async function fetchIndex(url: string, opts: OpenOptions, limits: { maxEntries: number; maxBytes: number }, sha256?: string): Promise<{ index: DeltaIndex; bytes: number }> {
+  const gz = await fetchBytes(url, opts, MAX_INDEX_BYTES);
+  if (sha256 !== undefined) {
+    const actual = new Bun.CryptoHasher("sha256").update(gz).digest("hex");
+    if (actual !== sha256) throw new DeltaError(`index ${redact(url)}: checksum mismatch: expected sha256 ${sha256}, got ${actual}`);
+  }
+  let text: string;
+  try {
+    text = zlib.gunzipSync(gz, { maxOutputLength: MAX_INDEX_JSON }).toString("utf8");
+  } catch (err) {
+    throw new DeltaError(`index ${redact(url)}: not a gzip'd index (${(err as Error).message})`, { cause: err });
+  }
+  try {
+    return { index: parseIndex(text, limits), bytes: gz.byteLength };
+  } catch (err) {
+    if (err instanceof DeltaError) throw new DeltaError(`${redact(url)}: ${err.message}`);
+    throw err;
+  }
+}

@@ -1,0 +1,65 @@
+/**
+ * Listing and deleting in a store, which only `gc` and publish's "what does the store hold" need:
+ * `file://` (a directory) and `s3://` (ListObjectsV2, DeleteObject). An `http(s)://` store cannot be
+ * listed: there publish uploads every chunk of its release, and `gc` refuses.
+ */
+import * as fs from "node:fs";
+import { join } from "node:path";
+import { FetchError } from "../errors.ts";
+import { redact } from "../log.ts";
+import { filePath } from "../store/sources/file.ts";
+import type { Env } from "../store/sources/types.ts";
+import { createS3Client, parseS3Url } from "../store/s3client.ts";
+
+export interface StoreDir {
+  /** Names (no `/`) directly under `dir` (a `/`-separated path under the base). */
+  list(dir: string): Promise<string[]>;
+  remove(name: string): Promise<void>;
+  close(): void;
+}
+
+export async function openStoreDir(base: string, env: Env): Promise<StoreDir | undefined> {
+  const scheme = base.slice(0, base.indexOf(":")).toLowerCase();
+  if (scheme === "file") {
+    const root = filePath(base).replace(/\/+$/, "");
+    return {
+      async list(dir) {
+        try {
+          return fs.readdirSync(join(root, dir)).filter((n) => !n.startsWith("."));
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
+          throw new FetchError(`list ${redact(base)}/${dir}: ${(err as Error).message}`, false, { cause: err });
+        }
+      },
+      async remove(name) {
+        fs.rmSync(join(root, name), { force: true });
+      },
+      close() {},
+    };
+  }
+  if (scheme === "s3") {
+    const { bucket, key } = parseS3Url(base);
+    const prefix = key.replace(/\/+$/, "");
+    const keyOf = (name: string) => (prefix === "" ? name : `${prefix}/${name}`);
+    const client = await createS3Client(env);
+    const { ListObjectsV2Command, DeleteObjectCommand } = await import("@aws-sdk/client-s3");
+    return {
+      async list(dir) {
+        const names: string[] = [];
+        const p = `${keyOf(dir)}/`;
+        let token: string | undefined;
+        do {
+          const res = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: p, Delimiter: "/", ContinuationToken: token }));
+          for (const o of res.Contents ?? []) if (o.Key) names.push(o.Key.slice(p.length));
+          token = res.IsTruncated ? res.NextContinuationToken : undefined;
+        } while (token);
+        return names.filter((n) => n !== "" && !n.includes("/"));
+      },
+      async remove(name) {
+        await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: keyOf(name) }));
+      },
+      close: () => client.destroy(),
+    };
+  }
+  return undefined;
+}
