@@ -1,0 +1,242 @@
+/**
+ * Delta deploys against archive deploys, with the real pipeline (`deploy`), real files and real
+ * tar-compatible archives: the trees must be identical; tampered or unusable deltas fall back.
+ */
+import { describe, expect, test } from "bun:test";
+import * as fs from "node:fs";
+import { join } from "node:path";
+import { deployWithLog, httpServer, tempDir } from "../support/helpers.ts";
+import { describeTree, manifestFor, noise, publishRelease } from "./support.ts";
+
+const T0 = 1_700_000_000;
+
+/** Version 1 of an app with every kind of entry, each with a fixed mtime. */
+function v1(root: string) {
+  const w = (rel: string, data: string | Uint8Array, mode = 0o644) => {
+    fs.mkdirSync(join(root, rel, ".."), { recursive: true });
+    fs.writeFileSync(join(root, rel), data);
+    fs.chmodSync(join(root, rel), mode);
+  };
+  w("a.txt", "a\n");
+  w("big.bin", noise(1, 2 * 2 ** 20));
+  w("gone.txt", "removed in v2\n");
+  w("old-name.bin", noise(2, 40_000));
+  w("mode.sh", "#!/bin/sh\necho hi\n");
+  w("f2link", "file, then a symlink\n");
+  fs.symlinkSync("a.txt", join(root, "l2file"));
+  w("f2dir", "file, then a directory\n");
+  w("d2file/x.txt", "dir, then a file\n");
+  fs.symlinkSync("d2file", join(root, "l2dir"));
+  w("hard1", "hard-linked twice\n");
+  fs.linkSync(join(root, "hard1"), join(root, "hard2"));
+  w("empty", "");
+  w("dir/sub/deep.txt", "deep\n");
+  w("touched.txt", "only its mtime changes\n");
+  w("same.bin", noise(3, 300_000));
+  stamp(root);
+}
+
+/** v2: one of each kind of change. */
+function v2(root: string) {
+  const big = fs.readFileSync(join(root, "big.bin"));
+  big.set(noise(9, 20_000), 1_000_000);
+  fs.writeFileSync(join(root, "big.bin"), big);
+  fs.writeFileSync(join(root, "new.txt"), "added\n");
+  fs.rmSync(join(root, "gone.txt"));
+  fs.renameSync(join(root, "old-name.bin"), join(root, "new-name.bin"));
+  fs.chmodSync(join(root, "mode.sh"), 0o755);
+  fs.rmSync(join(root, "f2link"));
+  fs.symlinkSync("dir/sub/deep.txt", join(root, "f2link"));
+  fs.rmSync(join(root, "l2file"));
+  fs.writeFileSync(join(root, "l2file"), "symlink, then a file\n");
+  fs.rmSync(join(root, "f2dir"));
+  fs.mkdirSync(join(root, "f2dir"));
+  fs.writeFileSync(join(root, "f2dir/inside.txt"), "now inside\n");
+  fs.rmSync(join(root, "d2file"), { recursive: true });
+  fs.writeFileSync(join(root, "d2file"), "now a file\n");
+  fs.rmSync(join(root, "l2dir"));
+  fs.mkdirSync(join(root, "l2dir"));
+  fs.writeFileSync(join(root, "l2dir/y.txt"), "symlink, then a directory\n");
+  stamp(root, ["touched.txt"]);
+  fs.utimesSync(join(root, "touched.txt"), T0 + 500, T0 + 500);
+}
+
+/** Fixed mtimes everywhere (except `skip`), so unchanged files compare equal across versions. */
+function stamp(root: string, skip: string[] = []) {
+  const walk = (dir: string, rel: string) => {
+    for (const name of fs.readdirSync(dir)) {
+      const r = rel ? `${rel}/${name}` : name;
+      const p = join(dir, name);
+      const st = fs.lstatSync(p);
+      if (st.isDirectory()) walk(p, r);
+      if (!skip.includes(r)) fs.lutimesSync(p, T0, T0);
+    }
+  };
+  walk(root, "");
+}
+
+async function twoReleases(dir: string) {
+  const src1 = join(dir, "src1");
+  const src2 = join(dir, "src2");
+  fs.mkdirSync(src1);
+  v1(src1);
+  Bun.spawnSync(["cp", "-a", src1, src2]);
+  v2(src2);
+  const store = join(dir, "store");
+  const r1 = await publishRelease(store, src1, "r1");
+  const r2 = await publishRelease(store, src2, "r2");
+  return { store, r1, r2 };
+}
+
+describe("delta deploys", () => {
+  for (const strategy of ["release", "rsync"] as const) {
+    test(`${strategy}: the delta builds the same tree as the archive for every kind of change, fetching a fraction`, async () => {
+      await using d = tempDir();
+      const { r1, r2 } = await twoReleases(d.path);
+      const viaArchive = join(d.path, "A");
+      const viaDelta = join(d.path, "B");
+      for (const r of [r1, r2]) expect((await deployWithLog(manifestFor(r, viaArchive, { delta: false, strategy }))).result.ok).toBe(true);
+      const first = await deployWithLog(manifestFor(r1, viaDelta, { strategy }));
+      expect(first.result.ok).toBe(true);
+      expect(first.log).toContain("delta: no previous release on this host: fetching the full archive");
+      const second = await deployWithLog(manifestFor(r2, viaDelta, { strategy }));
+      expect(second.result.ok).toBe(true);
+      const root = (dest: string) => (strategy === "release" ? join(dest, "current") + "/" : dest);
+      expect(describeTree(root(viaDelta))).toEqual(describeTree(root(viaArchive)));
+      const fetched = Number(/delta index sha256 [0-9a-f]{64} ok, \d+ chunks and the tar stream's sha256 verified \((\d+) bytes fetched/.exec(second.log)?.[1]);
+      const archive = fs.statSync(r2.archive).size;
+      // 20 KB changed in a 2 MB file: the chunks around it (each ≤ 256 KiB) plus the small files and the index.
+      expect(fetched).toBeGreaterThan(20_000);
+      expect(fetched).toBeLessThan(archive * 0.25);
+      expect(second.log).toMatch(/delta: fetched .* in \d+ requests/);
+    });
+  }
+
+  test("a file the app changed in place (same size and mtime) is not reused: its chunks are fetched", async () => {
+    await using d = tempDir();
+    const { r1, r2 } = await twoReleases(d.path);
+    const dest = join(d.path, "B");
+    await deployWithLog(manifestFor(r1, dest));
+    // The app rewrites same.bin in place, keeping size and mtime: only hashing can tell.
+    const p = join(dest, "current/same.bin");
+    const st = fs.statSync(p);
+    const fd = fs.openSync(p, "r+");
+    fs.writeSync(fd, new Uint8Array(1000).fill(7), 0, 1000, 100_000);
+    fs.closeSync(fd);
+    fs.utimesSync(p, st.atime, st.mtime);
+    const { result, log } = await deployWithLog(manifestFor(r2, dest));
+    expect(result.ok).toBe(true);
+    expect(log).toContain("delta: fetched");
+    const want = new Bun.CryptoHasher("sha256").update(fs.readFileSync(join(d.path, "src2/same.bin"))).digest("hex");
+    expect(new Bun.CryptoHasher("sha256").update(fs.readFileSync(join(dest, "current/same.bin"))).digest("hex")).toBe(want);
+  });
+
+  test("a tampered chunk in a pack is refused (checksum mismatch) and the archive is used", async () => {
+    await using d = tempDir();
+    const { store, r1, r2 } = await twoReleases(d.path);
+    const dest = join(d.path, "B");
+    await deployWithLog(manifestFor(r1, dest));
+    // Flip one byte in the middle of every pack: whatever the delta fetches is corrupt.
+    const packs = join(store, "web/delta/packs");
+    for (const name of fs.readdirSync(packs)) {
+      const b = fs.readFileSync(join(packs, name));
+      for (let i = 100; i < b.length; i += 4096) b[i]! ^= 0xff;
+      fs.writeFileSync(join(packs, name), b);
+    }
+    const { result, log } = await deployWithLog(manifestFor(r2, dest));
+    expect(result.ok).toBe(true);
+    expect(log).toMatch(/delta: chunk [0-9a-f]{12} \(file:\/\/.*\.pack bytes \d+-\d+\): (does not inflate|checksum mismatch).*; fetching the full archive/);
+    expect(log).toMatch(/checksum: sha256 [0-9a-f]{64} ok/);
+    expect(fs.readFileSync(join(dest, "current/new.txt"), "utf8")).toBe("added\n");
+  });
+
+  test("a tampered index is refused by the manifest's checksum; a forged index with its own checksum and a hostile path is refused by the parser", async () => {
+    await using d = tempDir();
+    const { r1, r2 } = await twoReleases(d.path);
+    const dest = join(d.path, "B");
+    await deployWithLog(manifestFor(r1, dest));
+    const idx = new URL(r2.delta.indexUrl).pathname;
+    const text = new TextDecoder().decode(Bun.gunzipSync(fs.readFileSync(idx)));
+    const forged = Bun.gzipSync(new TextEncoder().encode(text.replace('["new.txt"', '["../../escaped.txt"')));
+    const forgedPath = join(d.path, "forged.idx");
+    fs.writeFileSync(forgedPath, forged);
+    // The same bytes under the real index name: the manifest's checksum no longer matches.
+    fs.writeFileSync(idx, forged);
+    const tampered = await deployWithLog(manifestFor(r2, dest));
+    expect(tampered.result.ok).toBe(true);
+    expect(tampered.log).toMatch(/delta: index file:\/\/.*r2\.idx: checksum mismatch: expected sha256 [0-9a-f]{64}, got [0-9a-f]{64}; fetching the full archive/);
+    // A manifest that names the forged index with its true checksum (a compromised publisher's
+    // manifest, say): the path is refused like a tar name would be, nothing is written outside.
+    const dest2 = join(d.path, "C");
+    await deployWithLog(manifestFor(r1, dest2));
+    const sum = new Bun.CryptoHasher("sha256").update(forged).digest("hex");
+    const hostile = await deployWithLog(manifestFor(r2, dest2, { indexUrl: `file://${forgedPath}`, indexSha256: sum }));
+    expect(hostile.log).toMatch(/delta: file:\/\/.*forged\.idx: index: entries\[\d+\]: unsafe entry: path contains \.\.: \.\.\/\.\.\/escaped\.txt; fetching the full archive/);
+    expect(hostile.result.ok).toBe(true);
+    expect(fs.existsSync(join(d.path, "escaped.txt"))).toBe(false);
+    expect(fs.existsSync(join(dest2, "escaped.txt"))).toBe(false);
+  });
+
+  test("over HTTP: ranged GETs coalesced; an origin that ignores Range, or sends other bytes for a range, makes the agent use the archive", async () => {
+    await using d = tempDir();
+    const { store, r1, r2 } = await twoReleases(d.path);
+    let mode: "ok" | "no-range" | "tamper" = "ok";
+    await using origin = httpServer((req) => {
+      const path = join(store, decodeURIComponent(new URL(req.url).pathname));
+      if (!fs.existsSync(path)) return new Response("not found", { status: 404 });
+      const body = fs.readFileSync(path);
+      const m = /^bytes=(\d+)-(\d*)$/.exec(req.headers.get("range") ?? "");
+      if (!m || mode === "no-range") return new Response(body);
+      const start = Number(m[1]);
+      const end = m[2] === "" ? body.length - 1 : Number(m[2]);
+      const part = Buffer.from(body.subarray(start, end + 1));
+      if (mode === "tamper") part[Math.floor(part.length / 2)]! ^= 1;
+      return new Response(part, { status: 206, headers: { "content-range": `bytes ${start}-${end}/${body.length}` } });
+    });
+    const http = (p: { archive: string }) => `${origin.url}${p.archive.slice(store.length)}`;
+    const idxUrl = `${origin.url}/web/delta/r2.idx`;
+    const run = async (dest: string) => {
+      await deployWithLog(manifestFor(r1, dest, { src: http(r1), delta: false }));
+      const before = origin.requests.length;
+      const out = await deployWithLog(manifestFor(r2, dest, { src: http(r2), indexUrl: idxUrl }));
+      return { ...out, requests: origin.requests.slice(before) };
+    };
+    const ok = await run(join(d.path, "ok"));
+    expect(ok.result.ok).toBe(true);
+    const ranged = ok.requests.filter((r) => r.headers.get("range"));
+    expect(ranged.length).toBeGreaterThan(0);
+    expect(ranged.length).toBeLessThanOrEqual(3);
+    expect(ranged.every((r) => /^bytes=\d+-\d+$/.test(r.headers.get("range")!) && r.path.endsWith(".pack"))).toBe(true);
+    expect(ok.requests.some((r) => r.path.endsWith(".tar.gz"))).toBe(false);
+
+    mode = "no-range";
+    const noRange = await run(join(d.path, "no-range"));
+    expect(noRange.result.ok).toBe(true);
+    expect(noRange.log).toMatch(/delta: ranged GET: fetch http:\/\/.*\.pack: server ignored the Range request \(status 200\); fetching the full archive/);
+    expect(noRange.requests.some((r) => r.path.endsWith("r2.tar.gz"))).toBe(true);
+
+    mode = "tamper";
+    const tampered = await run(join(d.path, "tamper"));
+    expect(tampered.result.ok).toBe(true);
+    expect(tampered.log).toMatch(/delta: chunk [0-9a-f]{12} .*(does not inflate|checksum mismatch).*; fetching the full archive/);
+    for (const r of [noRange, tampered]) expect(describeTree(join(d.path, r === noRange ? "no-range" : "tamper", "current") + "/")).toEqual(describeTree(join(d.path, "ok/current") + "/"));
+  });
+
+  test("most files changed: the delta would cost more than half the archive, so the archive is fetched", async () => {
+    await using d = tempDir();
+    const src1 = join(d.path, "s1");
+    const src2 = join(d.path, "s2");
+    fs.mkdirSync(src1);
+    fs.mkdirSync(src2);
+    fs.writeFileSync(join(src1, "data.bin"), noise(1, 500_000));
+    fs.writeFileSync(join(src2, "data.bin"), noise(2, 500_000));
+    const store = join(d.path, "store");
+    const r1 = await publishRelease(store, src1, "r1");
+    const r2 = await publishRelease(store, src2, "r2");
+    const dest = join(d.path, "B");
+    await deployWithLog(manifestFor(r1, dest));
+    const { result, log } = await deployWithLog(manifestFor(r2, dest));
+    expect(result.ok).toBe(true);
+    expect(log).toMatch(/delta: \d+ of \d+ chunks are missing here \(.*, more than 50% of the .* archive\); fetching the full archive/);
+  });
+});
