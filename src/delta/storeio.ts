@@ -11,9 +11,18 @@ import { filePath } from "../store/sources/file.ts";
 import type { Env } from "../store/sources/types.ts";
 import { createS3Client, parseS3Url } from "../store/s3client.ts";
 
+export interface Listed {
+  name: string;
+  size: number;
+  /** Last modified, ms since the epoch. */
+  mtimeMs: number;
+}
+
 export interface StoreDir {
   /** Names (no `/`) directly under `dir` (a `/`-separated path under the base). */
   list(dir: string): Promise<string[]>;
+  /** The same, with sizes and times. */
+  stat(dir: string): Promise<Listed[]>;
   remove(name: string): Promise<void>;
   close(): void;
 }
@@ -22,14 +31,23 @@ export async function openStoreDir(base: string, env: Env): Promise<StoreDir | u
   const scheme = base.slice(0, base.indexOf(":")).toLowerCase();
   if (scheme === "file") {
     const root = filePath(base).replace(/\/+$/, "");
+    const list = async (dir: string) => {
+      try {
+        return fs.readdirSync(join(root, dir)).filter((n) => !n.startsWith("."));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
+        throw new FetchError(`list ${redact(base)}/${dir}: ${(err as Error).message}`, false, { cause: err });
+      }
+    };
     return {
-      async list(dir) {
-        try {
-          return fs.readdirSync(join(root, dir)).filter((n) => !n.startsWith("."));
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
-          throw new FetchError(`list ${redact(base)}/${dir}: ${(err as Error).message}`, false, { cause: err });
+      list,
+      async stat(dir) {
+        const out: Listed[] = [];
+        for (const name of await list(dir)) {
+          const st = fs.statSync(join(root, dir, name), { throwIfNoEntry: false });
+          if (st?.isFile()) out.push({ name, size: st.size, mtimeMs: st.mtimeMs });
         }
+        return out;
       },
       async remove(name) {
         fs.rmSync(join(root, name), { force: true });
@@ -43,18 +61,23 @@ export async function openStoreDir(base: string, env: Env): Promise<StoreDir | u
     const keyOf = (name: string) => (prefix === "" ? name : `${prefix}/${name}`);
     const client = await createS3Client(env);
     const { ListObjectsV2Command, DeleteObjectCommand } = await import("@aws-sdk/client-s3");
+    const stat = async (dir: string) => {
+      const out: Listed[] = [];
+      const p = `${keyOf(dir)}/`;
+      let token: string | undefined;
+      do {
+        const res = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: p, Delimiter: "/", ContinuationToken: token }));
+        for (const o of res.Contents ?? []) {
+          const name = o.Key?.slice(p.length) ?? "";
+          if (name !== "" && !name.includes("/")) out.push({ name, size: o.Size ?? 0, mtimeMs: o.LastModified?.getTime() ?? 0 });
+        }
+        token = res.IsTruncated ? res.NextContinuationToken : undefined;
+      } while (token);
+      return out;
+    };
     return {
-      async list(dir) {
-        const names: string[] = [];
-        const p = `${keyOf(dir)}/`;
-        let token: string | undefined;
-        do {
-          const res = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: p, Delimiter: "/", ContinuationToken: token }));
-          for (const o of res.Contents ?? []) if (o.Key) names.push(o.Key.slice(p.length));
-          token = res.IsTruncated ? res.NextContinuationToken : undefined;
-        } while (token);
-        return names.filter((n) => n !== "" && !n.includes("/"));
-      },
+      stat,
+      list: async (dir) => (await stat(dir)).map((l) => l.name),
       async remove(name) {
         await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: keyOf(name) }));
       },

@@ -67,15 +67,15 @@ export function describeTree(root: string): string[] {
   return out;
 }
 
-/** Incompressible bytes (xorshift32) so chunk and range arithmetic is not hidden by compression. */
+/** Incompressible bytes (xorshift32 words) so chunk and range arithmetic is not hidden by compression. */
 export function noise(seed: number, size: number): Uint8Array {
-  const out = new Uint8Array(size);
+  const words = new Uint32Array(Math.ceil(size / 4));
   let x = seed >>> 0 || 1;
-  for (let i = 0; i < size; i++) {
+  for (let i = 0; i < words.length; i++) {
     x ^= x << 13;
     x ^= x >>> 17;
     x ^= x << 5;
-    out[i] = x & 0xff;
+    words[i] = x >>> 0;
   }
-  return out;
+  return new Uint8Array(words.buffer, 0, size);
 }
