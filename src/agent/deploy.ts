@@ -32,7 +32,7 @@ import { emptyDir } from "../sync/nofollow.ts";
 import { SYNC_STRATEGIES, type SyncContext, type Workspace } from "../sync/strategies.ts";
 import { sleep } from "../time.ts";
 import { fetchAndExtract } from "./unpack.ts";
-import { fetchTree, type DeltaFetchOptions } from "../delta/index.ts";
+import { fetchTree, recordPath, type DeltaFetchOptions } from "../delta/index.ts";
 import { USER_AGENT } from "../version.ts";
 
 export interface FetchPolicy {
@@ -267,6 +267,8 @@ async function fetchWithRetry(manifest: Manifest, ws: Workspace, opts: DeployOpt
 function deltaOptions(manifest: Manifest, ws: Workspace, opts: DeployOptions, signal: AbortSignal | undefined): DeltaFetchOptions | undefined {
   if (!manifest.deltaIndex) return undefined;
   const previous = ws.previousId ? join(manifest.dest!, "releases", ws.previousId) : manifest.syncStrategy === "rsync" ? manifest.dest : undefined;
+  // `release`: each release's tree is recorded beside it, so the next delta need not hash what did not change.
+  const releases = manifest.syncStrategy === "release" && ws.releaseId ? join(manifest.dest!, "releases") : undefined;
   return {
     indexUrl: manifest.deltaIndex.url,
     indexSha256: manifest.deltaIndex.sha256,
@@ -281,6 +283,8 @@ function deltaOptions(manifest: Manifest, ws: Workspace, opts: DeployOptions, si
     retries: opts.fetch.retry,
     retryWaitMs: opts.fetch.retryWaitMs,
     log: opts.log,
+    recordFrom: releases && ws.previousId ? recordPath(releases, ws.previousId) : undefined,
+    recordAs: releases ? recordPath(releases, ws.releaseId!) : undefined,
   };
 }
 

@@ -5,6 +5,7 @@
 import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
+import { appUser, asApp } from "../support/app-user.ts";
 import { deployWithLog, httpServer, tempDir } from "../support/helpers.ts";
 import { describeTree, manifestFor, noise, publishRelease } from "./support.ts";
 
@@ -33,6 +34,7 @@ function v1(root: string) {
   w("dir/sub/deep.txt", "deep\n");
   w("touched.txt", "only its mtime changes\n");
   w("same.bin", noise(3, 300_000));
+  w("world.dat", noise(4, 100_000), 0o666);
   stamp(root);
 }
 
@@ -103,7 +105,7 @@ describe("delta deploys", () => {
       expect(second.result.ok).toBe(true);
       const root = (dest: string) => (strategy === "release" ? join(dest, "current") + "/" : dest);
       expect(describeTree(root(viaDelta))).toEqual(describeTree(root(viaArchive)));
-      const fetched = Number(/delta index sha256 [0-9a-f]{64} ok, \d+ chunks and the tar stream's sha256 verified \((\d+) bytes fetched/.exec(second.log)?.[1]);
+      const fetched = Number(/delta index sha256 [0-9a-f]{64} ok, \d+ chunks (?:and the tar stream's sha256 )?verified \((\d+) bytes fetched/.exec(second.log)?.[1]);
       const archive = fs.statSync(r2.archive).size;
       // 20 KB changed in a 2 MB file: the chunks around it (each ≤ 256 KiB) plus the small files and the index.
       expect(fetched).toBeGreaterThan(20_000);
@@ -112,23 +114,56 @@ describe("delta deploys", () => {
     });
   }
 
-  test("a file the app changed in place (same size and mtime) is not reused: its chunks are fetched", async () => {
+  test("rsync: a file changed in place in dest (same size and mtime) is not reused, and dest ends as an archive deploy leaves it", async () => {
     await using d = tempDir();
     const { r1, r2 } = await twoReleases(d.path);
+    const tamper = (dest: string) => {
+      // Rewritten in place keeping size and mtime: only hashing can tell (rsync's dest has no record).
+      const p = join(dest, "same.bin");
+      const st = fs.statSync(p);
+      const fd = fs.openSync(p, "r+");
+      fs.writeSync(fd, new Uint8Array(1000).fill(7), 0, 1000, 100_000);
+      fs.closeSync(fd);
+      fs.utimesSync(p, st.atime, st.mtime);
+    };
+    const runs: string[] = [];
+    for (const [name, delta] of [["A", false], ["B", true], ["C", true]] as const) {
+      const dest = join(d.path, name);
+      await deployWithLog(manifestFor(r1, dest, { strategy: "rsync", delta }));
+      if (name !== "C") tamper(dest);
+      const { result, log } = await deployWithLog(manifestFor(r2, dest, { strategy: "rsync", delta }));
+      expect(result.ok).toBe(true);
+      runs.push(log);
+    }
+    // same.bin's chunk that holds the change was fetched, not taken from the changed copy.
+    const fetchedChunks = (log: string) => Number(/delta: fetched .* requests: (\d+) of \d+ chunks/.exec(log)?.[1]);
+    expect(fetchedChunks(runs[1]!)).toBeGreaterThan(fetchedChunks(runs[2]!));
+    // rsync's quick check (size and mtime) then leaves dest's copy alone, as after an archive deploy.
+    expect(describeTree(join(d.path, "B"))).toEqual(describeTree(join(d.path, "A")));
+  });
+
+  test("release: unchanged files are not re-hashed (recorded at their deploy); a file the app wrote in place is", async () => {
+    const app = appUser();
+    if (process.getuid?.() === 0 && app === undefined) throw new Error("running as root but the pulldeploy-app user is missing: run scripts/setup.sh");
+    await using d = tempDir();
+    fs.chmodSync(d.path, 0o755);
+    const { r1, r2 } = await twoReleases(d.path);
     const dest = join(d.path, "B");
-    await deployWithLog(manifestFor(r1, dest));
-    // The app rewrites same.bin in place, keeping size and mtime: only hashing can tell.
-    const p = join(dest, "current/same.bin");
-    const st = fs.statSync(p);
-    const fd = fs.openSync(p, "r+");
-    fs.writeSync(fd, new Uint8Array(1000).fill(7), 0, 1000, 100_000);
-    fs.closeSync(fd);
-    fs.utimesSync(p, st.atime, st.mtime);
+    expect((await deployWithLog(manifestFor(r1, dest))).result.ok).toBe(true);
+    expect(fs.readdirSync(join(dest, "releases"))).toContain(".delta-r1.json.gz");
+    const plain = await deployWithLog(manifestFor(r2, join(d.path, "C"), { delta: false }));
+    expect(plain.result.ok).toBe(true);
+    // world.dat is world-writable (0666): the app writes into it; it cannot set the mtime back.
+    const world = join(dest, "current/world.dat");
+    if (app) {
+      asApp(`printf XXXX | dd of=${world} bs=1 seek=1000 conv=notrunc 2>/dev/null`);
+      expect(() => asApp(`touch -m -d @${T0} ${world}`)).toThrow(/Operation not permitted/);
+    }
     const { result, log } = await deployWithLog(manifestFor(r2, dest));
     expect(result.ok).toBe(true);
-    expect(log).toContain("delta: fetched");
-    const want = new Bun.CryptoHasher("sha256").update(fs.readFileSync(join(d.path, "src2/same.bin"))).digest("hex");
-    expect(new Bun.CryptoHasher("sha256").update(fs.readFileSync(join(dest, "current/same.bin"))).digest("hex")).toBe(want);
+    expect(log).toMatch(/reused from .*releases\/r1 \(.* of it unchanged since recorded, not re-hashed\)/);
+    expect(describeTree(join(dest, "current") + "/")).toEqual(describeTree(join(d.path, "C/current") + "/"));
+    expect(fs.readdirSync(join(dest, "releases")).filter((n) => n.startsWith(".delta-")).sort()).toEqual([".delta-r1.json.gz", ".delta-r2.json.gz"]);
   });
 
   test("a tampered chunk in a pack is refused (checksum mismatch) and the archive is used", async () => {
