@@ -191,6 +191,10 @@ export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
 
     // build
     const extractor = new TarExtractor(o.tree, o.limits, o.linkFrom);
+    const direct = o.linkFrom === undefined ? new Map<string, string>() : linkable(o.linkFrom, index, record);
+    const directLinks: { rel: string; st: fs.Stats }[] = [];
+    /** Paths of the index's symlinks and files so far: nothing is linked through them. */
+    const notDirs = new Set<string>();
     // With trusted files (unchanged since recorded) the stream is not hashed whole: every other byte
     // is hashed chunk by chunk, and the headers come from the verified index.
     const trusting = [...seeds.values()].some((s) => s.trusted);
@@ -206,7 +210,28 @@ export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
     let refetched = 0;
     try {
       for (const e of index.entries) {
-        feed(entryHeaders(e));
+        const header = entryHeaders(e);
+        const from = direct.get(e.path);
+        if (from !== undefined && !throughNotDir(e.path, notDirs)) {
+          // Unchanged since recorded, and as the archive describes it: link it, read nothing (what
+          // the extractor does for it after comparing every byte). Its parent came from the index.
+          const to = join(o.tree, e.path);
+          try {
+            fs.linkSync(from, to);
+            const st = fs.lstatSync(to);
+            directLinks.push({ rel: e.path, st });
+            notDirs.add(e.path);
+            tarSize += header.byteLength + e.size + ((BLOCK - (e.size % BLOCK)) % BLOCK);
+            reused += e.size;
+            trusted += e.size;
+            continue;
+          } catch {
+            fs.rmSync(to, { force: true });
+            // (EXDEV, a missing parent…): through the extractor instead.
+          }
+        }
+        if (e.type !== "dir") notDirs.add(e.path);
+        feed(header);
         if (e.type !== "file") continue;
         for (const i of e.chunks) {
           const c = index.chunks[i]!;
@@ -252,14 +277,27 @@ export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
     o.log.info(
       `delta: fetched ${formatBytes(fetched)}${share} in ${requests} requests: ${missing.length + refetched} of ${wanted.size} chunks; ${formatBytes(reused)} reused from ${o.seedFrom}${trusted > 0 ? ` (${formatBytes(trusted)} of it unchanged since recorded, not re-hashed)` : ""} (${secs.toFixed(2)}s)`,
     );
-    const changedLink = extractor.linked > 0 ? (each: boolean) => extractor.changedLink(each) : undefined;
+    // A file linked here shares its inode with the previous tree: whoever writes it in place from now
+    // on changes this tree too; the deploy asks before the sync, as for the extractor's links.
+    const changedDirect = (each: boolean) => {
+      if (!each) return undefined;
+      for (const { rel, st } of directLinks) {
+        const now = fs.lstatSync(join(o.tree, rel), { throwIfNoEntry: false });
+        if (now === undefined) continue;
+        if (now.ino !== st.ino) continue;
+        if (now.size !== st.size || now.mtimeMs !== st.mtimeMs || now.mode !== st.mode || now.uid !== st.uid || now.gid !== st.gid) return rel;
+      }
+      return undefined;
+    };
+    const linkedAll = extractor.linked + directLinks.length;
+    const changedLink = linkedAll > 0 ? (each: boolean) => extractor.changedLink(each) ?? changedDirect(each) : undefined;
     return {
       bytes: fetched,
-      entries: extractor.entries,
-      linked: extractor.linked,
+      entries: extractor.entries + directLinks.length,
+      linked: linkedAll,
       hardLinks: extractor.hardLinkEntries,
       changedLink,
-      delta: `delta index sha256 ${o.indexSha256} ok, ${wanted.size} chunks ${tar ? "and the tar stream's sha256 " : ""}verified (${fetched} bytes fetched, ${extractor.entries} entries${extractor.linked > 0 ? `, ${extractor.linked} unchanged files hard-linked` : ""}, ${secs.toFixed(2)}s)`,
+      delta: `delta index sha256 ${o.indexSha256} ok, ${wanted.size} chunks ${tar ? "and the tar stream's sha256 " : ""}verified (${fetched} bytes fetched, ${extractor.entries + directLinks.length} entries${linkedAll > 0 ? `, ${linkedAll} unchanged files hard-linked` : ""}, ${secs.toFixed(2)}s)`,
     };
   } finally {
     fs.closeSync(spool);
@@ -328,6 +366,33 @@ function seedsFrom(root: string, index: DeltaIndex, record: Map<string, Recorded
     }
   }
   return seeds;
+}
+
+/**
+ * Files of the new index that may be hard-linked from `linkFrom` without reading them: same path and
+ * chunks as recorded, unchanged since (`record.ts`), and with the size, mtime, mode and owner (root's,
+ * as extraction as root gives) that extracting the archive would give. Only as root.
+ */
+function linkable(linkFrom: string, index: DeltaIndex, record: Map<string, RecordedFile>): Map<string, string> {
+  const out = new Map<string, string>();
+  if (typeof process.getuid !== "function" || process.getuid() !== 0) return out;
+  for (const e of index.entries) {
+    if (e.type !== "file") continue;
+    const f = record.get(e.path);
+    if (f === undefined || f.chunks.length !== e.chunks.length || !f.chunks.every(([h, n], k) => index.chunks[e.chunks[k]!]!.hash === h && index.chunks[e.chunks[k]!]!.size === n)) continue;
+    const path = join(linkFrom, e.path);
+    const st = fs.lstatSync(path, { throwIfNoEntry: false });
+    if (st === undefined || !unchanged(st, f)) continue;
+    if (st.size !== e.size || st.mtimeMs !== e.mtime * 1000 || (st.mode & 0o7777) !== e.mode || st.uid !== 0 || st.gid !== 0) continue;
+    out.set(e.path, path);
+  }
+  return out;
+}
+
+/** `rel` lies under a path that is not a directory of the tree (a symlink or file of the index). */
+function throughNotDir(rel: string, notDirs: Set<string>): boolean {
+  for (let i = rel.indexOf("/"); i !== -1; i = rel.indexOf("/", i + 1)) if (notDirs.has(rel.slice(0, i))) return true;
+  return notDirs.has(rel);
 }
 
 interface Range {

@@ -99,6 +99,7 @@ export function parseIndex(text: string, limits: { maxEntries: number; maxBytes:
   if (!Array.isArray(raw.entries)) bad("entries: expected a list");
   if (raw.entries.length > limits.maxEntries) bad(`${raw.entries.length} entries, more than the limit of ${limits.maxEntries}`);
   let bytes = 0;
+  const paths = new Set<string>();
   const entries: IndexEntry[] = raw.entries.map((e: unknown, i: number) => {
     if (!Array.isArray(e) || typeof e[0] !== "string" || !isCount(e[2]) || e[2] > 0o7777 || !Number.isSafeInteger(e[3])) return bad(`entries[${i}]: expected [path, type, mode, mtime, …]`);
     const [path, type, mode, mtime] = e as [string, string, number, number];
@@ -109,6 +110,9 @@ export function parseIndex(text: string, limits: { maxEntries: number; maxBytes:
       return bad(`entries[${i}]: ${(err as ExtractError).message}`);
     }
     if (rel !== path) bad(`entries[${i}]: path ${JSON.stringify(path)} is not in canonical form`);
+    // publish lists each path once; a second entry of a path would replace the first.
+    if (paths.has(path)) bad(`entries[${i}]: ${path} is listed twice`);
+    paths.add(path);
     if (type === "d" && e.length === 4) return { path, type: "dir", mode, mtime, size: 0, linkname: "", chunks: [] };
     if (type === "l" && e.length === 5 && typeof e[4] === "string" && e[4] !== "" && !e[4].includes("\0")) return { path, type: "symlink", mode, mtime, size: 0, linkname: e[4], chunks: [] };
     if (type === "f" && e.length === 6 && isCount(e[4]) && Array.isArray(e[5])) {
