@@ -53,12 +53,17 @@ export function cutPoint(buf: Uint8Array, start: number, end: number): number {
 
 const READ_BUF = 4 * MAX_CHUNK;
 
+/** The buffer `fileChunks` reads into: one per caller, reused for every file. */
+export function chunkBuffer(): Uint8Array {
+  return new Uint8Array(READ_BUF);
+}
+
 /**
- * The chunks of the open file `fd` of `size` bytes, in order: each a view into one reused 1 MiB
- * buffer, valid until the next step. Throws if the file is shorter than `size`.
+ * The chunks of the open file `fd` of `size` bytes, in order: each a view into `buffer` (from
+ * `chunkBuffer`), valid until the next step. Throws if the file is shorter than `size`.
  */
-export function* fileChunks(fd: number, size: number): Generator<{ bytes: Uint8Array; offset: number }> {
-  const buf = new Uint8Array(Math.min(READ_BUF, Math.max(size, 1)));
+export function* fileChunks(fd: number, size: number, buffer: Uint8Array): Generator<{ bytes: Uint8Array; offset: number }> {
+  const buf = buffer.subarray(0, Math.min(READ_BUF, Math.max(size, 1)));
   let filled = 0;
   let pos = 0; // file offset of buf[0]
   let read = 0; // bytes read from the file so far

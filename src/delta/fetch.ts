@@ -28,7 +28,7 @@ import { redact, type Logger } from "../log.ts";
 import { openUrl } from "../store/sources/index.ts";
 import type { Env } from "../store/sources/types.ts";
 import { formatBytes } from "../units.ts";
-import { chunkHash, fileChunks } from "./chunker.ts";
+import { chunkBuffer, chunkHash, fileChunks } from "./chunker.ts";
 import { DeltaError, packUrl, type ChunkRef, type DeltaIndex } from "./format.ts";
 import { fetchIndex } from "./read.ts";
 import { pruneRecords, readRecord, unchanged, writeRecord, type RecordedFile } from "./record.ts";
@@ -314,6 +314,7 @@ function seedsFrom(root: string, index: DeltaIndex, record: Map<string, Recorded
   const seeds = new Map<string, Seed>();
   const wanted = new Set(index.chunks.map((c) => c.hash));
   const sizeOf = new Map(index.chunks.map((c) => [c.hash, c.size]));
+  const buffer = chunkBuffer();
   // Files unchanged since the last deploy recorded them: their chunks are known without reading.
   for (const [rel, f] of record) {
     const st = fs.lstatSync(join(root, rel), { throwIfNoEntry: false });
@@ -354,7 +355,7 @@ function seedsFrom(root: string, index: DeltaIndex, record: Map<string, Recorded
         }
       }
       if (!whole && st.size > 0) {
-        for (const { bytes, offset } of fileChunks(fd, st.size)) {
+        for (const { bytes, offset } of fileChunks(fd, st.size, buffer)) {
           const hash = chunkHash(bytes);
           if (wanted.has(hash) && !seeds.has(hash)) seeds.set(hash, { path, offset });
         }

@@ -14,7 +14,7 @@ import type { Logger } from "../log.ts";
 import { DEFAULT_LIMITS } from "../archive/extract.ts";
 import type { Env } from "../store/sources/types.ts";
 import type { Target } from "../store/targets/index.ts";
-import { chunkHash, fileChunks } from "./chunker.ts";
+import { chunkBuffer, chunkHash, fileChunks } from "./chunker.ts";
 import { deltaNames, encodeIndex, type ChunkRef, type DeltaIndex, type IndexEntry } from "./format.ts";
 import { fetchIndex } from "./read.ts";
 import { openStoreDir } from "./storeio.ts";
@@ -56,6 +56,9 @@ interface Loc {
 }
 
 export async function publishDelta(o: DeltaPublishOptions): Promise<DeltaPublished> {
+  // Packing the archive just now left its buffers to the collector: return them before adding ours
+  // (measured on the 2,000-file bench app: peak RSS 92 MB without this, against 71 MB for packing alone).
+  Bun.gc(true);
   const known = await storedChunks(o);
   const NEW = ""; // the pack being written, named once it is complete
   const chunks: (Loc & { hash: string })[] = [];
@@ -71,6 +74,7 @@ export async function publishDelta(o: DeltaPublishOptions): Promise<DeltaPublish
   };
 
   /** The tree as the archive's tar stream, hashed; yields each new chunk's stored bytes. */
+  const buffer = chunkBuffer();
   function* walk(plan: TreePlan): Generator<Uint8Array> {
     for (const e of plan.entries) {
       tarUpdate(entryHeaders(e));
@@ -79,7 +83,7 @@ export async function publishDelta(o: DeltaPublishOptions): Promise<DeltaPublish
       if (e.type !== "file" || e.size === 0) continue;
       const fd = fs.openSync(join(plan.root, e.path), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
       try {
-        for (const { bytes } of fileChunks(fd, e.size)) {
+        for (const { bytes } of fileChunks(fd, e.size, buffer)) {
           tarUpdate(bytes);
           const hash = chunkHash(bytes);
           let i = byHash.get(hash);
