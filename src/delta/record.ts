@@ -14,6 +14,7 @@
 import * as fs from "node:fs";
 import { basename, dirname, join } from "node:path";
 import * as zlib from "node:zlib";
+import { pidAlive } from "../pid.ts";
 import type { DeltaIndex } from "./format.ts";
 
 export interface RecordedFile {
@@ -76,7 +77,10 @@ export function unchanged(st: fs.Stats, f: RecordedFile): boolean {
   return st.ctimeMs === f.ctimeMs || st.uid === 0;
 }
 
-/** Remove the records in `dir` named by `nameOf(id)` whose release `dir/<id>` is gone, except `keep`. */
+/**
+ * Remove the records in `dir` whose release `dir/<id>` is gone, except `keep`, and the temp files
+ * of writers that died (a `kill -9` between write and rename).
+ */
 export function pruneRecords(dir: string, keep: string): void {
   let names: string[];
   try {
@@ -85,6 +89,8 @@ export function pruneRecords(dir: string, keep: string): void {
     return;
   }
   for (const name of names) {
+    const tmp = /^\.\.delta-.+\.json\.gz\.tmp-(\d+)$/.exec(name);
+    if (tmp && !pidAlive(Number(tmp[1]))) fs.rmSync(join(dir, name), { force: true });
     const m = /^\.delta-(.+)\.json\.gz$/.exec(name);
     if (!m || name === basename(keep) || fs.existsSync(join(dir, m[1]!))) continue;
     fs.rmSync(join(dir, name), { force: true });
