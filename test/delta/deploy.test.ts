@@ -166,6 +166,21 @@ describe("delta deploys", () => {
     expect(fs.readdirSync(join(dest, "releases")).filter((n) => n.startsWith(".delta-")).sort()).toEqual([".delta-r1.json.gz", ".delta-r2.json.gz"]);
   });
 
+  test("release: a pre command writing in place to a file the delta hard-linked: the tree is built again, and holds the release's bytes", async () => {
+    await using d = tempDir();
+    const { r1, r2 } = await twoReleases(d.path);
+    const dest = join(d.path, "B");
+    expect((await deployWithLog(manifestFor(r1, dest))).result.ok).toBe(true);
+    // same.bin is unchanged in r2: linked from r1 without being read; `pre` then writes into r1's copy (the same inode).
+    const pre = `commands:\n  pre:\n    - "printf XXXX | dd of=${dest}/current/same.bin bs=1 seek=10 conv=notrunc 2>/dev/null"\n`;
+    const { result, log } = await deployWithLog(manifestFor(r2, dest, { extra: pre }));
+    expect(result.ok).toBe(true);
+    expect(log).toMatch(/not re-hashed/);
+    expect(log).toContain("same.bin changed in");
+    expect(fs.readFileSync(join(dest, "releases/r2/same.bin")).equals(fs.readFileSync(join(d.path, "src2/same.bin")))).toBe(true);
+    expect(fs.readFileSync(join(dest, "releases/r1/same.bin")).subarray(10, 14).toString()).toBe("XXXX");
+  });
+
   test("a tampered chunk in a pack is refused (checksum mismatch) and the archive is used", async () => {
     await using d = tempDir();
     const { store, r1, r2 } = await twoReleases(d.path);
