@@ -32,7 +32,8 @@ import { emptyDir } from "../sync/nofollow.ts";
 import { SYNC_STRATEGIES, type SyncContext, type Workspace } from "../sync/strategies.ts";
 import { sleep } from "../time.ts";
 import { fetchAndExtract } from "./unpack.ts";
-import { fetchTree, recordPath, type DeltaFetchOptions } from "../delta/index.ts";
+import { fetchTree, type DeltaFetchOptions } from "../delta/fetch.ts";
+import { recordPath } from "../delta/record.ts";
 import { USER_AGENT } from "../version.ts";
 
 export interface FetchPolicy {
