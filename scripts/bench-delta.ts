@@ -248,6 +248,7 @@ for (let r = 0; r < fleetReps; r++) {
     const started = performance.now();
     const runs = await Promise.all(urls.map((u) => agent(u)));
     fleet[k].push((performance.now() - started) / 1000);
+    if (k === "delta" && !runs.every((m) => m.stderr.includes("delta: fetched"))) throw new Error("a fleet agent did not use the delta");
     rate = Infinity;
     fleetRss = Math.max(fleetRss, ...runs.map((m) => m.peakRss));
     for (let i = 0; i < agents; i++) fs.rmSync(join(work, `fleet-${i}`), { recursive: true, force: true });

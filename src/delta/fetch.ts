@@ -20,7 +20,6 @@
 import * as fs from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import * as zlib from "node:zlib";
 import { TarExtractor, type ExtractLimits } from "../archive/extract.ts";
 import { entryHeaders } from "../archive/pack.ts";
 import { ExtractError, FetchError, messageOf } from "../errors.ts";
@@ -30,6 +29,7 @@ import type { Env } from "../store/sources/types.ts";
 import { formatBytes } from "../units.ts";
 import { chunkBuffer, chunkHash, fileChunks } from "./chunker.ts";
 import { DeltaError, packUrl, type ChunkRef, type DeltaIndex } from "./format.ts";
+import { inflateCapped } from "./inflate.ts";
 import { fetchIndex } from "./read.ts";
 import { pruneRecords, readRecord, unchanged, writeRecord, type RecordedFile } from "./record.ts";
 
@@ -173,9 +173,9 @@ export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
         requests++;
         for (const c of r.chunks) {
           const where = `chunk ${c.hash.slice(0, 12)} (${redact(url)} bytes ${c.offset}-${c.offset + c.stored - 1})`;
-          let raw: Buffer;
+          let raw: Uint8Array;
           try {
-            raw = zlib.inflateRawSync(body.subarray(c.offset - r.start, c.offset - r.start + c.stored), { maxOutputLength: c.size });
+            raw = await inflateCapped(body.subarray(c.offset - r.start, c.offset - r.start + c.stored), "deflate-raw", c.size);
           } catch (err) {
             throw new DeltaError(`${where}: does not inflate to ${c.size} bytes (${messageOf(err)})`, { cause: err });
           }

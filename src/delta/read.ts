@@ -1,8 +1,8 @@
 /** Reading a stored index: size-capped, checked against its sha256 when known, gunzip'd with a cap, parsed. */
-import * as zlib from "node:zlib";
 import { redact } from "../log.ts";
 import { fetchBytes } from "../store/sources/index.ts";
 import type { OpenOptions } from "../store/sources/types.ts";
+import { inflateCapped } from "./inflate.ts";
 import { DeltaError, parseIndex, type DeltaIndex } from "./format.ts";
 
 /** A stored index larger than this is refused (a 20,000-file release's is ~1 MB). */
@@ -17,7 +17,7 @@ export async function fetchIndex(url: string, opts: OpenOptions, limits: { maxEn
   }
   let text: string;
   try {
-    text = zlib.gunzipSync(gz, { maxOutputLength: MAX_INDEX_JSON }).toString("utf8");
+    text = new TextDecoder().decode(await inflateCapped(gz, "gzip", MAX_INDEX_JSON));
   } catch (err) {
     throw new DeltaError(`index ${redact(url)}: not a gzip'd index (${(err as Error).message})`, { cause: err });
   }

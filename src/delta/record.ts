@@ -13,7 +13,6 @@
  */
 import * as fs from "node:fs";
 import { basename, dirname, join } from "node:path";
-import * as zlib from "node:zlib";
 import { pidAlive } from "../pid.ts";
 import type { DeltaIndex } from "./format.ts";
 
@@ -43,7 +42,7 @@ export function writeRecord(path: string, tree: string, index: DeltaIndex): void
   }
   const tmp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}`);
   try {
-    fs.writeFileSync(tmp, zlib.gzipSync(JSON.stringify({ format: FORMAT, files }), { level: 1 }), { mode: 0o600 });
+    fs.writeFileSync(tmp, Bun.gzipSync(new TextEncoder().encode(JSON.stringify({ format: FORMAT, files })), { level: 1 }), { mode: 0o600 });
     fs.renameSync(tmp, path);
   } catch {
     fs.rmSync(tmp, { force: true });
@@ -57,7 +56,9 @@ export function readRecord(path: string): Map<string, RecordedFile> {
     const st = fs.lstatSync(path, { throwIfNoEntry: false });
     const uid = typeof process.getuid === "function" ? process.getuid() : -1;
     if (!st?.isFile() || st.uid !== uid || (st.mode & 0o022) !== 0) return out;
-    const raw = JSON.parse(zlib.gunzipSync(fs.readFileSync(path), { maxOutputLength: MAX_RECORD }).toString("utf8"));
+    // Ours (root's, 0600): not hostile, but a size cap all the same.
+    if (st.size > MAX_RECORD / 8) return out;
+    const raw = JSON.parse(new TextDecoder().decode(Bun.gunzipSync(fs.readFileSync(path))));
     if (raw?.format !== FORMAT || !Array.isArray(raw.files)) return out;
     for (const f of raw.files) {
       if (!Array.isArray(f) || f.length !== 9 || typeof f[0] !== "string" || !Array.isArray(f[4])) continue;
