@@ -76,7 +76,11 @@ export async function publishDelta(o: DeltaPublishOptions): Promise<DeltaPublish
   /** The tree as the archive's tar stream, hashed; yields each new chunk's stored bytes. */
   const buffer = chunkBuffer();
   function* walk(plan: TreePlan): Generator<Uint8Array> {
+    let n = 0;
     for (const e of plan.entries) {
+      // Garbage of each file (hashers, headers, stored chunks) collected as it goes: peak RSS of a
+      // 1%-changed 4,000-file publish 89 -> 80 MB.
+      if (++n % 256 === 0) Bun.gc(false);
       tarUpdate(entryHeaders(e));
       const refs: number[] = [];
       entries.push({ ...e, chunks: refs });
@@ -124,7 +128,7 @@ export async function publishDelta(o: DeltaPublishOptions): Promise<DeltaPublish
           const parts: Uint8Array[] = [];
           let n = 0;
           try {
-            for (; !pending.done && n < 1 << 20; pending = gen.next()) {
+            for (; !pending.done && n < 256 * 1024; pending = gen.next()) {
               parts.push(pending.value);
               n += pending.value.byteLength;
             }
