@@ -10,11 +10,11 @@ import { DEFAULT_LIMITS } from "../archive/extract.ts";
 import { PulldeployError, UsageError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { redact } from "../log.ts";
-import type { Env } from "../store/sources/types.ts";
+import type { Env } from "../env.ts";
 import { formatBytes } from "../units.ts";
 import { deltaNames } from "./format.ts";
 import { fetchIndex } from "./read.ts";
-import { openStoreDir } from "./storeio.ts";
+import { newestLast, openStoreDir } from "./storeio.ts";
 
 export interface GcOptions {
   to: string;
@@ -47,9 +47,12 @@ export async function gc(o: GcOptions): Promise<GcPlan> {
   if (!dir) throw new UsageError(`--to ${redact(o.to)}: gc needs a store it can list and delete in (file:// or s3://)`);
   try {
     const dirName = deltaNames.dir(o.role);
-    const indexes = (await dir.list(dirName)).filter((n) => n.endsWith(".idx")).sort();
-    const kept = indexes.slice(-o.keep);
-    const removedIndexes = indexes.slice(0, Math.max(0, indexes.length - o.keep));
+    const indexes = newestLast((await dir.stat(dirName)).filter((l) => l.name.endsWith(".idx")));
+    let cut = Math.max(0, indexes.length - o.keep);
+    // Release ids name the second: indexes of the same second as the oldest kept one are kept too.
+    while (cut > 0 && indexes[cut - 1]!.slice(0, 16) === indexes[cut]!.slice(0, 16)) cut--;
+    const kept = indexes.slice(cut);
+    const removedIndexes = indexes.slice(0, cut);
     // Referenced bytes per pack, from the kept indexes only.
     const used = new Map<string, number>();
     const seen = new Set<string>();

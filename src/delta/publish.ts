@@ -8,16 +8,17 @@
  */
 import * as fs from "node:fs";
 import { join } from "node:path";
-import { entryHeaders, type TreePlan } from "../archive/pack.ts";
+import type { TreePlan } from "../archive/pack.ts";
+import { entryHeaders } from "../archive/tar-header.ts";
 import { messageOf } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { DEFAULT_LIMITS } from "../archive/extract.ts";
-import type { Env } from "../store/sources/types.ts";
+import type { Env } from "../env.ts";
 import type { Target } from "../store/targets/index.ts";
 import { chunkBuffer, chunkHash, fileChunks } from "./chunker.ts";
 import { deltaNames, encodeIndex, type ChunkRef, type DeltaIndex, type IndexEntry } from "./format.ts";
 import { fetchIndex } from "./read.ts";
-import { openStoreDir } from "./storeio.ts";
+import { newestLast, openStoreDir } from "./storeio.ts";
 
 export interface DeltaPublishOptions {
   plan: TreePlan;
@@ -189,7 +190,7 @@ async function storedChunks(o: DeltaPublishOptions): Promise<Map<string, Loc>> {
     return out;
   }
   try {
-    const names = (await dir.list(deltaNames.dir(o.role))).filter((n) => n.endsWith(".idx")).sort();
+    const names = newestLast((await dir.stat(deltaNames.dir(o.role))).filter((l) => l.name.endsWith(".idx")));
     const newest = names.at(-1);
     if (newest === undefined) return out;
     const url = o.target.urlOf(`${deltaNames.dir(o.role)}/${newest}`);

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { FetchError } from "../errors.ts";
 import { redact } from "../log.ts";
 import { filePath } from "../store/sources/file.ts";
-import type { Env } from "../store/sources/types.ts";
+import type { Env } from "../env.ts";
 import { createS3Client, parseS3Url } from "../store/s3client.ts";
 
 export interface Listed {
@@ -85,4 +85,14 @@ export async function openStoreDir(base: string, env: Env): Promise<StoreDir | u
     };
   }
   return undefined;
+}
+
+/**
+ * Index names (`<release id>.idx`) oldest first: by the id's time, then by when the store got them
+ * (ids of one second differ only by their checksum prefix), then by name.
+ */
+export function newestLast(listed: Listed[]): string[] {
+  return [...listed]
+    .sort((a, b) => (a.name.slice(0, 16) < b.name.slice(0, 16) ? -1 : a.name.slice(0, 16) > b.name.slice(0, 16) ? 1 : a.mtimeMs - b.mtimeMs || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)))
+    .map((l) => l.name);
 }

@@ -10,7 +10,7 @@ import { coalesce } from "../../src/delta/fetch.ts";
 import { cutPoint, MAX_CHUNK, MIN_CHUNK } from "../../src/delta/chunker.ts";
 import { createLogger } from "../../src/log.ts";
 import { parseManifest } from "../../src/manifest/parse.ts";
-import { BINARY, deployWithLog, run, tempDir } from "../support/helpers.ts";
+import { BINARY, deployWithLog, run, tempDir, waitFor } from "../support/helpers.ts";
 import { startS3Server, type S3TestServer } from "../support/s3-server.ts";
 import { manifestFor, noise, publishRelease } from "./support.ts";
 
@@ -166,6 +166,9 @@ describe("the compiled binary: publish to S3 and delta deploys with ranged GETs"
     expect(d1.code).toBe(0);
     expect(d1.stderr).toContain("delta: no previous release on this host: fetching the full archive");
 
+    // Release ids name the second: let it tick, so that r2 is unambiguously the newest (a condition, not a fixed sleep).
+    const second = Math.floor(Date.now() / 1000);
+    await waitFor(() => Math.floor(Date.now() / 1000) > second, "the next second");
     const big = fs.readFileSync(join(src, "assets/big.bin"));
     big.set(noise(2, 50_000), 1_500_000);
     fs.writeFileSync(join(src, "assets/big.bin"), big);
