@@ -35,7 +35,7 @@ afterEach(async () => {
 });
 
 function publish(args: string[], env: Record<string, string | undefined> = consul.env): Promise<RunResult> {
-  return run(["publish", app, "--to", `file://${store}`, "--role", "web", "--dest", "/srv/web", ...args], { env: { USER: "tester", ...env } });
+  return run(["publish", app, "--to", `file://${store}`, "--role", "web", "--dest", "/srv/web", "--no-delta", ...args], { env: { USER: "tester", ...env } });
 }
 
 /** Run a printed `pulldeploy fire …` command line through sh, with the binary first on PATH. */

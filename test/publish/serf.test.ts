@@ -81,7 +81,7 @@ describe("--via serf", () => {
 
   test("a Serf agent that does not answer: uploaded, not announced, and the fire command to run", async () => {
     const port = await freePort();
-    const r = await run(["publish", app, "--to", `file://${work}/store3`, "--role", "web", "--dest", "/srv/web", "--via", "serf", "--serf-rpc-addr", `127.0.0.1:${port}`, "--no-kv"]);
+    const r = await run(["publish", app, "--to", `file://${work}/store3`, "--role", "web", "--dest", "/srv/web", "--via", "serf", "--serf-rpc-addr", `127.0.0.1:${port}`, "--no-kv", "--no-delta"]);
     expect(r.code).toBe(1);
     const line = r.stderr.trim().split("\n").at(-1)!;
     expect(line).toMatch(/release \S+ is uploaded \(file:\/\/\S+\.yml\) but not announced: serf event deploy failed with exit code 1: Error connecting to Serf agent: .*connection refused; finish with: pulldeploy fire file:\/\/\S+\.yml --via serf --serf-rpc-addr 127\.0\.0\.1:\d+$/);

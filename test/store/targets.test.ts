@@ -46,7 +46,7 @@ afterAll(async () => {
 });
 
 function publish(args: string[], env: Record<string, string | undefined> = {}): Promise<RunResult> {
-  return run(["publish", ...args, "--no-kv", "--no-event", "--retry-wait", "20ms"], { env: { ...env } });
+  return run(["publish", ...args, "--no-kv", "--no-event", "--no-delta", "--retry-wait", "20ms"], { env: { ...env } });
 }
 
 /** The archive bytes `publish` must have produced for `dir` (packing is reproducible). */
