@@ -276,6 +276,7 @@ function deltaOptions(manifest: Manifest, ws: Workspace, opts: DeployOptions, si
     tree: ws.tree,
     seedFrom: ws.linkFrom ?? previous,
     linkFrom: ws.linkFrom,
+    linkPeers: ws.linkPeers,
     env: opts.env,
     userAgent: USER_AGENT,
     signal,
@@ -284,8 +285,9 @@ function deltaOptions(manifest: Manifest, ws: Workspace, opts: DeployOptions, si
     retries: opts.fetch.retry,
     retryWaitMs: opts.fetch.retryWaitMs,
     log: opts.log,
-    recordFrom: releases && ws.previousId ? recordPath(releases, ws.previousId) : undefined,
-    recordAs: releases ? recordPath(releases, ws.releaseId!) : undefined,
+    // Through the pinned releases/ when the strategy opened one (dest may belong to the app).
+    recordFrom: releases && ws.previousId ? recordPath(ws.releasesDir?.path ?? releases, ws.previousId) : undefined,
+    recordAs: releases ? recordPath(ws.releasesDir?.path ?? releases, ws.releaseId!) : undefined,
   };
 }
 

@@ -43,6 +43,8 @@ export interface DeltaFetchOptions {
   seedFrom?: string;
   /** Hard-link unchanged files from here, as extraction does (`Workspace.linkFrom`). */
   linkFrom?: string;
+  /** Where else a file of the same path may share an inode with `linkFrom`'s (`Workspace.linkPeers`). */
+  linkPeers?: string[];
   env: Env;
   userAgent: string;
   signal?: AbortSignal;
@@ -95,8 +97,8 @@ export async function fetchTree(o: DeltaFetchOptions | undefined, full: () => Pr
   } catch (err) {
     if (o.signal?.aborted) throw err;
     o.log.info(`delta: ${messageOf(err)}; fetching the full archive`);
-    fs.rmSync(o.tree, { recursive: true, force: true });
-    fs.mkdirSync(o.tree, { mode: 0o700 });
+    // Emptied, not replaced: the strategy may have pinned this very directory.
+    for (const name of fs.readdirSync(o.tree)) fs.rmSync(join(o.tree, name), { recursive: true, force: true });
     return recordAfter(o, await full());
   }
 }
@@ -132,7 +134,8 @@ export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
 
   // seed
   const record = o.recordFrom === undefined ? new Map() : readRecord(o.recordFrom);
-  const seeds = seedsFrom(o.seedFrom!, index, record);
+  const trustedFiles = new Set<string>();
+  const seeds = seedsFrom(o.seedFrom!, index, record, o.linkPeers, trustedFiles);
   const missing: ChunkRef[] = [];
   const wanted = new Set<string>();
   let total = 0;
@@ -191,7 +194,7 @@ export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
 
     // build
     const extractor = new TarExtractor(o.tree, o.limits, o.linkFrom);
-    const direct = o.linkFrom === undefined ? new Map<string, string>() : linkable(o.linkFrom, index, record);
+    const direct = o.linkFrom === undefined || o.linkFrom !== o.seedFrom ? new Map<string, string>() : linkable(o.linkFrom, index, record, trustedFiles);
     const directLinks: { rel: string; st: fs.Stats }[] = [];
     /** Paths of the index's symlinks and files so far: nothing is linked through them. */
     const notDirs = new Set<string>();
@@ -314,15 +317,19 @@ export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
  * size is first cut where the index cuts it; a file that differs is cut by content. Every piece is
  * hashed: a file the app changed yields nothing it no longer holds.
  */
-function seedsFrom(root: string, index: DeltaIndex, record: Map<string, RecordedFile>): Map<string, Seed> {
+function seedsFrom(root: string, index: DeltaIndex, record: Map<string, RecordedFile>, peers: string[] | undefined, trustedFiles: Set<string>): Map<string, Seed> {
   const seeds = new Map<string, Seed>();
   const wanted = new Set(index.chunks.map((c) => c.hash));
   const sizeOf = new Map(index.chunks.map((c) => [c.hash, c.size]));
   const buffer = chunkBuffer();
   // Files unchanged since the last deploy recorded them: their chunks are known without reading.
+  const realDirs = new Map<string, boolean>();
   for (const [rel, f] of record) {
     const st = fs.lstatSync(join(root, rel), { throwIfNoEntry: false });
-    if (st === undefined || !unchanged(st, f)) continue;
+    // As the extractor demands of a file it links: reached through real directories, and no name of
+    // its inode unaccounted for (an owner who kept another link could write through it later).
+    if (st === undefined || !unchanged(st, f) || !throughRealDirs(root, rel, realDirs) || !accounted(root, rel, st, peers)) continue;
+    trustedFiles.add(rel);
     let offset = 0;
     for (const [hash, size] of f.chunks) {
       // The size must agree too: the recorded chunk is read as the new index's chunk of that hash.
@@ -378,13 +385,13 @@ function seedsFrom(root: string, index: DeltaIndex, record: Map<string, Recorded
  * chunks as recorded, unchanged since (`record.ts`), and with the size, mtime, mode and owner (root's,
  * as extraction as root gives) that extracting the archive would give. Only as root.
  */
-function linkable(linkFrom: string, index: DeltaIndex, record: Map<string, RecordedFile>): Map<string, string> {
+function linkable(linkFrom: string, index: DeltaIndex, record: Map<string, RecordedFile>, trustedFiles: Set<string>): Map<string, string> {
   const out = new Map<string, string>();
   if (typeof process.getuid !== "function" || process.getuid() !== 0) return out;
   for (const e of index.entries) {
     if (e.type !== "file") continue;
     const f = record.get(e.path);
-    if (f === undefined || f.chunks.length !== e.chunks.length || !f.chunks.every(([h, n], k) => index.chunks[e.chunks[k]!]!.hash === h && index.chunks[e.chunks[k]!]!.size === n)) continue;
+    if (f === undefined || !trustedFiles.has(e.path) || f.chunks.length !== e.chunks.length || !f.chunks.every(([h, n], k) => index.chunks[e.chunks[k]!]!.hash === h && index.chunks[e.chunks[k]!]!.size === n)) continue;
     const path = join(linkFrom, e.path);
     const st = fs.lstatSync(path, { throwIfNoEntry: false });
     if (st === undefined || !unchanged(st, f)) continue;
@@ -392,6 +399,43 @@ function linkable(linkFrom: string, index: DeltaIndex, record: Map<string, Recor
     out.set(e.path, path);
   }
   return out;
+}
+
+/** Every directory between `root` and `rel` is a real one (no symlink followed); cached per directory. */
+function throughRealDirs(root: string, rel: string, cache: Map<string, boolean>): boolean {
+  for (let i = rel.indexOf("/"); i !== -1; i = rel.indexOf("/", i + 1)) {
+    const dir = rel.slice(0, i);
+    let ok = cache.get(dir);
+    if (ok === undefined) {
+      ok = fs.lstatSync(join(root, dir), { throwIfNoEntry: false })?.isDirectory() === true;
+      cache.set(dir, ok);
+    }
+    if (!ok) return false;
+  }
+  return true;
+}
+
+/**
+ * Every name of `st`'s inode (the file `root/rel`) is `rel` in `root` or in one of `peers` (the other
+ * releases, where earlier deploys linked it): the extractor's rule before it links a file.
+ */
+function accounted(root: string, rel: string, st: fs.Stats, peers: string[] | undefined): boolean {
+  if (st.nlink === 1) return true;
+  if (peers === undefined) return false;
+  const dir = rel.includes("/") ? rel.slice(0, rel.lastIndexOf("/")) : "";
+  const holder = (base: string) => (dir === "" ? fs.statSync(base, { throwIfNoEntry: false }) : fs.lstatSync(join(base, dir), { throwIfNoEntry: false }));
+  const seen = new Set<number>();
+  const own = holder(root);
+  if (own === undefined) return false;
+  seen.add(own.ino);
+  for (const peer of peers) {
+    const p = fs.lstatSync(join(peer, rel), { throwIfNoEntry: false });
+    if (p === undefined || p.ino !== st.ino || p.dev !== st.dev) continue;
+    const h = holder(peer);
+    if (h === undefined || !h.isDirectory() || seen.has(h.ino)) continue;
+    seen.add(h.ino);
+  }
+  return seen.size === st.nlink;
 }
 
 /** `rel` lies under a path that is not a directory of the tree (a symlink or file of the index). */

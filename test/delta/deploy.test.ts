@@ -286,6 +286,7 @@ describe("delta deploys", () => {
     const dest = join(d.path, "B");
     await deployWithLog(manifestFor(r1, dest));
     const { result, log } = await deployWithLog(manifestFor(r2, dest));
+    if (!result.ok) console.error(log);
     expect(result.ok).toBe(true);
     expect(log).toMatch(/delta: \d+ of \d+ chunks are missing here \(.*, more than 50% of the .* archive\); fetching the full archive/);
   });

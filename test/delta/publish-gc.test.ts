@@ -194,7 +194,7 @@ describe("the compiled binary: publish to S3 and delta deploys with ranged GETs"
 });
 
 test("the manifest parser: delta keys both or neither, a fetchable URL, a sha256", () => {
-  const base = "src: file:///a.tar.gz\nchecksum: " + "a".repeat(64) + "\ndest: /srv\n";
+  const base = "src: file:///a.tar.gz\nchecksum: " + "a".repeat(64) + "\ndest: /srv/app\n";
   const problems = (extra: string) => {
     try {
       parseManifest(base + extra);
