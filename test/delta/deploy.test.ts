@@ -181,6 +181,21 @@ describe("delta deploys", () => {
     expect(fs.readFileSync(join(dest, "releases/r1/same.bin")).subarray(10, 14).toString()).toBe("XXXX");
   });
 
+  test("release: a recorded file with another hard link outside the releases is not trusted nor linked (its other name could write it later)", async () => {
+    await using d = tempDir();
+    const { r1, r2 } = await twoReleases(d.path);
+    const dest = join(d.path, "B");
+    expect((await deployWithLog(manifestFor(r1, dest))).result.ok).toBe(true);
+    fs.linkSync(join(dest, "releases/r1/same.bin"), join(d.path, "kept-elsewhere"));
+    const { result, log } = await deployWithLog(manifestFor(r2, dest));
+    expect(result.ok).toBe(true);
+    const ino = (p: string) => fs.statSync(p).ino;
+    expect(ino(join(dest, "releases/r2/same.bin"))).not.toBe(ino(join(dest, "releases/r1/same.bin")));
+    expect(ino(join(dest, "releases/r2/a.txt"))).toBe(ino(join(dest, "releases/r1/a.txt")));
+    expect(fs.readFileSync(join(dest, "releases/r2/same.bin")).equals(fs.readFileSync(join(d.path, "src2/same.bin")))).toBe(true);
+    expect(log).toMatch(/delta: fetched/);
+  });
+
   test("a tampered chunk in a pack is refused (checksum mismatch) and the archive is used", async () => {
     await using d = tempDir();
     const { store, r1, r2 } = await twoReleases(d.path);
