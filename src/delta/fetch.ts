@@ -26,6 +26,7 @@ import { ExtractError, FetchError, messageOf } from "../errors.ts";
 import { redact, type Logger } from "../log.ts";
 import { openUrl } from "../store/sources/index.ts";
 import type { Env } from "../env.ts";
+import { pidAlive } from "../pid.ts";
 import { formatBytes } from "../units.ts";
 import { chunkBuffer, chunkHash, fileChunks } from "./chunker.ts";
 import { DeltaError, packUrl, type ChunkRef, type DeltaIndex } from "./format.ts";
@@ -158,7 +159,9 @@ export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
   }
   const ranges = coalesce(missing);
 
-  const spoolDir = fs.mkdtempSync(join(o.env.TMPDIR || tmpdir(), "pulldeploy-delta-"));
+  const tmp = o.env.TMPDIR || tmpdir();
+  sweepSpools(tmp);
+  const spoolDir = fs.mkdtempSync(join(tmp, `pulldeploy-delta-${process.pid}-`));
   const spoolPath = join(spoolDir, "chunks");
   const spool = fs.openSync(spoolPath, "w+", 0o600);
   try {
@@ -488,6 +491,20 @@ async function readRange(url: string, offset: number, length: number, o: DeltaFe
       o.log.info(`delta: ${messageOf(err)}; retrying in ${o.retryWaitMs / 1000}s`);
       await Bun.sleep(o.retryWaitMs);
     }
+  }
+}
+
+/** Remove the spools of delta runs that died (a `kill -9` skips the `finally` that removes them). */
+function sweepSpools(tmp: string): void {
+  let names: string[];
+  try {
+    names = fs.readdirSync(tmp);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const m = /^pulldeploy-delta-(\d+)-/.exec(name);
+    if (m && !pidAlive(Number(m[1]))) fs.rmSync(join(tmp, name), { recursive: true, force: true });
   }
 }
 

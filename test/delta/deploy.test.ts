@@ -196,6 +196,24 @@ describe("delta deploys", () => {
     expect(log).toMatch(/delta: fetched/);
   });
 
+  test("a spool left by a delta run killed with -9 is swept by the next one; a live run's is left alone", async () => {
+    await using d = tempDir();
+    const { r1, r2 } = await twoReleases(d.path);
+    const tmp = join(d.path, "tmp");
+    fs.mkdirSync(tmp);
+    const dead = Bun.spawnSync(["true"]).pid;
+    fs.mkdirSync(join(tmp, `pulldeploy-delta-${dead}-abc123`));
+    fs.writeFileSync(join(tmp, `pulldeploy-delta-${dead}-abc123/chunks`), "left behind");
+    fs.mkdirSync(join(tmp, `pulldeploy-delta-${process.pid}-live01`));
+    const dest = join(d.path, "B");
+    const env = { PATH: process.env.PATH, TMPDIR: tmp };
+    await deployWithLog(manifestFor(r1, dest), { env });
+    const { result, log } = await deployWithLog(manifestFor(r2, dest), { env });
+    expect(result.ok).toBe(true);
+    expect(log).toContain("delta: fetched");
+    expect(fs.readdirSync(tmp)).toEqual([`pulldeploy-delta-${process.pid}-live01`]);
+  });
+
   test("a tampered chunk in a pack is refused (checksum mismatch) and the archive is used", async () => {
     await using d = tempDir();
     const { store, r1, r2 } = await twoReleases(d.path);
