@@ -37,19 +37,20 @@ export function makeGsSource(storageApi = STORAGE_API): Source {
       const offset = opts.offset ?? 0;
       const headers: Record<string, string> = { "User-Agent": opts.userAgent };
       if (emulator === undefined) headers.Authorization = `Bearer ${await accessToken(where, opts)}`;
-      if (offset > 0) headers.Range = `bytes=${offset}-`;
+      const ranged = offset > 0 || opts.length !== undefined;
+      if (ranged) headers.Range = `bytes=${offset}-${opts.length === undefined ? "" : offset + opts.length - 1}`;
       const api = `${base}/storage/v1/b/${encodeURIComponent(bucket)}/o/${encodeURIComponent(object)}?alt=media`;
       // Stored bytes as they are: a gzip-encoded object must not be transcoded, its checksum is of the gzip.
       const res = await request(where, api, { headers, signal: opts.signal, proxy: proxyFor(api, opts.env), decompress: false });
       if (!res.ok) throw await statusError(where, res);
-      if (offset > 0 && res.status !== 206) {
+      if (ranged && res.status !== 206) {
         await res.body?.cancel().catch(() => {});
         throw new FetchError(`${where}: the store ignored the Range request (status ${res.status})`, false, { status: res.status });
       }
       const len = res.headers.get("content-length");
       return {
         body: res.body ?? new ReadableStream({ start: (c) => c.close() }),
-        size: len === null ? undefined : Number(len) + offset,
+        size: len === null || opts.length !== undefined ? undefined : Number(len) + offset,
       };
     },
   };
