@@ -184,9 +184,9 @@ export class TarExtractor {
       // symlink out of the tree, and a hard link's inode may be linkFrom's (dest's).
       if (!this.stillDir(d.rel, d.path)) continue;
       fs.chmodSync(d.path, d.mode);
-      fs.utimesSync(d.path, d.mtime, d.mtime);
+      fs.utimesSync(d.path, fsTime(d.mtime), fsTime(d.mtime));
     }
-    if (this.rootMtime !== undefined) fs.utimesSync(this.root, this.rootMtime, this.rootMtime);
+    if (this.rootMtime !== undefined) fs.utimesSync(this.root, fsTime(this.rootMtime), fsTime(this.rootMtime));
   }
 
   /** `path` is still a directory of ours: no parent is an archive symlink, and it is not replaced. */
@@ -357,7 +357,7 @@ export class TarExtractor {
         this.symlinks.add(rel);
         if (this.needsChown(h, true)) fs.lchownSync(path, h.uid, h.gid);
         // As tar x does: else `rsync -a` gives dest's symlink a new mtime every deploy.
-        fs.lutimesSync(path, h.mtime, h.mtime);
+        fs.lutimesSync(path, fsTime(h.mtime), fsTime(h.mtime));
         return;
       case "1": {
         const target = safeRelative(h.linkname);
@@ -583,6 +583,7 @@ export class TarExtractor {
       const e = err as NodeJS.ErrnoException;
       try {
         if (e.code === "EEXIST") {
+          if (fs.lstatSync(path).isDirectory()) throw new ExtractError("file entry where an earlier entry made a directory", name, { cause: e });
           this.unlink(path, name);
           return fs.openSync(path, "wx", mode & 0o7777);
         }
@@ -639,7 +640,7 @@ export class TarExtractor {
     const fd = this.fd;
     this.fd = null;
     try {
-      fs.futimesSync(fd, h.mtime, h.mtime);
+      fs.futimesSync(fd, fsTime(h.mtime), fsTime(h.mtime));
       if (this.needsChown(h, true)) fs.fchownSync(fd, h.uid, h.gid);
       // open() applied the umask; restore the archive's mode when it stripped bits (or for setuid & co).
       if ((h.mode & 0o7777 & ~this.umask) !== (h.mode & 0o7777) || h.mode & 0o7000) fs.fchmodSync(fd, h.mode & 0o7777);
@@ -938,6 +939,11 @@ function mkdirEntry(path: string, name: string): string | undefined {
     if (e.code === "EEXIST" || e.code === "ENOTDIR") throw new ExtractError("directory entry where an earlier entry made a file", name, { cause: e });
     throw fsError(e, name);
   }
+}
+
+/** A time for utimes & co: they take a negative number of seconds for "now", a Date before 1970 as it is. */
+function fsTime(t: number): number | Date {
+  return t < 0 ? new Date(t * 1000) : t;
 }
 
 function rmIfExists(path: string): void {
