@@ -183,7 +183,7 @@ export class LinkDest {
           if (code === "EEXIST") fs.unlinkSync(path); // an earlier entry of the same name
           else fs.mkdirSync(path.slice(0, path.lastIndexOf("/")), { recursive: true, mode: 0o755 }); // parent not in the archive
         } catch {
-          return false; // openFile will say what is wrong
+          return false; // openNewFile will say what is wrong
         }
       }
     }
