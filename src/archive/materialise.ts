@@ -222,7 +222,6 @@ export function safeRelative(name: string): string | null {
   return parts.length === 0 ? null : parts.join("/");
 }
 
-
 /**
  * Who owns what we create under `root`: us, with our group, as long as no directory hands down its
  * group. During extraction only `root` could (directory modes are set at the end; the directories we
