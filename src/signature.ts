@@ -5,7 +5,7 @@
  */
 import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from "node:crypto";
 import * as fs from "node:fs";
-import { PulldeployError } from "./errors.ts";
+import { PulldeployError, UsageError } from "./errors.ts";
 
 export const SIGNATURE_SUFFIX = ".sig";
 
@@ -15,6 +15,21 @@ export function generateKeys(): { privatePem: string; publicPem: string } {
     privatePem: privateKey.export({ type: "pkcs8", format: "pem" }).toString(),
     publicPem: publicKey.export({ type: "spki", format: "pem" }).toString(),
   };
+}
+
+/**
+ * A new key pair as `out` (private, 0600) and `out.pub` (public, 0644). Keys are never overwritten:
+ * either file existing is an error, checked before either is written (and O_EXCL on each).
+ */
+export function writeKeyPair(out: string): { privateFile: string; publicFile: string } {
+  const publicFile = `${out}.pub`;
+  for (const f of [out, publicFile]) {
+    if (fs.existsSync(f)) throw new UsageError(`${f} exists; keys are never overwritten (choose another --out)`);
+  }
+  const { privatePem, publicPem } = generateKeys();
+  fs.writeFileSync(out, privatePem, { mode: 0o600, flag: "wx" });
+  fs.writeFileSync(publicFile, publicPem, { mode: 0o644, flag: "wx" });
+  return { privateFile: out, publicFile };
 }
 
 export function loadPrivateKey(path: string): KeyObject {

@@ -3,22 +3,18 @@
  * deploy, exit; or `--follow` the role's latest release. Only turns flags into options.
  * Exit code: 0 ok (or skipped), 1 deploy failed, 2 usage (main.ts makes it always 0 under `consul watch`).
  *
- * `consul watch` runs the agent with `[]` at every start and on every Consul agent restart: that
- * path reads stdin and exits. So the deploy pipeline, the Consul client and the signature code
- * (`node:crypto`) are imported only where they are used, below; the static imports here are small.
+ * The work is `startAgent` (agent/start.ts). `consul watch` runs the agent with `[]` at every start and
+ * on every Consul agent restart: that path reads stdin and exits. So the signature code
+ * (`node:crypto`) is imported only with `--trust-key`; the static imports here are small.
  */
 import type { ArgsDef, CommandDef } from "citty";
-import * as fs from "node:fs";
-import { hostname } from "node:os";
-import type { AgentRunOptions, ReportTarget } from "../agent/run.ts";
+import type { AgentRunOptions } from "../agent/run.ts";
+import { type AgentSource, startAgent } from "../agent/start.ts";
 import { DEFAULT_LIMITS } from "../archive/extract.ts";
-import type { ConsulClient } from "../consul/client.ts";
-import { PulldeployError, UsageError } from "../errors.ts";
-import type { Logger } from "../log.ts";
-import { checkNode, checkRole, DEFAULT_KV_PREFIX, kvKeys, type ReleaseRecord } from "../records/release.ts";
-import { DEFAULT_STATE_DIR, type Handled } from "../agent/state.ts";
-import { checkUrl, parseTrigger, type Trigger } from "../agent/trigger.ts";
-import { sleep } from "../time.ts";
+import { UsageError } from "../errors.ts";
+import { checkNode, checkRole, DEFAULT_KV_PREFIX } from "../records/release.ts";
+import { DEFAULT_STATE_DIR } from "../agent/state.ts";
+import { checkUrl } from "../agent/trigger.ts";
 import type { CommandEnv } from "./context.ts";
 import { consulArgs, durationFlag, intFlag, kvPrefixFlag, listFlag, sizeFlag } from "./_shared.ts";
 
@@ -117,128 +113,38 @@ async function runAgent(args: Args, ctx: CommandEnv): Promise<number> {
   if (fromKv && following) throw new UsageError("use either --from-kv (once, at boot) or --follow (keep running), not both");
   if ((fromKv || following) && str("manifest") !== undefined) throw new UsageError("--manifest cannot be combined with --from-kv or --follow");
   const prefix = kvPrefixFlag(str("kv-prefix"));
-  const nodeFlag = str("node");
-  if (nodeFlag !== undefined) {
-    const bad = checkNode(nodeFlag);
+  const node = str("node");
+  if (node !== undefined) {
+    const bad = checkNode(node);
     if (bad) throw new UsageError(`--node: ${bad}`);
   }
-  const stateDir = usableStateDir(str("state-dir") ?? env.PULLDEPLOY_STATE_DIR ?? DEFAULT_STATE_DIR, log);
-  const common = { stateDir, force: args.force === true, lockWaitMs: durationFlag("lock-wait", str("lock-wait")) ?? 600_000 };
-
-  // Consul is needed for --from-kv / --follow, and for reports when a role is given. Its
-  // configuration is checked here; the node name (a request to the Consul agent) is looked up
-  // only when there is something to deploy (not for consul watch's `[]`).
-  let consul: ConsulClient | undefined;
-  if (role !== undefined) {
-    const { ConsulClient, consulConfig } = await import("../consul/client.ts");
-    consul = new ConsulClient(consulConfig(env, { addr: str("consul-addr"), token: str("consul-token") }), { timeoutMs: 10_000 });
+  // Each mode's own flags are read only in that mode (others ignore them, as they always did).
+  let source: AgentSource;
+  if (following) source = { kind: "follow", waitMs: durationFlag("follow-wait", str("follow-wait")), retryMs: followRetry(durationFlag("follow-retry", str("follow-retry"))) };
+  else if (fromKv) source = { kind: "from-kv" };
+  else if (str("manifest") !== undefined) source = { kind: "manifest", url: checkUrl(str("manifest")!, "--manifest") };
+  else {
+    const timeoutMs = durationFlag("trigger-timeout", str("trigger-timeout")) ?? TRIGGER_TIMEOUT_MS;
+    source = { kind: "stdin", isTTY: ctx.stdinIsTTY, read: () => ctx.readStdin({ timeoutMs, maxBytes: TRIGGER_MAX_BYTES }) };
   }
-  const reportTarget = async (): Promise<ReportTarget | undefined> => {
-    if (!consul || !role) return undefined;
-    const { nodeName } = await import("../agent/run.ts");
-    const node = await nodeName(nodeFlag, consul, hostname());
-    const bad = checkNode(node);
-    if (bad) throw new UsageError(`this host's ${bad}: pass --node NAME`);
-    return { consul, prefix, role, node };
-  };
-
-  if (following) {
-    const report = await reportTarget();
-    const [{ follow }, { agentRun }] = await Promise.all([import("../agent/follow.ts"), import("../agent/run.ts")]);
-    await follow({
-      consul: consul!,
-      prefix,
-      role: role!,
-      log,
-      stop: signal,
-      waitMs: durationFlag("follow-wait", str("follow-wait")),
-      retryMs: followRetry(durationFlag("follow-retry", str("follow-retry"))),
-      converge: async (record) => {
-        const outcome = await agentRun({ ...common, ...fromRecord(record), deploy: { ...deployOpts, signal: ctx.forceSignal }, report });
-        return outcome.outcome !== "failed";
-      },
-    });
-    return 0;
-  }
-
-  const randomDelay = durationFlag("random-delay", str("random-delay"));
-  if (randomDelay) {
-    const ms = Math.random() * randomDelay;
-    log.info(`random delay: sleeping ${(ms / 1000).toFixed(3)}s`);
-    await sleep(ms, signal);
-  }
-
-  let run: Pick<AgentRunOptions, "manifestUrl" | "handled" | "eventId" | "releaseId" | "checksum">;
-  if (fromKv) {
-    const key = kvKeys.latest(prefix, role!);
-    const { value } = await consul!.kvGetJson<ReleaseRecord>(key);
-    if (value === null) throw new PulldeployError(`no release recorded for role ${role} yet (${key} is empty): nothing to deploy`);
-    log.info(`from-kv: latest release of ${role} is ${value.id}`);
-    run = fromRecord(value);
-  } else {
-    let trigger: Trigger;
-    if (str("manifest") !== undefined) {
-      trigger = { kind: "flag", url: checkUrl(str("manifest")!, "--manifest") };
-    } else {
-      if (ctx.stdinIsTTY) throw new UsageError("no trigger: pipe a manifest URL on stdin (or a consul/serf event), or pass --manifest URL");
-      const timeoutMs = durationFlag("trigger-timeout", str("trigger-timeout")) ?? TRIGGER_TIMEOUT_MS;
-      trigger = parseTrigger(await ctx.readStdin({ timeoutMs, maxBytes: TRIGGER_MAX_BYTES }), env);
-    }
-    if (trigger.kind === "consul-empty") {
-      log.info("consul event: no events (consul watch starts every handler with [] or the buffered events)");
-      return 0;
-    }
-    logTrigger(trigger, log);
-    run = { manifestUrl: trigger.url, handled: handledOf(trigger), eventId: trigger.kind === "consul" ? trigger.eventId : undefined };
-  }
-  const report = await reportTarget();
-  if (signal.aborted) return 1;
-  const { agentRun } = await import("../agent/run.ts");
-  const outcome = await agentRun({ ...common, ...run, deploy: deployOpts, report });
-  return outcome.outcome === "failed" ? 1 : 0;
+  return startAgent({
+    source,
+    deploy: deployOpts,
+    signal,
+    forceSignal: ctx.forceSignal,
+    role,
+    node,
+    prefix,
+    consul: { addr: str("consul-addr"), token: str("consul-token") },
+    stateDir: str("state-dir") ?? env.PULLDEPLOY_STATE_DIR ?? DEFAULT_STATE_DIR,
+    force: args.force === true,
+    lockWaitMs: durationFlag("lock-wait", str("lock-wait")) ?? 600_000,
+    randomDelayMs: following ? undefined : durationFlag("random-delay", str("random-delay")),
+  });
 }
 
 function followRetry(firstMs: number | undefined): [number, number] | undefined {
   if (firstMs === undefined) return undefined;
   if (firstMs <= 0) throw new UsageError("--follow-retry: expected a positive duration like 10s");
   return [firstMs, Math.max(firstMs, 600_000)];
-}
-
-function fromRecord(r: ReleaseRecord): Pick<AgentRunOptions, "manifestUrl" | "handled" | "releaseId" | "checksum"> {
-  return { manifestUrl: r.manifest_url, handled: { kind: "release", releaseId: r.id }, releaseId: r.id, checksum: r.checksum };
-}
-
-function handledOf(t: Trigger): Handled {
-  if (t.kind === "consul") return { kind: "consul", eventId: t.eventId };
-  if (t.kind === "serf") return { kind: "serf", event: t.event, ltime: t.ltime };
-  return { kind: "none" };
-}
-
-/** The state dir, or undefined (with a warning) when it can't be created: stretcher kept no state. */
-function usableStateDir(dir: string, log: Logger): string | undefined {
-  try {
-    fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
-    fs.accessSync(dir, fs.constants.W_OK);
-    return dir;
-  } catch (err) {
-    log.info(`state: cannot use ${dir} (${(err as NodeJS.ErrnoException).code}): no duplicate detection and no host lock this run (set --state-dir)`);
-    return undefined;
-  }
-}
-
-function logTrigger(t: Trigger, log: Logger): void {
-  switch (t.kind) {
-    case "consul":
-      log.info(`consul event ${t.eventId} (LTime ${t.ltime}): ${t.url}`);
-      break;
-    case "serf":
-      log.info(`serf user event ${t.event} (LTime ${t.ltime}): ${t.url}`);
-      break;
-    case "plain":
-      log.info(`stdin: ${t.url}`);
-      break;
-    case "flag":
-      log.info(`--manifest: ${t.url}`);
-      break;
-  }
 }

@@ -10,7 +10,6 @@ import { defineCommand, type ArgsDef } from "citty";
 import type { CommandEnv } from "./context.ts";
 import { UsageError } from "../errors.ts";
 import { fire } from "../publish/fire.ts";
-import { resignManifest } from "../publish/rollback.ts";
 import { releaseIdOfUrl } from "../records/release.ts";
 import { isSourceScheme, schemeOf, SOURCE_SCHEMES } from "../store/schemes.ts";
 import { announceArgs, announceOptions, waitArgs, waitForNodes, waitOptions } from "./publish.ts";
@@ -41,8 +40,7 @@ export default defineCommand({
     if (wait && role === undefined) throw new UsageError("--wait needs --role: the role whose nodes to wait for");
     if (wait && releaseId === undefined) throw new UsageError(`--wait: "${url}" is not named <release id>.yml as publish names manifests, so its release cannot be told apart in the nodes' reports (drop --wait)`);
     const signKey = typeof a["sign-key"] === "string" ? a["sign-key"] : undefined;
-    const manifestUrl = signKey === undefined ? url : await resignManifest({ manifestUrl: url, signKey, env: ctx.env, log: ctx.log, signal: ctx.signal });
-    await fire({ manifestUrl, role, ...common, env: ctx.env, log: ctx.log, signal: ctx.signal });
+    const { manifestUrl } = await fire({ manifestUrl: url, signKey, role, ...common, env: ctx.env, log: ctx.log, signal: ctx.signal });
     if (signKey !== undefined) process.stdout.write(`${manifestUrl}\n`);
     if (!wait) return 0;
     return waitForNodes({ ...wait, role: role!, releaseId: releaseId!, common, ctx, log: ctx.log });

@@ -1,8 +1,6 @@
 /** `pulldeploy keygen --out FILE`: an Ed25519 key pair for signed manifests (FILE and FILE.pub). */
 import { defineCommand, type ArgsDef } from "citty";
-import * as fs from "node:fs";
-import { UsageError } from "../errors.ts";
-import { generateKeys } from "../signature.ts";
+import { writeKeyPair } from "../signature.ts";
 import type { CommandEnv } from "./context.ts";
 
 const args = {
@@ -15,12 +13,7 @@ export default defineCommand({
   run({ args, data }) {
     const { log } = data as CommandEnv;
     const out = args.out;
-    for (const f of [out, `${out}.pub`]) {
-      if (fs.existsSync(f)) throw new UsageError(`${f} exists; keys are never overwritten (choose another --out)`);
-    }
-    const { privatePem, publicPem } = generateKeys();
-    fs.writeFileSync(out, privatePem, { mode: 0o600, flag: "wx" });
-    fs.writeFileSync(`${out}.pub`, publicPem, { mode: 0o644, flag: "wx" });
+    writeKeyPair(out);
     log.info(`keygen: wrote ${out} (private, mode 0600) and ${out}.pub (public)`);
     process.stdout.write(`${out}\n${out}.pub\n`);
     return 0;

@@ -2,24 +2,22 @@
  * `pulldeploy publish DIR --to URL --role ROLE --dest PATH`: pack, upload, record, announce.
  * Only turns flags into options and calls `publish`; stdout gets the manifest URL (or the dry run's
  * report), stderr the log and the progress bar. With `--wait`, then watch the nodes' reports until the
- * rollout is done (src/wait.ts). Exit code: 0, 1 failed (or, with --wait, any node failed, the wait
+ * rollout is done (fleet/wait-for-nodes.ts). Exit code: 0, 1 failed (or, with --wait, any node failed, the wait
  * timed out or the role has no nodes), 2 usage.
  */
 import * as fs from "node:fs";
 import { defineCommand, type ArgsDef } from "citty";
 import { isHashAlgorithm, type HashAlgorithm } from "../checksum.ts";
 import type { CommandEnv } from "./context.ts";
-import { ConsulClient, consulConfig } from "../consul/client.ts";
-import { messageOf, UsageError } from "../errors.ts";
+import { UsageError } from "../errors.ts";
 import { createLogger, type Logger } from "../log.ts";
 import { SYNC_STRATEGIES, type SyncStrategyName } from "../manifest/parse.ts";
-import type { AnnounceOptions, ConsulSettings } from "../publish/announce.ts";
+import type { AnnounceOptions } from "../publish/announce.ts";
 import { createProgress } from "../publish/progress.ts";
 import { defaultPublisher, publish } from "../publish/publish.ts";
 import { DEFAULT_KV_PREFIX } from "../records/release.ts";
 import { checkTargetUrl } from "../store/targets/index.ts";
-import { formatDuration } from "../time.ts";
-import { describeRollout, waitForRollout, type RolloutProgress } from "../fleet/wait.ts";
+import { waitForNodes as waitForNodesOf } from "../fleet/wait-for-nodes.ts";
 import { consulArgs, durationFlag, intFlag, kvPrefixFlag } from "./_shared.ts";
 
 /** Flags shared with `fire`: where the release is recorded and how it is announced. */
@@ -202,48 +200,11 @@ export function waitOptions(a: Record<string, string | boolean | undefined>, com
   return { timeoutMs: timeoutMs ?? DEFAULT_WAIT_TIMEOUT_MS, service: common.announce.service };
 }
 
-/**
- * After the event: watch the role's nodes until each has reported `releaseId` (src/wait.ts). Progress
- * lines go to `log` (quiet with --quiet); a result that is not a success is printed even then. Returns
- * the exit code: 0 when every node succeeded, 1 on a failure, a timeout, no nodes, or SIGINT/SIGTERM.
- */
+/** `--wait` after the event, as an exit code: 0 when every node succeeded, else 1. */
 export async function waitForNodes(o: WaitSettings & { role: string; releaseId: string; common: ReturnType<typeof announceOptions>; ctx: CommandEnv; log: Logger }): Promise<number> {
-  const { ctx, log, role } = o;
-  const consul = new ConsulClient(consulConfig(ctx.env, o.common.consul));
-  const service = o.service ?? role;
-  log.info(`wait: for every node of service "${service}" to report release ${o.releaseId} (timeout ${formatDuration(o.timeoutMs)})`);
-  let last: RolloutProgress | undefined;
-  let result;
-  try {
-    result = await waitForRollout({
-      consul,
-      prefix: o.common.kvPrefix,
-      role,
-      service: o.service,
-      releaseId: o.releaseId,
-      timeoutMs: o.timeoutMs,
-      signal: ctx.signal,
-      onProgress: (p) => {
-        last = p;
-        log.info(`wait: ${p.line}`);
-      },
-    });
-  } catch (err) {
-    if (!ctx.signal.aborted) throw err;
-    const done = last ? `${last.done}/${last.total} nodes done` : "no node done yet";
-    ctx.log.info(`wait: stopped waiting (${messageOf(ctx.signal.reason)}), ${done}; release ${o.releaseId} is published and announced, the rollout goes on: ${statusCommand(role, o.service, o.common.kvPrefix, o.common.consul)}`);
-    return 1;
-  }
-  for (const line of describeRollout(result)) (result.ok ? log : ctx.log).info(line);
-  return result.ok ? 0 : 1;
-}
-
-function statusCommand(role: string, service: string | undefined, prefix: string, consul: ConsulSettings): string {
-  const parts = ["pulldeploy status --role", role];
-  if (service !== undefined) parts.push("--service", service);
-  if (prefix !== DEFAULT_KV_PREFIX) parts.push("--kv-prefix", prefix);
-  if (consul.addr) parts.push("--consul-addr", consul.addr);
-  return parts.join(" ");
+  const { ctx } = o;
+  const ok = await waitForNodesOf({ ...o, env: ctx.env, consul: o.common.consul, prefix: o.common.kvPrefix, signal: ctx.signal, errLog: ctx.log });
+  return ok ? 0 : 1;
 }
 
 /** Every value of a repeatable flag (citty keeps only the last), optionally comma-separated. */

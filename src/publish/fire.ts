@@ -11,6 +11,7 @@ import { USER_AGENT } from "../version.ts";
 import type { AnnounceOptions, ConsulSettings } from "./announce.ts";
 import { recordAndAnnounce, checkAnnounce, checkEventSize } from "./announce.ts";
 import { placeholderEnv } from "../manifest/render.ts";
+import { resignManifest } from "./rollback.ts";
 
 export interface FireOptions {
   manifestUrl: string;
@@ -28,13 +29,21 @@ export interface FireOptions {
   now?: () => Date;
   /** The record to write when KV does not hold one for this URL (a re-signed rollback: the original's, re-pointed). */
   record?: ReleaseRecord;
+  /**
+   * Re-sign the manifest with this private key and a new issue time first, and fire that (agents with
+   * `--trust-key` refuse a manifest older than the one they run).
+   */
+  signKey?: string;
 }
 
 /**
  * Re-send an existing release: with a role, point `latest` at it (its recorded `releases/<id>` when
- * there is one, else a record rebuilt from the manifest), then fire the event.
+ * there is one, else a record rebuilt from the manifest), then fire the event. Returns the manifest
+ * URL fired (the re-signed one with `signKey`).
  */
-export async function fire(o: FireOptions): Promise<{ record?: ReleaseRecord }> {
+export async function fire(opts: FireOptions): Promise<{ record?: ReleaseRecord; manifestUrl: string }> {
+  const manifestUrl = opts.signKey === undefined ? opts.manifestUrl : await resignManifest({ manifestUrl: opts.manifestUrl, signKey: opts.signKey, env: opts.env, log: opts.log, signal: opts.signal });
+  const o = { ...opts, manifestUrl };
   const { log } = o;
   if (o.role !== undefined) {
     const p = checkRole(o.role);
@@ -64,7 +73,7 @@ export async function fire(o: FireOptions): Promise<{ record?: ReleaseRecord }> 
     record ??= o.record ?? (await recordFromManifest(o, id));
   }
   await recordAndAnnounce({ ...o, kv: useKv, consul, consulFlags: o.consul, record, recorded, stage: "fire" });
-  return { record };
+  return { record, manifestUrl };
 }
 
 /** Rebuild a release record from the manifest alone (a publish that never reached KV). */

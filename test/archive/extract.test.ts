@@ -7,6 +7,7 @@ import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { DEFAULT_LIMITS, TarExtractor } from "../../src/archive/extract.ts";
+import { entryHeaders, padded } from "../../src/archive/tar-header.ts";
 import { deploy } from "../../src/agent/deploy.ts";
 import { createLogger } from "../../src/log.ts";
 import { sha, tempDir, writeTree } from "../support/helpers.ts";
@@ -309,4 +310,54 @@ describe("a directory entry replaced by a later entry of the same name", () => {
     expect(fs.statSync(join(prev, "f")).mtimeMs).toBe(T0 * 1000);
     expect(fs.statSync(join(root, "d")).mode & 0o7777).toBe(0o644);
   });
+});
+
+describe("times before 1970 (the packer writes them as pax mtime records)", () => {
+  const OLD = -86_400 * 365 * 20 - 7; // 1950, not on a second boundary of "now"
+  /** The packer's own headers: `./`, `d/`, `d/f`, `d/l` → f, all dated `OLD`. */
+  function oldArchive(): Uint8Array {
+    const e = (path: string, type: "file" | "dir" | "symlink", data = "", linkname = "") => {
+      const body = new TextEncoder().encode(data);
+      const blocks = new Uint8Array(padded(body.length));
+      blocks.set(body);
+      return [entryHeaders({ path, type, mode: type === "dir" ? 0o755 : 0o644, mtime: OLD, size: body.length, linkname }), blocks];
+    };
+    const parts = [...e(".", "dir"), ...e("d", "dir"), ...e("d/f", "file", "old bytes\n"), ...e("d/l", "symlink", "", "f"), new Uint8Array(1024)];
+    return Buffer.concat(parts);
+  }
+
+  test("files, directories, symlinks and the root keep them (not the time of extraction)", async () => {
+    await using d = tempDir();
+    const root = join(d.path, "root");
+    fs.mkdirSync(root, { mode: 0o700 });
+    const ex = new TarExtractor(root, DEFAULT_LIMITS);
+    ex.write(oldArchive());
+    ex.end();
+    for (const p of ["", "d", "d/f", "d/l"]) expect([p, fs.lstatSync(join(root, p)).mtimeMs]).toEqual([p, OLD * 1000]);
+    expect(read(join(root, "d/f"))).toBe("old bytes\n");
+  });
+
+  test("so link-dest recognises the unchanged file and links it", async () => {
+    await using d = tempDir();
+    const [one, two] = [join(d.path, "one"), join(d.path, "two")];
+    for (const [dir, from] of [[one, undefined], [two, one]] as const) {
+      fs.mkdirSync(dir, { mode: 0o700 });
+      const ex = new TarExtractor(dir, DEFAULT_LIMITS, from);
+      ex.write(oldArchive());
+      ex.end();
+      if (from !== undefined) expect(ex.linked).toBe(1);
+    }
+    expect(fs.statSync(join(two, "d/f")).ino).toBe(fs.statSync(join(one, "d/f")).ino);
+  });
+});
+
+test("a file entry over an earlier directory entry: one line naming the entry, not a bare EISDIR", async () => {
+  await using d = tempDir();
+  const root = join(d.path, "root");
+  fs.mkdirSync(root, { mode: 0o700 });
+  const e = (path: string, type: "file" | "dir") => entryHeaders({ path, type, mode: 0o644, mtime: T0, size: 0, linkname: "" });
+  const ex = new TarExtractor(root, DEFAULT_LIMITS);
+  expect(() => ex.write(Buffer.concat([e("a", "dir"), e("a/x", "file"), e("a", "file"), new Uint8Array(1024)]))).toThrow("file entry where an earlier entry made a directory: a");
+  ex.abort();
+  expect(fs.readdirSync(join(root, "a"))).toEqual(["x"]);
 });

@@ -1,0 +1,174 @@
+/**
+ * What `pulldeploy agent` does once its flags are options: find what to deploy (a trigger on stdin,
+ * `--manifest`, the role's latest release in KV, or following it), then one `agentRun` per release.
+ * Probes the state dir (none usable: a warning, and no lock or duplicate detection, as stretcher),
+ * sleeps the random delay, builds the Consul client when a role is given.
+ *
+ * `consul watch` runs the agent with `[]` at every start and on every Consul agent restart: that
+ * path reads stdin and returns. So the deploy pipeline (`run.ts`), the Consul client and `--follow`
+ * are imported only where they are used; the static imports here are small.
+ */
+import * as fs from "node:fs";
+import { hostname } from "node:os";
+import type { ConsulClient } from "../consul/client.ts";
+import type { Env } from "../env.ts";
+import { PulldeployError, UsageError } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import { checkNode, kvKeys, type ReleaseRecord } from "../records/release.ts";
+import { sleep } from "../time.ts";
+import type { AgentRunOptions, ReportTarget } from "./run.ts";
+import type { Handled } from "./state.ts";
+import { parseTrigger, type Trigger } from "./trigger.ts";
+
+/** Where the release to deploy comes from. */
+export type AgentSource =
+  /** Converge to the role's latest release in KV whenever it changes, until `signal`. */
+  | { kind: "follow"; waitMs?: number; retryMs?: [number, number] }
+  /** The role's latest release in KV, once (boot, autoscaling). */
+  | { kind: "from-kv" }
+  /** A manifest URL given on the command line (checked already). */
+  | { kind: "manifest"; url: string }
+  /** A trigger (consul watch / serf / plain line) read from stdin with `read`. */
+  | { kind: "stdin"; isTTY: boolean; read: () => Promise<string> };
+
+export interface AgentStartOptions {
+  source: AgentSource;
+  /** The deploy's options, shared by every run (`env`, `log` and `signal` among them). */
+  deploy: AgentRunOptions["deploy"];
+  /** Aborted by the first signal: stops following, the random delay, a deploy about to begin. */
+  signal: AbortSignal;
+  /** Aborted by a second signal: under `--follow`, a deploy in progress is stopped only by it. */
+  forceSignal: AbortSignal;
+  /** The role (checked already): reports go to Consul KV under it; needed by `follow`/`from-kv`. */
+  role?: string;
+  /** The node name for reports; by default the Consul agent's, else the host name. */
+  node?: string;
+  prefix: string;
+  consul: { addr?: string; token?: string };
+  /** The state dir wanted; made if missing. */
+  stateDir: string;
+  force: boolean;
+  lockWaitMs: number;
+  /** Sleep a random time in [0, randomDelayMs) before reading the trigger. */
+  randomDelayMs?: number;
+}
+
+/** Exit code: 0 ok or nothing to do, 1 the deploy failed (or was interrupted before it began). */
+export async function startAgent(o: AgentStartOptions): Promise<number> {
+  const { env, log } = o.deploy;
+  const signal = o.signal;
+  const stateDir = usableStateDir(o.stateDir, log);
+  const common = { stateDir, force: o.force, lockWaitMs: o.lockWaitMs };
+  const role = o.role;
+
+  // Consul is needed for from-kv / follow, and for reports when a role is given. Its configuration
+  // is checked here; the node name (a request to the Consul agent) is looked up only when there is
+  // something to deploy (not for consul watch's `[]`).
+  const consul = role === undefined ? undefined : await consulClient(env, o.consul);
+  const reportTarget = async (): Promise<ReportTarget | undefined> => {
+    if (!consul || !role) return undefined;
+    const { nodeName } = await import("./run.ts");
+    const node = await nodeName(o.node, consul, hostname());
+    const bad = checkNode(node);
+    if (bad) throw new UsageError(`this host's ${bad}: pass --node NAME`);
+    return { consul, prefix: o.prefix, role, node };
+  };
+
+  const source = o.source;
+  if (source.kind === "follow") {
+    const report = await reportTarget();
+    const [{ follow }, { agentRun }] = await Promise.all([import("./follow.ts"), import("./run.ts")]);
+    await follow({
+      consul: consul!,
+      prefix: o.prefix,
+      role: role!,
+      log,
+      stop: signal,
+      waitMs: source.waitMs,
+      retryMs: source.retryMs,
+      converge: async (record) => {
+        const outcome = await agentRun({ ...common, ...fromRecord(record), deploy: { ...o.deploy, signal: o.forceSignal }, report });
+        return outcome.outcome !== "failed";
+      },
+    });
+    return 0;
+  }
+
+  if (o.randomDelayMs) {
+    const ms = Math.random() * o.randomDelayMs;
+    log.info(`random delay: sleeping ${(ms / 1000).toFixed(3)}s`);
+    await sleep(ms, signal);
+  }
+
+  let run: Pick<AgentRunOptions, "manifestUrl" | "handled" | "eventId" | "releaseId" | "checksum">;
+  if (source.kind === "from-kv") {
+    const key = kvKeys.latest(o.prefix, role!);
+    const { value } = await consul!.kvGetJson<ReleaseRecord>(key);
+    if (value === null) throw new PulldeployError(`no release recorded for role ${role} yet (${key} is empty): nothing to deploy`);
+    log.info(`from-kv: latest release of ${role} is ${value.id}`);
+    run = fromRecord(value);
+  } else {
+    let trigger: Trigger;
+    if (source.kind === "manifest") {
+      trigger = { kind: "flag", url: source.url };
+    } else {
+      if (source.isTTY) throw new UsageError("no trigger: pipe a manifest URL on stdin (or a consul/serf event), or pass --manifest URL");
+      trigger = parseTrigger(await source.read(), env);
+    }
+    if (trigger.kind === "consul-empty") {
+      log.info("consul event: no events (consul watch starts every handler with [] or the buffered events)");
+      return 0;
+    }
+    logTrigger(trigger, log);
+    run = { manifestUrl: trigger.url, handled: handledOf(trigger), eventId: trigger.kind === "consul" ? trigger.eventId : undefined };
+  }
+  const report = await reportTarget();
+  if (signal.aborted) return 1;
+  const { agentRun } = await import("./run.ts");
+  const outcome = await agentRun({ ...common, ...run, deploy: o.deploy, report });
+  return outcome.outcome === "failed" ? 1 : 0;
+}
+
+async function consulClient(env: Env, flags: { addr?: string; token?: string }): Promise<ConsulClient> {
+  const { ConsulClient, consulConfig } = await import("../consul/client.ts");
+  return new ConsulClient(consulConfig(env, flags), { timeoutMs: 10_000 });
+}
+
+function fromRecord(r: ReleaseRecord): Pick<AgentRunOptions, "manifestUrl" | "handled" | "releaseId" | "checksum"> {
+  return { manifestUrl: r.manifest_url, handled: { kind: "release", releaseId: r.id }, releaseId: r.id, checksum: r.checksum };
+}
+
+function handledOf(t: Trigger): Handled {
+  if (t.kind === "consul") return { kind: "consul", eventId: t.eventId };
+  if (t.kind === "serf") return { kind: "serf", event: t.event, ltime: t.ltime };
+  return { kind: "none" };
+}
+
+/** The state dir, or undefined (with a warning) when it can't be created: stretcher kept no state. */
+function usableStateDir(dir: string, log: Logger): string | undefined {
+  try {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
+    fs.accessSync(dir, fs.constants.W_OK);
+    return dir;
+  } catch (err) {
+    log.info(`state: cannot use ${dir} (${(err as NodeJS.ErrnoException).code}): no duplicate detection and no host lock this run (set --state-dir)`);
+    return undefined;
+  }
+}
+
+function logTrigger(t: Trigger, log: Logger): void {
+  switch (t.kind) {
+    case "consul":
+      log.info(`consul event ${t.eventId} (LTime ${t.ltime}): ${t.url}`);
+      break;
+    case "serf":
+      log.info(`serf user event ${t.event} (LTime ${t.ltime}): ${t.url}`);
+      break;
+    case "plain":
+      log.info(`stdin: ${t.url}`);
+      break;
+    case "flag":
+      log.info(`--manifest: ${t.url}`);
+      break;
+  }
+}

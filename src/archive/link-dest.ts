@@ -1,0 +1,286 @@
+/**
+ * Link-dest: a file of the archive equal to the previous release's (or, for the rsync strategy,
+ * dest's) is hard-linked from it instead of written again, as `rsync --link-dest` does. The old inode
+ * is linked in first, then the incoming bytes are compared with it as they stream; the first difference
+ * turns it back into a written file. What `from` holds is never written, truncated, chmod-ed or
+ * chown-ed. Its owner may be hostile (SECURITY.md, class 2): a file is linked only when reached through
+ * real directories (no symlink followed) and when every other name of its inode is accounted for.
+ * Each linked file is remembered (inode, size, mtime, mode, owner) so that a change made to it in
+ * place later, through the other name, can be detected (`changedLink`).
+ */
+import * as fs from "node:fs";
+import { join } from "node:path";
+import { openNewFile, unlinkEntry, writeAll } from "./files.ts";
+import type { TarHeader } from "./tar-header.ts";
+
+/** Whether the extractor chowns (as root) and, if it does not, the owner every new file gets. */
+export interface Ownership {
+  chown: boolean;
+  newOwner: { uid: number; gid: number } | undefined;
+}
+
+export class LinkDest {
+  /** Files hard-linked from `from` instead of written. */
+  linked = 0;
+  /** Per linked file: its path, and its inode, size, mtime, mode, uid and gid (the archive's). */
+  private linkedPaths: string[] = [];
+  private linkedMeta: number[] = [];
+  /** A file whose equal prefix was copied from a linked inode that was being written to meanwhile. */
+  private tainted: string | undefined;
+
+  /**
+   * @param root the tree being extracted
+   * @param from the previous release or dest; dropped (nothing linked any more) at the first EXDEV
+   * @param peers directories where a file of the same path may share that inode legitimately (the
+   *   other releases, where it was linked before); by default `from` alone.
+   */
+  constructor(
+    private readonly root: string,
+    private from: string | undefined,
+    private readonly peers: string[] | undefined,
+    private readonly owner: Ownership,
+  ) {}
+
+  /** Still linking: `from` was given and is on the tree's file system. */
+  get active(): boolean {
+    return this.from !== undefined;
+  }
+
+  private get chown(): boolean {
+    return this.owner.chown;
+  }
+  private get newOwner(): { uid: number; gid: number } | undefined {
+    return this.owner.newOwner;
+  }
+
+  /**
+   * A file whose size, mtime, mode and owner match `linkFrom`'s is a candidate for a hard link: the
+   * old inode is linked into the tree at once, then the incoming bytes are compared with it as they
+   * stream (reads, not writes). If all match, the link stays; at the first difference it is replaced by
+   * a new file, written starting with the equal prefix copied from the old one. Linking first and then
+   * reading the tree's name (which no one else can change) means that what is kept is exactly what was
+   * compared, even if `linkFrom/rel` is replaced meanwhile.
+   */
+  begin(rel: string, path: string, h: TarHeader): boolean {
+    if (this.missingDir !== undefined && rel.startsWith(this.missingDir)) return false;
+    const parent = this.linkDir(rel);
+    if (parent === undefined) return false;
+    const prev = join(this.from!, rel);
+    // Not an exception per new file: a first deploy into an empty dest has only those.
+    const st = fs.lstatSync(prev, { throwIfNoEntry: false });
+    if (st === undefined || !st.isFile() || !this.sameAsEntry(st, h)) return false;
+    if (!this.link(prev, path)) return false;
+    let fd: number;
+    try {
+      fd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+    } catch {
+      unlinkEntry(path, h.name);
+      return false;
+    }
+    const now = fs.fstatSync(fd);
+    if (!now.isFile() || !this.sameAsEntry(now, h) || now.ino !== st.ino || now.dev !== st.dev || !this.vouched(rel, now, parent)) {
+      fs.closeSync(fd);
+      unlinkEntry(path, h.name);
+      return false;
+    }
+    this.compare = { fd, ino: now.ino, rel, path, offset: 0 };
+    if (h.size === 0) this.finish(h);
+    return true;
+  }
+
+  /**
+   * The inode of the directory holding `rel` in `linkFrom` when every directory on the way is a real
+   * one (lstat: a symlink planted there is never followed), else undefined. Cached per directory, with
+   * whether only the agent's user can change it and every directory above it (`linkSafe`).
+   */
+  private linkDir(rel: string): number | undefined {
+    let ino = this.linkDirs.get("");
+    if (ino === undefined) {
+      const st = fs.statSync(this.from!); // the root itself is given (pinned by the caller)
+      ino = st.ino;
+      this.linkDirs.set("", ino);
+      this.linkSafe.set("", this.onlyOurs(st));
+    }
+    let parent = "";
+    for (let i = rel.indexOf("/"); i !== -1; i = rel.indexOf("/", i + 1)) {
+      const dir = rel.slice(0, i);
+      let known = this.linkDirs.get(dir);
+      if (known === undefined) {
+        const st = fs.lstatSync(join(this.from!, dir), { throwIfNoEntry: false });
+        known = st?.isDirectory() ? st.ino : -1;
+        this.linkDirs.set(dir, known);
+        this.linkSafe.set(dir, known !== -1 && this.linkSafe.get(parent) === true && this.onlyOurs(st!));
+      }
+      if (known === -1) return undefined;
+      ino = known;
+      parent = dir;
+    }
+    return ino;
+  }
+  private linkDirs = new Map<string, number>();
+  private linkSafe = new Map<string, boolean>();
+  private onlyOurs(st: fs.Stats): boolean {
+    return st.uid === (process.getuid?.() ?? 0) && (st.mode & 0o022) === 0;
+  }
+
+  /**
+   * The file just linked (`now`, with our new name counted in its nlink) is one the agent can vouch
+   * for: its directory in `linkFrom` is still the real one checked before the link (no one else can
+   * have swapped it if it and every directory above are writable by the agent's user alone, as in a
+   * release packed by `publish`), and each of its other names is the same path in a distinct real
+   * directory of `linkFrom` or a peer (a release it was linked into before). A name more, such as a
+   * hard link the app made to a file outside the tree, and it is written instead.
+   */
+  private vouched(rel: string, now: fs.Stats, parent: number): boolean {
+    const slash = rel.lastIndexOf("/");
+    const dir = slash === -1 ? "" : rel.slice(0, slash);
+    if (dir !== "" && this.linkSafe.get(dir) !== true && fs.lstatSync(join(this.from!, dir), { throwIfNoEntry: false })?.ino !== parent) return false;
+    if (now.nlink === 2) return true; // `linkFrom`'s name, proven by the lstat before the link, and ours
+    if (this.peers === undefined) return false;
+    const seen = new Set([parent]);
+    for (const peer of this.peers) {
+      const st = fs.lstatSync(join(peer, rel), { throwIfNoEntry: false });
+      if (st === undefined || st.ino !== now.ino || st.dev !== now.dev) continue;
+      const holder = dir === "" ? fs.statSync(peer) : fs.lstatSync(join(peer, dir), { throwIfNoEntry: false });
+      if (holder === undefined || !holder.isDirectory() || seen.has(holder.ino)) continue;
+      seen.add(holder.ino);
+    }
+    return seen.size === now.nlink - 1;
+  }
+
+  /**
+   * `linkFrom` has no directory `rel` (or a symlink there): skip looking up the files the archive
+   * lists under it next. One lookup per directory instead of one per file on a first deploy.
+   */
+  noteDir(rel: string): void {
+    if (this.missingDir !== undefined && rel.startsWith(this.missingDir)) return;
+    const st = fs.lstatSync(join(this.from!, rel), { throwIfNoEntry: false });
+    this.missingDir = st?.isDirectory() ? undefined : `${rel}/`;
+  }
+  /** A directory missing from `linkFrom`, with a trailing slash. */
+  private missingDir: string | undefined;
+
+  /** Size, mtime (to the nanosecond), mode and the owner a written file would end up with. */
+  private sameAsEntry(st: fs.Stats, h: TarHeader): boolean {
+    if (st.size !== h.size || st.mtimeMs !== h.mtime * 1000 || (st.mode & 0o7777) !== (h.mode & 0o7777)) return false;
+    const owner = this.chown ? h : this.newOwner;
+    return owner !== undefined && st.uid === owner.uid && st.gid === owner.gid;
+  }
+
+  /** Hard-link `prev` as `path`; false (write the file instead) where the file system refuses. */
+  private link(prev: string, path: string): boolean {
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        fs.linkSync(prev, path);
+        return true;
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        // EXDEV: `linkFrom` is on another file system (or mount), so no link will work. EMLINK, EPERM
+        // (protected_hardlinks) and the like: this file only.
+        if (code === "EXDEV") this.from = undefined;
+        if (attempt > 0 || (code !== "EEXIST" && code !== "ENOENT")) return false;
+        try {
+          if (code === "EEXIST") fs.unlinkSync(path); // an earlier entry of the same name
+          else fs.mkdirSync(path.slice(0, path.lastIndexOf("/")), { recursive: true, mode: 0o755 }); // parent not in the archive
+        } catch {
+          return false; // openNewFile will say what is wrong
+        }
+      }
+    }
+    return false;
+  }
+
+  private compare: { fd: number; ino: number; rel: string; path: string; offset: number } | null = null;
+  private scratch = Buffer.alloc(1 << 16);
+
+  /** A file is being compared: `data` and `finish` are for it. */
+  get comparing(): boolean {
+    return this.compare !== null;
+  }
+
+  /**
+   * Compare incoming bytes with the linked file. At the first difference the file is written after
+   * all: the new file's descriptor is returned (holding the equal prefix and `bytes`), for the rest.
+   */
+  data(bytes: Uint8Array, h: TarHeader): number | undefined {
+    const c = this.compare!;
+    if (this.scratch.length < bytes.length) this.scratch = Buffer.alloc(bytes.length);
+    const n = fs.readSync(c.fd, this.scratch, 0, bytes.length, c.offset);
+    if (n === bytes.length && this.scratch.subarray(0, n).equals(bytes)) {
+      c.offset += n;
+      return undefined;
+    }
+    // Different after all: a new file (openNewFile unlinks the link), beginning with the equal prefix.
+    this.compare = null;
+    let fd: number | undefined;
+    try {
+      fd = openNewFile(c.path, h.mode, h.name);
+      for (let off = 0; off < c.offset; ) {
+        const len = fs.readSync(c.fd, this.scratch, 0, Math.min(this.scratch.length, c.offset - off), off);
+        if (len <= 0) break;
+        writeAll(fd, this.scratch.subarray(0, len), h.name);
+        off += len;
+      }
+      // Written to in place while we read it: the prefix may not be the archive's.
+      if (!this.sameAsEntry(fs.fstatSync(c.fd), h)) this.tainted ??= c.rel;
+      writeAll(fd, bytes, h.name);
+      return fd;
+    } catch (err) {
+      if (fd !== undefined) fs.closeSync(fd);
+      throw err;
+    } finally {
+      fs.closeSync(c.fd);
+    }
+  }
+
+  /** Every byte matched: the link stays. */
+  finish(h: TarHeader): void {
+    const c = this.compare!;
+    this.compare = null;
+    // Written to in place while we compared (mtime or size moved), even if the bytes read matched.
+    try {
+      if (!this.sameAsEntry(fs.fstatSync(c.fd), h)) this.tainted ??= c.rel;
+    } finally {
+      fs.closeSync(c.fd);
+    }
+    const owner = this.chown ? h : this.newOwner!;
+    this.linkedPaths.push(c.rel);
+    this.linkedMeta.push(c.ino, h.size, h.mtime, h.mode & 0o7777, owner.uid, owner.gid);
+    this.linked++;
+  }
+
+  /**
+   * The first linked file that is no longer as extracted, or undefined. A linked file shares its inode
+   * with `linkFrom`, so whoever writes to or chmods that file in place after extraction (a `pre`
+   * command, the running app) changes this tree too, and the archive's bytes are gone: the caller
+   * must extract again without links. A write shows as a new mtime (or size), a chmod/chown as such.
+   * Without `each`, only a file seen changing while it was compared (with it, a stat per linked file).
+   */
+  changedLink(each = true): string | undefined {
+    if (this.tainted !== undefined || !each) return this.tainted;
+    const meta = this.linkedMeta;
+    for (let i = 0; i < this.linkedPaths.length; i++) {
+      const rel = this.linkedPaths[i]!;
+      let st: fs.Stats;
+      try {
+        st = fs.lstatSync(join(this.root, rel));
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === "ENOENT" || code === "ENOTDIR") continue; // removed by a later entry
+        return rel;
+      }
+      const m = i * 6;
+      if (st.ino !== meta[m]) continue; // replaced by a later entry of the archive: not linked
+      if (st.size !== meta[m + 1] || st.mtimeMs !== meta[m + 2]! * 1000 || (st.mode & 0o7777) !== meta[m + 3] || st.uid !== meta[m + 4] || st.gid !== meta[m + 5]) return rel;
+    }
+    return undefined;
+  }
+
+  /** Close the file being compared; used on every failure path. */
+  abort(): void {
+    if (this.compare !== null) {
+      fs.closeSync(this.compare.fd);
+      this.compare = null;
+    }
+  }
+}
