@@ -154,7 +154,7 @@ async function runAgent(args: Args, ctx: CommandEnv): Promise<number> {
       waitMs: durationFlag("follow-wait", str("follow-wait")),
       retryMs: followRetry(durationFlag("follow-retry", str("follow-retry"))),
       converge: async (record) => {
-        const outcome = await agentRun({ ...common, ...fromRecord(record), deploy: { ...deployOpts, signal: ctx.forceSignal }, report });
+        const outcome = await runGated({ ...common, ...fromRecord(record), deploy: { ...deployOpts, signal: ctx.forceSignal }, report }, prefix, agentRun);
         return outcome.outcome !== "failed";
       },
     });
@@ -194,7 +194,7 @@ async function runAgent(args: Args, ctx: CommandEnv): Promise<number> {
   const report = await reportTarget();
   if (signal.aborted) return 1;
   const { agentRun } = await import("../agent/run.ts");
-  const outcome = await agentRun({ ...common, ...run, deploy: deployOpts, report });
+  const outcome = await runGated({ ...common, ...run, deploy: deployOpts, report }, prefix, agentRun);
   return outcome.outcome === "failed" ? 1 : 0;
 }
 
@@ -202,6 +202,21 @@ function followRetry(firstMs: number | undefined): [number, number] | undefined 
   if (firstMs === undefined) return undefined;
   if (firstMs <= 0) throw new UsageError("--follow-retry: expected a positive duration like 10s");
   return [firstMs, Math.max(firstMs, 600_000)];
+}
+
+/** One agent run that takes part in the release's rollout, if it has one (only with a role: Consul). */
+async function runGated(o: AgentRunOptions, prefix: string, agentRun: typeof import("../agent/run.ts").agentRun) {
+  const t = o.report;
+  if (!t) return agentRun(o);
+  const { rolloutGate } = await import("../agent/rollout.ts");
+  const gate = rolloutGate({ consul: t.consul, prefix, role: t.role, node: t.node, log: o.deploy.log, signal: o.deploy.signal });
+  let outcome: Awaited<ReturnType<typeof agentRun>> | undefined;
+  try {
+    outcome = await agentRun({ ...o, deploy: { ...o.deploy, rollout: gate } });
+    return outcome;
+  } finally {
+    await gate.finish(outcome?.outcome === "skipped" ? undefined : outcome?.result, o.manifestUrl);
+  }
 }
 
 function fromRecord(r: ReleaseRecord): Pick<AgentRunOptions, "manifestUrl" | "handled" | "releaseId" | "checksum"> {

@@ -21,6 +21,7 @@ import { checkTargetUrl } from "../store/targets/index.ts";
 import { formatDuration } from "../time.ts";
 import { describeRollout, waitForRollout, type RolloutProgress } from "../fleet/wait.ts";
 import { consulArgs, durationFlag, intFlag, kvPrefixFlag } from "./_shared.ts";
+import { rolloutArgs, rolloutHook, rolloutSettings } from "./rollout.ts";
 
 /** Flags shared with `fire`: where the release is recorded and how it is announced. */
 export const announceArgs = {
@@ -64,6 +65,7 @@ export const publishArgs = {
   "dry-run": { type: "boolean", description: "Pack and print what would be uploaded, written and fired; change nothing" },
   quiet: { type: "boolean", alias: ["q"], description: "No progress and no log lines; errors and the manifest URL only" },
   ...waitArgs,
+  ...rolloutArgs,
   ...announceArgs,
 } as const satisfies ArgsDef;
 
@@ -111,6 +113,7 @@ export default defineCommand({
     const common = announceOptions(a, ctx);
     const dryRun = a["dry-run"] === true;
     const wait = waitOptions(a, common, dryRun ? "--dry-run" : undefined);
+    const beforeRecord = dryRun ? undefined : rolloutHook(rolloutSettings(a), { role, kv: common.kv, prefix: common.kvPrefix, event: common.announce.event, service: common.announce.service, ctx });
     const progress = quiet ? undefined : createProgress({ tty: process.stderr.isTTY === true, write: (s) => process.stderr.write(s), log });
 
     const result = await publish({
@@ -135,6 +138,7 @@ export default defineCommand({
       signal: ctx.signal,
       progress,
       print: (text) => process.stdout.write(text),
+      beforeRecord,
     });
     if (dryRun) return 0;
     process.stdout.write(`${result.manifestUrl}\n`);

@@ -28,6 +28,8 @@ export interface FireOptions {
   now?: () => Date;
   /** The record to write when KV does not hold one for this URL (a re-signed rollback: the original's, re-pointed). */
   record?: ReleaseRecord;
+  /** Before the KV writes and the event (rollouts: publish/rollout.ts writes its record here). */
+  beforeRecord?: (consul: ConsulClient, record: ReleaseRecord) => Promise<void>;
 }
 
 /**

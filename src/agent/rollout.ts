@@ -1,0 +1,229 @@
+/**
+ * The agent's side of a rollout (the record: records/rollout.ts), in three calls around the deploy:
+ *
+ *   prepared  the release is fetched, verified and extracted: wait (blocking queries on the record and
+ *             its slots) until this node may switch: not halted/aborted (then refuse: this node keeps
+ *             its release), not paused, a canary place or the canaries done, and a slot of the
+ *             semaphore (a session tied to serfHealth + a renewed TTL, so a dead node frees it)
+ *   settled   after post/validate, still holding the slot: the health gate, the node's checks (the
+ *             role's service's, else all of them) passing for `health_grace` within `health_deadline`
+ *   finish    the outcome into the record (healthy, or failed: past the budget the rollout halts,
+ *             and with auto_rollback the halting node makes the previous release the latest and fires
+ *             it), then the slot is given back
+ *
+ * A release without a rollout record passes straight through. Coordination is Consul's alone: no
+ * process has to stay up but the agents doing the work.
+ */
+import type { ConsulClient } from "../consul/client.ts";
+import { nextIndex } from "../consul/blocking.ts";
+import { Semaphore } from "../consul/semaphore.ts";
+import { openSession, type OpenSession } from "../consul/session.ts";
+import { messageOf, PulldeployError } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import type { Manifest } from "../manifest/parse.ts";
+import { kvKeys, releaseIdOfUrl } from "../records/release.ts";
+import { activeCanaries, isFinal, markFailed, markHealthy, parseRolloutRecord, renderRolloutRecord, rolloutKeys, type RolloutRecord } from "../records/rollout.ts";
+import type { DeployResult } from "./deploy.ts";
+
+export interface RolloutGateOptions {
+  consul: ConsulClient;
+  prefix: string;
+  role: string;
+  node: string;
+  log: Logger;
+  signal?: AbortSignal;
+  /** Longest wait of one blocking query (Consul syntax, default "60s"). */
+  blockingWait?: string;
+  now?: () => Date;
+}
+
+/** The session name the agent's slots use: leftovers with this name on this node are stale. */
+export const SLOT_SESSION_NAME = "pulldeploy rollout slot";
+
+export interface RolloutGate {
+  prepared(manifest: Manifest, manifestUrl: string): Promise<void>;
+  settled(manifest: Manifest): Promise<void>;
+  finish(result: DeployResult | undefined, manifestUrl: string): Promise<void>;
+}
+
+export function rolloutGate(o: RolloutGateOptions): RolloutGate {
+  const { consul, log } = o;
+  const now = o.now ?? (() => new Date());
+  const wait = o.blockingWait ?? "60s";
+  let record: RolloutRecord | undefined;
+  let key: string | undefined;
+  let session: OpenSession | undefined;
+  let sem: Semaphore | undefined;
+
+  const idOf = (m: Manifest | undefined, url: string) => m?.releaseId ?? releaseIdOfUrl(url);
+
+  async function prepared(manifest: Manifest, manifestUrl: string): Promise<void> {
+    const id = idOf(manifest, manifestUrl);
+    if (id === undefined) return;
+    key = rolloutKeys.record(o.prefix, o.role, id);
+    const slots = rolloutKeys.slots(o.prefix, o.role, id);
+    let { entries, index } = await consul.kvList(key, { signal: o.signal });
+    let said = "";
+    const say = (line: string) => {
+      if (line !== said) log.info(`rollout: ${line}`);
+      said = line;
+    };
+    for (;;) {
+      const entry = entries.find((e) => e.key === key);
+      if (!entry) {
+        if (record === undefined) return; // no rollout: deploy as before
+        throw new PulldeployError(`rollout of ${id}: its record ${key} was deleted while this node waited; this node keeps its current release`, "rollout");
+      }
+      const parsed = parseRolloutRecord(new TextDecoder().decode(entry.value ?? new Uint8Array()));
+      if (typeof parsed === "string") throw new PulldeployError(`rollout of ${id}: ${key} is unreadable (${parsed}); this node keeps its current release`, "rollout");
+      record = parsed;
+      let again = false;
+      if (isFinal(record.state)) {
+        throw new PulldeployError(`rollout of ${id} is ${record.state}${record.reason ? ` (${record.reason})` : ""}: this node keeps its current release`, "rollout");
+      } else if (record.state === "paused") {
+        say(`${id} is paused${record.reason ? ` (${record.reason})` : ""}: waiting (prepared)`);
+      } else if (record.state === "canary" && !record.canaries.includes(o.node)) {
+        if (activeCanaries(record).length < record.canary) {
+          const next = { ...record, canaries: [...record.canaries, o.node], updated_at: now().toISOString() };
+          if (await consul.kvPut(key, renderRolloutRecord(next), { cas: entry.modifyIndex })) log.info(`rollout: ${o.node} is a canary of ${id}`);
+          again = true;
+        } else {
+          say(`${id}: waiting for the canaries (${record.canaries.join(", ")}) to be healthy (prepared)`);
+        }
+      } else if (record.max_parallel === null) {
+        return; // no slot limit: canaries and the budget only
+      } else {
+        if (!session) {
+          session = await openSession(consul, { name: SLOT_SESSION_NAME, node: o.node, log: (m) => log.info(m) });
+          sem = new Semaphore(consul, slots, session.id, record.limit);
+          if (!(await sem.contend(o.node))) throw new PulldeployError(`rollout of ${id}: could not queue for a slot (session ${session.id} no longer valid)`, "rollout");
+          again = true;
+        } else {
+          const r = await sem!.tryTake(entries);
+          if (r.taken) {
+            log.info(`rollout: ${o.node} took a slot of ${id} (${r.holders.length}/${record.limit} in use)`);
+            return;
+          }
+          again = r.retry;
+          if (!again) say(`${id}: waiting for a slot (${r.holders.length}/${record.limit} in use; prepared)`);
+        }
+      }
+      const read = await consul.kvList(key, again ? { signal: o.signal } : { index, wait, signal: o.signal });
+      entries = read.entries;
+      index = nextIndex(index, read.index);
+    }
+  }
+
+  async function settled(manifest: Manifest): Promise<void> {
+    if (!record || record.health_grace_ms <= 0) return;
+    await healthGate(o, record.health_grace_ms, record.health_deadline_ms, now);
+    void manifest;
+  }
+
+  async function finish(result: DeployResult | undefined, manifestUrl: string): Promise<void> {
+    try {
+      if (!result || (!result.ok && result.phase === "rollout")) return;
+      if (key === undefined) {
+        // Failed before it was prepared (fetch, checksum…): that counts against the budget too.
+        const id = idOf(result.manifest, manifestUrl);
+        if (id === undefined || result.ok) return;
+        key = rolloutKeys.record(o.prefix, o.role, id);
+      }
+      const changed = await updateRecord(consul, key, (r) => (result.ok ? markHealthy(r, o.node, now()) : markFailed(r, o.node, result.phase, result.error, now())));
+      if (!changed) return;
+      const { before, after } = changed;
+      if (after.state !== before.state) log.info(`rollout: ${after.release_id} is ${after.state}${after.reason ? ` (${after.reason})` : ""}`);
+      if (before.state !== "halted" && after.state === "halted" && after.auto_rollback) await autoRollback(o, after);
+    } catch (err) {
+      log.info(`rollout: could not record this node's outcome: ${messageOf(err)}`);
+    } finally {
+      await release();
+    }
+  }
+
+  async function release(): Promise<void> {
+    try {
+      if (sem && session && !session.lost) await sem.release();
+    } catch (err) {
+      log.info(`rollout: giving the slot back: ${messageOf(err)} (the session's end frees it)`);
+    }
+    await session?.close();
+    session = undefined;
+    sem = undefined;
+  }
+
+  return { prepared, settled, finish };
+}
+
+/** Read-modify-write by CAS; undefined when there is no record or nothing changed. */
+async function updateRecord(consul: ConsulClient, key: string, fn: (r: RolloutRecord) => RolloutRecord): Promise<{ before: RolloutRecord; after: RolloutRecord } | undefined> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const { entry } = await consul.kvGet(key);
+    if (!entry) return undefined;
+    const before = parseRolloutRecord(new TextDecoder().decode(entry.value ?? new Uint8Array()));
+    if (typeof before === "string") throw new PulldeployError(`${key}: ${before}`, "rollout");
+    const after = fn(before);
+    if (await consul.kvPut(key, renderRolloutRecord(after), { cas: entry.modifyIndex })) return { before, after };
+  }
+  throw new PulldeployError(`${key}: too many concurrent updates`, "rollout");
+}
+
+/** The halting node's last act: the previous release becomes the role's latest and is fired again. */
+async function autoRollback(o: RolloutGateOptions, r: RolloutRecord): Promise<void> {
+  if (!r.previous) {
+    o.log.info(`rollout: auto-rollback: ${r.role} had no release before ${r.release_id}; nothing to return to`);
+    return;
+  }
+  const { value } = await o.consul.kvGetText(kvKeys.release(o.prefix, r.role, r.previous.id));
+  if (value !== null) await o.consul.kvPut(kvKeys.latest(o.prefix, r.role), value);
+  const ev = await o.consul.eventFire(r.event, r.previous.manifest_url);
+  o.log.info(`rollout: auto-rollback: ${r.role}'s latest is ${r.previous.id} again; fired ${r.event} ${ev.id}`);
+}
+
+interface HealthCheck {
+  CheckID: string;
+  Name: string;
+  Status: string;
+  Output: string;
+  ServiceName: string;
+}
+
+/**
+ * The health gate: this node's checks (those of the role's service, else all, serfHealth included)
+ * passing continuously for `graceMs`, within `deadlineMs` of now. Waits with blocking reads of
+ * /v1/health/node/<node>, which wake on status changes (not on Output-only ones).
+ */
+export async function healthGate(o: RolloutGateOptions, graceMs: number, deadlineMs: number, now: () => Date = () => new Date()): Promise<void> {
+  const started = now().getTime();
+  const deadline = started + Math.max(deadlineMs, graceMs);
+  const path = `/v1/health/node/${encodeURIComponent(o.node)}`;
+  let index = 0;
+  let passingSince: number | undefined;
+  let failing: HealthCheck[] = [];
+  o.log.info(`health: waiting for ${o.node}'s checks to pass for ${graceMs / 1000}s (deadline ${Math.round((deadline - started) / 1000)}s)`);
+  for (;;) {
+    const t = now().getTime();
+    const remaining = passingSince !== undefined ? passingSince + graceMs - t : deadline - t;
+    const waitMs = Math.max(1, Math.min(remaining, deadline - t));
+    const a = await o.consul.request("GET", path, index ? { index, wait: `${Math.ceil(waitMs)}ms`, signal: o.signal } : { signal: o.signal });
+    index = nextIndex(index, a.index);
+    const all = (Array.isArray(a.json) ? a.json : []) as HealthCheck[];
+    const own = all.filter((c) => c.ServiceName === o.role);
+    const checks = own.length > 0 ? own : all;
+    failing = checks.filter((c) => c.Status !== "passing");
+    const at = now().getTime();
+    if (failing.length === 0 && checks.length > 0) {
+      passingSince ??= at;
+      if (at - passingSince >= graceMs) {
+        o.log.info(`health: ${checks.map((c) => c.CheckID).join(", ")} passing for ${graceMs / 1000}s`);
+        return;
+      }
+    } else {
+      passingSince = undefined;
+    }
+    if (at >= deadline) {
+      const what = failing.length > 0 ? failing.map((c) => `${c.CheckID} ${c.Status}${c.Output ? `: ${c.Output.split("\n")[0]!.slice(0, 120)}` : ""}`).join("; ") : checks.length === 0 ? "no checks on this node" : "passing, but not for long enough";
+      throw new PulldeployError(`health gate: ${o.node}'s checks did not pass for ${graceMs / 1000}s within ${Math.round(deadlineMs / 1000)}s (${what})`, "health");
+    }
+  }
+}
