@@ -21,7 +21,7 @@ import { openSession, type OpenSession } from "../consul/session.ts";
 import { messageOf, PulldeployError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Manifest } from "../manifest/parse.ts";
-import { kvKeys, releaseIdOfUrl } from "../records/release.ts";
+import { kvKeys, parseReleaseRecord, releaseIdOfUrl, type ReleaseRecord } from "../records/release.ts";
 import { activeCanaries, isFinal, markFailed, markHealthy, parseRolloutRecord, renderRolloutRecord, rolloutKeys, type RolloutRecord } from "../records/rollout.ts";
 import type { DeployResult } from "./deploy.ts";
 
@@ -226,4 +226,20 @@ export async function healthGate(o: RolloutGateOptions, graceMs: number, deadlin
       throw new PulldeployError(`health gate: ${o.node}'s checks did not pass for ${graceMs / 1000}s within ${Math.round(deadlineMs / 1000)}s (${what})`, "health");
     }
   }
+}
+
+/**
+ * What `--from-kv` and `--follow` deploy: the role's latest release, unless its rollout halted or was
+ * aborted; then the release before it (the last good one), so that a node joining never starts a
+ * release the fleet refused. `why` says which and why, for the log.
+ */
+export async function lastGoodRelease(consul: ConsulClient, prefix: string, latest: ReleaseRecord): Promise<{ release: ReleaseRecord; why?: string }> {
+  const { value } = await consul.kvGetText(rolloutKeys.record(prefix, latest.role, latest.id));
+  const r = value === null ? undefined : parseRolloutRecord(value);
+  if (r === undefined || typeof r === "string" || !isFinal(r.state)) return { release: latest };
+  if (!r.previous) throw new PulldeployError(`the rollout of ${latest.id} (latest of ${latest.role}) is ${r.state} and ${latest.role} had no release before it: nothing good to deploy`, "rollout");
+  const prev = await consul.kvGetText(kvKeys.release(prefix, latest.role, r.previous.id));
+  const rec = prev.value === null ? undefined : parseReleaseRecord(prev.value);
+  if (rec === undefined || typeof rec === "string") throw new PulldeployError(`the rollout of ${latest.id} is ${r.state}, and the release before it (${r.previous.id}) has no readable record in KV`, "rollout");
+  return { release: rec, why: `the rollout of ${latest.id} is ${r.state}${r.reason ? ` (${r.reason})` : ""}: deploying the last good release ${rec.id} instead` };
 }

@@ -153,8 +153,10 @@ async function runAgent(args: Args, ctx: CommandEnv): Promise<number> {
       stop: signal,
       waitMs: durationFlag("follow-wait", str("follow-wait")),
       retryMs: followRetry(durationFlag("follow-retry", str("follow-retry"))),
-      converge: async (record) => {
-        const outcome = await runGated({ ...common, ...fromRecord(record), deploy: { ...deployOpts, signal: ctx.forceSignal }, report }, prefix, agentRun);
+      converge: async (latest) => {
+        const good = await (await import("../agent/rollout.ts")).lastGoodRelease(consul!, prefix, latest);
+        if (good.why) log.info(`follow: ${good.why}`);
+        const outcome = await runGated({ ...common, ...fromRecord(good.release), deploy: { ...deployOpts, signal: ctx.forceSignal }, report }, prefix, agentRun);
         return outcome.outcome !== "failed";
       },
     });
@@ -174,7 +176,9 @@ async function runAgent(args: Args, ctx: CommandEnv): Promise<number> {
     const { value } = await consul!.kvGetJson<ReleaseRecord>(key);
     if (value === null) throw new PulldeployError(`no release recorded for role ${role} yet (${key} is empty): nothing to deploy`);
     log.info(`from-kv: latest release of ${role} is ${value.id}`);
-    run = fromRecord(value);
+    const good = await (await import("../agent/rollout.ts")).lastGoodRelease(consul!, prefix, value);
+    if (good.why) log.info(`from-kv: ${good.why}`);
+    run = fromRecord(good.release);
   } else {
     let trigger: Trigger;
     if (str("manifest") !== undefined) {

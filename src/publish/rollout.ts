@@ -53,7 +53,12 @@ export async function writeRollout(
   const nodes = (await consul.catalogService(o.service ?? rel.role)).length;
   const { value } = await consul.kvGetText(kvKeys.latest(o.prefix, rel.role));
   const latest = value === null ? undefined : parseReleaseRecord(value);
-  const previous = latest && typeof latest !== "string" && latest.id !== rel.id ? { id: latest.id, manifest_url: latest.manifest_url } : null;
+  let previous = latest && typeof latest !== "string" && latest.id !== rel.id ? { id: latest.id, manifest_url: latest.manifest_url } : null;
+  if (previous) {
+    // A latest release whose rollout halted or was aborted is not one to return to: its own previous is.
+    const theirs = await readRollout(consul, o.prefix, rel.role, previous.id);
+    if (theirs && isFinal(theirs.record.state)) previous = theirs.record.previous;
+  }
   const at = (o.now ?? new Date()).toISOString();
   const amount = (v: string | undefined) => (v === undefined ? undefined : (parseAmount(v) as Exclude<ReturnType<typeof parseAmount>, string>));
   const par = amount(s.maxParallel);

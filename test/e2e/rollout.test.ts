@@ -12,6 +12,8 @@ import { BINARY, run, tempDir, waitFor, writeTree, type RunResult } from "../sup
 import { startConsulCluster, type ConsulCluster } from "../support/consul-standin.ts";
 
 const NODES = ["web-1", "web-2", "web-3", "web-4"];
+/** A fifth node, not (yet) in the web service: it joins later with --from-kv. */
+const NEWCOMER = "web-5";
 
 interface Fleet {
   root: string;
@@ -19,7 +21,9 @@ interface Fleet {
   /** The hooks' log: `<ns> start|end <node>` lines. */
   log: string;
   publish(version: string, health: string, flags: string[]): Promise<{ url: string; id: string }>;
-  agent(node: string, url: string, extra?: string[]): Promise<RunResult>;
+  agent(node: string, url: string, extra?: string[], env?: Record<string, string>): Promise<RunResult>;
+  /** The binary with the server's Consul address. */
+  cli(args: string[]): Promise<RunResult>;
   current(node: string): string | undefined;
   rollout(id: string): Record<string, unknown>;
   [Symbol.asyncDispose](): Promise<void>;
@@ -27,7 +31,7 @@ interface Fleet {
 
 /** Hooks that log when a node starts switching (pre) and when it is done (post), and slow the switch down. */
 const HOOKS = (log: string) => `commands:
-  pre: ["echo $(date +%s%N) start $NODE >> ${log}; sleep 0.3"]
+  pre: ["echo $(date +%s%N) start $NODE >> ${log}; sleep 0.3; test -z $HOLD || sleep 60"]
   post: ["echo $(date +%s%N) end $NODE >> ${log}"]
 `;
 
@@ -43,13 +47,14 @@ async function startFleet(): Promise<Fleet> {
       const node = new URL(req.url).pathname.slice(1);
       const file = join(root, node, "current", "health");
       const body = fs.existsSync(file) ? fs.readFileSync(file, "utf8").trim() : "missing";
-      return new Response(body, { status: body === "ok" ? 200 : 503 });
+      // "ok": healthy everywhere; else healthy only on the nodes it names.
+      return new Response(body, { status: body === "ok" || body.split(/\s+/).includes(node) ? 200 : 503 });
     },
   });
   // Real time (sessions' 10 s TTL), but a failed node is detected after 300 ms instead of ~5 s.
-  const cluster = await startConsulCluster({ nodes: NODES, timeScale: 1, failureDetectMs: 300 });
+  const cluster = await startConsulCluster({ nodes: [...NODES, NEWCOMER], timeScale: 1, failureDetectMs: 300 });
+  for (const n of [...NODES, NEWCOMER]) fs.mkdirSync(join(root, n));
   for (const n of NODES) {
-    fs.mkdirSync(join(root, n));
     cluster.registerService(n, { Name: "web", ID: n, Check: { CheckID: `${n}-http`, HTTP: `http://127.0.0.1:${app.port}/${n}`, Interval: "100ms" } });
   }
   fs.writeFileSync(join(root, "hooks.yml"), HOOKS(log));
@@ -69,8 +74,12 @@ async function startFleet(): Promise<Fleet> {
       const url = r.stdout.trim();
       return { url, id: /([^/]+)\.yml$/.exec(url)![1]! };
     },
-    agent(node, url, extra = []) {
-      return run(["agent", "--role", "web", "--manifest", url, ...extra], { env: { ...cluster.node(node).env, APP_ROOT: join(root, node), NODE: node } });
+    agent(node, url, extra = [], env = {}) {
+      const trigger = url === "" ? [] : ["--manifest", url];
+      return run(["agent", "--role", "web", ...trigger, ...extra], { env: { ...cluster.node(node).env, APP_ROOT: join(root, node), NODE: node, ...env } });
+    },
+    cli(args) {
+      return run(args, { env: server.env });
     },
     current(node) {
       const link = join(root, node, "current");
@@ -140,6 +149,102 @@ describe("staged rollouts, 4 agents on 4 stand-in nodes", () => {
     expect(JSON.parse(Buffer.from(fleet.cluster.kvEntry(`pulldeploy/roles/web/rollouts/${v2.id}/slots/.lock`)!.value).toString())).toEqual({ Limit: 1, Holders: {} });
     const waited = results.filter((r) => r.stderr.includes("waiting for a slot (1/1 in use; prepared)"));
     expect(waited.length).toBeGreaterThan(0);
+    fs.rmSync(fleet.log, { force: true });
+  }, 30_000);
+
+  let v2: string;
+  test("a release that fails its canary's health gate halts the rollout: the canary switches back, the others keep their release", async () => {
+    v2 = fleet.current("web-1")!;
+    const v3 = await fleet.publish("3", "broken", ["--canary", "1", "--max-failures", "0", "--health-grace", "200ms", "--health-deadline", "1s"]);
+    const results = await Promise.all(NODES.map((n) => fleet.agent(n, v3.url)));
+    const record = fleet.rollout(v3.id) as { state: string; reason: string; canaries: string[]; failed: { node: string; phase: string }[] };
+    expect(record.state).toBe("halted");
+    expect(record.canaries).toHaveLength(1);
+    const canary = record.canaries[0]!;
+    expect(record.failed).toMatchObject([{ node: canary, phase: "health" }]);
+    expect(record.reason).toContain("more than the budget of 0");
+    for (const [i, n] of NODES.entries()) {
+      expect(results[i]!.code, statusOf(results[i]!)).toBe(1);
+      expect(fleet.current(n)).toBe(v2); // the canary switched back; the others never switched
+      if (n === canary) {
+        expect(results[i]!.stderr).toContain(`health gate: ${n}'s checks did not pass for 0.2s within 1s (${n}-http critical: HTTP GET`);
+        expect(results[i]!.stderr).toContain(`rolled back: current -> releases/${v2}`);
+      } else {
+        expect(results[i]!.stderr).toContain(`rollout of ${v3.id} is halted (1 node failed, more than the budget of 0`);
+        expect(results[i]!.stderr).toContain("this node keeps its current release");
+      }
+    }
+    expect(maxConcurrent(fleet.log).switched).toEqual([canary]);
+    // The nodes' reports say so too.
+    for (const n of NODES.filter((x) => x !== canary)) {
+      const report = JSON.parse(Buffer.from(fleet.cluster.kvEntry(`pulldeploy/roles/web/nodes/${n}`)!.value).toString());
+      expect(report).toMatchObject({ status: "failure", phase: "rollout", release_id: v3.id });
+    }
+    fs.rmSync(fleet.log, { force: true });
+
+    // A new node booting with --from-kv during the halted rollout deploys the last good release.
+    const joined = await fleet.agent(NEWCOMER, "", ["--from-kv"]);
+    expect(joined.code, statusOf(joined)).toBe(0);
+    expect(joined.stderr).toContain(`from-kv: the rollout of ${v3.id} is halted`);
+    expect(fleet.current(NEWCOMER)).toBe(v2);
+    const status = await fleet.cli(["rollout", "status", "--role", "web"]);
+    expect(status.code).toBe(1);
+    expect(status.stdout).toContain(`rollout ${v3.id}: halted (1 node failed`);
+  }, 30_000);
+
+  test("--auto-rollback: past the budget the previous good release is the latest again and fired; the switched nodes go back", async () => {
+    // Healthy on web-1 and web-2 only; one node at a time, one failure allowed.
+    const v4 = await fleet.publish("4", "web-1 web-2", ["--max-parallel", "1", "--max-failures", "1", "--auto-rollback", "--health-grace", "200ms", "--health-deadline", "1s"]);
+    expect(fleet.rollout(v4.id)).toMatchObject({ previous: { id: v2 }, failure_budget: 1 }); // v3 halted: not a release to return to
+    const results = await Promise.all(NODES.map((n) => fleet.agent(n, v4.url)));
+    const record = fleet.rollout(v4.id) as { state: string; healthy: string[]; failed: { node: string }[] };
+    expect(record.state).toBe("halted");
+    expect(record.failed.map((f) => f.node).sort()).toEqual(["web-3", "web-4"]);
+    expect(results.filter((r) => r.stderr.includes(`rollout: auto-rollback: web's latest is ${v2} again; fired deploy`))).toHaveLength(1);
+    const latest = JSON.parse(Buffer.from(fleet.cluster.kvEntry("pulldeploy/roles/web/latest")!.value).toString());
+    expect(latest.id).toBe(v2);
+    const switched = NODES.filter((n) => fleet.current(n) === v4.id);
+    expect(switched.sort()).toEqual(record.healthy.sort());
+    // Each node's Consul agent got the rollback event: deliver it as consul watch does.
+    const back = await Promise.all(
+      NODES.map(async (n) => {
+        const events = await (await fetch(`${fleet.cluster.node(n).url}/v1/event/list?name=deploy`)).text();
+        expect(events).toContain(Buffer.from(latest.manifest_url).toString("base64"));
+        return run(["agent", "--role", "web"], { stdin: events, env: { ...fleet.cluster.node(n).env, APP_ROOT: join(fleet.root, n), NODE: n, CONSUL_INDEX: "1" } });
+      }),
+    );
+    for (const [i, n] of NODES.entries()) {
+      expect(back[i]!.stderr).toContain("deploy succeeded");
+      expect(fleet.current(n)).toBe(v2);
+    }
+    fs.rmSync(fleet.log, { force: true });
+  }, 30_000);
+
+  test("a node killed while holding the only slot frees it (its session dies with serfHealth)", async () => {
+    const v5 = await fleet.publish("5", "ok", ["--max-parallel", "1"]);
+    const n1 = fleet.cluster.node("web-1");
+    const held = Bun.spawn([BINARY, "agent", "--role", "web", "--manifest", v5.url], {
+      env: { PATH: process.env.PATH!, ...n1.env, APP_ROOT: join(fleet.root, "web-1"), NODE: "web-1", HOLD: "1", PULLDEPLOY_STATE_DIR: join(fleet.root, "state-held") },
+      stdout: "ignore",
+      stderr: "pipe",
+    });
+    try {
+      await waitFor(() => fs.existsSync(fleet.log) && fs.readFileSync(fleet.log, "utf8").includes("start web-1"), "web-1 to hold the slot and start switching");
+      const second = fleet.agent("web-2", v5.url);
+      await fleet.cluster.waitForBlocked({ path: `/v1/kv/pulldeploy/roles/web/rollouts/${v5.id}` });
+      const killedAt = Date.now();
+      await fleet.cluster.killNode("web-1");
+      const r = await second;
+      expect(r.code, statusOf(r)).toBe(0);
+      expect(Date.now() - killedAt).toBeLessThan(5000);
+      expect(fleet.current("web-2")).toBe(v5.id);
+      const { max } = maxConcurrent(fleet.log);
+      expect(max).toBe(2); // web-1 never finished: its "start" stays open; only one slot was ever held at a time
+    } finally {
+      held.kill(9);
+      await held.exited;
+      await fleet.cluster.restartNode("web-1");
+    }
     fs.rmSync(fleet.log, { force: true });
   }, 30_000);
 });
