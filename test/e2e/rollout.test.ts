@@ -31,7 +31,7 @@ interface Fleet {
 
 /** Hooks that log when a node starts switching (pre) and when it is done (post), and slow the switch down. */
 const HOOKS = (log: string) => `commands:
-  pre: ["echo $(date +%s%N) start $NODE >> ${log}; sleep 0.3; test -z $HOLD || sleep 60"]
+  pre: ["echo $(date +%s%N) start $NODE >> ${log}; sleep 0.15; test -z $HOLD || sleep 60"]
   post: ["echo $(date +%s%N) end $NODE >> ${log}"]
 `;
 
@@ -194,7 +194,7 @@ describe("staged rollouts, 4 agents on 4 stand-in nodes", () => {
 
   test("--auto-rollback: past the budget the previous good release is the latest again and fired; the switched nodes go back", async () => {
     // Healthy on web-1 and web-2 only; one node at a time, one failure allowed.
-    const v4 = await fleet.publish("4", "web-1 web-2", ["--max-parallel", "1", "--max-failures", "1", "--auto-rollback", "--health-grace", "200ms", "--health-deadline", "1s"]);
+    const v4 = await fleet.publish("4", "web-1 web-2", ["--max-parallel", "1", "--max-failures", "1", "--auto-rollback", "--health-grace", "200ms", "--health-deadline", "500ms"]);
     expect(fleet.rollout(v4.id)).toMatchObject({ previous: { id: v2 }, failure_budget: 1 }); // v3 halted: not a release to return to
     const results = await Promise.all(NODES.map((n) => fleet.agent(n, v4.url)));
     const record = fleet.rollout(v4.id) as { state: string; healthy: string[]; failed: { node: string }[] };
@@ -245,6 +245,65 @@ describe("staged rollouts, 4 agents on 4 stand-in nodes", () => {
       await held.exited;
       await fleet.cluster.restartNode("web-1");
     }
+    fs.rmSync(fleet.log, { force: true });
+  }, 30_000);
+
+  test("--canary-wait holds after a healthy canary until `rollout promote`; then the rest go, two at a time", async () => {
+    const v6 = await fleet.publish("6", "ok", ["--canary", "1", "--canary-wait", "--max-parallel", "2", "--health-grace", "100ms"]);
+    const key = `/v1/kv/pulldeploy/roles/web/rollouts/${v6.id}`;
+    const agents = Promise.all(NODES.map((n) => fleet.agent(n, v6.url)));
+    await waitFor(() => fleet.rollout(v6.id).state === "paused", "the canary to be healthy");
+    await fleet.cluster.waitForBlocked({ path: key, count: 3 });
+    const canary = (fleet.rollout(v6.id).canaries as string[])[0]!;
+    expect(NODES.filter((n) => fleet.current(n) === v6.id)).toEqual([canary]);
+    const status = await fleet.cli(["rollout", "status", "--role", "web"]);
+    expect(status.code).toBe(0);
+    expect(status.stdout).toContain(`rollout ${v6.id}: paused (canaries healthy (1); waiting for: pulldeploy rollout promote --role web) · canaries ${canary} · 1 healthy, 0 failed of 4 · 2 slots`);
+    const json = JSON.parse((await fleet.cli(["rollout", "status", "--role", "web", "--json"])).stdout);
+    expect(json).toMatchObject({ release_id: v6.id, state: "paused", healthy: [canary] });
+
+    const promoted = await fleet.cli(["rollout", "promote", "--role", "web", "--release", v6.id]);
+    expect(promoted.code, statusOf(promoted)).toBe(0);
+    for (const r of await agents) expect(r.code, statusOf(r)).toBe(0);
+    for (const n of NODES) expect(fleet.current(n)).toBe(v6.id);
+    expect(fleet.rollout(v6.id).state).toBe("done");
+    expect(maxConcurrent(fleet.log).max).toBeLessThanOrEqual(2);
+    // Nothing left to steer in a finished rollout.
+    const late = await fleet.cli(["rollout", "pause", "--role", "web"]);
+    expect(late.code).toBe(1);
+    expect(late.stderr).toContain(`rollout of ${v6.id} is done: nothing to pause`);
+    fs.rmSync(fleet.log, { force: true });
+  }, 30_000);
+
+  test("pause before the event holds every node; resume lets them go; abort stops the ones still waiting", async () => {
+    const v6 = fleet.current("web-1")!;
+    const v7 = await fleet.publish("7", "ok", ["--max-parallel", "1"]);
+    const paused = await fleet.cli(["rollout", "pause", "--role", "web"]);
+    expect(paused.code, statusOf(paused)).toBe(0);
+    expect(paused.stdout).toContain(`rollout ${v7.id}: paused (paused by `);
+    const agents = Promise.all(NODES.map((n) => fleet.agent(n, v7.url)));
+    await fleet.cluster.waitForBlocked({ path: `/v1/kv/pulldeploy/roles/web/rollouts/${v7.id}`, count: 4 });
+    expect(fs.existsSync(fleet.log)).toBe(false); // nobody started switching
+    expect((await fleet.cli(["rollout", "resume", "--role", "web"])).code).toBe(0);
+    await waitFor(() => fs.existsSync(fleet.log), "the first node to start switching");
+    const aborted = await fleet.cli(["rollout", "abort", "--role", "web"]);
+    expect(aborted.code, statusOf(aborted)).toBe(0);
+    const results = await agents;
+    const done = NODES.filter((n) => fleet.current(n) === v7.id);
+    expect(done.length).toBeGreaterThanOrEqual(1);
+    expect(done.length).toBeLessThan(NODES.length);
+    for (const [i, n] of NODES.entries()) {
+      if (done.includes(n)) expect(results[i]!.code, statusOf(results[i]!)).toBe(0);
+      else {
+        expect(results[i]!.code).toBe(1);
+        expect(results[i]!.stderr).toContain(`rollout of ${v7.id} is aborted (aborted by `);
+        expect(fleet.current(n)).toBe(v6);
+      }
+    }
+    expect(fleet.rollout(v7.id).state).toBe("aborted");
+    const bad = await fleet.cli(["rollout", "restart", "--role", "web"]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('unknown action "restart": pulldeploy rollout status|pause|resume|promote|abort --role ROLE');
     fs.rmSync(fleet.log, { force: true });
   }, 30_000);
 });
