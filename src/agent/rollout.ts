@@ -14,7 +14,8 @@
  * A release without a rollout record passes straight through. Coordination is Consul's alone: no
  * process has to stay up but the agents doing the work.
  */
-import type { ConsulClient } from "../consul/client.ts";
+import type { ConsulClient, KvEntry } from "../consul/client.ts";
+import { ConsulError } from "../consul/client.ts";
 import { nextIndex } from "../consul/blocking.ts";
 import { Semaphore } from "../consul/semaphore.ts";
 import { openSession, type OpenSession } from "../consul/session.ts";
@@ -62,7 +63,16 @@ export function rolloutGate(o: RolloutGateOptions): RolloutGate {
     if (id === undefined) return;
     key = rolloutKeys.record(o.prefix, o.role, id);
     const slots = rolloutKeys.slots(o.prefix, o.role, id);
-    let { entries, index } = await consul.kvList(key, { signal: o.signal });
+    let entries: KvEntry[];
+    let index: number;
+    try {
+      ({ entries, index } = await consul.kvList(key, { signal: o.signal }));
+    } catch (err) {
+      // As for reports, Consul being away never fails a deploy: without the record there is no rollout.
+      if (!(err instanceof ConsulError) || err.status !== undefined) throw err;
+      log.info(`rollout: cannot read ${key} (${err.message}): deploying without a rollout`);
+      return;
+    }
     let said = "";
     const say = (line: string) => {
       if (line !== said) log.info(`rollout: ${line}`);

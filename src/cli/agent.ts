@@ -106,7 +106,7 @@ async function runAgent(args: Args, ctx: CommandEnv): Promise<number> {
       allowEmpty: args["allow-empty-archive"] === true,
     },
   };
-  const role = str("role");
+  let role = str("role");
   if (role !== undefined) {
     const bad = checkRole(role);
     if (bad) throw new UsageError(`--role: ${bad}`);
@@ -195,6 +195,20 @@ async function runAgent(args: Args, ctx: CommandEnv): Promise<number> {
     logTrigger(trigger, log);
     run = { manifestUrl: trigger.url, handled: handledOf(trigger), eventId: trigger.kind === "consul" ? trigger.eventId : undefined };
   }
+  if (role === undefined && run.manifestUrl) {
+    // No --role: the manifest's `role:` (publish writes it) makes this agent report and take part in
+    // rollouts, so that stretcher's handler line needs no new flag. Any problem here only means no role.
+    role = await roleOfManifest(run.manifestUrl, env, signal, log);
+    if (role !== undefined) {
+      try {
+        const { ConsulClient, consulConfig } = await import("../consul/client.ts");
+        consul = new ConsulClient(consulConfig(env, { addr: str("consul-addr"), token: str("consul-token") }), { timeoutMs: 10_000 });
+      } catch (err) {
+        log.info(`role ${role} (from the manifest): no reports and no rollout: ${(err as Error).message}`);
+        role = undefined;
+      }
+    }
+  }
   const report = await reportTarget();
   if (signal.aborted) return 1;
   const { agentRun } = await import("../agent/run.ts");
@@ -220,6 +234,18 @@ async function runGated(o: AgentRunOptions, prefix: string, agentRun: typeof imp
     return outcome;
   } finally {
     await gate.finish(outcome?.outcome === "skipped" ? undefined : outcome?.result, o.manifestUrl);
+  }
+}
+
+/** The manifest's `role:`, or undefined (unreadable, no role: the deploy reports its own errors). */
+async function roleOfManifest(url: string, env: CommandEnv["env"], signal: AbortSignal, log: Logger): Promise<string | undefined> {
+  try {
+    const [{ fetchText }, { parseManifest }, { USER_AGENT }] = await Promise.all([import("../store/sources/index.ts"), import("../manifest/parse.ts"), import("../version.ts")]);
+    const { manifest } = parseManifest(await fetchText(url, { env, signal, userAgent: USER_AGENT }), env);
+    if (manifest.role !== undefined) log.info(`role: ${manifest.role} (from the manifest)`);
+    return manifest.role;
+  } catch {
+    return undefined;
   }
 }
 

@@ -126,6 +126,7 @@ export default defineCommand({
         syncStrategy: strategy as SyncStrategyName | undefined,
         excludes: repeated(rawArgs, "exclude-on-dest", true),
         hooks,
+        role,
       },
       pack: { excludes: repeated(rawArgs, "exclude", false), includeGit: a["include-git"] === true, gzipLevel, algorithm: algorithm as HashAlgorithm },
       ...common,

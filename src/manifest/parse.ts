@@ -51,6 +51,8 @@ export interface Manifest {
    * trust keys the agent refuses a manifest issued before the last one it deployed to the same dest.
    */
   issuedAt?: string;
+  /** The servers' role (publish writes it): agents without --role report and take part in rollouts under it. */
+  role?: string;
 }
 
 export interface ParsedManifest {
@@ -59,7 +61,7 @@ export interface ParsedManifest {
   warnings: string[];
 }
 
-const KNOWN_KEYS = ["src", "checksum", "dest", "dest_mode", "sync_strategy", "commands", "excludes", "exclude_from", "release_id", "keep_releases", "shared_paths", "issued_at"];
+const KNOWN_KEYS = ["src", "checksum", "dest", "dest_mode", "sync_strategy", "commands", "excludes", "exclude_from", "release_id", "keep_releases", "shared_paths", "issued_at", "role"];
 const DEFAULT_DEST_MODE = 0o755;
 export const DEFAULT_KEEP_RELEASES = 5;
 
@@ -172,6 +174,10 @@ export function parseManifest(text: string, env: Env = {}): ParsedManifest {
   if (releaseId !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(releaseId)) {
     problems.push(`release_id: use letters, digits, ".", "_" and "-" only (max 128), got "${releaseId}"`);
   }
+  const role = optionalString(field("role"), "role", problems);
+  if (role !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(role)) {
+    problems.push(`role: use letters, digits, ".", "_" and "-" only (max 128), got "${role}"`);
+  }
   let keepReleases = DEFAULT_KEEP_RELEASES;
   const rawKeep = field("keep_releases");
   if (rawKeep !== null && !(isScalar(rawKeep) && rawKeep.value === null)) {
@@ -210,7 +216,7 @@ export function parseManifest(text: string, env: Env = {}): ParsedManifest {
 
   if (problems.length > 0) throw new ManifestError(problems, false, { failure: commands.failure, env: commands.env });
   return {
-    manifest: { src, checksum, dest, destMode, syncStrategy, commands, excludes, excludeFrom, releaseId, keepReleases, sharedPaths, issuedAt },
+    manifest: { src, checksum, dest, destMode, syncStrategy, commands, excludes, excludeFrom, releaseId, keepReleases, sharedPaths, issuedAt, ...(role !== undefined ? { role } : {}) },
     warnings,
   };
 }

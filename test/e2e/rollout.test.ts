@@ -76,7 +76,8 @@ async function startFleet(): Promise<Fleet> {
     },
     agent(node, url, extra = [], env = {}) {
       const trigger = url === "" ? [] : ["--manifest", url];
-      return run(["agent", "--role", "web", ...trigger, ...extra], { env: { ...cluster.node(node).env, APP_ROOT: join(root, node), NODE: node, ...env } });
+      const role = extra.includes("--no-role") ? [] : ["--role", "web"];
+      return run(["agent", ...role, ...trigger, ...extra.filter((x) => x !== "--no-role")], { env: { ...cluster.node(node).env, APP_ROOT: join(root, node), NODE: node, ...env } });
     },
     cli(args) {
       return run(args, { env: server.env });
@@ -304,6 +305,23 @@ describe("staged rollouts, 4 agents on 4 stand-in nodes", () => {
     const bad = await fleet.cli(["rollout", "restart", "--role", "web"]);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('unknown action "restart": pulldeploy rollout status|pause|resume|promote|abort --role ROLE');
+    fs.rmSync(fleet.log, { force: true });
+  }, 30_000);
+
+  test("agents without --role learn it from the manifest (publish writes role:), report under it and take part in the rollout", async () => {
+    const v8 = await fleet.publish("8", "ok", ["--max-parallel", "1"]);
+    expect(fs.readFileSync(new URL(v8.url).pathname, "utf8")).toContain("role: web\n");
+    const results = await Promise.all(NODES.map((n) => fleet.agent(n, v8.url, ["--no-role"])));
+    for (const r of results) {
+      expect(r.code, statusOf(r)).toBe(0);
+      expect(r.stderr).toContain("role: web (from the manifest)");
+    }
+    expect(maxConcurrent(fleet.log).max).toBe(1);
+    expect(fleet.rollout(v8.id)).toMatchObject({ state: "done" });
+    for (const n of NODES) {
+      const report = JSON.parse(Buffer.from(fleet.cluster.kvEntry(`pulldeploy/roles/web/nodes/${n}`)!.value).toString());
+      expect(report).toMatchObject({ status: "success", release_id: v8.id, role: "web" });
+    }
     fs.rmSync(fleet.log, { force: true });
   }, 30_000);
 });
