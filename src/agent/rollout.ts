@@ -23,7 +23,7 @@ import { messageOf, PulldeployError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Manifest } from "../manifest/parse.ts";
 import { kvKeys, parseReleaseRecord, releaseIdOfUrl, type ReleaseRecord } from "../records/release.ts";
-import { activeCanaries, isFinal, markFailed, markHealthy, parseRolloutRecord, renderRolloutRecord, rolloutKeys, type RolloutRecord } from "../records/rollout.ts";
+import { activeCanaries, allPrepared, isFinal, markFailed, markHealthy, parseRolloutRecord, renderRolloutRecord, rolloutKeys, type RolloutRecord } from "../records/rollout.ts";
 import type { DeployResult } from "./deploy.ts";
 
 export interface RolloutGateOptions {
@@ -88,10 +88,19 @@ export function rolloutGate(o: RolloutGateOptions): RolloutGate {
       if (typeof parsed === "string") throw new PulldeployError(`rollout of ${id}: ${key} is unreadable (${parsed}); this node keeps its current release`, "rollout");
       record = parsed;
       let again = false;
+      let waitFor = wait;
       if (isFinal(record.state)) {
         throw new PulldeployError(`rollout of ${id} is ${record.state}${record.reason ? ` (${record.reason})` : ""}: this node keeps its current release`, "rollout");
+      } else if (!record.prepared.includes(o.node)) {
+        const next = { ...record, prepared: [...record.prepared, o.node], updated_at: now().toISOString() };
+        await consul.kvPut(key, renderRolloutRecord(next), { cas: entry.modifyIndex });
+        again = true;
       } else if (record.state === "paused") {
         say(`${id} is paused${record.reason ? ` (${record.reason})` : ""}: waiting (prepared)`);
+      } else if (!allPrepared(record, now())) {
+        const left = Date.parse(record.created_at) + record.prepare_deadline_ms - now().getTime();
+        waitFor = `${Math.max(1, Math.min(left, 60_000))}ms`;
+        say(`${id}: waiting for every node to prepare before switching together (${record.prepared.length}/${record.nodes_total ?? "?"} prepared)`);
       } else if (record.state === "canary" && !record.canaries.includes(o.node)) {
         if (activeCanaries(record).length < record.canary) {
           const next = { ...record, canaries: [...record.canaries, o.node], updated_at: now().toISOString() };
@@ -118,7 +127,7 @@ export function rolloutGate(o: RolloutGateOptions): RolloutGate {
           if (!again) say(`${id}: waiting for a slot (${r.holders.length}/${record.limit} in use; prepared)`);
         }
       }
-      const read = await consul.kvList(key, again ? { signal: o.signal } : { index, wait, signal: o.signal });
+      const read = await consul.kvList(key, again ? { signal: o.signal } : { index, wait: waitFor, signal: o.signal });
       entries = read.entries;
       index = nextIndex(index, read.index);
     }

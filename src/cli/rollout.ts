@@ -8,7 +8,7 @@ import { defineCommand, type ArgsDef } from "citty";
 import type { CommandEnv } from "./context.ts";
 import { ConsulClient, consulConfig } from "../consul/client.ts";
 import { UsageError } from "../errors.ts";
-import { checkRolloutSettings, DEFAULT_HEALTH_DEADLINE_MS, readRollout, ROLLOUT_ACTIONS, steerRollout, wantsRollout, writeRollout, type RolloutAction, type RolloutSettings } from "../publish/rollout.ts";
+import { checkRolloutSettings, DEFAULT_HEALTH_DEADLINE_MS, DEFAULT_PREPARE_DEADLINE_MS, readRollout, ROLLOUT_ACTIONS, steerRollout, wantsRollout, writeRollout, type RolloutAction, type RolloutSettings } from "../publish/rollout.ts";
 import { defaultPublisher } from "../publish/publish.ts";
 import { checkRole, DEFAULT_KV_PREFIX, normalizeKvPrefix, type ReleaseRecord } from "../records/release.ts";
 import { describeRolloutRecord, isFinal } from "../records/rollout.ts";
@@ -23,6 +23,8 @@ export const rolloutArgs = {
   "auto-rollback": { type: "boolean", description: "Rollout: when it halts, make the previous release the latest again and fire it" },
   "health-grace": { type: "string", description: "Rollout: after post/validate, the node's Consul checks must pass this long (default: no health gate)", valueHint: "duration" },
   "health-deadline": { type: "string", description: "Rollout: … within this long, else the node failed (default 5m)", valueHint: "duration" },
+  "switch-together": { type: "boolean", description: "Rollout: no node switches until every node of the role has prepared (fetched and extracted) or --prepare-deadline passes" },
+  "prepare-deadline": { type: "string", description: "With --switch-together: switch anyway this long after publishing (default 10m)", valueHint: "duration" },
 } as const satisfies ArgsDef;
 
 type Flags = Record<string, string | boolean | undefined>;
@@ -38,7 +40,10 @@ export function rolloutSettings(a: Flags): RolloutSettings | undefined {
     autoRollback: a["auto-rollback"] === true,
     healthGraceMs: durationFlag("health-grace", str("health-grace")) ?? 0,
     healthDeadlineMs: durationFlag("health-deadline", str("health-deadline")) ?? DEFAULT_HEALTH_DEADLINE_MS,
+    switchTogether: a["switch-together"] === true,
+    prepareDeadlineMs: durationFlag("prepare-deadline", str("prepare-deadline")) ?? DEFAULT_PREPARE_DEADLINE_MS,
   };
+  if (!s.switchTogether && str("prepare-deadline") !== undefined) throw new UsageError("--prepare-deadline only applies with --switch-together");
   checkRolloutSettings(s);
   return wantsRollout(s) ? s : undefined;
 }

@@ -18,9 +18,12 @@ export interface RolloutSettings {
   autoRollback: boolean;
   healthGraceMs: number;
   healthDeadlineMs: number;
+  switchTogether: boolean;
+  prepareDeadlineMs: number;
 }
 
 export const DEFAULT_HEALTH_DEADLINE_MS = 5 * 60_000;
+export const DEFAULT_PREPARE_DEADLINE_MS = 10 * 60_000;
 
 /** Every problem with the rollout flags at once, as one UsageError. */
 export function checkRolloutSettings(s: RolloutSettings): void {
@@ -37,7 +40,7 @@ export function checkRolloutSettings(s: RolloutSettings): void {
 }
 
 export function wantsRollout(s: RolloutSettings): boolean {
-  return s.maxParallel !== undefined || s.canary > 0 || s.maxFailures !== undefined || s.autoRollback || s.healthGraceMs > 0;
+  return s.maxParallel !== undefined || s.canary > 0 || s.maxFailures !== undefined || s.autoRollback || s.healthGraceMs > 0 || s.switchTogether;
 }
 
 /**
@@ -80,6 +83,9 @@ export async function writeRollout(
     nodes_total: nodes,
     previous,
     event: o.event,
+    switch_together: s.switchTogether,
+    prepare_deadline_ms: s.prepareDeadlineMs,
+    prepared: [],
     canaries: [],
     healthy: [],
     failed: [],

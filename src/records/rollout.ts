@@ -46,6 +46,11 @@ export interface RolloutRecord {
   previous: { id: string; manifest_url: string } | null;
   /** The event that announces releases (auto-rollback fires the previous release with it). */
   event: string;
+  /** --switch-together: no node switches until every node has prepared, or until this deadline (ms after created_at). */
+  switch_together: boolean;
+  prepare_deadline_ms: number;
+  /** Nodes that fetched, verified and extracted the release (each adds itself once). */
+  prepared: string[];
   canaries: string[];
   healthy: string[];
   failed: { node: string; phase: string; error: string }[];
@@ -82,6 +87,13 @@ export function resolveAmount(a: Amount, nodes: number | null, min: number): num
 /** States in which no node may start switching any more. */
 export function isFinal(s: RolloutState): boolean {
   return s === "halted" || s === "aborted";
+}
+
+/** --switch-together: whether nodes may start switching (everyone prepared, or the deadline passed). */
+export function allPrepared(r: RolloutRecord, now: Date): boolean {
+  if (!r.switch_together) return true;
+  if (r.nodes_total !== null && r.prepared.length >= r.nodes_total) return true;
+  return now.getTime() >= Date.parse(r.created_at) + r.prepare_deadline_ms;
 }
 
 /** Canaries still counting towards `canary`: admitted and not failed. */
@@ -130,6 +142,13 @@ export function parseRolloutRecord(json: string): RolloutRecord | string {
   const isStr = (x: unknown) => typeof x === "string";
   const isNat = (x: unknown) => typeof x === "number" && Number.isInteger(x) && x >= 0;
   for (const k of ["release_id", "role", "reason", "event", "created_at", "updated_at"]) want(k, isStr(r[k]), "a string");
+  // Added after the first records: absent reads as off / empty.
+  r.switch_together ??= false;
+  r.prepare_deadline_ms ??= 0;
+  r.prepared ??= [];
+  want("switch_together", typeof r.switch_together === "boolean", "true or false");
+  want("prepare_deadline_ms", isNat(r.prepare_deadline_ms), "a whole number");
+  want("prepared", Array.isArray(r.prepared) && (r.prepared as unknown[]).every(isStr), "a list of node names");
   want("state", isStr(r.state) && (ROLLOUT_STATES as readonly string[]).includes(r.state as string), ROLLOUT_STATES.join(" | "));
   for (const k of ["max_parallel", "max_failures"]) want(k, r[k] === null || isStr(r[k]), "a string or null");
   for (const k of ["limit", "canary", "health_grace_ms", "health_deadline_ms"]) want(k, isNat(r[k]), "a whole number");
@@ -152,7 +171,7 @@ export function describeRolloutRecord(r: RolloutRecord): string {
   const parts = [`rollout ${r.release_id}: ${r.state}${r.reason ? ` (${r.reason})` : ""}`];
   if (r.canary > 0) parts.push(`canaries ${r.canaries.join(", ") || "none yet"}`);
   const of = r.nodes_total !== null ? ` of ${r.nodes_total}` : "";
-  parts.push(`${r.healthy.length} healthy, ${r.failed.length} failed${of}`);
+  parts.push(`${r.prepared.length} prepared, ${r.healthy.length} healthy, ${r.failed.length} failed${of}`);
   if (r.failed.length > 0) parts.push(`failed: ${r.failed.map((f) => `${f.node} (${f.phase})`).join(", ")}`);
   parts.push(`${r.max_parallel === null ? "no slot limit" : `${r.limit} slot${r.limit === 1 ? "" : "s"}`}`);
   if (r.failure_budget !== null) parts.push(`failure budget ${r.failure_budget}`);

@@ -259,7 +259,7 @@ describe("staged rollouts, 4 agents on 4 stand-in nodes", () => {
     expect(NODES.filter((n) => fleet.current(n) === v6.id)).toEqual([canary]);
     const status = await fleet.cli(["rollout", "status", "--role", "web"]);
     expect(status.code).toBe(0);
-    expect(status.stdout).toContain(`rollout ${v6.id}: paused (canaries healthy (1); waiting for: pulldeploy rollout promote --role web) · canaries ${canary} · 1 healthy, 0 failed of 4 · 2 slots`);
+    expect(status.stdout).toContain(`rollout ${v6.id}: paused (canaries healthy (1); waiting for: pulldeploy rollout promote --role web) · canaries ${canary} · 4 prepared, 1 healthy, 0 failed of 4 · 2 slots`);
     const json = JSON.parse((await fleet.cli(["rollout", "status", "--role", "web", "--json"])).stdout);
     expect(json).toMatchObject({ release_id: v6.id, state: "paused", healthy: [canary] });
 
@@ -322,6 +322,25 @@ describe("staged rollouts, 4 agents on 4 stand-in nodes", () => {
       const report = JSON.parse(Buffer.from(fleet.cluster.kvEntry(`pulldeploy/roles/web/nodes/${n}`)!.value).toString());
       expect(report).toMatchObject({ status: "success", release_id: v8.id, role: "web" });
     }
+    fs.rmSync(fleet.log, { force: true });
+  }, 30_000);
+
+  test("--switch-together: no node switches before the last one has prepared", async () => {
+    const v9 = await fleet.publish("9", "ok", ["--switch-together"]);
+    const [last, ...first] = NODES;
+    const early = Promise.all(first.map((n) => fleet.agent(n, v9.url)));
+    await fleet.cluster.waitForBlocked({ path: `/v1/kv/pulldeploy/roles/web/rollouts/${v9.id}`, count: first.length });
+    expect(fs.existsSync(fleet.log)).toBe(false);
+    expect((fleet.rollout(v9.id).prepared as string[]).sort()).toEqual(first.sort());
+    const lastStarted = BigInt(Date.now()) * 1_000_000n; // as `date +%s%N` writes it
+    const lastOne = fleet.agent(last!, v9.url);
+    const results = [...(await early), await lastOne];
+    for (const r of results) expect(r.code, statusOf(r)).toBe(0);
+    for (const r of results.slice(0, first.length)) expect(r.stderr).toContain(`waiting for every node to prepare before switching together (${first.length}/4 prepared)`);
+    const starts = fs.readFileSync(fleet.log, "utf8").trim().split("\n").filter((l) => l.includes(" start ")).map((l) => BigInt(l.split(" ")[0]!));
+    expect(starts).toHaveLength(4);
+    for (const t of starts) expect(t).toBeGreaterThan(lastStarted);
+    expect(maxConcurrent(fleet.log).max).toBeGreaterThan(1); // no slot limit: together
     fs.rmSync(fleet.log, { force: true });
   }, 30_000);
 });

@@ -21,6 +21,9 @@ const base: RolloutRecord = {
   nodes_total: 4,
   previous: null,
   event: "deploy",
+  switch_together: false,
+  prepare_deadline_ms: 0,
+  prepared: [],
   canaries: [],
   healthy: [],
   failed: [],
@@ -97,6 +100,9 @@ describe("parsing the stored record", () => {
       "state: expected canary | running | paused | halted | done | aborted; limit: expected a whole number; canaries: expected a list of node names; previous: expected {id, manifest_url} or null",
     );
     expect(parseRolloutRecord("[1]")).toBe("not a JSON object");
+    // Records written before switch_together/prepared existed read as off / empty.
+    const { switch_together: _, prepared: __, prepare_deadline_ms: ___, ...older } = base;
+    expect(parseRolloutRecord(JSON.stringify(older))).toEqual(base);
     expect(parseRolloutRecord("{")).toMatch(/^not JSON: /);
   });
 });
