@@ -20,6 +20,7 @@ import { DEFAULT_KV_PREFIX } from "../records/release.ts";
 import { checkTargetUrl } from "../store/targets/index.ts";
 import { formatDuration } from "../time.ts";
 import { describeRollout, waitForRollout, type RolloutProgress } from "../fleet/wait.ts";
+import { readRolloutView, renderRollout } from "../fleet/rollout.ts";
 import { consulArgs, durationFlag, intFlag, kvPrefixFlag } from "./_shared.ts";
 import { rolloutArgs, rolloutHook, rolloutSettings } from "./rollout.ts";
 
@@ -238,6 +239,8 @@ export async function waitForNodes(o: WaitSettings & { role: string; releaseId: 
     return 1;
   }
   for (const line of describeRollout(result)) (result.ok ? log : ctx.log).info(line);
+  const staged = await readRolloutView(consul, o.common.kvPrefix, role, o.releaseId).catch(() => null);
+  for (const line of staged ? renderRollout(staged) : []) (result.ok ? log : ctx.log).info(`wait: ${line}`);
   return result.ok ? 0 : 1;
 }
 

@@ -188,6 +188,9 @@ describe("staged rollouts, 4 agents on 4 stand-in nodes", () => {
     expect(joined.code, statusOf(joined)).toBe(0);
     expect(joined.stderr).toContain(`from-kv: the rollout of ${v3.id} is halted`);
     expect(fleet.current(NEWCOMER)).toBe(v2);
+    const fleetStatus = await fleet.cli(["status", "--role", "web"]);
+    expect(fleetStatus.stdout).toContain(`  held back (kept their release): ${NODES.filter((n) => n !== canary).join(", ")}\n`);
+    expect(fleetStatus.stdout).toContain(`  failed: ${canary} in health: health gate: `);
     const status = await fleet.cli(["rollout", "status", "--role", "web"]);
     expect(status.code).toBe(1);
     expect(status.stdout).toContain(`rollout ${v3.id}: halted (1 node failed`);
@@ -260,6 +263,9 @@ describe("staged rollouts, 4 agents on 4 stand-in nodes", () => {
     const status = await fleet.cli(["rollout", "status", "--role", "web"]);
     expect(status.code).toBe(0);
     expect(status.stdout).toContain(`rollout ${v6.id}: paused (canaries healthy (1); waiting for: pulldeploy rollout promote --role web) · canaries ${canary} · 4 prepared, 1 healthy, 0 failed of 4 · 2 slots`);
+    const fleetStatus = await fleet.cli(["status", "--role", "web"]);
+    expect(fleetStatus.stdout).toContain(`  waiting: ${NODES.filter((n) => n !== canary).join(", ")}\n`);
+    expect(JSON.parse((await fleet.cli(["status", "--role", "web", "--json"])).stdout).rollout).toMatchObject({ switching: [], record: { state: "paused" } });
     const json = JSON.parse((await fleet.cli(["rollout", "status", "--role", "web", "--json"])).stdout);
     expect(json).toMatchObject({ release_id: v6.id, state: "paused", healthy: [canary] });
 
