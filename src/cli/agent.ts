@@ -195,7 +195,9 @@ async function runAgent(args: Args, ctx: CommandEnv): Promise<number> {
     logTrigger(trigger, log);
     run = { manifestUrl: trigger.url, handled: handledOf(trigger), eventId: trigger.kind === "consul" ? trigger.eventId : undefined };
   }
-  if (role === undefined && run.manifestUrl) {
+  if (role === undefined && run.manifestUrl && trustKeys.length > 0) {
+    log.info("role: not taken from the manifest before its signature is checked (--trust-key): pass --role to report and take part in rollouts");
+  } else if (role === undefined && run.manifestUrl) {
     // No --role: the manifest's `role:` (publish writes it) makes this agent report and take part in
     // rollouts, so that stretcher's handler line needs no new flag. Any problem here only means no role.
     role = await roleOfManifest(run.manifestUrl, env, signal, log);

@@ -174,9 +174,11 @@ export function parseManifest(text: string, env: Env = {}): ParsedManifest {
   if (releaseId !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(releaseId)) {
     problems.push(`release_id: use letters, digits, ".", "_" and "-" only (max 128), got "${releaseId}"`);
   }
-  const role = optionalString(field("role"), "role", problems);
+  // Not a problem when unusable: stretcher ignored this key, so a manifest that has one must still deploy.
+  let role = optionalString(field("role"), "role", warnings);
   if (role !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(role)) {
-    problems.push(`role: use letters, digits, ".", "_" and "-" only (max 128), got "${role}"`);
+    warnings.push(`manifest: ignoring role "${role}": use letters, digits, ".", "_" and "-" only (max 128)`);
+    role = undefined;
   }
   let keepReleases = DEFAULT_KEEP_RELEASES;
   const rawKeep = field("keep_releases");

@@ -151,7 +151,8 @@ export function parseRolloutRecord(json: string): RolloutRecord | string {
   want("prepared", Array.isArray(r.prepared) && (r.prepared as unknown[]).every(isStr), "a list of node names");
   want("state", isStr(r.state) && (ROLLOUT_STATES as readonly string[]).includes(r.state as string), ROLLOUT_STATES.join(" | "));
   for (const k of ["max_parallel", "max_failures"]) want(k, r[k] === null || isStr(r[k]), "a string or null");
-  for (const k of ["limit", "canary", "health_grace_ms", "health_deadline_ms"]) want(k, isNat(r[k]), "a whole number");
+  want("limit", isNat(r.limit) && (r.limit as number) >= 1, "a whole number ≥ 1 (0 would hold every node forever)");
+  for (const k of ["canary", "health_grace_ms", "health_deadline_ms"]) want(k, isNat(r[k]), "a whole number");
   for (const k of ["failure_budget", "nodes_total"]) want(k, r[k] === null || isNat(r[k]), "a whole number or null");
   for (const k of ["canary_wait", "auto_rollback"]) want(k, typeof r[k] === "boolean", "true or false");
   for (const k of ["canaries", "healthy"]) want(k, Array.isArray(r[k]) && (r[k] as unknown[]).every(isStr), "a list of node names");
