@@ -133,10 +133,9 @@ export function rolloutGate(o: RolloutGateOptions): RolloutGate {
     }
   }
 
-  async function settled(manifest: Manifest): Promise<void> {
+  async function settled(): Promise<void> {
     if (!record || record.health_grace_ms <= 0) return;
     await healthGate(o, record.health_grace_ms, record.health_deadline_ms, now);
-    void manifest;
   }
 
   async function finish(result: DeployResult | undefined, manifestUrl: string): Promise<void> {
@@ -174,6 +173,26 @@ export function rolloutGate(o: RolloutGateOptions): RolloutGate {
   return { prepared, settled, finish };
 }
 
+/**
+ * A gate for an agent run without --role: the manifest's `role:` (read by the deploy, after its
+ * signature is checked) picks the gate, through `open` (undefined: no role or no Consul, no rollout).
+ */
+export function lazyRolloutGate(open: (role: string) => Promise<RolloutGate | undefined>): RolloutGate {
+  let inner: RolloutGate | undefined;
+  return {
+    async prepared(manifest, manifestUrl) {
+      if (manifest.role !== undefined) inner = await open(manifest.role);
+      await inner?.prepared(manifest, manifestUrl);
+    },
+    async settled(manifest) {
+      await inner?.settled(manifest);
+    },
+    async finish(result, manifestUrl) {
+      await inner?.finish(result, manifestUrl);
+    },
+  };
+}
+
 /** Read-modify-write by CAS; undefined when there is no record or nothing changed. */
 async function updateRecord(consul: ConsulClient, key: string, fn: (r: RolloutRecord) => RolloutRecord): Promise<{ before: RolloutRecord; after: RolloutRecord } | undefined> {
   for (let attempt = 0; attempt < 50; attempt++) {
@@ -195,7 +214,7 @@ async function autoRollback(o: RolloutGateOptions, r: RolloutRecord): Promise<vo
   }
   const { value } = await o.consul.kvGetText(kvKeys.release(o.prefix, r.role, r.previous.id));
   if (value !== null) await o.consul.kvPut(kvKeys.latest(o.prefix, r.role), value);
-  const ev = await o.consul.eventFire(r.event, r.previous.manifest_url);
+  const ev = await o.consul.eventFire(r.event, r.previous.manifest_url, r.event_filters);
   o.log.info(`rollout: auto-rollback: ${r.role}'s latest is ${r.previous.id} again; fired ${r.event} ${ev.id}`);
 }
 

@@ -195,26 +195,24 @@ async function runAgent(args: Args, ctx: CommandEnv): Promise<number> {
     logTrigger(trigger, log);
     run = { manifestUrl: trigger.url, handled: handledOf(trigger), eventId: trigger.kind === "consul" ? trigger.eventId : undefined };
   }
-  if (role === undefined && run.manifestUrl && trustKeys.length > 0) {
-    log.info("role: not taken from the manifest before its signature is checked (--trust-key): pass --role to report and take part in rollouts");
-  } else if (role === undefined && run.manifestUrl) {
-    // No --role: the manifest's `role:` (publish writes it) makes this agent report and take part in
-    // rollouts, so that stretcher's handler line needs no new flag. Any problem here only means no role.
-    role = await roleOfManifest(run.manifestUrl, env, signal, log);
-    if (role !== undefined) {
-      try {
-        const { ConsulClient, consulConfig } = await import("../consul/client.ts");
-        consul = new ConsulClient(consulConfig(env, { addr: str("consul-addr"), token: str("consul-token") }), { timeoutMs: 10_000 });
-      } catch (err) {
-        log.info(`role ${role} (from the manifest): no reports and no rollout: ${(err as Error).message}`);
-        role = undefined;
-      }
-    }
-  }
   const report = await reportTarget();
   if (signal.aborted) return 1;
   const { agentRun } = await import("../agent/run.ts");
-  const outcome = await runGated({ ...common, ...run, deploy: deployOpts, report }, prefix, agentRun);
+  // No --role: the manifest's `role:` (publish writes it) makes this agent take part in the release's
+  // rollout, read once the deploy has fetched (and verified) the manifest: no extra request.
+  const byManifest = async (manifestRole: string): Promise<ReportTarget | undefined> => {
+    try {
+      const { ConsulClient, consulConfig } = await import("../consul/client.ts");
+      const client = new ConsulClient(consulConfig(env, { addr: str("consul-addr"), token: str("consul-token") }), { timeoutMs: 10_000 });
+      const { nodeName } = await import("../agent/run.ts");
+      log.info(`role: ${manifestRole} (from the manifest)`);
+      return { consul: client, prefix, role: manifestRole, node: await nodeName(str("node"), client, hostname()) };
+    } catch (err) {
+      log.info(`role ${manifestRole} (from the manifest): no rollout: ${(err as Error).message}`);
+      return undefined;
+    }
+  };
+  const outcome = await runGated({ ...common, ...run, deploy: deployOpts, report }, prefix, agentRun, report ? undefined : byManifest);
   return outcome.outcome === "failed" ? 1 : 0;
 }
 
@@ -224,30 +222,25 @@ function followRetry(firstMs: number | undefined): [number, number] | undefined 
   return [firstMs, Math.max(firstMs, 600_000)];
 }
 
-/** One agent run that takes part in the release's rollout, if it has one (only with a role: Consul). */
-async function runGated(o: AgentRunOptions, prefix: string, agentRun: typeof import("../agent/run.ts").agentRun) {
+/**
+ * One agent run that takes part in the release's rollout, if it has one: with a role (`--role`, or
+ * `byManifest` turning the manifest's `role:` into a Consul target once the deploy has read it).
+ */
+async function runGated(o: AgentRunOptions, prefix: string, agentRun: typeof import("../agent/run.ts").agentRun, byManifest?: (role: string) => Promise<ReportTarget | undefined>) {
   const t = o.report;
-  if (!t) return agentRun(o);
-  const { rolloutGate } = await import("../agent/rollout.ts");
-  const gate = rolloutGate({ consul: t.consul, prefix, role: t.role, node: t.node, log: o.deploy.log, signal: o.deploy.signal });
+  if (!t && !byManifest) return agentRun(o);
+  const { lazyRolloutGate, rolloutGate } = await import("../agent/rollout.ts");
+  const gateOf = (x: ReportTarget) => rolloutGate({ consul: x.consul, prefix, role: x.role, node: x.node, log: o.deploy.log, signal: o.deploy.signal });
+  const gate = t ? gateOf(t) : lazyRolloutGate(async (role) => {
+    const x = await byManifest!(role);
+    return x ? gateOf(x) : undefined;
+  });
   let outcome: Awaited<ReturnType<typeof agentRun>> | undefined;
   try {
     outcome = await agentRun({ ...o, deploy: { ...o.deploy, rollout: gate } });
     return outcome;
   } finally {
     await gate.finish(outcome?.outcome === "skipped" ? undefined : outcome?.result, o.manifestUrl);
-  }
-}
-
-/** The manifest's `role:`, or undefined (unreadable, no role: the deploy reports its own errors). */
-async function roleOfManifest(url: string, env: CommandEnv["env"], signal: AbortSignal, log: Logger): Promise<string | undefined> {
-  try {
-    const [{ fetchText }, { parseManifest }, { USER_AGENT }] = await Promise.all([import("../store/sources/index.ts"), import("../manifest/parse.ts"), import("../version.ts")]);
-    const { manifest } = parseManifest(await fetchText(url, { env, signal, userAgent: USER_AGENT }), env);
-    if (manifest.role !== undefined) log.info(`role: ${manifest.role} (from the manifest)`);
-    return manifest.role;
-  } catch {
-    return undefined;
   }
 }
 

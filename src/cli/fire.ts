@@ -42,7 +42,7 @@ export default defineCommand({
     const releaseId = releaseIdOfUrl(url);
     if (wait && role === undefined) throw new UsageError("--wait needs --role: the role whose nodes to wait for");
     if (wait && releaseId === undefined) throw new UsageError(`--wait: "${url}" is not named <release id>.yml as publish names manifests, so its release cannot be told apart in the nodes' reports (drop --wait)`);
-    const beforeRecord = rolloutHook(rolloutSettings(a), { role, kv: common.kv, prefix: common.kvPrefix, event: common.announce.event, service: common.announce.service, ctx });
+    const beforeRecord = rolloutHook(rolloutSettings(a), { role, kv: common.kv, prefix: common.kvPrefix, announce: common.announce, ctx });
     const signKey = typeof a["sign-key"] === "string" ? a["sign-key"] : undefined;
     const manifestUrl = signKey === undefined ? url : await resignManifest({ manifestUrl: url, signKey, env: ctx.env, log: ctx.log, signal: ctx.signal });
     await fire({ manifestUrl, role, ...common, env: ctx.env, log: ctx.log, signal: ctx.signal, beforeRecord });

@@ -114,7 +114,7 @@ export default defineCommand({
     const common = announceOptions(a, ctx);
     const dryRun = a["dry-run"] === true;
     const wait = waitOptions(a, common, dryRun ? "--dry-run" : undefined);
-    const beforeRecord = dryRun ? undefined : rolloutHook(rolloutSettings(a), { role, kv: common.kv, prefix: common.kvPrefix, event: common.announce.event, service: common.announce.service, ctx });
+    const beforeRecord = dryRun ? undefined : rolloutHook(rolloutSettings(a), { role, kv: common.kv, prefix: common.kvPrefix, announce: common.announce, ctx });
     const progress = quiet ? undefined : createProgress({ tty: process.stderr.isTTY === true, write: (s) => process.stderr.write(s), log });
 
     const result = await publish({

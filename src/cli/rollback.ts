@@ -61,7 +61,7 @@ async function rollbackRole(role: string, a: Args, ctx: CommandEnv): Promise<num
   const list = a.list === true;
   const opts = announceOptions(a, ctx);
   const wait = waitOptions(a, opts, list ? "--list" : undefined);
-  const beforeRecord = rolloutHook(rolloutSettings(a), { role, kv: opts.kv, prefix: opts.kvPrefix, event: opts.announce.event, service: opts.announce.service, ctx });
+  const beforeRecord = rolloutHook(rolloutSettings(a), { role, kv: opts.kv, prefix: opts.kvPrefix, announce: opts.announce, ctx });
   const consul = new ConsulClient(consulConfig(ctx.env, opts.consul));
   const { records, latest } = await roleReleases(consul, opts.kvPrefix, role, ctx.signal);
   if (list) {

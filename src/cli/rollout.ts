@@ -9,7 +9,7 @@ import type { CommandEnv } from "./context.ts";
 import { ConsulClient, consulConfig } from "../consul/client.ts";
 import { UsageError } from "../errors.ts";
 import { checkRolloutSettings, DEFAULT_HEALTH_DEADLINE_MS, DEFAULT_PREPARE_DEADLINE_MS, readRollout, ROLLOUT_ACTIONS, steerRollout, wantsRollout, writeRollout, type RolloutAction, type RolloutSettings } from "../publish/rollout.ts";
-import { defaultPublisher } from "../publish/publish.ts";
+import { defaultPublisher, type AnnounceOptions } from "../publish/publish.ts";
 import { checkRole, DEFAULT_KV_PREFIX, normalizeKvPrefix, type ReleaseRecord } from "../records/release.ts";
 import { describeRolloutRecord, isFinal } from "../records/rollout.ts";
 import { consulArgs, durationFlag, intFlag } from "./_shared.ts";
@@ -52,12 +52,13 @@ export function rolloutSettings(a: Flags): RolloutSettings | undefined {
  * The publish/fire hook that writes the rollout record before KV and the event. Usage errors for what
  * cannot stage a rollout: no role, no KV.
  */
-export function rolloutHook(s: RolloutSettings | undefined, o: { role?: string; kv: boolean; prefix: string; event: string; service?: string; ctx: CommandEnv }) {
+export function rolloutHook(s: RolloutSettings | undefined, o: { role?: string; kv: boolean; prefix: string; announce: AnnounceOptions; ctx: CommandEnv }) {
   if (!s) return undefined;
   if (o.role === undefined) throw new UsageError("rollout flags (--max-parallel, --canary, …) need --role: the role whose nodes take part");
   if (!o.kv) throw new UsageError("rollout flags (--max-parallel, --canary, …) cannot go with --no-kv: agents coordinate through Consul KV");
   return async (consul: ConsulClient, release: ReleaseRecord) => {
-    await writeRollout(consul, { prefix: o.prefix, release, settings: s, event: o.event, service: o.service, log: o.ctx.log });
+    const a = o.announce;
+    await writeRollout(consul, { prefix: o.prefix, release, settings: s, event: a.event, filters: { node: a.node, service: a.service, tag: a.tag }, log: o.ctx.log });
   };
 }
 

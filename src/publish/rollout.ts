@@ -45,15 +45,15 @@ export function wantsRollout(s: RolloutSettings): boolean {
 
 /**
  * Write the rollout record of `release` (before the role's `latest` moves: its current value is the
- * rollout's `previous`). The role's node count (catalog service `service`, else the role) turns
+ * rollout's `previous`). The role's node count (catalog service: the event's service filter, else the role) turns
  * shares into counts.
  */
 export async function writeRollout(
   consul: ConsulClient,
-  o: { prefix: string; release: ReleaseRecord; settings: RolloutSettings; event: string; service?: string; log: Logger; now?: Date },
+  o: { prefix: string; release: ReleaseRecord; settings: RolloutSettings; event: string; filters: { node?: string; service?: string; tag?: string }; log: Logger; now?: Date },
 ): Promise<RolloutRecord> {
   const { release: rel, settings: s } = o;
-  const nodes = (await consul.catalogService(o.service ?? rel.role)).length;
+  const nodes = new Set((await consul.catalogService(o.filters.service ?? rel.role)).map((i) => i.node)).size;
   const { value } = await consul.kvGetText(kvKeys.latest(o.prefix, rel.role));
   const latest = value === null ? undefined : parseReleaseRecord(value);
   let previous = latest && typeof latest !== "string" && latest.id !== rel.id ? { id: latest.id, manifest_url: latest.manifest_url } : null;
@@ -83,6 +83,7 @@ export async function writeRollout(
     nodes_total: nodes,
     previous,
     event: o.event,
+    event_filters: Object.fromEntries(Object.entries(o.filters).filter(([, v]) => v !== undefined && v !== "")),
     switch_together: s.switchTogether,
     prepare_deadline_ms: s.prepareDeadlineMs,
     prepared: [],

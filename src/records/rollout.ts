@@ -46,6 +46,8 @@ export interface RolloutRecord {
   previous: { id: string; manifest_url: string } | null;
   /** The event that announces releases (auto-rollback fires the previous release with it). */
   event: string;
+  /** The event's Consul filters as published (auto-rollback reaches the same nodes, no others). */
+  event_filters: { node?: string; service?: string; tag?: string };
   /** --switch-together: no node switches until every node has prepared, or until this deadline (ms after created_at). */
   switch_together: boolean;
   prepare_deadline_ms: number;
@@ -146,6 +148,7 @@ export function parseRolloutRecord(json: string): RolloutRecord | string {
   r.switch_together ??= false;
   r.prepare_deadline_ms ??= 0;
   r.prepared ??= [];
+  r.event_filters ??= {};
   want("switch_together", typeof r.switch_together === "boolean", "true or false");
   want("prepare_deadline_ms", isNat(r.prepare_deadline_ms), "a whole number");
   want("prepared", Array.isArray(r.prepared) && (r.prepared as unknown[]).every(isStr), "a list of node names");

@@ -198,7 +198,7 @@ describe("staged rollouts, 4 agents on 4 stand-in nodes", () => {
 
   test("--auto-rollback: past the budget the previous good release is the latest again and fired; the switched nodes go back", async () => {
     // Healthy on web-1 and web-2 only; one node at a time, one failure allowed.
-    const v4 = await fleet.publish("4", "web-1 web-2", ["--max-parallel", "1", "--max-failures", "1", "--auto-rollback", "--health-grace", "200ms", "--health-deadline", "500ms"]);
+    const v4 = await fleet.publish("4", "web-1 web-2", ["--max-parallel", "1", "--max-failures", "1", "--auto-rollback", "--health-grace", "200ms", "--health-deadline", "500ms", "--service", "web"]);
     expect(fleet.rollout(v4.id)).toMatchObject({ previous: { id: v2 }, failure_budget: 1 }); // v3 halted: not a release to return to
     const results = await Promise.all(NODES.map((n) => fleet.agent(n, v4.url)));
     const record = fleet.rollout(v4.id) as { state: string; healthy: string[]; failed: { node: string }[] };
@@ -214,6 +214,7 @@ describe("staged rollouts, 4 agents on 4 stand-in nodes", () => {
       NODES.map(async (n) => {
         const events = await (await fetch(`${fleet.cluster.node(n).url}/v1/event/list?name=deploy`)).text();
         expect(events).toContain(Buffer.from(latest.manifest_url).toString("base64"));
+        expect(events).toContain('"ServiceFilter":"web"'); // the publisher's filters, reused
         return run(["agent", "--role", "web"], { stdin: events, env: { ...fleet.cluster.node(n).env, APP_ROOT: join(fleet.root, n), NODE: n, CONSUL_INDEX: "1" } });
       }),
     );
@@ -314,7 +315,7 @@ describe("staged rollouts, 4 agents on 4 stand-in nodes", () => {
     fs.rmSync(fleet.log, { force: true });
   }, 30_000);
 
-  test("agents without --role learn it from the manifest (publish writes role:), report under it and take part in the rollout", async () => {
+  test("agents without --role learn it from the manifest (publish writes role:) and take part in the rollout, with no extra request", async () => {
     const v8 = await fleet.publish("8", "ok", ["--max-parallel", "1"]);
     expect(fs.readFileSync(new URL(v8.url).pathname, "utf8")).toContain("role: web\n");
     const results = await Promise.all(NODES.map((n) => fleet.agent(n, v8.url, ["--no-role"])));
@@ -324,10 +325,8 @@ describe("staged rollouts, 4 agents on 4 stand-in nodes", () => {
     }
     expect(maxConcurrent(fleet.log).max).toBe(1);
     expect(fleet.rollout(v8.id)).toMatchObject({ state: "done" });
-    for (const n of NODES) {
-      const report = JSON.parse(Buffer.from(fleet.cluster.kvEntry(`pulldeploy/roles/web/nodes/${n}`)!.value).toString());
-      expect(report).toMatchObject({ status: "success", release_id: v8.id, role: "web" });
-    }
+    expect((fleet.rollout(v8.id).healthy as string[]).sort()).toEqual(NODES);
+    for (const n of NODES) expect(fleet.current(n)).toBe(v8.id);
     fs.rmSync(fleet.log, { force: true });
   }, 30_000);
 

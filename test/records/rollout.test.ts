@@ -21,6 +21,7 @@ const base: RolloutRecord = {
   nodes_total: 4,
   previous: null,
   event: "deploy",
+  event_filters: {},
   switch_together: false,
   prepare_deadline_ms: 0,
   prepared: [],
@@ -101,7 +102,7 @@ describe("parsing the stored record", () => {
     );
     expect(parseRolloutRecord("[1]")).toBe("not a JSON object");
     // Records written before switch_together/prepared existed read as off / empty.
-    const { switch_together: _, prepared: __, prepare_deadline_ms: ___, ...older } = base;
+    const { switch_together: _, prepared: __, prepare_deadline_ms: ___, event_filters: ____, ...older } = base;
     expect(parseRolloutRecord(JSON.stringify(older))).toEqual(base);
     expect(parseRolloutRecord("{")).toMatch(/^not JSON: /);
   });
