@@ -119,7 +119,10 @@ export function rolloutGate(o: RolloutGateOptions): RolloutGate {
           again = true;
         } else {
           const r = await sem!.tryTake(entries);
-          if (r.taken) {
+          if (!r.queued) {
+            if (session.lost || !(await sem!.contend(o.node))) throw new PulldeployError(`rollout of ${id}: lost the place in the queue for a slot (session ${session.id} invalidated: is this node's Consul agent healthy?)`, "rollout");
+            r.retry = true;
+          } else if (r.taken) {
             log.info(`rollout: ${o.node} took a slot of ${id} (${r.holders.length}/${record.limit} in use)`);
             return;
           }

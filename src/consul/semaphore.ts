@@ -43,16 +43,20 @@ export class Semaphore {
 
   /**
    * Take a slot if one is free according to `entries` (every key under the prefix, from one read).
-   * `taken`: we hold a slot now; `retry`: the .lock changed under us, read again before waiting.
+   * `taken`: we hold a slot now; `retry`: the .lock changed under us, read again before waiting;
+   * `queued: false`: our contender key is not held (any more): `contend` again.
    */
-  async tryTake(entries: KvEntry[]): Promise<{ taken: boolean; retry: boolean; holders: string[] }> {
+  async tryTake(entries: KvEntry[]): Promise<{ taken: boolean; retry: boolean; holders: string[]; queued: boolean }> {
     const { lock, live } = this.view(entries);
     const holders = Object.keys(lock?.value.Holders ?? {}).filter((h) => live.has(h));
-    if (holders.includes(this.session)) return { taken: true, retry: false, holders };
-    if (holders.length >= this.limit) return { taken: false, retry: false, holders };
+    // Our contender key is gone (the session was invalidated, or the key deleted): the others would
+    // prune us from .lock, so a slot taken now would not count. Queue again first.
+    if (!live.has(this.session)) return { taken: false, retry: false, holders, queued: false };
+    if (holders.includes(this.session)) return { taken: true, retry: false, holders, queued: true };
+    if (holders.length >= this.limit) return { taken: false, retry: false, holders, queued: true };
     const next: LockValue = { Limit: this.limit, Holders: Object.fromEntries([...holders, this.session].sort().map((h) => [h, true])) };
     const ok = await this.consul.kvPut(this.lockKey, JSON.stringify(next), { cas: lock?.modifyIndex ?? 0, flags: SEMAPHORE_FLAGS });
-    return { taken: ok, retry: !ok, holders: ok ? Object.keys(next.Holders) : holders };
+    return { taken: ok, retry: !ok, holders: ok ? Object.keys(next.Holders) : holders, queued: true };
   }
 
   /** Give the slot back (CAS, retried on races), then drop the contender key. */

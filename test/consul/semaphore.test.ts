@@ -47,9 +47,9 @@ describe("the semaphore recipe", () => {
     // node-3 read before node-1 wrote: its CAS on the old .lock index loses.
     const stale = await read();
     expect(await s1.tryTake(await read())).toMatchObject({ taken: true });
-    expect(await s3.tryTake(stale)).toEqual({ taken: false, retry: true, holders: [] });
+    expect(await s3.tryTake(stale)).toEqual({ taken: false, retry: true, holders: [], queued: true });
     expect(await s2.tryTake(await read())).toMatchObject({ taken: true });
-    expect(await s3.tryTake(await read())).toEqual({ taken: false, retry: false, holders: [s1.session, s2.session].sort() });
+    expect(await s3.tryTake(await read())).toEqual({ taken: false, retry: false, holders: [s1.session, s2.session].sort(), queued: true });
     const lock = c.kvEntry(`${prefix}/.lock`)!;
     expect(lock.flags).toBe(SEMAPHORE_FLAGS);
     expect(Buffer.from(lock.value).toString()).toBe(`{"Limit":2,"Holders":{${[s1.session, s2.session].sort().map((s) => `"${s}":true`).join(",")}}}`);
@@ -61,6 +61,11 @@ describe("the semaphore recipe", () => {
     expect(Buffer.from(c.kvEntry(`${prefix}/.lock`)!.value).toString()).toContain(s1.session);
     expect(await s3.tryTake(await read())).toMatchObject({ taken: true, holders: [s2.session, s3.session].sort() });
 
+    // A contender whose key vanished (deleted by hand, or its session died) must queue again before it takes a slot.
+    await s2.release();
+    expect(await s2.tryTake(await read())).toEqual({ taken: false, retry: false, holders: [s3.session], queued: false });
+    expect(await s2.contend("node-2")).toBe(true);
+    expect(await s2.tryTake(await read())).toMatchObject({ taken: true, queued: true });
     await s2.release();
     expect(c.kvEntry(`${prefix}/${s2.session}`)).toBeUndefined();
     expect(JSON.parse(Buffer.from(c.kvEntry(`${prefix}/.lock`)!.value).toString())).toEqual({ Limit: 2, Holders: { [s3.session]: true } });
