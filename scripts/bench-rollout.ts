@@ -9,8 +9,8 @@
  *
  *   bun scripts/bench-rollout.ts [--nodes 20] [--max-parallel 5] [--switch-ms 200] [--health-grace 0]
  *
- * Modes: all at once (no rollout record: today's behaviour), then `--max-parallel N` (a new release of
- * the same tree, into fresh dests). The ideal staged time is ceil(nodes / N) × the switch's time; what
+ * Modes: all at once (no rollout record: today's behaviour; with `--health-grace`, `--max-parallel 100%`
+ * and the same gate), then `--max-parallel N` (a new release of the same tree, into fresh dests). The ideal staged time is ceil(nodes / N) × the switch's time; what
  * the staged run takes beyond that is the coordination's cost (slot hand-over through blocking queries).
  */
 import * as fs from "node:fs";
@@ -78,8 +78,9 @@ const stats = (xs: number[]) => {
 };
 
 try {
-  const all = await deployAll("all", await publish([]));
   const gate = GRACE_MS > 0 ? ["--health-grace", `${GRACE_MS}ms`] : [];
+  // With a health gate, all at once is a rollout with a slot per node (--max-parallel 100%), gated alike.
+  const all = await deployAll("all", await publish(GRACE_MS > 0 ? ["--max-parallel", "100%", ...gate] : []));
   const staged = await deployAll("staged", await publish(["--max-parallel", String(PARALLEL), ...gate]));
   const ideal = (Math.ceil(NODES / PARALLEL) * (SWITCH_MS + GRACE_MS)) / 1000;
   console.log(`bench-rollout: ${NODES} agents on loopback, each with its own Consul stand-in node; switch ${SWITCH_MS} ms (pre hook)${GRACE_MS ? `, health grace ${GRACE_MS} ms` : ""}`);
