@@ -241,7 +241,7 @@ export async function healthGate(o: RolloutGateOptions, graceMs: number, deadlin
   let index = 0;
   let passingSince: number | undefined;
   let failing: HealthCheck[] = [];
-  o.log.info(`health: waiting for ${o.node}'s checks to pass for ${graceMs / 1000}s (deadline ${Math.round((deadline - started) / 1000)}s)`);
+  o.log.info(`health: waiting for ${o.node}'s checks to pass for ${graceMs / 1000}s (deadline ${(deadline - started) / 1000}s)`);
   for (;;) {
     const t = now().getTime();
     const remaining = passingSince !== undefined ? passingSince + graceMs - t : deadline - t;
@@ -264,7 +264,7 @@ export async function healthGate(o: RolloutGateOptions, graceMs: number, deadlin
     }
     if (at >= deadline) {
       const what = failing.length > 0 ? failing.map((c) => `${c.CheckID} ${c.Status}${c.Output ? `: ${c.Output.split("\n")[0]!.slice(0, 120)}` : ""}`).join("; ") : checks.length === 0 ? "no checks on this node" : "passing, but not for long enough";
-      throw new PulldeployError(`health gate: ${o.node}'s checks did not pass for ${graceMs / 1000}s within ${Math.round(deadlineMs / 1000)}s (${what})`, "health");
+      throw new PulldeployError(`health gate: ${o.node}'s checks did not pass for ${graceMs / 1000}s within ${deadlineMs / 1000}s (${what})`, "health");
     }
   }
 }

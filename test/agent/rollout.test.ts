@@ -6,7 +6,7 @@
 import { describe, expect, test } from "bun:test";
 import { ConsulClient, consulConfig } from "../../src/consul/client.ts";
 import { SEMAPHORE_FLAGS } from "../../src/consul/semaphore.ts";
-import { rolloutGate } from "../../src/agent/rollout.ts";
+import { healthGate, rolloutGate } from "../../src/agent/rollout.ts";
 import { createLogger } from "../../src/log.ts";
 import type { Manifest } from "../../src/manifest/parse.ts";
 import { renderRolloutRecord, rolloutKeys, type RolloutRecord } from "../../src/records/rollout.ts";
@@ -82,5 +82,67 @@ describe("a forged or stale .lock does not hold a node off a free slot", () => {
     await gate.prepared(manifest, "file:///x.yml");
     expect(Buffer.from(c.kvEntry(`${SLOTS}/.lock`)!.value).toString()).toMatch(/^\{"Limit":1,"Holders":\{"[0-9a-f-]{36}":true\}\}$/);
     await gate.finish(undefined, "file:///x.yml");
+  });
+});
+
+describe("the gate when Consul or the record goes away", () => {
+  test("Consul unreachable when the record is read: deploy without a rollout, saying so (a Consul outage never fails a deploy)", async () => {
+    const lines: string[] = [];
+    const consul = new ConsulClient(consulConfig({ CONSUL_HTTP_ADDR: "127.0.0.1:1" }));
+    const gate = rolloutGate({ consul, prefix: "pulldeploy", role: "web", node: "node-1", log: createLogger({ write: (l) => void lines.push(l) }) });
+    await gate.prepared(manifest, "file:///x.yml");
+    expect(lines.join("")).toContain(`rollout: cannot read ${KEY} (consul 127.0.0.1:1 unreachable: `);
+    expect(lines.join("")).toContain("): deploying without a rollout");
+  });
+
+  test("the record deleted while a node waits: it refuses (keeps its release) instead of switching unsupervised", async () => {
+    await using c = await startConsulCluster({ timeScale: 1 });
+    c.kvPut(KEY, renderRolloutRecord({ ...record, state: "paused", reason: "paused by me" }));
+    const { gate, consul } = await gateOn("node-1", c);
+    const waiting = gate.prepared(manifest, "file:///x.yml").then(() => undefined, (e: Error) => e);
+    await c.waitForBlocked({ path: `/v1/kv/${KEY}` });
+    await consul.kvDelete(KEY);
+    expect((await waiting)?.message).toBe(`rollout of ${ID}: its record ${KEY} was deleted while this node waited; this node keeps its current release`);
+  });
+});
+
+describe("the health gate", () => {
+  const grace = 150;
+  test("the role's service checks decide when there are any: passing for the grace → healthy", async () => {
+    await using c = await startConsulCluster({ timeScale: 1 });
+    c.registerService("node-1", { Name: "web", ID: "web-1", Check: { CheckID: "web-ttl", TTL: "30s", Status: "passing" } });
+    c.registerCheck("node-1", { ID: "disk", Name: "disk", TTL: "30s" }); // critical, but not the role's
+    const { consul, lines } = await gateOn("node-1", c);
+    const started = Date.now();
+    await healthGate({ consul, prefix: "pulldeploy", role: "web", node: "node-1", log: createLogger({ write: (l) => void lines.push(l) }) }, grace, 2000);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(grace);
+    expect(lines.join("")).toContain("health: web-ttl passing for 0.15s");
+  });
+
+  test("no service of the role: all the node's checks; one critical until the deadline fails, naming it with its output", async () => {
+    await using c = await startConsulCluster({ timeScale: 1 });
+    c.registerCheck("node-2", { ID: "disk", Name: "disk", TTL: "30s" });
+    // A status change reaches the catalog with its output (an output-only change would not: CheckUpdateInterval).
+    c.setCheck("node-2", "disk", "passing", "ok");
+    c.setCheck("node-2", "disk", "critical", "disk full");
+    const { consul } = await gateOn("node-2", c);
+    const err = await healthGate({ consul, prefix: "pulldeploy", role: "web", node: "node-2", log: createLogger({ write: () => {} }) }, grace, 400).then(() => undefined, (e: Error & { phase?: string }) => e);
+    expect(err?.message).toBe("health gate: node-2's checks did not pass for 0.15s within 0.4s (disk critical: disk full)");
+    expect(err?.phase).toBe("health");
+  });
+
+  test("a check that turns critical inside the grace restarts it; passing again later within the deadline is healthy", async () => {
+    await using c = await startConsulCluster({ timeScale: 1 });
+    c.registerService("node-3", { Name: "web", ID: "web-3", Check: { CheckID: "web-ttl", TTL: "30s", Status: "passing" } });
+    const { consul } = await gateOn("node-3", c);
+    const lines: string[] = [];
+    const gated = healthGate({ consul, prefix: "pulldeploy", role: "web", node: "node-3", log: createLogger({ write: (l) => void lines.push(l) }) }, 400, 5000);
+    await c.waitForBlocked({ path: "/v1/health/node/node-3" });
+    const flapped = Date.now();
+    c.setCheck("node-3", "web-ttl", "critical", "flap");
+    await c.waitForBlocked({ path: "/v1/health/node/node-3" });
+    c.setCheck("node-3", "web-ttl", "passing", "back");
+    await gated;
+    expect(Date.now() - flapped).toBeGreaterThanOrEqual(400); // the grace counted again from "back"
   });
 });
