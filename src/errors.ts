@@ -5,7 +5,7 @@
  */
 
 /** Where an agent's deploy can fail (a node report's `phase` is one of these, or "done"). */
-export const DEPLOY_PHASES = ["trigger", "manifest", "signature", "fetch", "checksum", "pre", "extract", "sync", "post", "validate", "success", "failure"] as const;
+export const DEPLOY_PHASES = ["trigger", "manifest", "signature", "fetch", "checksum", "pre", "extract", "sync", "post", "validate", "rollout", "health", "success", "failure"] as const;
 export type DeployPhase = (typeof DEPLOY_PHASES)[number];
 
 /** The publisher's stages: storing the release, then recording and announcing it through Consul (or Serf). */

@@ -68,6 +68,13 @@ export interface DeployOptions {
   track?: ChildTracker;
   /** Told each time the deploy enters a phase (for progress reports). */
   onPhase?: (phase: DeployPhase, manifest?: Manifest) => void;
+  /**
+   * A staged rollout (agent/rollout.ts): `prepared` runs once the release is fetched, verified and
+   * extracted, before `pre` and the switch, and may wait for a slot or refuse (phase "rollout");
+   * `settled` runs after `validate`, still in the slot (the health gate, phase "health": failing it
+   * switches back as a failed `validate` does).
+   */
+  rollout?: { prepared(manifest: Manifest, manifestUrl: string): Promise<void>; settled(manifest: Manifest): Promise<void> };
 }
 
 export type DeployResult =
@@ -143,6 +150,11 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
         ws.archiveHardLinks = result.hardLinks;
         ws.linked = result.linked;
       }
+      if (opts.rollout) {
+        phase = "rollout";
+        enter(phase, manifest);
+        await opts.rollout.prepared(manifest, opts.manifestUrl);
+      }
       await run("pre", manifest.commands.pre);
       phase = "extract";
       enter(phase, manifest);
@@ -170,12 +182,17 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
     }
     await run("post", manifest.commands.post);
     if (manifest.commands.validate.length > 0) await run("validate", manifest.commands.validate);
+    if (opts.rollout && applied) {
+      phase = "health";
+      enter(phase, manifest);
+      await opts.rollout.settled(manifest);
+    }
   } catch (err) {
     const error = phaseError(err, phase);
     const where = isDeployPhase(error.phase) ? error.phase : phase;
     log.info(`deploy failed in phase ${where}: ${error.message}`);
     let rolledBackTo: string | undefined;
-    if (applied && where === "validate" && strategy.revert && ws) {
+    if (applied && (where === "validate" || where === "health") && strategy.revert && ws) {
       rolledBackTo = strategy.revert(ctx, ws);
       log.info(rolledBackTo ? `rolled back: current -> releases/${rolledBackTo}` : "validate failed and there is no previous release to roll back to");
     }

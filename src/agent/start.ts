@@ -86,8 +86,10 @@ export async function startAgent(o: AgentStartOptions): Promise<number> {
       stop: signal,
       waitMs: source.waitMs,
       retryMs: source.retryMs,
-      converge: async (record) => {
-        const outcome = await agentRun({ ...common, ...fromRecord(record), deploy: { ...o.deploy, signal: o.forceSignal }, report });
+      converge: async (latest) => {
+        const good = await (await import("./rollout.ts")).lastGoodRelease(consul!, o.prefix, latest);
+        if (good.why) log.info(`follow: ${good.why}`);
+        const outcome = await runGated({ ...common, ...fromRecord(good.release), deploy: { ...o.deploy, signal: o.forceSignal }, report }, o.prefix, agentRun);
         return outcome.outcome !== "failed";
       },
     });
@@ -106,7 +108,9 @@ export async function startAgent(o: AgentStartOptions): Promise<number> {
     const { value } = await consul!.kvGetJson<ReleaseRecord>(key);
     if (value === null) throw new PulldeployError(`no release recorded for role ${role} yet (${key} is empty): nothing to deploy`);
     log.info(`from-kv: latest release of ${role} is ${value.id}`);
-    run = fromRecord(value);
+    const good = await (await import("./rollout.ts")).lastGoodRelease(consul!, o.prefix, value);
+    if (good.why) log.info(`from-kv: ${good.why}`);
+    run = fromRecord(good.release);
   } else {
     let trigger: Trigger;
     if (source.kind === "manifest") {
@@ -125,8 +129,45 @@ export async function startAgent(o: AgentStartOptions): Promise<number> {
   const report = await reportTarget();
   if (signal.aborted) return 1;
   const { agentRun } = await import("./run.ts");
-  const outcome = await agentRun({ ...common, ...run, deploy: o.deploy, report });
+  // No --role: the manifest's `role:` (publish writes it) makes this agent take part in the release's
+  // rollout, read once the deploy has fetched (and verified) the manifest: no extra request.
+  const byManifest = async (manifestRole: string): Promise<ReportTarget | undefined> => {
+    try {
+      const client = await consulClient(env, o.consul);
+      const { nodeName } = await import("./run.ts");
+      log.info(`role: ${manifestRole} (from the manifest)`);
+      return { consul: client, prefix: o.prefix, role: manifestRole, node: await nodeName(o.node, client, hostname()) };
+    } catch (err) {
+      log.info(`role ${manifestRole} (from the manifest): no rollout: ${(err as Error).message}`);
+      return undefined;
+    }
+  };
+  const outcome = await runGated({ ...common, ...run, deploy: o.deploy, report }, o.prefix, agentRun, report ? undefined : byManifest);
   return outcome.outcome === "failed" ? 1 : 0;
+}
+
+/**
+ * One agent run that takes part in the release's rollout, if it has one: with a role (`--role`, or
+ * `byManifest` turning the manifest's `role:` into a Consul target once the deploy has read it).
+ */
+async function runGated(o: AgentRunOptions, prefix: string, agentRun: typeof import("./run.ts").agentRun, byManifest?: (role: string) => Promise<ReportTarget | undefined>) {
+  const t = o.report;
+  if (!t && !byManifest) return agentRun(o);
+  const { lazyRolloutGate, rolloutGate } = await import("./rollout.ts");
+  const gateOf = (x: ReportTarget) => rolloutGate({ consul: x.consul, prefix, role: x.role, node: x.node, log: o.deploy.log, signal: o.deploy.signal });
+  const gate = t
+    ? gateOf(t)
+    : lazyRolloutGate(async (role) => {
+        const x = await byManifest!(role);
+        return x ? gateOf(x) : undefined;
+      });
+  let outcome: Awaited<ReturnType<typeof agentRun>> | undefined;
+  try {
+    outcome = await agentRun({ ...o, deploy: { ...o.deploy, rollout: gate } });
+    return outcome;
+  } finally {
+    await gate.finish(outcome?.outcome === "skipped" ? undefined : outcome?.result, o.manifestUrl);
+  }
 }
 
 async function consulClient(env: Env, flags: { addr?: string; token?: string }): Promise<ConsulClient> {

@@ -102,7 +102,7 @@ async function runAgent(args: Args, ctx: CommandEnv): Promise<number> {
       allowEmpty: args["allow-empty-archive"] === true,
     },
   };
-  const role = str("role");
+  let role = str("role");
   if (role !== undefined) {
     const bad = checkRole(role);
     if (bad) throw new UsageError(`--role: ${bad}`);

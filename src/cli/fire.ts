@@ -13,12 +13,14 @@ import { fire } from "../publish/fire.ts";
 import { releaseIdOfUrl } from "../records/release.ts";
 import { isSourceScheme, schemeOf, SOURCE_SCHEMES } from "../store/schemes.ts";
 import { announceArgs, announceOptions, waitArgs, waitForNodes, waitOptions } from "./publish.ts";
+import { rolloutArgs, rolloutHook, rolloutSettings } from "./rollout.ts";
 
 export const fireArgs = {
   "manifest-url": { type: "positional", description: "The release's manifest URL (as publish printed it)", required: false },
   role: { type: "string", description: "Also make this release the role's latest in Consul KV", valueHint: "role" },
   "sign-key": { type: "string", description: "Re-sign the manifest with a new issue time (stored beside it under resigned-…/) and fire that", valueHint: "file" },
   ...waitArgs,
+  ...rolloutArgs,
   ...announceArgs,
 } as const satisfies ArgsDef;
 
@@ -39,8 +41,9 @@ export default defineCommand({
     const releaseId = releaseIdOfUrl(url);
     if (wait && role === undefined) throw new UsageError("--wait needs --role: the role whose nodes to wait for");
     if (wait && releaseId === undefined) throw new UsageError(`--wait: "${url}" is not named <release id>.yml as publish names manifests, so its release cannot be told apart in the nodes' reports (drop --wait)`);
+    const beforeRecord = rolloutHook(rolloutSettings(a), { role, kv: common.kv, prefix: common.kvPrefix, announce: common.announce, ctx });
     const signKey = typeof a["sign-key"] === "string" ? a["sign-key"] : undefined;
-    const { manifestUrl } = await fire({ manifestUrl: url, signKey, role, ...common, env: ctx.env, log: ctx.log, signal: ctx.signal });
+    const { manifestUrl } = await fire({ manifestUrl: url, signKey, role, ...common, env: ctx.env, log: ctx.log, signal: ctx.signal, beforeRecord });
     if (signKey !== undefined) process.stdout.write(`${manifestUrl}\n`);
     if (!wait) return 0;
     return waitForNodes({ ...wait, role: role!, releaseId: releaseId!, common, ctx, log: ctx.log });

@@ -38,6 +38,7 @@ export const COMMANDS: Record<
   rollback: { description: "Switch current back to an earlier release (sync_strategy: release), without downloading", load: async () => (await import("./rollback.ts")).default },
   gc: { description: "Remove delta packs and indexes no kept release references (dry run unless --apply)", load: async () => (await import("./gc.ts")).default },
   keygen: { description: "Make an Ed25519 key pair for signed manifests", load: async () => (await import("./keygen.ts")).default },
+  rollout: { description: "Show or steer a staged rollout: status, pause, resume, promote, abort", load: async () => (await import("./rollout.ts")).default },
   status: { description: "Show each node of a role: release, status, phase and age, against the latest release", load: async () => (await import("./status.ts")).default },
   dashboard: { description: "Serve a live web page of every role's nodes and releases (from Consul)", load: async () => (await import("./dashboard.ts")).default },
 };

@@ -19,6 +19,7 @@ import { DEFAULT_KV_PREFIX } from "../records/release.ts";
 import { checkTargetUrl } from "../store/targets/index.ts";
 import { waitForNodes as waitForNodesOf } from "../fleet/wait-for-nodes.ts";
 import { consulArgs, durationFlag, intFlag, kvPrefixFlag } from "./_shared.ts";
+import { rolloutArgs, rolloutHook, rolloutSettings } from "./rollout.ts";
 
 /** Flags shared with `fire`: where the release is recorded and how it is announced. */
 export const announceArgs = {
@@ -63,6 +64,7 @@ export const publishArgs = {
   "dry-run": { type: "boolean", description: "Pack and print what would be uploaded, written and fired; change nothing" },
   quiet: { type: "boolean", alias: ["q"], description: "No progress and no log lines; errors and the manifest URL only" },
   ...waitArgs,
+  ...rolloutArgs,
   ...announceArgs,
 } as const satisfies ArgsDef;
 
@@ -110,6 +112,7 @@ export default defineCommand({
     const common = announceOptions(a, ctx);
     const dryRun = a["dry-run"] === true;
     const wait = waitOptions(a, common, dryRun ? "--dry-run" : undefined);
+    const beforeRecord = dryRun ? undefined : rolloutHook(rolloutSettings(a), { role, kv: common.kv, prefix: common.kvPrefix, announce: common.announce, ctx });
     const progress = quiet ? undefined : createProgress({ tty: process.stderr.isTTY === true, write: (s) => process.stderr.write(s), log });
 
     const result = await publish({
@@ -122,6 +125,7 @@ export default defineCommand({
         syncStrategy: strategy as SyncStrategyName | undefined,
         excludes: repeated(rawArgs, "exclude-on-dest", true),
         hooks,
+        role,
       },
       pack: { excludes: repeated(rawArgs, "exclude", false), includeGit: a["include-git"] === true, gzipLevel, algorithm: algorithm as HashAlgorithm },
       ...common,
@@ -135,6 +139,7 @@ export default defineCommand({
       signal: ctx.signal,
       progress,
       print: (text) => process.stdout.write(text),
+      beforeRecord,
     });
     if (dryRun) return 0;
     process.stdout.write(`${result.manifestUrl}\n`);

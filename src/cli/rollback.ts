@@ -17,6 +17,7 @@ import { checkRole, DEFAULT_KV_PREFIX } from "../records/release.ts";
 import { DEFAULT_STATE_DIR } from "../agent/state.ts";
 import { announceArgs, announceOptions, waitArgs, waitForNodes, waitOptions } from "./publish.ts";
 import { durationFlag } from "./_shared.ts";
+import { rolloutArgs, rolloutHook, rolloutSettings } from "./rollout.ts";
 import type { CommandEnv } from "./context.ts";
 
 const args = {
@@ -28,6 +29,7 @@ const args = {
   "state-dir": { type: "string", description: `--dest: the agent's state and lock (default $PULLDEPLOY_STATE_DIR or ${DEFAULT_STATE_DIR})`, valueHint: "dir" },
   "lock-wait": { type: "string", description: "--dest: how long to wait for an agent deploying on this host (default 10m; 0: don't wait)", valueHint: "duration" },
   ...waitArgs,
+  ...rolloutArgs,
   ...announceArgs,
 } as const satisfies ArgsDef;
 
@@ -45,6 +47,7 @@ export default defineCommand({
     if (args.dest) {
       if (args.wait === true || args["wait-timeout"] !== undefined) throw new UsageError("--wait applies to a fleet rollback (--role ROLE), not to --dest");
       if (args["sign-key"] !== undefined) throw new UsageError("--sign-key applies to a fleet rollback (--role ROLE without --dest)");
+      if (rolloutSettings(args as Args)) throw new UsageError("rollout flags (--max-parallel, --canary, …) apply to a fleet rollback (--role ROLE without --dest)");
       return rollbackHost(args.dest, args as Args, ctx);
     }
     if (args.role) return rollbackRole(args.role, args as Args, ctx);
@@ -58,6 +61,7 @@ async function rollbackRole(role: string, a: Args, ctx: CommandEnv): Promise<num
   const list = a.list === true;
   const opts = announceOptions(a, ctx);
   const wait = waitOptions(a, opts, list ? "--list" : undefined);
+  const beforeRecord = rolloutHook(rolloutSettings(a), { role, kv: opts.kv, prefix: opts.kvPrefix, announce: opts.announce, ctx });
   const consul = new ConsulClient(consulConfig(ctx.env, opts.consul));
   const { records, latest } = await roleReleases(consul, opts.kvPrefix, role, ctx.signal);
   if (list) {
@@ -78,7 +82,7 @@ async function rollbackRole(role: string, a: Args, ctx: CommandEnv): Promise<num
   } else if (await isSigned(manifestUrl, ctx.env, ctx.signal)) {
     ctx.log.info(`rollback: warning: ${target.id}'s manifest is signed; agents with --trust-key that ran a later release refuse it as a downgrade (pass --sign-key KEY to re-sign it)`);
   }
-  await fire({ manifestUrl, role, ...opts, record: { ...target, manifest_url: manifestUrl }, env: ctx.env, log: ctx.log, signal: ctx.signal });
+  await fire({ manifestUrl, role, ...opts, record: { ...target, manifest_url: manifestUrl }, env: ctx.env, log: ctx.log, signal: ctx.signal, beforeRecord });
   if (!wait) return 0;
   return waitForNodes({ ...wait, role, releaseId: target.id, common: opts, ctx, log: ctx.log });
 }

@@ -8,6 +8,7 @@ import type { CommandEnv } from "./context.ts";
 import { ConsulClient, consulConfig } from "../consul/client.ts";
 import { UsageError } from "../errors.ts";
 import { readFleet, renderFleet } from "../fleet/view.ts";
+import { readRolloutView, renderRollout } from "../fleet/rollout.ts";
 import { checkRole, DEFAULT_KV_PREFIX } from "../records/release.ts";
 import { consulArgs, kvPrefixFlag } from "./_shared.ts";
 
@@ -34,8 +35,9 @@ export default defineCommand({
     const consul = new ConsulClient(consulConfig(env, { addr: str("consul-addr"), token: str("consul-token") }), { timeoutMs: 10_000 });
 
     const view = await readFleet({ consul, prefix, role, service: str("service") });
-    if (a.json === true) process.stdout.write(`${JSON.stringify(view, null, 2)}\n`);
-    else process.stdout.write(renderFleet(view, { color: process.stdout.isTTY === true && !env.NO_COLOR }));
+    const rollout = view.latest ? await readRolloutView(consul, prefix, role, view.latest.id) : null;
+    if (a.json === true) process.stdout.write(`${JSON.stringify(rollout ? { ...view, rollout } : view, null, 2)}\n`);
+    else process.stdout.write(renderFleet(view, { color: process.stdout.isTTY === true && !env.NO_COLOR }) + (rollout ? `${renderRollout(rollout).join("\n")}\n` : ""));
     return view.counts.failure > 0 ? 1 : 0;
   },
 });

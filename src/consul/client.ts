@@ -229,6 +229,29 @@ export class ConsulClient {
     return decodeSessionInfo(parseJson(await this.#call("GET", path), "GET", path), path);
   }
 
+  /**
+   * Any endpoint, for the modules that own their own decoding (sessions, health: session.ts,
+   * semaphore.ts): the answer's JSON (compact or pretty), its raft index, and its status. Non-2xx
+   * answers other than `ok` are ConsulErrors as everywhere else.
+   */
+  async request(
+    method: string,
+    path: string,
+    opts: BlockingOptions & { query?: Query; body?: string; ok?: number[] } = {},
+  ): Promise<{ status: number; json: unknown; index: number; text: string }> {
+    const a = await this.#call(method, path, {
+      query: { ...opts.query, ...blockingQuery(opts) },
+      body: opts.body,
+      json: opts.body !== undefined,
+      signal: opts.signal,
+      blocking: !!opts.index,
+      wait: opts.wait,
+      ok: opts.ok,
+    });
+    const json = a.status >= 200 && a.status < 300 && a.text.trim() !== "" ? parseJson(a, method, path) : null;
+    return { status: a.status, json, index: raftIndex(a, method, path), text: a.text };
+  }
+
   // -------------------------------------------------------------- transport
 
   async #call(

@@ -9,6 +9,7 @@ import { messageOf } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { DEFAULT_KV_PREFIX } from "../records/release.ts";
 import { formatDuration } from "../time.ts";
+import { readRolloutView, renderRollout } from "./rollout.ts";
 import { describeRollout, type RolloutProgress, waitForRollout } from "./wait.ts";
 
 export interface NodesWaitOptions {
@@ -58,6 +59,9 @@ export async function waitForNodes(o: NodesWaitOptions): Promise<boolean> {
     return false;
   }
   for (const line of describeRollout(result)) (result.ok ? log : o.errLog).info(line);
+  // A staged rollout (--max-parallel, --canary…): its state, and why it halted.
+  const staged = await readRolloutView(consul, o.prefix, role, o.releaseId).catch(() => null);
+  for (const line of staged ? renderRollout(staged) : []) (result.ok ? log : o.errLog).info(`wait: ${line}`);
   return result.ok;
 }
 

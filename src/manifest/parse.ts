@@ -53,6 +53,8 @@ export interface Manifest {
   issuedAt?: string;
   /** The release's content index for delta transfers (pulldeploy's own; stretcher ignores it). */
   deltaIndex?: { url: string; sha256: string };
+  /** The servers' role (publish writes it): agents without --role report and take part in rollouts under it. */
+  role?: string;
 }
 
 export interface ParsedManifest {
@@ -61,7 +63,7 @@ export interface ParsedManifest {
   warnings: string[];
 }
 
-const KNOWN_KEYS = ["src", "checksum", "dest", "dest_mode", "sync_strategy", "commands", "excludes", "exclude_from", "release_id", "keep_releases", "shared_paths", "issued_at", "delta_index", "delta_index_checksum"];
+const KNOWN_KEYS = ["src", "checksum", "dest", "dest_mode", "sync_strategy", "commands", "excludes", "exclude_from", "release_id", "keep_releases", "shared_paths", "issued_at", "delta_index", "delta_index_checksum", "role"];
 const DEFAULT_DEST_MODE = 0o755;
 export const DEFAULT_KEEP_RELEASES = 5;
 
@@ -174,6 +176,12 @@ export function parseManifest(text: string, env: Env = {}): ParsedManifest {
   if (releaseId !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(releaseId)) {
     problems.push(`release_id: use letters, digits, ".", "_" and "-" only (max 128), got "${releaseId}"`);
   }
+  // Not a problem when unusable: stretcher ignored this key, so a manifest that has one must still deploy.
+  let role = optionalString(field("role"), "role", warnings);
+  if (role !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(role)) {
+    warnings.push(`manifest: ignoring role "${role}": use letters, digits, ".", "_" and "-" only (max 128)`);
+    role = undefined;
+  }
   let keepReleases = DEFAULT_KEEP_RELEASES;
   const rawKeep = field("keep_releases");
   if (rawKeep !== null && !(isScalar(rawKeep) && rawKeep.value === null)) {
@@ -223,7 +231,7 @@ export function parseManifest(text: string, env: Env = {}): ParsedManifest {
 
   if (problems.length > 0) throw new ManifestError(problems, false, { failure: commands.failure, env: commands.env });
   return {
-    manifest: { src, checksum, dest, destMode, syncStrategy, commands, excludes, excludeFrom, releaseId, keepReleases, sharedPaths, issuedAt, ...(deltaIndex ? { deltaIndex } : {}) },
+    manifest: { src, checksum, dest, destMode, syncStrategy, commands, excludes, excludeFrom, releaseId, keepReleases, sharedPaths, issuedAt, ...(deltaIndex ? { deltaIndex } : {}), ...(role !== undefined ? { role } : {}) },
     warnings,
   };
 }

@@ -19,6 +19,8 @@ export interface ManifestFields {
   /** A stretcher-style YAML file (commands, excludes, …). */
   /** The hooks file; `flag` is how the user named it (`--hooks`, or its old name `--manifest`), for errors. */
   hooks?: { path: string; text: string; flag?: string };
+  /** `role:` in the manifest, for agents run without --role (stretcher ignores unknown keys). */
+  role?: string;
 }
 
 // ------------------------------------------------------------------ the manifest
@@ -73,6 +75,7 @@ export function renderManifest(fields: ManifestFields, hooks: Hooks, release: { 
     // Delta transfers (src/delta): set by publish only, never taken from the hooks file.
     delta_index: release.deltaIndex?.url,
     delta_index_checksum: release.deltaIndex?.sha256,
+    role: fields.role ?? base.role,
   };
   for (const [k, v] of Object.entries(base)) if (!(k in merged)) merged[k] = v;
   for (const k of Object.keys(merged)) if (merged[k] === undefined) delete merged[k];

@@ -66,6 +66,8 @@ export interface AnnounceStep {
   signal?: AbortSignal;
   stage: "publish" | "fire";
   message?: string;
+  /** Before the KV writes and the event (rollouts: publish/rollout.ts writes its record here). */
+  beforeRecord?: (consul: ConsulClient, record: ReleaseRecord) => Promise<void>;
 }
 
 export async function recordAndAnnounce(s: AnnounceStep): Promise<void> {
@@ -73,6 +75,7 @@ export async function recordAndAnnounce(s: AnnounceStep): Promise<void> {
   const client = s.consul ? new ConsulClient(s.consul) : undefined;
   let kvDone = false;
   try {
+    if (s.beforeRecord && client && record) await s.beforeRecord(client, record);
     if (s.kv && record) {
       const releaseKey = kvKeys.release(s.kvPrefix, record.role, record.id);
       const body = renderReleaseRecord(record);

@@ -34,6 +34,8 @@ export interface FireOptions {
    * `--trust-key` refuse a manifest older than the one they run).
    */
   signKey?: string;
+  /** Before the KV writes and the event (rollouts: publish/rollout.ts writes its record here). */
+  beforeRecord?: (consul: ConsulClient, record: ReleaseRecord) => Promise<void>;
 }
 
 /**

@@ -22,7 +22,7 @@
  */
 import { hostname } from "node:os";
 import type { HashAlgorithm } from "../checksum.ts";
-import { consulConfig, type ConsulConfig } from "../consul/client.ts";
+import { consulConfig, type ConsulClient, type ConsulConfig } from "../consul/client.ts";
 import { messageOf, UsageError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { redact } from "../log.ts";
@@ -66,6 +66,8 @@ export interface PublishOptions {
   /** stdout, for `--dry-run`'s report. */
   print: (text: string) => void;
   now?: () => Date;
+  /** Before the KV writes and the event (rollouts: publish/rollout.ts writes its record here). */
+  beforeRecord?: (consul: ConsulClient, record: ReleaseRecord) => Promise<void>;
 }
 
 export interface PublishResult {

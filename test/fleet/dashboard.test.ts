@@ -102,3 +102,26 @@ describe("parseListen", () => {
     expect(parseListen(value)).toBe(`expected host:port (127.0.0.1:8080, [::1]:8080, :8080), got "${value}"`);
   });
 });
+
+describe("dashboardRoles: the latest release's staged rollout", () => {
+  test("its lines as status prints them (switching from the slots' holders, waiting), none without a record", () => {
+    const id = IDS[2]!;
+    const base = `pulldeploy/roles/web/rollouts/${id}`;
+    const at = "2026-03-01T00:00:00.000Z";
+    const rollout = {
+      release_id: id, role: "web", state: "running", reason: "", max_parallel: "1", limit: 1, canary: 0, canary_wait: false,
+      max_failures: null, failure_budget: null, auto_rollback: false, health_grace_ms: 0, health_deadline_ms: 0, nodes_total: 3,
+      previous: null, event: "deploy", event_filters: {}, switch_together: false, prepare_deadline_ms: 0,
+      prepared: ["web-1", "web-2", "web-3"], canaries: [], healthy: ["web-1"], failed: [], created_at: at, updated_at: at,
+    };
+    const held: KvEntry = { ...entry(`${base}/slots/s-2`, "web-2"), session: "s-2" };
+    const entries = [...ENTRIES, entry(base, JSON.stringify(rollout)), entry(`${base}/slots/.lock`, '{"Limit":1,"Holders":{"s-2":true}}'), held];
+    const roles = dashboardRoles({ entries, prefix: "pulldeploy", catalogs: new Map(), now: new Date(at) });
+    expect(roles.find((r) => r.role === "web")!.rollout_lines).toEqual([
+      `rollout ${id}: running · 3 prepared, 1 healthy, 0 failed of 3 · 1 slot`,
+      "  switching: web-2",
+      "  waiting: web-3",
+    ]);
+    expect(roles.find((r) => r.role === "api")!.rollout_lines).toBeNull();
+  });
+});

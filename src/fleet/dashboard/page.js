@@ -108,6 +108,7 @@ function latestBox(role) {
     }
     if (role.latest_size_text !== null) meta.push(` · ${role.latest_size_text}${l.files !== null && l.files !== undefined ? `, ${l.files} files` : ""}`);
     kids.push(h("div", { class: "meta" }, meta));
+    if (role.rollout_lines) kids.push(h("div", { class: "meta rollout", "data-testid": "rollout", text: role.rollout_lines.join("\n") }));
   } else {
     kids.push(h("div", { class: "rid none", text: "No release recorded yet" }));
     kids.push(h("div", { class: "meta", text: `${role.prefix}/roles/${role.role}/latest is empty` }));

@@ -7,6 +7,8 @@ import type { KvEntry } from "../../consul/client.ts";
 import { fleetView, latestOf, reportsOf, type FleetView } from "../view.ts";
 import { checkRole, parseReleaseRecord, type ReleaseRecord } from "../../records/release.ts";
 import { formatBytes } from "../../units.ts";
+import { parseRolloutRecord, rolloutKeys } from "../../records/rollout.ts";
+import { renderRollout, rolloutView } from "../rollout.ts";
 
 /** How many recent releases each role lists under its latest. */
 export const RECENT_RELEASES = 5;
@@ -20,6 +22,8 @@ export interface DashboardRole extends FleetView {
   release_count: number;
   /** The latest release's archive size in words (`2.1 MB`), as the CLI writes sizes; null when unknown. */
   latest_size_text: string | null;
+  /** The latest release's staged rollout as `pulldeploy status` prints it (state, who is where); null without one. */
+  rollout_lines: string[] | null;
 }
 
 export interface DashboardState {
@@ -88,8 +92,19 @@ export function dashboardRoles(o: {
       recent_releases: releases.slice(0, RECENT_RELEASES).map(({ id, created_at, publisher, message }) => ({ id, created_at, publisher, message })),
       release_count: releases.length,
       latest_size_text: latest?.size !== null && latest?.size !== undefined ? formatBytes(latest.size) : null,
+      rollout_lines: latest ? rolloutLines(mine, o.prefix, role, latest.id) : null,
     };
   });
+}
+
+function rolloutLines(entries: readonly KvEntry[], prefix: string, role: string, id: string): string[] | null {
+  const key = rolloutKeys.record(prefix, role, id);
+  const entry = entries.find((e) => e.key === key);
+  if (!entry) return null;
+  const record = parseRolloutRecord(new TextDecoder().decode(entry.value ?? new Uint8Array()));
+  if (typeof record === "string") return [`${key}: unreadable rollout record (${record})`];
+  const slots = rolloutKeys.slots(prefix, role, id);
+  return renderRollout(rolloutView(record, entries.filter((e) => e.key.startsWith(`${slots}/`)), slots));
 }
 
 /** The state without what only the clock changes, to tell a real change from a re-read. */

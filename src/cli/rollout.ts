@@ -1,0 +1,109 @@
+/**
+ * `pulldeploy rollout status|pause|resume|promote|abort --role R [--release ID] [--json]`: read or
+ * steer a staged rollout (publish/rollout.ts). Also the rollout flags that `publish` and `fire` share.
+ * Only turns flags into options. Exit code: 0; 1 when there is no such rollout, the action does not
+ * apply, or (status) the rollout is halted or aborted; 2 usage.
+ */
+import { defineCommand, type ArgsDef } from "citty";
+import type { CommandEnv } from "./context.ts";
+import { ConsulClient, consulConfig } from "../consul/client.ts";
+import { UsageError } from "../errors.ts";
+import { checkRolloutSettings, DEFAULT_HEALTH_DEADLINE_MS, DEFAULT_PREPARE_DEADLINE_MS, readRollout, ROLLOUT_ACTIONS, steerRollout, wantsRollout, writeRollout, type RolloutAction, type RolloutSettings } from "../publish/rollout.ts";
+import type { AnnounceOptions } from "../publish/announce.ts";
+import { defaultPublisher } from "../publish/publish.ts";
+import { checkRole, DEFAULT_KV_PREFIX, normalizeKvPrefix, type ReleaseRecord } from "../records/release.ts";
+import { describeRolloutRecord, isFinal } from "../records/rollout.ts";
+import { consulArgs, durationFlag, intFlag } from "./_shared.ts";
+
+/** The rollout flags of `publish` and `fire`. None given: every node switches at once, as before. */
+export const rolloutArgs = {
+  "max-parallel": { type: "string", description: "Rollout: at most this many nodes (or % of the role's nodes) switching at once (default: all)", valueHint: "N|P%" },
+  canary: { type: "string", description: "Rollout: the first N nodes go alone; the rest wait until they are healthy", valueHint: "n" },
+  "canary-wait": { type: "boolean", description: "Rollout: after the canaries, hold until `pulldeploy rollout promote`" },
+  "max-failures": { type: "string", description: "Rollout: failure budget; past it the rollout halts (waiting nodes keep their release)", valueHint: "N|P%" },
+  "auto-rollback": { type: "boolean", description: "Rollout: when it halts, make the previous release the latest again and fire it" },
+  "health-grace": { type: "string", description: "Rollout: after post/validate, the node's Consul checks must pass this long (default: no health gate)", valueHint: "duration" },
+  "health-deadline": { type: "string", description: "Rollout: … within this long, else the node failed (default 5m)", valueHint: "duration" },
+  "switch-together": { type: "boolean", description: "Rollout: no node switches until every node of the role has prepared (fetched and extracted) or --prepare-deadline passes" },
+  "prepare-deadline": { type: "string", description: "With --switch-together: switch anyway this long after publishing (default 10m)", valueHint: "duration" },
+} as const satisfies ArgsDef;
+
+type Flags = Record<string, string | boolean | undefined>;
+
+/** The rollout flags as settings (checked), or undefined when none was given. */
+export function rolloutSettings(a: Flags): RolloutSettings | undefined {
+  const str = (k: string) => (typeof a[k] === "string" && a[k] !== "" ? (a[k] as string) : undefined);
+  const s: RolloutSettings = {
+    maxParallel: str("max-parallel"),
+    canary: intFlag("canary", str("canary")) ?? 0,
+    canaryWait: a["canary-wait"] === true,
+    maxFailures: str("max-failures"),
+    autoRollback: a["auto-rollback"] === true,
+    healthGraceMs: durationFlag("health-grace", str("health-grace")) ?? 0,
+    healthDeadlineMs: durationFlag("health-deadline", str("health-deadline")) ?? DEFAULT_HEALTH_DEADLINE_MS,
+    switchTogether: a["switch-together"] === true,
+    prepareDeadlineMs: durationFlag("prepare-deadline", str("prepare-deadline")) ?? DEFAULT_PREPARE_DEADLINE_MS,
+  };
+  if (!s.switchTogether && str("prepare-deadline") !== undefined) throw new UsageError("--prepare-deadline only applies with --switch-together");
+  checkRolloutSettings(s);
+  return wantsRollout(s) ? s : undefined;
+}
+
+/**
+ * The publish/fire hook that writes the rollout record before KV and the event. Usage errors for what
+ * cannot stage a rollout: no role, no KV.
+ */
+export function rolloutHook(s: RolloutSettings | undefined, o: { role?: string; kv: boolean; prefix: string; announce: AnnounceOptions; ctx: CommandEnv }) {
+  if (!s) return undefined;
+  if (o.role === undefined) throw new UsageError("rollout flags (--max-parallel, --canary, …) need --role: the role whose nodes take part");
+  if (!o.kv) throw new UsageError("rollout flags (--max-parallel, --canary, …) cannot go with --no-kv: agents coordinate through Consul KV");
+  return async (consul: ConsulClient, release: ReleaseRecord) => {
+    const a = o.announce;
+    await writeRollout(consul, { prefix: o.prefix, release, settings: s, event: a.event, filters: { node: a.node, service: a.service, tag: a.tag }, log: o.ctx.log });
+  };
+}
+
+export const rolloutCommandArgs = {
+  action: { type: "positional", description: `status, ${ROLLOUT_ACTIONS.join(", ")}`, required: false },
+  role: { type: "string", description: "The role (required)", valueHint: "role" },
+  release: { type: "string", description: "The release's rollout (default: the role's latest release)", valueHint: "id" },
+  json: { type: "boolean", description: "Print the rollout record as JSON" },
+  "kv-prefix": { type: "string", description: `Consul KV prefix (default ${DEFAULT_KV_PREFIX})`, valueHint: "prefix" },
+  ...consulArgs,
+} as const satisfies ArgsDef;
+
+export default defineCommand({
+  meta: { name: "rollout", description: "Show or steer a staged rollout: status, pause, resume, promote, abort" },
+  args: rolloutCommandArgs,
+  async run({ args, data }) {
+    const ctx = data as CommandEnv;
+    const a = args as Flags;
+    const str = (k: string) => (typeof a[k] === "string" && a[k] !== "" ? (a[k] as string) : undefined);
+    const action = str("action");
+    const actions = ["status", ...ROLLOUT_ACTIONS];
+    if (action === undefined || !actions.includes(action)) {
+      throw new UsageError(`${action === undefined ? "missing the action" : `unknown action "${action}"`}: pulldeploy rollout ${actions.join("|")} --role ROLE`);
+    }
+    const role = str("role");
+    if (role === undefined) throw new UsageError("--role is required: the role whose rollout to show or steer");
+    const bad = checkRole(role);
+    if (bad) throw new UsageError(`--role: ${bad}`);
+    const prefix = normalizeKvPrefix(str("kv-prefix") ?? DEFAULT_KV_PREFIX);
+    if (typeof prefix !== "string") throw new UsageError(`--kv-prefix: ${prefix.error}`);
+    const consul = new ConsulClient(consulConfig(ctx.env, { addr: str("consul-addr"), token: str("consul-token") }), { timeoutMs: 10_000 });
+    const releaseId = str("release");
+
+    if (action === "status") {
+      const found = await readRollout(consul, prefix, role, releaseId);
+      if (!found) {
+        ctx.log.info(`no rollout for role ${role}${releaseId ? ` release ${releaseId}` : "'s latest release"} (published without rollout flags: every node at once)`);
+        return 1;
+      }
+      process.stdout.write(a.json === true ? `${JSON.stringify(found.record, null, 2)}\n` : `${describeRolloutRecord(found.record)}\n`);
+      return isFinal(found.record.state) ? 1 : 0;
+    }
+    const record = await steerRollout(consul, { prefix, role, releaseId, action: action as RolloutAction, by: defaultPublisher(ctx.env) });
+    process.stdout.write(a.json === true ? `${JSON.stringify(record, null, 2)}\n` : `${describeRolloutRecord(record)}\n`);
+    return 0;
+  },
+});
