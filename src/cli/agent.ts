@@ -51,6 +51,7 @@ export const agentArgs = {
   force: { type: "boolean", description: "Deploy even when the event or release was handled already" },
   "follow-wait": { type: "string", description: "--follow: longest wait of one blocking query; the latest release is re-read at least this often (default 60s)", valueHint: "duration" },
   "follow-retry": { type: "string", description: "--follow: first wait before retrying a failed release; doubles up to 10m, jittered (default 10s)", valueHint: "duration" },
+  "metrics-file": { type: "string", description: "After every deploy, write Prometheus metrics to this file, atomically (node_exporter's textfile collector: name it *.prom)", valueHint: "file" },
   "lock-wait": { type: "string", description: "How long to wait for another agent deploying on this host (default 10m; 0: don't wait)", valueHint: "duration" },
   ...consulArgs,
 } as const satisfies ArgsDef;
@@ -123,7 +124,9 @@ async function runAgent(args: Args, ctx: CommandEnv): Promise<number> {
     if (bad) throw new UsageError(`--node: ${bad}`);
   }
   const stateDir = usableStateDir(str("state-dir") ?? env.PULLDEPLOY_STATE_DIR ?? DEFAULT_STATE_DIR, log);
-  const common = { stateDir, force: args.force === true, lockWaitMs: durationFlag("lock-wait", str("lock-wait")) ?? 600_000 };
+  const metricsFile = str("metrics-file");
+  if (args["metrics-file"] !== undefined && !metricsFile) throw new UsageError("--metrics-file: empty; give the file to write (e.g. /var/lib/node_exporter/textfile/pulldeploy.prom), or drop the flag");
+  const common = { stateDir, force: args.force === true, lockWaitMs: durationFlag("lock-wait", str("lock-wait")) ?? 600_000, metricsFile };
 
   // Consul is needed for --from-kv / --follow, and for reports when a role is given. Its
   // configuration is checked here; the node name (a request to the Consul agent) is looked up

@@ -10,6 +10,8 @@ import type { ArgsDef, CommandDef, ParsedArgs } from "citty";
 import type { CommandEnv } from "./context.ts";
 import { VERSION } from "../version.ts";
 
+const LOG_FORMAT_HELP = "--log-format text|json  log lines as text (default) or one JSON object per line (time, level, msg, phase, node, role, release_id, event_id)";
+
 /** Subcommands by name, in the order `--help` lists them. */
 export const COMMANDS: Record<
   string,
@@ -91,6 +93,8 @@ export async function usage(name: string, cmd: CommandDef<any>): Promise<string>
     "Flags (Go-style -flag value and --flag=value work too):",
     ...rows.map(([l, desc]) => `  ${l.padEnd(width)}  ${desc}`),
     "",
+    `Global: ${LOG_FORMAT_HELP}`,
+    "",
   ].join("\n");
 }
 
@@ -106,6 +110,7 @@ export function help(): string {
     ...lines,
     "",
     "Run `pulldeploy <command> --help` for a command's flags. `pulldeploy --version` prints the version.",
+    `Global: ${LOG_FORMAT_HELP}`,
     "",
   ].join("\n");
 }
