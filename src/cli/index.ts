@@ -40,6 +40,7 @@ export const COMMANDS: Record<
   rollback: { description: "Switch current back to an earlier release (sync_strategy: release), without downloading", load: async () => (await import("./rollback.ts")).default },
   keygen: { description: "Make an Ed25519 key pair for signed manifests", load: async () => (await import("./keygen.ts")).default },
   status: { description: "Show each node of a role: release, status, phase and age, against the latest release", load: async () => (await import("./status.ts")).default },
+  doctor: { description: "Check whether this host can deploy: Consul and the token's rights, state dir, rsync, tar, dest, trust keys, clock", load: async () => (await import("./doctor.ts")).default },
   dashboard: { description: "Serve a live web page of every role's nodes and releases (from Consul)", load: async () => (await import("./dashboard.ts")).default },
 };
 
