@@ -113,7 +113,10 @@ export const CHECKS: ((f: HostFacts) => CheckRow)[] = [
   (f) => {
     const check = "latest release";
     if (!f.role) return { check, status: "skip", detail: "not checked: no --role", advice: "pass --role to check the role's latest release, its dest and its size" };
-    if (!f.latest) return { check, status: "skip", detail: "not checked: Consul did not answer", advice: "run doctor again once Consul answers" };
+    if (!f.latest) {
+      const why = f.consul.ok ? "the KV read failed (see kv read)" : "Consul did not answer";
+      return { check, status: "skip", detail: `not checked: ${why}`, advice: "run doctor again once the kv read is ok" };
+    }
     if ("error" in f.latest) return { check, status: "fail", detail: f.latest.error, advice: "publish again, or fix the record at " + `${f.prefix}/roles/${f.role}/latest` };
     if ("none" in f.latest) return { check, status: "warn", detail: `none recorded for ${f.role} yet`, advice: `pulldeploy publish --role ${f.role} records one; or check --kv-prefix` };
     const r = f.latest.record;

@@ -11,6 +11,7 @@
  */
 import * as fs from "node:fs";
 import { basename, dirname, join } from "node:path";
+import { exposition, family, parseSample } from "../prometheus.ts";
 
 export interface DeployMetrics {
   /** When the deploy finished. */
@@ -32,7 +33,7 @@ export interface MetricsCarry {
 
 const RELEASE_INFO = "pulldeploy_release_info";
 
-/** The exposition text (format 0.0.4): HELP and TYPE for every family, label values escaped. */
+/** The exposition text, and what the next run carries over. */
 export function renderMetrics(run: DeployMetrics, before: MetricsCarry): { text: string; carry: MetricsCarry } {
   const carry: MetricsCarry = {
     bytesFetched: before.bytesFetched + run.bytesFetched,
@@ -40,25 +41,18 @@ export function renderMetrics(run: DeployMetrics, before: MetricsCarry): { text:
     failure: before.failure + (run.success ? 0 : 1),
     release: run.release ?? before.release,
   };
-  const family = (name: string, type: "gauge" | "counter", help: string, samples: string[]) => [`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`, ...samples];
-  const lines = [
-    ...family("pulldeploy_last_deploy_timestamp_seconds", "gauge", "Unix time the last deploy on this host finished.", [
-      `pulldeploy_last_deploy_timestamp_seconds ${(run.finishedAt.getTime() / 1000).toFixed(3)}`,
+  const text = exposition([
+    family("pulldeploy_last_deploy_timestamp_seconds", "gauge", "Unix time the last deploy on this host finished.", [{ value: run.finishedAt.getTime() / 1000 }]),
+    family("pulldeploy_last_deploy_success", "gauge", "1 if the last deploy on this host succeeded, 0 if it failed.", [{ value: run.success ? 1 : 0 }]),
+    family("pulldeploy_last_deploy_duration_seconds", "gauge", "How long the last deploy on this host took.", [{ value: run.durationMs / 1000 }]),
+    family("pulldeploy_bytes_fetched_total", "counter", "Archive bytes downloaded by deploys on this host.", [{ value: carry.bytesFetched }]),
+    family("pulldeploy_deploys_total", "counter", "Deploys on this host, by result.", [
+      { labels: { result: "success" }, value: carry.success },
+      { labels: { result: "failure" }, value: carry.failure },
     ]),
-    ...family("pulldeploy_last_deploy_success", "gauge", "1 if the last deploy on this host succeeded, 0 if it failed.", [`pulldeploy_last_deploy_success ${run.success ? 1 : 0}`]),
-    ...family("pulldeploy_last_deploy_duration_seconds", "gauge", "How long the last deploy on this host took.", [
-      `pulldeploy_last_deploy_duration_seconds ${(run.durationMs / 1000).toFixed(3)}`,
-    ]),
-    ...family("pulldeploy_bytes_fetched_total", "counter", "Archive bytes downloaded by deploys on this host.", [`pulldeploy_bytes_fetched_total ${carry.bytesFetched}`]),
-    ...family("pulldeploy_deploys_total", "counter", "Deploys on this host, by result.", [
-      `pulldeploy_deploys_total{result="success"} ${carry.success}`,
-      `pulldeploy_deploys_total{result="failure"} ${carry.failure}`,
-    ]),
-    ...(carry.release
-      ? family(RELEASE_INFO, "gauge", "The release live on this host (from its last successful deploy); always 1.", [`${RELEASE_INFO}${labels(carry.release)} 1`])
-      : []),
-  ];
-  return { text: `${lines.join("\n")}\n`, carry };
+    family(RELEASE_INFO, "gauge", "The release live on this host (from its last successful deploy); always 1.", carry.release ? [{ labels: carry.release, value: 1 }] : []),
+  ]);
+  return { text, carry };
 }
 
 /** The counters and the live release of a previous file's text; zeros for anything missing or malformed. */
@@ -74,35 +68,6 @@ export function parseCarry(text: string): MetricsCarry {
     else if (sample.name === RELEASE_INFO) carry.release = sample.labels;
   }
   return carry;
-}
-
-/** One sample line of the text format (`name{a="b",…} value`), or undefined for comments, blanks and garbage. */
-export function parseSample(line: string): { name: string; labels: Record<string, string>; value: number } | undefined {
-  const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?[ \t]+(\S+)(?:[ \t]+-?\d+)?$/.exec(line);
-  if (!m) return undefined;
-  const labels: Record<string, string> = {};
-  const body = m[2] ?? "";
-  const pair = /\s*([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"\s*(,|$)/y;
-  let at = 0;
-  while (at < body.length) {
-    pair.lastIndex = at;
-    const p = pair.exec(body);
-    if (!p) return undefined;
-    if (p[1]! in labels) return undefined;
-    labels[p[1]!] = p[2]!.replace(/\\(["\\n])/g, (_all, c: string) => (c === "n" ? "\n" : c));
-    at = pair.lastIndex;
-    if (p[3] === "" && at < body.length) return undefined;
-  }
-  const value = /^(?:[+-]?(?:\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)|[+-]?Inf|NaN)$/.test(m[3]!) ? Number(m[3]!.replace(/^([+-]?)Inf$/, "$1Infinity")) : NaN;
-  if (Number.isNaN(value) && m[3] !== "NaN") return undefined;
-  return { name: m[1]!, labels, value };
-}
-
-function labels(l: Record<string, string>): string {
-  const parts = Object.entries(l)
-    .filter(([k]) => /^[a-zA-Z_][a-zA-Z0-9_]*$/.test(k) && !k.startsWith("__"))
-    .map(([k, v]) => `${k}="${v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n")}"`);
-  return parts.length ? `{${parts.join(",")}}` : "";
 }
 
 /**

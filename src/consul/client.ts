@@ -179,7 +179,8 @@ export class ConsulClient {
 
   /**
    * The agent's clock against ours: its answer's `Date` header (1 s resolution) minus our clock at the
-   * request's midpoint, in ms. Any answer counts, a 403 too: no ACL rights are needed to read a clock.
+   * request's midpoint, in ms (the header's whole second plus half a second: it was truncated). Any
+   * answer counts, a 403 too: no ACL rights are needed to read a clock.
    */
   async clockSkewMs(): Promise<number> {
     const before = Date.now();
@@ -187,7 +188,7 @@ export class ConsulClient {
     const after = Date.now();
     const date = Date.parse(a.headers.get("date") ?? "");
     if (Number.isNaN(date)) throw new ConsulError(`consul GET /v1/agent/self: no Date header in the answer`);
-    return date - (before + after) / 2;
+    return date + 500 - (before + after) / 2;
   }
 
   async catalogNodes(): Promise<CatalogNode[]> {
