@@ -193,7 +193,7 @@ describe("dashboard /metrics", () => {
         const res = await fetch(`${url}/metrics`);
         text = await res.text();
         expect(res.headers.get("content-type")).toBe("text/plain; version=0.0.4; charset=utf-8");
-        return text.includes('status="failure"} 1') && text.includes("pulldeploy_rollout_info");
+        return text.includes('status="failure"} 1') && text.includes('status="never-reported"} 1') && text.includes("pulldeploy_rollout_info"); // the catalog is read after KV
       }, "the dashboard to read Consul");
       const m = samples(text);
       expect(m.get("pulldeploy_consul_up")).toBe(1);
