@@ -1,6 +1,6 @@
 /** doctor's pure table: facts in, one row per check; the thresholds and verdicts each fact leads to. */
 import { describe, expect, test } from "bun:test";
-import { runChecks, renderChecks, type HostFacts } from "../../src/agent/doctor.ts";
+import { runChecks, renderChecks, type CheckStatus, type HostFacts } from "../../src/agent/doctor.ts";
 
 const base: HostFacts = {
   uid: 0,
@@ -55,7 +55,7 @@ describe("doctor's checks", () => {
     [{ latest: undefined, kvRead: { ok: false, denied: true, error: "403" } }, "latest release", "skip"],
     [{ node: { name: "h", from: "hostname", error: "403" } }, "node name", "warn"],
     [{ consul: { ok: false, error: "unreachable" } }, "consul", "fail"],
-  ] as [Partial<HostFacts>, string, string][])("%j → %s %s", (facts, check, want) => {
+  ] as [Partial<HostFacts>, string, CheckStatus][])("%j → %s %s", (facts, check, want) => {
     expect(status(facts, check)).toBe(want);
   });
   test("the table shows advice only under rows that are not ok, and a summary", () => {
