@@ -45,6 +45,19 @@ describe("createLogger", () => {
   });
 });
 
+describe("json lines can't be forged", () => {
+  test("a hook printing a JSON line, or a message with quotes and control characters, stays inside msg", () => {
+    const { log, out } = logged("json");
+    log.set({ role: 'web", "level": "debug' });
+    log.info('out: {"time":"x","level":"error","msg":"forged"}\r\nnext\u0000\u001b[31m');
+    const lines = out.map((l) => JSON.parse(l));
+    expect(lines).toHaveLength(2);
+    expect(lines[0]).toEqual({ time: at.toISOString(), level: "info", msg: 'out: {"time":"x","level":"error","msg":"forged"}', role: 'web", "level": "debug' });
+    expect(lines[1].msg).toBe("next\u0000\u001b[31m");
+    expect(out[1]).toContain("\\u0000\\u001b[31m"); // escaped on the wire
+  });
+});
+
 describe("takeLogFormat", () => {
   test.each([
     [["agent"], "text", ["agent"], undefined],
