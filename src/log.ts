@@ -1,10 +1,31 @@
 /**
  * The deploy log: timestamped lines on stderr, with the same text kept in memory for the
  * `success`/`failure` commands' stdin. Credentials are scrubbed before a line is written.
+ *
+ * `--log-format json` changes only what is written: one JSON object per line (`time`, `level`,
+ * `msg`, then whichever of `phase`, `node`, `role`, `release_id`, `event_id` are known), for
+ * journald, Loki or CloudWatch. What is kept (`text()`: the hooks' stdin, the node report's
+ * `log_tail`) is always the text form, and the text form is what stretcher printed.
  */
+
+export const LOG_FORMATS = ["text", "json"] as const;
+export type LogFormat = (typeof LOG_FORMATS)[number];
+
+/** What a JSON line says about where it comes from, when known. Text lines never show them. */
+export interface LogFields {
+  phase?: string;
+  node?: string;
+  role?: string;
+  release_id?: string;
+  event_id?: string;
+}
 
 export interface Logger {
   info(msg: string): void;
+  /** A failure (`level: "error"` in JSON); the same text line as `info`. */
+  error(msg: string): void;
+  /** Set (or, with undefined, clear) fields for the lines that follow. */
+  set(fields: LogFields): void;
   /** Everything logged so far, newline-terminated lines. */
   text(): string;
 }
@@ -16,26 +37,45 @@ export interface LoggerOptions {
   now?: () => Date;
   /** Suppress output (the text is still kept). */
   quiet?: boolean;
+  /** What is written (default "text"); what is kept is always text. */
+  format?: LogFormat;
 }
+
+const FIELD_ORDER = ["phase", "node", "role", "release_id", "event_id"] as const satisfies readonly (keyof LogFields)[];
 
 export function createLogger(opts: LoggerOptions = {}): Logger {
   const write = opts.write ?? ((line: string) => process.stderr.write(line));
   const now = opts.now ?? (() => new Date());
+  const json = opts.format === "json";
   const kept: string[] = [];
-  return {
-    info(msg: string) {
-      for (const part of redact(msg).split(/\r?\n/)) {
-        const line = `${now().toISOString()} ${part}\n`;
-        kept.push(line);
-        if (!opts.quiet) write(line);
+  const fields: LogFields = {};
+  const log = (level: "info" | "error", msg: string) => {
+    for (const part of redact(msg).split(/\r?\n/)) {
+      const time = now().toISOString();
+      const line = `${time} ${part}\n`;
+      kept.push(line);
+      if (opts.quiet) continue;
+      if (!json) {
+        write(line);
+        continue;
       }
+      const record: Record<string, string> = { time, level, msg: part };
+      for (const k of FIELD_ORDER) if (fields[k] !== undefined && fields[k] !== "") record[k] = redact(fields[k]!);
+      write(`${JSON.stringify(record)}\n`);
+    }
+  };
+  return {
+    info: (msg) => log("info", msg),
+    error: (msg) => log("error", msg),
+    set(more) {
+      for (const k of FIELD_ORDER) if (k in more) fields[k] = more[k];
     },
     text: () => kept.join(""),
   };
 }
 
 /** A logger that keeps nothing and prints nothing. */
-export const silentLogger: Logger = { info() {}, text: () => "" };
+export const silentLogger: Logger = { info() {}, error() {}, set() {}, text: () => "" };
 
 /**
  * Query parameters that carry a credential: AWS and GCS signed URLs (SigV4 and V2, `X-Goog-*`),

@@ -14,12 +14,13 @@
 import { messageOf, PulldeployError, UsageError } from "./errors.ts";
 import { createLogger } from "./log.ts";
 import { COMMIT, VERSION } from "./version.ts";
-import { normalizeArgv } from "./cli/_shared.ts";
+import { normalizeArgv, takeLogFormat } from "./cli/_shared.ts";
 import type { CommandEnv } from "./cli/context.ts";
 import { COMMANDS, help, parseFlags, plainFlags, usage } from "./cli/index.ts";
 
 export async function main(argv: string[]): Promise<number> {
-  const [name, ...rest] = argv;
+  const global = takeLogFormat(argv);
+  const [name, ...rest] = global.rest;
   if (name === undefined || name === "--help" || name === "-h" || name === "help") {
     printLines(help());
     return name === undefined ? 2 : 0;
@@ -33,12 +34,16 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`pulldeploy: unknown command "${name}" (commands: ${Object.keys(COMMANDS).join(", ")}; see pulldeploy --help)\n`);
     return 2;
   }
+  if (global.error !== undefined) {
+    process.stderr.write(`pulldeploy ${name}: ${global.error}\n`);
+    return entry.alwaysZero?.(process.env) ? 0 : 2;
+  }
   const [cmd, fs] = await Promise.all([entry.load(), import("node:fs")]);
   if (rest.includes("--help") || rest.includes("-h")) {
     printLines(await usage(name, cmd));
     return 0;
   }
-  const log = createLogger(entry.fastStart ? { write: directStderr(fs) } : {});
+  const log = createLogger({ format: global.format, ...(entry.fastStart ? { write: directStderr(fs) } : {}) });
   const controller = new AbortController();
   const force = new AbortController();
   const onSignal = (sig: NodeJS.Signals) => {
@@ -75,7 +80,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     code = typeof result === "number" ? result : 0;
   } catch (err) {
-    log.info(`pulldeploy ${name}: ${messageOf(err)}`);
+    log.error(`pulldeploy ${name}: ${messageOf(err)}`);
     code = err instanceof UsageError ? 2 : 1;
   } finally {
     process.off("SIGINT", onSignal);

@@ -77,9 +77,10 @@ export interface DeployOptions {
   rollout?: { prepared(manifest: Manifest, manifestUrl: string): Promise<void>; settled(manifest: Manifest): Promise<void> };
 }
 
+/** `bytesFetched`: archive bytes downloaded (every attempt that completed), for the metrics file. */
 export type DeployResult =
-  | { ok: true; manifest: Manifest; releaseId?: string }
-  | { ok: false; phase: DeployPhase; error: string; manifest?: Manifest; releaseId?: string; rolledBackTo?: string };
+  | { ok: true; manifest: Manifest; releaseId?: string; bytesFetched: number }
+  | { ok: false; phase: DeployPhase; error: string; manifest?: Manifest; releaseId?: string; rolledBackTo?: string; bytesFetched: number };
 
 export async function deploy(opts: DeployOptions): Promise<DeployResult> {
   const { log, env, signal } = opts;
@@ -106,12 +107,12 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
     }
   } catch (err) {
     const error = phaseError(err, phase);
-    log.info(`deploy failed in phase ${phase}: ${error.message}`);
+    log.error(`deploy failed in phase ${phase}: ${error.message}`);
     if (err instanceof ManifestError && !err.fatal && err.partial) {
       // The manifest is readable enough to know its failure commands: run them.
       await runFailure(err.partial.failure, { ...baseEnv(opts), ...err.partial.env }, phase, error.message, opts);
     }
-    return { ok: false, phase, error: error.message };
+    return { ok: false, phase, error: error.message, bytesFetched: 0 };
   }
 
   const strategy = SYNC_STRATEGIES[manifest.syncStrategy];
@@ -124,6 +125,7 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
   };
   let ws: Workspace | undefined;
   let applied = false;
+  let bytesFetched = 0;
   try {
     if (manifest.src === undefined) {
       log.info("no src: running commands only");
@@ -141,6 +143,7 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
         log.info(`fetch: ${redact(manifest.src)}`);
         const started = performance.now();
         const result = await fetchWithRetry(manifest, ws, opts);
+        bytesFetched += result.bytes;
         const secs = (performance.now() - started) / 1000;
         const linked = result.linked > 0 ? `, ${result.linked} unchanged files hard-linked` : "";
         if (result.delta) log.info(`checksum: ${result.delta}`);
@@ -169,6 +172,7 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
         phase = "fetch";
         emptyDir(ws.tree);
         const again = await fetchWithRetry(manifest, { ...ws, linkFrom: undefined }, opts);
+        bytesFetched += again.bytes;
         ws.archiveHardLinks = again.hardLinks;
         ws.linked = again.linked;
         phase = "extract";
@@ -190,14 +194,14 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
   } catch (err) {
     const error = phaseError(err, phase);
     const where = isDeployPhase(error.phase) ? error.phase : phase;
-    log.info(`deploy failed in phase ${where}: ${error.message}`);
+    log.error(`deploy failed in phase ${where}: ${error.message}`);
     let rolledBackTo: string | undefined;
     if (applied && (where === "validate" || where === "health") && strategy.revert && ws) {
       rolledBackTo = strategy.revert(ctx, ws);
       log.info(rolledBackTo ? `rolled back: current -> releases/${rolledBackTo}` : "validate failed and there is no previous release to roll back to");
     }
     await runFailure(manifest.commands.failure, hookEnv, where, error.message, opts);
-    return { ok: false, phase: where, error: error.message, manifest, releaseId: ws?.releaseId, rolledBackTo };
+    return { ok: false, phase: where, error: error.message, manifest, releaseId: ws?.releaseId, rolledBackTo, bytesFetched };
   } finally {
     // The outcome is decided: a failed cleanup is a warning, never a failed (or a succeeded) deploy.
     try {
@@ -213,7 +217,7 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
   } catch (err) {
     log.info(`success command failed (the deploy still succeeded): ${messageOf(err)}`);
   }
-  return { ok: true, manifest, releaseId: ws?.releaseId };
+  return { ok: true, manifest, releaseId: ws?.releaseId, bytesFetched };
 }
 
 async function checkSignature(url: string, bytes: Uint8Array, opts: DeployOptions): Promise<void> {

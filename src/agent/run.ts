@@ -35,6 +35,7 @@ import {
   type HostLock,
 } from "./state.ts";
 import { VERSION } from "../version.ts";
+import { writeMetricsFile } from "./metrics.ts";
 
 export interface ReportTarget {
   consul: ConsulClient;
@@ -57,6 +58,8 @@ export interface AgentRunOptions {
   force: boolean;
   lockWaitMs: number;
   report?: ReportTarget;
+  /** `--metrics-file`: rewritten after every deploy (not after a skip). */
+  metricsFile?: string;
 }
 
 export type AgentOutcome = { outcome: "deployed" | "failed"; result: DeployResult } | { outcome: "skipped"; reason: string };
@@ -64,6 +67,7 @@ export type AgentOutcome = { outcome: "deployed" | "failed"; result: DeployResul
 export async function agentRun(o: AgentRunOptions): Promise<AgentOutcome> {
   const { log } = o.deploy;
   const warn = (m: string) => log.info(m);
+  log.set({ phase: undefined, node: o.report?.node, role: o.report?.role, event_id: o.eventId, release_id: o.releaseId ?? releaseIdOfUrl(o.manifestUrl) });
   let lock: HostLock | undefined;
   let store: StateStore | undefined;
   if (o.stateDir !== undefined) {
@@ -102,14 +106,18 @@ export async function agentRun(o: AgentRunOptions): Promise<AgentOutcome> {
         if (refused !== undefined) throw new PulldeployError(refused, "signature");
         if (m.issuedAt !== undefined) log.info(`signature: issued ${m.issuedAt}`);
       },
-      onPhase: (phase, manifest) =>
+      onPhase: (phase, manifest) => {
+        log.set({ phase, ...(o.releaseId === undefined && manifest?.releaseId ? { release_id: manifest.releaseId } : {}) });
         reporter?.update({
           phase,
           checksum: manifest?.checksum?.hex ?? reporter.report.checksum,
           release_id: reporter.report.release_id ?? manifest?.releaseId ?? null,
-        }),
+        });
+      },
     });
     const releaseId = o.releaseId ?? (result.manifest?.releaseId || releaseIdOfUrl(o.manifestUrl) || result.releaseId) ?? undefined;
+    log.set({ release_id: releaseId, phase: result.ok ? "done" : result.phase });
+    if (o.metricsFile !== undefined) metrics(o, result, releaseId, started);
     let delivered = true;
     if (reporter) {
       const finished = new Date();
@@ -150,6 +158,25 @@ export async function agentRun(o: AgentRunOptions): Promise<AgentOutcome> {
     return { outcome: result.ok ? "deployed" : "failed", result };
   } finally {
     lock?.release();
+  }
+}
+
+function metrics(o: AgentRunOptions, result: DeployResult, releaseId: string | undefined, started: Date): void {
+  const finishedAt = new Date();
+  const m = result.ok ? result.manifest : undefined;
+  const release = m
+    ? {
+        release_id: releaseId ?? "",
+        ...(o.report ? { role: o.report.role, node: o.report.node } : {}),
+        dest: m.dest ?? "",
+        strategy: m.syncStrategy,
+        checksum: m.checksum?.hex ?? "",
+      }
+    : undefined;
+  try {
+    writeMetricsFile(o.metricsFile!, { finishedAt, success: result.ok, durationMs: finishedAt.getTime() - started.getTime(), bytesFetched: result.bytesFetched, release });
+  } catch (err) {
+    o.deploy.log.info(`metrics: cannot write ${o.metricsFile}: ${messageOf(err)}`);
   }
 }
 

@@ -49,6 +49,8 @@ export interface AgentStartOptions {
   stateDir: string;
   force: boolean;
   lockWaitMs: number;
+  /** `--metrics-file`: a Prometheus text file written after every deploy (agent/metrics.ts). */
+  metricsFile?: string;
   /** Sleep a random time in [0, randomDelayMs) before reading the trigger. */
   randomDelayMs?: number;
 }
@@ -58,7 +60,7 @@ export async function startAgent(o: AgentStartOptions): Promise<number> {
   const { env, log } = o.deploy;
   const signal = o.signal;
   const stateDir = usableStateDir(o.stateDir, log);
-  const common = { stateDir, force: o.force, lockWaitMs: o.lockWaitMs };
+  const common = { stateDir, force: o.force, lockWaitMs: o.lockWaitMs, metricsFile: o.metricsFile };
   const role = o.role;
 
   // Consul is needed for from-kv / follow, and for reports when a role is given. Its configuration

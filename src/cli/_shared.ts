@@ -4,6 +4,7 @@
  */
 import type { ArgsDef } from "citty";
 import { UsageError } from "../errors.ts";
+import { LOG_FORMATS, type LogFormat } from "../log.ts";
 import { DEFAULT_KV_PREFIX, normalizeKvPrefix } from "../records/release.ts";
 import { parseDuration, parseSize } from "../units.ts";
 
@@ -114,4 +115,31 @@ export const consulArgs = {
 /** A list flag's values (comma-separated or repeated), blanks dropped. */
 export function listFlag(value: string | undefined): string[] {
   return (value ?? "").split(",").map((v) => v.trim()).filter((v) => v !== "");
+}
+
+/**
+ * The global `--log-format text|json` (also `--log-format=json`, `-log-format json`), anywhere
+ * before `--`, taken out of argv before the command's own flags are read. The last one wins.
+ */
+export function takeLogFormat(argv: string[]): { format: LogFormat; rest: string[]; error?: string } {
+  let format: LogFormat = "text";
+  let error: string | undefined;
+  const rest: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === "--") {
+      rest.push(...argv.slice(i));
+      break;
+    }
+    const m = /^--?log-format(?:=(.*))?$/s.exec(a);
+    if (!m) {
+      rest.push(a);
+      continue;
+    }
+    const value = m[1] ?? argv[++i];
+    if (value === undefined) error = "--log-format needs a value: text or json";
+    else if (!(LOG_FORMATS as readonly string[]).includes(value)) error = `--log-format: expected ${LOG_FORMATS.join(" or ")}, got "${value}"`;
+    else format = value as LogFormat;
+  }
+  return { format, rest, error };
 }

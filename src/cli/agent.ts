@@ -47,6 +47,7 @@ export const agentArgs = {
   force: { type: "boolean", description: "Deploy even when the event or release was handled already" },
   "follow-wait": { type: "string", description: "--follow: longest wait of one blocking query; the latest release is re-read at least this often (default 60s)", valueHint: "duration" },
   "follow-retry": { type: "string", description: "--follow: first wait before retrying a failed release; doubles up to 10m, jittered (default 10s)", valueHint: "duration" },
+  "metrics-file": { type: "string", description: "After every deploy, write Prometheus metrics to this file, atomically (node_exporter's textfile collector: name it *.prom)", valueHint: "file" },
   "lock-wait": { type: "string", description: "How long to wait for another agent deploying on this host (default 10m; 0: don't wait)", valueHint: "duration" },
   ...consulArgs,
 } as const satisfies ArgsDef;
@@ -118,6 +119,8 @@ async function runAgent(args: Args, ctx: CommandEnv): Promise<number> {
     const bad = checkNode(node);
     if (bad) throw new UsageError(`--node: ${bad}`);
   }
+  const metricsFile = str("metrics-file");
+  if (args["metrics-file"] !== undefined && !metricsFile) throw new UsageError("--metrics-file: empty; give the file to write (e.g. /var/lib/node_exporter/textfile/pulldeploy.prom), or drop the flag");
   // Each mode's own flags are read only in that mode (others ignore them, as they always did).
   let source: AgentSource;
   if (following) source = { kind: "follow", waitMs: durationFlag("follow-wait", str("follow-wait")), retryMs: followRetry(durationFlag("follow-retry", str("follow-retry"))) };
@@ -139,6 +142,7 @@ async function runAgent(args: Args, ctx: CommandEnv): Promise<number> {
     stateDir: str("state-dir") ?? env.PULLDEPLOY_STATE_DIR ?? DEFAULT_STATE_DIR,
     force: args.force === true,
     lockWaitMs: durationFlag("lock-wait", str("lock-wait")) ?? 600_000,
+    metricsFile,
     randomDelayMs: following ? undefined : durationFlag("random-delay", str("random-delay")),
   });
 }

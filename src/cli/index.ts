@@ -10,6 +10,8 @@ import type { ArgsDef, CommandDef, ParsedArgs } from "citty";
 import type { CommandEnv } from "./context.ts";
 import { VERSION } from "../version.ts";
 
+const LOG_FORMAT_HELP = "--log-format text|json  log lines as text (default) or one JSON object per line (time, level, msg, phase, node, role, release_id, event_id)";
+
 /** Subcommands by name, in the order `--help` lists them. */
 export const COMMANDS: Record<
   string,
@@ -40,6 +42,7 @@ export const COMMANDS: Record<
   keygen: { description: "Make an Ed25519 key pair for signed manifests", load: async () => (await import("./keygen.ts")).default },
   rollout: { description: "Show or steer a staged rollout: status, pause, resume, promote, abort", load: async () => (await import("./rollout.ts")).default },
   status: { description: "Show each node of a role: release, status, phase and age, against the latest release", load: async () => (await import("./status.ts")).default },
+  doctor: { description: "Check whether this host can deploy: Consul and the token's rights, state dir, rsync, tar, dest, trust keys, clock", load: async () => (await import("./doctor.ts")).default },
   dashboard: { description: "Serve a live web page of every role's nodes and releases (from Consul)", load: async () => (await import("./dashboard.ts")).default },
 };
 
@@ -93,6 +96,8 @@ export async function usage(name: string, cmd: CommandDef<any>): Promise<string>
     "Flags (Go-style -flag value and --flag=value work too):",
     ...rows.map(([l, desc]) => `  ${l.padEnd(width)}  ${desc}`),
     "",
+    `Global: ${LOG_FORMAT_HELP}`,
+    "",
   ].join("\n");
 }
 
@@ -108,6 +113,7 @@ export function help(): string {
     ...lines,
     "",
     "Run `pulldeploy <command> --help` for a command's flags. `pulldeploy --version` prints the version.",
+    `Global: ${LOG_FORMAT_HELP}`,
     "",
   ].join("\n");
 }

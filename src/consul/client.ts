@@ -177,6 +177,20 @@ export class ConsulClient {
     return decodeAgentSelf(parseJson(await this.#call("GET", path), "GET", path), path);
   }
 
+  /**
+   * The agent's clock against ours: its answer's `Date` header (1 s resolution) minus our clock at the
+   * request's midpoint, in ms (the header's whole second plus half a second: it was truncated). Any
+   * answer counts, a 403 too: no ACL rights are needed to read a clock.
+   */
+  async clockSkewMs(): Promise<number> {
+    const before = Date.now();
+    const a = await this.#call("GET", "/v1/agent/self", { ok: [401, 403] });
+    const after = Date.now();
+    const date = Date.parse(a.headers.get("date") ?? "");
+    if (Number.isNaN(date)) throw new ConsulError(`consul GET /v1/agent/self: no Date header in the answer`);
+    return date + 500 - (before + after) / 2;
+  }
+
   async catalogNodes(): Promise<CatalogNode[]> {
     const path = "/v1/catalog/nodes";
     return decodeCatalogNodes(parseJson(await this.#call("GET", path), "GET", path), path);

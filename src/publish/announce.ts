@@ -106,6 +106,7 @@ async function announce(s: AnnounceStep, client: ConsulClient | undefined): Prom
   }
   if (a.via === "consul") {
     const ev = await client!.eventFire(a.event, s.manifestUrl, { node: a.node, service: a.service, tag: a.tag });
+    s.log.set({ event_id: ev.id });
     s.log.info(`fired consul event ${a.event} ${ev.id}${describeFilters(a)}: ${redact(s.manifestUrl)}`);
     return;
   }

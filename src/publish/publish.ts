@@ -87,6 +87,7 @@ export async function publish(o: PublishOptions): Promise<PublishResult> {
   // check: everything that can be known before packing.
   const roleProblem = checkRole(o.role);
   if (roleProblem) throw new UsageError(`--role: ${roleProblem}`);
+  log.set({ role: o.role });
   const signKey = o.signKey === undefined ? undefined : loadPrivateKey(o.signKey);
   const consul = o.kv || o.announce.via === "consul" ? consulConfig(o.env, o.consul) : undefined;
   checkAnnounce(o.announce);
@@ -121,6 +122,7 @@ export async function publish(o: PublishOptions): Promise<PublishResult> {
 
     // name
     const id = idOf(archive);
+    log.set({ release_id: id });
     const archiveUrl = target.urlOf(storedNames.archive(o.role, id));
     const manifestUrl = target.urlOf(storedNames.manifest(o.role, id));
     log.info(

@@ -69,7 +69,7 @@ describe("a forged or stale .lock does not hold a node off a free slot", () => {
     expect(lock.Limit).toBe(1);
     expect(Object.keys(lock.Holders)).toHaveLength(1);
     expect(Object.keys(lock.Holders)[0]).not.toBe(fake);
-    await gate.finish({ ok: true, manifest }, "file:///x.yml");
+    await gate.finish({ ok: true, manifest, bytesFetched: 0 }, "file:///x.yml");
     expect(c.sessions.size).toBe(0);
     expect(JSON.parse(Buffer.from(c.kvEntry(KEY)!.value).toString())).toMatchObject({ healthy: ["node-2"], prepared: ["node-2"] });
   });

@@ -7,6 +7,7 @@
  *   GET /api/state        DashboardState as JSON; `?index=N` waits (up to `wait`, 30s by default)
  *                         until the state's index is not N
  *   GET /api/events       text/event-stream: an `event: state` with the whole state now and on each change
+ *   GET /metrics          Prometheus text (../metrics.ts): nodes per role per status, latest release age, rollout state
  *
  * Consul going away keeps the last state on the page with `consul.ok: false` and the error; the loop
  * retries with backoff until Consul answers again.
@@ -16,6 +17,7 @@ import type { ConsulClient, KvEntry } from "../../consul/client.ts";
 import { nextIndex } from "../../consul/blocking.ts";
 import { messageOf } from "../../errors.ts";
 import { catalogNodesOf } from "../view.ts";
+import { fleetMetrics } from "../metrics.ts";
 import type { Logger } from "../../log.ts";
 import { sleep } from "../../time.ts";
 import { parseDuration } from "../../units.ts";
@@ -172,6 +174,10 @@ export function startDashboard(o: DashboardOptions): Dashboard {
         case "/api/events":
           srv.timeout(req, 0);
           return events(req.signal);
+        case "/metrics":
+          return new Response(fleetMetrics(state(), entries, new Date()), {
+            headers: { ...SECURITY_HEADERS, "Content-Type": "text/plain; version=0.0.4; charset=utf-8", "Cache-Control": "no-store" },
+          });
         case "/favicon.ico":
           return new Response(null, { status: 204 });
         default:
