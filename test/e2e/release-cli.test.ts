@@ -167,8 +167,8 @@ describe("signed manifests (agent --trust-key)", () => {
 describe("crash safety: kill -9 in each phase, then a clean run", () => {
   const phases: [string, string, (d: string) => boolean][] = [
     ["fetch", "", (d) => fs.readdirSync(join(d, "app/releases")).some((n) => n.startsWith(".partial-"))],
-    ["pre", 'commands:\n  pre: ["touch $PULLDEPLOY_DEST/../in-pre; exec sleep 30"]\n', (d) => fs.existsSync(join(d, "in-pre"))],
-    ["post", 'commands:\n  post: ["touch $PULLDEPLOY_DEST/../in-post; exec sleep 30"]\n', (d) => fs.existsSync(join(d, "in-post"))],
+    ["pre", 'commands:\n  pre: ["echo $$ > $PULLDEPLOY_DEST/../hook.pid; touch $PULLDEPLOY_DEST/../in-pre; exec sleep 30"]\n', (d) => fs.existsSync(join(d, "in-pre"))],
+    ["post", 'commands:\n  post: ["echo $$ > $PULLDEPLOY_DEST/../hook.pid; touch $PULLDEPLOY_DEST/../in-post; exec sleep 30"]\n', (d) => fs.existsSync(join(d, "in-post"))],
   ];
   test.each(phases)("kill -9 during %s", async (phase, hooks, reached) => {
     await using d = tempDir();
@@ -183,7 +183,13 @@ describe("crash safety: kill -9 in each phase, then a clean run", () => {
     await waitFor(() => reached(d.path), `the agent to reach ${phase}`);
     proc.kill("SIGKILL");
     await proc.exited;
-    Bun.spawnSync(["pkill", "-KILL", "-f", "sleep 30"]);
+    // The dead agent's hook (its own process group) by its pid: never by name, other runs may share the machine.
+    const hookPid = join(d.path, "hook.pid");
+    if (fs.existsSync(hookPid)) {
+      try {
+        process.kill(-Number(fs.readFileSync(hookPid, "utf8")), "SIGKILL");
+      } catch {}
+    }
     // current is on a complete release whatever the moment of death.
     const current = fs.readlinkSync(join(dest, "current"));
     expect(listTree(join(dest, current))).toEqual(EXPECTED_TREE);
