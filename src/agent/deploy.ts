@@ -64,6 +64,12 @@ export interface DeployOptions {
   trustKeys?: KeyObject[];
   /** With trust keys, after the signature: throws (a PulldeployError) to refuse a verified manifest. */
   admit?: (manifest: Manifest) => void;
+  /**
+   * Once the manifest is read and, with trust keys, verified and admitted: before anything is fetched
+   * or run (an agent without --role learns its report target and rollout from the manifest's `role:`
+   * here, never from an unverified one). Must not throw for Consul being away.
+   */
+  accepted?: (manifest: Manifest) => Promise<void>;
   /** Told about every hook and rsync process group while it runs. */
   track?: ChildTracker;
   /** Told each time the deploy enters a phase (for progress reports). */
@@ -104,6 +110,8 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
       phase = "signature";
       opts.admit(manifest);
     }
+    phase = "manifest";
+    await opts.accepted?.(manifest);
   } catch (err) {
     const error = phaseError(err, phase);
     log.info(`deploy failed in phase ${phase}: ${error.message}`);

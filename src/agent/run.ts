@@ -57,6 +57,11 @@ export interface AgentRunOptions {
   force: boolean;
   lockWaitMs: number;
   report?: ReportTarget;
+  /**
+   * No `report`: the target for the manifest's `role:`, asked once the deploy has read (and, with
+   * trust keys, verified and admitted) the manifest; undefined: no report.
+   */
+  reportOf?: (role: string) => Promise<ReportTarget | undefined>;
 }
 
 export type AgentOutcome = { outcome: "deployed" | "failed"; result: DeployResult } | { outcome: "skipped"; reason: string };
@@ -90,7 +95,7 @@ export async function agentRun(o: AgentRunOptions): Promise<AgentOutcome> {
     }
 
     const started = new Date();
-    const reporter = o.report ? startReport(o, started) : undefined;
+    let reporter = o.report ? startReport(o, o.report, started) : undefined;
     const admitted = state;
     const result = await deploy({
       ...o.deploy,
@@ -101,6 +106,19 @@ export async function agentRun(o: AgentRunOptions): Promise<AgentOutcome> {
         const refused = m.dest === undefined ? undefined : downgradeOf(m.issuedAt, m.dest, admitted);
         if (refused !== undefined) throw new PulldeployError(refused, "signature");
         if (m.issuedAt !== undefined) log.info(`signature: issued ${m.issuedAt}`);
+      },
+      accepted: async (m) => {
+        if (!reporter && o.reportOf && m.role !== undefined) {
+          const t = await o.reportOf(m.role);
+          if (t) {
+            if (state.pending_report && (await sendPending(t, state.pending_report, log))) {
+              state = { ...state, pending_report: undefined };
+              store?.write(state);
+            }
+            reporter = startReport(o, t, started, m.releaseId);
+          }
+        }
+        await o.deploy.accepted?.(m);
       },
       onPhase: (phase, manifest) =>
         reporter?.update({
@@ -153,14 +171,13 @@ export async function agentRun(o: AgentRunOptions): Promise<AgentOutcome> {
   }
 }
 
-function startReport(o: AgentRunOptions, started: Date): Reporter {
-  const t = o.report!;
+function startReport(o: AgentRunOptions, t: ReportTarget, started: Date, manifestReleaseId?: string): Reporter {
   const base: NodeReport = {
     node: t.node,
     role: t.role,
     status: "deploying",
     phase: "manifest",
-    release_id: o.releaseId ?? releaseIdOfUrl(o.manifestUrl) ?? null,
+    release_id: o.releaseId ?? manifestReleaseId ?? releaseIdOfUrl(o.manifestUrl) ?? null,
     manifest_url: redact(o.manifestUrl),
     checksum: o.checksum ?? null,
     error: null,

@@ -57,6 +57,12 @@ export function rolloutHook(s: RolloutSettings | undefined, o: { role?: string; 
   if (!s) return undefined;
   if (o.role === undefined) throw new UsageError("rollout flags (--max-parallel, --canary, …) need --role: the role whose nodes take part");
   if (!o.kv) throw new UsageError("rollout flags (--max-parallel, --canary, …) cannot go with --no-kv: agents coordinate through Consul KV");
+  // The halting agent fires the rollback, and an agent can only fire a Consul event: `serf event`
+  // needs the publisher's Serf RPC address and key (never written to KV), and a Consul event never
+  // reaches a fleet whose handlers listen to Serf. Refused rather than rolled back in KV only.
+  if (s.autoRollback && o.announce.via === "serf") {
+    throw new UsageError(`--auto-rollback cannot go with --via serf: the halting agent fires the rollback as a Consul event, which Serf handlers never see; drop --auto-rollback (after a halt: pulldeploy rollback --role ${o.role} --via serf) or announce through Consul`);
+  }
   return async (consul: ConsulClient, release: ReleaseRecord) => {
     const a = o.announce;
     await writeRollout(consul, { prefix: o.prefix, release, settings: s, event: a.event, filters: { node: a.node, service: a.service, tag: a.tag }, log: o.ctx.log });
