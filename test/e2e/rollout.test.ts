@@ -348,4 +348,87 @@ describe("staged rollouts, 4 agents on 4 stand-in nodes", () => {
     expect(maxConcurrent(fleet.log).max).toBeGreaterThan(1); // no slot limit: together
     fs.rmSync(fleet.log, { force: true });
   }, 30_000);
+
+  /** Deliver the role's last `deploy` event to `node` as `consul watch` does (stdin, CONSUL_INDEX), with no --role. */
+  async function watchAgent(node: string, extra: string[] = []): Promise<RunResult> {
+    const events = await (await fetch(`${fleet.cluster.node(node).url}/v1/event/list?name=deploy`)).text();
+    return run(["agent", ...extra], { stdin: events, env: { ...fleet.cluster.node(node).env, APP_ROOT: join(fleet.root, node), NODE: node, CONSUL_INDEX: "1" } });
+  }
+  const fire = async (url: string) => expect((await fetch(`${fleet.cluster.node("server").url}/v1/event/fire/deploy`, { method: "PUT", body: url })).status).toBe(200);
+  const reportOf = (n: string) => {
+    const e = fleet.cluster.kvEntry(`pulldeploy/roles/web/nodes/${n}`);
+    return e ? JSON.parse(Buffer.from(e.value).toString()) : undefined;
+  };
+  const dropReports = async () => expect((await fetch(`${fleet.cluster.node("server").url}/v1/kv/pulldeploy/roles/web/nodes/?recurse`, { method: "DELETE" })).status).toBe(200);
+
+  test("the drop-in `consul watch … pulldeploy agent` (no --role) reports to KV under the manifest's role; `[]` asks Consul nothing", async () => {
+    const v10 = await fleet.publish("10", "ok", ["--max-parallel", "2"]);
+    await dropReports();
+    const n1 = fleet.cluster.node("web-1");
+    const before = n1.requests.length;
+    const empty = await run(["agent"], { stdin: "[]", env: { ...n1.env, CONSUL_INDEX: "1" } });
+    expect(empty.code, statusOf(empty)).toBe(0);
+    expect(n1.requests.length).toBe(before);
+
+    await fire(v10.url);
+    const results = await Promise.all(NODES.map((n) => watchAgent(n)));
+    for (const r of results) {
+      expect(r.code, statusOf(r)).toBe(0);
+      expect(r.stderr).toContain("role: web (from the manifest)");
+      expect(r.stderr).not.toContain("no rollout");
+    }
+    for (const n of NODES) {
+      expect(fleet.current(n)).toBe(v10.id);
+      expect(reportOf(n)).toMatchObject({ node: n, role: "web", status: "success", phase: "done", release_id: v10.id, error: null });
+      expect(reportOf(n).event_id).toBeString();
+    }
+    expect(fleet.rollout(v10.id)).toMatchObject({ state: "done" });
+    const view = JSON.parse((await fleet.cli(["status", "--role", "web", "--json"])).stdout) as { rows: { node: string; status: string; on_latest: boolean }[] };
+    for (const n of NODES) expect(view.rows.find((r) => r.node === n)).toMatchObject({ status: "success", on_latest: true });
+    fs.rmSync(fleet.log, { force: true });
+  }, 30_000);
+
+  test("with --trust-key, the manifest's role is used only once its signature is verified: a forged manifest writes no report and touches no rollout", async () => {
+    const keys = tempDir("pd-keys-");
+    try {
+      for (const k of ["good", "other"]) expect((await run(["keygen", "--out", join(keys.path, k)])).code).toBe(0);
+      const v11 = await fleet.publish("11", "ok", ["--max-parallel", "1", "--max-failures", "0", "--sign-key", join(keys.path, "good")]);
+      await dropReports();
+      await fire(v11.url);
+      const refused = await watchAgent("web-1", ["--trust-key", join(keys.path, "other.pub")]);
+      expect(refused.code).toBe(0); // consul watch: always 0
+      expect(refused.stderr).toContain("deploy failed in phase signature");
+      expect(refused.stderr).not.toContain("role: web");
+      expect(reportOf("web-1")).toBeUndefined();
+      expect(fleet.rollout(v11.id)).toMatchObject({ state: "running", prepared: [], failed: [] });
+      expect(fleet.current("web-1")).not.toBe(v11.id);
+
+      const trusted = await watchAgent("web-1", ["--trust-key", join(keys.path, "good.pub")]);
+      expect(trusted.stderr).toContain("role: web (from the manifest)");
+      expect(reportOf("web-1")).toMatchObject({ status: "success", release_id: v11.id });
+      expect(fleet.rollout(v11.id)).toMatchObject({ prepared: ["web-1"], healthy: ["web-1"] });
+    } finally {
+      await keys[Symbol.asyncDispose]();
+    }
+    fs.rmSync(fleet.log, { force: true });
+  }, 30_000);
+
+  test("no --role: a checksum failure before `prepared` counts against the failure budget and halts the rollout", async () => {
+    const v12 = await fleet.publish("12", "ok", ["--max-parallel", "1", "--max-failures", "0"]);
+    // The manifest (unsigned here) says another checksum and no delta index: the full archive is fetched and refused.
+    const manifest = new URL(v12.url).pathname;
+    const good = fs.readFileSync(manifest, "utf8");
+    fs.writeFileSync(manifest, good.replace(/^checksum: .*$/m, `checksum: ${"0".repeat(64)}`).replace(/^delta_index.*\n/gm, ""));
+    await fire(v12.url);
+    const bad = await watchAgent("web-1");
+    expect(bad.stderr).toContain("checksum mismatch");
+    const record = fleet.rollout(v12.id) as { state: string; reason: string; failed: { node: string; phase: string }[] };
+    expect(record.failed).toMatchObject([{ node: "web-1", phase: "checksum" }]);
+    expect(record.state).toBe("halted");
+    expect(reportOf("web-1")).toMatchObject({ status: "failure", phase: "checksum", release_id: v12.id });
+    fs.writeFileSync(manifest, good);
+    const held = await watchAgent("web-2");
+    expect(held.stderr).toContain(`rollout of ${v12.id} is halted (1 node failed, more than the budget of 0`);
+    expect(fleet.current("web-2")).not.toBe(v12.id);
+  }, 30_000);
 });
