@@ -113,7 +113,7 @@ export function rolloutGate(o: RolloutGateOptions): RolloutGate {
         return; // no slot limit: canaries and the budget only
       } else {
         if (!session) {
-          session = await openSession(consul, { name: SLOT_SESSION_NAME, node: o.node, log: (m) => log.info(m) });
+          session = await openSession(consul, { name: SLOT_SESSION_NAME, node: o.node, ttlMs: record.slot_ttl_ms, log: (m) => log.info(m) });
           sem = new Semaphore(consul, slots, session.id, record.limit);
           if (!(await sem.contend(o.node))) throw new PulldeployError(`rollout of ${id}: could not queue for a slot (session ${session.id} no longer valid)`, "rollout");
           again = true;

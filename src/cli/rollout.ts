@@ -26,6 +26,7 @@ export const rolloutArgs = {
   "health-deadline": { type: "string", description: "Rollout: … within this long, else the node failed (default 5m)", valueHint: "duration" },
   "switch-together": { type: "boolean", description: "Rollout: no node switches until every node of the role has prepared (fetched and extracted) or --prepare-deadline passes" },
   "prepare-deadline": { type: "string", description: "With --switch-together: switch anyway this long after publishing (default 10m)", valueHint: "duration" },
+  "slot-ttl": { type: "string", description: "Rollout: TTL of each slot's Consul session; a killed agent frees its slot about 2× this later (default 10s, Consul's session_ttl_min)", valueHint: "duration" },
 } as const satisfies ArgsDef;
 
 type Flags = Record<string, string | boolean | undefined>;
@@ -43,8 +44,10 @@ export function rolloutSettings(a: Flags): RolloutSettings | undefined {
     healthDeadlineMs: durationFlag("health-deadline", str("health-deadline")) ?? DEFAULT_HEALTH_DEADLINE_MS,
     switchTogether: a["switch-together"] === true,
     prepareDeadlineMs: durationFlag("prepare-deadline", str("prepare-deadline")) ?? DEFAULT_PREPARE_DEADLINE_MS,
+    slotTtlMs: durationFlag("slot-ttl", str("slot-ttl")),
   };
   if (!s.switchTogether && str("prepare-deadline") !== undefined) throw new UsageError("--prepare-deadline only applies with --switch-together");
+  if (s.slotTtlMs !== undefined && s.maxParallel === undefined) throw new UsageError("--slot-ttl only applies with --max-parallel (without it there are no slots)");
   checkRolloutSettings(s);
   return wantsRollout(s) ? s : undefined;
 }

@@ -52,7 +52,8 @@ async function startFleet(): Promise<Fleet> {
     },
   });
   // Real time (sessions' 10 s TTL), but a failed node is detected after 300 ms instead of ~5 s.
-  const cluster = await startConsulCluster({ nodes: [...NODES, NEWCOMER], timeScale: 1, failureDetectMs: 300 });
+  // Servers with `session_ttl_min = 1s` (real Consul allows it), so that --slot-ttl 1s is accepted.
+  const cluster = await startConsulCluster({ nodes: [...NODES, NEWCOMER], timeScale: 1, failureDetectMs: 300, sessionTtlMinMs: 1000 });
   for (const n of [...NODES, NEWCOMER]) fs.mkdirSync(join(root, n));
   for (const n of NODES) {
     cluster.registerService(n, { Name: "web", ID: n, Check: { CheckID: `${n}-http`, HTTP: `http://127.0.0.1:${app.port}/${n}`, Interval: "100ms" } });
@@ -430,5 +431,46 @@ describe("staged rollouts, 4 agents on 4 stand-in nodes", () => {
     const held = await watchAgent("web-2");
     expect(held.stderr).toContain(`rollout of ${v12.id} is halted (1 node failed, more than the budget of 0`);
     expect(fleet.current("web-2")).not.toBe(v12.id);
+  }, 30_000);
+
+  test("--slot-ttl: a pulldeploy killed while its Consul agent lives keeps its slot no longer than its session's TTL (~2× TTL); alive, it renews it", async () => {
+    // Healthy on web-2 only: web-1 holds its slot in the health gate (no hook process left behind when killed).
+    const v13 = await fleet.publish("13", "web-2", ["--max-parallel", "1", "--slot-ttl", "1s", "--health-grace", "100ms", "--health-deadline", "60s"]);
+    expect(fleet.rollout(v13.id)).toMatchObject({ slot_ttl_ms: 1000, limit: 1 });
+    const n1 = fleet.cluster.node("web-1");
+    const mark = n1.requests.length;
+    const since = () => n1.requests.slice(mark);
+    const held = Bun.spawn([BINARY, "agent", "--role", "web", "--manifest", v13.url], {
+      env: { PATH: process.env.PATH!, ...n1.env, APP_ROOT: join(fleet.root, "web-1"), NODE: "web-1", PULLDEPLOY_STATE_DIR: join(fleet.root, "state-ttl") },
+      stdout: "ignore",
+      stderr: "ignore",
+    });
+    try {
+      await waitFor(() => since().some((r) => r.path === "/v1/session/create"), "web-1 to open its slot session");
+      const create = since().find((r) => r.path === "/v1/session/create")!;
+      expect(JSON.parse(create.text)).toMatchObject({ TTL: "1s", Behavior: "delete", NodeChecks: ["serfHealth"] });
+      const renewals = () => since().filter((r) => r.path.startsWith("/v1/session/renew/")).length;
+      // Alive past 2 × TTL: still holding, because it renews (every TTL/3).
+      await waitFor(() => renewals() >= 7, "web-1 to renew its session past 2 × TTL");
+      expect(fleet.cluster.sessions.size).toBe(1);
+      expect(fleet.current("web-1")).toBe(v13.id);
+      const second = fleet.agent("web-2", v13.url);
+      await fleet.cluster.waitForBlocked({ path: `/v1/kv/pulldeploy/roles/web/rollouts/${v13.id}` });
+      const killedAt = Date.now();
+      held.kill(9);
+      await held.exited;
+      const r = await second;
+      const waited = Date.now() - killedAt;
+      expect(r.code, statusOf(r)).toBe(0);
+      expect(fleet.current("web-2")).toBe(v13.id);
+      // Freed by the TTL (2 × 1 s after the last renewal, which was at most TTL/3 before the kill), not by serfHealth: web-1's agent lives.
+      expect(waited).toBeGreaterThan(1500);
+      expect(waited).toBeLessThan(6000);
+      const checks = (await (await fetch(`${n1.url}/v1/health/node/web-1`)).json()) as { CheckID: string; Status: string }[];
+      expect(checks.find((c) => c.CheckID === "serfHealth")?.Status).toBe("passing");
+    } finally {
+      held.kill(9);
+      await held.exited;
+    }
   }, 30_000);
 });
