@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { BINARY, run, tempDir, waitFor, writeTree, type RunResult } from "../support/helpers.ts";
-import { startConsulCluster, type ConsulCluster } from "../support/consul-standin.ts";
+import { startConsulCluster, startConsulStandin, type ConsulCluster } from "../support/consul-standin.ts";
 
 const NODES = ["web-1", "web-2", "web-3", "web-4"];
 /** A fifth node, not (yet) in the web service: it joins later with --from-kv. */
@@ -473,4 +473,16 @@ describe("staged rollouts, 4 agents on 4 stand-in nodes", () => {
       await held.exited;
     }
   }, 30_000);
+});
+
+test("--slot-ttl below the Consul servers' session_ttl_min (10 s by default): publish fails saying so, before the release is recorded or announced", async () => {
+  await using consul = await startConsulStandin();
+  await using d = tempDir("pd-slot-ttl-");
+  writeTree(join(d.path, "app"), { VERSION: "1" });
+  const r = await run(["publish", join(d.path, "app"), "--to", `file://${d.path}/store`, "--role", "web", "--dest", "/srv/app", "--max-parallel", "1", "--slot-ttl", "2s"], { env: consul.env });
+  expect(r.code).toBe(1);
+  expect(r.stderr).toContain("--slot-ttl 2s: Consul refuses it (");
+  expect(r.stderr).toContain("Invalid Session TTL '2000000000', must be between [10s=24h0m0s]); give at least its servers' session_ttl_min (10s unless set lower)");
+  expect(consul.requests.filter((q) => q.method === "PUT" && q.path.startsWith("/v1/kv/"))).toEqual([]);
+  expect(consul.requests.some((q) => q.path.startsWith("/v1/event/fire/"))).toBe(false);
 });
