@@ -141,7 +141,7 @@ export async function startAgent(o: AgentStartOptions): Promise<number> {
       log.info(`role: ${manifestRole} (from the manifest)`);
       return { consul: client, prefix: o.prefix, role: manifestRole, node };
     } catch (err) {
-      log.info(`role ${manifestRole} (from the manifest): no rollout: ${(err as Error).message}`);
+      log.info(`role ${manifestRole} (from the manifest): no report and no rollout: ${(err as Error).message}`);
       return undefined;
     }
   };

@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
-import { BINARY, run, tempDir, waitFor, writeTree, type RunResult } from "../support/helpers.ts";
+import { appRelease, BINARY, run, tempDir, waitFor, writeTree, type RunResult } from "../support/helpers.ts";
 import { startConsulCluster, startConsulStandin, type ConsulCluster } from "../support/consul-standin.ts";
 
 const NODES = ["web-1", "web-2", "web-3", "web-4"];
@@ -376,7 +376,7 @@ describe("staged rollouts, 4 agents on 4 stand-in nodes", () => {
     for (const r of results) {
       expect(r.code, statusOf(r)).toBe(0);
       expect(r.stderr).toContain("role: web (from the manifest)");
-      expect(r.stderr).not.toContain("no rollout");
+      expect(r.stderr).not.toContain("no report and no rollout");
     }
     for (const n of NODES) {
       expect(fleet.current(n)).toBe(v10.id);
@@ -485,4 +485,16 @@ test("--slot-ttl below the Consul servers' session_ttl_min (10 s by default): pu
   expect(r.stderr).toContain("Invalid Session TTL '2000000000', must be between [10s=24h0m0s]); give at least its servers' session_ttl_min (10s unless set lower)");
   expect(consul.requests.filter((q) => q.method === "PUT" && q.path.startsWith("/v1/kv/"))).toEqual([]);
   expect(consul.requests.some((q) => q.path.startsWith("/v1/event/fire/"))).toBe(false);
+});
+
+test("no --role, and a Consul node name that is no KV key segment (web-1/../../latest): no report and no rollout under the manifest's role; the deploy goes on", async () => {
+  await using consul = await startConsulStandin({ nodeName: "web-1/../../latest" });
+  await using d = tempDir("pd-node-name-");
+  const dest = join(d.path, "dest");
+  const rel = appRelease(d.path, { "index.html": "v1" }, (a) => `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${dest}\nrole: web\n`);
+  const r = await run(["agent", "--manifest", rel.manifestUrl], { env: consul.env });
+  expect(r.code, statusOf(r)).toBe(0);
+  expect(r.stderr).toContain(`role web (from the manifest): no report and no rollout: this host's node name "web-1/../../latest" must be 1–128 letters`);
+  expect(consul.requests.filter((q) => q.method === "PUT")).toEqual([]);
+  expect(fs.readFileSync(join(dest, "index.html"), "utf8")).toBe("v1");
 });
