@@ -3,7 +3,8 @@
  *
  *   manifest   fetch and parse the manifest (no command runs if this fails)
  *   signature  with trust keys: verify `<manifest>.sig` before anything is downloaded or run, then
- *              `admit` it (the downgrade check: not issued before what this dest runs)
+ *              `admit` it (the downgrade check: not issued before what this dest runs); then the
+ *              manifest is `accepted` (an agent without --role learns its role from it here)
  *   fetch      download `src`, hash it, and extract it into the strategy's fresh dir as the bytes arrive
  *   checksum   compare the hash: nothing has touched `dest` and no command has run yet
  *   pre        `pre` commands

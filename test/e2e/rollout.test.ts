@@ -10,6 +10,7 @@ import * as fs from "node:fs";
 import { join } from "node:path";
 import { appRelease, BINARY, run, tempDir, waitFor, writeTree, type RunResult } from "../support/helpers.ts";
 import { startConsulCluster, startConsulStandin, type ConsulCluster } from "../support/consul-standin.ts";
+import { freePort } from "../support/serf.ts";
 
 const NODES = ["web-1", "web-2", "web-3", "web-4"];
 /** A fifth node, not (yet) in the web service: it joins later with --from-kv. */
@@ -497,4 +498,21 @@ test("no --role, and a Consul node name that is no KV key segment (web-1/../../l
   expect(r.stderr).toContain(`role web (from the manifest): no report and no rollout: this host's node name "web-1/../../latest" must be 1–128 letters`);
   expect(consul.requests.filter((q) => q.method === "PUT")).toEqual([]);
   expect(fs.readFileSync(join(dest, "index.html"), "utf8")).toBe("v1");
+});
+
+test("no --role, Consul down: the deploy goes on, the report under the manifest's role waits in the state file, and the next run sends it", async () => {
+  await using d = tempDir("pd-pending-");
+  const state = join(d.path, "state");
+  const dest = join(d.path, "dest");
+  const port = await freePort();
+  const rel = appRelease(d.path, { "index.html": "v1" }, (a) => `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${dest}\nrole: web\n`);
+  const args = ["agent", "--node", "web-9", "--manifest", rel.manifestUrl];
+  const down = await run(args, { env: { CONSUL_HTTP_ADDR: `127.0.0.1:${port}`, PULLDEPLOY_STATE_DIR: state } });
+  expect(down.code, statusOf(down)).toBe(0);
+  expect(JSON.parse(fs.readFileSync(join(state, "state.json"), "utf8")).pending_report).toMatchObject({ node: "web-9", role: "web", status: "success" });
+  await using consul = await startConsulStandin({ port });
+  const later = await run(args, { env: { ...consul.env, PULLDEPLOY_STATE_DIR: state } });
+  expect(later.stderr).toContain("report: sent the report Consul missed earlier (success, release ");
+  expect(JSON.parse(fs.readFileSync(join(state, "state.json"), "utf8")).pending_report).toBeUndefined();
+  expect(consul.kvEntry("pulldeploy/roles/web/nodes/web-9")).toBeDefined();
 });
