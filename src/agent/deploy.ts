@@ -3,7 +3,8 @@
  *
  *   manifest   fetch and parse the manifest (no command runs if this fails)
  *   signature  with trust keys: verify `<manifest>.sig` before anything is downloaded or run, then
- *              `admit` it (the downgrade check: not issued before what this dest runs)
+ *              `admit` it (the downgrade check: not issued before what this dest runs); then the
+ *              manifest is `accepted` (an agent without --role learns its role from it here)
  *   fetch      download `src`, hash it, and extract it into the strategy's fresh dir as the bytes arrive
  *   checksum   compare the hash: nothing has touched `dest` and no command has run yet
  *   pre        `pre` commands
@@ -64,6 +65,12 @@ export interface DeployOptions {
   trustKeys?: KeyObject[];
   /** With trust keys, after the signature: throws (a PulldeployError) to refuse a verified manifest. */
   admit?: (manifest: Manifest) => void;
+  /**
+   * Once the manifest is read and, with trust keys, verified and admitted: before anything is fetched
+   * or run (an agent without --role learns its report target and rollout from the manifest's `role:`
+   * here, never from an unverified one). Must not throw for Consul being away.
+   */
+  accepted?: (manifest: Manifest) => Promise<void>;
   /** Told about every hook and rsync process group while it runs. */
   track?: ChildTracker;
   /** Told each time the deploy enters a phase (for progress reports). */
@@ -105,6 +112,8 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
       phase = "signature";
       opts.admit(manifest);
     }
+    phase = "manifest";
+    await opts.accepted?.(manifest);
   } catch (err) {
     const error = phaseError(err, phase);
     log.error(`deploy failed in phase ${phase}: ${error.message}`);

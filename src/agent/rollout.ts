@@ -113,7 +113,7 @@ export function rolloutGate(o: RolloutGateOptions): RolloutGate {
         return; // no slot limit: canaries and the budget only
       } else {
         if (!session) {
-          session = await openSession(consul, { name: SLOT_SESSION_NAME, node: o.node, log: (m) => log.info(m) });
+          session = await openSession(consul, { name: SLOT_SESSION_NAME, node: o.node, ttlMs: record.slot_ttl_ms, log: (m) => log.info(m) });
           sem = new Semaphore(consul, slots, session.id, record.limit);
           if (!(await sem.contend(o.node))) throw new PulldeployError(`rollout of ${id}: could not queue for a slot (session ${session.id} no longer valid)`, "rollout");
           again = true;
@@ -177,14 +177,18 @@ export function rolloutGate(o: RolloutGateOptions): RolloutGate {
 }
 
 /**
- * A gate for an agent run without --role: the manifest's `role:` (read by the deploy, after its
- * signature is checked) picks the gate, through `open` (undefined: no role or no Consul, no rollout).
+ * A gate for an agent run without --role: the manifest's `role:` picks the gate through `open`
+ * (undefined: no role or no Consul, no rollout), called from `accepted`, i.e. once the deploy has
+ * read the manifest and, with trust keys, verified it: before the fetch, so that a failed fetch,
+ * checksum or extract counts against the rollout's budget as it does with --role.
  */
-export function lazyRolloutGate(open: (role: string) => Promise<RolloutGate | undefined>): RolloutGate {
+export function lazyRolloutGate(open: (role: string) => Promise<RolloutGate | undefined>): RolloutGate & { accepted(manifest: Manifest): Promise<void> } {
   let inner: RolloutGate | undefined;
   return {
-    async prepared(manifest, manifestUrl) {
+    async accepted(manifest) {
       if (manifest.role !== undefined) inner = await open(manifest.role);
+    },
+    async prepared(manifest, manifestUrl) {
       await inner?.prepared(manifest, manifestUrl);
     },
     async settled(manifest) {

@@ -60,6 +60,11 @@ export interface AgentRunOptions {
   report?: ReportTarget;
   /** `--metrics-file`: rewritten after every deploy (not after a skip). */
   metricsFile?: string;
+  /**
+   * No `report`: the target for the manifest's `role:`, asked once the deploy has read (and, with
+   * trust keys, verified and admitted) the manifest; undefined: no report.
+   */
+  reportOf?: (role: string) => Promise<ReportTarget | undefined>;
 }
 
 export type AgentOutcome = { outcome: "deployed" | "failed"; result: DeployResult } | { outcome: "skipped"; reason: string };
@@ -94,7 +99,7 @@ export async function agentRun(o: AgentRunOptions): Promise<AgentOutcome> {
     }
 
     const started = new Date();
-    const reporter = o.report ? startReport(o, started) : undefined;
+    let reporter = o.report ? startReport(o, o.report, started) : undefined;
     const admitted = state;
     const result = await deploy({
       ...o.deploy,
@@ -105,6 +110,19 @@ export async function agentRun(o: AgentRunOptions): Promise<AgentOutcome> {
         const refused = m.dest === undefined ? undefined : downgradeOf(m.issuedAt, m.dest, admitted);
         if (refused !== undefined) throw new PulldeployError(refused, "signature");
         if (m.issuedAt !== undefined) log.info(`signature: issued ${m.issuedAt}`);
+      },
+      accepted: async (m) => {
+        if (!reporter && o.reportOf && m.role !== undefined) {
+          const t = await o.reportOf(m.role);
+          if (t) {
+            if (state.pending_report && (await sendPending(t, state.pending_report, log))) {
+              state = { ...state, pending_report: undefined };
+              store?.write(state);
+            }
+            reporter = startReport(o, t, started, m.releaseId);
+          }
+        }
+        await o.deploy.accepted?.(m);
       },
       onPhase: (phase, manifest) => {
         log.set({ phase, ...(o.releaseId === undefined && manifest?.releaseId ? { release_id: manifest.releaseId } : {}) });
@@ -117,7 +135,7 @@ export async function agentRun(o: AgentRunOptions): Promise<AgentOutcome> {
     });
     const releaseId = o.releaseId ?? (result.manifest?.releaseId || releaseIdOfUrl(o.manifestUrl) || result.releaseId) ?? undefined;
     log.set({ release_id: releaseId, phase: result.ok ? "done" : result.phase });
-    if (o.metricsFile !== undefined) metrics(o, result, releaseId, started);
+    if (o.metricsFile !== undefined) metrics(o, result, releaseId, started, reporter?.report);
     let delivered = true;
     if (reporter) {
       const finished = new Date();
@@ -161,13 +179,14 @@ export async function agentRun(o: AgentRunOptions): Promise<AgentOutcome> {
   }
 }
 
-function metrics(o: AgentRunOptions, result: DeployResult, releaseId: string | undefined, started: Date): void {
+/** `who`: the node report's role and node (from `--role`, or the manifest's `role:`), when it reports. */
+function metrics(o: AgentRunOptions, result: DeployResult, releaseId: string | undefined, started: Date, who: { role: string; node: string } | undefined): void {
   const finishedAt = new Date();
   const m = result.ok ? result.manifest : undefined;
   const release = m
     ? {
         release_id: releaseId ?? "",
-        ...(o.report ? { role: o.report.role, node: o.report.node } : {}),
+        ...(who ? { role: who.role, node: who.node } : {}),
         dest: m.dest ?? "",
         strategy: m.syncStrategy,
         checksum: m.checksum?.hex ?? "",
@@ -180,14 +199,13 @@ function metrics(o: AgentRunOptions, result: DeployResult, releaseId: string | u
   }
 }
 
-function startReport(o: AgentRunOptions, started: Date): Reporter {
-  const t = o.report!;
+function startReport(o: AgentRunOptions, t: ReportTarget, started: Date, manifestReleaseId?: string): Reporter {
   const base: NodeReport = {
     node: t.node,
     role: t.role,
     status: "deploying",
     phase: "manifest",
-    release_id: o.releaseId ?? releaseIdOfUrl(o.manifestUrl) ?? null,
+    release_id: o.releaseId ?? manifestReleaseId ?? releaseIdOfUrl(o.manifestUrl) ?? null,
     manifest_url: redact(o.manifestUrl),
     checksum: o.checksum ?? null,
     error: null,

@@ -137,10 +137,13 @@ export async function startAgent(o: AgentStartOptions): Promise<number> {
     try {
       const client = await consulClient(env, o.consul);
       const { nodeName } = await import("./run.ts");
+      const node = await nodeName(o.node, client, hostname());
+      const bad = checkNode(node);
+      if (bad) throw new UsageError(`this host's ${bad}: pass --node NAME`);
       log.info(`role: ${manifestRole} (from the manifest)`);
-      return { consul: client, prefix: o.prefix, role: manifestRole, node: await nodeName(o.node, client, hostname()) };
+      return { consul: client, prefix: o.prefix, role: manifestRole, node };
     } catch (err) {
-      log.info(`role ${manifestRole} (from the manifest): no rollout: ${(err as Error).message}`);
+      log.info(`role ${manifestRole} (from the manifest): no report and no rollout: ${(err as Error).message}`);
       return undefined;
     }
   };
@@ -150,22 +153,33 @@ export async function startAgent(o: AgentStartOptions): Promise<number> {
 
 /**
  * One agent run that takes part in the release's rollout, if it has one: with a role (`--role`, or
- * `byManifest` turning the manifest's `role:` into a Consul target once the deploy has read it).
+ * `byManifest` turning the manifest's `role:` into a Consul target once the deploy has read and
+ * verified it: the same target then carries the node's report).
  */
 async function runGated(o: AgentRunOptions, prefix: string, agentRun: typeof import("./run.ts").agentRun, byManifest?: (role: string) => Promise<ReportTarget | undefined>) {
   const t = o.report;
   if (!t && !byManifest) return agentRun(o);
   const { lazyRolloutGate, rolloutGate } = await import("./rollout.ts");
   const gateOf = (x: ReportTarget) => rolloutGate({ consul: x.consul, prefix, role: x.role, node: x.node, log: o.deploy.log, signal: o.deploy.signal });
-  const gate = t
-    ? gateOf(t)
-    : lazyRolloutGate(async (role) => {
-        const x = await byManifest!(role);
-        return x ? gateOf(x) : undefined;
-      });
+  let run: AgentRunOptions;
+  let gate: import("./rollout.ts").RolloutGate;
+  if (t) {
+    gate = gateOf(t);
+    run = { ...o, deploy: { ...o.deploy, rollout: gate } };
+  } else {
+    // Asked twice (the report, the gate), looked up once: one node-name request at most.
+    let target: Promise<ReportTarget | undefined> | undefined;
+    const reportOf = (role: string) => (target ??= byManifest!(role));
+    const lazy = lazyRolloutGate(async (role) => {
+      const x = await reportOf(role);
+      return x ? gateOf(x) : undefined;
+    });
+    gate = lazy;
+    run = { ...o, reportOf, deploy: { ...o.deploy, rollout: lazy, accepted: lazy.accepted } };
+  }
   let outcome: Awaited<ReturnType<typeof agentRun>> | undefined;
   try {
-    outcome = await agentRun({ ...o, deploy: { ...o.deploy, rollout: gate } });
+    outcome = await agentRun(run);
     return outcome;
   } finally {
     await gate.finish(outcome?.outcome === "skipped" ? undefined : outcome?.result, o.manifestUrl);

@@ -26,6 +26,7 @@ export const rolloutArgs = {
   "health-deadline": { type: "string", description: "Rollout: … within this long, else the node failed (default 5m)", valueHint: "duration" },
   "switch-together": { type: "boolean", description: "Rollout: no node switches until every node of the role has prepared (fetched and extracted) or --prepare-deadline passes" },
   "prepare-deadline": { type: "string", description: "With --switch-together: switch anyway this long after publishing (default 10m)", valueHint: "duration" },
+  "slot-ttl": { type: "string", description: "Rollout: TTL of each slot's Consul session; a killed agent frees its slot about 2× this later (default 10s, Consul's session_ttl_min)", valueHint: "duration" },
 } as const satisfies ArgsDef;
 
 type Flags = Record<string, string | boolean | undefined>;
@@ -43,8 +44,10 @@ export function rolloutSettings(a: Flags): RolloutSettings | undefined {
     healthDeadlineMs: durationFlag("health-deadline", str("health-deadline")) ?? DEFAULT_HEALTH_DEADLINE_MS,
     switchTogether: a["switch-together"] === true,
     prepareDeadlineMs: durationFlag("prepare-deadline", str("prepare-deadline")) ?? DEFAULT_PREPARE_DEADLINE_MS,
+    slotTtlMs: durationFlag("slot-ttl", str("slot-ttl")),
   };
   if (!s.switchTogether && str("prepare-deadline") !== undefined) throw new UsageError("--prepare-deadline only applies with --switch-together");
+  if (s.slotTtlMs !== undefined && s.maxParallel === undefined) throw new UsageError("--slot-ttl only applies with --max-parallel (without it there are no slots)");
   checkRolloutSettings(s);
   return wantsRollout(s) ? s : undefined;
 }
@@ -57,6 +60,12 @@ export function rolloutHook(s: RolloutSettings | undefined, o: { role?: string; 
   if (!s) return undefined;
   if (o.role === undefined) throw new UsageError("rollout flags (--max-parallel, --canary, …) need --role: the role whose nodes take part");
   if (!o.kv) throw new UsageError("rollout flags (--max-parallel, --canary, …) cannot go with --no-kv: agents coordinate through Consul KV");
+  // The halting agent fires the rollback, and an agent can only fire a Consul event: `serf event`
+  // needs the publisher's Serf RPC address and key (never written to KV), and a Consul event never
+  // reaches a fleet whose handlers listen to Serf. Refused rather than rolled back in KV only.
+  if (s.autoRollback && o.announce.via === "serf") {
+    throw new UsageError(`--auto-rollback cannot go with --via serf: the halting agent fires the rollback as a Consul event, which Serf handlers never see; drop --auto-rollback (after a halt: pulldeploy rollback --role ${o.role} --via serf) or announce through Consul`);
+  }
   return async (consul: ConsulClient, release: ReleaseRecord) => {
     const a = o.announce;
     await writeRollout(consul, { prefix: o.prefix, release, settings: s, event: a.event, filters: { node: a.node, service: a.service, tag: a.tag }, log: o.ctx.log });

@@ -2,6 +2,8 @@
  * Consul sessions for pulldeploy's own locks (rollout slots): tied to the node's `serfHealth` (the
  * Consul agent dies → invalidated about 5–6.5 s later, measured) AND given a TTL that the holder
  * renews (pulldeploy dies or hangs while its Consul agent lives → invalidated at about 2 × TTL).
+ * The TTL's lower bound is the Consul servers' `session_ttl_min` (10 s unless set lower): Consul
+ * refuses a shorter one, so it is not clamped here.
  * Behavior "delete": the holder's keys go with the session, as `consul lock` does it.
  *
  * Contracts:
@@ -14,8 +16,8 @@
 import type { ConsulClient } from "./client.ts";
 import { ConsulError } from "./client.ts";
 
-/** Consul's minimum session TTL: shorter is refused ("Invalid Session TTL … must be between [10s=24h0m0s]"). */
-export const SESSION_TTL_MIN_S = 10;
+/** Consul's default `session_ttl_min`: shorter is refused ("Invalid Session TTL … must be between [10s=24h0m0s]"). */
+export const DEFAULT_SESSION_TTL_MS = 10_000;
 
 export interface NodeSession {
   id: string;
@@ -42,7 +44,7 @@ export async function nodeSessions(consul: ConsulClient, node: string, signal?: 
 
 export async function openSession(
   consul: ConsulClient,
-  o: { name: string; node: string; ttlSeconds?: number; checks?: string[]; log?: (m: string) => void; onLost?: () => void },
+  o: { name: string; node: string; ttlMs?: number; checks?: string[]; log?: (m: string) => void; onLost?: () => void },
 ): Promise<OpenSession> {
   const log = o.log ?? (() => {});
   for (const s of await nodeSessions(consul, o.node)) {
@@ -50,8 +52,8 @@ export async function openSession(
     await consul.sessionDestroy(s.id);
     log(`consul: destroyed a leftover session ${s.id} of this node (a pulldeploy that did not finish)`);
   }
-  const ttl = Math.max(SESSION_TTL_MIN_S, o.ttlSeconds ?? SESSION_TTL_MIN_S);
-  const body = JSON.stringify({ Name: o.name, Behavior: "delete", TTL: `${ttl}s`, LockDelay: "0s", NodeChecks: ["serfHealth", ...(o.checks ?? [])] });
+  const ttl = o.ttlMs ?? DEFAULT_SESSION_TTL_MS;
+  const body = JSON.stringify({ Name: o.name, Behavior: "delete", TTL: goDuration(ttl), LockDelay: "0s", NodeChecks: ["serfHealth", ...(o.checks ?? [])] });
   const { json } = await consul.request("PUT", "/v1/session/create", { body });
   if (!json || typeof json !== "object" || typeof (json as { ID?: unknown }).ID !== "string") {
     throw new ConsulError("consul PUT /v1/session/create: unexpected answer (expected a session ID)");
@@ -70,7 +72,7 @@ export async function openSession(
     } catch (err) {
       log(`consul: renewing session ${id}: ${(err as Error).message} (retrying)`);
     }
-  }, (ttl * 1000) / 3);
+  }, ttl / 3);
   return {
     id,
     get lost() {
@@ -86,4 +88,9 @@ export async function openSession(
       }
     },
   };
+}
+
+/** A duration in ms as Consul reads it (and echoes it back): "10s", "1500ms". */
+export function goDuration(ms: number): string {
+  return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
 }

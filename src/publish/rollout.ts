@@ -3,11 +3,12 @@
  * steer a running one by hand (`pulldeploy rollout pause|resume|promote|abort`). The record and its
  * rules: records/rollout.ts; the agents' side: agent/rollout.ts.
  */
-import type { ConsulClient } from "../consul/client.ts";
-import { PulldeployError, UsageError } from "../errors.ts";
+import { ConsulError, type ConsulClient } from "../consul/client.ts";
+import { goDuration } from "../consul/session.ts";
+import { messageOf, PulldeployError, UsageError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { kvKeys, parseReleaseRecord, type ReleaseRecord } from "../records/release.ts";
-import { describeRolloutRecord, isFinal, parseAmount, parseRolloutRecord, renderRolloutRecord, resolveAmount, rolloutKeys, type RolloutRecord, type RolloutState } from "../records/rollout.ts";
+import { DEFAULT_SLOT_TTL_MS, describeRolloutRecord, isFinal, parseAmount, parseRolloutRecord, renderRolloutRecord, resolveAmount, rolloutKeys, type RolloutRecord, type RolloutState } from "../records/rollout.ts";
 
 /** The rollout flags, parsed. Absent altogether: no record, every node at once (as before). */
 export interface RolloutSettings {
@@ -20,6 +21,8 @@ export interface RolloutSettings {
   healthDeadlineMs: number;
   switchTogether: boolean;
   prepareDeadlineMs: number;
+  /** The slots' session TTL; undefined: Consul's default minimum, 10 s. */
+  slotTtlMs?: number;
 }
 
 export const DEFAULT_HEALTH_DEADLINE_MS = 5 * 60_000;
@@ -35,6 +38,9 @@ export function checkRolloutSettings(s: RolloutSettings): void {
     else if (flag === "--max-parallel" && (("count" in a && a.count === 0) || ("percent" in a && a.percent === 0))) problems.push("--max-parallel: must be at least 1 (or above 0%)");
   }
   if (s.canaryWait && s.canary === 0) problems.push("--canary-wait needs --canary N (the canaries to wait after)");
+  // 0 would be a session without a TTL (a killed agent's slot held until its node dies); below 1 s the
+  // renewals (every TTL/3) are a request storm.
+  if (s.slotTtlMs !== undefined && s.slotTtlMs < 1000) problems.push(`--slot-ttl: must be at least 1s (got ${goDuration(s.slotTtlMs)})`);
   if (s.healthDeadlineMs < s.healthGraceMs) problems.push(`--health-deadline (${s.healthDeadlineMs / 1000}s) must be at least --health-grace (${s.healthGraceMs / 1000}s)`);
   if (problems.length > 0) throw new UsageError(problems.join("; "));
 }
@@ -62,6 +68,7 @@ export async function writeRollout(
     const theirs = await readRollout(consul, o.prefix, rel.role, previous.id);
     if (theirs && isFinal(theirs.record.state)) previous = theirs.record.previous;
   }
+  if (s.slotTtlMs !== undefined) await checkSlotTtl(consul, s.slotTtlMs);
   const at = (o.now ?? new Date()).toISOString();
   const amount = (v: string | undefined) => (v === undefined ? undefined : (parseAmount(v) as Exclude<ReturnType<typeof parseAmount>, string>));
   const par = amount(s.maxParallel);
@@ -86,6 +93,7 @@ export async function writeRollout(
     event_filters: Object.fromEntries(Object.entries(o.filters).filter(([, v]) => v !== undefined && v !== "")),
     switch_together: s.switchTogether,
     prepare_deadline_ms: s.prepareDeadlineMs,
+    slot_ttl_ms: s.slotTtlMs ?? DEFAULT_SLOT_TTL_MS,
     prepared: [],
     canaries: [],
     healthy: [],
@@ -96,6 +104,25 @@ export async function writeRollout(
   await consul.kvPut(rolloutKeys.record(o.prefix, rel.role, rel.id), renderRolloutRecord(record));
   o.log.info(`rollout: ${describeRolloutRecord(record)}${previous ? ` · previous ${previous.id}` : ""}`);
   return record;
+}
+
+/**
+ * `--slot-ttl` is for Consul to judge (its servers' `session_ttl_min`, 10 s unless set lower): a
+ * session with that TTL is made and destroyed here, so that a refused TTL fails the publish, before
+ * the release is recorded or announced, rather than every node's deploy.
+ */
+async function checkSlotTtl(consul: ConsulClient, ttlMs: number): Promise<void> {
+  let id: string | undefined;
+  try {
+    const { json } = await consul.request("PUT", "/v1/session/create", { body: JSON.stringify({ Name: "pulldeploy slot-ttl check", TTL: goDuration(ttlMs), Behavior: "delete" }) });
+    id = (json as { ID?: string } | null)?.ID;
+  } catch (err) {
+    if (err instanceof ConsulError && err.status !== undefined) {
+      throw new PulldeployError(`--slot-ttl ${goDuration(ttlMs)}: Consul refuses it (${messageOf(err)}); give at least its servers' session_ttl_min (10s unless set lower)`);
+    }
+    throw err;
+  }
+  if (id !== undefined) await consul.sessionDestroy(id);
 }
 
 /** The role's rollout of `releaseId`, else of its latest release; null when there is none. */

@@ -51,6 +51,11 @@ export interface RolloutRecord {
   /** --switch-together: no node switches until every node has prepared, or until this deadline (ms after created_at). */
   switch_together: boolean;
   prepare_deadline_ms: number;
+  /**
+   * The TTL of each slot's Consul session: a pulldeploy killed while its Consul agent lives frees its
+   * slot about 2 × this later. At least the Consul servers' `session_ttl_min` (10 s unless set lower).
+   */
+  slot_ttl_ms: number;
   /** Nodes that fetched, verified and extracted the release (each adds itself once). */
   prepared: string[];
   canaries: string[];
@@ -59,6 +64,9 @@ export interface RolloutRecord {
   created_at: string;
   updated_at: string;
 }
+
+/** A slot session's TTL unless the publisher chose one: Consul's default `session_ttl_min`. */
+export const DEFAULT_SLOT_TTL_MS = 10_000;
 
 export const rolloutKeys = {
   rollouts: (prefix: string, role: string) => `${prefix}/roles/${role}/rollouts/`,
@@ -148,9 +156,11 @@ export function parseRolloutRecord(json: string): RolloutRecord | string {
   r.switch_together ??= false;
   r.prepare_deadline_ms ??= 0;
   r.prepared ??= [];
+  r.slot_ttl_ms ??= DEFAULT_SLOT_TTL_MS;
   r.event_filters ??= {};
   want("switch_together", typeof r.switch_together === "boolean", "true or false");
   want("prepare_deadline_ms", isNat(r.prepare_deadline_ms), "a whole number");
+  want("slot_ttl_ms", isNat(r.slot_ttl_ms) && (r.slot_ttl_ms as number) >= 1, "a whole number of ms ≥ 1");
   want("prepared", Array.isArray(r.prepared) && (r.prepared as unknown[]).every(isStr), "a list of node names");
   want("state", isStr(r.state) && (ROLLOUT_STATES as readonly string[]).includes(r.state as string), ROLLOUT_STATES.join(" | "));
   for (const k of ["max_parallel", "max_failures"]) want(k, r[k] === null || isStr(r[k]), "a string or null");

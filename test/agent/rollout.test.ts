@@ -20,7 +20,7 @@ const at = new Date().toISOString();
 const record: RolloutRecord = {
   release_id: ID, role: "web", state: "running", reason: "", max_parallel: "1", limit: 1, canary: 0, canary_wait: false,
   max_failures: null, failure_budget: null, auto_rollback: false, health_grace_ms: 0, health_deadline_ms: 0, nodes_total: 3,
-  previous: null, event: "deploy", event_filters: {}, switch_together: false, prepare_deadline_ms: 0, prepared: [], canaries: [], healthy: [], failed: [],
+  previous: null, event: "deploy", event_filters: {}, switch_together: false, prepare_deadline_ms: 0, slot_ttl_ms: 10_000, prepared: [], canaries: [], healthy: [], failed: [],
   created_at: at, updated_at: at,
 };
 

@@ -8,8 +8,9 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
-import { BINARY, run, tempDir, waitFor, writeTree, type RunResult } from "../support/helpers.ts";
-import { startConsulCluster, type ConsulCluster } from "../support/consul-standin.ts";
+import { appRelease, BINARY, run, tempDir, waitFor, writeTree, type RunResult } from "../support/helpers.ts";
+import { startConsulCluster, startConsulStandin, type ConsulCluster } from "../support/consul-standin.ts";
+import { freePort } from "../support/serf.ts";
 
 const NODES = ["web-1", "web-2", "web-3", "web-4"];
 /** A fifth node, not (yet) in the web service: it joins later with --from-kv. */
@@ -52,7 +53,8 @@ async function startFleet(): Promise<Fleet> {
     },
   });
   // Real time (sessions' 10 s TTL), but a failed node is detected after 300 ms instead of ~5 s.
-  const cluster = await startConsulCluster({ nodes: [...NODES, NEWCOMER], timeScale: 1, failureDetectMs: 300 });
+  // Servers with `session_ttl_min = 1s` (real Consul allows it), so that --slot-ttl 1s is accepted.
+  const cluster = await startConsulCluster({ nodes: [...NODES, NEWCOMER], timeScale: 1, failureDetectMs: 300, sessionTtlMinMs: 1000 });
   for (const n of [...NODES, NEWCOMER]) fs.mkdirSync(join(root, n));
   for (const n of NODES) {
     cluster.registerService(n, { Name: "web", ID: n, Check: { CheckID: `${n}-http`, HTTP: `http://127.0.0.1:${app.port}/${n}`, Interval: "100ms" } });
@@ -348,4 +350,169 @@ describe("staged rollouts, 4 agents on 4 stand-in nodes", () => {
     expect(maxConcurrent(fleet.log).max).toBeGreaterThan(1); // no slot limit: together
     fs.rmSync(fleet.log, { force: true });
   }, 30_000);
+
+  /** Deliver the role's last `deploy` event to `node` as `consul watch` does (stdin, CONSUL_INDEX), with no --role. */
+  async function watchAgent(node: string, extra: string[] = []): Promise<RunResult> {
+    const events = await (await fetch(`${fleet.cluster.node(node).url}/v1/event/list?name=deploy`)).text();
+    return run(["agent", ...extra], { stdin: events, env: { ...fleet.cluster.node(node).env, APP_ROOT: join(fleet.root, node), NODE: node, CONSUL_INDEX: "1" } });
+  }
+  const fire = async (url: string) => expect((await fetch(`${fleet.cluster.node("server").url}/v1/event/fire/deploy`, { method: "PUT", body: url })).status).toBe(200);
+  const reportOf = (n: string) => {
+    const e = fleet.cluster.kvEntry(`pulldeploy/roles/web/nodes/${n}`);
+    return e ? JSON.parse(Buffer.from(e.value).toString()) : undefined;
+  };
+  const dropReports = async () => expect((await fetch(`${fleet.cluster.node("server").url}/v1/kv/pulldeploy/roles/web/nodes/?recurse`, { method: "DELETE" })).status).toBe(200);
+
+  test("the drop-in `consul watch … pulldeploy agent` (no --role) reports to KV under the manifest's role; `[]` asks Consul nothing", async () => {
+    const v10 = await fleet.publish("10", "ok", ["--max-parallel", "2"]);
+    await dropReports();
+    const n1 = fleet.cluster.node("web-1");
+    const before = n1.requests.length;
+    const empty = await run(["agent"], { stdin: "[]", env: { ...n1.env, CONSUL_INDEX: "1" } });
+    expect(empty.code, statusOf(empty)).toBe(0);
+    expect(n1.requests.length).toBe(before);
+
+    await fire(v10.url);
+    const results = await Promise.all(NODES.map((n) => watchAgent(n)));
+    for (const r of results) {
+      expect(r.code, statusOf(r)).toBe(0);
+      expect(r.stderr).toContain("role: web (from the manifest)");
+      expect(r.stderr).not.toContain("no report and no rollout");
+    }
+    for (const n of NODES) {
+      expect(fleet.current(n)).toBe(v10.id);
+      expect(reportOf(n)).toMatchObject({ node: n, role: "web", status: "success", phase: "done", release_id: v10.id, error: null });
+      expect(reportOf(n).event_id).toBeString();
+    }
+    expect(fleet.rollout(v10.id)).toMatchObject({ state: "done" });
+    const view = JSON.parse((await fleet.cli(["status", "--role", "web", "--json"])).stdout) as { rows: { node: string; status: string; on_latest: boolean }[] };
+    for (const n of NODES) expect(view.rows.find((r) => r.node === n)).toMatchObject({ status: "success", on_latest: true });
+    fs.rmSync(fleet.log, { force: true });
+  }, 30_000);
+
+  test("with --trust-key, the manifest's role is used only once its signature is verified: a forged manifest writes no report and touches no rollout", async () => {
+    const keys = tempDir("pd-keys-");
+    try {
+      for (const k of ["good", "other"]) expect((await run(["keygen", "--out", join(keys.path, k)])).code).toBe(0);
+      const v11 = await fleet.publish("11", "ok", ["--max-parallel", "1", "--max-failures", "0", "--sign-key", join(keys.path, "good")]);
+      await dropReports();
+      await fire(v11.url);
+      const refused = await watchAgent("web-1", ["--trust-key", join(keys.path, "other.pub")]);
+      expect(refused.code).toBe(0); // consul watch: always 0
+      expect(refused.stderr).toContain("deploy failed in phase signature");
+      expect(refused.stderr).not.toContain("role: web");
+      expect(reportOf("web-1")).toBeUndefined();
+      expect(fleet.rollout(v11.id)).toMatchObject({ state: "running", prepared: [], failed: [] });
+      expect(fleet.current("web-1")).not.toBe(v11.id);
+
+      const trusted = await watchAgent("web-1", ["--trust-key", join(keys.path, "good.pub")]);
+      expect(trusted.stderr).toContain("role: web (from the manifest)");
+      expect(reportOf("web-1")).toMatchObject({ status: "success", release_id: v11.id });
+      expect(fleet.rollout(v11.id)).toMatchObject({ prepared: ["web-1"], healthy: ["web-1"] });
+    } finally {
+      await keys[Symbol.asyncDispose]();
+    }
+    fs.rmSync(fleet.log, { force: true });
+  }, 30_000);
+
+  test("no --role: a checksum failure before `prepared` counts against the failure budget and halts the rollout", async () => {
+    const v12 = await fleet.publish("12", "ok", ["--max-parallel", "1", "--max-failures", "0"]);
+    // The manifest (unsigned here) says another checksum and no delta index: the full archive is fetched and refused.
+    const manifest = new URL(v12.url).pathname;
+    const good = fs.readFileSync(manifest, "utf8");
+    fs.writeFileSync(manifest, good.replace(/^checksum: .*$/m, `checksum: ${"0".repeat(64)}`).replace(/^delta_index.*\n/gm, ""));
+    await fire(v12.url);
+    const bad = await watchAgent("web-1");
+    expect(bad.stderr).toContain("checksum mismatch");
+    const record = fleet.rollout(v12.id) as { state: string; reason: string; failed: { node: string; phase: string }[] };
+    expect(record.failed).toMatchObject([{ node: "web-1", phase: "checksum" }]);
+    expect(record.state).toBe("halted");
+    expect(reportOf("web-1")).toMatchObject({ status: "failure", phase: "checksum", release_id: v12.id });
+    fs.writeFileSync(manifest, good);
+    const held = await watchAgent("web-2");
+    expect(held.stderr).toContain(`rollout of ${v12.id} is halted (1 node failed, more than the budget of 0`);
+    expect(fleet.current("web-2")).not.toBe(v12.id);
+  }, 30_000);
+
+  test("--slot-ttl: a pulldeploy killed while its Consul agent lives keeps its slot no longer than its session's TTL (~2× TTL); alive, it renews it", async () => {
+    // Healthy on web-2 only: web-1 holds its slot in the health gate (no hook process left behind when killed).
+    const v13 = await fleet.publish("13", "web-2", ["--max-parallel", "1", "--slot-ttl", "1s", "--health-grace", "100ms", "--health-deadline", "60s"]);
+    expect(fleet.rollout(v13.id)).toMatchObject({ slot_ttl_ms: 1000, limit: 1 });
+    const n1 = fleet.cluster.node("web-1");
+    const mark = n1.requests.length;
+    const since = () => n1.requests.slice(mark);
+    const held = Bun.spawn([BINARY, "agent", "--role", "web", "--manifest", v13.url], {
+      env: { PATH: process.env.PATH!, ...n1.env, APP_ROOT: join(fleet.root, "web-1"), NODE: "web-1", PULLDEPLOY_STATE_DIR: join(fleet.root, "state-ttl") },
+      stdout: "ignore",
+      stderr: "ignore",
+    });
+    try {
+      await waitFor(() => since().some((r) => r.path === "/v1/session/create"), "web-1 to open its slot session");
+      const create = since().find((r) => r.path === "/v1/session/create")!;
+      expect(JSON.parse(create.text)).toMatchObject({ TTL: "1s", Behavior: "delete", NodeChecks: ["serfHealth"] });
+      const renewals = () => since().filter((r) => r.path.startsWith("/v1/session/renew/")).length;
+      // Alive past 2 × TTL: still holding, because it renews (every TTL/3).
+      await waitFor(() => renewals() >= 7, "web-1 to renew its session past 2 × TTL");
+      expect(fleet.cluster.sessions.size).toBe(1);
+      expect(fleet.current("web-1")).toBe(v13.id);
+      const second = fleet.agent("web-2", v13.url);
+      await fleet.cluster.waitForBlocked({ path: `/v1/kv/pulldeploy/roles/web/rollouts/${v13.id}` });
+      const killedAt = Date.now();
+      held.kill(9);
+      await held.exited;
+      const r = await second;
+      const waited = Date.now() - killedAt;
+      expect(r.code, statusOf(r)).toBe(0);
+      expect(fleet.current("web-2")).toBe(v13.id);
+      // Freed by the TTL (2 × 1 s after the last renewal, which was at most TTL/3 before the kill), not by serfHealth: web-1's agent lives.
+      expect(waited).toBeGreaterThan(1500);
+      expect(waited).toBeLessThan(6000);
+      const checks = (await (await fetch(`${n1.url}/v1/health/node/web-1`)).json()) as { CheckID: string; Status: string }[];
+      expect(checks.find((c) => c.CheckID === "serfHealth")?.Status).toBe("passing");
+    } finally {
+      held.kill(9);
+      await held.exited;
+    }
+  }, 30_000);
+});
+
+test("--slot-ttl below the Consul servers' session_ttl_min (10 s by default): publish fails saying so, before the release is recorded or announced", async () => {
+  await using consul = await startConsulStandin();
+  await using d = tempDir("pd-slot-ttl-");
+  writeTree(join(d.path, "app"), { VERSION: "1" });
+  const r = await run(["publish", join(d.path, "app"), "--to", `file://${d.path}/store`, "--role", "web", "--dest", "/srv/app", "--max-parallel", "1", "--slot-ttl", "2s"], { env: consul.env });
+  expect(r.code).toBe(1);
+  expect(r.stderr).toContain("--slot-ttl 2s: Consul refuses it (");
+  expect(r.stderr).toContain("Invalid Session TTL '2000000000', must be between [10s=24h0m0s]); give at least its servers' session_ttl_min (10s unless set lower)");
+  expect(consul.requests.filter((q) => q.method === "PUT" && q.path.startsWith("/v1/kv/"))).toEqual([]);
+  expect(consul.requests.some((q) => q.path.startsWith("/v1/event/fire/"))).toBe(false);
+});
+
+test("no --role, and a Consul node name that is no KV key segment (web-1/../../latest): no report and no rollout under the manifest's role; the deploy goes on", async () => {
+  await using consul = await startConsulStandin({ nodeName: "web-1/../../latest" });
+  await using d = tempDir("pd-node-name-");
+  const dest = join(d.path, "dest");
+  const rel = appRelease(d.path, { "index.html": "v1" }, (a) => `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${dest}\nrole: web\n`);
+  const r = await run(["agent", "--manifest", rel.manifestUrl], { env: consul.env });
+  expect(r.code, statusOf(r)).toBe(0);
+  expect(r.stderr).toContain(`role web (from the manifest): no report and no rollout: this host's node name "web-1/../../latest" must be 1–128 letters`);
+  expect(consul.requests.filter((q) => q.method === "PUT")).toEqual([]);
+  expect(fs.readFileSync(join(dest, "index.html"), "utf8")).toBe("v1");
+});
+
+test("no --role, Consul down: the deploy goes on, the report under the manifest's role waits in the state file, and the next run sends it", async () => {
+  await using d = tempDir("pd-pending-");
+  const state = join(d.path, "state");
+  const dest = join(d.path, "dest");
+  const port = await freePort();
+  const rel = appRelease(d.path, { "index.html": "v1" }, (a) => `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${dest}\nrole: web\n`);
+  const args = ["agent", "--node", "web-9", "--manifest", rel.manifestUrl];
+  const down = await run(args, { env: { CONSUL_HTTP_ADDR: `127.0.0.1:${port}`, PULLDEPLOY_STATE_DIR: state } });
+  expect(down.code, statusOf(down)).toBe(0);
+  expect(JSON.parse(fs.readFileSync(join(state, "state.json"), "utf8")).pending_report).toMatchObject({ node: "web-9", role: "web", status: "success" });
+  await using consul = await startConsulStandin({ port });
+  const later = await run(args, { env: { ...consul.env, PULLDEPLOY_STATE_DIR: state } });
+  expect(later.stderr).toContain("report: sent the report Consul missed earlier (success, release ");
+  expect(JSON.parse(fs.readFileSync(join(state, "state.json"), "utf8")).pending_report).toBeUndefined();
+  expect(consul.kvEntry("pulldeploy/roles/web/nodes/web-9")).toBeDefined();
 });

@@ -24,6 +24,7 @@ const base: RolloutRecord = {
   event_filters: {},
   switch_together: false,
   prepare_deadline_ms: 0,
+  slot_ttl_ms: 10_000,
   prepared: [],
   canaries: [],
   healthy: [],
@@ -101,8 +102,8 @@ describe("parsing the stored record", () => {
       "state: expected canary | running | paused | halted | done | aborted; limit: expected a whole number ≥ 1 (0 would hold every node forever); canaries: expected a list of node names; previous: expected {id, manifest_url} or null",
     );
     expect(parseRolloutRecord("[1]")).toBe("not a JSON object");
-    // Records written before switch_together/prepared existed read as off / empty.
-    const { switch_together: _, prepared: __, prepare_deadline_ms: ___, event_filters: ____, ...older } = base;
+    // Records written before switch_together/prepared/slot_ttl_ms existed read as off / empty / 10 s.
+    const { switch_together: _, prepared: __, prepare_deadline_ms: ___, event_filters: ____, slot_ttl_ms: _____, ...older } = base;
     expect(parseRolloutRecord(JSON.stringify(older))).toEqual(base);
     expect(parseRolloutRecord("{")).toMatch(/^not JSON: /);
   });

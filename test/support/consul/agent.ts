@@ -50,7 +50,6 @@ import {
   type ServiceDef,
   type Session,
   SESSION_TTL_MAX_MS,
-  SESSION_TTL_MIN_MS,
   sessionJson,
 } from "./cluster.ts";
 import type { CheckStatus, KvSnapshotEntry, LoggedRequest, NodeSpec, StandinOptions, StoredEvent } from "./types.ts";
@@ -634,8 +633,9 @@ export class ConsulStandin implements AsyncDisposable {
       const ns = parseGoDuration(ttl);
       if (ns === undefined) throw new HttpError(500, `Session TTL '${ttl}' invalid: time: invalid duration ${goQuote(ttl)}`);
       const ms = ns / 1e6;
-      if (ms !== 0 && (ms < SESSION_TTL_MIN_MS || ms > SESSION_TTL_MAX_MS)) {
-        throw new HttpError(500, `${this.rpcPrefix}Invalid Session TTL '${ns}', must be between [10s=24h0m0s]`);
+      if (ms !== 0 && (ms < c.sessionTtlMinMs || ms > SESSION_TTL_MAX_MS)) {
+        const min = c.sessionTtlMinMs % 1000 === 0 ? `${c.sessionTtlMinMs / 1000}s` : `${c.sessionTtlMinMs}ms`;
+        throw new HttpError(500, `${this.rpcPrefix}Invalid Session TTL '${ns}', must be between [${min}=24h0m0s]`);
       }
     }
     const behavior = (field("Behavior") as string | undefined) || "release";

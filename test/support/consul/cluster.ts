@@ -101,6 +101,7 @@ export class ConsulCluster implements AsyncDisposable {
   readonly datacenter: string;
   readonly timeScale: number;
   readonly failureDetectMs: number;
+  readonly sessionTtlMinMs: number;
   readonly ports: { serfLan: number; server: number; serfWan: number };
   /** Agents by node name, in creation order. */
   readonly agents = new Map<string, ConsulStandin>();
@@ -126,11 +127,12 @@ export class ConsulCluster implements AsyncDisposable {
 
   constructor(
     private readonly initialIndex: number,
-    options: Pick<ClusterOptions, "datacenter" | "timeScale" | "failureDetectMs" | "ports"> = {},
+    options: Pick<ClusterOptions, "datacenter" | "timeScale" | "failureDetectMs" | "ports" | "sessionTtlMinMs"> = {},
   ) {
     this.datacenter = options.datacenter ?? "dc1";
     this.timeScale = options.timeScale ?? 1;
     this.failureDetectMs = options.failureDetectMs ?? 5100;
+    this.sessionTtlMinMs = options.sessionTtlMinMs ?? SESSION_TTL_MIN_MS;
     this.ports = { serfLan: options.ports?.serfLan ?? 8301, server: options.ports?.server ?? 8300, serfWan: options.ports?.serfWan ?? 8302 };
     this.raftIndex = initialIndex;
   }

@@ -98,6 +98,11 @@ export interface ClusterOptions {
   timeScale?: number;
   /** kill -9 → serfHealth critical, before timeScale (default 5100 ms, as captured: 5.1–6.4 s). */
   failureDetectMs?: number;
+  /**
+   * The servers' `session_ttl_min` (default 10 s, as unset in the captures): a session TTL below it is
+   * refused with "Invalid Session TTL '<ns>', must be between [<min>=24h0m0s]", as Consul does.
+   */
+  sessionTtlMinMs?: number;
   /** The raft index before the first write (default 13). */
   initialIndex?: number;
 }
