@@ -53,6 +53,8 @@ export function createProgress(opts: { tty: boolean; write: (s: string) => void;
       total = n;
       t0 = now();
       last = t0;
+      // A bar at once on a terminal (a small release may be packed before the first interval).
+      if (opts.tty) render();
     },
     packed(n) {
       packed += n;
