@@ -149,9 +149,11 @@ async function once(tool: Tool, dir: string): Promise<Measured> {
 const times = { pipeline: [] as number[], publish: [] as number[], baseline: [] as number[] };
 const rss: number[] = [];
 const baselineRss: number[] = [];
+/** CPU time (user + system) of each publish run: steadier than wall time on a loaded machine. */
+const cpu = { pipeline: [] as number[], publish: [] as number[], baseline: [] as number[] };
 const sizes = { pipeline: 0, publish: 0, baseline: 0 };
 /** publish logs `uploaded s3://…tar.gz: 110.7 MB (…)`; the pipeline prints the file's size. */
-const sizeOf = (tool: Tool, m: Measured) => (tool !== "pipeline" ? Number(/tar\.gz: ([\d.]+) MB/.exec(m.stderr)![1]) * 1e6 : Number(m.stdout.trim().split("\n").at(-1)));
+const sizeOf = (tool: Tool, m: Measured) => (tool !== "pipeline" ? Number(/tar\.gz: ([\d.]+) MB/.exec(m.stderr)?.[1] ?? NaN) * 1e6 : Number(m.stdout.trim().split("\n").at(-1)));
 const steps = { tar: [] as number[], sha256sum: [] as number[], upload: [] as number[] };
 for (let rep = 0; rep < reps; rep++) {
   const tools: Tool[] = baselineBin === undefined ? ["publish", "pipeline"] : ["publish", "baseline", "pipeline"];
@@ -161,6 +163,7 @@ for (let rep = 0; rep < reps; rep++) {
     await settle();
     const m = await once(tool, tree);
     times[tool].push(m.seconds);
+    cpu[tool].push(m.cpuSeconds);
     sizes[tool] = sizeOf(tool, m);
     if (tool === "publish") rss.push(m.peakRss);
     else if (tool === "baseline") baselineRss.push(m.peakRss);
@@ -207,9 +210,12 @@ if (baselineBin !== undefined) {
   lines.push("");
   lines.push(`Issue 8: publish of this checkout (${flags.bin}) against the baseline (${flags["baseline-bin"]}), same runs, alternating:`);
   lines.push("");
-  lines.push("| run | publish median s (range) | baseline median s (range) | ratio | publish peak RSS MiB | baseline peak RSS MiB |");
-  lines.push("|---|---:|---:|---:|---:|---:|");
-  lines.push(`| ${spec.files} files, ${(spec.bytes / 1e6).toFixed(0)} MB | ${a.toFixed(2)} (${range(times.publish)}) | ${b.toFixed(2)} (${range(times.baseline)}) | ${(a / b).toFixed(3)} | ${mb(peak)} | ${mb(Math.max(...baselineRss))} |`);
+  const [ca, cb] = [median(cpu.publish), median(cpu.baseline)];
+  lines.push("| run | publish median s (range) | baseline median s (range) | ratio | publish CPU s | baseline CPU s | CPU ratio | publish peak RSS MiB | baseline peak RSS MiB |");
+  lines.push("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+  lines.push(
+    `| ${spec.files} files, ${(spec.bytes / 1e6).toFixed(0)} MB | ${a.toFixed(2)} (${range(times.publish)}) | ${b.toFixed(2)} (${range(times.baseline)}) | ${(a / b).toFixed(3)} | ${ca.toFixed(3)} | ${cb.toFixed(3)} | ${(ca / cb).toFixed(3)} | ${mb(peak)} | ${mb(Math.max(...baselineRss))} |`,
+  );
   verdicts.push([`vs baseline, publish: ${a.toFixed(2)} s / ${b.toFixed(2)} s = ${(a / b).toFixed(3)} ≤ ${BASELINE_FLOOR}`, a / b <= BASELINE_FLOOR]);
 }
 lines.push("");
