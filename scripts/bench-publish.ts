@@ -88,7 +88,10 @@ fs.copyFileSync(flags.bin, bin);
 fs.chmodSync(bin, 0o755);
 let baselineBin: string | undefined;
 if (flags["baseline-bin"] !== undefined) {
-  if (!fs.existsSync(flags["baseline-bin"])) throw new Error(`--baseline-bin ${flags["baseline-bin"]}: no such file; build one with scripts/build-baseline.sh COMMIT or make bench BENCH_BASELINE=COMMIT`);
+  if (!fs.existsSync(flags["baseline-bin"])) {
+    console.error(`bench-publish: --baseline-bin ${flags["baseline-bin"]}: no such file; build one with scripts/build-baseline.sh COMMIT, or run make bench BENCH_BASELINE=COMMIT`);
+    process.exit(2);
+  }
   baselineBin = join(work, "pulldeploy-baseline");
   fs.copyFileSync(flags["baseline-bin"], baselineBin);
   fs.chmodSync(baselineBin, 0o755);
