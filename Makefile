@@ -18,6 +18,8 @@ node_modules/.bin/bun: package.json package-lock.json
 # the executable), loaded at their first import(), so `--version` and the agent's `[]` load only what
 # they use. A single CommonJS bundle loads the bytecode of everything at start (~9 ms more).
 BUILD_FLAGS := --compile --minify --bytecode --format=esm --splitting --no-compile-autoload-dotenv --no-compile-autoload-bunfig
+# The same flags without the commit define below: scripts/build-baseline.sh adds its commit's.
+COMPILE_FLAGS := $(BUILD_FLAGS)
 
 dist/pulldeploy: node_modules/.bin/bun $(SRC) Makefile
 	$(BUN) build src/main.ts $(BUILD_FLAGS) --outfile dist/pulldeploy
@@ -75,10 +77,14 @@ test: setup build check
 # Benchmarks (floors of issues 2, 3 and 5): both scripts run, and make fails if either does.
 # BENCH_ARGS goes to both (--files, --size-mb, --big-gb, --reps, --seed), BENCH_AGENT_ARGS and
 # BENCH_PUBLISH_ARGS to one (--work, --fs…), e.g. make bench BENCH_ARGS="--files 2000 --size-mb 24 --big-gb 0".
+# BENCH_BASELINE=<commit> builds that commit's executable with the same flags (scripts/build-baseline.sh:
+# a git worktree in a temp dir, kept in .bench/baseline/) and both scripts time it beside this one
+# (--baseline-bin: issue 8's ≤ 1.05× lines), e.g. make bench BENCH_BASELINE=386a006.
 bench: setup build
-	status=0; \
-	  $(BUN) scripts/bench-agent.ts $(BENCH_ARGS) $(BENCH_AGENT_ARGS) || status=$$?; \
-	  $(BUN) scripts/bench-publish.ts $(BENCH_ARGS) $(BENCH_PUBLISH_ARGS) || status=$$?; \
+	status=0; baseline=""; \
+	  if [ -n "$(BENCH_BASELINE)" ]; then baseline=$$(scripts/build-baseline.sh '$(BENCH_BASELINE)' $(COMPILE_FLAGS)) || exit 1; fi; \
+	  $(BUN) scripts/bench-agent.ts $(BENCH_ARGS) $${baseline:+--baseline-bin "$$baseline"} $(BENCH_AGENT_ARGS) || status=$$?; \
+	  $(BUN) scripts/bench-publish.ts $(BENCH_ARGS) $${baseline:+--baseline-bin "$$baseline"} $(BENCH_PUBLISH_ARGS) || status=$$?; \
 	  exit $$status
 
 # The archive and manifest fuzzers (test/fuzz) beyond make test's fixed 300 cases: FUZZ_RUNS cases

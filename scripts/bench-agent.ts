@@ -29,6 +29,17 @@
  *   bun scripts/bench-agent.ts --fs /mnt/bench
  *
  * Generated trees and archives are cached in the work dir, keyed by their parameters.
+ *
+ * `--baseline-bin PATH` also times another executable (e.g. the one before a change; `make bench
+ * BENCH_BASELINE=<commit>` builds it with scripts/build-baseline.sh) in the same run: contenders
+ * `baseline` and `baseline-release` run exactly like `pulldeploy` and `release`, alternating with them,
+ * and `--version`, the `[]` start-up and `rollback --dest` are timed for both, interleaved. The report
+ * adds a table of this checkout's medians over the baseline's with PASS/FAIL against ≤ 1.05× (issue 8:
+ * the hardening must not cost more than 5%).
+ *
+ * `--dest-owner USER` puts the dests in a directory USER owns (as on a server where the app owns its
+ * directory): the agent then reaches them through pinned /proc/self/fd/N paths, its slower path; by
+ * default every directory on the way is root's and it uses plain paths.
  */
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -46,6 +57,8 @@ const { values: flags } = parseArgs({
     fs: { type: "string" },
     bin: { type: "string", default: "dist/pulldeploy" },
     seed: { type: "string", default: "1" },
+    "baseline-bin": { type: "string" },
+    "dest-owner": { type: "string" },
   },
   strict: true,
 });
@@ -53,6 +66,8 @@ const { values: flags } = parseArgs({
 const FLOORS = { ratio: 0.85, rssMb: 80, versionMs: 30, emptyMs: 50 };
 /** Issue 5: release strategy vs rsync strategy on the 1%-changed redeploy; a local rollback. */
 const RELEASE_FLOORS = { timeRatio: 0.5, writesRatio: 0.5, rollbackMs: 100 };
+/** Issue 8: this checkout over the baseline executable, per scenario and start-up. */
+const BASELINE_FLOOR = 1.05;
 const ROLLBACK_RUNS = 10;
 const MB = 2 ** 20;
 const work = resolve(flags.work);
@@ -67,6 +82,16 @@ fs.mkdirSync(work, { recursive: true });
 const bin = join(work, "pulldeploy");
 fs.copyFileSync(flags.bin, bin);
 fs.chmodSync(bin, 0o755);
+let baselineBin: string | undefined;
+if (flags["baseline-bin"] !== undefined) {
+  if (!fs.existsSync(flags["baseline-bin"])) {
+    console.error(`bench-agent: --baseline-bin ${flags["baseline-bin"]}: no such file; build one with scripts/build-baseline.sh COMMIT, or run make bench BENCH_BASELINE=COMMIT`);
+    process.exit(2);
+  }
+  baselineBin = join(work, "pulldeploy-baseline");
+  fs.copyFileSync(flags["baseline-bin"], baselineBin);
+  fs.chmodSync(baselineBin, 0o755);
+}
 const scratch = resolve(flags.fs ?? work);
 const tmp = join(scratch, "tmp");
 fs.rmSync(tmp, { recursive: true, force: true });
@@ -143,7 +168,25 @@ const server = Bun.serve({
 });
 const base = `http://127.0.0.1:${server.port}`;
 
-const dests = { pipeline: join(scratch, "dest-pipeline"), pulldeploy: join(scratch, "dest-pulldeploy"), nolinks: join(scratch, "dest-nolinks"), release: join(scratch, "dest-release"), big: join(scratch, "dest-big") };
+let destParent = scratch;
+if (flags["dest-owner"] !== undefined) {
+  const user = flags["dest-owner"];
+  const id = (opt: string) => Number(Bun.spawnSync(["id", opt, user]).stdout.toString().trim() || NaN);
+  const [uid, gid] = [id("-u"), id("-g")];
+  if (!Number.isInteger(uid) || !Number.isInteger(gid)) throw new Error(`--dest-owner ${user}: no such user (id -u ${user} failed); make one, e.g. scripts/setup.sh makes pulldeploy-app`);
+  destParent = join(scratch, `owned-by-${user}`);
+  fs.mkdirSync(destParent, { recursive: true });
+  fs.chownSync(destParent, uid, gid);
+}
+const dests = {
+  pipeline: join(destParent, "dest-pipeline"),
+  pulldeploy: join(destParent, "dest-pulldeploy"),
+  nolinks: join(destParent, "dest-nolinks"),
+  release: join(destParent, "dest-release"),
+  baseline: join(destParent, "dest-baseline"),
+  "baseline-release": join(destParent, "dest-baseline-release"),
+  big: join(destParent, "dest-big"),
+};
 /** `release`: the strategy of that name, the release named after the version (v1, v2). */
 function manifest(name: string, a: { tarball: string; sum: string }, dest: string, release?: string): string {
   const file = `${name}.yml`;
@@ -153,19 +196,24 @@ function manifest(name: string, a: { tarball: string; sum: string }, dest: strin
 }
 // The agent's state (exactly-once record, lock) in the scratch dir: never the host's /var/lib/pulldeploy.
 const agentEnv = { ...process.env, TMPDIR: tmp, PULLDEPLOY_STATE_DIR: join(scratch, "state") };
+// The baseline keeps a state dir of its own: the two versions' records need not agree.
+const baselineEnv = { ...agentEnv, PULLDEPLOY_STATE_DIR: join(scratch, "state-baseline") };
 
 /**
  * `pulldeploy` is the agent with its default `rsync` strategy, `nolinks` the same with `--no-hardlinks`
  * (every file written to the temp dir, then rsync: stretcher's I/O), `release` the agent with
- * `sync_strategy: release`.
+ * `sync_strategy: release`; `baseline` and `baseline-release` are `pulldeploy` and `release` run with the
+ * --baseline-bin executable.
  */
-type Tool = "pipeline" | "pulldeploy" | "nolinks" | "release";
-const TOOLS: Tool[] = ["pulldeploy", "release", "nolinks", "pipeline"];
+type Tool = "pipeline" | "pulldeploy" | "nolinks" | "release" | "baseline" | "baseline-release";
+const TOOLS: Tool[] = baselineBin === undefined ? ["pulldeploy", "release", "nolinks", "pipeline"] : ["pulldeploy", "baseline", "release", "baseline-release", "nolinks", "pipeline"];
 async function deployOnce(tool: Tool, a: { tarball: string; sum: string }, version: string): Promise<Measured> {
   const dest = dests[tool];
   if (tool !== "pipeline") {
-    const url = manifest(`${version}-${tool}`, a, dest, tool === "release" ? version : undefined);
-    const m = await measure([bin, "agent", ...(tool === "nolinks" ? ["--no-hardlinks"] : [])], { stdin: `${url}\n`, env: agentEnv, pollRss: true });
+    const baseline = tool === "baseline" || tool === "baseline-release";
+    const url = manifest(`${version}-${tool}`, a, dest, tool === "release" || tool === "baseline-release" ? version : undefined);
+    const args = [baseline ? baselineBin! : bin, "agent", ...(tool === "nolinks" ? ["--no-hardlinks"] : [])];
+    const m = await measure(args, { stdin: `${url}\n`, env: baseline ? baselineEnv : agentEnv, pollRss: true });
     if (!m.stderr.includes("deploy succeeded")) throw new Error(`pulldeploy agent did not succeed:\n${m.stderr}`);
     return m;
   }
@@ -196,7 +244,14 @@ const SCENARIOS = [
   { name: "redeploy, 1% of files changed", archive: v2, version: "v2" },
   { name: "no-change redeploy", archive: v2, version: "v2" },
 ] as const;
-const results = SCENARIOS.map(() => ({ pipeline: [] as number[], pulldeploy: [] as number[], nolinks: [] as number[], release: [] as number[], runs: [] as Measured[], nolinksRuns: [] as Measured[], releaseRuns: [] as Measured[] }));
+const results = SCENARIOS.map(() => ({
+  ...({ pipeline: [], pulldeploy: [], nolinks: [], release: [], baseline: [], "baseline-release": [] } as Record<Tool, number[]>),
+  runs: [] as Measured[],
+  nolinksRuns: [] as Measured[],
+  releaseRuns: [] as Measured[],
+  /** Every agent run, by contender: the baseline table's peak RSS. */
+  measured: { pipeline: [], pulldeploy: [], nolinks: [], release: [], baseline: [], "baseline-release": [] } as Record<Tool, Measured[]>,
+}));
 const mib = (b: number) => (b / MB).toFixed(1);
 
 for (let rep = 0; rep < reps; rep++) {
@@ -214,6 +269,7 @@ for (let rep = 0; rep < reps; rep++) {
       if (tool === "pulldeploy") results[i]!.runs.push(m);
       if (tool === "release") results[i]!.releaseRuns.push(m);
       if (tool === "nolinks") results[i]!.nolinksRuns.push(m);
+      results[i]!.measured[tool].push(m);
       const agentInfo = tool === "pipeline" ? "" : ` (${phases(m.stderr)}), peak RSS ${mib(m.peakRss)} MiB`;
       log(`rep ${rep + 1}/${reps} ${sc.name}: ${tool} ${m.seconds.toFixed(2)}s${agentInfo}, wrote ${mib(m.writeBytes)} MiB (${mib(m.cancelledWriteBytes)} cancelled)`);
     }
@@ -223,28 +279,37 @@ for (let rep = 0; rep < reps; rep++) {
 // Every dest (the release one: its `current`) must now hold exactly v2: contents, modes and times. The one difference tolerated (and
 // reported) is the time of dest itself, which `tar xzf` takes from the archive's `./` entry.
 const notes: string[] = [];
-const destTree = (tool: Tool) => (tool === "release" ? join(dests.release, "current") : dests[tool]);
+const destTree = (tool: Tool) => (tool === "release" || tool === "baseline-release" ? join(dests[tool], "current") : dests[tool]);
 for (const tool of TOOLS) {
   await sh(`diff -r '${v2.tree}' '${destTree(tool)}/'`);
   const drift = (await sh(`rsync -ani --delete '${v2.tree}/' '${destTree(tool)}/'`)).split("\n").filter((l) => l !== "");
-  const unexpected = drift.filter((l) => l !== ".d..t...... ./");
+  // Under --dest-owner, dest itself is the user's and the archive's `./` root's: tolerated too.
+  const unexpected = drift.filter((l) => l !== ".d..t...... ./" && !(flags["dest-owner"] !== undefined && /^\.d\.\.[.t]\.[.o][.g]\.\.\. \.\/$/.test(l)));
   if (unexpected.length > 0) throw new Error(`${tool}: dest differs from v2 in metadata:\n${unexpected.slice(0, 10).join("\n")}`);
   if (drift.length > 0) notes.push(`${tool}: dest's own mtime differs from the archive's \`./\` entry (rsync -ani: \`${drift[0]}\`)`);
 }
-const currentId = () => fs.readlinkSync(join(dests.release, "current"));
-if (currentId() !== join("releases", "v2")) throw new Error(`release: current -> ${currentId()}, expected releases/v2`);
+const currentId = (dest = dests.release) => fs.readlinkSync(join(dest, "current"));
+for (const tool of TOOLS.filter((t) => t === "release" || t === "baseline-release")) {
+  if (currentId(dests[tool]) !== join("releases", "v2")) throw new Error(`${tool}: current -> ${currentId(dests[tool])}, expected releases/v2`);
+}
 const linkedFiles = Number((await sh(`find '${dests.release}/releases/v2/' -type f -links +1 | wc -l`)).trim());
 const releaseFiles = Number((await sh(`find '${dests.release}/releases/v2/' -type f | wc -l`)).trim());
 
 // --- rollback: `current` back to the previous release and forth again, no download ---------------
 
 const rollbacks: Measured[] = [];
+const baselineRollbacks: Measured[] = [];
 for (let i = 0; i < ROLLBACK_RUNS; i++) {
-  await settle();
-  const m = await measure([bin, "rollback", "--dest", dests.release], { env: agentEnv });
-  const expected = join("releases", i % 2 === 0 ? "v1" : "v2");
-  if (!m.stderr.includes("rollback: current -> ") || currentId() !== expected) throw new Error(`rollback: current -> ${currentId()}, expected ${expected}:\n${m.stderr}`);
-  rollbacks.push(m);
+  // With a baseline, the two executables take turns, each on its own release dest.
+  const turns = baselineBin === undefined ? [false] : i % 2 === 0 ? [false, true] : [true, false];
+  for (const baseline of turns) {
+    const dest = baseline ? dests["baseline-release"] : dests.release;
+    await settle();
+    const m = await measure([baseline ? baselineBin! : bin, "rollback", "--dest", dest], { env: baseline ? baselineEnv : agentEnv });
+    const expected = join("releases", i % 2 === 0 ? "v1" : "v2");
+    if (!m.stderr.includes("rollback: current -> ") || currentId(dest) !== expected) throw new Error(`rollback ${dest}: current -> ${currentId(dest)}, expected ${expected}:\n${m.stderr}`);
+    (baseline ? baselineRollbacks : rollbacks).push(m);
+  }
 }
 const rollbackMs = median(rollbacks.map((m) => m.seconds)) * 1000;
 log(`rollback --dest: ${rollbacks.map((m) => (m.seconds * 1000).toFixed(0)).join(", ")} ms`);
@@ -263,14 +328,26 @@ if (big) {
 
 // --- startup -------------------------------------------------------------------------------------
 
-/** Median wall time and median CPU time (user + system) of 20 runs, in ms. */
-async function startup(stdin: string | undefined, args: string[], env: Record<string, string | undefined>) {
+type Startup = { wall: number; cpu: number; runs: Measured[] };
+/**
+ * Median wall time and median CPU time (user + system) of 20 runs, in ms; with a baseline, its 20 runs
+ * interleaved with these (each executable goes first in turn).
+ */
+async function startup(stdin: string | undefined, args: string[], env: Record<string, string | undefined>, envBaseline: Record<string, string | undefined>) {
   const runs: Measured[] = [];
-  for (let i = 0; i < 20; i++) runs.push(await measure([bin, ...args], { stdin, env }));
-  return { wall: median(runs.map((r) => r.seconds)) * 1000, cpu: median(runs.map((r) => r.cpuSeconds)) * 1000 };
+  const baseRuns: Measured[] = [];
+  for (let i = 0; i < 20; i++) {
+    const turns = baselineBin === undefined ? [false] : i % 2 === 0 ? [false, true] : [true, false];
+    for (const baseline of turns) {
+      if (baseline) baseRuns.push(await measure([baselineBin!, ...args], { stdin, env: envBaseline }));
+      else runs.push(await measure([bin, ...args], { stdin, env }));
+    }
+  }
+  const sum = (rs: Measured[]): Startup => ({ wall: median(rs.map((r) => r.seconds)) * 1000, cpu: median(rs.map((r) => r.cpuSeconds)) * 1000, runs: rs });
+  return { ...sum(runs), baseline: baseRuns.length > 0 ? sum(baseRuns) : undefined };
 }
-const version = await startup(undefined, ["--version"], process.env);
-const empty = await startup("[]\n", ["agent"], { ...agentEnv, CONSUL_INDEX: "1" });
+const version = await startup(undefined, ["--version"], process.env, process.env);
+const empty = await startup("[]\n", ["agent"], { ...agentEnv, CONSUL_INDEX: "1" }, { ...baselineEnv, CONSUL_INDEX: "1" });
 server.stop(true);
 const loadAfter = os.loadavg()[0]!;
 
@@ -283,6 +360,7 @@ const lines: string[] = [];
 const verdicts: [string, boolean][] = [];
 lines.push(`${spec.files} files, ${(spec.bytes / 1e6).toFixed(0)} MB (${spec.randomShare * 100}% random), archive ${archiveMb(v1)} MiB; median of ${reps} runs, tools alternating; ${os.cpus().length} cores, load average ${loadBefore.toFixed(1)} before, ${loadAfter.toFixed(1)} after`);
 lines.push(`Temp dirs and dests on ${scratchFs.text} (${scratch})`);
+if (flags["dest-owner"] !== undefined) lines.push(`Dests in ${destParent}, owned by ${flags["dest-owner"]}: the agent reaches them through pinned /proc/self/fd/N paths.`);
 if (scratchFs.noJournal) {
   lines.push("Warning: ext4 without a journal: every create scans recently deleted inodes, so file creation is slow and noisy here; for server-like numbers use --fs on a journaled file system (e.g. a loop-mounted ext4).");
 }
@@ -365,6 +443,37 @@ lines.push(
 );
 lines.push(`Release v2: ${linkedFiles} of ${releaseFiles} files hard-linked (shared with v1).`);
 lines.push(`\`pulldeploy rollback --dest\` (current: releases/v2 -> v1 and back, alternately): ${rollbackMs.toFixed(1)} ms wall (median of ${ROLLBACK_RUNS}; CPU ${(median(rollbacks.map((m) => m.cpuSeconds)) * 1000).toFixed(1)} ms)`);
+if (baselineBin !== undefined) {
+  const spread = (xs: number[], digits: number) => `${median(xs).toFixed(digits)} (${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)})`;
+  lines.push("");
+  lines.push(`Issue 8: this checkout (${flags.bin}) against the baseline (${flags["baseline-bin"]}), same runs, alternating; medians, in parentheses the fastest and slowest run:`);
+  lines.push("");
+  lines.push("| scenario | current wall | baseline wall | wall ratio current/baseline | current CPU | baseline CPU | CPU ratio | current peak RSS MiB | baseline peak RSS MiB |");
+  lines.push("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+  /** Wall times and CPU times (user + system, with children: rsync) of the runs, in `unit`. */
+  type Times = { wall: number[]; cpu: number[] };
+  const row = (what: string, cur: Times, base: Times, unit: "s" | "ms", rss?: [Measured[], Measured[]]) => {
+    const ratio = median(cur.wall) / median(base.wall);
+    const digits = unit === "s" ? 2 : 1;
+    const peak = rss === undefined ? ["–", "–"] : rss.map((runs) => mb(maxOf(runs, (m) => m.peakRss)));
+    const cpu = [median(cur.cpu), median(base.cpu)] as const;
+    lines.push(
+      `| ${what} | ${spread(cur.wall, digits)} ${unit} | ${spread(base.wall, digits)} ${unit} | ${ratio.toFixed(3)} | ${cpu[0].toFixed(digits + 1)} ${unit} | ${cpu[1].toFixed(digits + 1)} ${unit} | ${(cpu[0] / cpu[1]).toFixed(3)} | ${peak[0]} | ${peak[1]} |`,
+    );
+    verdicts.push([`vs baseline, ${what}: ${median(cur.wall).toFixed(digits)} ${unit} / ${median(base.wall).toFixed(digits)} ${unit} = ${ratio.toFixed(3)} ≤ ${BASELINE_FLOOR}`, ratio <= BASELINE_FLOOR]);
+  };
+  for (const [strategy, cur, base] of [["rsync strategy", "pulldeploy", "baseline"], ["release strategy", "release", "baseline-release"]] as const) {
+    for (const [i, sc] of SCENARIOS.entries()) {
+      const r = results[i]!;
+      const times = (runs: Measured[]): Times => ({ wall: runs.map((m) => m.seconds), cpu: runs.map((m) => m.cpuSeconds) });
+      row(`${strategy}, ${sc.name}`, times(r.measured[cur]), times(r.measured[base]), "s", [r.measured[cur], r.measured[base]]);
+    }
+  }
+  const ms = (runs: Measured[]): Times => ({ wall: runs.map((m) => m.seconds * 1000), cpu: runs.map((m) => m.cpuSeconds * 1000) });
+  row("`--version`", ms(version.runs), ms(version.baseline!.runs), "ms");
+  row("agent on `[]`", ms(empty.runs), ms(empty.baseline!.runs), "ms");
+  row("`rollback --dest`", ms(rollbacks), ms(baselineRollbacks), "ms");
+}
 lines.push("");
 for (const [what, ok] of verdicts) lines.push(`${ok ? "PASS" : "FAIL"}  ${what}`);
 const report = lines.join("\n");

@@ -11,6 +11,9 @@
  *   bun scripts/bench-publish.ts [--files 20000] [--size-mb 240] [--big-gb 1] [--reps 3] [--work .bench]
  *
  * The upload half of the pipeline is this script run as `--upload-file F s3://bucket/key`.
+ *
+ * `--baseline-bin PATH` also times another executable's publish (contender `baseline`, alternating
+ * with `publish`), with PASS/FAIL against ≤ 1.05× its median (issue 8); `make bench BENCH_BASELINE=<commit>`.
  */
 import * as fs from "node:fs";
 import { join, resolve } from "node:path";
@@ -27,6 +30,7 @@ const { values: flags } = parseArgs({
     bin: { type: "string", default: "dist/pulldeploy" },
     seed: { type: "string", default: "1" },
     "upload-file": { type: "string" },
+    "baseline-bin": { type: "string" },
   },
   allowPositionals: true,
   strict: true,
@@ -82,6 +86,17 @@ fs.mkdirSync(work, { recursive: true });
 const bin = join(work, "pulldeploy");
 fs.copyFileSync(flags.bin, bin);
 fs.chmodSync(bin, 0o755);
+let baselineBin: string | undefined;
+if (flags["baseline-bin"] !== undefined) {
+  if (!fs.existsSync(flags["baseline-bin"])) {
+    console.error(`bench-publish: --baseline-bin ${flags["baseline-bin"]}: no such file; build one with scripts/build-baseline.sh COMMIT, or run make bench BENCH_BASELINE=COMMIT`);
+    process.exit(2);
+  }
+  baselineBin = join(work, "pulldeploy-baseline");
+  fs.copyFileSync(flags["baseline-bin"], baselineBin);
+  fs.chmodSync(baselineBin, 0o755);
+}
+const BASELINE_FLOOR = 1.05;
 const tmp = join(work, "tmp");
 fs.rmSync(tmp, { recursive: true, force: true });
 fs.mkdirSync(tmp);
@@ -110,12 +125,13 @@ await s3.createBucket("bench");
 const env = { PATH: process.env.PATH, HOME: process.env.HOME, TMPDIR: tmp, ...s3.env };
 const settle = () => sh("sync");
 
-type Tool = "pipeline" | "publish";
+/** `baseline`: publish run with the --baseline-bin executable. */
+type Tool = "pipeline" | "publish" | "baseline";
 let counter = 0;
 async function once(tool: Tool, dir: string): Promise<Measured> {
   const n = ++counter;
-  if (tool === "publish") {
-    return measure([bin, "publish", dir, "--to", `s3://bench/pub${n}`, "--role", "web", "--dest", "/srv/web", "--no-kv", "--no-event"], { env, pollRss: true });
+  if (tool !== "pipeline") {
+    return measure([tool === "baseline" ? baselineBin! : bin, "publish", dir, "--to", `s3://bench/pub${n}`, "--role", "web", "--dest", "/srv/web", "--no-kv", "--no-event"], { env, pollRss: true });
   }
   const file = join(tmp, "app.tar.gz");
   // Each step's end time on stdout (`date +%s.%N`), then the archive's size.
@@ -133,27 +149,34 @@ async function once(tool: Tool, dir: string): Promise<Measured> {
   return measure(["sh", "-c", script], { env });
 }
 
-const times = { pipeline: [] as number[], publish: [] as number[] };
+const times = { pipeline: [] as number[], publish: [] as number[], baseline: [] as number[] };
 const rss: number[] = [];
-const sizes = { pipeline: 0, publish: 0 };
+const baselineRss: number[] = [];
+/** CPU time (user + system) of each publish run: steadier than wall time on a loaded machine. */
+const cpu = { pipeline: [] as number[], publish: [] as number[], baseline: [] as number[] };
+const sizes = { pipeline: 0, publish: 0, baseline: 0 };
 /** publish logs `uploaded s3://…tar.gz: 110.7 MB (…)`; the pipeline prints the file's size. */
-const sizeOf = (tool: Tool, m: Measured) => (tool === "publish" ? Number(/tar\.gz: ([\d.]+) MB/.exec(m.stderr)![1]) * 1e6 : Number(m.stdout.trim().split("\n").at(-1)));
+const sizeOf = (tool: Tool, m: Measured) => (tool !== "pipeline" ? Number(/tar\.gz: ([\d.]+) MB/.exec(m.stderr)?.[1] ?? NaN) * 1e6 : Number(m.stdout.trim().split("\n").at(-1)));
 const steps = { tar: [] as number[], sha256sum: [] as number[], upload: [] as number[] };
 for (let rep = 0; rep < reps; rep++) {
-  const order: Tool[] = rep % 2 === 0 ? ["publish", "pipeline"] : ["pipeline", "publish"];
+  const tools: Tool[] = baselineBin === undefined ? ["publish", "pipeline"] : ["publish", "baseline", "pipeline"];
+  // The tools take turns at going first.
+  const order = tools.map((_, i) => tools[(i + rep) % tools.length]!);
   for (const tool of order) {
     await settle();
     const m = await once(tool, tree);
     times[tool].push(m.seconds);
+    cpu[tool].push(m.cpuSeconds);
     sizes[tool] = sizeOf(tool, m);
     if (tool === "publish") rss.push(m.peakRss);
+    else if (tool === "baseline") baselineRss.push(m.peakRss);
     else {
       const [t0, t1, t2, t3] = m.stdout.trim().split("\n").map(Number);
       steps.tar.push(t1! - t0!);
       steps.sha256sum.push(t2! - t1!);
       steps.upload.push(t3! - t2!);
     }
-    log(`rep ${rep + 1}/${reps}: ${tool} ${m.seconds.toFixed(2)}s${tool === "publish" ? `, peak RSS ${(m.peakRss / MB).toFixed(1)} MiB` : ""}`);
+    log(`rep ${rep + 1}/${reps}: ${tool} ${m.seconds.toFixed(2)}s${tool !== "pipeline" ? `, peak RSS ${(m.peakRss / MB).toFixed(1)} MiB` : ""}`);
   }
 }
 
@@ -183,6 +206,20 @@ verdicts.push([`peak RSS ${mb(peak)} MB ≤ ${FLOORS.rssMb} MB`, peak / MB <= FL
 if (big) {
   lines.push(`| ${bigGb} GiB tree (${bigSpec.files} files, ${bigSpec.randomShare * 100}% random) | – | ${big.seconds.toFixed(2)} | – | ${mb(big.peakRss)} |`);
   verdicts.push([`${bigGb} GiB tree: peak RSS ${mb(big.peakRss)} MB ≤ ${FLOORS.rssMb} MB`, big.peakRss / MB <= FLOORS.rssMb]);
+}
+if (baselineBin !== undefined) {
+  const b = median(times.baseline);
+  const range = (xs: number[]) => `${Math.min(...xs).toFixed(2)}–${Math.max(...xs).toFixed(2)}`;
+  lines.push("");
+  lines.push(`Issue 8: publish of this checkout (${flags.bin}) against the baseline (${flags["baseline-bin"]}), same runs, alternating:`);
+  lines.push("");
+  const [ca, cb] = [median(cpu.publish), median(cpu.baseline)];
+  lines.push("| run | publish median s (range) | baseline median s (range) | ratio | publish CPU s | baseline CPU s | CPU ratio | publish peak RSS MiB | baseline peak RSS MiB |");
+  lines.push("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+  lines.push(
+    `| ${spec.files} files, ${(spec.bytes / 1e6).toFixed(0)} MB | ${a.toFixed(2)} (${range(times.publish)}) | ${b.toFixed(2)} (${range(times.baseline)}) | ${(a / b).toFixed(3)} | ${ca.toFixed(3)} | ${cb.toFixed(3)} | ${(ca / cb).toFixed(3)} | ${mb(peak)} | ${mb(Math.max(...baselineRss))} |`,
+  );
+  verdicts.push([`vs baseline, publish: ${a.toFixed(2)} s / ${b.toFixed(2)} s = ${(a / b).toFixed(3)} ≤ ${BASELINE_FLOOR}`, a / b <= BASELINE_FLOOR]);
 }
 lines.push("");
 lines.push(

@@ -277,12 +277,11 @@ function octalDigits(b: Uint8Array, off: number, len: number): number | null {
   let i = off;
   const end = off + len;
   while (i < end && b[i] === 0x20) i++;
-  const start = i;
-  while (i < end && b[i]! >= 0x30 && b[i]! <= 0x37) i++;
-  const digits = i - start;
+  // Summed as read (at most 12 digits: exact in a double), no string per field: ~6 fields a header.
+  let n = 0;
+  while (i < end && b[i]! >= 0x30 && b[i]! <= 0x37) n = n * 8 + (b[i++]! - 0x30);
   for (; i < end; i++) if (b[i] !== 0 && b[i] !== 0x20) return null;
-  if (digits === 0) return 0;
-  return parseInt(String.fromCharCode(...b.subarray(start, start + digits)), 8);
+  return n;
 }
 
 /**
