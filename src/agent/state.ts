@@ -192,7 +192,9 @@ export async function acquireLock(dir: string, opts: LockOptions): Promise<HostL
           `another pulldeploy agent (pid ${holder ?? "unknown"}) is deploying on this host (lock ${lock}); ${opts.waitMs > 0 ? `waited ${Math.round(opts.waitMs / 1000)}s` : "not waiting"} (--lock-wait to wait longer)`,
         );
       }
-      if (!told) {
+      // The holder writes its pid just after it takes the lock: told once the pid is there (or after
+      // a few tries), so the message names who holds it.
+      if (!told && (holder !== undefined || backoff >= 200)) {
         opts.onWait?.(holder);
         told = true;
       }
