@@ -1,8 +1,9 @@
 BUN ?= ./node_modules/.bin/bun
 TSC ?= ./node_modules/.bin/tsc
+BIOME ?= ./node_modules/.bin/biome
 SRC := $(shell find src -name '*.ts' -o -name '*.js' -o -name '*.html' -o -name '*.css') package.json
 
-.PHONY: all setup build build-arm64 check test demo bench fuzz clean
+.PHONY: all setup build build-arm64 check format test demo bench fuzz clean
 
 all: build
 
@@ -61,10 +62,16 @@ dist/release/SHA256SUMS: dist/pulldeploy dist/pulldeploy-linux-arm64 scripts/pac
 dist: dist/release/SHA256SUMS
 test: dist
 
-# The second run checks the dashboard's browser script (page.js) with the DOM's types.
+# Types (the second run checks the dashboard's browser script, page.js, with the DOM's types), then
+# Biome: the formatter's output and the linter's rules (biome.json), changing nothing (`make format`
+# rewrites the files).
 check: node_modules/.bin/bun
 	$(TSC) --noEmit -p .
 	$(TSC) --noEmit -p src/fleet/dashboard
+	$(BIOME) ci .
+
+format: node_modules/.bin/bun
+	$(BIOME) check --write .
 
 demo: setup build
 	scripts/demo.sh

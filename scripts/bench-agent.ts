@@ -73,7 +73,13 @@ const MB = 2 ** 20;
 const work = resolve(flags.work);
 const reps = Number(flags.reps);
 const seed = Number(flags.seed);
-const spec: AppSpec = { files: Number(flags.files), bytes: Number(flags["size-mb"]) * 1e6, randomShare: 0.1, seed, changeShare: 0.01 };
+const spec: AppSpec = {
+  files: Number(flags.files),
+  bytes: Number(flags["size-mb"]) * 1e6,
+  randomShare: 0.1,
+  seed,
+  changeShare: 0.01,
+};
 const bigGb = Number(flags["big-gb"]);
 const bigSpec: AppSpec = { files: 2000, bytes: bigGb * 2 ** 30, randomShare: 0.5, seed: seed + 100, changeShare: 0 };
 
@@ -85,7 +91,9 @@ fs.chmodSync(bin, 0o755);
 let baselineBin: string | undefined;
 if (flags["baseline-bin"] !== undefined) {
   if (!fs.existsSync(flags["baseline-bin"])) {
-    console.error(`bench-agent: --baseline-bin ${flags["baseline-bin"]}: no such file; build one with scripts/build-baseline.sh COMMIT, or run make bench BENCH_BASELINE=COMMIT`);
+    console.error(
+      `bench-agent: --baseline-bin ${flags["baseline-bin"]}: no such file; build one with scripts/build-baseline.sh COMMIT, or run make bench BENCH_BASELINE=COMMIT`,
+    );
     process.exit(2);
   }
   baselineBin = join(work, "pulldeploy-baseline");
@@ -119,9 +127,16 @@ const loadBefore = os.loadavg()[0]!;
 /** The disk-write measurement must see a grandchild's writes (a dd under sh), or its numbers mean nothing. */
 async function checkWriteAccounting(): Promise<string> {
   const file = join(tmp, "io-check");
-  const m = await measure(["sh", "-c", `sh -c 'dd if=/dev/zero of="${file}" bs=1M count=16 status=none'; rm -f '${file}'`]);
+  const m = await measure([
+    "sh",
+    "-c",
+    `sh -c 'dd if=/dev/zero of="${file}" bs=1M count=16 status=none'; rm -f '${file}'`,
+  ]);
   const mib = m.writeBytes / MB;
-  if (!Number.isFinite(mib) || Math.abs(mib - 16) > 0.5) throw new Error(`disk writes: a dd of 16 MiB in a grandchild measured ${mib.toFixed(1)} MiB in /proc/self/io write_bytes`);
+  if (!Number.isFinite(mib) || Math.abs(mib - 16) > 0.5)
+    throw new Error(
+      `disk writes: a dd of 16 MiB in a grandchild measured ${mib.toFixed(1)} MiB in /proc/self/io write_bytes`,
+    );
   return `a dd of 16 MiB under sh measured ${mib.toFixed(1)} MiB written, ${(m.cancelledWriteBytes / MB).toFixed(1)} MiB cancelled (deleted while dirty)`;
 }
 const ioCheck = await checkWriteAccounting();
@@ -129,12 +144,22 @@ const ioCheck = await checkWriteAccounting();
 // --- data ----------------------------------------------------------------------------------------
 
 /** Generate and pack `name` unless a previous run left it with the same parameters. */
-async function archive(name: string, s: AppSpec, version: 1 | 2, keepTree: boolean): Promise<{ tarball: string; sum: string; tree: string }> {
+async function archive(
+  name: string,
+  s: AppSpec,
+  version: 1 | 2,
+  keepTree: boolean,
+): Promise<{ tarball: string; sum: string; tree: string }> {
   const tree = join(work, "apps", name);
   const tarball = join(www, `${name}.tar.gz`);
   const stamp = join(work, "apps", `${name}.json`);
   const key = JSON.stringify({ ...s, version, generator: 3 });
-  if (fs.existsSync(tarball) && fs.existsSync(stamp) && fs.readFileSync(stamp, "utf8") === key && (!keepTree || fs.existsSync(tree))) {
+  if (
+    fs.existsSync(tarball) &&
+    fs.existsSync(stamp) &&
+    fs.readFileSync(stamp, "utf8") === key &&
+    (!keepTree || fs.existsSync(tree))
+  ) {
     return { tarball, sum: fs.readFileSync(`${tarball}.sha256`, "utf8").trim(), tree };
   }
   log(`generating ${name}: ${s.files} files, ${(s.bytes / 1e6).toFixed(0)} MB`);
@@ -147,7 +172,9 @@ async function archive(name: string, s: AppSpec, version: 1 | 2, keepTree: boole
   await sh(`tar czf '${tarball}' -C '${tree}' .`);
   const sum = (await sh(`sha256sum '${tarball}'`)).split(" ")[0]!;
   fs.writeFileSync(`${tarball}.sha256`, `${sum}\n`);
-  log(`  packed in ${((performance.now() - t) / 1000).toFixed(1)}s: ${(fs.statSync(tarball).size / MB).toFixed(1)} MiB`);
+  log(
+    `  packed in ${((performance.now() - t) / 1000).toFixed(1)}s: ${(fs.statSync(tarball).size / MB).toFixed(1)} MiB`,
+  );
   if (!keepTree) fs.rmSync(tree, { recursive: true, force: true });
   fs.writeFileSync(stamp, key);
   return { tarball, sum, tree };
@@ -173,7 +200,10 @@ if (flags["dest-owner"] !== undefined) {
   const user = flags["dest-owner"];
   const id = (opt: string) => Number(Bun.spawnSync(["id", opt, user]).stdout.toString().trim() || NaN);
   const [uid, gid] = [id("-u"), id("-g")];
-  if (!Number.isInteger(uid) || !Number.isInteger(gid)) throw new Error(`--dest-owner ${user}: no such user (id -u ${user} failed); make one, e.g. scripts/setup.sh makes pulldeploy-app`);
+  if (!Number.isInteger(uid) || !Number.isInteger(gid))
+    throw new Error(
+      `--dest-owner ${user}: no such user (id -u ${user} failed); make one, e.g. scripts/setup.sh makes pulldeploy-app`,
+    );
   destParent = join(scratch, `owned-by-${user}`);
   fs.mkdirSync(destParent, { recursive: true });
   fs.chownSync(destParent, uid, gid);
@@ -191,7 +221,10 @@ const dests = {
 function manifest(name: string, a: { tarball: string; sum: string }, dest: string, release?: string): string {
   const file = `${name}.yml`;
   const strategy = release === undefined ? "" : `sync_strategy: release\nrelease_id: ${release}\n`;
-  fs.writeFileSync(join(www, file), `src: ${base}/${a.tarball.slice(www.length + 1)}\nchecksum: ${a.sum}\ndest: ${dest}\n${strategy}`);
+  fs.writeFileSync(
+    join(www, file),
+    `src: ${base}/${a.tarball.slice(www.length + 1)}\nchecksum: ${a.sum}\ndest: ${dest}\n${strategy}`,
+  );
   return `${base}/${file}`;
 }
 // The agent's state (exactly-once record, lock) in the scratch dir: never the host's /var/lib/pulldeploy.
@@ -206,12 +239,20 @@ const baselineEnv = { ...agentEnv, PULLDEPLOY_STATE_DIR: join(scratch, "state-ba
  * --baseline-bin executable.
  */
 type Tool = "pipeline" | "pulldeploy" | "nolinks" | "release" | "baseline" | "baseline-release";
-const TOOLS: Tool[] = baselineBin === undefined ? ["pulldeploy", "release", "nolinks", "pipeline"] : ["pulldeploy", "baseline", "release", "baseline-release", "nolinks", "pipeline"];
+const TOOLS: Tool[] =
+  baselineBin === undefined
+    ? ["pulldeploy", "release", "nolinks", "pipeline"]
+    : ["pulldeploy", "baseline", "release", "baseline-release", "nolinks", "pipeline"];
 async function deployOnce(tool: Tool, a: { tarball: string; sum: string }, version: string): Promise<Measured> {
   const dest = dests[tool];
   if (tool !== "pipeline") {
     const baseline = tool === "baseline" || tool === "baseline-release";
-    const url = manifest(`${version}-${tool}`, a, dest, tool === "release" || tool === "baseline-release" ? version : undefined);
+    const url = manifest(
+      `${version}-${tool}`,
+      a,
+      dest,
+      tool === "release" || tool === "baseline-release" ? version : undefined,
+    );
     const args = [baseline ? baselineBin! : bin, "agent", ...(tool === "nolinks" ? ["--no-hardlinks"] : [])];
     const m = await measure(args, { stdin: `${url}\n`, env: baseline ? baselineEnv : agentEnv, pollRss: true });
     if (!m.stderr.includes("deploy succeeded")) throw new Error(`pulldeploy agent did not succeed:\n${m.stderr}`);
@@ -220,7 +261,11 @@ async function deployOnce(tool: Tool, a: { tarball: string; sum: string }, versi
   const file = join(tmp, "app.tar.gz");
   const tree = join(tmp, "tree");
   const url = `${base}/${a.tarball.slice(www.length + 1)}`;
-  return measure(["sh", "-c", `curl -sf -o '${file}' '${url}' && echo '${a.sum}  ${file}' | sha256sum -c && mkdir '${tree}' && tar xzf '${file}' -C '${tree}' && rsync -a --delete '${tree}/' '${dest}/' && rm -rf '${tree}' '${file}'`]);
+  return measure([
+    "sh",
+    "-c",
+    `curl -sf -o '${file}' '${url}' && echo '${a.sum}  ${file}' | sha256sum -c && mkdir '${tree}' && tar xzf '${file}' -C '${tree}' && rsync -a --delete '${tree}/' '${dest}/' && rm -rf '${tree}' '${file}'`,
+  ]);
 }
 
 /** Where the agent's time went, from its log's timestamps: "fetch+extract 1.42s, sync+cleanup 2.10s". */
@@ -230,7 +275,8 @@ function phases(log: string): string {
     return line === undefined ? NaN : Date.parse(line.slice(0, line.indexOf(" ")));
   };
   const [fetch, sync, done] = [at(" fetch: "), at(" sync: "), at(" deploy succeeded")];
-  if (Number.isNaN(fetch) && log.includes("already on disk")) return `no download, switch+cleanup ${((done - at("already on disk")) / 1000).toFixed(2)}s`;
+  if (Number.isNaN(fetch) && log.includes("already on disk"))
+    return `no download, switch+cleanup ${((done - at("already on disk")) / 1000).toFixed(2)}s`;
   return `fetch+extract ${((sync - fetch) / 1000).toFixed(2)}s, sync+cleanup ${((done - sync) / 1000).toFixed(2)}s`;
 }
 
@@ -245,12 +291,18 @@ const SCENARIOS = [
   { name: "no-change redeploy", archive: v2, version: "v2" },
 ] as const;
 const results = SCENARIOS.map(() => ({
-  ...({ pipeline: [], pulldeploy: [], nolinks: [], release: [], baseline: [], "baseline-release": [] } as Record<Tool, number[]>),
+  ...({ pipeline: [], pulldeploy: [], nolinks: [], release: [], baseline: [], "baseline-release": [] } as Record<
+    Tool,
+    number[]
+  >),
   runs: [] as Measured[],
   nolinksRuns: [] as Measured[],
   releaseRuns: [] as Measured[],
   /** Every agent run, by contender: the baseline table's peak RSS. */
-  measured: { pipeline: [], pulldeploy: [], nolinks: [], release: [], baseline: [], "baseline-release": [] } as Record<Tool, Measured[]>,
+  measured: { pipeline: [], pulldeploy: [], nolinks: [], release: [], baseline: [], "baseline-release": [] } as Record<
+    Tool,
+    Measured[]
+  >,
 }));
 const mib = (b: number) => (b / MB).toFixed(1);
 
@@ -271,7 +323,9 @@ for (let rep = 0; rep < reps; rep++) {
       if (tool === "nolinks") results[i]!.nolinksRuns.push(m);
       results[i]!.measured[tool].push(m);
       const agentInfo = tool === "pipeline" ? "" : ` (${phases(m.stderr)}), peak RSS ${mib(m.peakRss)} MiB`;
-      log(`rep ${rep + 1}/${reps} ${sc.name}: ${tool} ${m.seconds.toFixed(2)}s${agentInfo}, wrote ${mib(m.writeBytes)} MiB (${mib(m.cancelledWriteBytes)} cancelled)`);
+      log(
+        `rep ${rep + 1}/${reps} ${sc.name}: ${tool} ${m.seconds.toFixed(2)}s${agentInfo}, wrote ${mib(m.writeBytes)} MiB (${mib(m.cancelledWriteBytes)} cancelled)`,
+      );
     }
   }
 }
@@ -279,18 +333,27 @@ for (let rep = 0; rep < reps; rep++) {
 // Every dest (the release one: its `current`) must now hold exactly v2: contents, modes and times. The one difference tolerated (and
 // reported) is the time of dest itself, which `tar xzf` takes from the archive's `./` entry.
 const notes: string[] = [];
-const destTree = (tool: Tool) => (tool === "release" || tool === "baseline-release" ? join(dests[tool], "current") : dests[tool]);
+const destTree = (tool: Tool) =>
+  tool === "release" || tool === "baseline-release" ? join(dests[tool], "current") : dests[tool];
 for (const tool of TOOLS) {
   await sh(`diff -r '${v2.tree}' '${destTree(tool)}/'`);
-  const drift = (await sh(`rsync -ani --delete '${v2.tree}/' '${destTree(tool)}/'`)).split("\n").filter((l) => l !== "");
+  const drift = (await sh(`rsync -ani --delete '${v2.tree}/' '${destTree(tool)}/'`))
+    .split("\n")
+    .filter((l) => l !== "");
   // Under --dest-owner, dest itself is the user's and the archive's `./` root's: tolerated too.
-  const unexpected = drift.filter((l) => l !== ".d..t...... ./" && !(flags["dest-owner"] !== undefined && /^\.d\.\.[.t]\.[.o][.g]\.\.\. \.\/$/.test(l)));
-  if (unexpected.length > 0) throw new Error(`${tool}: dest differs from v2 in metadata:\n${unexpected.slice(0, 10).join("\n")}`);
-  if (drift.length > 0) notes.push(`${tool}: dest's own mtime differs from the archive's \`./\` entry (rsync -ani: \`${drift[0]}\`)`);
+  const unexpected = drift.filter(
+    (l) =>
+      l !== ".d..t...... ./" && !(flags["dest-owner"] !== undefined && /^\.d\.\.[.t]\.[.o][.g]\.\.\. \.\/$/.test(l)),
+  );
+  if (unexpected.length > 0)
+    throw new Error(`${tool}: dest differs from v2 in metadata:\n${unexpected.slice(0, 10).join("\n")}`);
+  if (drift.length > 0)
+    notes.push(`${tool}: dest's own mtime differs from the archive's \`./\` entry (rsync -ani: \`${drift[0]}\`)`);
 }
 const currentId = (dest = dests.release) => fs.readlinkSync(join(dest, "current"));
 for (const tool of TOOLS.filter((t) => t === "release" || t === "baseline-release")) {
-  if (currentId(dests[tool]) !== join("releases", "v2")) throw new Error(`${tool}: current -> ${currentId(dests[tool])}, expected releases/v2`);
+  if (currentId(dests[tool]) !== join("releases", "v2"))
+    throw new Error(`${tool}: current -> ${currentId(dests[tool])}, expected releases/v2`);
 }
 const linkedFiles = Number((await sh(`find '${dests.release}/releases/v2/' -type f -links +1 | wc -l`)).trim());
 const releaseFiles = Number((await sh(`find '${dests.release}/releases/v2/' -type f | wc -l`)).trim());
@@ -305,9 +368,12 @@ for (let i = 0; i < ROLLBACK_RUNS; i++) {
   for (const baseline of turns) {
     const dest = baseline ? dests["baseline-release"] : dests.release;
     await settle();
-    const m = await measure([baseline ? baselineBin! : bin, "rollback", "--dest", dest], { env: baseline ? baselineEnv : agentEnv });
+    const m = await measure([baseline ? baselineBin! : bin, "rollback", "--dest", dest], {
+      env: baseline ? baselineEnv : agentEnv,
+    });
     const expected = join("releases", i % 2 === 0 ? "v1" : "v2");
-    if (!m.stderr.includes("rollback: current -> ") || currentId(dest) !== expected) throw new Error(`rollback ${dest}: current -> ${currentId(dest)}, expected ${expected}:\n${m.stderr}`);
+    if (!m.stderr.includes("rollback: current -> ") || currentId(dest) !== expected)
+      throw new Error(`rollback ${dest}: current -> ${currentId(dest)}, expected ${expected}:\n${m.stderr}`);
     (baseline ? baselineRollbacks : rollbacks).push(m);
   }
 }
@@ -320,8 +386,13 @@ let bigRun: Measured | undefined;
 if (big) {
   fs.rmSync(dests.big, { recursive: true, force: true });
   await settle();
-  bigRun = await measure([bin, "agent"], { stdin: `${manifest("big-pulldeploy", big, dests.big)}\n`, env: agentEnv, pollRss: true });
-  if (!bigRun.stderr.includes("deploy succeeded")) throw new Error(`pulldeploy agent did not succeed:\n${bigRun.stderr}`);
+  bigRun = await measure([bin, "agent"], {
+    stdin: `${manifest("big-pulldeploy", big, dests.big)}\n`,
+    env: agentEnv,
+    pollRss: true,
+  });
+  if (!bigRun.stderr.includes("deploy succeeded"))
+    throw new Error(`pulldeploy agent did not succeed:\n${bigRun.stderr}`);
   log(`${bigGb} GiB archive: ${bigRun.seconds.toFixed(2)}s, peak RSS ${(bigRun.peakRss / MB).toFixed(1)} MiB`);
   fs.rmSync(dests.big, { recursive: true, force: true });
 }
@@ -333,7 +404,12 @@ type Startup = { wall: number; cpu: number; runs: Measured[] };
  * Median wall time and median CPU time (user + system) of 20 runs, in ms; with a baseline, its 20 runs
  * interleaved with these (each executable goes first in turn).
  */
-async function startup(stdin: string | undefined, args: string[], env: Record<string, string | undefined>, envBaseline: Record<string, string | undefined>) {
+async function startup(
+  stdin: string | undefined,
+  args: string[],
+  env: Record<string, string | undefined>,
+  envBaseline: Record<string, string | undefined>,
+) {
   const runs: Measured[] = [];
   const baseRuns: Measured[] = [];
   for (let i = 0; i < 20; i++) {
@@ -343,11 +419,20 @@ async function startup(stdin: string | undefined, args: string[], env: Record<st
       else runs.push(await measure([bin, ...args], { stdin, env }));
     }
   }
-  const sum = (rs: Measured[]): Startup => ({ wall: median(rs.map((r) => r.seconds)) * 1000, cpu: median(rs.map((r) => r.cpuSeconds)) * 1000, runs: rs });
+  const sum = (rs: Measured[]): Startup => ({
+    wall: median(rs.map((r) => r.seconds)) * 1000,
+    cpu: median(rs.map((r) => r.cpuSeconds)) * 1000,
+    runs: rs,
+  });
   return { ...sum(runs), baseline: baseRuns.length > 0 ? sum(baseRuns) : undefined };
 }
 const version = await startup(undefined, ["--version"], process.env, process.env);
-const empty = await startup("[]\n", ["agent"], { ...agentEnv, CONSUL_INDEX: "1" }, { ...baselineEnv, CONSUL_INDEX: "1" });
+const empty = await startup(
+  "[]\n",
+  ["agent"],
+  { ...agentEnv, CONSUL_INDEX: "1" },
+  { ...baselineEnv, CONSUL_INDEX: "1" },
+);
 server.stop(true);
 const loadAfter = os.loadavg()[0]!;
 
@@ -358,11 +443,18 @@ const archiveMb = (a: { tarball: string }) => mb(fs.statSync(a.tarball).size);
 const maxOf = (runs: Measured[], f: (m: Measured) => number) => Math.max(...runs.map(f));
 const lines: string[] = [];
 const verdicts: [string, boolean][] = [];
-lines.push(`${spec.files} files, ${(spec.bytes / 1e6).toFixed(0)} MB (${spec.randomShare * 100}% random), archive ${archiveMb(v1)} MiB; median of ${reps} runs, tools alternating; ${os.cpus().length} cores, load average ${loadBefore.toFixed(1)} before, ${loadAfter.toFixed(1)} after`);
+lines.push(
+  `${spec.files} files, ${(spec.bytes / 1e6).toFixed(0)} MB (${spec.randomShare * 100}% random), archive ${archiveMb(v1)} MiB; median of ${reps} runs, tools alternating; ${os.cpus().length} cores, load average ${loadBefore.toFixed(1)} before, ${loadAfter.toFixed(1)} after`,
+);
 lines.push(`Temp dirs and dests on ${scratchFs.text} (${scratch})`);
-if (flags["dest-owner"] !== undefined) lines.push(`Dests in ${destParent}, owned by ${flags["dest-owner"]}: the agent reaches them through pinned /proc/self/fd/N paths.`);
+if (flags["dest-owner"] !== undefined)
+  lines.push(
+    `Dests in ${destParent}, owned by ${flags["dest-owner"]}: the agent reaches them through pinned /proc/self/fd/N paths.`,
+  );
 if (scratchFs.noJournal) {
-  lines.push("Warning: ext4 without a journal: every create scans recently deleted inodes, so file creation is slow and noisy here; for server-like numbers use --fs on a journaled file system (e.g. a loop-mounted ext4).");
+  lines.push(
+    "Warning: ext4 without a journal: every create scans recently deleted inodes, so file creation is slow and noisy here; for server-like numbers use --fs on a journaled file system (e.g. a loop-mounted ext4).",
+  );
 }
 lines.push("");
 lines.push("| scenario | pipeline median s | pulldeploy median s | ratio | pulldeploy peak RSS MB |");
@@ -379,7 +471,9 @@ for (const [i, sc] of SCENARIOS.entries()) {
   verdicts.push([`${sc.name}: peak RSS ${mb(rss)} MB ≤ ${FLOORS.rssMb} MB`, rss / MB <= FLOORS.rssMb]);
 }
 const releaseLines: string[] = [];
-releaseLines.push("| scenario | rsync strategy median s | release strategy median s | time ratio | rsync strategy written MiB (cancelled) | release strategy written MiB (cancelled) | writes ratio | release peak RSS MiB |");
+releaseLines.push(
+  "| scenario | rsync strategy median s | release strategy median s | time ratio | rsync strategy written MiB (cancelled) | release strategy written MiB (cancelled) | writes ratio | release peak RSS MiB |",
+);
 releaseLines.push("|---|---:|---:|---:|---:|---:|---:|---:|");
 for (const [i, sc] of SCENARIOS.entries()) {
   const r = results[i]!;
@@ -393,32 +487,58 @@ for (const [i, sc] of SCENARIOS.entries()) {
   );
   if (sc === SCENARIOS[1]) {
     // Issue 5's floors are on the 1%-changed redeploy.
-    verdicts.push([`release strategy, ${sc.name}: time ${tr.toFixed(2)} s / rsync strategy ${ts.toFixed(2)} s = ${(tr / ts).toFixed(2)} ≤ ${RELEASE_FLOORS.timeRatio}`, tr / ts <= RELEASE_FLOORS.timeRatio]);
-    verdicts.push([`release strategy, ${sc.name}: disk writes ${mb(wr)} MiB / rsync strategy ${mb(ws)} MiB = ${writesRatio.toFixed(3)} ≤ ${RELEASE_FLOORS.writesRatio}`, writesRatio <= RELEASE_FLOORS.writesRatio]);
+    verdicts.push([
+      `release strategy, ${sc.name}: time ${tr.toFixed(2)} s / rsync strategy ${ts.toFixed(2)} s = ${(tr / ts).toFixed(2)} ≤ ${RELEASE_FLOORS.timeRatio}`,
+      tr / ts <= RELEASE_FLOORS.timeRatio,
+    ]);
+    verdicts.push([
+      `release strategy, ${sc.name}: disk writes ${mb(wr)} MiB / rsync strategy ${mb(ws)} MiB = ${writesRatio.toFixed(3)} ≤ ${RELEASE_FLOORS.writesRatio}`,
+      writesRatio <= RELEASE_FLOORS.writesRatio,
+    ]);
   }
 }
 // The same against the rsync strategy with --no-hardlinks: every file written to the temp dir first, as stretcher does.
 releaseLines.push("");
-releaseLines.push("Against the rsync strategy with `--no-hardlinks` (every file written to the temp dir, then rsync: stretcher's I/O), same runs:");
+releaseLines.push(
+  "Against the rsync strategy with `--no-hardlinks` (every file written to the temp dir, then rsync: stretcher's I/O), same runs:",
+);
 releaseLines.push("");
-releaseLines.push("| scenario | rsync --no-hardlinks median s | release strategy median s | time ratio | rsync --no-hardlinks written MiB (cancelled) | release strategy written MiB | writes ratio |");
+releaseLines.push(
+  "| scenario | rsync --no-hardlinks median s | release strategy median s | time ratio | rsync --no-hardlinks written MiB (cancelled) | release strategy written MiB | writes ratio |",
+);
 releaseLines.push("|---|---:|---:|---:|---:|---:|---:|");
 for (const [i, sc] of SCENARIOS.entries()) {
   const r = results[i]!;
   const [tn, tr] = [median(r.nolinks), median(r.release)];
   const [wn, wr] = [median(r.nolinksRuns.map((m) => m.writeBytes)), median(r.releaseRuns.map((m) => m.writeBytes))];
   const writesRatio = wn === 0 ? NaN : wr / wn;
-  releaseLines.push(`| ${sc.name} | ${tn.toFixed(2)} | ${tr.toFixed(2)} | ${(tr / tn).toFixed(2)} | ${mb(wn)} (${mb(median(r.nolinksRuns.map((m) => m.cancelledWriteBytes)))}) | ${mb(wr)} | ${writesRatio.toFixed(3)} |`);
+  releaseLines.push(
+    `| ${sc.name} | ${tn.toFixed(2)} | ${tr.toFixed(2)} | ${(tr / tn).toFixed(2)} | ${mb(wn)} (${mb(median(r.nolinksRuns.map((m) => m.cancelledWriteBytes)))}) | ${mb(wr)} | ${writesRatio.toFixed(3)} |`,
+  );
   if (sc === SCENARIOS[1]) {
-    verdicts.push([`release strategy, ${sc.name}: time ${tr.toFixed(2)} s / rsync --no-hardlinks ${tn.toFixed(2)} s = ${(tr / tn).toFixed(2)} ≤ ${RELEASE_FLOORS.timeRatio}`, tr / tn <= RELEASE_FLOORS.timeRatio]);
-    verdicts.push([`release strategy, ${sc.name}: disk writes ${mb(wr)} MiB / rsync --no-hardlinks ${mb(wn)} MiB = ${writesRatio.toFixed(3)} ≤ ${RELEASE_FLOORS.writesRatio}`, writesRatio <= RELEASE_FLOORS.writesRatio]);
+    verdicts.push([
+      `release strategy, ${sc.name}: time ${tr.toFixed(2)} s / rsync --no-hardlinks ${tn.toFixed(2)} s = ${(tr / tn).toFixed(2)} ≤ ${RELEASE_FLOORS.timeRatio}`,
+      tr / tn <= RELEASE_FLOORS.timeRatio,
+    ]);
+    verdicts.push([
+      `release strategy, ${sc.name}: disk writes ${mb(wr)} MiB / rsync --no-hardlinks ${mb(wn)} MiB = ${writesRatio.toFixed(3)} ≤ ${RELEASE_FLOORS.writesRatio}`,
+      writesRatio <= RELEASE_FLOORS.writesRatio,
+    ]);
   }
 }
-verdicts.push([`rollback --dest ${rollbackMs.toFixed(1)} ms ≤ ${RELEASE_FLOORS.rollbackMs} ms`, rollbackMs <= RELEASE_FLOORS.rollbackMs]);
+verdicts.push([
+  `rollback --dest ${rollbackMs.toFixed(1)} ms ≤ ${RELEASE_FLOORS.rollbackMs} ms`,
+  rollbackMs <= RELEASE_FLOORS.rollbackMs,
+]);
 if (bigRun && big) {
   allRuns.push(bigRun);
-  lines.push(`| ${bigGb} GiB archive (${bigSpec.files} files, ${archiveMb(big)} MiB gz), first deploy | – | ${bigRun.seconds.toFixed(2)} | – | ${mb(bigRun.peakRss)} |`);
-  verdicts.push([`${bigGb} GiB archive: peak RSS ${mb(bigRun.peakRss)} MB ≤ ${FLOORS.rssMb} MB`, bigRun.peakRss / MB <= FLOORS.rssMb]);
+  lines.push(
+    `| ${bigGb} GiB archive (${bigSpec.files} files, ${archiveMb(big)} MiB gz), first deploy | – | ${bigRun.seconds.toFixed(2)} | – | ${mb(bigRun.peakRss)} |`,
+  );
+  verdicts.push([
+    `${bigGb} GiB archive: peak RSS ${mb(bigRun.peakRss)} MB ≤ ${FLOORS.rssMb} MB`,
+    bigRun.peakRss / MB <= FLOORS.rssMb,
+  ]);
 }
 lines.push("");
 for (const n of notes) lines.push(`Note: ${n}.`);
@@ -426,12 +546,18 @@ lines.push(
   `Peak RSS is the agent process's VmHWM (MB = MiB). Its parts at their largest: anonymous ${mb(maxOf(allRuns, (m) => m.peakAnon))} MB, ` +
     `file-backed ${mb(maxOf(allRuns, (m) => m.peakFile))} MB (pages of the executable). The rsync it runs peaked at ${mb(maxOf(allRuns, (m) => m.peakChildRss))} MB (separate processes, not included).`,
 );
-lines.push(`\`pulldeploy --version\`: ${version.wall.toFixed(1)} ms wall (median of 20; CPU ${version.cpu.toFixed(1)} ms)`);
-lines.push(`\`pulldeploy agent\` on \`[]\` with CONSUL_INDEX=1: ${empty.wall.toFixed(1)} ms wall (median of 20; CPU ${empty.cpu.toFixed(1)} ms)`);
+lines.push(
+  `\`pulldeploy --version\`: ${version.wall.toFixed(1)} ms wall (median of 20; CPU ${version.cpu.toFixed(1)} ms)`,
+);
+lines.push(
+  `\`pulldeploy agent\` on \`[]\` with CONSUL_INDEX=1: ${empty.wall.toFixed(1)} ms wall (median of 20; CPU ${empty.cpu.toFixed(1)} ms)`,
+);
 verdicts.push([`--version ${version.wall.toFixed(1)} ms ≤ ${FLOORS.versionMs} ms`, version.wall <= FLOORS.versionMs]);
 verdicts.push([`agent on [] ${empty.wall.toFixed(1)} ms ≤ ${FLOORS.emptyMs} ms`, empty.wall <= FLOORS.emptyMs]);
 lines.push("");
-lines.push("Issue 5: the agent with `sync_strategy: release` against its default `rsync` strategy (the pulldeploy column above), same runs:");
+lines.push(
+  "Issue 5: the agent with `sync_strategy: release` against its default `rsync` strategy (the pulldeploy column above), same runs:",
+);
 lines.push("");
 lines.push(...releaseLines);
 lines.push("");
@@ -442,13 +568,20 @@ lines.push(
     "(`cancelled_write_bytes`: the rsync strategy's temp tree), which a machine with this much free memory may never write back but one under memory pressure does. Ratios use the written bytes.",
 );
 lines.push(`Release v2: ${linkedFiles} of ${releaseFiles} files hard-linked (shared with v1).`);
-lines.push(`\`pulldeploy rollback --dest\` (current: releases/v2 -> v1 and back, alternately): ${rollbackMs.toFixed(1)} ms wall (median of ${ROLLBACK_RUNS}; CPU ${(median(rollbacks.map((m) => m.cpuSeconds)) * 1000).toFixed(1)} ms)`);
+lines.push(
+  `\`pulldeploy rollback --dest\` (current: releases/v2 -> v1 and back, alternately): ${rollbackMs.toFixed(1)} ms wall (median of ${ROLLBACK_RUNS}; CPU ${(median(rollbacks.map((m) => m.cpuSeconds)) * 1000).toFixed(1)} ms)`,
+);
 if (baselineBin !== undefined) {
-  const spread = (xs: number[], digits: number) => `${median(xs).toFixed(digits)} (${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)})`;
+  const spread = (xs: number[], digits: number) =>
+    `${median(xs).toFixed(digits)} (${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)})`;
   lines.push("");
-  lines.push(`Issue 8: this checkout (${flags.bin}) against the baseline (${flags["baseline-bin"]}), same runs, alternating; medians, in parentheses the fastest and slowest run:`);
+  lines.push(
+    `Issue 8: this checkout (${flags.bin}) against the baseline (${flags["baseline-bin"]}), same runs, alternating; medians, in parentheses the fastest and slowest run:`,
+  );
   lines.push("");
-  lines.push("| scenario | current wall | baseline wall | wall ratio current/baseline | current CPU | baseline CPU | CPU ratio | current peak RSS MiB | baseline peak RSS MiB |");
+  lines.push(
+    "| scenario | current wall | baseline wall | wall ratio current/baseline | current CPU | baseline CPU | CPU ratio | current peak RSS MiB | baseline peak RSS MiB |",
+  );
   lines.push("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
   /** Wall times and CPU times (user + system, with children: rsync) of the runs, in `unit`. */
   type Times = { wall: number[]; cpu: number[] };
@@ -460,16 +593,31 @@ if (baselineBin !== undefined) {
     lines.push(
       `| ${what} | ${spread(cur.wall, digits)} ${unit} | ${spread(base.wall, digits)} ${unit} | ${ratio.toFixed(3)} | ${cpu[0].toFixed(digits + 1)} ${unit} | ${cpu[1].toFixed(digits + 1)} ${unit} | ${(cpu[0] / cpu[1]).toFixed(3)} | ${peak[0]} | ${peak[1]} |`,
     );
-    verdicts.push([`vs baseline, ${what}: ${median(cur.wall).toFixed(digits)} ${unit} / ${median(base.wall).toFixed(digits)} ${unit} = ${ratio.toFixed(3)} ≤ ${BASELINE_FLOOR}`, ratio <= BASELINE_FLOOR]);
+    verdicts.push([
+      `vs baseline, ${what}: ${median(cur.wall).toFixed(digits)} ${unit} / ${median(base.wall).toFixed(digits)} ${unit} = ${ratio.toFixed(3)} ≤ ${BASELINE_FLOOR}`,
+      ratio <= BASELINE_FLOOR,
+    ]);
   };
-  for (const [strategy, cur, base] of [["rsync strategy", "pulldeploy", "baseline"], ["release strategy", "release", "baseline-release"]] as const) {
+  for (const [strategy, cur, base] of [
+    ["rsync strategy", "pulldeploy", "baseline"],
+    ["release strategy", "release", "baseline-release"],
+  ] as const) {
     for (const [i, sc] of SCENARIOS.entries()) {
       const r = results[i]!;
-      const times = (runs: Measured[]): Times => ({ wall: runs.map((m) => m.seconds), cpu: runs.map((m) => m.cpuSeconds) });
-      row(`${strategy}, ${sc.name}`, times(r.measured[cur]), times(r.measured[base]), "s", [r.measured[cur], r.measured[base]]);
+      const times = (runs: Measured[]): Times => ({
+        wall: runs.map((m) => m.seconds),
+        cpu: runs.map((m) => m.cpuSeconds),
+      });
+      row(`${strategy}, ${sc.name}`, times(r.measured[cur]), times(r.measured[base]), "s", [
+        r.measured[cur],
+        r.measured[base],
+      ]);
     }
   }
-  const ms = (runs: Measured[]): Times => ({ wall: runs.map((m) => m.seconds * 1000), cpu: runs.map((m) => m.cpuSeconds * 1000) });
+  const ms = (runs: Measured[]): Times => ({
+    wall: runs.map((m) => m.seconds * 1000),
+    cpu: runs.map((m) => m.cpuSeconds * 1000),
+  });
   row("`--version`", ms(version.runs), ms(version.baseline!.runs), "ms");
   row("agent on `[]`", ms(empty.runs), ms(empty.baseline!.runs), "ms");
   row("`rollback --dest`", ms(rollbacks), ms(baselineRollbacks), "ms");

@@ -46,7 +46,13 @@ const reps = Number(flags.reps);
 const fleetReps = Number(flags["fleet-reps"]);
 const agents = Number(flags.agents);
 const capBytes = Number(flags["cap-mb"]) * 1e6;
-const spec: AppSpec = { files: Number(flags.files), bytes: Number(flags["size-mb"]) * 1e6, randomShare: 0.1, seed: Number(flags.seed), changeShare: 0.01 };
+const spec: AppSpec = {
+  files: Number(flags.files),
+  bytes: Number(flags["size-mb"]) * 1e6,
+  randomShare: 0.1,
+  seed: Number(flags.seed),
+  changeShare: 0.01,
+};
 const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
 
 fs.mkdirSync(work, { recursive: true });
@@ -130,7 +136,8 @@ const base = `http://127.0.0.1:${server.port}`;
 
 const sizeOf = (dir: string): number => {
   let n = 0;
-  for (const e of fs.readdirSync(dir, { withFileTypes: true })) n += e.isDirectory() ? sizeOf(join(dir, e.name)) : fs.statSync(join(dir, e.name)).size;
+  for (const e of fs.readdirSync(dir, { withFileTypes: true }))
+    n += e.isDirectory() ? sizeOf(join(dir, e.name)) : fs.statSync(join(dir, e.name)).size;
   return n;
 };
 const deltaSize = (store: string) => (fs.existsSync(join(store, "web/delta")) ? sizeOf(join(store, "web/delta")) : 0);
@@ -139,7 +146,26 @@ const DEST = join(work, "dest");
 
 async function publish(store: string, version: string, delta = true): Promise<Measured & { url: string }> {
   sync();
-  const m = await measure([bin, "publish", join(apps, version), "--to", `file://${store}`, "--role", "web", "--dest", DEST, "--sync-strategy", "release", "--no-kv", "--no-event", ...excludeDone, ...(delta ? [] : ["--no-delta"])], { pollRss: true, env: { ...process.env, TMPDIR: tmp } });
+  const m = await measure(
+    [
+      bin,
+      "publish",
+      join(apps, version),
+      "--to",
+      `file://${store}`,
+      "--role",
+      "web",
+      "--dest",
+      DEST,
+      "--sync-strategy",
+      "release",
+      "--no-kv",
+      "--no-event",
+      ...excludeDone,
+      ...(delta ? [] : ["--no-delta"]),
+    ],
+    { pollRss: true, env: { ...process.env, TMPDIR: tmp } },
+  );
   return { ...m, url: m.stdout.trim() };
 }
 
@@ -185,17 +211,32 @@ log(`publish: ${JSON.stringify(rows)}`);
 root = store;
 const local = (url: string) => new URL(url).pathname;
 function httpManifest(url: string, name: string, dest: string, delta: boolean): string {
-  let text = fs.readFileSync(local(url), "utf8").replaceAll(`file://${store}`, base).replace(/^dest: .*$/m, `dest: ${dest}`);
+  let text = fs
+    .readFileSync(local(url), "utf8")
+    .replaceAll(`file://${store}`, base)
+    .replace(/^dest: .*$/m, `dest: ${dest}`);
   if (!delta) text = text.replace(/^delta_index.*\n/gm, "");
   fs.writeFileSync(join(store, `${name}.yml`), text);
   return `${base}/${name}.yml`;
 }
-const archiveSize = (url: string) => fs.statSync(local(fs.readFileSync(local(url), "utf8").match(/^src: (.*)$/m)![1]!.replace(base, `file://${store}`))).size;
+const archiveSize = (url: string) =>
+  fs.statSync(
+    local(
+      fs
+        .readFileSync(local(url), "utf8")
+        .match(/^src: (.*)$/m)![1]!
+        .replace(base, `file://${store}`),
+    ),
+  ).size;
 
 async function agent(manifestUrl: string): Promise<Measured & { bytes: number }> {
   const state = fs.mkdtempSync(join(tmp, "state-"));
   const before = served;
-  const m = await measure([bin, "agent"], { stdin: `${manifestUrl}\n`, env: { ...process.env, TMPDIR: tmp, PULLDEPLOY_STATE_DIR: state }, pollRss: true });
+  const m = await measure([bin, "agent"], {
+    stdin: `${manifestUrl}\n`,
+    env: { ...process.env, TMPDIR: tmp, PULLDEPLOY_STATE_DIR: state },
+    pollRss: true,
+  });
   fs.rmSync(state, { recursive: true, force: true });
   if (!m.stderr.includes("deploy succeeded")) throw new Error(`agent did not succeed:\n${m.stderr}`);
   return { ...m, bytes: served - before };
@@ -217,7 +258,10 @@ async function copyDest(to: string): Promise<void> {
 
 // ------------------------------------------------------------------ single redeploy
 
-const single: Record<"delta" | "archive", { seconds: number[]; bytes: number[]; rss: number }> = { delta: { seconds: [], bytes: [], rss: 0 }, archive: { seconds: [], bytes: [], rss: 0 } };
+const single: Record<"delta" | "archive", { seconds: number[]; bytes: number[]; rss: number }> = {
+  delta: { seconds: [], bytes: [], rss: 0 },
+  archive: { seconds: [], bytes: [], rss: 0 },
+};
 for (let r = 0; r < reps; r++) {
   for (const k of r % 2 === 0 ? (["delta", "archive"] as const) : (["archive", "delta"] as const)) {
     const dest = join(work, `dest-${k}`);
@@ -251,7 +295,8 @@ for (let r = 0; r < fleetReps; r++) {
     const started = performance.now();
     const runs = await Promise.all(urls.map((u) => agent(u)));
     fleet[k].push((performance.now() - started) / 1000);
-    if (k === "delta" && !runs.every((m) => m.stderr.includes("delta: fetched"))) throw new Error("a fleet agent did not use the delta");
+    if (k === "delta" && !runs.every((m) => m.stderr.includes("delta: fetched")))
+      throw new Error("a fleet agent did not use the delta");
     rate = Infinity;
     fleetRss = Math.max(fleetRss, ...runs.map((m) => m.peakRss));
     for (let i = 0; i < agents; i++) fs.rmSync(join(work, `fleet-${i}`), { recursive: true, force: true });
@@ -277,7 +322,24 @@ if (bigMb > 0) {
   for (const f of [join(src1, "data.bin"), join(src2, "data.bin")]) fs.utimesSync(f, 1_700_000_000, 1_700_000_000);
   const bigStore = join(bigDir, "store");
   const pub = async (dir: string) => {
-    const m = await measure([bin, "publish", dir, "--to", `file://${bigStore}`, "--role", "web", "--dest", DEST, "--sync-strategy", "release", "--no-kv", "--no-event"], { pollRss: true });
+    const m = await measure(
+      [
+        bin,
+        "publish",
+        dir,
+        "--to",
+        `file://${bigStore}`,
+        "--role",
+        "web",
+        "--dest",
+        DEST,
+        "--sync-strategy",
+        "release",
+        "--no-kv",
+        "--no-event",
+      ],
+      { pollRss: true },
+    );
     return m.stdout.trim();
   };
   const b1 = await pub(src1);
@@ -303,9 +365,14 @@ const check = (ok: boolean, what: string) => {
   out.push(`  ${ok ? "PASS" : "FAIL"}  ${what}`);
   if (!ok) failed = true;
 };
-out.push(`delta transfers: ${spec.files} files, ${flags["size-mb"]} MB (1% changed in v2); archive ${mb(fullArchive)}; reps ${reps}, fleet reps ${fleetReps}`);
+out.push(
+  `delta transfers: ${spec.files} files, ${flags["size-mb"]} MB (1% changed in v2); archive ${mb(fullArchive)}; reps ${reps}, fleet reps ${fleetReps}`,
+);
 out.push("", "publish (bytes stored in the store; median wall time):");
-for (const [k, r] of Object.entries(rows)) out.push(`  ${k.padEnd(26)} archive ${mb(r.archive).padStart(9)}  delta ${mb(r.delta).padStart(9)}  ${median(r.seconds).toFixed(2)}s  peak RSS ${mb(r.rss)}`);
+for (const [k, r] of Object.entries(rows))
+  out.push(
+    `  ${k.padEnd(26)} archive ${mb(r.archive).padStart(9)}  delta ${mb(r.delta).padStart(9)}  ${median(r.seconds).toFixed(2)}s  peak RSS ${mb(r.rss)}`,
+  );
 const d = { s: median(single.delta.seconds), b: median(single.delta.bytes) };
 const a = { s: median(single.archive.seconds), b: median(single.archive.bytes) };
 out.push("", "1%-changed redeploy (release strategy, one agent, uncapped loopback origin):");
@@ -313,13 +380,33 @@ out.push(`  delta    ${mb(d.b).padStart(9)} fetched  ${d.s.toFixed(2)}s  peak RS
 out.push(`  archive  ${mb(a.b).padStart(9)} fetched  ${a.s.toFixed(2)}s  peak RSS ${mb(single.archive.rss)}`);
 const fd = median(fleet.delta);
 const fa = median(fleet.archive);
-out.push("", `fleet: ${agents} agents at once, origin capped at ${flags["cap-mb"]} MB/s: delta ${fd.toFixed(2)}s, archive ${fa.toFixed(2)}s (${(fa / fd).toFixed(1)}x)`);
-if (big) out.push("", `one ${bigMb} MB file, 1 MB changed in the middle: delta fetched ${mb(big.bytes)} (archive ${mb(big.archive)}), peak RSS ${mb(big.rss)}`);
+out.push(
+  "",
+  `fleet: ${agents} agents at once, origin capped at ${flags["cap-mb"]} MB/s: delta ${fd.toFixed(2)}s, archive ${fa.toFixed(2)}s (${(fa / fd).toFixed(1)}x)`,
+);
+if (big)
+  out.push(
+    "",
+    `one ${bigMb} MB file, 1 MB changed in the middle: delta fetched ${mb(big.bytes)} (archive ${mb(big.archive)}), peak RSS ${mb(big.rss)}`,
+  );
 out.push("", "floors (issue 11):");
-check(d.b <= FLOORS.bytesShare * fullArchive, `redeploy bytes: delta ${(100 * d.b / fullArchive).toFixed(2)}% of the archive (≤ ${FLOORS.bytesShare * 100}%)`);
-check(d.s <= FLOORS.timeRatio * a.s, `redeploy time: delta ${(d.s / a.s).toFixed(2)}x the archive's (≤ ${FLOORS.timeRatio}x)`);
+check(
+  d.b <= FLOORS.bytesShare * fullArchive,
+  `redeploy bytes: delta ${((100 * d.b) / fullArchive).toFixed(2)}% of the archive (≤ ${FLOORS.bytesShare * 100}%)`,
+);
+check(
+  d.s <= FLOORS.timeRatio * a.s,
+  `redeploy time: delta ${(d.s / a.s).toFixed(2)}x the archive's (≤ ${FLOORS.timeRatio}x)`,
+);
 check(fa / fd >= FLOORS.fleetSpeedup, `fleet: ${(fa / fd).toFixed(1)}x faster (≥ ${FLOORS.fleetSpeedup}x)`);
-const rss = Math.max(seeded.peakRss, single.delta.rss, single.archive.rss, fleetRss, big?.rss ?? 0, ...Object.values(rows).map((r) => r.rss));
+const rss = Math.max(
+  seeded.peakRss,
+  single.delta.rss,
+  single.archive.rss,
+  fleetRss,
+  big?.rss ?? 0,
+  ...Object.values(rows).map((r) => r.rss),
+);
 check(rss <= FLOORS.rssMb * MB, `peak RSS on every path: ${mb(rss)} (≤ ${FLOORS.rssMb} MB)`);
 console.log(out.join("\n"));
 process.exitCode = failed ? 1 : 0;

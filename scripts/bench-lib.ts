@@ -21,7 +21,7 @@ export function prng(seed: number): () => number {
 /** Incompressible bytes (xorshift32, seeded). */
 export function randomBytes(seed: number, size: number): Uint8Array {
   const words = new Uint32Array(Math.ceil(size / 4));
-  let x = (seed >>> 0) || 0x9e3779b9;
+  let x = seed >>> 0 || 0x9e3779b9;
   for (let i = 0; i < words.length; i++) {
     x ^= x << 13;
     x ^= x >>> 17;
@@ -31,8 +31,32 @@ export function randomBytes(seed: number, size: number): Uint8Array {
   return new Uint8Array(words.buffer, 0, size);
 }
 
-const SYLLABLES = "ba be bi bo bu ca co cu da de di do fa fe fi fo ga ge go ha he hi ho ja ka ke ki ko la le li lo lu ma me mi mo mu na ne ni no nu pa pe pi po pu ra re ri ro ru sa se si so su ta te ti to tu va ve vi vo wa we xo ya yo za ze zo".split(" ");
-const KEYWORDS = ["const", "let", "return", "function", "export", "import", "async", "await", "this", "new", "if", "else", "for", "of", "null", "undefined", "true", "false", "typeof", "default"];
+const SYLLABLES =
+  "ba be bi bo bu ca co cu da de di do fa fe fi fo ga ge go ha he hi ho ja ka ke ki ko la le li lo lu ma me mi mo mu na ne ni no nu pa pe pi po pu ra re ri ro ru sa se si so su ta te ti to tu va ve vi vo wa we xo ya yo za ze zo".split(
+    " ",
+  );
+const KEYWORDS = [
+  "const",
+  "let",
+  "return",
+  "function",
+  "export",
+  "import",
+  "async",
+  "await",
+  "this",
+  "new",
+  "if",
+  "else",
+  "for",
+  "of",
+  "null",
+  "undefined",
+  "true",
+  "false",
+  "typeof",
+  "default",
+];
 
 /**
  * Text that compresses like real source code (gzip -6 ≈ 4x): JS, JSON and CSS lines built from a
@@ -52,7 +76,10 @@ export function makeCorpus(seed: number, size: number): Uint8Array {
   // Skewed: a few identifiers are everywhere, most are rare.
   const id = () => vocab[Math.floor(vocab.length * rnd() ** 6)]!;
   const num = () => String(Math.floor(rnd() ** 4 * 2000));
-  const hex = (n: number) => Math.floor(rnd() * 16 ** n).toString(16).padStart(n, "0");
+  const hex = (n: number) =>
+    Math.floor(rnd() * 16 ** n)
+      .toString(16)
+      .padStart(n, "0");
   const words = (n: number) => Array.from({ length: n }, id).join(" ");
   const lines: string[] = [];
   let len = 0;
@@ -62,7 +89,8 @@ export function makeCorpus(seed: number, size: number): Uint8Array {
     let line: string;
     const r = rnd();
     if (r < 0.22) line = `${pad}const ${id()} = await ${id()}.${id()}(${id()}, { timeout: ${num()} });`;
-    else if (r < 0.32) line = `${pad}${pick(KEYWORDS)} ${id()}${rnd() < 0.5 ? `.${id()}` : ""} = ${pick(KEYWORDS)} ${id()}(${id()});`;
+    else if (r < 0.32)
+      line = `${pad}${pick(KEYWORDS)} ${id()}${rnd() < 0.5 ? `.${id()}` : ""} = ${pick(KEYWORDS)} ${id()}(${id()});`;
     else if (r < 0.42 && indent < 6) {
       line = `${pad}if (${id()}.${id()} ${pick(["===", "!==", "<", ">="])} ${num()}) {`;
       indent++;
@@ -71,13 +99,15 @@ export function makeCorpus(seed: number, size: number): Uint8Array {
       line = `${"  ".repeat(indent)}}`;
     } else if (r < 0.62) line = `${pad}// ${words(3 + Math.floor(rnd() * 8))}`;
     else if (r < 0.72) line = `${pad}"${id()}": "${words(1 + Math.floor(rnd() * 4))}",`;
-    else if (r < 0.8) line = `.${id()}-${id()} { margin: ${num()}px ${num()}px; color: #${hex(1).repeat(3)}; padding: 0 ${num()}px; }`;
-    else if (r < 0.81) line = `${pad}"integrity": "sha512-${Buffer.from(randomBytes(Math.floor(rnd() * 2 ** 32), 24)).toString("base64")}",`;
+    else if (r < 0.8)
+      line = `.${id()}-${id()} { margin: ${num()}px ${num()}px; color: #${hex(1).repeat(3)}; padding: 0 ${num()}px; }`;
+    else if (r < 0.81)
+      line = `${pad}"integrity": "sha512-${Buffer.from(randomBytes(Math.floor(rnd() * 2 ** 32), 24)).toString("base64")}",`;
     else line = `${pad}return ${id()}[${JSON.stringify(id())}] ?? ${id()}(${num()}, ${id()});`;
     lines.push(line);
     len += line.length + 1;
   }
-  return new TextEncoder().encode(lines.join("\n") + "\n").subarray(0, size);
+  return new TextEncoder().encode(`${lines.join("\n")}\n`).subarray(0, size);
 }
 
 export interface AppSpec {
@@ -99,7 +129,11 @@ interface FileSpec {
   changed: boolean;
 }
 
-const TEXT_EXT = { small: ["js", "js", "js", "ts", "json", "md", "css", "d.ts", "html", "yml"], medium: ["js", "js", "map", "css", "json"], large: ["js", "map"] };
+const TEXT_EXT = {
+  small: ["js", "js", "js", "ts", "json", "md", "css", "d.ts", "html", "yml"],
+  medium: ["js", "js", "map", "css", "json"],
+  large: ["js", "map"],
+};
 const BIN_EXT = { small: ["png", "svg.gz", "ico"], medium: ["png", "jpg", "woff2"], large: ["wasm", "jpg", "node"] };
 const BASE_MTIME = 1_700_000_000;
 
@@ -121,8 +155,12 @@ export function planApp(spec: AppSpec): FileSpec[] {
 
   // Directories: a tree whose early (shallow) directories get most of the children.
   const dirs: { path: string; depth: number }[] = [{ path: "", depth: 0 }];
-  for (const top of ["app", "public/assets", "vendor", "node_modules", "config", "lib", "views"]) dirs.push({ path: top, depth: 1 });
-  const ident = () => SYLLABLES[Math.floor(rnd() * SYLLABLES.length)]! + SYLLABLES[Math.floor(rnd() * SYLLABLES.length)]! + (rnd() < 0.5 ? SYLLABLES[Math.floor(rnd() * SYLLABLES.length)]! : "");
+  for (const top of ["app", "public/assets", "vendor", "node_modules", "config", "lib", "views"])
+    dirs.push({ path: top, depth: 1 });
+  const ident = () =>
+    SYLLABLES[Math.floor(rnd() * SYLLABLES.length)]! +
+    SYLLABLES[Math.floor(rnd() * SYLLABLES.length)]! +
+    (rnd() < 0.5 ? SYLLABLES[Math.floor(rnd() * SYLLABLES.length)]! : "");
   const ndirs = Math.max(8, Math.round(spec.files / 14));
   while (dirs.length < ndirs) {
     const parent = dirs[Math.floor(rnd() ** 1.5 * dirs.length)]!;
@@ -139,10 +177,19 @@ export function planApp(spec: AppSpec): FileSpec[] {
       let path: string;
       do {
         const dir = dirs[1 + Math.floor(rnd() * (dirs.length - 1))]!.path;
-        path = join(dir, `${ident()}${Math.floor(rnd() * 100)}.${TEXT_EXT[c.name][Math.floor(rnd() * TEXT_EXT[c.name].length)]}`);
+        path = join(
+          dir,
+          `${ident()}${Math.floor(rnd() * 100)}.${TEXT_EXT[c.name][Math.floor(rnd() * TEXT_EXT[c.name].length)]}`,
+        );
       } while (seen.has(path));
       seen.add(path);
-      files.push({ path, size: Math.max(1, Math.round(raw * scale)), random: false, mtime: BASE_MTIME + Math.floor(rnd() * 30_000_000), changed: false });
+      files.push({
+        path,
+        size: Math.max(1, Math.round(raw * scale)),
+        random: false,
+        mtime: BASE_MTIME + Math.floor(rnd() * 30_000_000),
+        changed: false,
+      });
     }
   }
 
@@ -167,7 +214,8 @@ export function planApp(spec: AppSpec): FileSpec[] {
     const cls = f.size >= 2 ** 20 ? "large" : f.size >= 65536 ? "medium" : "small";
     f.path = f.path.replace(/\.[a-z.]+$/, `.${BIN_EXT[cls][Math.floor(rnd() * BIN_EXT[cls].length)]}`);
   }
-  for (let k = 0; k < Math.round(spec.files * spec.changeShare); k++) files[order[(k * 7919) % order.length]!]!.changed = true;
+  for (let k = 0; k < Math.round(spec.files * spec.changeShare); k++)
+    files[order[(k * 7919) % order.length]!]!.changed = true;
   return files;
 }
 
@@ -187,7 +235,9 @@ export function writeApp(root: string, spec: AppSpec, version: 1 | 2): FileSpec[
     // Draw from the PRNG the same way for both versions, so unchanged files stay identical.
     const off = Math.floor(rnd() * corpus.length);
     const size = v2 ? f.size + 1 + (i % 97) : f.size;
-    const data = f.random ? randomBytes(spec.seed * 1_000_003 + i * 2 + (v2 ? 1 : 0), size) : sliceWrapped(corpus, v2 ? (off + corpus.length / 2) % corpus.length : off, size);
+    const data = f.random
+      ? randomBytes(spec.seed * 1_000_003 + i * 2 + (v2 ? 1 : 0), size)
+      : sliceWrapped(corpus, v2 ? (off + corpus.length / 2) % corpus.length : off, size);
     const path = join(root, f.path);
     fs.writeFileSync(path, data);
     const mtime = v2 ? f.mtime + 86_400 * 30 : f.mtime;
@@ -253,7 +303,10 @@ export function selfIo(): { write: number; cancelled: number } {
  * process every few ms and of its descendants every 50 ms: VmHWM only grows, so its last reading is the peak up to
  * then. (wait4's ru_maxrss is no use here: it counts the spawning process's memory before `exec`.)
  */
-export async function measure(cmd: string[], opts: { stdin?: string; env?: Record<string, string | undefined>; pollRss?: boolean; cwd?: string } = {}): Promise<Measured> {
+export async function measure(
+  cmd: string[],
+  opts: { stdin?: string; env?: Record<string, string | undefined>; pollRss?: boolean; cwd?: string } = {},
+): Promise<Measured> {
   const ioBefore = selfIo();
   const started = performance.now();
   const proc = Bun.spawn(cmd, {
@@ -272,17 +325,39 @@ export async function measure(cmd: string[], opts: { stdin?: string; env?: Recor
     peak.anon = Math.max(peak.anon, kbField(text, "RssAnon"));
     peak.file = Math.max(peak.file, kbField(text, "RssFile"));
     // Children live for seconds (rsync): look for them less often, to leave the CPU to the measured.
-    if (polls++ % 10 === 0) for (const pid of descendants(proc.pid)) peak.child = Math.max(peak.child, kbField(readProc(`/proc/${pid}/status`) ?? "", "VmHWM"));
+    if (polls++ % 10 === 0)
+      for (const pid of descendants(proc.pid))
+        peak.child = Math.max(peak.child, kbField(readProc(`/proc/${pid}/status`) ?? "", "VmHWM"));
   };
   const timer = opts.pollRss ? setInterval(poll, 5) : undefined;
-  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  const [stdout, stderr, code] = await Promise.all([
+    new Response(proc.stdout).text(),
+    new Response(proc.stderr).text(),
+    proc.exited,
+  ]);
   const seconds = (performance.now() - started) / 1000;
   clearInterval(timer);
-  if (code !== 0) throw new Error(`${cmd.join(" ")} failed with exit code ${code}: ${stderr.trim().split("\n").slice(-3).join(" | ")}`);
+  if (code !== 0)
+    throw new Error(
+      `${cmd.join(" ")} failed with exit code ${code}: ${stderr.trim().split("\n").slice(-3).join(" | ")}`,
+    );
   const cpuSeconds = Number(proc.resourceUsage()?.cpuTime.total ?? 0n) / 1e6;
   const ioAfter = selfIo();
-  const io = { writeBytes: ioAfter.write - ioBefore.write, cancelledWriteBytes: ioAfter.cancelled - ioBefore.cancelled };
-  return { seconds, peakRss: peak.rss, peakAnon: peak.anon, peakFile: peak.file, peakChildRss: peak.child, cpuSeconds, ...io, stdout, stderr };
+  const io = {
+    writeBytes: ioAfter.write - ioBefore.write,
+    cancelledWriteBytes: ioAfter.cancelled - ioBefore.cancelled,
+  };
+  return {
+    seconds,
+    peakRss: peak.rss,
+    peakAnon: peak.anon,
+    peakFile: peak.file,
+    peakChildRss: peak.child,
+    cpuSeconds,
+    ...io,
+    stdout,
+    stderr,
+  };
 }
 
 function readProc(path: string): string | undefined {
@@ -300,7 +375,8 @@ function kbField(status: string, field: string): number {
 function descendants(pid: number): number[] {
   const out: number[] = [];
   for (const tid of listDir(`/proc/${pid}/task`)) {
-    for (const child of (readProc(`/proc/${pid}/task/${tid}/children`) ?? "").split(" ").filter(Boolean).map(Number)) out.push(child, ...descendants(child));
+    for (const child of (readProc(`/proc/${pid}/task/${tid}/children`) ?? "").split(" ").filter(Boolean).map(Number))
+      out.push(child, ...descendants(child));
   }
   return out;
 }

@@ -61,13 +61,17 @@ async function uploadFile(path: string, url: string): Promise<void> {
       if (n * partSize >= size) return;
       const buf = Buffer.allocUnsafe(Math.min(partSize, size - n * partSize));
       fs.readSync(fd, buf, 0, buf.length, n * partSize);
-      const r = await client.send(new s3.UploadPartCommand({ Bucket: bucket, Key: key, UploadId, PartNumber: n + 1, Body: buf }));
+      const r = await client.send(
+        new s3.UploadPartCommand({ Bucket: bucket, Key: key, UploadId, PartNumber: n + 1, Body: buf }),
+      );
       parts.push({ PartNumber: n + 1, ETag: r.ETag! });
     }
   };
   await Promise.all([worker(), worker(), worker(), worker()]);
   parts.sort((a, b) => a.PartNumber - b.PartNumber);
-  await client.send(new s3.CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId, MultipartUpload: { Parts: parts } }));
+  await client.send(
+    new s3.CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId, MultipartUpload: { Parts: parts } }),
+  );
   fs.closeSync(fd);
   client.destroy();
 }
@@ -76,7 +80,13 @@ const FLOORS = { ratio: 0.6, rssMb: 150 };
 const work = resolve(flags.work, "publish");
 const reps = Number(flags.reps);
 const seed = Number(flags.seed);
-const spec: AppSpec = { files: Number(flags.files), bytes: Number(flags["size-mb"]) * 1e6, randomShare: 0.1, seed, changeShare: 0 };
+const spec: AppSpec = {
+  files: Number(flags.files),
+  bytes: Number(flags["size-mb"]) * 1e6,
+  randomShare: 0.1,
+  seed,
+  changeShare: 0,
+};
 const bigGb = Number(flags["big-gb"]);
 const bigSpec: AppSpec = { files: 2000, bytes: bigGb * 2 ** 30, randomShare: 0.5, seed: seed + 100, changeShare: 0 };
 const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
@@ -89,7 +99,9 @@ fs.chmodSync(bin, 0o755);
 let baselineBin: string | undefined;
 if (flags["baseline-bin"] !== undefined) {
   if (!fs.existsSync(flags["baseline-bin"])) {
-    console.error(`bench-publish: --baseline-bin ${flags["baseline-bin"]}: no such file; build one with scripts/build-baseline.sh COMMIT, or run make bench BENCH_BASELINE=COMMIT`);
+    console.error(
+      `bench-publish: --baseline-bin ${flags["baseline-bin"]}: no such file; build one with scripts/build-baseline.sh COMMIT, or run make bench BENCH_BASELINE=COMMIT`,
+    );
     process.exit(2);
   }
   baselineBin = join(work, "pulldeploy-baseline");
@@ -131,7 +143,22 @@ let counter = 0;
 async function once(tool: Tool, dir: string): Promise<Measured> {
   const n = ++counter;
   if (tool !== "pipeline") {
-    return measure([tool === "baseline" ? baselineBin! : bin, "publish", dir, "--to", `s3://bench/pub${n}`, "--role", "web", "--dest", "/srv/web", "--no-kv", "--no-event"], { env, pollRss: true });
+    return measure(
+      [
+        tool === "baseline" ? baselineBin! : bin,
+        "publish",
+        dir,
+        "--to",
+        `s3://bench/pub${n}`,
+        "--role",
+        "web",
+        "--dest",
+        "/srv/web",
+        "--no-kv",
+        "--no-event",
+      ],
+      { env, pollRss: true },
+    );
   }
   const file = join(tmp, "app.tar.gz");
   // Each step's end time on stdout (`date +%s.%N`), then the archive's size.
@@ -156,7 +183,10 @@ const baselineRss: number[] = [];
 const cpu = { pipeline: [] as number[], publish: [] as number[], baseline: [] as number[] };
 const sizes = { pipeline: 0, publish: 0, baseline: 0 };
 /** publish logs `uploaded s3://…tar.gz: 110.7 MB (…)`; the pipeline prints the file's size. */
-const sizeOf = (tool: Tool, m: Measured) => (tool !== "pipeline" ? Number(/tar\.gz: ([\d.]+) MB/.exec(m.stderr)?.[1] ?? NaN) * 1e6 : Number(m.stdout.trim().split("\n").at(-1)));
+const sizeOf = (tool: Tool, m: Measured) =>
+  tool !== "pipeline"
+    ? Number(/tar\.gz: ([\d.]+) MB/.exec(m.stderr)?.[1] ?? NaN) * 1e6
+    : Number(m.stdout.trim().split("\n").at(-1));
 const steps = { tar: [] as number[], sha256sum: [] as number[], upload: [] as number[] };
 for (let rep = 0; rep < reps; rep++) {
   const tools: Tool[] = baselineBin === undefined ? ["publish", "pipeline"] : ["publish", "baseline", "pipeline"];
@@ -176,7 +206,9 @@ for (let rep = 0; rep < reps; rep++) {
       steps.sha256sum.push(t2! - t1!);
       steps.upload.push(t3! - t2!);
     }
-    log(`rep ${rep + 1}/${reps}: ${tool} ${m.seconds.toFixed(2)}s${tool !== "pipeline" ? `, peak RSS ${(m.peakRss / MB).toFixed(1)} MiB` : ""}`);
+    log(
+      `rep ${rep + 1}/${reps}: ${tool} ${m.seconds.toFixed(2)}s${tool !== "pipeline" ? `, peak RSS ${(m.peakRss / MB).toFixed(1)} MiB` : ""}`,
+    );
   }
 }
 
@@ -196,36 +228,54 @@ const a = median(times.publish);
 const peak = Math.max(...rss);
 const lines: string[] = [];
 const verdicts: [string, boolean][] = [];
-lines.push(`${spec.files} files, ${(spec.bytes / 1e6).toFixed(0)} MB (${spec.randomShare * 100}% random) to s3rver on loopback; median of ${reps} runs, tools alternating; ${new Date().toISOString().slice(0, 10)}, ${navigator.hardwareConcurrency} cores`);
+lines.push(
+  `${spec.files} files, ${(spec.bytes / 1e6).toFixed(0)} MB (${spec.randomShare * 100}% random) to s3rver on loopback; median of ${reps} runs, tools alternating; ${new Date().toISOString().slice(0, 10)}, ${navigator.hardwareConcurrency} cores`,
+);
 lines.push("");
 lines.push("| run | pipeline median s | publish median s | ratio | publish peak RSS MB |");
 lines.push("|---|---:|---:|---:|---:|");
-lines.push(`| ${spec.files} files, ${(spec.bytes / 1e6).toFixed(0)} MB | ${p.toFixed(2)} | ${a.toFixed(2)} | ${(a / p).toFixed(2)} | ${mb(peak)} |`);
+lines.push(
+  `| ${spec.files} files, ${(spec.bytes / 1e6).toFixed(0)} MB | ${p.toFixed(2)} | ${a.toFixed(2)} | ${(a / p).toFixed(2)} | ${mb(peak)} |`,
+);
 verdicts.push([`ratio ${(a / p).toFixed(2)} ≤ ${FLOORS.ratio}`, a / p <= FLOORS.ratio]);
 verdicts.push([`peak RSS ${mb(peak)} MB ≤ ${FLOORS.rssMb} MB`, peak / MB <= FLOORS.rssMb]);
 if (big) {
-  lines.push(`| ${bigGb} GiB tree (${bigSpec.files} files, ${bigSpec.randomShare * 100}% random) | – | ${big.seconds.toFixed(2)} | – | ${mb(big.peakRss)} |`);
-  verdicts.push([`${bigGb} GiB tree: peak RSS ${mb(big.peakRss)} MB ≤ ${FLOORS.rssMb} MB`, big.peakRss / MB <= FLOORS.rssMb]);
+  lines.push(
+    `| ${bigGb} GiB tree (${bigSpec.files} files, ${bigSpec.randomShare * 100}% random) | – | ${big.seconds.toFixed(2)} | – | ${mb(big.peakRss)} |`,
+  );
+  verdicts.push([
+    `${bigGb} GiB tree: peak RSS ${mb(big.peakRss)} MB ≤ ${FLOORS.rssMb} MB`,
+    big.peakRss / MB <= FLOORS.rssMb,
+  ]);
 }
 if (baselineBin !== undefined) {
   const b = median(times.baseline);
   const range = (xs: number[]) => `${Math.min(...xs).toFixed(2)}–${Math.max(...xs).toFixed(2)}`;
   lines.push("");
-  lines.push(`Issue 8: publish of this checkout (${flags.bin}) against the baseline (${flags["baseline-bin"]}), same runs, alternating:`);
+  lines.push(
+    `Issue 8: publish of this checkout (${flags.bin}) against the baseline (${flags["baseline-bin"]}), same runs, alternating:`,
+  );
   lines.push("");
   const [ca, cb] = [median(cpu.publish), median(cpu.baseline)];
-  lines.push("| run | publish median s (range) | baseline median s (range) | ratio | publish CPU s | baseline CPU s | CPU ratio | publish peak RSS MiB | baseline peak RSS MiB |");
+  lines.push(
+    "| run | publish median s (range) | baseline median s (range) | ratio | publish CPU s | baseline CPU s | CPU ratio | publish peak RSS MiB | baseline peak RSS MiB |",
+  );
   lines.push("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
   lines.push(
     `| ${spec.files} files, ${(spec.bytes / 1e6).toFixed(0)} MB | ${a.toFixed(2)} (${range(times.publish)}) | ${b.toFixed(2)} (${range(times.baseline)}) | ${(a / b).toFixed(3)} | ${ca.toFixed(3)} | ${cb.toFixed(3)} | ${(ca / cb).toFixed(3)} | ${mb(peak)} | ${mb(Math.max(...baselineRss))} |`,
   );
-  verdicts.push([`vs baseline, publish: ${a.toFixed(2)} s / ${b.toFixed(2)} s = ${(a / b).toFixed(3)} ≤ ${BASELINE_FLOOR}`, a / b <= BASELINE_FLOOR]);
+  verdicts.push([
+    `vs baseline, publish: ${a.toFixed(2)} s / ${b.toFixed(2)} s = ${(a / b).toFixed(3)} ≤ ${BASELINE_FLOOR}`,
+    a / b <= BASELINE_FLOOR,
+  ]);
 }
 lines.push("");
 lines.push(
   `Pipeline: \`tar czf\` ${median(steps.tar).toFixed(2)} s + \`sha256sum\` ${median(steps.sha256sum).toFixed(2)} s + a multipart upload of the file with the same SDK (8 MiB parts, 4 in flight) ${median(steps.upload).toFixed(2)} s (medians).`,
 );
-lines.push(`Archive: ${mb(sizes.pipeline)} MiB from \`tar czf\` (GNU gzip -6), ${mb(sizes.publish)} MiB from publish (libdeflate -6, one gzip member per MiB).`);
+lines.push(
+  `Archive: ${mb(sizes.pipeline)} MiB from \`tar czf\` (GNU gzip -6), ${mb(sizes.publish)} MiB from publish (libdeflate -6, one gzip member per MiB).`,
+);
 lines.push("Peak RSS is the publish process's VmHWM (polled).");
 lines.push("");
 for (const [what, ok] of verdicts) lines.push(`${ok ? "PASS" : "FAIL"}  ${what}`);

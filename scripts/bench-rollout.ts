@@ -35,22 +35,51 @@ const work = fs.mkdtempSync(join(tmpdir(), "pd-bench-rollout-"));
 const names = Array.from({ length: NODES }, (_, i) => `web-${i + 1}`);
 const cluster = await startConsulCluster({ nodes: names, timeScale: 1 });
 const app = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("ok") });
-for (const n of names) cluster.registerService(n, { Name: "web", ID: n, Check: { CheckID: `${n}-http`, HTTP: `http://127.0.0.1:${app.port}/${n}`, Interval: "1s" } });
+for (const n of names)
+  cluster.registerService(n, {
+    Name: "web",
+    ID: n,
+    Check: { CheckID: `${n}-http`, HTTP: `http://127.0.0.1:${app.port}/${n}`, Interval: "1s" },
+  });
 
 const build = join(work, "build");
 fs.mkdirSync(join(build, "lib"), { recursive: true });
 for (let i = 0; i < 200; i++) fs.writeFileSync(join(build, "lib", `f${i}.js`), `// file ${i}\n${"x".repeat(2000)}\n`);
 fs.writeFileSync(join(work, "hooks.yml"), `commands:\n  pre: ["sleep ${SWITCH_MS / 1000}"]\n`);
 
-async function sh(cmd: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
+async function sh(
+  cmd: string[],
+  env: Record<string, string>,
+): Promise<{ code: number; stdout: string; stderr: string }> {
   const p = Bun.spawn(cmd, { env: { PATH: process.env.PATH!, ...env }, stdout: "pipe", stderr: "pipe" });
-  const [stdout, stderr, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+  const [stdout, stderr, code] = await Promise.all([
+    new Response(p.stdout).text(),
+    new Response(p.stderr).text(),
+    p.exited,
+  ]);
   return { code, stdout, stderr };
 }
 
 async function publish(flags: string[]): Promise<string> {
   const r = await sh(
-    [BINARY, "publish", build, "--to", `file://${work}/store`, "--role", "web", "--dest", '{{ must_env "APP_ROOT" }}', "--sync-strategy", "release", "--manifest", join(work, "hooks.yml"), "--no-event", "-q", ...flags],
+    [
+      BINARY,
+      "publish",
+      build,
+      "--to",
+      `file://${work}/store`,
+      "--role",
+      "web",
+      "--dest",
+      '{{ must_env "APP_ROOT" }}',
+      "--sync-strategy",
+      "release",
+      "--manifest",
+      join(work, "hooks.yml"),
+      "--no-event",
+      "-q",
+      ...flags,
+    ],
     cluster.node("server").env,
   );
   if (r.code !== 0) throw new Error(`publish: ${r.stderr}`);
@@ -64,11 +93,16 @@ async function deployAll(label: string, url: string): Promise<{ seconds: number;
     names.map((n) => {
       const root = join(work, label, n);
       fs.mkdirSync(root, { recursive: true });
-      return sh([BINARY, "agent", "--role", "web", "--manifest", url], { ...cluster.node(n).env, APP_ROOT: root, PULLDEPLOY_STATE_DIR: join(work, label, `${n}.state`) });
+      return sh([BINARY, "agent", "--role", "web", "--manifest", url], {
+        ...cluster.node(n).env,
+        APP_ROOT: root,
+        PULLDEPLOY_STATE_DIR: join(work, label, `${n}.state`),
+      });
     }),
   );
   const seconds = (performance.now() - started) / 1000;
-  for (const [i, r] of results.entries()) if (r.code !== 0) throw new Error(`${label} ${names[i]}: exit ${r.code}\n${r.stderr}`);
+  for (const [i, r] of results.entries())
+    if (r.code !== 0) throw new Error(`${label} ${names[i]}: exit ${r.code}\n${r.stderr}`);
   return { seconds, perNode: names.map((n, i) => cluster.node(n).requests.length - before[i]!) };
 }
 
@@ -83,9 +117,15 @@ try {
   const all = await deployAll("all", await publish(GRACE_MS > 0 ? ["--max-parallel", "100%", ...gate] : []));
   const staged = await deployAll("staged", await publish(["--max-parallel", String(PARALLEL), ...gate]));
   const ideal = (Math.ceil(NODES / PARALLEL) * (SWITCH_MS + GRACE_MS)) / 1000;
-  console.log(`bench-rollout: ${NODES} agents on loopback, each with its own Consul stand-in node; switch ${SWITCH_MS} ms (pre hook)${GRACE_MS ? `, health grace ${GRACE_MS} ms` : ""}`);
-  console.log(`  all at once:         event → last node done ${all.seconds.toFixed(2)} s; Consul requests per node: ${stats(all.perNode)}`);
-  console.log(`  --max-parallel ${PARALLEL}:   event → last node done ${staged.seconds.toFixed(2)} s (ideal ${ideal.toFixed(2)} s + the all-at-once time); Consul requests per node: ${stats(staged.perNode)}`);
+  console.log(
+    `bench-rollout: ${NODES} agents on loopback, each with its own Consul stand-in node; switch ${SWITCH_MS} ms (pre hook)${GRACE_MS ? `, health grace ${GRACE_MS} ms` : ""}`,
+  );
+  console.log(
+    `  all at once:         event → last node done ${all.seconds.toFixed(2)} s; Consul requests per node: ${stats(all.perNode)}`,
+  );
+  console.log(
+    `  --max-parallel ${PARALLEL}:   event → last node done ${staged.seconds.toFixed(2)} s (ideal ${ideal.toFixed(2)} s + the all-at-once time); Consul requests per node: ${stats(staged.perNode)}`,
+  );
 } finally {
   app.stop(true);
   await cluster[Symbol.asyncDispose]();

@@ -12,7 +12,9 @@ const seed = process.env.FUZZ_SEED ? Number(process.env.FUZZ_SEED) : Math.floor(
 const runs = Number(process.env.FUZZ_RUNS ?? 5000);
 const only = process.env.FUZZ_CASE !== undefined ? Number(process.env.FUZZ_CASE) : undefined;
 if (!Number.isInteger(seed) || !Number.isInteger(runs) || runs < 1) {
-  console.error(`fuzz: FUZZ_SEED and FUZZ_RUNS must be integers (got ${process.env.FUZZ_SEED}, ${process.env.FUZZ_RUNS})`);
+  console.error(
+    `fuzz: FUZZ_SEED and FUZZ_RUNS must be integers (got ${process.env.FUZZ_SEED}, ${process.env.FUZZ_RUNS})`,
+  );
   process.exit(2);
 }
 const work = fs.mkdtempSync(join(tmpdir(), "pd-fuzz-"));
@@ -21,8 +23,11 @@ const t0 = performance.now();
 try {
   const s = await fuzzArchives({ seed, runs, work: join(work, "w"), only });
   const secs = ((performance.now() - t0) / 1000).toFixed(1);
-  console.log(`archives: ${s.runs} runs in ${secs}s, ${s.extracted} extracted, ${s.refused} refused; slowest case ${s.maxCaseMs.toFixed(0)} ms; RSS growth ${(s.rssGrowth / 2 ** 20).toFixed(1)} MiB`);
-  for (const [reason, n] of [...s.reasons].sort((a, b) => b[1] - a[1])) console.log(`  ${String(n).padStart(6)}  ${reason}`);
+  console.log(
+    `archives: ${s.runs} runs in ${secs}s, ${s.extracted} extracted, ${s.refused} refused; slowest case ${s.maxCaseMs.toFixed(0)} ms; RSS growth ${(s.rssGrowth / 2 ** 20).toFixed(1)} MiB`,
+  );
+  for (const [reason, n] of [...s.reasons].sort((a, b) => b[1] - a[1]))
+    console.log(`  ${String(n).padStart(6)}  ${reason}`);
   const m = fuzzManifests(seed, only !== undefined ? 0 : runs);
   console.log(`manifests: ${m.runs} runs, ${m.parsed} parsed, ${m.refused} refused`);
 } catch (err) {

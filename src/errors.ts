@@ -5,7 +5,22 @@
  */
 
 /** Where an agent's deploy can fail (a node report's `phase` is one of these, or "done"). */
-export const DEPLOY_PHASES = ["trigger", "manifest", "signature", "fetch", "checksum", "pre", "extract", "sync", "post", "validate", "rollout", "health", "success", "failure"] as const;
+export const DEPLOY_PHASES = [
+  "trigger",
+  "manifest",
+  "signature",
+  "fetch",
+  "checksum",
+  "pre",
+  "extract",
+  "sync",
+  "post",
+  "validate",
+  "rollout",
+  "health",
+  "success",
+  "failure",
+] as const;
 export type DeployPhase = (typeof DEPLOY_PHASES)[number];
 
 /** The publisher's stages: storing the release, then recording and announcing it through Consul (or Serf). */
@@ -74,7 +89,11 @@ export class ChecksumError extends PulldeployError {
 /** A refused or broken archive entry; `entry` names it when known. */
 export class ExtractError extends PulldeployError {
   override name = "ExtractError";
-  constructor(message: string, readonly entry?: string, options?: { cause?: unknown }) {
+  constructor(
+    message: string,
+    readonly entry?: string,
+    options?: { cause?: unknown },
+  ) {
     super(entry === undefined ? message : `${message}: ${entry}`, "extract", options);
   }
 }

@@ -84,12 +84,37 @@ export const silentLogger: Logger = { info() {}, error() {}, set() {}, text: () 
  * sentence around it (`fetch URL: 403`).
  */
 const SECRET_PARAMS = [
-  "X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "Signature", "AWSAccessKeyId",
-  "X-Goog-Signature", "X-Goog-Credential", "X-Goog-Security-Token", "GoogleAccessId",
-  "sig", "signature", "token", "access_token", "id_token", "refresh_token", "auth", "authorization",
-  "api_key", "apikey", "api-key", "key", "client_secret", "password", "passwd", "pass", "secret",
+  "X-Amz-Signature",
+  "X-Amz-Credential",
+  "X-Amz-Security-Token",
+  "Signature",
+  "AWSAccessKeyId",
+  "X-Goog-Signature",
+  "X-Goog-Credential",
+  "X-Goog-Security-Token",
+  "GoogleAccessId",
+  "sig",
+  "signature",
+  "token",
+  "access_token",
+  "id_token",
+  "refresh_token",
+  "auth",
+  "authorization",
+  "api_key",
+  "apikey",
+  "api-key",
+  "key",
+  "client_secret",
+  "password",
+  "passwd",
+  "pass",
+  "secret",
 ];
-const SECRET_QUERY = new RegExp(`([?&;](?:${SECRET_PARAMS.map((p) => p.replace(/[-]/g, "\\-")).join("|")})=)[^&;#\\s"'<>]*[^&;#\\s"'<>:,.)]`, "gi");
+const SECRET_QUERY = new RegExp(
+  `([?&;](?:${SECRET_PARAMS.map((p) => p.replace(/[-]/g, "\\-")).join("|")})=)[^&;#\\s"'<>]*[^&;#\\s"'<>:,.)]`,
+  "gi",
+);
 /**
  * A URL's userinfo: everything between `scheme://` and the authority's last `@` (a password may hold
  * `@` or `:`). `user:pass` keeps the user; a token-only `user@` (GitHub, GitLab tokens) is hidden whole.

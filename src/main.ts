@@ -31,7 +31,9 @@ export async function main(argv: string[]): Promise<number> {
   }
   const entry = COMMANDS[name];
   if (!entry) {
-    process.stderr.write(`pulldeploy: unknown command "${name}" (commands: ${Object.keys(COMMANDS).join(", ")}; see pulldeploy --help)\n`);
+    process.stderr.write(
+      `pulldeploy: unknown command "${name}" (commands: ${Object.keys(COMMANDS).join(", ")}; see pulldeploy --help)\n`,
+    );
     return 2;
   }
   if (global.error !== undefined) {
@@ -169,7 +171,10 @@ async function readStdin(fs: typeof import("node:fs"), opts: { timeoutMs: number
       if (n === 0) break;
       total += n;
       if (total > opts.maxBytes) {
-        throw new PulldeployError(`stdin: more than ${opts.maxBytes} bytes; a trigger is one consul event array or one URL line`, "trigger");
+        throw new PulldeployError(
+          `stdin: more than ${opts.maxBytes} bytes; a trigger is one consul event array or one URL line`,
+          "trigger",
+        );
       }
       chunks.push(buf.subarray(0, n));
     }
@@ -182,11 +187,19 @@ async function readStdin(fs: typeof import("node:fs"), opts: { timeoutMs: number
 }
 
 /** Wait until `fd` is readable (data, EOF or an error), yielding to signal handlers every 250 ms. */
-async function waitUntilReadable(wait: (fd: number, ms: number) => boolean, fd: number, deadline: number, timeoutMs: number): Promise<void> {
+async function waitUntilReadable(
+  wait: (fd: number, ms: number) => boolean,
+  fd: number,
+  deadline: number,
+  timeoutMs: number,
+): Promise<void> {
   for (;;) {
     const left = deadline - performance.now();
     if (left <= 0) {
-      throw new PulldeployError(`stdin: no complete trigger within ${timeoutMs / 1000}s (consul watch and serf write it and close stdin at once; --trigger-timeout)`, "trigger");
+      throw new PulldeployError(
+        `stdin: no complete trigger within ${timeoutMs / 1000}s (consul watch and serf write it and close stdin at once; --trigger-timeout)`,
+        "trigger",
+      );
     }
     const ready = wait(fd, Math.min(250, Math.ceil(left)));
     await new Promise((resolve) => setImmediate(resolve));

@@ -14,7 +14,11 @@ export interface Sample {
 /** One family: `# HELP`, `# TYPE`, then its samples (none: the family is left out). */
 export function family(name: string, type: MetricType, help: string, samples: Sample[]): string[] {
   if (samples.length === 0) return [];
-  return [`# HELP ${name} ${help.replace(/\\/g, "\\\\").replace(/\n/g, "\\n")}`, `# TYPE ${name} ${type}`, ...samples.map((s) => `${name}${labelText(s.labels ?? {})} ${numberText(s.value)}`)];
+  return [
+    `# HELP ${name} ${help.replace(/\\/g, "\\\\").replace(/\n/g, "\\n")}`,
+    `# TYPE ${name} ${type}`,
+    ...samples.map((s) => `${name}${labelText(s.labels ?? {})} ${numberText(s.value)}`),
+  ];
 }
 
 /** Families joined into a file's text, newline-terminated. */
@@ -80,9 +84,12 @@ export function lintExposition(text: string): string[] {
       const name = meta[2]!;
       if (meta[1] === "TYPE") {
         if (typed.has(name)) problems.push(`${at}: second TYPE for ${name}`);
-        if (!/^(counter|gauge|histogram|summary|untyped)$/.test(meta[3]!)) problems.push(`${at}: unknown type ${meta[3]}`);
-        if (meta[3] === "counter" && !name.endsWith("_total")) problems.push(`${at}: counter ${name} should end in _total`);
-        if ([...seen].some((s) => s.startsWith(`${name}{`) || s === name)) problems.push(`${at}: TYPE for ${name} after its samples`);
+        if (!/^(counter|gauge|histogram|summary|untyped)$/.test(meta[3]!))
+          problems.push(`${at}: unknown type ${meta[3]}`);
+        if (meta[3] === "counter" && !name.endsWith("_total"))
+          problems.push(`${at}: counter ${name} should end in _total`);
+        if ([...seen].some((s) => s.startsWith(`${name}{`) || s === name))
+          problems.push(`${at}: TYPE for ${name} after its samples`);
         typed.set(name, meta[3]!);
       }
       if (current !== undefined && current !== name) finished.add(current);

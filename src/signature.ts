@@ -34,14 +34,18 @@ export function writeKeyPair(out: string): { privateFile: string; publicFile: st
 
 export function loadPrivateKey(path: string): KeyObject {
   const key = readKey(path, (pem) => createPrivateKey(pem));
-  if (key.asymmetricKeyType !== "ed25519") throw new PulldeployError(`${path}: not an Ed25519 private key (make one with pulldeploy keygen)`);
+  if (key.asymmetricKeyType !== "ed25519")
+    throw new PulldeployError(`${path}: not an Ed25519 private key (make one with pulldeploy keygen)`);
   return key;
 }
 
 /** A trust key file: a public key, or a private key (its public half is used). */
 export function loadPublicKey(path: string): KeyObject {
-  const key = readKey(path, (pem) => (pem.includes("PRIVATE KEY") ? createPublicKey(createPrivateKey(pem)) : createPublicKey(pem)));
-  if (key.asymmetricKeyType !== "ed25519") throw new PulldeployError(`${path}: not an Ed25519 public key (make one with pulldeploy keygen)`);
+  const key = readKey(path, (pem) =>
+    pem.includes("PRIVATE KEY") ? createPublicKey(createPrivateKey(pem)) : createPublicKey(pem),
+  );
+  if (key.asymmetricKeyType !== "ed25519")
+    throw new PulldeployError(`${path}: not an Ed25519 public key (make one with pulldeploy keygen)`);
   return key;
 }
 
@@ -61,11 +65,17 @@ function readKey(path: string, parse: (pem: string) => KeyObject): KeyObject {
   try {
     pem = fs.readFileSync(path, "utf8");
   } catch (err) {
-    throw new PulldeployError(`${path}: cannot read key file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, undefined, { cause: err });
+    throw new PulldeployError(
+      `${path}: cannot read key file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
+      undefined,
+      { cause: err },
+    );
   }
   try {
     return parse(pem);
   } catch (err) {
-    throw new PulldeployError(`${path}: not a PEM key file (make one with pulldeploy keygen)`, undefined, { cause: err });
+    throw new PulldeployError(`${path}: not a PEM key file (make one with pulldeploy keygen)`, undefined, {
+      cause: err,
+    });
   }
 }

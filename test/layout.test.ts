@@ -52,7 +52,9 @@ const IMPORT = /(?:^|[^\w.])(?:import|export)\s*(?:type\s+)?(?:[^"';]*?\sfrom\s*
 
 function importsOf(file: string): string[] {
   const text = readFileSync(file, "utf8");
-  return [...text.matchAll(IMPORT)].map((m) => resolve(dirname(file), m[1]!)).filter((p) => p.startsWith(SRC) && /\.(ts|js)$/.test(p));
+  return [...text.matchAll(IMPORT)]
+    .map((m) => resolve(dirname(file), m[1]!))
+    .filter((p) => p.startsWith(SRC) && /\.(ts|js)$/.test(p));
 }
 
 const files = walk(SRC);
@@ -87,7 +89,8 @@ describe("source layout", () => {
       state.set(f, "open");
       stack.push(f);
       for (const d of graph.get(f) ?? []) {
-        if (state.get(d) === "open") cycles.push([...stack.slice(stack.indexOf(d)), d].map((p) => relative(SRC, p)).join(" → "));
+        if (state.get(d) === "open")
+          cycles.push([...stack.slice(stack.indexOf(d)), d].map((p) => relative(SRC, p)).join(" → "));
         else if (!state.has(d)) visit(d);
       }
       stack.pop();

@@ -17,7 +17,9 @@ describe("createLogger", () => {
     log.set({ phase: "fetch", node: "n1" });
     log.info("a\nb");
     log.error("deploy failed in phase fetch: x");
-    expect(out.join("")).toBe("2026-12-04T10:00:00.123Z a\n2026-12-04T10:00:00.123Z b\n2026-12-04T10:00:00.123Z deploy failed in phase fetch: x\n");
+    expect(out.join("")).toBe(
+      "2026-12-04T10:00:00.123Z a\n2026-12-04T10:00:00.123Z b\n2026-12-04T10:00:00.123Z deploy failed in phase fetch: x\n",
+    );
     expect(log.text()).toBe(out.join(""));
   });
 
@@ -34,9 +36,35 @@ describe("createLogger", () => {
     });
     expect(lines).toEqual([
       { time: at.toISOString(), level: "info", msg: "start" },
-      { time: at.toISOString(), level: "error", msg: 'fetch https://u:***@h/a?X-Amz-Signature=***: "quoted"', phase: "pre", node: "n1", role: "web", release_id: "r1", event_id: "e-1" },
-      { time: at.toISOString(), level: "error", msg: "second", phase: "pre", node: "n1", role: "web", release_id: "r1", event_id: "e-1" },
-      { time: at.toISOString(), level: "info", msg: "after", node: "n1", role: "web", release_id: "r1", event_id: "e-1" },
+      {
+        time: at.toISOString(),
+        level: "error",
+        msg: 'fetch https://u:***@h/a?X-Amz-Signature=***: "quoted"',
+        phase: "pre",
+        node: "n1",
+        role: "web",
+        release_id: "r1",
+        event_id: "e-1",
+      },
+      {
+        time: at.toISOString(),
+        level: "error",
+        msg: "second",
+        phase: "pre",
+        node: "n1",
+        role: "web",
+        release_id: "r1",
+        event_id: "e-1",
+      },
+      {
+        time: at.toISOString(),
+        level: "info",
+        msg: "after",
+        node: "n1",
+        role: "web",
+        release_id: "r1",
+        event_id: "e-1",
+      },
     ]);
     expect(Object.keys(lines[1])).toEqual(["time", "level", "msg", "phase", "node", "role", "release_id", "event_id"]);
     expect(log.text()).toBe(
@@ -52,7 +80,12 @@ describe("json lines can't be forged", () => {
     log.info('out: {"time":"x","level":"error","msg":"forged"}\r\nnext\u0000\u001b[31m');
     const lines = out.map((l) => JSON.parse(l));
     expect(lines).toHaveLength(2);
-    expect(lines[0]).toEqual({ time: at.toISOString(), level: "info", msg: 'out: {"time":"x","level":"error","msg":"forged"}', role: 'web", "level": "debug' });
+    expect(lines[0]).toEqual({
+      time: at.toISOString(),
+      level: "info",
+      msg: 'out: {"time":"x","level":"error","msg":"forged"}',
+      role: 'web", "level": "debug',
+    });
     expect(lines[1].msg).toBe("next\u0000\u001b[31m");
     expect(out[1]).toContain("\\u0000\\u001b[31m"); // escaped on the wire
   });

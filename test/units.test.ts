@@ -44,14 +44,19 @@ describe("checksum", () => {
     expect(parseChecksum("c".repeat(128))).toEqual({ algorithm: "sha512", hex: "c".repeat(128) });
   });
   test("other lengths name the valid ones", () => {
-    expect(parseChecksum("a".repeat(48))).toBe("length 48 matches no algorithm (32 md5, 40 sha1, 64 sha256, 128 sha512)");
+    expect(parseChecksum("a".repeat(48))).toBe(
+      "length 48 matches no algorithm (32 md5, 40 sha1, 64 sha256, 128 sha512)",
+    );
   });
 });
 
 describe("logs never print credentials", () => {
   test.each([
     ["fetch https://user:secret@host/a.tgz", "fetch https://user:***@host/a.tgz"],
-    ["https://b.s3.amazonaws.com/k?X-Amz-Credential=AKIA&X-Amz-Signature=abc", "https://b.s3.amazonaws.com/k?X-Amz-Credential=***&X-Amz-Signature=***"],
+    [
+      "https://b.s3.amazonaws.com/k?X-Amz-Credential=AKIA&X-Amz-Signature=abc",
+      "https://b.s3.amazonaws.com/k?X-Amz-Credential=***&X-Amz-Signature=***",
+    ],
     ["http://x/a?token=abc&v=1", "http://x/a?token=***&v=1"],
   ])("%s", (input, out) => expect(redact(input)).toBe(out));
 });

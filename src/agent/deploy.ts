@@ -81,13 +81,24 @@ export interface DeployOptions {
    * `settled` runs after `validate`, still in the slot (the health gate, phase "health": failing it
    * switches back as a failed `validate` does).
    */
-  rollout?: { prepared(manifest: Manifest, manifestUrl: string): Promise<void>; settled(manifest: Manifest): Promise<void> };
+  rollout?: {
+    prepared(manifest: Manifest, manifestUrl: string): Promise<void>;
+    settled(manifest: Manifest): Promise<void>;
+  };
 }
 
 /** `bytesFetched`: archive bytes downloaded (every attempt that completed), for the metrics file. */
 export type DeployResult =
   | { ok: true; manifest: Manifest; releaseId?: string; bytesFetched: number }
-  | { ok: false; phase: DeployPhase; error: string; manifest?: Manifest; releaseId?: string; rolledBackTo?: string; bytesFetched: number };
+  | {
+      ok: false;
+      phase: DeployPhase;
+      error: string;
+      manifest?: Manifest;
+      releaseId?: string;
+      rolledBackTo?: string;
+      bytesFetched: number;
+    };
 
 export async function deploy(opts: DeployOptions): Promise<DeployResult> {
   const { log, env, signal } = opts;
@@ -98,7 +109,12 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
   let phase: DeployPhase = "manifest";
   enter(phase);
   try {
-    const bytes = await fetchBytes(opts.manifestUrl, { env, signal, userAgent: USER_AGENT }, MAX_DOCUMENT_BYTES, documentPolicy(opts, "manifest"));
+    const bytes = await fetchBytes(
+      opts.manifestUrl,
+      { env, signal, userAgent: USER_AGENT },
+      MAX_DOCUMENT_BYTES,
+      documentPolicy(opts, "manifest"),
+    );
     if (opts.trustKeys && opts.trustKeys.length > 0) {
       phase = "signature";
       enter(phase);
@@ -125,12 +141,28 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
   }
 
   const strategy = SYNC_STRATEGIES[manifest.syncStrategy];
-  const ctx: SyncContext = { manifest, rsyncVerbose: opts.rsyncVerbose, hardLinks: opts.hardLinks, env, log, signal, track: opts.track };
+  const ctx: SyncContext = {
+    manifest,
+    rsyncVerbose: opts.rsyncVerbose,
+    hardLinks: opts.hardLinks,
+    env,
+    log,
+    signal,
+    track: opts.track,
+  };
   let hookEnv = commandEnv(opts, manifest);
   const run = (p: DeployPhase, commands: string[], stdin?: string) => {
     phase = p;
     enter(p, manifest);
-    return runCommands(commands, { phase: p, env: hookEnv, stdin, timeoutMs: opts.commandTimeoutMs, signal, log, track: opts.track });
+    return runCommands(commands, {
+      phase: p,
+      env: hookEnv,
+      stdin,
+      timeoutMs: opts.commandTimeoutMs,
+      signal,
+      log,
+      track: opts.track,
+    });
   };
   let ws: Workspace | undefined;
   let applied = false;
@@ -156,7 +188,10 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
         const secs = (performance.now() - started) / 1000;
         const linked = result.linked > 0 ? `, ${result.linked} unchanged files hard-linked` : "";
         if (result.delta) log.info(`checksum: ${result.delta}`);
-        else log.info(`checksum: ${manifest.checksum!.algorithm} ${manifest.checksum!.hex} ok (${result.bytes} bytes, ${result.entries} entries${linked}, ${secs.toFixed(2)}s)`);
+        else
+          log.info(
+            `checksum: ${manifest.checksum!.algorithm} ${manifest.checksum!.hex} ok (${result.bytes} bytes, ${result.entries} entries${linked}, ${secs.toFixed(2)}s)`,
+          );
         extractError = result.extractError;
         changedLink = result.changedLink;
         ws.archiveHardLinks = result.hardLinks;
@@ -177,7 +212,9 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
       if (changed !== undefined) {
         // Written to in place since it was hard-linked (by `pre`, or the app): the linked inode no
         // longer holds the archive's bytes, so neither does the tree.
-        log.info(`fetch: ${changed} changed in ${ws.linkFromShown ?? ws.linkFrom} after it was hard-linked into the new tree; fetching again without links`);
+        log.info(
+          `fetch: ${changed} changed in ${ws.linkFromShown ?? ws.linkFrom} after it was hard-linked into the new tree; fetching again without links`,
+        );
         phase = "fetch";
         emptyDir(ws.tree);
         const again = await fetchWithRetry(manifest, { ...ws, linkFrom: undefined }, opts);
@@ -207,10 +244,22 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
     let rolledBackTo: string | undefined;
     if (applied && (where === "validate" || where === "health") && strategy.revert && ws) {
       rolledBackTo = strategy.revert(ctx, ws);
-      log.info(rolledBackTo ? `rolled back: current -> releases/${rolledBackTo}` : "validate failed and there is no previous release to roll back to");
+      log.info(
+        rolledBackTo
+          ? `rolled back: current -> releases/${rolledBackTo}`
+          : "validate failed and there is no previous release to roll back to",
+      );
     }
     await runFailure(manifest.commands.failure, hookEnv, where, error.message, opts);
-    return { ok: false, phase: where, error: error.message, manifest, releaseId: ws?.releaseId, rolledBackTo, bytesFetched };
+    return {
+      ok: false,
+      phase: where,
+      error: error.message,
+      manifest,
+      releaseId: ws?.releaseId,
+      rolledBackTo,
+      bytesFetched,
+    };
   } finally {
     // The outcome is decided: a failed cleanup is a warning, never a failed (or a succeeded) deploy.
     try {
@@ -233,16 +282,32 @@ async function checkSignature(url: string, bytes: Uint8Array, opts: DeployOption
   const sigUrl = `${url}${SIGNATURE_SUFFIX}`;
   let signature: string;
   try {
-    signature = await fetchText(sigUrl, { env: opts.env, signal: opts.signal, userAgent: USER_AGENT }, 4096, documentPolicy(opts, "signature"));
+    signature = await fetchText(
+      sigUrl,
+      { env: opts.env, signal: opts.signal, userAgent: USER_AGENT },
+      4096,
+      documentPolicy(opts, "signature"),
+    );
   } catch (err) {
     if (!(err instanceof FetchError && err.status === 404)) {
       // Unreachable, slow or oversized: say so, rather than claim the manifest is unsigned.
-      throw new PulldeployError(`cannot verify the manifest: ${messageOf(err)}; refusing it because trust keys are configured`, "signature", { cause: err });
+      throw new PulldeployError(
+        `cannot verify the manifest: ${messageOf(err)}; refusing it because trust keys are configured`,
+        "signature",
+        { cause: err },
+      );
     }
-    throw new PulldeployError(`manifest is not signed (${redact(sigUrl)}: not found); refusing it because trust keys are configured`, "signature", { cause: err });
+    throw new PulldeployError(
+      `manifest is not signed (${redact(sigUrl)}: not found); refusing it because trust keys are configured`,
+      "signature",
+      { cause: err },
+    );
   }
   if (!verifyBytes(bytes, signature, opts.trustKeys!)) {
-    throw new PulldeployError(`bad signature: ${redact(sigUrl)} does not match the manifest under any of the ${opts.trustKeys!.length} trusted keys`, "signature");
+    throw new PulldeployError(
+      `bad signature: ${redact(sigUrl)} does not match the manifest under any of the ${opts.trustKeys!.length} trusted keys`,
+      "signature",
+    );
   }
   opts.log.info(`signature: ok (${redact(sigUrl)})`);
 }
@@ -253,37 +318,47 @@ function documentPolicy(opts: DeployOptions, what: string): DocumentPolicy {
     timeoutMs: opts.fetch.timeoutMs,
     retry: opts.fetch.retry,
     retryWaitMs: opts.fetch.retryWaitMs,
-    onRetry: (err, attempt, of) => opts.log.info(`${what}: ${err.message}; retrying in ${opts.fetch.retryWaitMs / 1000}s (attempt ${attempt} of ${of})`),
+    onRetry: (err, attempt, of) =>
+      opts.log.info(
+        `${what}: ${err.message}; retrying in ${opts.fetch.retryWaitMs / 1000}s (attempt ${attempt} of ${of})`,
+      ),
   };
 }
 
 async function fetchWithRetry(manifest: Manifest, ws: Workspace, opts: DeployOptions) {
   const { log } = opts;
   for (let attempt = 0; ; attempt++) {
-    const signals = [opts.signal, opts.fetch.timeoutMs ? AbortSignal.timeout(opts.fetch.timeoutMs) : undefined].filter((s) => s !== undefined);
+    const signals = [opts.signal, opts.fetch.timeoutMs ? AbortSignal.timeout(opts.fetch.timeoutMs) : undefined].filter(
+      (s) => s !== undefined,
+    );
     try {
       const signal = signals.length > 0 ? AbortSignal.any(signals) : undefined;
-      return await fetchTree(deltaOptions(manifest, ws, opts, signal), () => fetchAndExtract({
-        url: manifest.src!,
-        checksum: manifest.checksum!,
-        tree: ws.tree,
-        linkFrom: ws.linkFrom,
-        linkPeers: ws.linkPeers,
-        env: opts.env,
-        userAgent: USER_AGENT,
-        signal,
-        maxBandwidth: opts.fetch.maxBandwidth,
-        limits: opts.limits,
-        resumes: opts.fetch.retry,
-        onResume: (offset, err) => log.info(`fetch: ${err.message}; resuming at byte ${offset} with a Range request`),
-      }));
+      return await fetchTree(deltaOptions(manifest, ws, opts, signal), () =>
+        fetchAndExtract({
+          url: manifest.src!,
+          checksum: manifest.checksum!,
+          tree: ws.tree,
+          linkFrom: ws.linkFrom,
+          linkPeers: ws.linkPeers,
+          env: opts.env,
+          userAgent: USER_AGENT,
+          signal,
+          maxBandwidth: opts.fetch.maxBandwidth,
+          limits: opts.limits,
+          resumes: opts.fetch.retry,
+          onResume: (offset, err) => log.info(`fetch: ${err.message}; resuming at byte ${offset} with a Range request`),
+        }),
+      );
     } catch (err) {
       const retryable = err instanceof FetchError && err.retryable && !opts.signal?.aborted;
       if (!retryable || attempt >= opts.fetch.retry) {
-        if (retryable && opts.fetch.retry > 0) throw new FetchError(`${(err as Error).message} (after ${attempt + 1} attempts)`, false, { cause: err });
+        if (retryable && opts.fetch.retry > 0)
+          throw new FetchError(`${(err as Error).message} (after ${attempt + 1} attempts)`, false, { cause: err });
         throw err;
       }
-      log.info(`fetch: ${messageOf(err)}; retrying in ${opts.fetch.retryWaitMs / 1000}s (attempt ${attempt + 2} of ${opts.fetch.retry + 1})`);
+      log.info(
+        `fetch: ${messageOf(err)}; retrying in ${opts.fetch.retryWaitMs / 1000}s (attempt ${attempt + 2} of ${opts.fetch.retry + 1})`,
+      );
       // Start the next attempt from an empty tree (the same directory: `release` extracts into a pinned one).
       emptyDir(ws.tree);
       await sleep(opts.fetch.retryWaitMs, opts.signal);
@@ -295,9 +370,18 @@ async function fetchWithRetry(manifest: Manifest, ws: Workspace, opts: DeployOpt
  * With a content index in the manifest: build the tree from the previous one (the link source, else
  * the previous release or rsync's dest) plus the chunks it lacks; src/delta falls back to `src`.
  */
-function deltaOptions(manifest: Manifest, ws: Workspace, opts: DeployOptions, signal: AbortSignal | undefined): DeltaFetchOptions | undefined {
+function deltaOptions(
+  manifest: Manifest,
+  ws: Workspace,
+  opts: DeployOptions,
+  signal: AbortSignal | undefined,
+): DeltaFetchOptions | undefined {
   if (!manifest.deltaIndex) return undefined;
-  const previous = ws.previousId ? join(manifest.dest!, "releases", ws.previousId) : manifest.syncStrategy === "rsync" ? manifest.dest : undefined;
+  const previous = ws.previousId
+    ? join(manifest.dest!, "releases", ws.previousId)
+    : manifest.syncStrategy === "rsync"
+      ? manifest.dest
+      : undefined;
   // `release`: each release's tree is recorded beside it, so the next delta need not hash what did not change.
   const releases = manifest.syncStrategy === "release" && ws.releaseId ? join(manifest.dest!, "releases") : undefined;
   return {
@@ -322,7 +406,13 @@ function deltaOptions(manifest: Manifest, ws: Workspace, opts: DeployOptions, si
 }
 
 /** The failure commands run with the log so far on stdin; their own failure is only logged. */
-async function runFailure(commands: string[], env: Record<string, string>, phase: DeployPhase, error: string, opts: DeployOptions) {
+async function runFailure(
+  commands: string[],
+  env: Record<string, string>,
+  phase: DeployPhase,
+  error: string,
+  opts: DeployOptions,
+) {
   if (commands.length === 0) return;
   opts.onPhase?.("failure");
   try {
@@ -358,7 +448,10 @@ function commandEnv(opts: DeployOptions, m: Manifest): Record<string, string> {
 
 function releaseEnv(m: Manifest, ws: Workspace): Record<string, string> {
   if (ws.releaseId === undefined) return {};
-  const env: Record<string, string> = { PULLDEPLOY_RELEASE_ID: ws.releaseId, PULLDEPLOY_RELEASE_DIR: join(m.dest!, "releases", ws.releaseId) };
+  const env: Record<string, string> = {
+    PULLDEPLOY_RELEASE_ID: ws.releaseId,
+    PULLDEPLOY_RELEASE_DIR: join(m.dest!, "releases", ws.releaseId),
+  };
   if (ws.previousId) env.PULLDEPLOY_PREVIOUS_RELEASE = ws.previousId;
   return env;
 }

@@ -55,7 +55,14 @@ export interface HostFacts {
   latest?: { record: ReleaseRecord } | { none: true } | { error: string };
   stateDir: { path: string; stat?: StatFacts; error?: string; freeBytes?: number };
   tools: Record<"rsync" | "tar", { path?: string; version?: string; error?: string }>;
-  dest?: { path: string; from: "flag" | "manifest"; stat?: StatFacts; error?: string; othersCanWrite?: string; refused?: string };
+  dest?: {
+    path: string;
+    from: "flag" | "manifest";
+    stat?: StatFacts;
+    error?: string;
+    othersCanWrite?: string;
+    refused?: string;
+  };
   destError?: string;
   trustKeys: { file: string; error?: string }[];
 }
@@ -65,9 +72,17 @@ const SKEW_WARN_MS = 5_000;
 const SKEW_FAIL_MS = 15 * 60_000;
 
 const denyAdvice = (f: HostFacts, what: string) =>
-  f.consul.ok ? `give the agent's token (--consul-token or $CONSUL_HTTP_TOKEN) ${what}` : `make Consul at ${f.consulAddress} reachable first (--consul-addr or $CONSUL_HTTP_ADDR)`;
+  f.consul.ok
+    ? `give the agent's token (--consul-token or $CONSUL_HTTP_TOKEN) ${what}`
+    : `make Consul at ${f.consulAddress} reachable first (--consul-addr or $CONSUL_HTTP_ADDR)`;
 
-function probeRow(check: string, p: Probe, okDetail: string, advice: string, failStatus: CheckStatus = "fail"): CheckRow {
+function probeRow(
+  check: string,
+  p: Probe,
+  okDetail: string,
+  advice: string,
+  failStatus: CheckStatus = "fail",
+): CheckRow {
   if ("skipped" in p) return { check, status: "skip", detail: `not checked: ${p.skipped}`, advice };
   if (p.ok) return { check, status: "ok", detail: okDetail, advice };
   return { check, status: failStatus, detail: p.error, advice };
@@ -77,20 +92,54 @@ function probeRow(check: string, p: Probe, okDetail: string, advice: string, fai
 export const CHECKS: ((f: HostFacts) => CheckRow)[] = [
   (f) =>
     f.consul.ok
-      ? { check: "consul", status: "ok", detail: `${f.consulAddress} answers`, advice: "the agent reports to it and reads releases from it" }
-      : { check: "consul", status: "fail", detail: f.consul.error, advice: "start the local Consul agent or point --consul-addr / $CONSUL_HTTP_ADDR at it" },
+      ? {
+          check: "consul",
+          status: "ok",
+          detail: `${f.consulAddress} answers`,
+          advice: "the agent reports to it and reads releases from it",
+        }
+      : {
+          check: "consul",
+          status: "fail",
+          detail: f.consul.error,
+          advice: "start the local Consul agent or point --consul-addr / $CONSUL_HTTP_ADDR at it",
+        },
   (f) => {
-    if (f.node.from === "consul") return { check: "node name", status: "ok", detail: `${f.node.name} (the Consul agent's)`, advice: "reports go under nodes/<this name>" };
-    if (f.node.from === "flag") return { check: "node name", status: "ok", detail: `${f.node.name} (--node)`, advice: "pass the same --node to the agent" };
+    if (f.node.from === "consul")
+      return {
+        check: "node name",
+        status: "ok",
+        detail: `${f.node.name} (the Consul agent's)`,
+        advice: "reports go under nodes/<this name>",
+      };
+    if (f.node.from === "flag")
+      return {
+        check: "node name",
+        status: "ok",
+        detail: `${f.node.name} (--node)`,
+        advice: "pass the same --node to the agent",
+      };
     return {
       check: "node name",
       status: "warn",
       detail: `${f.node.name} (the host name: the Consul agent's node name is unknown${f.node.error ? `: ${f.node.error}` : ""})`,
-      advice: "give the token agent:read (node_prefix \"\" read), or pass --node NAME to the agent",
+      advice: 'give the token agent:read (node_prefix "" read), or pass --node NAME to the agent',
     };
   },
-  (f) => probeRow("kv read", f.kvRead, `read ${f.role ? `${f.prefix}/roles/${f.role}/latest` : `${f.prefix}/doctor/${f.node.name}`}`, denyAdvice(f, `key_prefix "${f.prefix}/" read`)),
-  (f) => probeRow("kv write", f.kvWrite, `wrote and deleted ${f.prefix}/doctor/${f.node.name}`, denyAdvice(f, `key_prefix "${f.prefix}/" write (the agent writes ${f.prefix}/roles/<role>/nodes/<node>)`)),
+  (f) =>
+    probeRow(
+      "kv read",
+      f.kvRead,
+      `read ${f.role ? `${f.prefix}/roles/${f.role}/latest` : `${f.prefix}/doctor/${f.node.name}`}`,
+      denyAdvice(f, `key_prefix "${f.prefix}/" read`),
+    ),
+  (f) =>
+    probeRow(
+      "kv write",
+      f.kvWrite,
+      `wrote and deleted ${f.prefix}/doctor/${f.node.name}`,
+      denyAdvice(f, `key_prefix "${f.prefix}/" write (the agent writes ${f.prefix}/roles/<role>/nodes/<node>)`),
+    ),
   (f) =>
     probeRow(
       "event fire",
@@ -99,81 +148,217 @@ export const CHECKS: ((f: HostFacts) => CheckRow)[] = [
       denyAdvice(f, `event_prefix "" write, if this host also publishes (the agent itself fires no events)`),
       "warn",
     ),
-  (f) => probeRow("sessions", f.session, "created and destroyed one", denyAdvice(f, `session_prefix "" write (for locks)`), "warn"),
+  (f) =>
+    probeRow(
+      "sessions",
+      f.session,
+      "created and destroyed one",
+      denyAdvice(f, `session_prefix "" write (for locks)`),
+      "warn",
+    ),
   (f) => {
     const check = "clock";
-    if (f.skewMs === undefined) return { check, status: "skip", detail: "not checked: Consul did not answer", advice: "run doctor again once Consul answers" };
+    if (f.skewMs === undefined)
+      return {
+        check,
+        status: "skip",
+        detail: "not checked: Consul did not answer",
+        advice: "run doctor again once Consul answers",
+      };
     const s = Math.abs(f.skewMs);
     const detail = `${f.skewMs >= 0 ? "behind" : "ahead of"} Consul by ${(s / 1000).toFixed(1)}s (±1s: Consul's Date header has whole seconds)`;
-    const advice = "sync the clock (systemd-timesyncd, chrony): S3 refuses requests signed 15 min off, and release ages read wrong";
+    const advice =
+      "sync the clock (systemd-timesyncd, chrony): S3 refuses requests signed 15 min off, and release ages read wrong";
     if (s > SKEW_FAIL_MS) return { check, status: "fail", detail, advice };
     if (s > SKEW_WARN_MS) return { check, status: "warn", detail, advice };
     return { check, status: "ok", detail, advice };
   },
   (f) => {
     const check = "latest release";
-    if (!f.role) return { check, status: "skip", detail: "not checked: no --role", advice: "pass --role to check the role's latest release, its dest and its size" };
+    if (!f.role)
+      return {
+        check,
+        status: "skip",
+        detail: "not checked: no --role",
+        advice: "pass --role to check the role's latest release, its dest and its size",
+      };
     if (!f.latest) {
       const why = f.consul.ok ? "the KV read failed (see kv read)" : "Consul did not answer";
-      return { check, status: "skip", detail: `not checked: ${why}`, advice: "run doctor again once the kv read is ok" };
+      return {
+        check,
+        status: "skip",
+        detail: `not checked: ${why}`,
+        advice: "run doctor again once the kv read is ok",
+      };
     }
-    if ("error" in f.latest) return { check, status: "fail", detail: f.latest.error, advice: "publish again, or fix the record at " + `${f.prefix}/roles/${f.role}/latest` };
-    if ("none" in f.latest) return { check, status: "warn", detail: `none recorded for ${f.role} yet`, advice: `pulldeploy publish --role ${f.role} records one; or check --kv-prefix` };
+    if ("error" in f.latest)
+      return {
+        check,
+        status: "fail",
+        detail: f.latest.error,
+        advice: `publish again, or fix the record at ${f.prefix}/roles/${f.role}/latest`,
+      };
+    if ("none" in f.latest)
+      return {
+        check,
+        status: "warn",
+        detail: `none recorded for ${f.role} yet`,
+        advice: `pulldeploy publish --role ${f.role} records one; or check --kv-prefix`,
+      };
     const r = f.latest.record;
-    return { check, status: "ok", detail: `${r.id}${r.size !== null ? `, ${formatBytes(r.size)}` : ""}`, advice: "what --from-kv and --follow deploy" };
+    return {
+      check,
+      status: "ok",
+      detail: `${r.id}${r.size !== null ? `, ${formatBytes(r.size)}` : ""}`,
+      advice: "what --from-kv and --follow deploy",
+    };
   },
   (f) => {
     const check = "state dir";
     const d = f.stateDir;
     if (d.error !== undefined || d.stat === undefined) {
-      return { check, status: "warn", detail: `${d.path}: ${d.error ?? "missing"}`, advice: `create it (mkdir -m 0700 ${d.path}) or pass --state-dir; without it the agent has no lock and no duplicate detection` };
+      return {
+        check,
+        status: "warn",
+        detail: `${d.path}: ${d.error ?? "missing"}`,
+        advice: `create it (mkdir -m 0700 ${d.path}) or pass --state-dir; without it the agent has no lock and no duplicate detection`,
+      };
     }
     const mode = (d.stat.mode & 0o7777).toString(8).padStart(4, "0");
-    if (!d.stat.isDir) return { check, status: "fail", detail: `${d.path} is not a directory`, advice: "remove it or pass --state-dir" };
-    if (d.stat.uid !== f.uid) return { check, status: "fail", detail: `${d.path} is owned by uid ${d.stat.uid}, not the agent's uid ${f.uid}`, advice: `chown ${f.uid} ${d.path}: its owner can forge the agent's state and lock` };
-    if ((d.stat.mode & 0o022) !== 0) return { check, status: "fail", detail: `${d.path} is writable by its group or others (mode ${mode})`, advice: `chmod 0700 ${d.path}` };
+    if (!d.stat.isDir)
+      return { check, status: "fail", detail: `${d.path} is not a directory`, advice: "remove it or pass --state-dir" };
+    if (d.stat.uid !== f.uid)
+      return {
+        check,
+        status: "fail",
+        detail: `${d.path} is owned by uid ${d.stat.uid}, not the agent's uid ${f.uid}`,
+        advice: `chown ${f.uid} ${d.path}: its owner can forge the agent's state and lock`,
+      };
+    if ((d.stat.mode & 0o022) !== 0)
+      return {
+        check,
+        status: "fail",
+        detail: `${d.path} is writable by its group or others (mode ${mode})`,
+        advice: `chmod 0700 ${d.path}`,
+      };
     const size = f.latest && "record" in f.latest ? f.latest.record.size : null;
     const free = d.freeBytes;
     const detail = `${d.path}, uid ${d.stat.uid}, mode ${mode}${free !== undefined ? `, ${formatBytes(free)} free` : ""}`;
     if (free !== undefined && size !== null && free < size) {
-      return { check, status: "fail", detail: `${detail}, less than the latest release's ${formatBytes(size)}`, advice: "free disk space on that file system before the next deploy" };
+      return {
+        check,
+        status: "fail",
+        detail: `${detail}, less than the latest release's ${formatBytes(size)}`,
+        advice: "free disk space on that file system before the next deploy",
+      };
     }
-    return { check, status: "ok", detail: size !== null ? `${detail} (latest release ${formatBytes(size)})` : detail, advice: "the agent's lock, state and pending report" };
+    return {
+      check,
+      status: "ok",
+      detail: size !== null ? `${detail} (latest release ${formatBytes(size)})` : detail,
+      advice: "the agent's lock, state and pending report",
+    };
   },
-  (f) => toolRow("rsync", f, "fail", "install rsync (apt-get install rsync): the rsync sync strategy (the default) runs it"),
-  (f) => toolRow("tar", f, "warn", "install tar (apt-get install tar): hooks and operators expect it; the agent extracts archives itself"),
+  (f) =>
+    toolRow("rsync", f, "fail", "install rsync (apt-get install rsync): the rsync sync strategy (the default) runs it"),
+  (f) =>
+    toolRow(
+      "tar",
+      f,
+      "warn",
+      "install tar (apt-get install tar): hooks and operators expect it; the agent extracts archives itself",
+    ),
   (f) => {
     const check = "dest";
-    if (!f.dest) return { check, status: "skip", detail: `not checked: ${f.destError ?? "no --dest and no --role"}`, advice: "pass --dest PATH, or --role to read dest from the latest manifest" };
+    if (!f.dest)
+      return {
+        check,
+        status: "skip",
+        detail: `not checked: ${f.destError ?? "no --dest and no --role"}`,
+        advice: "pass --dest PATH, or --role to read dest from the latest manifest",
+      };
     const d = f.dest;
     const from = d.from === "flag" ? "--dest" : "latest manifest";
-    if (d.refused) return { check, status: "fail", detail: d.refused, advice: "set dest to the real path, or make the link root's in a directory only root can write" };
-    if (d.error !== undefined) return { check, status: "fail", detail: `${d.path} (${from}): ${d.error}`, advice: "fix dest's path or permissions" };
-    if (!d.stat) return { check, status: "warn", detail: `${d.path} (${from}) does not exist yet`, advice: "the first deploy creates it; create it now to choose its owner" };
-    if (!d.stat.isDir) return { check, status: "fail", detail: `${d.path} (${from}) is not a directory`, advice: "remove it or change dest in the manifest" };
+    if (d.refused)
+      return {
+        check,
+        status: "fail",
+        detail: d.refused,
+        advice: "set dest to the real path, or make the link root's in a directory only root can write",
+      };
+    if (d.error !== undefined)
+      return {
+        check,
+        status: "fail",
+        detail: `${d.path} (${from}): ${d.error}`,
+        advice: "fix dest's path or permissions",
+      };
+    if (!d.stat)
+      return {
+        check,
+        status: "warn",
+        detail: `${d.path} (${from}) does not exist yet`,
+        advice: "the first deploy creates it; create it now to choose its owner",
+      };
+    if (!d.stat.isDir)
+      return {
+        check,
+        status: "fail",
+        detail: `${d.path} (${from}) is not a directory`,
+        advice: "remove it or change dest in the manifest",
+      };
     const mode = (d.stat.mode & 0o7777).toString(8).padStart(4, "0");
     const detail = `${d.path} (${from}), uid ${d.stat.uid}, mode ${mode}`;
     if (d.othersCanWrite !== undefined && worldWritable(d.othersCanWrite)) {
-      return { check, status: "fail", detail: `${detail}: ${d.othersCanWrite}`, advice: `chmod o-w (or the sticky bit) on that directory: any local user can change what the agent deploys` };
+      return {
+        check,
+        status: "fail",
+        detail: `${detail}: ${d.othersCanWrite}`,
+        advice: `chmod o-w (or the sticky bit) on that directory: any local user can change what the agent deploys`,
+      };
     }
     if (d.othersCanWrite !== undefined) {
-      return { check, status: "warn", detail: `${detail}: ${d.othersCanWrite}`, advice: "allowed (the agent walks dest without following links), but that user can change the live app between deploys" };
+      return {
+        check,
+        status: "warn",
+        detail: `${detail}: ${d.othersCanWrite}`,
+        advice:
+          "allowed (the agent walks dest without following links), but that user can change the live app between deploys",
+      };
     }
     return { check, status: "ok", detail, advice: "only root can change it" };
   },
   (f) => {
     const check = "trust keys";
-    if (f.trustKeys.length === 0) return { check, status: "skip", detail: "not checked: no --trust-key", advice: "unsigned manifests are deployed; pass the agent's --trust-key here to check the files" };
+    if (f.trustKeys.length === 0)
+      return {
+        check,
+        status: "skip",
+        detail: "not checked: no --trust-key",
+        advice: "unsigned manifests are deployed; pass the agent's --trust-key here to check the files",
+      };
     const bad = f.trustKeys.filter((k) => k.error !== undefined);
-    if (bad.length > 0) return { check, status: "fail", detail: bad.map((k) => k.error!).join("; "), advice: "point --trust-key at the Ed25519 public key(s) from pulldeploy keygen, readable by the agent" };
-    return { check, status: "ok", detail: `${f.trustKeys.length} Ed25519 key(s): ${f.trustKeys.map((k) => k.file).join(", ")}`, advice: "manifests must be signed by one of them" };
+    if (bad.length > 0)
+      return {
+        check,
+        status: "fail",
+        detail: bad.map((k) => k.error!).join("; "),
+        advice: "point --trust-key at the Ed25519 public key(s) from pulldeploy keygen, readable by the agent",
+      };
+    return {
+      check,
+      status: "ok",
+      detail: `${f.trustKeys.length} Ed25519 key(s): ${f.trustKeys.map((k) => k.file).join(", ")}`,
+      advice: "manifests must be signed by one of them",
+    };
   },
 ];
 
 function toolRow(tool: "rsync" | "tar", f: HostFacts, missing: CheckStatus, advice: string): CheckRow {
   const t = f.tools[tool];
   if (t.path === undefined) return { check: tool, status: missing, detail: `not found on PATH`, advice };
-  if (t.version === undefined) return { check: tool, status: missing, detail: `${t.path}: ${t.error ?? "no version"}`, advice };
+  if (t.version === undefined)
+    return { check: tool, status: missing, detail: `${t.path}: ${t.error ?? "no version"}`, advice };
   return { check: tool, status: "ok", detail: `${t.path}: ${t.version}`, advice: `${tool} is present` };
 }
 
@@ -267,7 +452,14 @@ export async function gatherFacts(o: DoctorOptions): Promise<HostFacts> {
     kvRead = await probe(() => c.kvGetText(doctorKey));
   }
   const kvWrite = await probe(async () => {
-    await c.kvPut(doctorKey, JSON.stringify({ at: new Date().toISOString(), version: VERSION, note: "pulldeploy doctor's probe; deleted at once" }));
+    await c.kvPut(
+      doctorKey,
+      JSON.stringify({
+        at: new Date().toISOString(),
+        version: VERSION,
+        note: "pulldeploy doctor's probe; deleted at once",
+      }),
+    );
     await c.kvDelete(doctorKey);
   });
   const event = { ...(await probe(() => c.eventFire(o.event, "", { node: "^$" }))), name: o.event };
@@ -364,7 +556,12 @@ function toolFacts(tool: string, path: string): { path?: string; version?: strin
   const found = Bun.which(tool, { PATH: path });
   if (!found) return {};
   try {
-    const r = Bun.spawnSync({ cmd: [found, "--version"], stdout: "pipe", stderr: "pipe", env: { PATH: path, LC_ALL: "C" } });
+    const r = Bun.spawnSync({
+      cmd: [found, "--version"],
+      stdout: "pipe",
+      stderr: "pipe",
+      env: { PATH: path, LC_ALL: "C" },
+    });
     const first = new TextDecoder().decode(r.stdout).split("\n")[0]!.replace(/\s+/g, " ").trim();
     if (r.exitCode !== 0 || first === "") return { path: found, error: `--version exited ${r.exitCode}` };
     return { path: found, version: first };

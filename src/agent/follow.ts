@@ -95,7 +95,9 @@ export async function follow(o: FollowOptions): Promise<void> {
     } else {
       const wait = Math.round(retryWait * (0.8 + 0.4 * random()));
       retryAt = Date.now() + wait;
-      o.log.info(`follow: release ${record.id} failed; retrying in ${(wait / 1000).toFixed(1)}s unless a newer release comes first`);
+      o.log.info(
+        `follow: release ${record.id} failed; retrying in ${(wait / 1000).toFixed(1)}s unless a newer release comes first`,
+      );
       retryWait = Math.min(retryWait * 2, maxRetry);
     }
   }

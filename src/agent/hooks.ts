@@ -50,7 +50,9 @@ async function runOne(command: string, opts: RunCommandsOptions): Promise<void> 
       proc.kill("SIGKILL");
     }
   };
-  const timer = opts.timeoutMs ? setTimeout(() => killGroup(`timed out after ${opts.timeoutMs! / 1000}s`), opts.timeoutMs) : undefined;
+  const timer = opts.timeoutMs
+    ? setTimeout(() => killGroup(`timed out after ${opts.timeoutMs! / 1000}s`), opts.timeoutMs)
+    : undefined;
   const onAbort = () => killGroup("interrupted");
   opts.signal?.addEventListener("abort", onAbort, { once: true });
   try {
@@ -62,7 +64,12 @@ async function runOne(command: string, opts: RunCommandsOptions): Promise<void> 
       throw new CommandError(`${phase} command ${reason}: ${command}`, phase, code, output.join("\n"));
     }
     if (code !== 0) {
-      throw new CommandError(`${phase} command failed with exit code ${code}: ${command}`, phase, code, output.join("\n"));
+      throw new CommandError(
+        `${phase} command failed with exit code ${code}: ${command}`,
+        phase,
+        code,
+        output.join("\n"),
+      );
     }
   } finally {
     opts.track?.ended(proc.pid);

@@ -42,15 +42,28 @@ export function renderMetrics(run: DeployMetrics, before: MetricsCarry): { text:
     release: run.release ?? before.release,
   };
   const text = exposition([
-    family("pulldeploy_last_deploy_timestamp_seconds", "gauge", "Unix time the last deploy on this host finished.", [{ value: run.finishedAt.getTime() / 1000 }]),
-    family("pulldeploy_last_deploy_success", "gauge", "1 if the last deploy on this host succeeded, 0 if it failed.", [{ value: run.success ? 1 : 0 }]),
-    family("pulldeploy_last_deploy_duration_seconds", "gauge", "How long the last deploy on this host took.", [{ value: run.durationMs / 1000 }]),
-    family("pulldeploy_bytes_fetched_total", "counter", "Archive bytes downloaded by deploys on this host.", [{ value: carry.bytesFetched }]),
+    family("pulldeploy_last_deploy_timestamp_seconds", "gauge", "Unix time the last deploy on this host finished.", [
+      { value: run.finishedAt.getTime() / 1000 },
+    ]),
+    family("pulldeploy_last_deploy_success", "gauge", "1 if the last deploy on this host succeeded, 0 if it failed.", [
+      { value: run.success ? 1 : 0 },
+    ]),
+    family("pulldeploy_last_deploy_duration_seconds", "gauge", "How long the last deploy on this host took.", [
+      { value: run.durationMs / 1000 },
+    ]),
+    family("pulldeploy_bytes_fetched_total", "counter", "Archive bytes downloaded by deploys on this host.", [
+      { value: carry.bytesFetched },
+    ]),
     family("pulldeploy_deploys_total", "counter", "Deploys on this host, by result.", [
       { labels: { result: "success" }, value: carry.success },
       { labels: { result: "failure" }, value: carry.failure },
     ]),
-    family(RELEASE_INFO, "gauge", "The release live on this host (from its last successful deploy); always 1.", carry.release ? [{ labels: carry.release, value: 1 }] : []),
+    family(
+      RELEASE_INFO,
+      "gauge",
+      "The release live on this host (from its last successful deploy); always 1.",
+      carry.release ? [{ labels: carry.release, value: 1 }] : [],
+    ),
   ]);
   return { text, carry };
 }
@@ -86,7 +99,11 @@ export function writeMetricsFile(path: string, run: DeployMetrics): void {
   const { text } = renderMetrics(run, before);
   const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
   fs.rmSync(tmp, { force: true }); // left by a crashed run that had this pid
-  const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o644);
+  const fd = fs.openSync(
+    tmp,
+    fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW,
+    0o644,
+  );
   try {
     try {
       fs.fchmodSync(fd, 0o644); // the umask may have taken bits away; the collector's user must read it

@@ -35,7 +35,9 @@ export function localReleases(dest: string): { ids: string[]; current?: string }
   return { ids: releases.listReleases(p), current: releases.currentRelease(p) };
 }
 
-export async function rollbackLocal(o: LocalRollbackOptions): Promise<{ from?: string; to: string; switched: boolean }> {
+export async function rollbackLocal(
+  o: LocalRollbackOptions,
+): Promise<{ from?: string; to: string; switched: boolean }> {
   const { log } = o;
   const warn = (m: string) => log.info(m);
   let lock: HostLock | undefined;
@@ -43,7 +45,10 @@ export async function rollbackLocal(o: LocalRollbackOptions): Promise<{ from?: s
     lock = await acquireLock(o.stateDir, {
       waitMs: o.lockWaitMs,
       signal: o.signal,
-      onWait: (pid) => log.info(`lock: an agent (pid ${pid ?? "unknown"}) is deploying on this host; waiting up to ${Math.round(o.lockWaitMs / 1000)}s`),
+      onWait: (pid) =>
+        log.info(
+          `lock: an agent (pid ${pid ?? "unknown"}) is deploying on this host; waiting up to ${Math.round(o.lockWaitMs / 1000)}s`,
+        ),
     });
     sweepChildren(o.stateDir, warn);
   }
@@ -52,10 +57,15 @@ export async function rollbackLocal(o: LocalRollbackOptions): Promise<{ from?: s
     const p = releases.releasePaths(o.dest);
     const all = releases.listReleases(p);
     const current = releases.currentRelease(p);
-    if (all.length === 0) throw new PulldeployError(`no releases in ${p.releases} (was it deployed with sync_strategy: release?)`);
+    if (all.length === 0)
+      throw new PulldeployError(`no releases in ${p.releases} (was it deployed with sync_strategy: release?)`);
     const target = o.to ?? releases.previousRelease(p, current);
-    if (target === undefined) throw new PulldeployError(`no release before ${current ?? "current"} to roll back to (releases: ${all.join(", ")})`);
-    if (!all.includes(target)) throw new UsageError(`--to: no release "${target}" in ${p.releases} (releases: ${all.join(", ")})`);
+    if (target === undefined)
+      throw new PulldeployError(
+        `no release before ${current ?? "current"} to roll back to (releases: ${all.join(", ")})`,
+      );
+    if (!all.includes(target))
+      throw new UsageError(`--to: no release "${target}" in ${p.releases} (releases: ${all.join(", ")})`);
     if (target === current) {
       log.info(`rollback: ${target} is already current`);
       return { from: current, to: target, switched: false };
@@ -64,17 +74,23 @@ export async function rollbackLocal(o: LocalRollbackOptions): Promise<{ from?: s
     const t0 = performance.now();
     releases.switchCurrent(p, target);
     if (current !== undefined) releases.abandon(p, current);
-    log.info(`rollback: current -> releases/${target} (was ${current ?? "none"}) in ${((performance.now() - t0) / 1000).toFixed(3)}s`);
+    log.info(
+      `rollback: current -> releases/${target} (was ${current ?? "none"}) in ${((performance.now() - t0) / 1000).toFixed(3)}s`,
+    );
 
     let pending: NodeReport | undefined;
     if (o.report) {
       const report = rollbackReport(o.report, target, started, log.text());
       try {
         await o.report.consul.kvPut(kvKeys.node(o.report.prefix, o.report.role, o.report.node), JSON.stringify(report));
-        log.info(`report: ${o.report.node} runs ${target} (rolled back), in ${kvKeys.node(o.report.prefix, o.report.role, o.report.node)}`);
+        log.info(
+          `report: ${o.report.node} runs ${target} (rolled back), in ${kvKeys.node(o.report.prefix, o.report.role, o.report.node)}`,
+        );
       } catch (err) {
         pending = report;
-        log.info(`report: Consul did not take the rollback's report (${(err as Error).message}); it is kept in the state file and sent by the next agent run`);
+        log.info(
+          `report: Consul did not take the rollback's report (${(err as Error).message}); it is kept in the state file and sent by the next agent run`,
+        );
       }
     }
     if (o.stateDir !== undefined) {

@@ -23,7 +23,17 @@ import { messageOf, PulldeployError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Manifest } from "../manifest/parse.ts";
 import { kvKeys, parseReleaseRecord, releaseIdOfUrl, type ReleaseRecord } from "../records/release.ts";
-import { activeCanaries, allPrepared, isFinal, markFailed, markHealthy, parseRolloutRecord, renderRolloutRecord, rolloutKeys, type RolloutRecord } from "../records/rollout.ts";
+import {
+  activeCanaries,
+  allPrepared,
+  isFinal,
+  markFailed,
+  markHealthy,
+  parseRolloutRecord,
+  renderRolloutRecord,
+  rolloutKeys,
+  type RolloutRecord,
+} from "../records/rollout.ts";
 import type { DeployResult } from "./deploy.ts";
 
 export interface RolloutGateOptions {
@@ -82,15 +92,25 @@ export function rolloutGate(o: RolloutGateOptions): RolloutGate {
       const entry = entries.find((e) => e.key === key);
       if (!entry) {
         if (record === undefined) return; // no rollout: deploy as before
-        throw new PulldeployError(`rollout of ${id}: its record ${key} was deleted while this node waited; this node keeps its current release`, "rollout");
+        throw new PulldeployError(
+          `rollout of ${id}: its record ${key} was deleted while this node waited; this node keeps its current release`,
+          "rollout",
+        );
       }
       const parsed = parseRolloutRecord(new TextDecoder().decode(entry.value ?? new Uint8Array()));
-      if (typeof parsed === "string") throw new PulldeployError(`rollout of ${id}: ${key} is unreadable (${parsed}); this node keeps its current release`, "rollout");
+      if (typeof parsed === "string")
+        throw new PulldeployError(
+          `rollout of ${id}: ${key} is unreadable (${parsed}); this node keeps its current release`,
+          "rollout",
+        );
       record = parsed;
       let again = false;
       let waitFor = wait;
       if (isFinal(record.state)) {
-        throw new PulldeployError(`rollout of ${id} is ${record.state}${record.reason ? ` (${record.reason})` : ""}: this node keeps its current release`, "rollout");
+        throw new PulldeployError(
+          `rollout of ${id} is ${record.state}${record.reason ? ` (${record.reason})` : ""}: this node keeps its current release`,
+          "rollout",
+        );
       } else if (!record.prepared.includes(o.node)) {
         const next = { ...record, prepared: [...record.prepared, o.node], updated_at: now().toISOString() };
         await consul.kvPut(key, renderRolloutRecord(next), { cas: entry.modifyIndex });
@@ -100,11 +120,14 @@ export function rolloutGate(o: RolloutGateOptions): RolloutGate {
       } else if (!allPrepared(record, now())) {
         const left = Date.parse(record.created_at) + record.prepare_deadline_ms - now().getTime();
         waitFor = `${Math.max(1, Math.min(left, 60_000))}ms`;
-        say(`${id}: waiting for every node to prepare before switching together (${record.prepared.length}/${record.nodes_total ?? "?"} prepared)`);
+        say(
+          `${id}: waiting for every node to prepare before switching together (${record.prepared.length}/${record.nodes_total ?? "?"} prepared)`,
+        );
       } else if (record.state === "canary" && !record.canaries.includes(o.node)) {
         if (activeCanaries(record).length < record.canary) {
           const next = { ...record, canaries: [...record.canaries, o.node], updated_at: now().toISOString() };
-          if (await consul.kvPut(key, renderRolloutRecord(next), { cas: entry.modifyIndex })) log.info(`rollout: ${o.node} is a canary of ${id}`);
+          if (await consul.kvPut(key, renderRolloutRecord(next), { cas: entry.modifyIndex }))
+            log.info(`rollout: ${o.node} is a canary of ${id}`);
           again = true;
         } else {
           say(`${id}: waiting for the canaries (${record.canaries.join(", ")}) to be healthy (prepared)`);
@@ -113,14 +136,27 @@ export function rolloutGate(o: RolloutGateOptions): RolloutGate {
         return; // no slot limit: canaries and the budget only
       } else {
         if (!session) {
-          session = await openSession(consul, { name: SLOT_SESSION_NAME, node: o.node, ttlMs: record.slot_ttl_ms, log: (m) => log.info(m) });
+          session = await openSession(consul, {
+            name: SLOT_SESSION_NAME,
+            node: o.node,
+            ttlMs: record.slot_ttl_ms,
+            log: (m) => log.info(m),
+          });
           sem = new Semaphore(consul, slots, session.id, record.limit);
-          if (!(await sem.contend(o.node))) throw new PulldeployError(`rollout of ${id}: could not queue for a slot (session ${session.id} no longer valid)`, "rollout");
+          if (!(await sem.contend(o.node)))
+            throw new PulldeployError(
+              `rollout of ${id}: could not queue for a slot (session ${session.id} no longer valid)`,
+              "rollout",
+            );
           again = true;
         } else {
           const r = await sem!.tryTake(entries);
           if (!r.queued) {
-            if (session.lost || !(await sem!.contend(o.node))) throw new PulldeployError(`rollout of ${id}: lost the place in the queue for a slot (session ${session.id} invalidated: is this node's Consul agent healthy?)`, "rollout");
+            if (session.lost || !(await sem!.contend(o.node)))
+              throw new PulldeployError(
+                `rollout of ${id}: lost the place in the queue for a slot (session ${session.id} invalidated: is this node's Consul agent healthy?)`,
+                "rollout",
+              );
             r.retry = true;
           } else if (r.taken) {
             log.info(`rollout: ${o.node} took a slot of ${id} (${r.holders.length}/${record.limit} in use)`);
@@ -150,10 +186,13 @@ export function rolloutGate(o: RolloutGateOptions): RolloutGate {
         if (id === undefined || result.ok) return;
         key = rolloutKeys.record(o.prefix, o.role, id);
       }
-      const changed = await updateRecord(consul, key, (r) => (result.ok ? markHealthy(r, o.node, now()) : markFailed(r, o.node, result.phase, result.error, now())));
+      const changed = await updateRecord(consul, key, (r) =>
+        result.ok ? markHealthy(r, o.node, now()) : markFailed(r, o.node, result.phase, result.error, now()),
+      );
       if (!changed) return;
       const { before, after } = changed;
-      if (after.state !== before.state) log.info(`rollout: ${after.release_id} is ${after.state}${after.reason ? ` (${after.reason})` : ""}`);
+      if (after.state !== before.state)
+        log.info(`rollout: ${after.release_id} is ${after.state}${after.reason ? ` (${after.reason})` : ""}`);
       if (before.state !== "halted" && after.state === "halted" && after.auto_rollback) await autoRollback(o, after);
     } catch (err) {
       log.info(`rollout: could not record this node's outcome: ${messageOf(err)}`);
@@ -182,7 +221,9 @@ export function rolloutGate(o: RolloutGateOptions): RolloutGate {
  * read the manifest and, with trust keys, verified it: before the fetch, so that a failed fetch,
  * checksum or extract counts against the rollout's budget as it does with --role.
  */
-export function lazyRolloutGate(open: (role: string) => Promise<RolloutGate | undefined>): RolloutGate & { accepted(manifest: Manifest): Promise<void> } {
+export function lazyRolloutGate(
+  open: (role: string) => Promise<RolloutGate | undefined>,
+): RolloutGate & { accepted(manifest: Manifest): Promise<void> } {
   let inner: RolloutGate | undefined;
   return {
     async accepted(manifest) {
@@ -201,7 +242,11 @@ export function lazyRolloutGate(open: (role: string) => Promise<RolloutGate | un
 }
 
 /** Read-modify-write by CAS; undefined when there is no record or nothing changed. */
-async function updateRecord(consul: ConsulClient, key: string, fn: (r: RolloutRecord) => RolloutRecord): Promise<{ before: RolloutRecord; after: RolloutRecord } | undefined> {
+async function updateRecord(
+  consul: ConsulClient,
+  key: string,
+  fn: (r: RolloutRecord) => RolloutRecord,
+): Promise<{ before: RolloutRecord; after: RolloutRecord } | undefined> {
   for (let attempt = 0; attempt < 50; attempt++) {
     const { entry } = await consul.kvGet(key);
     if (!entry) return undefined;
@@ -238,19 +283,30 @@ interface HealthCheck {
  * passing continuously for `graceMs`, within `deadlineMs` of now. Waits with blocking reads of
  * /v1/health/node/<node>, which wake on status changes (not on Output-only ones).
  */
-export async function healthGate(o: RolloutGateOptions, graceMs: number, deadlineMs: number, now: () => Date = () => new Date()): Promise<void> {
+export async function healthGate(
+  o: RolloutGateOptions,
+  graceMs: number,
+  deadlineMs: number,
+  now: () => Date = () => new Date(),
+): Promise<void> {
   const started = now().getTime();
   const deadline = started + Math.max(deadlineMs, graceMs);
   const path = `/v1/health/node/${encodeURIComponent(o.node)}`;
   let index = 0;
   let passingSince: number | undefined;
   let failing: HealthCheck[] = [];
-  o.log.info(`health: waiting for ${o.node}'s checks to pass for ${graceMs / 1000}s (deadline ${(deadline - started) / 1000}s)`);
+  o.log.info(
+    `health: waiting for ${o.node}'s checks to pass for ${graceMs / 1000}s (deadline ${(deadline - started) / 1000}s)`,
+  );
   for (;;) {
     const t = now().getTime();
     const remaining = passingSince !== undefined ? passingSince + graceMs - t : deadline - t;
     const waitMs = Math.max(1, Math.min(remaining, deadline - t));
-    const a = await o.consul.request("GET", path, index ? { index, wait: `${Math.ceil(waitMs)}ms`, signal: o.signal } : { signal: o.signal });
+    const a = await o.consul.request(
+      "GET",
+      path,
+      index ? { index, wait: `${Math.ceil(waitMs)}ms`, signal: o.signal } : { signal: o.signal },
+    );
     index = nextIndex(index, a.index);
     const all = (Array.isArray(a.json) ? a.json : []) as HealthCheck[];
     const own = all.filter((c) => c.ServiceName === o.role);
@@ -267,8 +323,18 @@ export async function healthGate(o: RolloutGateOptions, graceMs: number, deadlin
       passingSince = undefined;
     }
     if (at >= deadline) {
-      const what = failing.length > 0 ? failing.map((c) => `${c.CheckID} ${c.Status}${c.Output ? `: ${c.Output.split("\n")[0]!.slice(0, 120)}` : ""}`).join("; ") : checks.length === 0 ? "no checks on this node" : "passing, but not for long enough";
-      throw new PulldeployError(`health gate: ${o.node}'s checks did not pass for ${graceMs / 1000}s within ${deadlineMs / 1000}s (${what})`, "health");
+      const what =
+        failing.length > 0
+          ? failing
+              .map((c) => `${c.CheckID} ${c.Status}${c.Output ? `: ${c.Output.split("\n")[0]!.slice(0, 120)}` : ""}`)
+              .join("; ")
+          : checks.length === 0
+            ? "no checks on this node"
+            : "passing, but not for long enough";
+      throw new PulldeployError(
+        `health gate: ${o.node}'s checks did not pass for ${graceMs / 1000}s within ${deadlineMs / 1000}s (${what})`,
+        "health",
+      );
     }
   }
 }
@@ -278,13 +344,28 @@ export async function healthGate(o: RolloutGateOptions, graceMs: number, deadlin
  * aborted; then the release before it (the last good one), so that a node joining never starts a
  * release the fleet refused. `why` says which and why, for the log.
  */
-export async function lastGoodRelease(consul: ConsulClient, prefix: string, latest: ReleaseRecord): Promise<{ release: ReleaseRecord; why?: string }> {
+export async function lastGoodRelease(
+  consul: ConsulClient,
+  prefix: string,
+  latest: ReleaseRecord,
+): Promise<{ release: ReleaseRecord; why?: string }> {
   const { value } = await consul.kvGetText(rolloutKeys.record(prefix, latest.role, latest.id));
   const r = value === null ? undefined : parseRolloutRecord(value);
   if (r === undefined || typeof r === "string" || !isFinal(r.state)) return { release: latest };
-  if (!r.previous) throw new PulldeployError(`the rollout of ${latest.id} (latest of ${latest.role}) is ${r.state} and ${latest.role} had no release before it: nothing good to deploy`, "rollout");
+  if (!r.previous)
+    throw new PulldeployError(
+      `the rollout of ${latest.id} (latest of ${latest.role}) is ${r.state} and ${latest.role} had no release before it: nothing good to deploy`,
+      "rollout",
+    );
   const prev = await consul.kvGetText(kvKeys.release(prefix, latest.role, r.previous.id));
   const rec = prev.value === null ? undefined : parseReleaseRecord(prev.value);
-  if (rec === undefined || typeof rec === "string") throw new PulldeployError(`the rollout of ${latest.id} is ${r.state}, and the release before it (${r.previous.id}) has no readable record in KV`, "rollout");
-  return { release: rec, why: `the rollout of ${latest.id} is ${r.state}${r.reason ? ` (${r.reason})` : ""}: deploying the last good release ${rec.id} instead` };
+  if (rec === undefined || typeof rec === "string")
+    throw new PulldeployError(
+      `the rollout of ${latest.id} is ${r.state}, and the release before it (${r.previous.id}) has no readable record in KV`,
+      "rollout",
+    );
+  return {
+    release: rec,
+    why: `the rollout of ${latest.id} is ${r.state}${r.reason ? ` (${r.reason})` : ""}: deploying the last good release ${rec.id} instead`,
+  };
 }

@@ -67,12 +67,20 @@ export interface AgentRunOptions {
   reportOf?: (role: string) => Promise<ReportTarget | undefined>;
 }
 
-export type AgentOutcome = { outcome: "deployed" | "failed"; result: DeployResult } | { outcome: "skipped"; reason: string };
+export type AgentOutcome =
+  | { outcome: "deployed" | "failed"; result: DeployResult }
+  | { outcome: "skipped"; reason: string };
 
 export async function agentRun(o: AgentRunOptions): Promise<AgentOutcome> {
   const { log } = o.deploy;
   const warn = (m: string) => log.info(m);
-  log.set({ phase: undefined, node: o.report?.node, role: o.report?.role, event_id: o.eventId, release_id: o.releaseId ?? releaseIdOfUrl(o.manifestUrl) });
+  log.set({
+    phase: undefined,
+    node: o.report?.node,
+    role: o.report?.role,
+    event_id: o.eventId,
+    release_id: o.releaseId ?? releaseIdOfUrl(o.manifestUrl),
+  });
   let lock: HostLock | undefined;
   let store: StateStore | undefined;
   if (o.stateDir !== undefined) {
@@ -80,7 +88,10 @@ export async function agentRun(o: AgentRunOptions): Promise<AgentOutcome> {
     lock = await acquireLock(o.stateDir, {
       waitMs: o.lockWaitMs,
       signal: o.deploy.signal,
-      onWait: (pid) => log.info(`lock: another agent (pid ${pid ?? "unknown"}) is deploying on this host; waiting up to ${Math.round(o.lockWaitMs / 1000)}s`),
+      onWait: (pid) =>
+        log.info(
+          `lock: another agent (pid ${pid ?? "unknown"}) is deploying on this host; waiting up to ${Math.round(o.lockWaitMs / 1000)}s`,
+        ),
     });
     sweepChildren(o.stateDir, warn);
   }
@@ -125,7 +136,10 @@ export async function agentRun(o: AgentRunOptions): Promise<AgentOutcome> {
         await o.deploy.accepted?.(m);
       },
       onPhase: (phase, manifest) => {
-        log.set({ phase, ...(o.releaseId === undefined && manifest?.releaseId ? { release_id: manifest.releaseId } : {}) });
+        log.set({
+          phase,
+          ...(o.releaseId === undefined && manifest?.releaseId ? { release_id: manifest.releaseId } : {}),
+        });
         reporter?.update({
           phase,
           checksum: manifest?.checksum?.hex ?? reporter.report.checksum,
@@ -133,7 +147,8 @@ export async function agentRun(o: AgentRunOptions): Promise<AgentOutcome> {
         });
       },
     });
-    const releaseId = o.releaseId ?? (result.manifest?.releaseId || releaseIdOfUrl(o.manifestUrl) || result.releaseId) ?? undefined;
+    const releaseId =
+      o.releaseId ?? (result.manifest?.releaseId || releaseIdOfUrl(o.manifestUrl) || result.releaseId) ?? undefined;
     log.set({ release_id: releaseId, phase: result.ok ? "done" : result.phase });
     if (o.metricsFile !== undefined) metrics(o, result, releaseId, started, reporter?.report);
     let delivered = true;
@@ -149,7 +164,8 @@ export async function agentRun(o: AgentRunOptions): Promise<AgentOutcome> {
         duration_ms: finished.getTime() - started.getTime(),
         log_tail: logTail(log.text()),
       });
-      if (!delivered) log.info("report: Consul did not take the final report; it is kept in the state file and sent by the next run");
+      if (!delivered)
+        log.info("report: Consul did not take the final report; it is kept in the state file and sent by the next run");
     }
     if (store) {
       state = markHandled(state, o.handled);
@@ -160,11 +176,22 @@ export async function agentRun(o: AgentRunOptions): Promise<AgentOutcome> {
         ...state,
         ...(untouched
           ? {}
-          : { release_id: releaseId, manifest_url: redact(o.manifestUrl), checksum: result.manifest?.checksum?.hex, status: result.ok ? ("success" as const) : ("failure" as const) }),
+          : {
+              release_id: releaseId,
+              manifest_url: redact(o.manifestUrl),
+              checksum: result.manifest?.checksum?.hex,
+              status: result.ok ? ("success" as const) : ("failure" as const),
+            }),
         pending_report: delivered ? undefined : reporter?.report,
       };
       const m = result.manifest;
-      if (result.ok && o.deploy.trustKeys && o.deploy.trustKeys.length > 0 && m?.dest !== undefined && m.issuedAt !== undefined) {
+      if (
+        result.ok &&
+        o.deploy.trustKeys &&
+        o.deploy.trustKeys.length > 0 &&
+        m?.dest !== undefined &&
+        m.issuedAt !== undefined
+      ) {
         state = raiseMark(state, m.dest, m.issuedAt);
       }
       try {
@@ -180,7 +207,13 @@ export async function agentRun(o: AgentRunOptions): Promise<AgentOutcome> {
 }
 
 /** `who`: the node report's role and node (from `--role`, or the manifest's `role:`), when it reports. */
-function metrics(o: AgentRunOptions, result: DeployResult, releaseId: string | undefined, started: Date, who: { role: string; node: string } | undefined): void {
+function metrics(
+  o: AgentRunOptions,
+  result: DeployResult,
+  releaseId: string | undefined,
+  started: Date,
+  who: { role: string; node: string } | undefined,
+): void {
   const finishedAt = new Date();
   const m = result.ok ? result.manifest : undefined;
   const release = m
@@ -193,7 +226,13 @@ function metrics(o: AgentRunOptions, result: DeployResult, releaseId: string | u
       }
     : undefined;
   try {
-    writeMetricsFile(o.metricsFile!, { finishedAt, success: result.ok, durationMs: finishedAt.getTime() - started.getTime(), bytesFetched: result.bytesFetched, release });
+    writeMetricsFile(o.metricsFile!, {
+      finishedAt,
+      success: result.ok,
+      durationMs: finishedAt.getTime() - started.getTime(),
+      bytesFetched: result.bytesFetched,
+      release,
+    });
   } catch (err) {
     o.deploy.log.info(`metrics: cannot write ${o.metricsFile}: ${messageOf(err)}`);
   }
@@ -217,7 +256,12 @@ function startReport(o: AgentRunOptions, t: ReportTarget, started: Date, manifes
     agent_version: VERSION,
     log_tail: "",
   };
-  const reporter = createReporter({ sink: t.consul, key: kvKeys.node(t.prefix, t.role, t.node), base, log: (m) => o.deploy.log.info(m) });
+  const reporter = createReporter({
+    sink: t.consul,
+    key: kvKeys.node(t.prefix, t.role, t.node),
+    base,
+    log: (m) => o.deploy.log.info(m),
+  });
   reporter.update({});
   return reporter;
 }
@@ -225,7 +269,9 @@ function startReport(o: AgentRunOptions, t: ReportTarget, started: Date, manifes
 async function sendPending(t: ReportTarget, report: NodeReport, log: { info(m: string): void }): Promise<boolean> {
   try {
     await t.consul.kvPut(kvKeys.node(t.prefix, report.role || t.role, report.node || t.node), renderReport(report));
-    log.info(`report: sent the report Consul missed earlier (${report.status}, release ${report.release_id ?? "unknown"})`);
+    log.info(
+      `report: sent the report Consul missed earlier (${report.status}, release ${report.release_id ?? "unknown"})`,
+    );
     return true;
   } catch {
     return false;
@@ -233,7 +279,11 @@ async function sendPending(t: ReportTarget, report: NodeReport, log: { info(m: s
 }
 
 /** The node's name for reports: `--node`, else the Consul agent's node name, else the host name. */
-export async function nodeName(flag: string | undefined, consul: ConsulClient | undefined, hostname: string): Promise<string> {
+export async function nodeName(
+  flag: string | undefined,
+  consul: ConsulClient | undefined,
+  hostname: string,
+): Promise<string> {
   if (flag) return flag;
   if (consul) {
     try {

@@ -91,7 +91,11 @@ export async function startAgent(o: AgentStartOptions): Promise<number> {
       converge: async (latest) => {
         const good = await (await import("./rollout.ts")).lastGoodRelease(consul!, o.prefix, latest);
         if (good.why) log.info(`follow: ${good.why}`);
-        const outcome = await runGated({ ...common, ...fromRecord(good.release), deploy: { ...o.deploy, signal: o.forceSignal }, report }, o.prefix, agentRun);
+        const outcome = await runGated(
+          { ...common, ...fromRecord(good.release), deploy: { ...o.deploy, signal: o.forceSignal }, report },
+          o.prefix,
+          agentRun,
+        );
         return outcome.outcome !== "failed";
       },
     });
@@ -108,7 +112,8 @@ export async function startAgent(o: AgentStartOptions): Promise<number> {
   if (source.kind === "from-kv") {
     const key = kvKeys.latest(o.prefix, role!);
     const { value } = await consul!.kvGetJson<ReleaseRecord>(key);
-    if (value === null) throw new PulldeployError(`no release recorded for role ${role} yet (${key} is empty): nothing to deploy`);
+    if (value === null)
+      throw new PulldeployError(`no release recorded for role ${role} yet (${key} is empty): nothing to deploy`);
     log.info(`from-kv: latest release of ${role} is ${value.id}`);
     const good = await (await import("./rollout.ts")).lastGoodRelease(consul!, o.prefix, value);
     if (good.why) log.info(`from-kv: ${good.why}`);
@@ -118,7 +123,10 @@ export async function startAgent(o: AgentStartOptions): Promise<number> {
     if (source.kind === "manifest") {
       trigger = { kind: "flag", url: source.url };
     } else {
-      if (source.isTTY) throw new UsageError("no trigger: pipe a manifest URL on stdin (or a consul/serf event), or pass --manifest URL");
+      if (source.isTTY)
+        throw new UsageError(
+          "no trigger: pipe a manifest URL on stdin (or a consul/serf event), or pass --manifest URL",
+        );
       trigger = parseTrigger(await source.read(), env);
     }
     if (trigger.kind === "consul-empty") {
@@ -126,7 +134,11 @@ export async function startAgent(o: AgentStartOptions): Promise<number> {
       return 0;
     }
     logTrigger(trigger, log);
-    run = { manifestUrl: trigger.url, handled: handledOf(trigger), eventId: trigger.kind === "consul" ? trigger.eventId : undefined };
+    run = {
+      manifestUrl: trigger.url,
+      handled: handledOf(trigger),
+      eventId: trigger.kind === "consul" ? trigger.eventId : undefined,
+    };
   }
   const report = await reportTarget();
   if (signal.aborted) return 1;
@@ -147,7 +159,12 @@ export async function startAgent(o: AgentStartOptions): Promise<number> {
       return undefined;
     }
   };
-  const outcome = await runGated({ ...common, ...run, deploy: o.deploy, report }, o.prefix, agentRun, report ? undefined : byManifest);
+  const outcome = await runGated(
+    { ...common, ...run, deploy: o.deploy, report },
+    o.prefix,
+    agentRun,
+    report ? undefined : byManifest,
+  );
   return outcome.outcome === "failed" ? 1 : 0;
 }
 
@@ -156,11 +173,17 @@ export async function startAgent(o: AgentStartOptions): Promise<number> {
  * `byManifest` turning the manifest's `role:` into a Consul target once the deploy has read and
  * verified it: the same target then carries the node's report).
  */
-async function runGated(o: AgentRunOptions, prefix: string, agentRun: typeof import("./run.ts").agentRun, byManifest?: (role: string) => Promise<ReportTarget | undefined>) {
+async function runGated(
+  o: AgentRunOptions,
+  prefix: string,
+  agentRun: typeof import("./run.ts").agentRun,
+  byManifest?: (role: string) => Promise<ReportTarget | undefined>,
+) {
   const t = o.report;
   if (!t && !byManifest) return agentRun(o);
   const { lazyRolloutGate, rolloutGate } = await import("./rollout.ts");
-  const gateOf = (x: ReportTarget) => rolloutGate({ consul: x.consul, prefix, role: x.role, node: x.node, log: o.deploy.log, signal: o.deploy.signal });
+  const gateOf = (x: ReportTarget) =>
+    rolloutGate({ consul: x.consul, prefix, role: x.role, node: x.node, log: o.deploy.log, signal: o.deploy.signal });
   let run: AgentRunOptions;
   let gate: import("./rollout.ts").RolloutGate;
   if (t) {
@@ -192,7 +215,12 @@ async function consulClient(env: Env, flags: { addr?: string; token?: string }):
 }
 
 function fromRecord(r: ReleaseRecord): Pick<AgentRunOptions, "manifestUrl" | "handled" | "releaseId" | "checksum"> {
-  return { manifestUrl: r.manifest_url, handled: { kind: "release", releaseId: r.id }, releaseId: r.id, checksum: r.checksum };
+  return {
+    manifestUrl: r.manifest_url,
+    handled: { kind: "release", releaseId: r.id },
+    releaseId: r.id,
+    checksum: r.checksum,
+  };
 }
 
 function handledOf(t: Trigger): Handled {
@@ -208,7 +236,9 @@ function usableStateDir(dir: string, log: Logger): string | undefined {
     fs.accessSync(dir, fs.constants.W_OK);
     return dir;
   } catch (err) {
-    log.info(`state: cannot use ${dir} (${(err as NodeJS.ErrnoException).code}): no duplicate detection and no host lock this run (set --state-dir)`);
+    log.info(
+      `state: cannot use ${dir} (${(err as NodeJS.ErrnoException).code}): no duplicate detection and no host lock this run (set --state-dir)`,
+    );
     return undefined;
   }
 }

@@ -52,11 +52,17 @@ export type Handled =
 export function duplicateOf(h: Handled, state: AgentState): string | undefined {
   switch (h.kind) {
     case "consul":
-      return state.last_event_id === h.eventId ? `consul event ${h.eventId} was handled already (${state.updated_at ?? "earlier"})` : undefined;
+      return state.last_event_id === h.eventId
+        ? `consul event ${h.eventId} was handled already (${state.updated_at ?? "earlier"})`
+        : undefined;
     case "serf":
-      return h.ltime !== "" && state.last_serf_event === `${h.event}:${h.ltime}` ? `serf event ${h.event} LTime ${h.ltime} was handled already` : undefined;
+      return h.ltime !== "" && state.last_serf_event === `${h.event}:${h.ltime}`
+        ? `serf event ${h.event} LTime ${h.ltime} was handled already`
+        : undefined;
     case "release":
-      return state.release_id === h.releaseId && state.status === "success" ? `release ${h.releaseId} is already deployed here` : undefined;
+      return state.release_id === h.releaseId && state.status === "success"
+        ? `release ${h.releaseId} is already deployed here`
+        : undefined;
     case "none":
       return undefined;
   }
@@ -81,7 +87,8 @@ export class StateStore {
     try {
       text = fs.readFileSync(this.file, "utf8");
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "ENOENT") warn(`state: cannot read ${this.file} (${(err as NodeJS.ErrnoException).code}); starting fresh`);
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT")
+        warn(`state: cannot read ${this.file} (${(err as NodeJS.ErrnoException).code}); starting fresh`);
       return {};
     }
     try {
@@ -105,7 +112,11 @@ export class StateStore {
   write(state: AgentState): void {
     fs.mkdirSync(this.dir, { recursive: true, mode: 0o755 });
     const tmp = join(this.dir, `.state.json.tmp-${process.pid}`);
-    const text = JSON.stringify({ ...state, updated_at: new Date().toISOString() }, (_k, v: unknown) => (typeof v === "string" ? redact(v) : v), 2);
+    const text = JSON.stringify(
+      { ...state, updated_at: new Date().toISOString() },
+      (_k, v: unknown) => (typeof v === "string" ? redact(v) : v),
+      2,
+    );
     fs.writeFileSync(tmp, `${text}\n`, { mode: 0o600 });
     fs.chmodSync(tmp, 0o600); // a leftover temp file of the same pid keeps its old mode
     fs.renameSync(tmp, this.file);
@@ -124,8 +135,10 @@ export function downgradeOf(issuedAt: string | undefined, dest: string, state: A
   const mark = state.issued_marks?.[resolve(dest)];
   if (mark === undefined) return undefined;
   const fix = "re-sign it with pulldeploy rollback --role ROLE --to ID --sign-key KEY";
-  if (issuedAt === undefined) return `manifest has no signed issued_at, and ${dest} already runs one issued ${mark}: refusing a possible downgrade (${fix})`;
-  if (Date.parse(issuedAt) < Date.parse(mark)) return `manifest issued ${issuedAt}, older than the last deployed ${mark} for ${dest}: refusing a downgrade (${fix})`;
+  if (issuedAt === undefined)
+    return `manifest has no signed issued_at, and ${dest} already runs one issued ${mark}: refusing a possible downgrade (${fix})`;
+  if (Date.parse(issuedAt) < Date.parse(mark))
+    return `manifest issued ${issuedAt}, older than the last deployed ${mark} for ${dest}: refusing a downgrade (${fix})`;
   return undefined;
 }
 
@@ -219,7 +232,11 @@ function flockAttempt(lock: string, flock: Flock): Attempt {
     fd = fs.openSync(lock, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    throw new PulldeployError(`lock ${lock}: cannot open it (${code === "ELOOP" ? "it is a symlink" : code}); it must be a regular file in a directory only root writes`, undefined, { cause: err });
+    throw new PulldeployError(
+      `lock ${lock}: cannot open it (${code === "ELOOP" ? "it is a symlink" : code}); it must be a regular file in a directory only root writes`,
+      undefined,
+      { cause: err },
+    );
   }
   let open = true;
   const close = () => {
@@ -278,7 +295,11 @@ function takeOverStale(lock: string, dir: string): boolean {
   const guard = join(dir, "lock.takeover");
   let fd: number;
   try {
-    fd = fs.openSync(guard, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
+    fd = fs.openSync(
+      guard,
+      fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW,
+      0o600,
+    );
   } catch {
     try {
       if (Date.now() - fs.lstatSync(guard).mtimeMs > 5000) fs.unlinkSync(guard);
@@ -328,7 +349,9 @@ export function childTracker(dir: string, log: (m: string) => void): ChildTracke
         fs.mkdirSync(children, { recursive: true, mode: 0o700 });
         // Written whole or not at all (temp + rename): a kill -9 mid-write must not leave an empty record.
         const tmp = join(children, `.${pgid}.tmp`);
-        fs.writeFileSync(tmp, `${pgid} ${processStartTime(pgid) ?? "?"} ${what.replace(/\s+/g, " ").slice(0, 200)}\n`, { mode: 0o600 });
+        fs.writeFileSync(tmp, `${pgid} ${processStartTime(pgid) ?? "?"} ${what.replace(/\s+/g, " ").slice(0, 200)}\n`, {
+          mode: 0o600,
+        });
         fs.renameSync(tmp, join(children, String(pgid)));
       } catch (err) {
         log(`state: cannot record child process group ${pgid}: ${(err as Error).message}`);
@@ -369,7 +392,11 @@ export function sweepChildren(dir: string, log: (m: string) => void): number {
           log(`cleanup: killed process group ${pgid} left running by a previous agent run (${what.join(" ")})`);
         } catch (err) {
           const code = (err as NodeJS.ErrnoException).code;
-          log(code === "ESRCH" ? `cleanup: process group ${pgid} (${what.join(" ")}) of a previous agent run is gone already` : `cleanup: cannot kill process group ${pgid} (${what.join(" ")}): ${(err as Error).message}`);
+          log(
+            code === "ESRCH"
+              ? `cleanup: process group ${pgid} (${what.join(" ")}) of a previous agent run is gone already`
+              : `cleanup: cannot kill process group ${pgid} (${what.join(" ")}): ${(err as Error).message}`,
+          );
         }
       } else {
         log(`cleanup: pid ${pgid} now names another process (started at tick ${now}, not ${start}): left alone`);

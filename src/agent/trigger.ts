@@ -20,8 +20,16 @@ export class TriggerError extends PulldeployError {
 }
 
 /** Which reader applies, in order: the first whose test matches. */
-const READERS: { kind: string; test: (input: string, env: Env) => boolean; read: (input: string, env: Env) => Trigger }[] = [
-  { kind: "consul", test: (input, env) => env.CONSUL_INDEX !== undefined || input.trimStart().startsWith("["), read: readConsul },
+const READERS: {
+  kind: string;
+  test: (input: string, env: Env) => boolean;
+  read: (input: string, env: Env) => Trigger;
+}[] = [
+  {
+    kind: "consul",
+    test: (input, env) => env.CONSUL_INDEX !== undefined || input.trimStart().startsWith("["),
+    read: readConsul,
+  },
   { kind: "serf", test: (_input, env) => env.SERF_EVENT !== undefined, read: readSerf },
   { kind: "plain", test: () => true, read: readPlain },
 ];
@@ -32,7 +40,8 @@ export function parseTrigger(input: string, env: Env): Trigger {
 }
 
 function readConsul(input: string): Trigger {
-  if (input.trim() === "") throw new TriggerError("consul event: stdin is empty (expected the JSON array consul watch sends)");
+  if (input.trim() === "")
+    throw new TriggerError("consul event: stdin is empty (expected the JSON array consul watch sends)");
   let data: unknown;
   try {
     data = JSON.parse(input);
@@ -42,7 +51,8 @@ function readConsul(input: string): Trigger {
   if (!Array.isArray(data)) throw new TriggerError("consul event: expected a JSON array of events");
   if (data.length === 0) return { kind: "consul-empty" };
   const ev = data[data.length - 1] as Record<string, unknown> | null;
-  if (ev === null || typeof ev !== "object") throw new TriggerError("consul event: the last element is not an event object");
+  if (ev === null || typeof ev !== "object")
+    throw new TriggerError("consul event: the last element is not an event object");
   const id = typeof ev.ID === "string" ? ev.ID : "";
   const ltime = typeof ev.LTime === "number" ? ev.LTime : 0;
   if (ev.Payload === null || ev.Payload === undefined || ev.Payload === "") {
@@ -55,10 +65,17 @@ function readConsul(input: string): Trigger {
 
 function readSerf(input: string, env: Env): Trigger {
   if (env.SERF_EVENT !== "user") {
-    throw new TriggerError(`serf event: ${env.SERF_EVENT} is not a user event (use -event-handler "user:deploy=pulldeploy agent")`);
+    throw new TriggerError(
+      `serf event: ${env.SERF_EVENT} is not a user event (use -event-handler "user:deploy=pulldeploy agent")`,
+    );
   }
   const event = env.SERF_USER_EVENT ?? "";
-  return { kind: "serf", url: checkUrl(firstLine(input), `serf event ${event}`), event, ltime: env.SERF_USER_LTIME ?? "" };
+  return {
+    kind: "serf",
+    url: checkUrl(firstLine(input), `serf event ${event}`),
+    event,
+    ltime: env.SERF_USER_LTIME ?? "",
+  };
 }
 
 function readPlain(input: string): Trigger {
@@ -77,10 +94,13 @@ export function checkUrl(url: string, where: string): string {
   if (u === "") throw new TriggerError(`${where}: no manifest URL (expected e.g. s3://bucket/app.yml)`);
   if (/\s/.test(u)) throw new TriggerError(`${where}: manifest URL contains white space: "${u}"`);
   // NUL, escape sequences, DEL: nothing a URL holds, and they would reach the log, KV and hooks as they are.
-  if (/[\u0000-\u001f\u007f-\u009f]/.test(u)) throw new TriggerError(`${where}: manifest URL contains control characters: ${quoted(u)}`);
+  if (/[\u0000-\u001f\u007f-\u009f]/.test(u))
+    throw new TriggerError(`${where}: manifest URL contains control characters: ${quoted(u)}`);
   if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(u)) {
     const hint = u.startsWith("/") ? ` (did you mean file://${u}?)` : "";
-    throw new TriggerError(`${where}: "${u}" is not a URL: a scheme is required (s3://, gs://, http://, https://, file://)${hint}`);
+    throw new TriggerError(
+      `${where}: "${u}" is not a URL: a scheme is required (s3://, gs://, http://, https://, file://)${hint}`,
+    );
   }
   return u;
 }

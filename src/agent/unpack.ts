@@ -65,7 +65,10 @@ export async function fetchAndExtract(opts: UnpackOptions): Promise<UnpackResult
   let extractError: ExtractError | undefined;
   const fail = (err: unknown) => {
     if (extractError) return;
-    extractError = err instanceof ExtractError ? err : new ExtractError(`corrupt archive (${(err as Error).message})`, undefined, { cause: err });
+    extractError =
+      err instanceof ExtractError
+        ? err
+        : new ExtractError(`corrupt archive (${(err as Error).message})`, undefined, { cause: err });
     extractor.abort();
   };
 
@@ -142,7 +145,14 @@ export async function fetchAndExtract(opts: UnpackOptions): Promise<UnpackResult
   const actual = hasher.hex();
   if (actual !== opts.checksum.hex) throw new ChecksumError(opts.checksum.algorithm, opts.checksum.hex, actual);
   const changedLink = extractor.linked > 0 ? (each: boolean) => extractor.changedLink(each) : undefined;
-  return { bytes, entries: extractor.entries, linked: extractor.linked, hardLinks: extractor.hardLinkEntries, changedLink, extractError };
+  return {
+    bytes,
+    entries: extractor.entries,
+    linked: extractor.linked,
+    hardLinks: extractor.hardLinkEntries,
+    changedLink,
+    extractError,
+  };
 }
 
 /**
@@ -159,7 +169,9 @@ function checkFreeSpace(tree: string, size: number | undefined): void {
     return;
   }
   if (free < size) {
-    throw new ExtractError(`not enough disk space: the archive alone is ${formatBytes(size)} but ${tree} has ${formatBytes(free)} free`);
+    throw new ExtractError(
+      `not enough disk space: the archive alone is ${formatBytes(size)} but ${tree} has ${formatBytes(free)} free`,
+    );
   }
 }
 
@@ -180,7 +192,8 @@ const GUNZIP_PIECE = 64 * 1024;
  */
 function free(chunk: Uint8Array): void {
   const buffer = chunk.buffer;
-  if (buffer instanceof ArrayBuffer && chunk.byteOffset === 0 && chunk.byteLength === buffer.byteLength) buffer.transfer(0);
+  if (buffer instanceof ArrayBuffer && chunk.byteOffset === 0 && chunk.byteLength === buffer.byteLength)
+    buffer.transfer(0);
 }
 
 /** Bun's own gzip as a stream; decompressed chunks go straight into the extractor. */
@@ -213,7 +226,9 @@ function bodyError(url: string, err: unknown, signal?: AbortSignal): FetchError 
     return new FetchError(`fetch ${url}: ${timedOut ? "timed out" : "interrupted"}`, timedOut, { cause: err });
   }
   if (err instanceof FetchError) return err;
-  return new FetchError(`fetch ${url}: connection broken while reading: ${(err as Error)?.message ?? err}`, true, { cause: err });
+  return new FetchError(`fetch ${url}: connection broken while reading: ${(err as Error)?.message ?? err}`, true, {
+    cause: err,
+  });
 }
 
 /** A token-bucket-free rate cap: sleep whenever we're ahead of `bytesPerSec`. */
@@ -227,4 +242,3 @@ export function createThrottle(bytesPerSec: number) {
     if (ahead > 5) await sleep(ahead, signal);
   };
 }
-

@@ -76,7 +76,9 @@ export class TarExtractor {
     }
     if (this.tree.content === 0 && !this.limits.allowEmpty) {
       this.abort();
-      throw new ExtractError("empty archive: no entry besides its root; deploying it would empty dest (pass --allow-empty-archive if that is what you want)");
+      throw new ExtractError(
+        "empty archive: no entry besides its root; deploying it would empty dest (pass --allow-empty-archive if that is what you want)",
+      );
     }
     this.tree.end();
   }
@@ -105,6 +107,7 @@ export function detectCompression(head: Uint8Array): Compression | string {
   if (head[0] === 0x1f && head[1] === 0x8b) return "gzip";
   if (head[0] === 0x42 && head[1] === 0x5a && head[2] === 0x68) return "bzip2 archives are not supported: use tar.gz";
   if (head[0] === 0xfd && head[1] === 0x37 && head[2] === 0x7a) return "xz archives are not supported: use tar.gz";
-  if (head[0] === 0x28 && head[1] === 0xb5 && head[2] === 0x2f && head[3] === 0xfd) return "zstd archives are not supported: use tar.gz";
+  if (head[0] === 0x28 && head[1] === 0xb5 && head[2] === 0x2f && head[3] === 0xfd)
+    return "zstd archives are not supported: use tar.gz";
   return "none";
 }

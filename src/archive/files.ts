@@ -18,7 +18,8 @@ export function openNewFile(path: string, mode: number, name: string): number {
     const e = err as NodeJS.ErrnoException;
     try {
       if (e.code === "EEXIST") {
-        if (fs.lstatSync(path).isDirectory()) throw new ExtractError("file entry where an earlier entry made a directory", name, { cause: e });
+        if (fs.lstatSync(path).isDirectory())
+          throw new ExtractError("file entry where an earlier entry made a directory", name, { cause: e });
         unlinkEntry(path, name);
         return fs.openSync(path, "wx", mode & 0o7777);
       }

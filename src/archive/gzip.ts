@@ -17,7 +17,10 @@ export interface Compressor {
 }
 
 export function inlineCompressor(level: number): Compressor {
-  const options: Bun.LibdeflateCompressionOptions = { level: level as Bun.LibdeflateCompressionOptions["level"], library: "libdeflate" };
+  const options: Bun.LibdeflateCompressionOptions = {
+    level: level as Bun.LibdeflateCompressionOptions["level"],
+    library: "libdeflate",
+  };
   return {
     compress: async (buffer, length) => ({ gz: Bun.gzipSync(new Uint8Array(buffer, 0, length), options), buffer }),
     close() {},

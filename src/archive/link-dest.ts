@@ -78,7 +78,13 @@ export class LinkDest {
       return false;
     }
     const now = fs.fstatSync(fd);
-    if (!now.isFile() || !this.sameAsEntry(now, h) || now.ino !== st.ino || now.dev !== st.dev || !this.vouched(rel, now, parent)) {
+    if (
+      !now.isFile() ||
+      !this.sameAsEntry(now, h) ||
+      now.ino !== st.ino ||
+      now.dev !== st.dev ||
+      !this.vouched(rel, now, parent)
+    ) {
       fs.closeSync(fd);
       unlinkEntry(path, h.name);
       return false;
@@ -134,7 +140,12 @@ export class LinkDest {
   private vouched(rel: string, now: fs.Stats, parent: number): boolean {
     const slash = rel.lastIndexOf("/");
     const dir = slash === -1 ? "" : rel.slice(0, slash);
-    if (dir !== "" && this.linkSafe.get(dir) !== true && fs.lstatSync(join(this.from!, dir), { throwIfNoEntry: false })?.ino !== parent) return false;
+    if (
+      dir !== "" &&
+      this.linkSafe.get(dir) !== true &&
+      fs.lstatSync(join(this.from!, dir), { throwIfNoEntry: false })?.ino !== parent
+    )
+      return false;
     if (now.nlink === 2) return true; // `linkFrom`'s name, proven by the lstat before the link, and ours
     if (this.peers === undefined) return false;
     const seen = new Set([parent]);
@@ -180,7 +191,8 @@ export class LinkDest {
         if (code === "EXDEV") this.from = undefined;
         if (attempt > 0 || (code !== "EEXIST" && code !== "ENOENT")) return false;
         try {
-          if (code === "EEXIST") fs.unlinkSync(path); // an earlier entry of the same name
+          if (code === "EEXIST")
+            fs.unlinkSync(path); // an earlier entry of the same name
           else fs.mkdirSync(path.slice(0, path.lastIndexOf("/")), { recursive: true, mode: 0o755 }); // parent not in the archive
         } catch {
           return false; // openNewFile will say what is wrong
@@ -271,7 +283,14 @@ export class LinkDest {
       }
       const m = i * 6;
       if (st.ino !== meta[m]) continue; // replaced by a later entry of the archive: not linked
-      if (st.size !== meta[m + 1] || st.mtimeMs !== meta[m + 2]! * 1000 || (st.mode & 0o7777) !== meta[m + 3] || st.uid !== meta[m + 4] || st.gid !== meta[m + 5]) return rel;
+      if (
+        st.size !== meta[m + 1] ||
+        st.mtimeMs !== meta[m + 2]! * 1000 ||
+        (st.mode & 0o7777) !== meta[m + 3] ||
+        st.uid !== meta[m + 4] ||
+        st.gid !== meta[m + 5]
+      )
+        return rel;
     }
     return undefined;
   }

@@ -105,7 +105,10 @@ export class Materialiser implements EntrySink {
         return;
       }
       default:
-        throw new ExtractError(`unsupported entry type "${printable(h.type)}" (only files, directories and links)`, h.name);
+        throw new ExtractError(
+          `unsupported entry type "${printable(h.type)}" (only files, directories and links)`,
+          h.name,
+        );
     }
   }
 
@@ -119,7 +122,10 @@ export class Materialiser implements EntrySink {
   }
 
   finish(h: TarHeader): void {
-    if (this.links.comparing) return this.links.finish(h);
+    if (this.links.comparing) {
+      this.links.finish(h);
+      return;
+    }
     if (h.type !== "0" || this.fd === null) return;
     const fd = this.fd;
     this.fd = null;
@@ -157,7 +163,8 @@ export class Materialiser implements EntrySink {
 
   /** `path` is still a directory of ours: no parent is an archive symlink, and it is not replaced. */
   private stillDir(rel: string, path: string): boolean {
-    for (let i = rel.indexOf("/"); i !== -1; i = rel.indexOf("/", i + 1)) if (this.symlinks.has(rel.slice(0, i))) return false;
+    for (let i = rel.indexOf("/"); i !== -1; i = rel.indexOf("/", i + 1))
+      if (this.symlinks.has(rel.slice(0, i))) return false;
     try {
       return fs.lstatSync(path).isDirectory();
     } catch {
@@ -180,7 +187,8 @@ export class Materialiser implements EntrySink {
       made = fs.mkdirSync(join(this.root, parent), { recursive: true, mode: 0o755 });
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
-      if (e.code === "EEXIST" || e.code === "ENOTDIR") throw new ExtractError("unsafe entry: a parent is not a directory", name, { cause: e });
+      if (e.code === "EEXIST" || e.code === "ENOTDIR")
+        throw new ExtractError("unsafe entry: a parent is not a directory", name, { cause: e });
       throw fsError(e, name);
     }
     this.lastDir = parent;
@@ -191,7 +199,10 @@ export class Materialiser implements EntrySink {
 
   /** Root gives entries the archive's owner; one it just created already has `newOwner`. */
   private needsChown(h: TarHeader, fresh: boolean): boolean {
-    return this.chown && (!fresh || this.newOwner === undefined || h.uid !== this.newOwner.uid || h.gid !== this.newOwner.gid);
+    return (
+      this.chown &&
+      (!fresh || this.newOwner === undefined || h.uid !== this.newOwner.uid || h.gid !== this.newOwner.gid)
+    );
   }
 
   /** Refuse entries whose path goes through a symlink created by this archive. */
@@ -241,7 +252,8 @@ function mkdirEntry(path: string, name: string): string | undefined {
     return fs.mkdirSync(path, { recursive: true, mode: 0o700 });
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
-    if (e.code === "EEXIST" || e.code === "ENOTDIR") throw new ExtractError("directory entry where an earlier entry made a file", name, { cause: e });
+    if (e.code === "EEXIST" || e.code === "ENOTDIR")
+      throw new ExtractError("directory entry where an earlier entry made a file", name, { cause: e });
     throw fsError(e, name);
   }
 }

@@ -61,7 +61,9 @@ export interface Packed {
 export function packTree(plan: TreePlan, opts: PackOptions): Packed {
   const hasher = createHasher(opts.algorithm);
   const tar = new TarWriter(plan, opts.onBytes);
-  const compressor = opts.inline ? inlineCompressor(opts.gzipLevel) : (workerCompressor(opts.gzipLevel) ?? inlineCompressor(opts.gzipLevel));
+  const compressor = opts.inline
+    ? inlineCompressor(opts.gzipLevel)
+    : (workerCompressor(opts.gzipLevel) ?? inlineCompressor(opts.gzipLevel));
   // Chunks read ahead while the compressor works on earlier ones; buffers circulate, none is allocated per chunk.
   const free: ArrayBuffer[] = Array.from({ length: DEPTH + 1 }, () => new ArrayBuffer(CHUNK));
   const pending: Promise<Compressed>[] = [];

@@ -52,7 +52,18 @@ const MAX_OCTAL_11 = 8 ** 11 - 1;
 const encoder = new TextEncoder();
 
 /** The 512-byte ustar header; fields that do not fit go into a pax record set before it. */
-function header(h: Uint8Array, f: { name: Uint8Array; prefix: Uint8Array; mode: number; size: number; mtime: number; type: string; linkname: Uint8Array }): void {
+function header(
+  h: Uint8Array,
+  f: {
+    name: Uint8Array;
+    prefix: Uint8Array;
+    mode: number;
+    size: number;
+    mtime: number;
+    type: string;
+    linkname: Uint8Array;
+  },
+): void {
   h.fill(0);
   h.set(f.name, FIELD.name[0]);
   octal(h, FIELD.mode, f.mode);
@@ -80,7 +91,8 @@ function splitName(path: Uint8Array): { name: Uint8Array; prefix: Uint8Array } |
   if (path.length <= 100) return { name: path, prefix: new Uint8Array(0) };
   for (let i = path.length - 1; i > 0; i--) {
     if (path[i] !== 0x2f) continue;
-    if (i <= 155 && path.length - i - 1 <= 100 && path.length - i - 1 > 0) return { prefix: path.subarray(0, i), name: path.subarray(i + 1) };
+    if (i <= 155 && path.length - i - 1 <= 100 && path.length - i - 1 > 0)
+      return { prefix: path.subarray(0, i), name: path.subarray(i + 1) };
     if (i < path.length - 101) break;
   }
   return undefined;
@@ -190,7 +202,12 @@ const MTIME_MIN = -(2 ** 31);
 const MTIME_MAX = 2 ** 34;
 
 /** The meta entries, read whole before the entry they describe. */
-export const META_KIND: Record<string, string> = { x: "pax header", g: "global pax header", L: "GNU long name", K: "GNU long link name" };
+export const META_KIND: Record<string, string> = {
+  x: "pax header",
+  g: "global pax header",
+  L: "GNU long name",
+  K: "GNU long link name",
+};
 
 /** A header's sum with its checksum field counted as spaces: unsigned, and signed as some old tars summed. */
 function checksums(b: Uint8Array): { unsigned: number; signed: number } {
@@ -241,7 +258,8 @@ export function parseHeader(b: Uint8Array, over: Overrides = {}): TarHeader {
   let mode = numeric(b, ...FIELD.mode, "mode", name);
   // Some writers include the file type bits (S_IFREG…): accepted when they agree with the typeflag.
   const ifmt = mode >> 12;
-  if (mode > 0o177777 || (ifmt !== 0 && ifmt !== IFMT[type])) throw new ExtractError(`bad tar header: mode ${mode.toString(8)} has bits beyond 07777`, name);
+  if (mode > 0o177777 || (ifmt !== 0 && ifmt !== IFMT[type]))
+    throw new ExtractError(`bad tar header: mode ${mode.toString(8)} has bits beyond 07777`, name);
   mode &= 0o7777;
   const id = (at: readonly [number, number], what: string, v: number | undefined) => {
     const n = v ?? numeric(b, ...at, what, name);
@@ -249,7 +267,8 @@ export function parseHeader(b: Uint8Array, over: Overrides = {}): TarHeader {
     return n;
   };
   const mtime = over.mtime ?? numeric(b, ...FIELD.mtime, "mtime", name, true);
-  if (mtime < MTIME_MIN || mtime > MTIME_MAX) throw new ExtractError(`bad tar header: mtime ${mtime} is out of range`, name);
+  if (mtime < MTIME_MIN || mtime > MTIME_MAX)
+    throw new ExtractError(`bad tar header: mtime ${mtime} is out of range`, name);
   return {
     name,
     mode,
@@ -319,14 +338,17 @@ function checkName(raw: Uint8Array | string, what: string, shown?: string): stri
     }
   }
   if (name.includes("\0")) throw new ExtractError(`unsafe entry: NUL in ${what}`, shown ?? printable(name));
-  if (/[\x01-\x1f\x7f-\x9f]/.test(name)) throw new ExtractError(`unsafe entry: control character in ${what}`, shown ?? printable(name));
-  if (Buffer.byteLength(name) > MAX_NAME_BYTES) throw new ExtractError(`unsafe entry: ${what} longer than ${MAX_NAME_BYTES} bytes`, shown ?? printable(name));
-  if (what !== "link name" && name.split("/").some((c) => Buffer.byteLength(c) > 255)) throw new ExtractError(`unsafe entry: ${what} has a component longer than 255 bytes`, shown ?? printable(name));
+  if (/[\x01-\x1f\x7f-\x9f]/.test(name))
+    throw new ExtractError(`unsafe entry: control character in ${what}`, shown ?? printable(name));
+  if (Buffer.byteLength(name) > MAX_NAME_BYTES)
+    throw new ExtractError(`unsafe entry: ${what} longer than ${MAX_NAME_BYTES} bytes`, shown ?? printable(name));
+  if (what !== "link name" && name.split("/").some((c) => Buffer.byteLength(c) > 255))
+    throw new ExtractError(`unsafe entry: ${what} has a component longer than 255 bytes`, shown ?? printable(name));
   return name;
 }
 
 /** A GNU `L`/`K` entry's data: the name and its NUL terminator(s), nothing after. */
-export function longName(data: Uint8Array, label: string): string {
+export function longName(data: Uint8Array, _label: string): string {
   let end = data.length;
   while (end > 0 && data[end - 1] === 0) end--;
   const bytes = data.subarray(0, end);
@@ -384,10 +406,12 @@ export function parsePax(data: Uint8Array, label: string): Overrides {
   while (i < data.length) {
     let sp = i;
     while (sp < data.length && sp - i < 15 && data[sp]! >= 0x30 && data[sp]! <= 0x39) sp++;
-    if (sp === i || data[sp] !== 0x20 || (data[i] === 0x30 && sp - i > 0)) throw bad(`record at byte ${i} does not start with its length`);
+    if (sp === i || data[sp] !== 0x20 || (data[i] === 0x30 && sp - i > 0))
+      throw bad(`record at byte ${i} does not start with its length`);
     const len = Number(String.fromCharCode(...data.subarray(i, sp)));
     const end = i + len;
-    if (end > data.length || end - 1 <= sp + 1 || data[end - 1] !== 0x0a) throw bad(`record at byte ${i} is not ${len} bytes ending in a newline`);
+    if (end > data.length || end - 1 <= sp + 1 || data[end - 1] !== 0x0a)
+      throw bad(`record at byte ${i} is not ${len} bytes ending in a newline`);
     const record = data.subarray(sp + 1, end - 1);
     const eq = record.indexOf(0x3d);
     if (eq <= 0) throw bad(`record at byte ${i} has no key=value`);

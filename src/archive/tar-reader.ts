@@ -7,7 +7,23 @@
  * entries capped at `MAX_META_SIZE` before a byte of them is held, and bytes after the end marker.
  */
 import { ExtractError } from "../errors.ts";
-import { BLOCK, checksumOk, FIELD, field, longName, MAX_META_SIZE, META_KIND, numeric, type Overrides, pad, parseHeader, parsePax, printable, type TarHeader, typeOf } from "./tar-header.ts";
+import {
+  BLOCK,
+  checksumOk,
+  FIELD,
+  field,
+  longName,
+  MAX_META_SIZE,
+  META_KIND,
+  numeric,
+  type Overrides,
+  pad,
+  parseHeader,
+  parsePax,
+  printable,
+  type TarHeader,
+  typeOf,
+} from "./tar-header.ts";
 
 export interface ExtractLimits {
   /** Refuse archives with more entries than this (a tar bomb). */
@@ -97,7 +113,11 @@ export class TarReader {
     // stream of zeros after it would be inflated for as long as it lasts, counted by no limit.
     if (this.done && off < chunk.length) {
       this.trailing += chunk.length - off;
-      if (this.trailing > MAX_TRAILING) throw new ExtractError(`more than ${MAX_TRAILING} bytes after the end-of-archive marker (concatenated archives are not supported)`, this.entry?.name);
+      if (this.trailing > MAX_TRAILING)
+        throw new ExtractError(
+          `more than ${MAX_TRAILING} bytes after the end-of-archive marker (concatenated archives are not supported)`,
+          this.entry?.name,
+        );
     }
   }
 
@@ -121,7 +141,8 @@ export class TarReader {
       return;
     }
     this.zeroBlocks = 0;
-    if (!checksumOk(block)) throw new ExtractError("corrupt archive: bad tar header checksum after entry", this.entry?.name ?? "(start)");
+    if (!checksumOk(block))
+      throw new ExtractError("corrupt archive: bad tar header checksum after entry", this.entry?.name ?? "(start)");
     const type = typeOf(block[FIELD.type[0]]!);
     if (type === "x" || type === "g" || type === "L" || type === "K") {
       // Held in memory until its end: refused at the cap before a byte of it is buffered.
@@ -129,7 +150,11 @@ export class TarReader {
       this.metaEntries++;
       this.countEntry(label);
       const size = numeric(block, ...FIELD.size, "size", label);
-      if (size > MAX_META_SIZE) throw new ExtractError(`${META_KIND[type]} of ${size} bytes is larger than the ${MAX_META_SIZE}-byte limit`, label);
+      if (size > MAX_META_SIZE)
+        throw new ExtractError(
+          `${META_KIND[type]} of ${size} bytes is larger than the ${MAX_META_SIZE}-byte limit`,
+          label,
+        );
       this.countBytes(size, label);
       this.entry = { name: label, mode: 0, uid: 0, gid: 0, size, mtime: 0, type, linkname: "" };
       this.meta = [];
@@ -169,7 +194,8 @@ export class TarReader {
   /** Every entry's declared size counts, whatever its type: nothing streams past `maxBytes`. */
   private countBytes(size: number, name: string): void {
     this.bytes += size;
-    if (this.bytes > this.limits.maxBytes) throw new ExtractError(`archive expands beyond ${this.limits.maxBytes} bytes`, name);
+    if (this.bytes > this.limits.maxBytes)
+      throw new ExtractError(`archive expands beyond ${this.limits.maxBytes} bytes`, name);
   }
 
   private data(bytes: Uint8Array): void {
@@ -179,7 +205,10 @@ export class TarReader {
 
   private finishEntry(): void {
     const h = this.entry!;
-    if (this.meta === null) return this.sink.finish(h);
+    if (this.meta === null) {
+      this.sink.finish(h);
+      return;
+    }
     const bytes = Buffer.concat(this.meta);
     this.meta = null;
     // "g": global pax headers carry nothing we use, but are held to the same framing.

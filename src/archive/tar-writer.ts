@@ -62,7 +62,9 @@ export class TarWriter {
             try {
               this.fd = fs.openSync(join(this.plan.root, e.path), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
             } catch (err) {
-              throw new PackError(`pack ${this.plan.root}: ${e.path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+              throw new PackError(
+                `pack ${this.plan.root}: ${e.path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+              );
             }
             this.left = e.size;
             this.pad = padded(e.size) - e.size;

@@ -89,7 +89,9 @@ export function scanTree(root: string, opts: ScanOptions): TreePlan {
     try {
       names = fs.readdirSync(dir);
     } catch (err) {
-      problems.push(`${rel || "."}/ (unreadable directory: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+      problems.push(
+        `${rel || "."}/ (unreadable directory: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
+      );
       return;
     }
     names.sort(byName);
@@ -130,7 +132,15 @@ export function scanTree(root: string, opts: ScanOptions): TreePlan {
       } else if (s.isSymbolicLink()) {
         entries.push({ ...base, type: "symlink", linkname: fs.readlinkSync(abs) });
       } else {
-        const kind = s.isFIFO() ? "fifo" : s.isSocket() ? "socket" : s.isCharacterDevice() ? "character device" : s.isBlockDevice() ? "block device" : "special file";
+        const kind = s.isFIFO()
+          ? "fifo"
+          : s.isSocket()
+            ? "socket"
+            : s.isCharacterDevice()
+              ? "character device"
+              : s.isBlockDevice()
+                ? "block device"
+                : "special file";
         problems.push(`${path} (${kind})`);
       }
     }
@@ -138,10 +148,18 @@ export function scanTree(root: string, opts: ScanOptions): TreePlan {
   walk(root, "");
 
   if (problems.length > 0) {
-    throw new PackError(`pack ${root}: ${problems.length} ${problems.length === 1 ? "entry" : "entries"} cannot be packed: ${problems.join(", ")}`, problems);
+    throw new PackError(
+      `pack ${root}: ${problems.length} ${problems.length === 1 ? "entry" : "entries"} cannot be packed: ${problems.join(", ")}`,
+      problems,
+    );
   }
   if (entries.length === 0) {
-    const why = skipped.excluded > 0 ? "everything in it is excluded by --exclude" : skipped.git > 0 ? "it holds only .git, which is left out unless --include-git" : "the directory is empty";
+    const why =
+      skipped.excluded > 0
+        ? "everything in it is excluded by --exclude"
+        : skipped.git > 0
+          ? "it holds only .git, which is left out unless --include-git"
+          : "the directory is empty";
     throw new PackError(`pack ${root}: nothing to pack (${why})`);
   }
   return { root, entries, files, bytes };

@@ -48,7 +48,8 @@ export function normalizeArgv(argv: string[], args: ArgsDef): string[] {
       throw new UsageError(`unknown flag ${a.replace(/=.*$/s, "")} (valid: ${valid || "none"}, --help)`);
     }
     if (flag.type === "boolean") {
-      if (inline !== undefined && !/^(true|false|1|0)$/.test(inline)) throw new UsageError(`--${flag.name} takes no value, got "${inline}"`);
+      if (inline !== undefined && !/^(true|false|1|0)$/.test(inline))
+        throw new UsageError(`--${flag.name} takes no value, got "${inline}"`);
       const on = negated ? false : inline === undefined || inline === "true" || inline === "1";
       out.push(on ? `--${flag.name}` : `--no-${flag.name}`);
       continue;
@@ -68,7 +69,9 @@ export function normalizeArgv(argv: string[], args: ArgsDef): string[] {
   }
   for (const [name, values] of lists) out.push(`--${name}=${values.join(",")}`);
   if (rest.length > positionals) {
-    throw new UsageError(`unexpected argument "${rest[positionals]}"${positionals === 0 ? " (this command takes only flags; see --help)" : ""}`);
+    throw new UsageError(
+      `unexpected argument "${rest[positionals]}"${positionals === 0 ? " (this command takes only flags; see --help)" : ""}`,
+    );
   }
   return [...out, ...rest];
 }
@@ -91,7 +94,8 @@ export function sizeFlag(name: string, value: string | undefined): number | unde
 
 export function intFlag(name: string, value: string | undefined, min = 0): number | undefined {
   if (value === undefined || value === "") return undefined;
-  if (!/^\d+$/.test(value.trim()) || Number(value) < min) throw new UsageError(`--${name}: expected a whole number ≥ ${min}, got "${value}"`);
+  if (!/^\d+$/.test(value.trim()) || Number(value) < min)
+    throw new UsageError(`--${name}: expected a whole number ≥ ${min}, got "${value}"`);
   return Number(value);
 }
 
@@ -108,13 +112,20 @@ export function kvPrefixFlag(value: string | undefined): string {
 
 /** Consul connection flags shared by agent, publish, fire, status and dashboard. */
 export const consulArgs = {
-  "consul-addr": { type: "string", description: "Consul HTTP address (default $CONSUL_HTTP_ADDR or 127.0.0.1:8500)", valueHint: "addr" },
+  "consul-addr": {
+    type: "string",
+    description: "Consul HTTP address (default $CONSUL_HTTP_ADDR or 127.0.0.1:8500)",
+    valueHint: "addr",
+  },
   "consul-token": { type: "string", description: "Consul ACL token (default $CONSUL_HTTP_TOKEN)", valueHint: "token" },
 } as const satisfies ArgsDef;
 
 /** A list flag's values (comma-separated or repeated), blanks dropped. */
 export function listFlag(value: string | undefined): string[] {
-  return (value ?? "").split(",").map((v) => v.trim()).filter((v) => v !== "");
+  return (value ?? "")
+    .split(",")
+    .map((v) => v.trim())
+    .filter((v) => v !== "");
 }
 
 /**
@@ -138,7 +149,8 @@ export function takeLogFormat(argv: string[]): { format: LogFormat; rest: string
     }
     const value = m[1] ?? argv[++i];
     if (value === undefined) error = "--log-format needs a value: text or json";
-    else if (!(LOG_FORMATS as readonly string[]).includes(value)) error = `--log-format: expected ${LOG_FORMATS.join(" or ")}, got "${value}"`;
+    else if (!(LOG_FORMATS as readonly string[]).includes(value))
+      error = `--log-format: expected ${LOG_FORMATS.join(" or ")}, got "${value}"`;
     else format = value as LogFormat;
   }
   return { format, rest, error };

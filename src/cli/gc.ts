@@ -11,15 +11,30 @@ import { USER_AGENT } from "../version.ts";
 import { durationFlag, intFlag } from "./_shared.ts";
 
 export const gcArgs = {
-  to: { type: "string", description: "The store publish uploads to: s3://bucket/prefix or file:///dir", valueHint: "url" },
+  to: {
+    type: "string",
+    description: "The store publish uploads to: s3://bucket/prefix or file:///dir",
+    valueHint: "url",
+  },
   role: { type: "string", description: "The role whose delta contents to collect", valueHint: "role" },
-  keep: { type: "string", description: "Keep the newest N releases' indexes and every pack they reference (default 20)", valueHint: "n" },
-  "min-age": { type: "string", description: "Keep unreferenced packs younger than this: a publish may be running (default 1h)", valueHint: "duration" },
+  keep: {
+    type: "string",
+    description: "Keep the newest N releases' indexes and every pack they reference (default 20)",
+    valueHint: "n",
+  },
+  "min-age": {
+    type: "string",
+    description: "Keep unreferenced packs younger than this: a publish may be running (default 1h)",
+    valueHint: "duration",
+  },
   apply: { type: "boolean", description: "Delete (without it: only say what would be deleted)" },
 } as const satisfies ArgsDef;
 
 export default defineCommand({
-  meta: { name: "gc", description: "Remove delta packs and indexes that no kept release references (dry run unless --apply)" },
+  meta: {
+    name: "gc",
+    description: "Remove delta packs and indexes that no kept release references (dry run unless --apply)",
+  },
   args: gcArgs,
   async run({ args, data }) {
     const { env, log, signal } = data as CommandEnv;
@@ -27,7 +42,8 @@ export default defineCommand({
     const str = (k: string) => (typeof a[k] === "string" && a[k] !== "" ? (a[k] as string) : undefined);
     const to = str("to");
     const role = str("role");
-    if (to === undefined) throw new UsageError("--to is required: the store to collect in (s3://bucket/prefix or file:///dir)");
+    if (to === undefined)
+      throw new UsageError("--to is required: the store to collect in (s3://bucket/prefix or file:///dir)");
     if (role === undefined) throw new UsageError("--role is required: the role whose delta contents to collect");
     const bad = checkRole(role);
     if (bad) throw new UsageError(`--role: ${bad}`);

@@ -10,13 +10,15 @@ import type { ArgsDef, CommandDef, ParsedArgs } from "citty";
 import type { CommandEnv } from "./context.ts";
 import { VERSION } from "../version.ts";
 
-const LOG_FORMAT_HELP = "--log-format text|json  log lines as text (default) or one JSON object per line (time, level, msg, phase, node, role, release_id, event_id)";
+const LOG_FORMAT_HELP =
+  "--log-format text|json  log lines as text (default) or one JSON object per line (time, level, msg, phase, node, role, release_id, event_id)";
 
 /** Subcommands by name, in the order `--help` lists them. */
 export const COMMANDS: Record<
   string,
   {
     description: string;
+    // biome-ignore lint/suspicious/noExplicitAny: a command of any flags (citty's CommandDef is invariant in its args)
     load: () => Promise<CommandDef<any>>;
     alwaysZero?: (env: CommandEnv["env"]) => boolean;
     /**
@@ -35,20 +37,51 @@ export const COMMANDS: Record<
     alwaysZero: (env) => env.CONSUL_INDEX !== undefined,
     fastStart: true,
   },
-  publish: { description: "Pack a directory, upload it with a manifest, record it in Consul KV and fire the deploy event", load: async () => (await import("./publish.ts")).default },
-  fire: { description: "Fire the deploy event for an existing manifest URL (re-deploy or roll back by hand)", load: async () => (await import("./fire.ts")).default },
-  rollback: { description: "Switch current back to an earlier release (sync_strategy: release), without downloading", load: async () => (await import("./rollback.ts")).default },
-  gc: { description: "Remove delta packs and indexes no kept release references (dry run unless --apply)", load: async () => (await import("./gc.ts")).default },
-  keygen: { description: "Make an Ed25519 key pair for signed manifests", load: async () => (await import("./keygen.ts")).default },
-  rollout: { description: "Show or steer a staged rollout: status, pause, resume, promote, abort", load: async () => (await import("./rollout.ts")).default },
-  status: { description: "Show each node of a role: release, status, phase and age, against the latest release", load: async () => (await import("./status.ts")).default },
-  doctor: { description: "Check whether this host can deploy: Consul and the token's rights, state dir, rsync, tar, dest, trust keys, clock", load: async () => (await import("./doctor.ts")).default },
-  dashboard: { description: "Serve a live web page of every role's nodes and releases (from Consul)", load: async () => (await import("./dashboard.ts")).default },
+  publish: {
+    description: "Pack a directory, upload it with a manifest, record it in Consul KV and fire the deploy event",
+    load: async () => (await import("./publish.ts")).default,
+  },
+  fire: {
+    description: "Fire the deploy event for an existing manifest URL (re-deploy or roll back by hand)",
+    load: async () => (await import("./fire.ts")).default,
+  },
+  rollback: {
+    description: "Switch current back to an earlier release (sync_strategy: release), without downloading",
+    load: async () => (await import("./rollback.ts")).default,
+  },
+  gc: {
+    description: "Remove delta packs and indexes no kept release references (dry run unless --apply)",
+    load: async () => (await import("./gc.ts")).default,
+  },
+  keygen: {
+    description: "Make an Ed25519 key pair for signed manifests",
+    load: async () => (await import("./keygen.ts")).default,
+  },
+  rollout: {
+    description: "Show or steer a staged rollout: status, pause, resume, promote, abort",
+    load: async () => (await import("./rollout.ts")).default,
+  },
+  status: {
+    description: "Show each node of a role: release, status, phase and age, against the latest release",
+    load: async () => (await import("./status.ts")).default,
+  },
+  doctor: {
+    description:
+      "Check whether this host can deploy: Consul and the token's rights, state dir, rsync, tar, dest, trust keys, clock",
+    load: async () => (await import("./doctor.ts")).default,
+  },
+  dashboard: {
+    description: "Serve a live web page of every role's nodes and releases (from Consul)",
+    load: async () => (await import("./dashboard.ts")).default,
+  },
 };
 
 /** A command `parseFlags` can run as citty would: flags only, no defaults, nothing but `run`. */
+// biome-ignore lint/suspicious/noExplicitAny: any command of the table
 export function plainFlags(cmd: CommandDef<any>, args: ArgsDef): boolean {
-  const simple = Object.values(args).every((d) => (d.type === "string" || d.type === "boolean") && d.default === undefined && !d.required);
+  const simple = Object.values(args).every(
+    (d) => (d.type === "string" || d.type === "boolean") && d.default === undefined && !d.required,
+  );
   return simple && typeof cmd.run === "function" && !cmd.setup && !cmd.cleanup && !cmd.subCommands && !cmd.plugins;
 }
 
@@ -74,6 +107,7 @@ export function parseFlags(rawArgs: string[]): ParsedArgs<ArgsDef> {
 }
 
 /** A command's flags, plain text: both spellings of each flag, its value and its meaning. */
+// biome-ignore lint/suspicious/noExplicitAny: any command of the table
 export async function usage(name: string, cmd: CommandDef<any>): Promise<string> {
   const meta = await (typeof cmd.meta === "function" ? cmd.meta() : cmd.meta);
   const args: ArgsDef = (await (typeof cmd.args === "function" ? cmd.args() : cmd.args)) ?? {};
@@ -83,7 +117,10 @@ export async function usage(name: string, cmd: CommandDef<any>): Promise<string>
     .map(([flag, d]) => {
       const aliases = "alias" in d && d.alias ? (Array.isArray(d.alias) ? d.alias : [d.alias]) : [];
       const value = d.type === "boolean" ? "" : ` <${d.valueHint ?? "value"}>`;
-      return [[flag, ...aliases].map((f) => (f.length === 1 ? `-${f}` : `--${f}`)).join(", ") + value, d.description ?? ""] as const;
+      return [
+        [flag, ...aliases].map((f) => (f.length === 1 ? `-${f}` : `--${f}`)).join(", ") + value,
+        d.description ?? "",
+      ] as const;
     });
   const width = Math.max(0, ...rows.map(([l]) => l.length));
   return [

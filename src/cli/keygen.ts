@@ -4,11 +4,20 @@ import { writeKeyPair } from "../signature.ts";
 import type { CommandEnv } from "./context.ts";
 
 const args = {
-  out: { type: "string", description: "Private key file to write (the public key goes to FILE.pub); never overwritten", valueHint: "file", default: "pulldeploy.key" },
+  out: {
+    type: "string",
+    description: "Private key file to write (the public key goes to FILE.pub); never overwritten",
+    valueHint: "file",
+    default: "pulldeploy.key",
+  },
 } as const satisfies ArgsDef;
 
 export default defineCommand({
-  meta: { name: "keygen", description: "Make an Ed25519 key pair: sign with `publish --sign-key FILE`, trust with `agent --trust-key FILE.pub`" },
+  meta: {
+    name: "keygen",
+    description:
+      "Make an Ed25519 key pair: sign with `publish --sign-key FILE`, trust with `agent --trust-key FILE.pub`",
+  },
   args,
   run({ args, data }) {
     const { log } = data as CommandEnv;

@@ -21,13 +21,39 @@ import { rolloutArgs, rolloutHook, rolloutSettings } from "./rollout.ts";
 import type { CommandEnv } from "./context.ts";
 
 const args = {
-  dest: { type: "string", description: "Roll back this host: the manifest's dest (holding releases/ and current)", valueHint: "dir" },
-  role: { type: "string", description: "Roll back the fleet: make an earlier release the role's latest in Consul KV and fire the event (with --dest: report this host's rollback under this role)", valueHint: "role" },
-  to: { type: "string", description: "The release id to go back to (default: the one before the current / latest)", valueHint: "id" },
+  dest: {
+    type: "string",
+    description: "Roll back this host: the manifest's dest (holding releases/ and current)",
+    valueHint: "dir",
+  },
+  role: {
+    type: "string",
+    description:
+      "Roll back the fleet: make an earlier release the role's latest in Consul KV and fire the event (with --dest: report this host's rollback under this role)",
+    valueHint: "role",
+  },
+  to: {
+    type: "string",
+    description: "The release id to go back to (default: the one before the current / latest)",
+    valueHint: "id",
+  },
   list: { type: "boolean", description: "List the releases, oldest first, and mark the current / latest one" },
-  "sign-key": { type: "string", description: "--role: re-sign the release's manifest with a new issue time (agents with --trust-key refuse older signed manifests)", valueHint: "file" },
-  "state-dir": { type: "string", description: `--dest: the agent's state and lock (default $PULLDEPLOY_STATE_DIR or ${DEFAULT_STATE_DIR})`, valueHint: "dir" },
-  "lock-wait": { type: "string", description: "--dest: how long to wait for an agent deploying on this host (default 10m; 0: don't wait)", valueHint: "duration" },
+  "sign-key": {
+    type: "string",
+    description:
+      "--role: re-sign the release's manifest with a new issue time (agents with --trust-key refuse older signed manifests)",
+    valueHint: "file",
+  },
+  "state-dir": {
+    type: "string",
+    description: `--dest: the agent's state and lock (default $PULLDEPLOY_STATE_DIR or ${DEFAULT_STATE_DIR})`,
+    valueHint: "dir",
+  },
+  "lock-wait": {
+    type: "string",
+    description: "--dest: how long to wait for an agent deploying on this host (default 10m; 0: don't wait)",
+    valueHint: "duration",
+  },
   ...waitArgs,
   ...rolloutArgs,
   ...announceArgs,
@@ -36,7 +62,10 @@ const args = {
 type Args = Record<string, string | boolean | undefined>;
 
 export default defineCommand({
-  meta: { name: "rollback", description: "Switch current back to an earlier release on this host, without downloading" },
+  meta: {
+    name: "rollback",
+    description: "Switch current back to an earlier release on this host, without downloading",
+  },
   args,
   run({ args, data }) {
     const ctx = data as CommandEnv;
@@ -45,9 +74,14 @@ export default defineCommand({
       if (bad) throw new UsageError(`--role: ${bad}`);
     }
     if (args.dest) {
-      if (args.wait === true || args["wait-timeout"] !== undefined) throw new UsageError("--wait applies to a fleet rollback (--role ROLE), not to --dest");
-      if (args["sign-key"] !== undefined) throw new UsageError("--sign-key applies to a fleet rollback (--role ROLE without --dest)");
-      if (rolloutSettings(args as Args)) throw new UsageError("rollout flags (--max-parallel, --canary, …) apply to a fleet rollback (--role ROLE without --dest)");
+      if (args.wait === true || args["wait-timeout"] !== undefined)
+        throw new UsageError("--wait applies to a fleet rollback (--role ROLE), not to --dest");
+      if (args["sign-key"] !== undefined)
+        throw new UsageError("--sign-key applies to a fleet rollback (--role ROLE without --dest)");
+      if (rolloutSettings(args as Args))
+        throw new UsageError(
+          "rollout flags (--max-parallel, --canary, …) apply to a fleet rollback (--role ROLE without --dest)",
+        );
       return rollbackHost(args.dest, args as Args, ctx);
     }
     if (args.role) return rollbackRole(args.role, args as Args, ctx);
@@ -57,22 +91,36 @@ export default defineCommand({
 
 // Each side is imported where it is used: `rollback --dest` stays a few ms.
 async function rollbackRole(role: string, a: Args, ctx: CommandEnv): Promise<number> {
-  const [{ fire }, { isSigned, pickRollback, resignManifest, roleReleases }] = await Promise.all([import("../publish/fire.ts"), import("../publish/rollback.ts")]);
+  const [{ fire }, { isSigned, pickRollback, resignManifest, roleReleases }] = await Promise.all([
+    import("../publish/fire.ts"),
+    import("../publish/rollback.ts"),
+  ]);
   const list = a.list === true;
   const opts = announceOptions(a, ctx);
   const wait = waitOptions(a, opts, list ? "--list" : undefined);
-  const beforeRecord = rolloutHook(rolloutSettings(a), { role, kv: opts.kv, prefix: opts.kvPrefix, announce: opts.announce, ctx });
+  const beforeRecord = rolloutHook(rolloutSettings(a), {
+    role,
+    kv: opts.kv,
+    prefix: opts.kvPrefix,
+    announce: opts.announce,
+    ctx,
+  });
   const consul = new ConsulClient(consulConfig(ctx.env, opts.consul));
   const { records, latest } = await roleReleases(consul, opts.kvPrefix, role, ctx.signal);
   if (list) {
-    for (const r of records) process.stdout.write(`${r.id === latest?.id ? "* " : "  "}${r.id}  ${r.created_at}  ${r.publisher}${r.message ? `  ${r.message}` : ""}\n`);
+    for (const r of records)
+      process.stdout.write(
+        `${r.id === latest?.id ? "* " : "  "}${r.id}  ${r.created_at}  ${r.publisher}${r.message ? `  ${r.message}` : ""}\n`,
+      );
     return 0;
   }
   const target = pickRollback(records, latest, typeof a.to === "string" ? a.to : undefined, role, opts.kvPrefix);
   const signKey = typeof a["sign-key"] === "string" ? a["sign-key"] : undefined;
   // With a key, a latest that agents refused (a rollback fired unsigned) is re-signed and fired again.
   if (target.id === latest?.id && signKey === undefined) {
-    ctx.log.info(`rollback: ${target.id} is already the latest release of ${role}${wait ? ": no event fired, nothing to wait for" : ""}`);
+    ctx.log.info(
+      `rollback: ${target.id} is already the latest release of ${role}${wait ? ": no event fired, nothing to wait for" : ""}`,
+    );
     return 0;
   }
   ctx.log.info(`rollback: role ${role} from ${latest?.id ?? "none"} to ${target.id}`);
@@ -80,9 +128,20 @@ async function rollbackRole(role: string, a: Args, ctx: CommandEnv): Promise<num
   if (signKey !== undefined) {
     manifestUrl = await resignManifest({ manifestUrl, signKey, env: ctx.env, log: ctx.log, signal: ctx.signal });
   } else if (await isSigned(manifestUrl, ctx.env, ctx.signal)) {
-    ctx.log.info(`rollback: warning: ${target.id}'s manifest is signed; agents with --trust-key that ran a later release refuse it as a downgrade (pass --sign-key KEY to re-sign it)`);
+    ctx.log.info(
+      `rollback: warning: ${target.id}'s manifest is signed; agents with --trust-key that ran a later release refuse it as a downgrade (pass --sign-key KEY to re-sign it)`,
+    );
   }
-  await fire({ manifestUrl, role, ...opts, record: { ...target, manifest_url: manifestUrl }, env: ctx.env, log: ctx.log, signal: ctx.signal, beforeRecord });
+  await fire({
+    manifestUrl,
+    role,
+    ...opts,
+    record: { ...target, manifest_url: manifestUrl },
+    env: ctx.env,
+    log: ctx.log,
+    signal: ctx.signal,
+    beforeRecord,
+  });
   if (!wait) return 0;
   return waitForNodes({ ...wait, role, releaseId: target.id, common: opts, ctx, log: ctx.log });
 }
@@ -99,8 +158,15 @@ async function rollbackHost(dest: string, a: Args, ctx: CommandEnv): Promise<num
   let report;
   if (role !== undefined) {
     const { nodeName } = await import("../agent/run.ts");
-    const consul = new ConsulClient(consulConfig(ctx.env, { addr: str("consul-addr"), token: str("consul-token") }), { timeoutMs: 10_000 });
-    report = { consul, prefix: str("kv-prefix") ?? DEFAULT_KV_PREFIX, role, node: await nodeName(str("node"), consul, hostname()) };
+    const consul = new ConsulClient(consulConfig(ctx.env, { addr: str("consul-addr"), token: str("consul-token") }), {
+      timeoutMs: 10_000,
+    });
+    report = {
+      consul,
+      prefix: str("kv-prefix") ?? DEFAULT_KV_PREFIX,
+      role,
+      node: await nodeName(str("node"), consul, hostname()),
+    };
   }
   await rollbackLocal({
     dest,
@@ -120,7 +186,9 @@ function usableStateDir(dir: string, log: CommandEnv["log"]): string | undefined
     fs.accessSync(dir, fs.constants.W_OK);
     return dir;
   } catch (err) {
-    log.info(`state: cannot use ${dir} (${(err as NodeJS.ErrnoException).code}): no host lock and no state update this run (set --state-dir)`);
+    log.info(
+      `state: cannot use ${dir} (${(err as NodeJS.ErrnoException).code}): no host lock and no state update this run (set --state-dir)`,
+    );
     return undefined;
   }
 }

@@ -8,7 +8,18 @@ import { defineCommand, type ArgsDef } from "citty";
 import type { CommandEnv } from "./context.ts";
 import { ConsulClient, consulConfig } from "../consul/client.ts";
 import { UsageError } from "../errors.ts";
-import { checkRolloutSettings, DEFAULT_HEALTH_DEADLINE_MS, DEFAULT_PREPARE_DEADLINE_MS, readRollout, ROLLOUT_ACTIONS, steerRollout, wantsRollout, writeRollout, type RolloutAction, type RolloutSettings } from "../publish/rollout.ts";
+import {
+  checkRolloutSettings,
+  DEFAULT_HEALTH_DEADLINE_MS,
+  DEFAULT_PREPARE_DEADLINE_MS,
+  readRollout,
+  ROLLOUT_ACTIONS,
+  steerRollout,
+  wantsRollout,
+  writeRollout,
+  type RolloutAction,
+  type RolloutSettings,
+} from "../publish/rollout.ts";
 import type { AnnounceOptions } from "../publish/announce.ts";
 import { defaultPublisher } from "../publish/publish.ts";
 import { checkRole, DEFAULT_KV_PREFIX, normalizeKvPrefix, type ReleaseRecord } from "../records/release.ts";
@@ -17,16 +28,55 @@ import { consulArgs, durationFlag, intFlag } from "./_shared.ts";
 
 /** The rollout flags of `publish` and `fire`. None given: every node switches at once, as before. */
 export const rolloutArgs = {
-  "max-parallel": { type: "string", description: "Rollout: at most this many nodes (or % of the role's nodes) switching at once (default: all)", valueHint: "N|P%" },
-  canary: { type: "string", description: "Rollout: the first N nodes go alone; the rest wait until they are healthy", valueHint: "n" },
-  "canary-wait": { type: "boolean", description: "Rollout: after the canaries, hold until `pulldeploy rollout promote`" },
-  "max-failures": { type: "string", description: "Rollout: failure budget; past it the rollout halts (waiting nodes keep their release)", valueHint: "N|P%" },
-  "auto-rollback": { type: "boolean", description: "Rollout: when it halts, make the previous release the latest again and fire it" },
-  "health-grace": { type: "string", description: "Rollout: after post/validate, the node's Consul checks must pass this long (default: no health gate)", valueHint: "duration" },
-  "health-deadline": { type: "string", description: "Rollout: … within this long, else the node failed (default 5m)", valueHint: "duration" },
-  "switch-together": { type: "boolean", description: "Rollout: no node switches until every node of the role has prepared (fetched and extracted) or --prepare-deadline passes" },
-  "prepare-deadline": { type: "string", description: "With --switch-together: switch anyway this long after publishing (default 10m)", valueHint: "duration" },
-  "slot-ttl": { type: "string", description: "Rollout: TTL of each slot's Consul session; a killed agent frees its slot about 2× this later (default 10s, Consul's session_ttl_min)", valueHint: "duration" },
+  "max-parallel": {
+    type: "string",
+    description: "Rollout: at most this many nodes (or % of the role's nodes) switching at once (default: all)",
+    valueHint: "N|P%",
+  },
+  canary: {
+    type: "string",
+    description: "Rollout: the first N nodes go alone; the rest wait until they are healthy",
+    valueHint: "n",
+  },
+  "canary-wait": {
+    type: "boolean",
+    description: "Rollout: after the canaries, hold until `pulldeploy rollout promote`",
+  },
+  "max-failures": {
+    type: "string",
+    description: "Rollout: failure budget; past it the rollout halts (waiting nodes keep their release)",
+    valueHint: "N|P%",
+  },
+  "auto-rollback": {
+    type: "boolean",
+    description: "Rollout: when it halts, make the previous release the latest again and fire it",
+  },
+  "health-grace": {
+    type: "string",
+    description: "Rollout: after post/validate, the node's Consul checks must pass this long (default: no health gate)",
+    valueHint: "duration",
+  },
+  "health-deadline": {
+    type: "string",
+    description: "Rollout: … within this long, else the node failed (default 5m)",
+    valueHint: "duration",
+  },
+  "switch-together": {
+    type: "boolean",
+    description:
+      "Rollout: no node switches until every node of the role has prepared (fetched and extracted) or --prepare-deadline passes",
+  },
+  "prepare-deadline": {
+    type: "string",
+    description: "With --switch-together: switch anyway this long after publishing (default 10m)",
+    valueHint: "duration",
+  },
+  "slot-ttl": {
+    type: "string",
+    description:
+      "Rollout: TTL of each slot's Consul session; a killed agent frees its slot about 2× this later (default 10s, Consul's session_ttl_min)",
+    valueHint: "duration",
+  },
 } as const satisfies ArgsDef;
 
 type Flags = Record<string, string | boolean | undefined>;
@@ -46,8 +96,10 @@ export function rolloutSettings(a: Flags): RolloutSettings | undefined {
     prepareDeadlineMs: durationFlag("prepare-deadline", str("prepare-deadline")) ?? DEFAULT_PREPARE_DEADLINE_MS,
     slotTtlMs: durationFlag("slot-ttl", str("slot-ttl")),
   };
-  if (!s.switchTogether && str("prepare-deadline") !== undefined) throw new UsageError("--prepare-deadline only applies with --switch-together");
-  if (s.slotTtlMs !== undefined && s.maxParallel === undefined) throw new UsageError("--slot-ttl only applies with --max-parallel (without it there are no slots)");
+  if (!s.switchTogether && str("prepare-deadline") !== undefined)
+    throw new UsageError("--prepare-deadline only applies with --switch-together");
+  if (s.slotTtlMs !== undefined && s.maxParallel === undefined)
+    throw new UsageError("--slot-ttl only applies with --max-parallel (without it there are no slots)");
   checkRolloutSettings(s);
   return wantsRollout(s) ? s : undefined;
 }
@@ -56,26 +108,46 @@ export function rolloutSettings(a: Flags): RolloutSettings | undefined {
  * The publish/fire hook that writes the rollout record before KV and the event. Usage errors for what
  * cannot stage a rollout: no role, no KV.
  */
-export function rolloutHook(s: RolloutSettings | undefined, o: { role?: string; kv: boolean; prefix: string; announce: AnnounceOptions; ctx: CommandEnv }) {
+export function rolloutHook(
+  s: RolloutSettings | undefined,
+  o: { role?: string; kv: boolean; prefix: string; announce: AnnounceOptions; ctx: CommandEnv },
+) {
   if (!s) return undefined;
-  if (o.role === undefined) throw new UsageError("rollout flags (--max-parallel, --canary, …) need --role: the role whose nodes take part");
-  if (!o.kv) throw new UsageError("rollout flags (--max-parallel, --canary, …) cannot go with --no-kv: agents coordinate through Consul KV");
+  if (o.role === undefined)
+    throw new UsageError("rollout flags (--max-parallel, --canary, …) need --role: the role whose nodes take part");
+  if (!o.kv)
+    throw new UsageError(
+      "rollout flags (--max-parallel, --canary, …) cannot go with --no-kv: agents coordinate through Consul KV",
+    );
   // The halting agent fires the rollback, and an agent can only fire a Consul event: `serf event`
   // needs the publisher's Serf RPC address and key (never written to KV), and a Consul event never
   // reaches a fleet whose handlers listen to Serf. Refused rather than rolled back in KV only.
   if (s.autoRollback && o.announce.via === "serf") {
-    throw new UsageError(`--auto-rollback cannot go with --via serf: the halting agent fires the rollback as a Consul event, which Serf handlers never see; drop --auto-rollback (after a halt: pulldeploy rollback --role ${o.role} --via serf) or announce through Consul`);
+    throw new UsageError(
+      `--auto-rollback cannot go with --via serf: the halting agent fires the rollback as a Consul event, which Serf handlers never see; drop --auto-rollback (after a halt: pulldeploy rollback --role ${o.role} --via serf) or announce through Consul`,
+    );
   }
   return async (consul: ConsulClient, release: ReleaseRecord) => {
     const a = o.announce;
-    await writeRollout(consul, { prefix: o.prefix, release, settings: s, event: a.event, filters: { node: a.node, service: a.service, tag: a.tag }, log: o.ctx.log });
+    await writeRollout(consul, {
+      prefix: o.prefix,
+      release,
+      settings: s,
+      event: a.event,
+      filters: { node: a.node, service: a.service, tag: a.tag },
+      log: o.ctx.log,
+    });
   };
 }
 
 export const rolloutCommandArgs = {
   action: { type: "positional", description: `status, ${ROLLOUT_ACTIONS.join(", ")}`, required: false },
   role: { type: "string", description: "The role (required)", valueHint: "role" },
-  release: { type: "string", description: "The release's rollout (default: the role's latest release)", valueHint: "id" },
+  release: {
+    type: "string",
+    description: "The release's rollout (default: the role's latest release)",
+    valueHint: "id",
+  },
   json: { type: "boolean", description: "Print the rollout record as JSON" },
   "kv-prefix": { type: "string", description: `Consul KV prefix (default ${DEFAULT_KV_PREFIX})`, valueHint: "prefix" },
   ...consulArgs,
@@ -91,7 +163,9 @@ export default defineCommand({
     const action = str("action");
     const actions = ["status", ...ROLLOUT_ACTIONS];
     if (action === undefined || !actions.includes(action)) {
-      throw new UsageError(`${action === undefined ? "missing the action" : `unknown action "${action}"`}: pulldeploy rollout ${actions.join("|")} --role ROLE`);
+      throw new UsageError(
+        `${action === undefined ? "missing the action" : `unknown action "${action}"`}: pulldeploy rollout ${actions.join("|")} --role ROLE`,
+      );
     }
     const role = str("role");
     if (role === undefined) throw new UsageError("--role is required: the role whose rollout to show or steer");
@@ -99,20 +173,34 @@ export default defineCommand({
     if (bad) throw new UsageError(`--role: ${bad}`);
     const prefix = normalizeKvPrefix(str("kv-prefix") ?? DEFAULT_KV_PREFIX);
     if (typeof prefix !== "string") throw new UsageError(`--kv-prefix: ${prefix.error}`);
-    const consul = new ConsulClient(consulConfig(ctx.env, { addr: str("consul-addr"), token: str("consul-token") }), { timeoutMs: 10_000 });
+    const consul = new ConsulClient(consulConfig(ctx.env, { addr: str("consul-addr"), token: str("consul-token") }), {
+      timeoutMs: 10_000,
+    });
     const releaseId = str("release");
 
     if (action === "status") {
       const found = await readRollout(consul, prefix, role, releaseId);
       if (!found) {
-        ctx.log.info(`no rollout for role ${role}${releaseId ? ` release ${releaseId}` : "'s latest release"} (published without rollout flags: every node at once)`);
+        ctx.log.info(
+          `no rollout for role ${role}${releaseId ? ` release ${releaseId}` : "'s latest release"} (published without rollout flags: every node at once)`,
+        );
         return 1;
       }
-      process.stdout.write(a.json === true ? `${JSON.stringify(found.record, null, 2)}\n` : `${describeRolloutRecord(found.record)}\n`);
+      process.stdout.write(
+        a.json === true ? `${JSON.stringify(found.record, null, 2)}\n` : `${describeRolloutRecord(found.record)}\n`,
+      );
       return isFinal(found.record.state) ? 1 : 0;
     }
-    const record = await steerRollout(consul, { prefix, role, releaseId, action: action as RolloutAction, by: defaultPublisher(ctx.env) });
-    process.stdout.write(a.json === true ? `${JSON.stringify(record, null, 2)}\n` : `${describeRolloutRecord(record)}\n`);
+    const record = await steerRollout(consul, {
+      prefix,
+      role,
+      releaseId,
+      action: action as RolloutAction,
+      by: defaultPublisher(ctx.env),
+    });
+    process.stdout.write(
+      a.json === true ? `${JSON.stringify(record, null, 2)}\n` : `${describeRolloutRecord(record)}\n`,
+    );
     return 0;
   },
 });

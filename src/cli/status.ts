@@ -14,14 +14,24 @@ import { consulArgs, kvPrefixFlag } from "./_shared.ts";
 
 export const statusArgs = {
   role: { type: "string", description: "The role to show (required)", valueHint: "role" },
-  service: { type: "string", description: "The Consul service whose nodes make the role (default: the role's name)", valueHint: "name" },
-  json: { type: "boolean", description: "Print the view as JSON (latest release, counts, one object per node under rows)" },
+  service: {
+    type: "string",
+    description: "The Consul service whose nodes make the role (default: the role's name)",
+    valueHint: "name",
+  },
+  json: {
+    type: "boolean",
+    description: "Print the view as JSON (latest release, counts, one object per node under rows)",
+  },
   "kv-prefix": { type: "string", description: `Consul KV prefix (default ${DEFAULT_KV_PREFIX})`, valueHint: "prefix" },
   ...consulArgs,
 } as const satisfies ArgsDef;
 
 export default defineCommand({
-  meta: { name: "status", description: "Show each node of a role: its release, status, phase and age, against the latest release" },
+  meta: {
+    name: "status",
+    description: "Show each node of a role: its release, status, phase and age, against the latest release",
+  },
   args: statusArgs,
   async run({ args, data }) {
     const { env } = data as CommandEnv;
@@ -32,12 +42,18 @@ export default defineCommand({
     const bad = checkRole(role);
     if (bad) throw new UsageError(`--role: ${bad}`);
     const prefix = kvPrefixFlag(str("kv-prefix"));
-    const consul = new ConsulClient(consulConfig(env, { addr: str("consul-addr"), token: str("consul-token") }), { timeoutMs: 10_000 });
+    const consul = new ConsulClient(consulConfig(env, { addr: str("consul-addr"), token: str("consul-token") }), {
+      timeoutMs: 10_000,
+    });
 
     const view = await readFleet({ consul, prefix, role, service: str("service") });
     const rollout = view.latest ? await readRolloutView(consul, prefix, role, view.latest.id) : null;
     if (a.json === true) process.stdout.write(`${JSON.stringify(rollout ? { ...view, rollout } : view, null, 2)}\n`);
-    else process.stdout.write(renderFleet(view, { color: process.stdout.isTTY === true && !env.NO_COLOR }) + (rollout ? `${renderRollout(rollout).join("\n")}\n` : ""));
+    else
+      process.stdout.write(
+        renderFleet(view, { color: process.stdout.isTTY === true && !env.NO_COLOR }) +
+          (rollout ? `${renderRollout(rollout).join("\n")}\n` : ""),
+      );
     return view.counts.failure > 0 ? 1 : 0;
   },
 });

@@ -49,7 +49,14 @@ import { ConsulError, unexpected } from "./error.ts";
 // What callers of the client use with it, importable from here with it.
 export { consulConfig, type ConsulConfig } from "./config.ts";
 export type { BlockingOptions } from "./blocking.ts";
-export type { CatalogNode, CatalogServiceInstance, ConsulEvent, HealthServiceInstance, KvEntry, SessionInfo } from "./decode.ts";
+export type {
+  CatalogNode,
+  CatalogServiceInstance,
+  ConsulEvent,
+  HealthServiceInstance,
+  KvEntry,
+  SessionInfo,
+} from "./decode.ts";
 export { ConsulError } from "./error.ts";
 
 export interface ConsulClientOptions {
@@ -85,7 +92,13 @@ export class ConsulClient {
   /** One key; `entry` is null when the key does not exist. */
   async kvGet(key: string, opts: BlockingOptions = {}): Promise<{ entry: KvEntry | null; index: number }> {
     const path = kvPath(key);
-    const a = await this.#call("GET", path, { query: blockingQuery(opts), signal: opts.signal, blocking: !!opts.index, wait: opts.wait, ok: [404] });
+    const a = await this.#call("GET", path, {
+      query: blockingQuery(opts),
+      signal: opts.signal,
+      blocking: !!opts.index,
+      wait: opts.wait,
+      ok: [404],
+    });
     const index = raftIndex(a, "GET", path);
     if (a.status === 404) return { entry: null, index };
     const entries = decodeEntries(parseJson(a, "GET", path), "GET", path);
@@ -93,7 +106,10 @@ export class ConsulClient {
   }
 
   /** One key's value as UTF-8; `value` is null when the key does not exist ("" when it is empty). */
-  async kvGetText(key: string, opts: BlockingOptions = {}): Promise<{ value: string | null; entry: KvEntry | null; index: number }> {
+  async kvGetText(
+    key: string,
+    opts: BlockingOptions = {},
+  ): Promise<{ value: string | null; entry: KvEntry | null; index: number }> {
     const { entry, index } = await this.kvGet(key, opts);
     return { value: entry ? new TextDecoder().decode(entry.value ?? new Uint8Array()) : null, entry, index };
   }
@@ -164,9 +180,16 @@ export class ConsulClient {
    * matching `service`, tagged `tag`, receive it. Best effort: gossip, no delivery guarantee and no
    * replay for an agent that was down (the agents catch up from KV).
    */
-  async eventFire(name: string, payload: string | Uint8Array, opts: { node?: string; service?: string; tag?: string } = {}): Promise<ConsulEvent> {
+  async eventFire(
+    name: string,
+    payload: string | Uint8Array,
+    opts: { node?: string; service?: string; tag?: string } = {},
+  ): Promise<ConsulEvent> {
     const path = `/v1/event/fire/${encodeURIComponent(name)}`;
-    const a = await this.#call("PUT", path, { query: { node: opts.node || undefined, service: opts.service || undefined, tag: opts.tag || undefined }, body: payload });
+    const a = await this.#call("PUT", path, {
+      query: { node: opts.node || undefined, service: opts.service || undefined, tag: opts.tag || undefined },
+      body: payload,
+    });
     return decodeEvent(parseJson(a, "PUT", path), "PUT", path);
   }
 
@@ -205,14 +228,23 @@ export class ConsulClient {
   /** The instances of service `name` with their health; `passing` keeps only the healthy ones. */
   async healthService(name: string, opts: { tag?: string; passing?: boolean } = {}): Promise<HealthServiceInstance[]> {
     const path = `/v1/health/service/${encodeURIComponent(name)}`;
-    const raw = parseJson(await this.#call("GET", path, { query: { tag: opts.tag, passing: opts.passing ? true : undefined } }), "GET", path);
+    const raw = parseJson(
+      await this.#call("GET", path, { query: { tag: opts.tag, passing: opts.passing ? true : undefined } }),
+      "GET",
+      path,
+    );
     return decodeHealthService(raw, path);
   }
 
   // -------------------------------------------------------------- sessions
 
   /** Create a session on this agent's node; returns its ID. `ttl`/`lockDelay` in Consul syntax ("15s"). */
-  async sessionCreate(opts: { name: string; ttl?: string; behavior?: "release" | "delete"; lockDelay?: string }): Promise<string> {
+  async sessionCreate(opts: {
+    name: string;
+    ttl?: string;
+    behavior?: "release" | "delete";
+    lockDelay?: string;
+  }): Promise<string> {
     const path = "/v1/session/create";
     const body = JSON.stringify({
       Name: opts.name,
@@ -271,7 +303,15 @@ export class ConsulClient {
   async #call(
     method: string,
     path: string,
-    opts: { query?: Query; body?: string | Uint8Array; json?: boolean; signal?: AbortSignal; blocking?: boolean; wait?: string; ok?: number[] } = {},
+    opts: {
+      query?: Query;
+      body?: string | Uint8Array;
+      json?: boolean;
+      signal?: AbortSignal;
+      blocking?: boolean;
+      wait?: string;
+      ok?: number[];
+    } = {},
   ): Promise<Answer> {
     const cfg = this.#config;
     const url = cfg.baseUrl + path + queryString(opts.query ?? {});
@@ -318,7 +358,9 @@ export class ConsulClient {
       if (opts.signal?.aborted) throw opts.signal.reason;
       if (timeout.aborted) {
         const within = limitMs < 10_000 ? `${Math.round(limitMs)}ms` : `${Math.round(limitMs / 1000)}s`;
-        throw new ConsulError(`consul ${method} ${path}: no answer from ${cfg.address} within ${within}`, { cause: err });
+        throw new ConsulError(`consul ${method} ${path}: no answer from ${cfg.address} within ${within}`, {
+          cause: err,
+        });
       }
       const code = (err as { code?: unknown }).code;
       const why = typeof code === "string" && code !== "" ? code : (err as Error).message;
@@ -327,7 +369,10 @@ export class ConsulClient {
 
     const text = new TextDecoder().decode(bytes);
     if ((res.status < 200 || res.status > 299) && !(opts.ok ?? []).includes(res.status)) {
-      throw new ConsulError(`consul ${method} ${path}: ${res.status} ${summary(text) || res.statusText}`, { status: res.status, body: text });
+      throw new ConsulError(`consul ${method} ${path}: ${res.status} ${summary(text) || res.statusText}`, {
+        status: res.status,
+        body: text,
+      });
     }
     return { status: res.status, headers: res.headers, text, bytes };
   }
@@ -343,7 +388,8 @@ export class ConsulClient {
  */
 function kvPath(key: string): string {
   const segments = key.replace(/^\/+/, "").split("/");
-  if (segments.some((s) => s === "." || s === "..")) throw new ConsulError(`consul kv ${JSON.stringify(key)}: a key may not have a "." or ".." segment`);
+  if (segments.some((s) => s === "." || s === ".."))
+    throw new ConsulError(`consul kv ${JSON.stringify(key)}: a key may not have a "." or ".." segment`);
   return `/v1/kv/${segments.map(encodeURIComponent).join("/")}`;
 }
 

@@ -66,7 +66,8 @@ export function consulConfig(env: Env, flags: { addr?: string; token?: string } 
     hostPort = rest!;
     if (s === "https") scheme = "https";
     else if (s === "unix") unixSocket = rest;
-    else if (s !== "http") problems.push(`${source}: unknown scheme "${s}" in "${addr}" (use host:port, http://, https:// or unix://)`);
+    else if (s !== "http")
+      problems.push(`${source}: unknown scheme "${s}" in "${addr}" (use host:port, http://, https:// or unix://)`);
   }
   if (unixSocket !== undefined) {
     if (unixSocket === "") problems.push(`${source}: no socket path in "${addr}"`);
@@ -105,7 +106,9 @@ export function consulConfig(env: Env, flags: { addr?: string; token?: string } 
     }
     tls = {
       ...(ca.length > 0 ? { ca } : {}),
-      ...(certFile && keyFile ? { cert: read("CONSUL_CLIENT_CERT", certFile), key: read("CONSUL_CLIENT_KEY", keyFile) } : {}),
+      ...(certFile && keyFile
+        ? { cert: read("CONSUL_CLIENT_CERT", certFile), key: read("CONSUL_CLIENT_KEY", keyFile) }
+        : {}),
       ...(nonEmpty(env.CONSUL_TLS_SERVER_NAME) ? { serverName: env.CONSUL_TLS_SERVER_NAME } : {}),
       verify,
     };

@@ -73,9 +73,15 @@ export interface Answer {
 
 /** A one-line summary of an error body: go-multierror's bullet lines joined, else the first line. */
 export function summary(body: string): string {
-  const lines = body.split("\n").map((l) => l.trim()).filter((l) => l !== "");
+  const lines = body
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((l) => l !== "");
   if (lines.length > 1 && /^\d+ errors? occurred:$/.test(lines[0]!)) {
-    return lines.slice(1).map((l) => l.replace(/^\* /, "")).join("; ");
+    return lines
+      .slice(1)
+      .map((l) => l.replace(/^\* /, ""))
+      .join("; ");
   }
   return lines[0] ?? "";
 }
@@ -87,7 +93,11 @@ export function parseJson(a: Answer, method: string, path: string): unknown {
       key === "Flags" && typeof value === "number" && ctx?.source !== undefined ? BigInt(ctx.source) : value,
     );
   } catch (err) {
-    throw new ConsulError(`consul ${method} ${path}: answer is not JSON: ${(err as Error).message}`, { status: a.status, body: a.text, cause: err });
+    throw new ConsulError(`consul ${method} ${path}: answer is not JSON: ${(err as Error).message}`, {
+      status: a.status,
+      body: a.text,
+      cause: err,
+    });
   }
 }
 
@@ -124,7 +134,8 @@ export function decodeEntries(raw: unknown, method: string, path: string): KvEnt
 }
 
 export function decodeEvent(raw: unknown, method: string, path: string): ConsulEvent {
-  if (!isObject(raw) || typeof raw.ID !== "string" || typeof raw.Name !== "string") throw unexpected(method, path, "an event with ID and Name");
+  if (!isObject(raw) || typeof raw.ID !== "string" || typeof raw.Name !== "string")
+    throw unexpected(method, path, "an event with ID and Name");
   const payload = typeof raw.Payload === "string" ? new Uint8Array(Buffer.from(raw.Payload, "base64")) : null;
   return {
     id: raw.ID,
@@ -177,7 +188,8 @@ export function decodeHealthService(raw: unknown, path: string): HealthServiceIn
   if (!Array.isArray(raw)) throw unexpected("GET", path, "a list of service entries");
   const rank = ["passing", "warning", "critical", "maintenance"] as const;
   return raw.map((e) => {
-    if (!isObject(e) || !isObject(e.Node) || !isObject(e.Service)) throw unexpected("GET", path, "entries with Node and Service");
+    if (!isObject(e) || !isObject(e.Node) || !isObject(e.Service))
+      throw unexpected("GET", path, "entries with Node and Service");
     const checks = Array.isArray(e.Checks) ? e.Checks.filter(isObject) : [];
     let worst = 0;
     for (const c of checks) worst = Math.max(worst, rank.indexOf(c.Status as (typeof rank)[number]));

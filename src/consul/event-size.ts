@@ -34,5 +34,16 @@ export function userEventSize(
 export function serfEventSize(name: string, payload: string, ltime = 0): number {
   const raw = (n: number) => (n < 32 ? 1 : n < 65536 ? 3 : 5) + n;
   const uint = (n: number) => (n < 128 ? 1 : n < 256 ? 2 : n < 65536 ? 3 : n < 2 ** 32 ? 5 : 9);
-  return 1 + 1 + raw(5) + uint(ltime) + raw(4) + raw(Buffer.byteLength(name)) + raw(7) + raw(Buffer.byteLength(payload)) + raw(2) + 1;
+  return (
+    1 +
+    1 +
+    raw(5) +
+    uint(ltime) +
+    raw(4) +
+    raw(Buffer.byteLength(name)) +
+    raw(7) +
+    raw(Buffer.byteLength(payload)) +
+    raw(2) +
+    1
+  );
 }

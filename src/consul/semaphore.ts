@@ -54,8 +54,14 @@ export class Semaphore {
     if (!live.has(this.session)) return { taken: false, retry: false, holders, queued: false };
     if (holders.includes(this.session)) return { taken: true, retry: false, holders, queued: true };
     if (holders.length >= this.limit) return { taken: false, retry: false, holders, queued: true };
-    const next: LockValue = { Limit: this.limit, Holders: Object.fromEntries([...holders, this.session].sort().map((h) => [h, true])) };
-    const ok = await this.consul.kvPut(this.lockKey, JSON.stringify(next), { cas: lock?.modifyIndex ?? 0, flags: SEMAPHORE_FLAGS });
+    const next: LockValue = {
+      Limit: this.limit,
+      Holders: Object.fromEntries([...holders, this.session].sort().map((h) => [h, true])),
+    };
+    const ok = await this.consul.kvPut(this.lockKey, JSON.stringify(next), {
+      cas: lock?.modifyIndex ?? 0,
+      flags: SEMAPHORE_FLAGS,
+    });
     return { taken: ok, retry: !ok, holders: ok ? Object.keys(next.Holders) : holders, queued: true };
   }
 
@@ -66,7 +72,14 @@ export class Semaphore {
       const { lock, live } = this.view(entries);
       if (!lock || !(this.session in lock.value.Holders)) break;
       const holders = Object.keys(lock.value.Holders).filter((h) => h !== this.session && live.has(h));
-      if (await this.consul.kvPut(this.lockKey, JSON.stringify({ Limit: lock.value.Limit, Holders: Object.fromEntries(holders.map((h) => [h, true])) }), { cas: lock.modifyIndex, flags: SEMAPHORE_FLAGS })) break;
+      if (
+        await this.consul.kvPut(
+          this.lockKey,
+          JSON.stringify({ Limit: lock.value.Limit, Holders: Object.fromEntries(holders.map((h) => [h, true])) }),
+          { cas: lock.modifyIndex, flags: SEMAPHORE_FLAGS },
+        )
+      )
+        break;
     }
     await this.consul.kvDelete(this.contenderKey);
   }
@@ -78,7 +91,11 @@ export class Semaphore {
     for (const e of entries) {
       if (e.key === this.lockKey) {
         lock = { value: parseLock(e.value), modifyIndex: e.modifyIndex };
-      } else if (e.key.startsWith(`${this.prefix}/`) && e.session !== undefined && e.key === `${this.prefix}/${e.session}`) {
+      } else if (
+        e.key.startsWith(`${this.prefix}/`) &&
+        e.session !== undefined &&
+        e.key === `${this.prefix}/${e.session}`
+      ) {
         live.add(e.session);
       }
     }
@@ -91,7 +108,10 @@ export function parseLock(value: Uint8Array | null): LockValue {
   try {
     const v = JSON.parse(new TextDecoder().decode(value ?? new Uint8Array())) as Partial<LockValue>;
     const holders = v && typeof v.Holders === "object" && v.Holders !== null ? v.Holders : {};
-    return { Limit: typeof v.Limit === "number" ? v.Limit : 0, Holders: Object.fromEntries(Object.keys(holders).map((h) => [h, true])) };
+    return {
+      Limit: typeof v.Limit === "number" ? v.Limit : 0,
+      Holders: Object.fromEntries(Object.keys(holders).map((h) => [h, true])),
+    };
   } catch {
     return { Limit: 0, Holders: {} };
   }

@@ -38,8 +38,13 @@ export async function nodeSessions(consul: ConsulClient, node: string, signal?: 
   const path = `/v1/session/node/${encodeURIComponent(node)}`;
   const { json } = await consul.request("GET", path, { signal });
   if (json === null) return [];
-  if (!Array.isArray(json)) throw new ConsulError(`consul GET ${path}: unexpected answer (expected a list of sessions)`);
-  return json.flatMap((s) => (s && typeof s === "object" && typeof s.ID === "string" ? [{ id: s.ID as string, name: String(s.Name ?? ""), node: String(s.Node ?? "") }] : []));
+  if (!Array.isArray(json))
+    throw new ConsulError(`consul GET ${path}: unexpected answer (expected a list of sessions)`);
+  return json.flatMap((s) =>
+    s && typeof s === "object" && typeof s.ID === "string"
+      ? [{ id: s.ID as string, name: String(s.Name ?? ""), node: String(s.Node ?? "") }]
+      : [],
+  );
 }
 
 export async function openSession(
@@ -53,7 +58,13 @@ export async function openSession(
     log(`consul: destroyed a leftover session ${s.id} of this node (a pulldeploy that did not finish)`);
   }
   const ttl = o.ttlMs ?? DEFAULT_SESSION_TTL_MS;
-  const body = JSON.stringify({ Name: o.name, Behavior: "delete", TTL: goDuration(ttl), LockDelay: "0s", NodeChecks: ["serfHealth", ...(o.checks ?? [])] });
+  const body = JSON.stringify({
+    Name: o.name,
+    Behavior: "delete",
+    TTL: goDuration(ttl),
+    LockDelay: "0s",
+    NodeChecks: ["serfHealth", ...(o.checks ?? [])],
+  });
   const { json } = await consul.request("PUT", "/v1/session/create", { body });
   if (!json || typeof json !== "object" || typeof (json as { ID?: unknown }).ID !== "string") {
     throw new ConsulError("consul PUT /v1/session/create: unexpected answer (expected a session ID)");

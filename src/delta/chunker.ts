@@ -62,7 +62,11 @@ export function chunkBuffer(): Uint8Array {
  * The chunks of the open file `fd` of `size` bytes, in order: each a view into `buffer` (from
  * `chunkBuffer`), valid until the next step. Throws if the file is shorter than `size`.
  */
-export function* fileChunks(fd: number, size: number, buffer: Uint8Array): Generator<{ bytes: Uint8Array; offset: number }> {
+export function* fileChunks(
+  fd: number,
+  size: number,
+  buffer: Uint8Array,
+): Generator<{ bytes: Uint8Array; offset: number }> {
   const buf = buffer.subarray(0, Math.min(READ_BUF, Math.max(size, 1)));
   let filled = 0;
   let pos = 0; // file offset of buf[0]

@@ -22,7 +22,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { TarExtractor, type ExtractLimits } from "../archive/extract.ts";
 import { entryHeaders } from "../archive/tar-header.ts";
-import { ExtractError, FetchError, messageOf } from "../errors.ts";
+import { type ExtractError, FetchError, messageOf } from "../errors.ts";
 import { redact, type Logger } from "../log.ts";
 import { openUrl } from "../store/sources/index.ts";
 import type { Env } from "../env.ts";
@@ -87,7 +87,10 @@ const ZEROS = new Uint8Array(2 * BLOCK);
  * The tree by the delta when `o` is given and there is a previous tree, else (or when the delta
  * fails) by `full`, the archive path.
  */
-export async function fetchTree(o: DeltaFetchOptions | undefined, full: () => Promise<TreeResult>): Promise<TreeResult> {
+export async function fetchTree(
+  o: DeltaFetchOptions | undefined,
+  full: () => Promise<TreeResult>,
+): Promise<TreeResult> {
   if (o === undefined) return full();
   if (o.seedFrom === undefined || !fs.existsSync(o.seedFrom)) {
     o.log.info("delta: no previous release on this host: fetching the full archive");
@@ -112,7 +115,12 @@ export async function fetchTree(o: DeltaFetchOptions | undefined, full: () => Pr
 async function recordAfter(o: DeltaFetchOptions, result: TreeResult): Promise<TreeResult> {
   if (o.recordAs === undefined || result.extractError) return result;
   try {
-    const { index } = await fetchIndex(o.indexUrl, { env: o.env, signal: o.signal, userAgent: o.userAgent }, o.limits, o.indexSha256);
+    const { index } = await fetchIndex(
+      o.indexUrl,
+      { env: o.env, signal: o.signal, userAgent: o.userAgent },
+      o.limits,
+      o.indexSha256,
+    );
     writeRecord(o.recordAs, o.tree, index);
     pruneRecords(dirname(o.recordAs), o.recordAs);
   } catch (err) {
@@ -155,7 +163,9 @@ export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
   const toFetch = missing.reduce((n, c) => n + c.stored, 0);
   const maxShare = o.maxShare ?? 0.5;
   if (toFetch > archiveSize * maxShare) {
-    throw new DeltaError(`${missing.length} of ${wanted.size} chunks are missing here (${formatBytes(toFetch)}, more than ${Math.round(maxShare * 100)}% of the ${formatBytes(archiveSize)} archive)`);
+    throw new DeltaError(
+      `${missing.length} of ${wanted.size} chunks are missing here (${formatBytes(toFetch)}, more than ${Math.round(maxShare * 100)}% of the ${formatBytes(archiveSize)} archive)`,
+    );
   }
   const ranges = coalesce(missing);
 
@@ -181,12 +191,17 @@ export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
           const where = `chunk ${c.hash.slice(0, 12)} (${redact(url)} bytes ${c.offset}-${c.offset + c.stored - 1})`;
           let raw: Uint8Array;
           try {
-            raw = await inflateCapped(body.subarray(c.offset - r.start, c.offset - r.start + c.stored), "deflate-raw", c.size);
+            raw = await inflateCapped(
+              body.subarray(c.offset - r.start, c.offset - r.start + c.stored),
+              "deflate-raw",
+              c.size,
+            );
           } catch (err) {
             throw new DeltaError(`${where}: does not inflate to ${c.size} bytes (${messageOf(err)})`, { cause: err });
           }
           const actual = chunkHash(raw);
-          if (raw.byteLength !== c.size || actual !== c.hash) throw new DeltaError(`${where}: checksum mismatch: expected sha256 ${c.hash}, got ${actual}`);
+          if (raw.byteLength !== c.size || actual !== c.hash)
+            throw new DeltaError(`${where}: checksum mismatch: expected sha256 ${c.hash}, got ${actual}`);
           writeAll(spool, raw, spoolSize);
           spooled.set(c.hash, spoolSize);
           spoolSize += raw.byteLength;
@@ -197,7 +212,10 @@ export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
 
     // build
     const extractor = new TarExtractor(o.tree, o.limits, o.linkFrom);
-    const direct = o.linkFrom === undefined || o.linkFrom !== o.seedFrom ? new Map<string, string>() : linkable(o.linkFrom, index, record, trustedFiles);
+    const direct =
+      o.linkFrom === undefined || o.linkFrom !== o.seedFrom
+        ? new Map<string, string>()
+        : linkable(o.linkFrom, index, record, trustedFiles);
     const directLinks: { rel: string; st: fs.Stats }[] = [];
     /** Paths of the index's symlinks and files so far: nothing is linked through them. */
     const notDirs = new Set<string>();
@@ -256,8 +274,14 @@ export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
             refetched++;
             at = spooled.get(c.hash)!;
             bytes = readAt(spool, at, c.size);
-            if (bytes === undefined || chunkHash(bytes) !== c.hash) throw new DeltaError(`${e.path}: the spooled chunk ${c.hash.slice(0, 12)} changed while the tree was built`);
-          } else if (!ok) throw new DeltaError(`${e.path}: the spooled chunk ${c.hash.slice(0, 12)} changed while the tree was built`);
+            if (bytes === undefined || chunkHash(bytes) !== c.hash)
+              throw new DeltaError(
+                `${e.path}: the spooled chunk ${c.hash.slice(0, 12)} changed while the tree was built`,
+              );
+          } else if (!ok)
+            throw new DeltaError(
+              `${e.path}: the spooled chunk ${c.hash.slice(0, 12)} changed while the tree was built`,
+            );
           if (at === undefined) {
             reused += c.size;
             if (seed?.trusted) trusted += c.size;
@@ -276,14 +300,19 @@ export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
     }
     const tarHex = tar?.digest("hex") as string | undefined;
     if (tarSize !== index.tar.size || (tarHex !== undefined && tarHex !== index.tar.sha256)) {
-      throw new DeltaError(`the rebuilt tar stream does not match the index: expected sha256 ${index.tar.sha256} (${index.tar.size} bytes), got ${tarHex ?? "(not hashed)"} (${tarSize} bytes)`);
+      throw new DeltaError(
+        `the rebuilt tar stream does not match the index: expected sha256 ${index.tar.sha256} (${index.tar.size} bytes), got ${tarHex ?? "(not hashed)"} (${tarSize} bytes)`,
+      );
     }
     if (o.recordAs !== undefined) {
       writeRecord(o.recordAs, o.tree, index);
       pruneRecords(dirname(o.recordAs), o.recordAs);
     }
     const secs = (performance.now() - started) / 1000;
-    const share = archiveSize > 0 ? ` (${((100 * fetched) / archiveSize).toFixed(1)}% of the ${formatBytes(archiveSize)} archive)` : "";
+    const share =
+      archiveSize > 0
+        ? ` (${((100 * fetched) / archiveSize).toFixed(1)}% of the ${formatBytes(archiveSize)} archive)`
+        : "";
     o.log.info(
       `delta: fetched ${formatBytes(fetched)}${share} in ${requests} requests: ${missing.length + refetched} of ${wanted.size} chunks; ${formatBytes(reused)} reused from ${o.seedFrom}${trusted > 0 ? ` (${formatBytes(trusted)} of it unchanged since recorded, not re-hashed)` : ""} (${secs.toFixed(2)}s)`,
     );
@@ -295,12 +324,20 @@ export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
         const now = fs.lstatSync(join(o.tree, rel), { throwIfNoEntry: false });
         if (now === undefined) continue;
         if (now.ino !== st.ino) continue;
-        if (now.size !== st.size || now.mtimeMs !== st.mtimeMs || now.mode !== st.mode || now.uid !== st.uid || now.gid !== st.gid) return rel;
+        if (
+          now.size !== st.size ||
+          now.mtimeMs !== st.mtimeMs ||
+          now.mode !== st.mode ||
+          now.uid !== st.uid ||
+          now.gid !== st.gid
+        )
+          return rel;
       }
       return undefined;
     };
     const linkedAll = extractor.linked + directLinks.length;
-    const changedLink = linkedAll > 0 ? (each: boolean) => extractor.changedLink(each) ?? changedDirect(each) : undefined;
+    const changedLink =
+      linkedAll > 0 ? (each: boolean) => extractor.changedLink(each) ?? changedDirect(each) : undefined;
     return {
       bytes: fetched,
       entries: extractor.entries + directLinks.length,
@@ -320,7 +357,13 @@ export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
  * size is first cut where the index cuts it; a file that differs is cut by content. Every piece is
  * hashed: a file the app changed yields nothing it no longer holds.
  */
-function seedsFrom(root: string, index: DeltaIndex, record: Map<string, RecordedFile>, peers: string[] | undefined, trustedFiles: Set<string>): Map<string, Seed> {
+function seedsFrom(
+  root: string,
+  index: DeltaIndex,
+  record: Map<string, RecordedFile>,
+  peers: string[] | undefined,
+  trustedFiles: Set<string>,
+): Map<string, Seed> {
   const seeds = new Map<string, Seed>();
   const wanted = new Set(index.chunks.map((c) => c.hash));
   const sizeOf = new Map(index.chunks.map((c) => [c.hash, c.size]));
@@ -331,12 +374,19 @@ function seedsFrom(root: string, index: DeltaIndex, record: Map<string, Recorded
     const st = fs.lstatSync(join(root, rel), { throwIfNoEntry: false });
     // As the extractor demands of a file it links: reached through real directories, and no name of
     // its inode unaccounted for (an owner who kept another link could write through it later).
-    if (st === undefined || !unchanged(st, f) || !throughRealDirs(root, rel, realDirs) || !accounted(root, rel, st, peers)) continue;
+    if (
+      st === undefined ||
+      !unchanged(st, f) ||
+      !throughRealDirs(root, rel, realDirs) ||
+      !accounted(root, rel, st, peers)
+    )
+      continue;
     trustedFiles.add(rel);
     let offset = 0;
     for (const [hash, size] of f.chunks) {
       // The size must agree too: the recorded chunk is read as the new index's chunk of that hash.
-      if (wanted.has(hash) && sizeOf.get(hash) === size && !seeds.get(hash)?.trusted) seeds.set(hash, { path: join(root, rel), offset, trusted: true });
+      if (wanted.has(hash) && sizeOf.get(hash) === size && !seeds.get(hash)?.trusted)
+        seeds.set(hash, { path: join(root, rel), offset, trusted: true });
       offset += size;
     }
   }
@@ -388,17 +438,35 @@ function seedsFrom(root: string, index: DeltaIndex, record: Map<string, Recorded
  * chunks as recorded, unchanged since (`record.ts`), and with the size, mtime, mode and owner (root's,
  * as extraction as root gives) that extracting the archive would give. Only as root.
  */
-function linkable(linkFrom: string, index: DeltaIndex, record: Map<string, RecordedFile>, trustedFiles: Set<string>): Map<string, string> {
+function linkable(
+  linkFrom: string,
+  index: DeltaIndex,
+  record: Map<string, RecordedFile>,
+  trustedFiles: Set<string>,
+): Map<string, string> {
   const out = new Map<string, string>();
   if (typeof process.getuid !== "function" || process.getuid() !== 0) return out;
   for (const e of index.entries) {
     if (e.type !== "file") continue;
     const f = record.get(e.path);
-    if (f === undefined || !trustedFiles.has(e.path) || f.chunks.length !== e.chunks.length || !f.chunks.every(([h, n], k) => index.chunks[e.chunks[k]!]!.hash === h && index.chunks[e.chunks[k]!]!.size === n)) continue;
+    if (
+      f === undefined ||
+      !trustedFiles.has(e.path) ||
+      f.chunks.length !== e.chunks.length ||
+      !f.chunks.every(([h, n], k) => index.chunks[e.chunks[k]!]!.hash === h && index.chunks[e.chunks[k]!]!.size === n)
+    )
+      continue;
     const path = join(linkFrom, e.path);
     const st = fs.lstatSync(path, { throwIfNoEntry: false });
     if (st === undefined || !unchanged(st, f)) continue;
-    if (st.size !== e.size || st.mtimeMs !== e.mtime * 1000 || (st.mode & 0o7777) !== e.mode || st.uid !== 0 || st.gid !== 0) continue;
+    if (
+      st.size !== e.size ||
+      st.mtimeMs !== e.mtime * 1000 ||
+      (st.mode & 0o7777) !== e.mode ||
+      st.uid !== 0 ||
+      st.gid !== 0
+    )
+      continue;
     out.set(e.path, path);
   }
   return out;
@@ -426,7 +494,10 @@ function accounted(root: string, rel: string, st: fs.Stats, peers: string[] | un
   if (st.nlink === 1) return true;
   if (peers === undefined) return false;
   const dir = rel.includes("/") ? rel.slice(0, rel.lastIndexOf("/")) : "";
-  const holder = (base: string) => (dir === "" ? fs.statSync(base, { throwIfNoEntry: false }) : fs.lstatSync(join(base, dir), { throwIfNoEntry: false }));
+  const holder = (base: string) =>
+    dir === ""
+      ? fs.statSync(base, { throwIfNoEntry: false })
+      : fs.lstatSync(join(base, dir), { throwIfNoEntry: false });
   const seen = new Set<number>();
   const own = holder(root);
   if (own === undefined) return false;
@@ -461,7 +532,13 @@ export function coalesce(chunks: ChunkRef[]): Range[] {
   for (const c of sorted) {
     const last = out.at(-1);
     const end = c.offset + c.stored;
-    if (last && last.pack === c.pack && c.offset >= last.end && c.offset - last.end <= GAP && end - last.start <= MAX_RANGE) {
+    if (
+      last &&
+      last.pack === c.pack &&
+      c.offset >= last.end &&
+      c.offset - last.end <= GAP &&
+      end - last.start <= MAX_RANGE
+    ) {
       last.end = end;
       last.chunks.push(c);
     } else out.push({ pack: c.pack, start: c.offset, end, chunks: [c] });
@@ -470,14 +547,23 @@ export function coalesce(chunks: ChunkRef[]): Range[] {
 }
 
 /** One ranged GET read whole, retried on retryable failures; a store that ignores Range is a `DeltaError`. */
-async function readRange(url: string, offset: number, length: number, o: DeltaFetchOptions, throttle?: (n: number, s?: AbortSignal) => Promise<void>): Promise<Uint8Array> {
+async function readRange(
+  url: string,
+  offset: number,
+  length: number,
+  o: DeltaFetchOptions,
+  throttle?: (n: number, s?: AbortSignal) => Promise<void>,
+): Promise<Uint8Array> {
   for (let attempt = 0; ; attempt++) {
     try {
       const { body } = await openUrl(url, { env: o.env, signal: o.signal, userAgent: o.userAgent, offset, length });
       const buf = new Uint8Array(length);
       let n = 0;
       for await (const piece of body as unknown as AsyncIterable<Uint8Array>) {
-        if (n + piece.byteLength > length) throw new DeltaError(`${redact(url)}: the store sent more than the ${length} bytes asked for (Range ignored?)`);
+        if (n + piece.byteLength > length)
+          throw new DeltaError(
+            `${redact(url)}: the store sent more than the ${length} bytes asked for (Range ignored?)`,
+          );
         buf.set(piece, n);
         n += piece.byteLength;
         if (throttle) await throttle(piece.byteLength, o.signal);

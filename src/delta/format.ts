@@ -17,7 +17,7 @@
  */
 import { safeRelative } from "../archive/extract.ts";
 import type { PackEntry } from "../archive/pack.ts";
-import { ExtractError, PulldeployError } from "../errors.ts";
+import { type ExtractError, PulldeployError } from "../errors.ts";
 import { MAX_CHUNK } from "./chunker.ts";
 
 export const FORMAT = "pulldeploy-delta/1";
@@ -57,7 +57,11 @@ const HEX64 = /^[0-9a-f]{64}$/;
 
 export function encodeIndex(ix: DeltaIndex): string {
   const entries = ix.entries.map((e) =>
-    e.type === "file" ? [e.path, "f", e.mode, e.mtime, e.size, e.chunks] : e.type === "dir" ? [e.path, "d", e.mode, e.mtime] : [e.path, "l", e.mode, e.mtime, e.linkname],
+    e.type === "file"
+      ? [e.path, "f", e.mode, e.mtime, e.size, e.chunks]
+      : e.type === "dir"
+        ? [e.path, "d", e.mode, e.mtime]
+        : [e.path, "l", e.mode, e.mtime, e.linkname],
   );
   return JSON.stringify({
     format: FORMAT,
@@ -73,6 +77,7 @@ const isCount = (v: unknown): v is number => typeof v === "number" && Number.isS
 
 /** Parse and check an index (limits are the extractor's: entries and expanded bytes). */
 export function parseIndex(text: string, limits: { maxEntries: number; maxBytes: number }): DeltaIndex {
+  // biome-ignore lint/suspicious/noExplicitAny: JSON from the store, checked field by field below
   let raw: any;
   try {
     raw = JSON.parse(text);
@@ -84,24 +89,47 @@ export function parseIndex(text: string, limits: { maxEntries: number; maxBytes:
   };
   if (raw === null || typeof raw !== "object") bad("expected an object");
   if (raw.format !== FORMAT) bad(`unknown format ${JSON.stringify(raw.format)} (this agent reads ${FORMAT})`);
-  if (typeof raw.tar !== "object" || raw.tar === null || typeof raw.tar.sha256 !== "string" || !HEX64.test(raw.tar.sha256) || !isCount(raw.tar.size)) bad("tar: expected { sha256, size }");
-  const archiveSize = raw.archive === undefined ? undefined : isCount(raw.archive?.size) ? raw.archive.size : bad("archive.size: expected a byte count");
-  if (!Array.isArray(raw.packs) || !raw.packs.every((p: unknown) => typeof p === "string" && HEX64.test(p))) bad("packs: expected a list of sha256 names");
+  if (
+    typeof raw.tar !== "object" ||
+    raw.tar === null ||
+    typeof raw.tar.sha256 !== "string" ||
+    !HEX64.test(raw.tar.sha256) ||
+    !isCount(raw.tar.size)
+  )
+    bad("tar: expected { sha256, size }");
+  const archiveSize =
+    raw.archive === undefined
+      ? undefined
+      : isCount(raw.archive?.size)
+        ? raw.archive.size
+        : bad("archive.size: expected a byte count");
+  if (!Array.isArray(raw.packs) || !raw.packs.every((p: unknown) => typeof p === "string" && HEX64.test(p)))
+    bad("packs: expected a list of sha256 names");
   if (!Array.isArray(raw.chunks)) bad("chunks: expected a list");
   const chunks: ChunkRef[] = raw.chunks.map((c: unknown, i: number) => {
     if (!Array.isArray(c) || c.length !== 5) return bad(`chunks[${i}]: expected [hash, pack, offset, stored, size]`);
     const [hash, pack, offset, stored, size] = c;
     if (typeof hash !== "string" || !HEX64.test(hash)) bad(`chunks[${i}]: bad hash`);
     if (!isCount(pack) || pack >= raw.packs.length) bad(`chunks[${i}]: no pack ${pack}`);
-    if (!isCount(offset) || !isCount(stored) || !isCount(size) || size === 0 || size > MAX_CHUNK || stored > MAX_CHUNK + 1024) bad(`chunks[${i}]: bad offset or size`);
+    if (
+      !isCount(offset) ||
+      !isCount(stored) ||
+      !isCount(size) ||
+      size === 0 ||
+      size > MAX_CHUNK ||
+      stored > MAX_CHUNK + 1024
+    )
+      bad(`chunks[${i}]: bad offset or size`);
     return { hash, pack, offset, stored, size };
   });
   if (!Array.isArray(raw.entries)) bad("entries: expected a list");
-  if (raw.entries.length > limits.maxEntries) bad(`${raw.entries.length} entries, more than the limit of ${limits.maxEntries}`);
+  if (raw.entries.length > limits.maxEntries)
+    bad(`${raw.entries.length} entries, more than the limit of ${limits.maxEntries}`);
   let bytes = 0;
   const paths = new Set<string>();
   const entries: IndexEntry[] = raw.entries.map((e: unknown, i: number) => {
-    if (!Array.isArray(e) || typeof e[0] !== "string" || !isCount(e[2]) || e[2] > 0o7777 || !Number.isSafeInteger(e[3])) return bad(`entries[${i}]: expected [path, type, mode, mtime, …]`);
+    if (!Array.isArray(e) || typeof e[0] !== "string" || !isCount(e[2]) || e[2] > 0o7777 || !Number.isSafeInteger(e[3]))
+      return bad(`entries[${i}]: expected [path, type, mode, mtime, …]`);
     const [path, type, mode, mtime] = e as [string, string, number, number];
     let rel: string | null;
     try {
@@ -114,7 +142,8 @@ export function parseIndex(text: string, limits: { maxEntries: number; maxBytes:
     if (paths.has(path)) bad(`entries[${i}]: ${path} is listed twice`);
     paths.add(path);
     if (type === "d" && e.length === 4) return { path, type: "dir", mode, mtime, size: 0, linkname: "", chunks: [] };
-    if (type === "l" && e.length === 5 && typeof e[4] === "string" && e[4] !== "" && !e[4].includes("\0")) return { path, type: "symlink", mode, mtime, size: 0, linkname: e[4], chunks: [] };
+    if (type === "l" && e.length === 5 && typeof e[4] === "string" && e[4] !== "" && !e[4].includes("\0"))
+      return { path, type: "symlink", mode, mtime, size: 0, linkname: e[4], chunks: [] };
     if (type === "f" && e.length === 6 && isCount(e[4]) && Array.isArray(e[5])) {
       const size = e[4] as number;
       const refs = e[5] as unknown[];

@@ -41,7 +41,8 @@ export interface GcPlan {
 }
 
 export async function gc(o: GcOptions): Promise<GcPlan> {
-  if (!Number.isInteger(o.keep) || o.keep < 1) throw new UsageError(`--keep: expected a whole number ≥ 1, got ${o.keep}`);
+  if (!Number.isInteger(o.keep) || o.keep < 1)
+    throw new UsageError(`--keep: expected a whole number ≥ 1, got ${o.keep}`);
   const base = o.to.replace(/\/+$/, "");
   const dir = await openStoreDir(base, o.env);
   if (!dir) throw new UsageError(`--to ${redact(o.to)}: gc needs a store it can list and delete in (file:// or s3://)`);
@@ -63,7 +64,11 @@ export async function gc(o: GcOptions): Promise<GcPlan> {
         ({ index } = await fetchIndex(url, { env: o.env, signal: o.signal, userAgent: o.userAgent }, DEFAULT_LIMITS));
       } catch (err) {
         // Without it, what it needs is unknown: delete nothing.
-        throw new PulldeployError(`gc: cannot read kept index ${redact(url)} (${(err as Error).message}); nothing removed`, "publish", { cause: err });
+        throw new PulldeployError(
+          `gc: cannot read kept index ${redact(url)} (${(err as Error).message}); nothing removed`,
+          "publish",
+          { cause: err },
+        );
       }
       for (const c of index.chunks) {
         const pack = index.packs[c.pack]!;
@@ -76,7 +81,14 @@ export async function gc(o: GcOptions): Promise<GcPlan> {
     const packs = await dir.stat(`${dirName}/packs`);
     const now = (o.now ?? Date.now)();
     const minAge = o.minAgeMs ?? 3_600_000;
-    const plan: GcPlan = { keptIndexes: kept, removedIndexes, keptPacks: 0, partlyUsed: [], young: [], removedPacks: [] };
+    const plan: GcPlan = {
+      keptIndexes: kept,
+      removedIndexes,
+      keptPacks: 0,
+      partlyUsed: [],
+      young: [],
+      removedPacks: [],
+    };
     for (const p of packs) {
       const hash = p.name.replace(/\.pack$/, "");
       const u = used.get(hash);
@@ -89,13 +101,22 @@ export async function gc(o: GcOptions): Promise<GcPlan> {
 
     const verb = o.apply ? "removing" : "would remove (dry run; --apply to delete)";
     const freed = plan.removedPacks.reduce((n, p) => n + p.size, 0);
-    o.log.info(`gc ${redact(base)}/${dirName}: keeping the newest ${kept.length} of ${indexes.length} indexes and the ${plan.keptPacks} packs they reference`);
+    o.log.info(
+      `gc ${redact(base)}/${dirName}: keeping the newest ${kept.length} of ${indexes.length} indexes and the ${plan.keptPacks} packs they reference`,
+    );
     if (plan.partlyUsed.length > 0) {
       const waste = plan.partlyUsed.reduce((n, p) => n + p.unreferenced, 0);
-      o.log.info(`gc: ${plan.partlyUsed.length} kept packs are only partly referenced (${formatBytes(waste)} unreferenced): a pack is kept whole while any chunk in it is needed`);
+      o.log.info(
+        `gc: ${plan.partlyUsed.length} kept packs are only partly referenced (${formatBytes(waste)} unreferenced): a pack is kept whole while any chunk in it is needed`,
+      );
     }
-    if (plan.young.length > 0) o.log.info(`gc: keeping ${plan.young.length} unreferenced packs younger than ${minAge / 1000}s (a publish may be writing its index)`);
-    o.log.info(`gc: ${verb} ${plan.removedPacks.length} packs (${formatBytes(freed)}) and ${removedIndexes.length} indexes`);
+    if (plan.young.length > 0)
+      o.log.info(
+        `gc: keeping ${plan.young.length} unreferenced packs younger than ${minAge / 1000}s (a publish may be writing its index)`,
+      );
+    o.log.info(
+      `gc: ${verb} ${plan.removedPacks.length} packs (${formatBytes(freed)}) and ${removedIndexes.length} indexes`,
+    );
     if (o.apply) {
       // Indexes first: an index never names a pack that is gone.
       for (const name of removedIndexes) await dir.remove(`${dirName}/${name}`);

@@ -4,7 +4,11 @@
  * thousandfold. (node:zlib's `maxOutputLength` would do the same, but loading node:zlib costs the
  * agent ~10 MB of RSS.)
  */
-export async function inflateCapped(bytes: Uint8Array, format: "gzip" | "deflate-raw", max: number): Promise<Uint8Array> {
+export async function inflateCapped(
+  bytes: Uint8Array,
+  format: "gzip" | "deflate-raw",
+  max: number,
+): Promise<Uint8Array> {
   const ds = new DecompressionStream(format);
   const writer = ds.writable.getWriter();
   writer.write(bytes as Uint8Array<ArrayBuffer>).catch(() => {});

@@ -98,7 +98,10 @@ export async function publishDelta(o: DeltaPublishOptions): Promise<DeltaPublish
             const old = known.get(hash);
             if (old) chunks.push({ hash, ...old });
             else {
-              const stored = Bun.deflateSync(bytes as Uint8Array<ArrayBuffer>, { level: LEVEL, library: "libdeflate" } as Bun.LibdeflateCompressionOptions);
+              const stored = Bun.deflateSync(
+                bytes as Uint8Array<ArrayBuffer>,
+                { level: LEVEL, library: "libdeflate" } as Bun.LibdeflateCompressionOptions,
+              );
               chunks.push({ hash, pack: NEW, offset: packOffset, stored: stored.byteLength, size: bytes.byteLength });
               packOffset += stored.byteLength;
               newChunks++;
@@ -173,12 +176,25 @@ export async function publishDelta(o: DeltaPublishOptions): Promise<DeltaPublish
     }
     return { hash: c.hash, pack: p, offset: c.offset, stored: c.stored, size: c.size };
   });
-  const index: DeltaIndex = { tar: { sha256: tar.digest("hex") as string, size: tarSize }, archiveSize: o.archiveSize, packs, chunks: refs, entries };
+  const index: DeltaIndex = {
+    tar: { sha256: tar.digest("hex") as string, size: tarSize },
+    archiveSize: o.archiveSize,
+    packs,
+    chunks: refs,
+    entries,
+  };
   const gz = Bun.gzipSync(new TextEncoder().encode(encodeIndex(index)), { level: 9 });
   const sha256 = new Bun.CryptoHasher("sha256").update(gz).digest("hex");
   const name = deltaNames.index(o.role, o.id);
   await o.target.putBytes(name, gz, "application/gzip");
-  return { indexUrl: o.target.urlOf(name), sha256, chunks: chunks.length, newChunks, packBytes: packOffset, indexBytes: gz.byteLength };
+  return {
+    indexUrl: o.target.urlOf(name),
+    sha256,
+    chunks: chunks.length,
+    newChunks,
+    packBytes: packOffset,
+    indexBytes: gz.byteLength,
+  };
 }
 
 /** The chunks the role's newest stored index names, by hash; empty when there is none or it is unreadable. */
@@ -195,7 +211,8 @@ async function storedChunks(o: DeltaPublishOptions): Promise<Map<string, Loc>> {
     if (newest === undefined) return out;
     const url = o.target.urlOf(`${deltaNames.dir(o.role)}/${newest}`);
     const { index } = await fetchIndex(url, { env: o.env, signal: o.signal, userAgent: o.userAgent }, DEFAULT_LIMITS);
-    for (const c of index.chunks) out.set(c.hash, { pack: index.packs[c.pack]!, offset: c.offset, stored: c.stored, size: c.size });
+    for (const c of index.chunks)
+      out.set(c.hash, { pack: index.packs[c.pack]!, offset: c.offset, stored: c.stored, size: c.size });
   } catch (err) {
     o.log.info(`delta: cannot read what the store holds (${messageOf(err)}): every chunk is uploaded`);
     out.clear();

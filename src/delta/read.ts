@@ -9,11 +9,17 @@ import { DeltaError, parseIndex, type DeltaIndex } from "./format.ts";
 export const MAX_INDEX_BYTES = 64 * 2 ** 20;
 const MAX_INDEX_JSON = 512 * 2 ** 20;
 
-export async function fetchIndex(url: string, opts: OpenOptions, limits: { maxEntries: number; maxBytes: number }, sha256?: string): Promise<{ index: DeltaIndex; bytes: number }> {
+export async function fetchIndex(
+  url: string,
+  opts: OpenOptions,
+  limits: { maxEntries: number; maxBytes: number },
+  sha256?: string,
+): Promise<{ index: DeltaIndex; bytes: number }> {
   const gz = await fetchBytes(url, opts, MAX_INDEX_BYTES);
   if (sha256 !== undefined) {
     const actual = new Bun.CryptoHasher("sha256").update(gz).digest("hex");
-    if (actual !== sha256) throw new DeltaError(`index ${redact(url)}: checksum mismatch: expected sha256 ${sha256}, got ${actual}`);
+    if (actual !== sha256)
+      throw new DeltaError(`index ${redact(url)}: checksum mismatch: expected sha256 ${sha256}, got ${actual}`);
   }
   let text: string;
   try {

@@ -38,11 +38,25 @@ export function writeRecord(path: string, tree: string, index: DeltaIndex): void
     if (e.type !== "file") continue;
     const st = fs.lstatSync(join(tree, e.path), { throwIfNoEntry: false });
     if (!st?.isFile() || st.size !== e.size) continue;
-    files.push([e.path, st.ino, st.ctimeMs, st.size, e.chunks.map((i) => [index.chunks[i]!.hash, index.chunks[i]!.size]), st.mtimeMs, st.mode, st.uid, st.gid]);
+    files.push([
+      e.path,
+      st.ino,
+      st.ctimeMs,
+      st.size,
+      e.chunks.map((i) => [index.chunks[i]!.hash, index.chunks[i]!.size]),
+      st.mtimeMs,
+      st.mode,
+      st.uid,
+      st.gid,
+    ]);
   }
   const tmp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}`);
   try {
-    fs.writeFileSync(tmp, Bun.gzipSync(new TextEncoder().encode(JSON.stringify({ format: FORMAT, files })), { level: 1 }), { mode: 0o600 });
+    fs.writeFileSync(
+      tmp,
+      Bun.gzipSync(new TextEncoder().encode(JSON.stringify({ format: FORMAT, files })), { level: 1 }),
+      { mode: 0o600 },
+    );
     fs.renameSync(tmp, path);
   } catch {
     fs.rmSync(tmp, { force: true });
@@ -62,9 +76,20 @@ export function readRecord(path: string): Map<string, RecordedFile> {
     if (raw?.format !== FORMAT || !Array.isArray(raw.files)) return out;
     for (const f of raw.files) {
       if (!Array.isArray(f) || f.length !== 9 || typeof f[0] !== "string" || !Array.isArray(f[4])) continue;
-      const chunks = (f[4] as unknown[]).filter((c): c is [string, number] => Array.isArray(c) && typeof c[0] === "string" && Number.isSafeInteger(c[1]));
+      const chunks = (f[4] as unknown[]).filter(
+        (c): c is [string, number] => Array.isArray(c) && typeof c[0] === "string" && Number.isSafeInteger(c[1]),
+      );
       if (chunks.length !== f[4].length) continue;
-      out.set(f[0], { ino: Number(f[1]), ctimeMs: Number(f[2]), size: Number(f[3]), chunks, mtimeMs: Number(f[5]), mode: Number(f[6]), uid: Number(f[7]), gid: Number(f[8]) });
+      out.set(f[0], {
+        ino: Number(f[1]),
+        ctimeMs: Number(f[2]),
+        size: Number(f[3]),
+        chunks,
+        mtimeMs: Number(f[5]),
+        mode: Number(f[6]),
+        uid: Number(f[7]),
+        gid: Number(f[8]),
+      });
     }
   } catch {
     out.clear();
@@ -74,7 +99,16 @@ export function readRecord(path: string): Map<string, RecordedFile> {
 
 /** `st` is the file recorded as `f`, unchanged since (see the header). */
 export function unchanged(st: fs.Stats, f: RecordedFile): boolean {
-  if (!st.isFile() || st.ino !== f.ino || st.size !== f.size || st.mtimeMs !== f.mtimeMs || st.mode !== f.mode || st.uid !== f.uid || st.gid !== f.gid) return false;
+  if (
+    !st.isFile() ||
+    st.ino !== f.ino ||
+    st.size !== f.size ||
+    st.mtimeMs !== f.mtimeMs ||
+    st.mode !== f.mode ||
+    st.uid !== f.uid ||
+    st.gid !== f.gid
+  )
+    return false;
   return st.ctimeMs === f.ctimeMs || st.uid === 0;
 }
 

@@ -66,10 +66,13 @@ export async function openStoreDir(base: string, env: Env): Promise<StoreDir | u
       const p = `${keyOf(dir)}/`;
       let token: string | undefined;
       do {
-        const res = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: p, Delimiter: "/", ContinuationToken: token }));
+        const res = await client.send(
+          new ListObjectsV2Command({ Bucket: bucket, Prefix: p, Delimiter: "/", ContinuationToken: token }),
+        );
         for (const o of res.Contents ?? []) {
           const name = o.Key?.slice(p.length) ?? "";
-          if (name !== "" && !name.includes("/")) out.push({ name, size: o.Size ?? 0, mtimeMs: o.LastModified?.getTime() ?? 0 });
+          if (name !== "" && !name.includes("/"))
+            out.push({ name, size: o.Size ?? 0, mtimeMs: o.LastModified?.getTime() ?? 0 });
         }
         token = res.IsTruncated ? res.NextContinuationToken : undefined;
       } while (token);
@@ -93,6 +96,12 @@ export async function openStoreDir(base: string, env: Env): Promise<StoreDir | u
  */
 export function newestLast(listed: Listed[]): string[] {
   return [...listed]
-    .sort((a, b) => (a.name.slice(0, 16) < b.name.slice(0, 16) ? -1 : a.name.slice(0, 16) > b.name.slice(0, 16) ? 1 : a.mtimeMs - b.mtimeMs || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)))
+    .sort((a, b) =>
+      a.name.slice(0, 16) < b.name.slice(0, 16)
+        ? -1
+        : a.name.slice(0, 16) > b.name.slice(0, 16)
+          ? 1
+          : a.mtimeMs - b.mtimeMs || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0),
+    )
     .map((l) => l.name);
 }

@@ -36,18 +36,53 @@ export function fleetMetrics(state: DashboardState, entries: readonly KvEntry[],
   const rollouts = rolloutsOf(entries, state.prefix);
   const per = (pick: (r: DashboardState["roles"][number]) => Sample[]) => state.roles.flatMap(pick);
   return exposition([
-    family("pulldeploy_consul_up", "gauge", "1 if the dashboard's last read of Consul succeeded.", [{ value: state.consul.ok ? 1 : 0 }]),
-    family("pulldeploy_fleet_nodes", "gauge", "Nodes of a role by the status of their last report (never-reported: in the catalog, no report).", per((r) =>
-      STATUSES.map((status) => ({ labels: { role: r.role, status }, value: r.rows.filter((row) => row.status === status).length })),
-    )),
-    family("pulldeploy_fleet_nodes_on_latest", "gauge", "Nodes of a role that run its latest release.", per((r) => [{ labels: { role: r.role }, value: r.counts.on_latest }])),
-    family("pulldeploy_fleet_nodes_behind", "gauge", "Nodes of a role that run another release than its latest.", per((r) => [{ labels: { role: r.role }, value: r.counts.behind }])),
-    family("pulldeploy_latest_release_timestamp_seconds", "gauge", "Unix time the role's latest release was published.", per((r) => latestSample(r, (t) => t / 1000))),
-    family("pulldeploy_latest_release_age_seconds", "gauge", "Seconds since the role's latest release was published.", per((r) => latestSample(r, (t) => Math.max(0, (now.getTime() - t) / 1000)))),
-    family("pulldeploy_rollout_info", "gauge", "The state of the role's newest rollout record; always 1.", per((r) => {
-      const ro = rollouts.get(r.role);
-      return ro ? [{ labels: { role: r.role, rollout_id: ro.id, state: ro.state }, value: 1 }] : [];
-    })),
+    family("pulldeploy_consul_up", "gauge", "1 if the dashboard's last read of Consul succeeded.", [
+      { value: state.consul.ok ? 1 : 0 },
+    ]),
+    family(
+      "pulldeploy_fleet_nodes",
+      "gauge",
+      "Nodes of a role by the status of their last report (never-reported: in the catalog, no report).",
+      per((r) =>
+        STATUSES.map((status) => ({
+          labels: { role: r.role, status },
+          value: r.rows.filter((row) => row.status === status).length,
+        })),
+      ),
+    ),
+    family(
+      "pulldeploy_fleet_nodes_on_latest",
+      "gauge",
+      "Nodes of a role that run its latest release.",
+      per((r) => [{ labels: { role: r.role }, value: r.counts.on_latest }]),
+    ),
+    family(
+      "pulldeploy_fleet_nodes_behind",
+      "gauge",
+      "Nodes of a role that run another release than its latest.",
+      per((r) => [{ labels: { role: r.role }, value: r.counts.behind }]),
+    ),
+    family(
+      "pulldeploy_latest_release_timestamp_seconds",
+      "gauge",
+      "Unix time the role's latest release was published.",
+      per((r) => latestSample(r, (t) => t / 1000)),
+    ),
+    family(
+      "pulldeploy_latest_release_age_seconds",
+      "gauge",
+      "Seconds since the role's latest release was published.",
+      per((r) => latestSample(r, (t) => Math.max(0, (now.getTime() - t) / 1000))),
+    ),
+    family(
+      "pulldeploy_rollout_info",
+      "gauge",
+      "The state of the role's newest rollout record; always 1.",
+      per((r) => {
+        const ro = rollouts.get(r.role);
+        return ro ? [{ labels: { role: r.role, rollout_id: ro.id, state: ro.state }, value: 1 }] : [];
+      }),
+    ),
   ]);
 }
 

@@ -4,7 +4,13 @@
  * view.ts does it; `pulldeploy status` and `--wait` print it.
  */
 import type { ConsulClient, KvEntry } from "../consul/client.ts";
-import { describeRolloutRecord, isFinal, parseRolloutRecord, rolloutKeys, type RolloutRecord } from "../records/rollout.ts";
+import {
+  describeRolloutRecord,
+  isFinal,
+  parseRolloutRecord,
+  rolloutKeys,
+  type RolloutRecord,
+} from "../records/rollout.ts";
 
 export interface RolloutView {
   record: RolloutRecord;
@@ -19,15 +25,27 @@ export function rolloutView(record: RolloutRecord, slotEntries: readonly KvEntry
   const lock = slotEntries.find((e) => e.key === `${slotsPrefix}/.lock`);
   let holders: string[] = [];
   try {
-    holders = Object.keys((JSON.parse(new TextDecoder().decode(lock?.value ?? new Uint8Array())) as { Holders?: Record<string, boolean> }).Holders ?? {});
+    holders = Object.keys(
+      (JSON.parse(new TextDecoder().decode(lock?.value ?? new Uint8Array())) as { Holders?: Record<string, boolean> })
+        .Holders ?? {},
+    );
   } catch {}
-  const nodeOf = new Map(slotEntries.filter((e) => e.session !== undefined).map((e) => [e.session!, new TextDecoder().decode(e.value ?? new Uint8Array())]));
+  const nodeOf = new Map(
+    slotEntries
+      .filter((e) => e.session !== undefined)
+      .map((e) => [e.session!, new TextDecoder().decode(e.value ?? new Uint8Array())]),
+  );
   const switching = holders.flatMap((h) => (nodeOf.has(h) ? [nodeOf.get(h)!] : [])).sort();
   const done = new Set([...record.healthy, ...record.failed.map((f) => f.node), ...switching]);
   return { record, switching, waiting: record.prepared.filter((n) => !done.has(n)).sort() };
 }
 
-export async function readRolloutView(consul: ConsulClient, prefix: string, role: string, releaseId: string): Promise<RolloutView | null> {
+export async function readRolloutView(
+  consul: ConsulClient,
+  prefix: string,
+  role: string,
+  releaseId: string,
+): Promise<RolloutView | null> {
   const key = rolloutKeys.record(prefix, role, releaseId);
   const { entries } = await consul.kvList(key);
   const entry = entries.find((e) => e.key === key);
@@ -35,7 +53,11 @@ export async function readRolloutView(consul: ConsulClient, prefix: string, role
   const record = parseRolloutRecord(new TextDecoder().decode(entry.value ?? new Uint8Array()));
   if (typeof record === "string") return null;
   const slots = rolloutKeys.slots(prefix, role, releaseId);
-  return rolloutView(record, entries.filter((e) => e.key.startsWith(`${slots}/`)), slots);
+  return rolloutView(
+    record,
+    entries.filter((e) => e.key.startsWith(`${slots}/`)),
+    slots,
+  );
 }
 
 /** Lines for people: the summary, then who is where. */

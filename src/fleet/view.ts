@@ -92,7 +92,10 @@ export interface FleetInput {
 const NATURAL = new Intl.Collator("en", { numeric: true, sensitivity: "base" });
 
 /** Human order: `web-2` before `web-10`; catalog nodes first, then reports from nodes not in the catalog. */
-export function compareRows(a: Pick<FleetRow, "node" | "in_catalog">, b: Pick<FleetRow, "node" | "in_catalog">): number {
+export function compareRows(
+  a: Pick<FleetRow, "node" | "in_catalog">,
+  b: Pick<FleetRow, "node" | "in_catalog">,
+): number {
   if (a.in_catalog !== b.in_catalog) return a.in_catalog ? -1 : 1;
   return NATURAL.compare(a.node, b.node) || (a.node < b.node ? -1 : a.node > b.node ? 1 : 0);
 }
@@ -159,7 +162,17 @@ export function fleetView(input: FleetInput): FleetView {
 }
 
 function countRows(rows: FleetRow[]): FleetCounts {
-  const c: FleetCounts = { nodes: rows.length, on_latest: 0, success: 0, failure: 0, deploying: 0, skipped: 0, never_reported: 0, behind: 0, not_in_catalog: 0 };
+  const c: FleetCounts = {
+    nodes: rows.length,
+    on_latest: 0,
+    success: 0,
+    failure: 0,
+    deploying: 0,
+    skipped: 0,
+    never_reported: 0,
+    behind: 0,
+    not_in_catalog: 0,
+  };
   for (const r of rows) {
     if (r.on_latest) c.on_latest++;
     if (r.behind) c.behind++;
@@ -173,7 +186,10 @@ function countRows(rows: FleetRow[]): FleetCounts {
 // ------------------------------------------------------------------ reading from Consul
 
 /** Reports under a nodes prefix, by node (the key's last segment); values that are not reports are listed apart. */
-export function reportsOf(entries: readonly KvEntry[], nodesPrefix: string): { reports: Map<string, NodeReport>; unreadable: string[] } {
+export function reportsOf(
+  entries: readonly KvEntry[],
+  nodesPrefix: string,
+): { reports: Map<string, NodeReport>; unreadable: string[] } {
   const reports = new Map<string, NodeReport>();
   const unreadable: string[] = [];
   for (const e of entries) {
@@ -208,7 +224,13 @@ export async function catalogNodesOf(consul: ConsulClient, service: string): Pro
 }
 
 /** Read the role's latest release, its catalog nodes and their reports, and build the view. */
-export async function readFleet(o: { consul: ConsulClient; prefix: string; role: string; service?: string; now?: () => Date }): Promise<FleetView> {
+export async function readFleet(o: {
+  consul: ConsulClient;
+  prefix: string;
+  role: string;
+  service?: string;
+  now?: () => Date;
+}): Promise<FleetView> {
   const service = o.service ?? o.role;
   const nodesPrefix = `${kvKeys.role(o.prefix, o.role)}/nodes/`;
   const [latest, catalog, list] = await Promise.all([
@@ -217,7 +239,16 @@ export async function readFleet(o: { consul: ConsulClient; prefix: string; role:
     o.consul.kvList(nodesPrefix),
   ]);
   const { reports, unreadable } = reportsOf(list.entries, nodesPrefix);
-  return fleetView({ prefix: o.prefix, role: o.role, service, latest: latestOf(latest.entry, unreadable), catalog, reports, unreadable, now: (o.now ?? (() => new Date()))() });
+  return fleetView({
+    prefix: o.prefix,
+    role: o.role,
+    service,
+    latest: latestOf(latest.entry, unreadable),
+    catalog,
+    reports,
+    unreadable,
+    now: (o.now ?? (() => new Date()))(),
+  });
 }
 
 // ------------------------------------------------------------------ the text form (`pulldeploy status`)
@@ -240,13 +271,22 @@ export function renderFleet(view: FleetView, opts: { color: boolean }): string {
   if (view.latest) {
     const l = view.latest;
     const age = Date.parse(l.created_at);
-    const by = [Number.isNaN(age) ? "" : `${formatAge(Math.max(0, now - age))} ago`, l.publisher ? `by ${l.publisher}` : ""].filter(Boolean).join(" ");
-    out.push(`${paint(view.role, "bold")}: latest release ${paint(l.id, "bold")}${by ? `, published ${by}` : ""}${l.message ? `: ${l.message}` : ""}`);
+    const by = [
+      Number.isNaN(age) ? "" : `${formatAge(Math.max(0, now - age))} ago`,
+      l.publisher ? `by ${l.publisher}` : "",
+    ]
+      .filter(Boolean)
+      .join(" ");
+    out.push(
+      `${paint(view.role, "bold")}: latest release ${paint(l.id, "bold")}${by ? `, published ${by}` : ""}${l.message ? `: ${l.message}` : ""}`,
+    );
   } else {
     out.push(`${paint(view.role, "bold")}: no release recorded yet (${latestKey} is empty)`);
   }
   if (view.rows.length === 0) {
-    out.push(`no nodes: service "${view.service}" has no instances in Consul's catalog and no agent has reported under ${kvKeys.role(view.prefix, view.role)}/nodes/`);
+    out.push(
+      `no nodes: service "${view.service}" has no instances in Consul's catalog and no agent has reported under ${kvKeys.role(view.prefix, view.role)}/nodes/`,
+    );
     return `${out.join("\n")}\n`;
   }
   const c = view.counts;
@@ -266,9 +306,21 @@ export function renderFleet(view: FleetView, opts: { color: boolean }): string {
   const header = ["", "NODE", "STATUS", "RELEASE", "PHASE", "AGE", "ERROR"];
   const cells = view.rows.map((r) => {
     const why = attention(r);
-    const statusPaint: Paint = r.status === "success" ? "green" : r.status === "failure" ? "red" : r.status === "deploying" ? "cyan" : r.status === "never-reported" ? "yellow" : "dim";
+    const statusPaint: Paint =
+      r.status === "success"
+        ? "green"
+        : r.status === "failure"
+          ? "red"
+          : r.status === "deploying"
+            ? "cyan"
+            : r.status === "never-reported"
+              ? "yellow"
+              : "dim";
     const release = r.release_id ?? "-";
-    const notes = [r.in_catalog ? "" : "not in catalog", r.rolled_back_to ? `rolled back to ${r.rolled_back_to}` : ""].filter(Boolean);
+    const notes = [
+      r.in_catalog ? "" : "not in catalog",
+      r.rolled_back_to ? `rolled back to ${r.rolled_back_to}` : "",
+    ].filter(Boolean);
     return [
       [why ? MARKERS[why] : "", why === "failed" ? "red" : why ? "yellow" : undefined],
       [r.node, undefined],
@@ -282,7 +334,9 @@ export function renderFleet(view: FleetView, opts: { color: boolean }): string {
   const widths = header.map((h, i) => Math.max(h.length, ...cells.map((row) => row[i]![0].length)));
   const line = (row: [string, Paint][]) =>
     row
-      .map(([text, p], i) => (i === row.length - 1 ? paint(text, p) : paint(text, p) + " ".repeat(widths[i]! - text.length)))
+      .map(([text, p], i) =>
+        i === row.length - 1 ? paint(text, p) : paint(text, p) + " ".repeat(widths[i]! - text.length),
+      )
       .join("  ")
       .trimEnd();
   out.push(line(header.map((h) => [h, undefined] as [string, Paint])));
@@ -297,7 +351,12 @@ export function renderFleet(view: FleetView, opts: { color: boolean }): string {
       "not-in-catalog": `not in the catalog of service "${view.service}"`,
     };
     out.push("");
-    out.push((Object.keys(MARKERS) as Attention[]).filter((a) => used.has(a)).map((a) => `${MARKERS[a]} ${legend[a]}`).join("   "));
+    out.push(
+      (Object.keys(MARKERS) as Attention[])
+        .filter((a) => used.has(a))
+        .map((a) => `${MARKERS[a]} ${legend[a]}`)
+        .join("   "),
+    );
   }
   if (view.unreadable.length > 0) out.push(`not readable as reports or release records: ${view.unreadable.join(", ")}`);
   return `${out.join("\n")}\n`;

@@ -35,7 +35,9 @@ export async function waitForNodes(o: NodesWaitOptions): Promise<boolean> {
   const { log, role } = o;
   const consul = new ConsulClient(consulConfig(o.env, o.consul));
   const service = o.service ?? role;
-  log.info(`wait: for every node of service "${service}" to report release ${o.releaseId} (timeout ${formatDuration(o.timeoutMs)})`);
+  log.info(
+    `wait: for every node of service "${service}" to report release ${o.releaseId} (timeout ${formatDuration(o.timeoutMs)})`,
+  );
   let last: RolloutProgress | undefined;
   let result;
   try {
@@ -55,7 +57,9 @@ export async function waitForNodes(o: NodesWaitOptions): Promise<boolean> {
   } catch (err) {
     if (!o.signal.aborted) throw err;
     const done = last ? `${last.done}/${last.total} nodes done` : "no node done yet";
-    o.errLog.info(`wait: stopped waiting (${messageOf(o.signal.reason)}), ${done}; release ${o.releaseId} is published and announced, the rollout goes on: ${statusCommand(o)}`);
+    o.errLog.info(
+      `wait: stopped waiting (${messageOf(o.signal.reason)}), ${done}; release ${o.releaseId} is published and announced, the rollout goes on: ${statusCommand(o)}`,
+    );
     return false;
   }
   for (const line of describeRollout(result)) (result.ok ? log : o.errLog).info(line);

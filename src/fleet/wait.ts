@@ -88,7 +88,11 @@ export async function waitForRollout(o: RolloutOptions): Promise<RolloutResult> 
 
   const finishedOf = (node: string) => {
     const r = reports.get(node);
-    return r && r.release_id === o.releaseId && (r.status === "success" || r.status === "skipped" || r.status === "failure") ? r : undefined;
+    return r &&
+      r.release_id === o.releaseId &&
+      (r.status === "success" || r.status === "skipped" || r.status === "failure")
+      ? r
+      : undefined;
   };
   const summary = (outcome: RolloutResult["outcome"]): RolloutResult => {
     const nodes = catalog ?? [];
@@ -111,7 +115,16 @@ export async function waitForRollout(o: RolloutOptions): Promise<RolloutResult> 
         : outcome === "timeout"
           ? `${what}: timed out after ${formatDuration(o.timeoutMs)}: ${parts.join(", ")}`
           : `${what}: ${parts.join(", ")}`;
-    return { ok: outcome === "success", outcome, message, total: nodes.length, succeeded, failed, pending, elapsedMs: Date.now() - started };
+    return {
+      ok: outcome === "success",
+      outcome,
+      message,
+      total: nodes.length,
+      succeeded,
+      failed,
+      pending,
+      elapsedMs: Date.now() - started,
+    };
   };
 
   while (true) {
@@ -133,7 +146,8 @@ export async function waitForRollout(o: RolloutOptions): Promise<RolloutResult> 
     } catch (err) {
       if (o.signal?.aborted) throw o.signal.reason;
       if (deadline.aborted) return summary(catalog && catalog.length > 0 ? "timeout" : "no-nodes");
-      if (!away) o.onProgress?.({ line: `consul: ${messageOf(err)} (retrying until the deadline)`, done: countDone(), total });
+      if (!away)
+        o.onProgress?.({ line: `consul: ${messageOf(err)} (retrying until the deadline)`, done: countDone(), total });
       away = true;
       index = 0;
       await sleep(retry, stop);
@@ -153,7 +167,8 @@ export async function waitForRollout(o: RolloutOptions): Promise<RolloutResult> 
       if (finishedOf(node)) done++;
       o.onProgress?.({ line: `${node}: ${state} (${done}/${total})`, node, status: r.status, done, total });
     }
-    if (countDone() === total) return summary(catalog.some((n) => finishedOf(n)?.status === "failure") ? "failure" : "success");
+    if (countDone() === total)
+      return summary(catalog.some((n) => finishedOf(n)?.status === "failure") ? "failure" : "success");
   }
 
   function countDone(): number {
@@ -167,11 +182,16 @@ export async function waitForRollout(o: RolloutOptions): Promise<RolloutResult> 
  */
 export function describeRollout(r: RolloutResult): string[] {
   const lines = [r.message];
-  for (const f of r.failed) lines.push(`  ${f.node}: failed in ${f.phase ?? "an unknown phase"}: ${f.error ?? "no error message"}`);
+  for (const f of r.failed)
+    lines.push(`  ${f.node}: failed in ${f.phase ?? "an unknown phase"}: ${f.error ?? "no error message"}`);
   for (const p of r.pending) {
     if (p.status === "never-reported") lines.push(`  ${p.node}: never reported`);
-    else if (p.status === "deploying") lines.push(`  ${p.node}: still deploying ${p.release_id ?? "an unknown release"} (${p.phase ?? "?"})`);
-    else lines.push(`  ${p.node}: last reported ${p.status} for ${p.release_id ?? "an unknown release"}${p.error ? `: ${p.error}` : ""}`);
+    else if (p.status === "deploying")
+      lines.push(`  ${p.node}: still deploying ${p.release_id ?? "an unknown release"} (${p.phase ?? "?"})`);
+    else
+      lines.push(
+        `  ${p.node}: last reported ${p.status} for ${p.release_id ?? "an unknown release"}${p.error ? `: ${p.error}` : ""}`,
+      );
   }
   return lines;
 }
@@ -187,4 +207,3 @@ function rolloutNode(node: string, r: NodeReport | undefined): RolloutNode {
   if (!r) return { node, status: "never-reported", release_id: null, phase: null, error: null };
   return { node, status: r.status, release_id: r.release_id ?? null, phase: r.phase ?? null, error: r.error ?? null };
 }
-

@@ -63,7 +63,23 @@ export interface ParsedManifest {
   warnings: string[];
 }
 
-const KNOWN_KEYS = ["src", "checksum", "dest", "dest_mode", "sync_strategy", "commands", "excludes", "exclude_from", "release_id", "keep_releases", "shared_paths", "issued_at", "delta_index", "delta_index_checksum", "role"];
+const KNOWN_KEYS = [
+  "src",
+  "checksum",
+  "dest",
+  "dest_mode",
+  "sync_strategy",
+  "commands",
+  "excludes",
+  "exclude_from",
+  "release_id",
+  "keep_releases",
+  "shared_paths",
+  "issued_at",
+  "delta_index",
+  "delta_index_checksum",
+  "role",
+];
 const DEFAULT_DEST_MODE = 0o755;
 export const DEFAULT_KEEP_RELEASES = 5;
 
@@ -77,11 +93,17 @@ export function parseManifest(text: string, env: Env = {}): ParsedManifest {
   // further down would replace what a reviewer read). `<<` merge keys may repeat.
   const doc = parseDocument(rendered.text, { version: "1.1", merge: true, uniqueKeys: sameKey, prettyErrors: false });
   if (doc.errors.length > 0) {
-    throw new ManifestError(doc.errors.map((e) => yamlProblem(e, rendered.text)), true);
+    throw new ManifestError(
+      doc.errors.map((e) => yamlProblem(e, rendered.text)),
+      true,
+    );
   }
   const root = doc.contents as Node | null;
   if (root === null || !isMap(root)) {
-    throw new ManifestError([`YAML: expected a mapping of fields (src, checksum, dest, commands…), got ${describe(root)}`], true);
+    throw new ManifestError(
+      [`YAML: expected a mapping of fields (src, checksum, dest, commands…), got ${describe(root)}`],
+      true,
+    );
   }
   let data: Record<string, unknown>;
   try {
@@ -141,10 +163,13 @@ export function parseManifest(text: string, env: Env = {}): ParsedManifest {
     const text = scalarText(field("dest_mode"));
     if (text !== undefined && !/^0[0-7]{3,4}$/.test(text) && !(typeof m === "string" && /^[0-7]{3,4}$/.test(m))) {
       // go-yaml v2 reads an unquoted `755` as decimal (mode 01363), and `0o755` is YAML 1.2 only.
-      warnings.push(`dest_mode: ${JSON.stringify(text)} is not a 3–4 digit octal mode; write it with a leading zero, e.g. 0755`);
+      warnings.push(
+        `dest_mode: ${JSON.stringify(text)} is not a 3–4 digit octal mode; write it with a leading zero, e.g. 0755`,
+      );
     }
     const n = typeof m === "number" ? m : typeof m === "string" && /^0?[0-7]{1,4}$/.test(m) ? parseInt(m, 8) : NaN;
-    if (!Number.isInteger(n) || n < 0 || n > 0o7777) problems.push(`dest_mode: expected an octal mode like 0755, got ${JSON.stringify(m)}`);
+    if (!Number.isInteger(n) || n < 0 || n > 0o7777)
+      problems.push(`dest_mode: expected an octal mode like 0755, got ${JSON.stringify(m)}`);
     else destMode = n;
   }
 
@@ -186,7 +211,10 @@ export function parseManifest(text: string, env: Env = {}): ParsedManifest {
   const rawKeep = field("keep_releases");
   if (rawKeep !== null && !(isScalar(rawKeep) && rawKeep.value === null)) {
     const k = scalarText(rawKeep);
-    if (k === undefined || !/^\d+$/.test(k) || Number(k) < 2) problems.push(`keep_releases: expected a whole number ≥ 2 (current and previous are always kept), got ${describe(rawKeep)}`);
+    if (k === undefined || !/^\d+$/.test(k) || Number(k) < 2)
+      problems.push(
+        `keep_releases: expected a whole number ≥ 2 (current and previous are always kept), got ${describe(rawKeep)}`,
+      );
     else keepReleases = Number(k);
   }
   const sharedPaths: string[] = [];
@@ -198,17 +226,30 @@ export function parseManifest(text: string, env: Env = {}): ParsedManifest {
         const p = scalarText(deref(item));
         const norm = p === undefined ? "" : posix.normalize(p).replace(/\/+$/, "");
         // "." or "shared/.." would link the release directory itself, "" is no path at all.
-        if (p === undefined || p === "" || p.startsWith("/") || p.split("/").includes("..") || norm === "." || norm === "" || CONTROL.test(p)) {
-          problems.push(`shared_paths[${i}]: expected a relative path inside the release, got ${describe(deref(item))}`);
+        if (
+          p === undefined ||
+          p === "" ||
+          p.startsWith("/") ||
+          p.split("/").includes("..") ||
+          norm === "." ||
+          norm === "" ||
+          CONTROL.test(p)
+        ) {
+          problems.push(
+            `shared_paths[${i}]: expected a relative path inside the release, got ${describe(deref(item))}`,
+          );
         } else sharedPaths.push(norm);
       });
   }
   const issuedText = optionalString(field("issued_at"), "issued_at", problems);
   let issuedAt: string | undefined;
   if (issuedText !== undefined) {
-    const ms = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/.test(issuedText) ? Date.parse(issuedText) : Number.NaN;
+    const ms = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/.test(issuedText)
+      ? Date.parse(issuedText)
+      : Number.NaN;
     // Round-trip the date and time: 2026-02-30 must not roll over into March.
-    if (Number.isFinite(ms) && new Date(ms).toISOString().slice(0, 19) === issuedText.slice(0, 19)) issuedAt = new Date(ms).toISOString();
+    if (Number.isFinite(ms) && new Date(ms).toISOString().slice(0, 19) === issuedText.slice(0, 19))
+      issuedAt = new Date(ms).toISOString();
     else problems.push(`issued_at: expected an ISO 8601 UTC time like 2026-01-31T12:00:00Z, got "${issuedText}"`);
   }
   let deltaIndex: Manifest["deltaIndex"];
@@ -217,21 +258,40 @@ export function parseManifest(text: string, env: Env = {}): ParsedManifest {
   if (rawIndex !== undefined || rawIndexSum !== undefined) {
     const sum = rawIndexSum === undefined ? undefined : parseChecksum(rawIndexSum.replace(/^sha256:/i, ""));
     if (rawIndex === undefined) problems.push("delta_index: required when delta_index_checksum is set");
-    else if (!isSourceScheme(schemeOf(rawIndex))) problems.push(`delta_index: "${rawIndex}" is not a URL the agent can fetch (${SOURCE_SCHEMES.join(", ")})`);
-    if (sum === undefined) problems.push("delta_index_checksum: required when delta_index is set (the index's sha256, 64 hex)");
-    else if (typeof sum === "string" || sum.algorithm !== "sha256") problems.push(`delta_index_checksum: expected the index's sha256 (64 hex), got "${rawIndexSum}"`);
+    else if (!isSourceScheme(schemeOf(rawIndex)))
+      problems.push(`delta_index: "${rawIndex}" is not a URL the agent can fetch (${SOURCE_SCHEMES.join(", ")})`);
+    if (sum === undefined)
+      problems.push("delta_index_checksum: required when delta_index is set (the index's sha256, 64 hex)");
+    else if (typeof sum === "string" || sum.algorithm !== "sha256")
+      problems.push(`delta_index_checksum: expected the index's sha256 (64 hex), got "${rawIndexSum}"`);
     else if (rawIndex !== undefined) deltaIndex = { url: rawIndex, sha256: sum.hex };
   }
   const releaseOnly = { validate: commands.validate.length > 0, shared_paths: sharedPaths.length > 0 };
   if (syncStrategy !== "release") {
     for (const [key, used] of Object.entries(releaseOnly)) {
-      if (used) problems.push(`${key === "validate" ? "commands.validate" : key}: only used with sync_strategy: release`);
+      if (used)
+        problems.push(`${key === "validate" ? "commands.validate" : key}: only used with sync_strategy: release`);
     }
   }
 
   if (problems.length > 0) throw new ManifestError(problems, false, { failure: commands.failure, env: commands.env });
   return {
-    manifest: { src, checksum, dest, destMode, syncStrategy, commands, excludes, excludeFrom, releaseId, keepReleases, sharedPaths, issuedAt, ...(deltaIndex ? { deltaIndex } : {}), ...(role !== undefined ? { role } : {}) },
+    manifest: {
+      src,
+      checksum,
+      dest,
+      destMode,
+      syncStrategy,
+      commands,
+      excludes,
+      excludeFrom,
+      releaseId,
+      keepReleases,
+      sharedPaths,
+      issuedAt,
+      ...(deltaIndex ? { deltaIndex } : {}),
+      ...(role !== undefined ? { role } : {}),
+    },
     warnings,
   };
 }
@@ -243,11 +303,51 @@ const CONTROL = /[\u0000-\u001f\u007f]/;
  * Compared after normalising `..`, `//` and a trailing slash.
  */
 const SYSTEM_DIRS = new Set([
-  "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/media", "/mnt",
-  "/opt", "/proc", "/root", "/run", "/sbin", "/snap", "/srv", "/sys", "/tmp", "/usr", "/usr/bin",
-  "/usr/include", "/usr/lib", "/usr/lib32", "/usr/lib64", "/usr/libexec", "/usr/local", "/usr/local/bin",
-  "/usr/local/lib", "/usr/local/sbin", "/usr/sbin", "/usr/share", "/usr/src", "/var", "/var/cache",
-  "/var/lib", "/var/log", "/var/mail", "/var/run", "/var/spool", "/var/tmp", "/nix", "/nix/store",
+  "/",
+  "/bin",
+  "/boot",
+  "/dev",
+  "/etc",
+  "/home",
+  "/lib",
+  "/lib32",
+  "/lib64",
+  "/libx32",
+  "/media",
+  "/mnt",
+  "/opt",
+  "/proc",
+  "/root",
+  "/run",
+  "/sbin",
+  "/snap",
+  "/srv",
+  "/sys",
+  "/tmp",
+  "/usr",
+  "/usr/bin",
+  "/usr/include",
+  "/usr/lib",
+  "/usr/lib32",
+  "/usr/lib64",
+  "/usr/libexec",
+  "/usr/local",
+  "/usr/local/bin",
+  "/usr/local/lib",
+  "/usr/local/sbin",
+  "/usr/sbin",
+  "/usr/share",
+  "/usr/src",
+  "/var",
+  "/var/cache",
+  "/var/lib",
+  "/var/log",
+  "/var/mail",
+  "/var/run",
+  "/var/spool",
+  "/var/tmp",
+  "/nix",
+  "/nix/store",
 ]);
 
 /** Why `dest` is unusable, or undefined. */
@@ -282,7 +382,8 @@ function readCommands(node: Node | null, problems: string[], deref: (n: unknown)
         const name = isScalar(p.key) ? String(p.key.value) : "";
         const pv = deref(p.value);
         const v = pv === null ? "" : scalarText(pv);
-        if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) problems.push(`commands.env: "${name}" is not a valid variable name`);
+        if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
+          problems.push(`commands.env: "${name}" is not a valid variable name`);
         else if (v === undefined) problems.push(`commands.env.${name}: expected a scalar value, got ${describe(pv)}`);
         else commands.env[name] = v;
       }
@@ -300,7 +401,7 @@ function readCommands(node: Node | null, problems: string[], deref: (n: unknown)
       if (item === null || (isScalar(item) && item.value === null)) return; // `- ` is a no-op
       const s = scalarText(item as Node);
       if (s === undefined) {
-        const hint = isMap(item) ? " (quote items that contain \": \")" : "";
+        const hint = isMap(item) ? ' (quote items that contain ": ")' : "";
         problems.push(`commands.${key}[${i}]: expected a string, got ${describe(item as Node)}${hint}`);
       } else list.push(s);
     });

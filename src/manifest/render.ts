@@ -35,16 +35,25 @@ export interface Hooks {
 
 /** Parse the hooks file (`--hooks FILE`, stretcher-style YAML 1.1). Syntax errors stop here; other problems wait to be listed with the rest. */
 /** Manifest fields publish writes itself: a hooks file that sets them is an error, not a silent override. */
-const SET_BY_PUBLISH = { src: "the uploaded archive's URL", checksum: "the uploaded archive's", release_id: "the release id that KV and the agents' reports use" };
+const SET_BY_PUBLISH = {
+  src: "the uploaded archive's URL",
+  checksum: "the uploaded archive's",
+  release_id: "the release id that KV and the agents' reports use",
+};
 
 export function readHooks(hooks: ManifestFields["hooks"]): Hooks {
   if (!hooks) return { fields: {}, problems: [], where: "manifest" };
   const where = `${hooks.flag ?? "--manifest"} ${hooks.path}`;
   const doc = parseDocument(hooks.text, { version: "1.1", merge: true, uniqueKeys: false, prettyErrors: false });
-  if (doc.errors.length > 0) throw new ManifestError(doc.errors.map((e) => `${where}: YAML syntax: ${e.message.split("\n")[0]!.trim()}`), true);
+  if (doc.errors.length > 0)
+    throw new ManifestError(
+      doc.errors.map((e) => `${where}: YAML syntax: ${e.message.split("\n")[0]!.trim()}`),
+      true,
+    );
   const root = doc.contents;
   const empty = root === null || (isScalar(root) && root.value === null);
-  if (!empty && !isMap(root)) throw new ManifestError([`${where}: expected a mapping of fields (commands, excludes, …)`], true);
+  if (!empty && !isMap(root))
+    throw new ManifestError([`${where}: expected a mapping of fields (commands, excludes, …)`], true);
   const fields = empty ? {} : (doc.toJS({ maxAliasCount: 1000 }) as Record<string, unknown>);
   const problems = Object.entries(SET_BY_PUBLISH)
     .filter(([k]) => k in fields)
@@ -58,7 +67,17 @@ export function readHooks(hooks: ManifestFields["hooks"]): Hooks {
  * `ManifestError` with every problem, including keys the agent would ignore (a typo such as
  * `comands:`). Templates (`{{ env "A" }}`) are kept for each agent to render.
  */
-export function renderManifest(fields: ManifestFields, hooks: Hooks, release: { src: string; checksum: string; releaseId: string; issuedAt?: string; deltaIndex?: { url: string; sha256: string } }): string {
+export function renderManifest(
+  fields: ManifestFields,
+  hooks: Hooks,
+  release: {
+    src: string;
+    checksum: string;
+    releaseId: string;
+    issuedAt?: string;
+    deltaIndex?: { url: string; sha256: string };
+  },
+): string {
   const base = hooks.fields;
   const problems = [...hooks.problems];
   const strategy = fields.syncStrategy ?? base.sync_strategy;
@@ -80,35 +99,40 @@ export function renderManifest(fields: ManifestFields, hooks: Hooks, release: { 
   for (const [k, v] of Object.entries(base)) if (!(k in merged)) merged[k] = v;
   for (const k of Object.keys(merged)) if (merged[k] === undefined) delete merged[k];
   const noDest = merged.dest === undefined || merged.dest === null;
-  if (noDest) problems.push(`dest: required: pass --dest /abs/path${hooks.where === "manifest" ? "" : " or set dest in the file"}`);
+  if (noDest)
+    problems.push(
+      `dest: required: pass --dest /abs/path${hooks.where === "manifest" ? "" : " or set dest in the file"}`,
+    );
 
   const doc = new Document(merged, { version: "1.1" });
   if (typeof merged.dest_mode === "number") (doc.get("dest_mode", true) as Scalar).format = "OCT";
   const text = doc.toString({ lineWidth: 0 });
-
-  {
-    try {
-      const { manifest, warnings } = parseManifest(text, placeholderEnv());
-      problems.push(...warnings.map((w) => w.replace(/^manifest: /, "")));
-      if (manifest.src !== release.src) problems.push(`src: reads back as "${manifest.src}", not "${release.src}"`);
-      const want = parseChecksum(release.checksum);
-      if (typeof want === "string" || manifest.checksum?.hex !== want.hex) problems.push("checksum: does not read back as written");
-    } catch (err) {
-      if (!(err instanceof ManifestError)) throw err;
-      problems.push(...unknownKeys(merged), ...err.problems);
-      // A malformed `commands` stops the agent's parser early: ask again without it for the rest.
-      if (err.fatal && "commands" in merged) {
-        const { commands: _, ...rest } = merged;
-        try {
-          parseManifest(new Document(rest, { version: "1.1" }).toString({ lineWidth: 0 }), placeholderEnv());
-        } catch (again) {
-          if (again instanceof ManifestError) problems.push(...again.problems.filter((p) => !problems.includes(p)));
-        }
+  try {
+    const { manifest, warnings } = parseManifest(text, placeholderEnv());
+    problems.push(...warnings.map((w) => w.replace(/^manifest: /, "")));
+    if (manifest.src !== release.src) problems.push(`src: reads back as "${manifest.src}", not "${release.src}"`);
+    const want = parseChecksum(release.checksum);
+    if (typeof want === "string" || manifest.checksum?.hex !== want.hex)
+      problems.push("checksum: does not read back as written");
+  } catch (err) {
+    if (!(err instanceof ManifestError)) throw err;
+    problems.push(...unknownKeys(merged), ...err.problems);
+    // A malformed `commands` stops the agent's parser early: ask again without it for the rest.
+    if (err.fatal && "commands" in merged) {
+      const { commands: _, ...rest } = merged;
+      try {
+        parseManifest(new Document(rest, { version: "1.1" }).toString({ lineWidth: 0 }), placeholderEnv());
+      } catch (again) {
+        if (again instanceof ManifestError) problems.push(...again.problems.filter((p) => !problems.includes(p)));
       }
     }
   }
   const listed = noDest ? problems.filter((p) => !p.startsWith("dest: required when")) : problems;
-  if (listed.length > 0) throw new ManifestError(listed.map((p) => `${hooks.where}: ${p}`), true);
+  if (listed.length > 0)
+    throw new ManifestError(
+      listed.map((p) => `${hooks.where}: ${p}`),
+      true,
+    );
   return text;
 }
 
@@ -120,7 +144,9 @@ function unknownKeys(fields: Record<string, unknown>): string[] {
   const skeleton: Record<string, unknown> = { src: "file:///x", checksum: "0".repeat(64), dest: "/x" };
   for (const k of Object.keys(fields)) if (!(k in skeleton)) skeleton[k] = null;
   try {
-    return parseManifest(new Document(skeleton, { version: "1.1" }).toString()).warnings.map((w) => w.replace(/^manifest: /, ""));
+    return parseManifest(new Document(skeleton, { version: "1.1" }).toString()).warnings.map((w) =>
+      w.replace(/^manifest: /, ""),
+    );
   } catch {
     return [];
   }

@@ -15,7 +15,7 @@ export interface RenderResult {
 export function renderTemplate(text: string, env: Env): RenderResult {
   const missing: string[] = [];
   const out = text.replace(CALL, (_all, fn: string, rawName: string, rawDefault: string | undefined) => {
-    const name = unescape(rawName);
+    const name = unescapeTemplate(rawName);
     const value = env[name];
     if (fn === "must_env") {
       if (value === undefined || value === "") {
@@ -25,11 +25,11 @@ export function renderTemplate(text: string, env: Env): RenderResult {
       return value;
     }
     if (value !== undefined && value !== "") return value;
-    return rawDefault === undefined ? "" : unescape(rawDefault);
+    return rawDefault === undefined ? "" : unescapeTemplate(rawDefault);
   });
   return { text: out, missing };
 }
 
-function unescape(s: string): string {
+function unescapeTemplate(s: string): string {
   return s.replace(/\\(.)/g, "$1");
 }

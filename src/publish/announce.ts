@@ -82,7 +82,8 @@ export async function recordAndAnnounce(s: AnnounceStep): Promise<void> {
       // Create-only: a release's history entry never changes (an identical one is fine).
       if (!s.recorded && !(await client!.kvPut(releaseKey, body, { cas: 0 }))) {
         const { value } = await client!.kvGetText(releaseKey, { signal: s.signal });
-        if (value !== body && s.stage === "publish") throw new ConsulError(`consul kv ${releaseKey}: a different record already exists`);
+        if (value !== body && s.stage === "publish")
+          throw new ConsulError(`consul kv ${releaseKey}: a different record already exists`);
       }
       await client!.kvPut(kvKeys.latest(s.kvPrefix, record.role), body);
       kvDone = true;
@@ -92,7 +93,10 @@ export async function recordAndAnnounce(s: AnnounceStep): Promise<void> {
   } catch (err) {
     if (s.signal?.aborted && !(err instanceof PulldeployError)) throw err;
     const cmd = fireCommand(s, { kvDone });
-    const what = s.stage === "publish" ? `release ${record?.id ?? ""} is uploaded (${redact(s.manifestUrl)}) but not announced` : `fire ${redact(s.manifestUrl)}: not announced`;
+    const what =
+      s.stage === "publish"
+        ? `release ${record?.id ?? ""} is uploaded (${redact(s.manifestUrl)}) but not announced`
+        : `fire ${redact(s.manifestUrl)}: not announced`;
     const done = kvDone ? " (KV is up to date; the event was not sent)" : "";
     throw new NotAnnouncedError(`${what}${done}: ${messageOf(err)}; finish with: ${cmd}`, cmd, { cause: err });
   }
@@ -111,7 +115,9 @@ async function announce(s: AnnounceStep, client: ConsulClient | undefined): Prom
     return;
   }
   await serfEvent(a, s.manifestUrl, s.env, s.signal);
-  s.log.info(`fired serf user event ${a.event}${a.serfRpcAddr ? ` via ${a.serfRpcAddr}` : ""}: ${redact(s.manifestUrl)}`);
+  s.log.info(
+    `fired serf user event ${a.event}${a.serfRpcAddr ? ` via ${a.serfRpcAddr}` : ""}: ${redact(s.manifestUrl)}`,
+  );
 }
 
 /** `serf event [-rpc-addr=…] <name> <payload>` through the local agent; its own RPC auth comes from SERF_RPC_AUTH. */
@@ -119,15 +125,37 @@ async function serfEvent(a: AnnounceOptions, payload: string, env: Env, signal?:
   const args = ["serf", "event", ...(a.serfRpcAddr ? [`-rpc-addr=${a.serfRpcAddr}`] : []), a.event, payload];
   let proc: ReturnType<typeof Bun.spawn>;
   try {
-    proc = Bun.spawn(args, { env: env as Record<string, string>, stdin: "ignore", stdout: "pipe", stderr: "pipe", signal });
+    proc = Bun.spawn(args, {
+      env: env as Record<string, string>,
+      stdin: "ignore",
+      stdout: "pipe",
+      stderr: "pipe",
+      signal,
+    });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    throw new PulldeployError(code === "ENOENT" ? "serf event: the serf command was not found in PATH (install serf, or announce through Consul)" : `serf event: ${messageOf(err)}`, "consul", { cause: err });
+    throw new PulldeployError(
+      code === "ENOENT"
+        ? "serf event: the serf command was not found in PATH (install serf, or announce through Consul)"
+        : `serf event: ${messageOf(err)}`,
+      "consul",
+      { cause: err },
+    );
   }
-  const [out, errText, code] = await Promise.all([new Response(proc.stdout as ReadableStream).text(), new Response(proc.stderr as ReadableStream).text(), proc.exited]);
+  const [out, errText, code] = await Promise.all([
+    new Response(proc.stdout as ReadableStream).text(),
+    new Response(proc.stderr as ReadableStream).text(),
+    proc.exited,
+  ]);
   if (code !== 0) {
-    const detail = (errText.trim() || out.trim()).split("\n").filter((l) => l.trim() !== "").join("; ");
-    throw new PulldeployError(`serf event ${a.event} failed with exit code ${code}${detail ? `: ${detail}` : ""}`, "consul");
+    const detail = (errText.trim() || out.trim())
+      .split("\n")
+      .filter((l) => l.trim() !== "")
+      .join("; ");
+    throw new PulldeployError(
+      `serf event ${a.event} failed with exit code ${code}${detail ? `: ${detail}` : ""}`,
+      "consul",
+    );
   }
 }
 
@@ -137,17 +165,22 @@ const MAX_EVENT_NAME = 256;
 
 export function checkAnnounce(a: AnnounceOptions): void {
   if (a.via === "none") return;
-  if (a.event === "" || a.event.length > MAX_EVENT_NAME || /[\s/]/.test(a.event)) throw new UsageError(`--event: "${a.event}" is not a usable event name (no spaces or slashes)`);
-  if (a.via === "serf" && (a.node || a.service || a.tag)) throw new UsageError("--node, --service and --tag are Consul event filters: Serf user events have none (drop them, or fire through Consul)");
+  if (a.event === "" || a.event.length > MAX_EVENT_NAME || /[\s/]/.test(a.event))
+    throw new UsageError(`--event: "${a.event}" is not a usable event name (no spaces or slashes)`);
+  if (a.via === "serf" && (a.node || a.service || a.tag))
+    throw new UsageError(
+      "--node, --service and --tag are Consul event filters: Serf user events have none (drop them, or fire through Consul)",
+    );
   if (a.tag && !a.service) throw new UsageError("--tag needs --service (Consul filters tags of a service)");
 }
-
 
 /** The largest payload (bytes) that fits an event with this name and filters, and the payload's size. */
 export function eventPayloadLimit(a: AnnounceOptions, payload: string): { max: number; size: number; fits: boolean } {
   const size = (n: number) => {
     const p = "x".repeat(n);
-    return a.via === "serf" ? serfEventSize(a.event, p) : userEventSize(a.event, p, { node: a.node, service: a.service, tag: a.tag });
+    return a.via === "serf"
+      ? serfEventSize(a.event, p)
+      : userEventSize(a.event, p, { node: a.node, service: a.service, tag: a.tag });
   };
   let max = 0;
   while (size(max + 1) <= USER_EVENT_SIZE_LIMIT) max++;
@@ -179,7 +212,10 @@ export function describeFilters(a: AnnounceOptions): string {
 // ------------------------------------------------------------------ output
 
 /** `pulldeploy fire …` that repeats the announce flags of this run (never the token). */
-export function fireCommand(s: Pick<AnnounceStep, "manifestUrl" | "record" | "kv" | "kvPrefix" | "announce" | "consulFlags" | "message">, opts: { kvDone: boolean }): string {
+export function fireCommand(
+  s: Pick<AnnounceStep, "manifestUrl" | "record" | "kv" | "kvPrefix" | "announce" | "consulFlags" | "message">,
+  opts: { kvDone: boolean },
+): string {
   const q = shellQuote;
   const a = s.announce;
   const parts = ["pulldeploy", "fire", q(s.manifestUrl)];
@@ -199,7 +235,8 @@ export function fireCommand(s: Pick<AnnounceStep, "manifestUrl" | "record" | "kv
     if (a.service) parts.push("--service", q(a.service));
     if (a.tag) parts.push("--tag", q(a.tag));
   }
-  if (s.consulFlags?.addr && (a.via === "consul" || (s.kv && s.record && !opts.kvDone))) parts.push("--consul-addr", q(s.consulFlags.addr));
+  if (s.consulFlags?.addr && (a.via === "consul" || (s.kv && s.record && !opts.kvDone)))
+    parts.push("--consul-addr", q(s.consulFlags.addr));
   return parts.join(" ");
 }
 

@@ -4,7 +4,14 @@ import { messageOf, PulldeployError, UsageError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { redact } from "../log.ts";
 import { parseManifest } from "../manifest/parse.ts";
-import { checkRole, kvKeys, parseReleaseRecord, releaseId, releaseIdOfUrl, type ReleaseRecord } from "../records/release.ts";
+import {
+  checkRole,
+  kvKeys,
+  parseReleaseRecord,
+  releaseId,
+  releaseIdOfUrl,
+  type ReleaseRecord,
+} from "../records/release.ts";
 import { fetchText, openUrl } from "../store/sources/index.ts";
 import type { Env } from "../env.ts";
 import { USER_AGENT } from "../version.ts";
@@ -44,7 +51,16 @@ export interface FireOptions {
  * URL fired (the re-signed one with `signKey`).
  */
 export async function fire(opts: FireOptions): Promise<{ record?: ReleaseRecord; manifestUrl: string }> {
-  const manifestUrl = opts.signKey === undefined ? opts.manifestUrl : await resignManifest({ manifestUrl: opts.manifestUrl, signKey: opts.signKey, env: opts.env, log: opts.log, signal: opts.signal });
+  const manifestUrl =
+    opts.signKey === undefined
+      ? opts.manifestUrl
+      : await resignManifest({
+          manifestUrl: opts.manifestUrl,
+          signKey: opts.signKey,
+          env: opts.env,
+          log: opts.log,
+          signal: opts.signal,
+        });
   const o = { ...opts, manifestUrl };
   const { log } = o;
   if (o.role !== undefined) {
@@ -65,7 +81,8 @@ export async function fire(opts: FireOptions): Promise<{ record?: ReleaseRecord;
       const { value } = await client.kvGetText(kvKeys.release(o.kvPrefix, o.role!, id), { signal: o.signal });
       if (value !== null) {
         const r = parseReleaseRecord(value);
-        if (typeof r === "string") log.info(`kv ${kvKeys.release(o.kvPrefix, o.role!, id)}: ignoring an unreadable record (${r})`);
+        if (typeof r === "string")
+          log.info(`kv ${kvKeys.release(o.kvPrefix, o.role!, id)}: ignoring an unreadable record (${r})`);
         else if (r.manifest_url === o.manifestUrl) {
           record = r;
           recorded = true;
@@ -83,14 +100,22 @@ async function recordFromManifest(o: FireOptions, idFromUrl: string | undefined)
   const src = { env: o.env, signal: o.signal, userAgent: USER_AGENT };
   const text = await fetchText(o.manifestUrl, src);
   const { manifest } = parseManifest(text, placeholderEnv());
-  if (!manifest.src || !manifest.checksum) throw new PulldeployError(`fire ${redact(o.manifestUrl)}: the manifest has no src/checksum, so it is not a release to record (drop --role to only fire the event)`, "manifest");
+  if (!manifest.src || !manifest.checksum)
+    throw new PulldeployError(
+      `fire ${redact(o.manifestUrl)}: the manifest has no src/checksum, so it is not a release to record (drop --role to only fire the event)`,
+      "manifest",
+    );
   let size: number | null = null;
   try {
     const opened = await openUrl(manifest.src, src);
     size = opened.size ?? null;
     await opened.body.cancel().catch(() => {});
   } catch (err) {
-    throw new PulldeployError(`fire ${redact(o.manifestUrl)}: its archive is not readable: ${messageOf(err)}`, "fetch", { cause: err });
+    throw new PulldeployError(
+      `fire ${redact(o.manifestUrl)}: its archive is not readable: ${messageOf(err)}`,
+      "fetch",
+      { cause: err },
+    );
   }
   const now = (o.now ?? (() => new Date()))();
   const id = idFromUrl ?? releaseId(now, manifest.checksum.hex);
@@ -104,7 +129,9 @@ async function recordFromManifest(o: FireOptions, idFromUrl: string | undefined)
     checksum: manifest.checksum.hex,
     size,
     files: null,
-    created_at: at ? `${at[1]}-${at[2]}-${at[3]}T${at[4]}:${at[5]}:${at[6]}Z` : now.toISOString().replace(/\.\d{3}Z$/, "Z"),
+    created_at: at
+      ? `${at[1]}-${at[2]}-${at[3]}T${at[4]}:${at[5]}:${at[6]}Z`
+      : now.toISOString().replace(/\.\d{3}Z$/, "Z"),
     publisher: o.publisher,
     message: o.message,
   };

@@ -17,7 +17,13 @@ export interface Progress {
  * A bar redrawn in place on a terminal (bytes, rate, ETA), or a plain log line every `intervalMs`
  * otherwise. The rate and ETA follow the packed (uncompressed) bytes, which the upload keeps pace with.
  */
-export function createProgress(opts: { tty: boolean; write: (s: string) => void; log: Logger; intervalMs?: number; now?: () => number }): Progress {
+export function createProgress(opts: {
+  tty: boolean;
+  write: (s: string) => void;
+  log: Logger;
+  intervalMs?: number;
+  now?: () => number;
+}): Progress {
   const now = opts.now ?? (() => performance.now());
   const interval = opts.intervalMs ?? (opts.tty ? 100 : 5000);
   let total = 0;
@@ -35,10 +41,14 @@ export function createProgress(opts: { tty: boolean; write: (s: string) => void;
     if (opts.tty) {
       const width = 24;
       const filled = Math.round((pct / 100) * width);
-      opts.write(`\r\x1b[K[${"#".repeat(filled)}${"-".repeat(width - filled)}] ${pct.toFixed(0).padStart(3)}% ${formatBytes(packed)}/${formatBytes(total)} ${formatBytes(rate)}/s ETA ${etaText} · ${formatBytes(sent)} sent`);
+      opts.write(
+        `\r\x1b[K[${"#".repeat(filled)}${"-".repeat(width - filled)}] ${pct.toFixed(0).padStart(3)}% ${formatBytes(packed)}/${formatBytes(total)} ${formatBytes(rate)}/s ETA ${etaText} · ${formatBytes(sent)} sent`,
+      );
       drawn = true;
     } else {
-      opts.log.info(`progress: ${pct.toFixed(0)}% (${formatBytes(packed)} of ${formatBytes(total)} packed, ${formatBytes(sent)} sent, ${formatBytes(rate)}/s, ETA ${etaText})`);
+      opts.log.info(
+        `progress: ${pct.toFixed(0)}% (${formatBytes(packed)} of ${formatBytes(total)} packed, ${formatBytes(sent)} sent, ${formatBytes(rate)}/s, ETA ${etaText})`,
+      );
     }
   };
   const tick = () => {

@@ -27,7 +27,14 @@ import { messageOf, UsageError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { redact } from "../log.ts";
 import { packTree, scanTree, type PackResult, type TreePlan } from "../archive/pack.ts";
-import { checkRole, kvKeys, releaseId, renderReleaseRecord, storedNames, type ReleaseRecord } from "../records/release.ts";
+import {
+  checkRole,
+  kvKeys,
+  releaseId,
+  renderReleaseRecord,
+  storedNames,
+  type ReleaseRecord,
+} from "../records/release.ts";
 import { loadPrivateKey, SIGNATURE_SUFFIX, signBytes } from "../signature.ts";
 import type { Env } from "../env.ts";
 import type { Progress } from "./progress.ts";
@@ -91,28 +98,49 @@ export async function publish(o: PublishOptions): Promise<PublishResult> {
   const signKey = o.signKey === undefined ? undefined : loadPrivateKey(o.signKey);
   const consul = o.kv || o.announce.via === "consul" ? consulConfig(o.env, o.consul) : undefined;
   checkAnnounce(o.announce);
-  const target = await openTarget(o.to, { env: o.env, log, signal: o.signal, retries: o.retries, retryWaitMs: o.retryWaitMs, onSent: o.progress?.sent });
+  const target = await openTarget(o.to, {
+    env: o.env,
+    log,
+    signal: o.signal,
+    retries: o.retries,
+    retryWaitMs: o.retryWaitMs,
+    onSent: o.progress?.sent,
+  });
   try {
     // Ids have a fixed length: the manifest URL, and so the event's size, is known now.
     const sampleId = releaseId(createdAt, "0".repeat(64));
     checkEventSize(o.announce, target.urlOf(storedNames.manifest(o.role, sampleId)));
     const hooks = readHooks(o.manifest.hooks);
-    renderManifest(o.manifest, hooks, { src: target.urlOf(storedNames.archive(o.role, sampleId)), checksum: "0".repeat(hexLength(o.pack.algorithm)), releaseId: sampleId });
+    renderManifest(o.manifest, hooks, {
+      src: target.urlOf(storedNames.archive(o.role, sampleId)),
+      checksum: "0".repeat(hexLength(o.pack.algorithm)),
+      releaseId: sampleId,
+    });
     const plan = scanTree(o.dir, { excludes: o.pack.excludes, includeGit: o.pack.includeGit });
     if (!o.dryRun) await target.preflight();
 
     // pack + upload the archive (its final name is known once the last byte is hashed).
-    log.info(`pack ${o.dir}: ${plan.files} files, ${formatBytes(plan.bytes)}${o.dryRun ? " (dry run: reading only)" : ` → ${target.base}`}`);
+    log.info(
+      `pack ${o.dir}: ${plan.files} files, ${formatBytes(plan.bytes)}${o.dryRun ? " (dry run: reading only)" : ` → ${target.base}`}`,
+    );
     const started = performance.now();
     o.progress?.start(plan.bytes);
-    const packed = packTree(plan, { algorithm: o.pack.algorithm, gzipLevel: o.pack.gzipLevel, onBytes: o.progress?.packed });
+    const packed = packTree(plan, {
+      algorithm: o.pack.algorithm,
+      gzipLevel: o.pack.gzipLevel,
+      onBytes: o.progress?.packed,
+    });
     const idOf = (r: PackResult) => releaseId(createdAt, r.checksum);
     let archive: PackResult;
     try {
       if (o.dryRun) {
         for await (const _ of packed.stream as unknown as AsyncIterable<Uint8Array>);
       } else {
-        await target.putStream(packed.stream, () => storedNames.archive(o.role, idOf(packed.final!)), "application/gzip");
+        await target.putStream(
+          packed.stream,
+          () => storedNames.archive(o.role, idOf(packed.final!)),
+          "application/gzip",
+        );
       }
       archive = await packed.result;
     } finally {
@@ -133,9 +161,21 @@ export async function publish(o: PublishOptions): Promise<PublishResult> {
     let deltaIndex: { url: string; sha256: string } | undefined;
     if (!o.dryRun && o.delta !== false) {
       try {
-        const d = await publishDelta({ plan, target, role: o.role, id, archiveSize: archive.size, env: o.env, log, signal: o.signal, userAgent: USER_AGENT });
+        const d = await publishDelta({
+          plan,
+          target,
+          role: o.role,
+          id,
+          archiveSize: archive.size,
+          env: o.env,
+          log,
+          signal: o.signal,
+          userAgent: USER_AGENT,
+        });
         deltaIndex = { url: d.indexUrl, sha256: d.sha256 };
-        log.info(`delta: uploaded ${d.newChunks} new of ${d.chunks} chunks (${formatBytes(d.packBytes)}) and the index ${d.indexUrl} (${formatBytes(d.indexBytes)})`);
+        log.info(
+          `delta: uploaded ${d.newChunks} new of ${d.chunks} chunks (${formatBytes(d.packBytes)}) and the index ${d.indexUrl} (${formatBytes(d.indexBytes)})`,
+        );
       } catch (err) {
         if (o.signal?.aborted) throw err;
         log.info(`delta: not stored (${messageOf(err)}); agents will fetch the full archive`);
@@ -145,7 +185,13 @@ export async function publish(o: PublishOptions): Promise<PublishResult> {
     // upload the manifest, after it round-trips through the agent's parser.
     // A signed manifest carries its signed issue time: agents refuse one older than what they run.
     const issuedAt = signKey ? createdAt.toISOString() : undefined;
-    const manifestText = renderManifest(o.manifest, hooks, { src: archiveUrl, checksum: archive.checksum, releaseId: id, issuedAt, deltaIndex });
+    const manifestText = renderManifest(o.manifest, hooks, {
+      src: archiveUrl,
+      checksum: archive.checksum,
+      releaseId: id,
+      issuedAt,
+      deltaIndex,
+    });
     const manifestBytes = new TextEncoder().encode(manifestText);
     const record: ReleaseRecord = {
       id,
@@ -167,7 +213,11 @@ export async function publish(o: PublishOptions): Promise<PublishResult> {
     }
 
     if (signKey) {
-      await target.putBytes(`${storedNames.manifest(o.role, id)}${SIGNATURE_SUFFIX}`, new TextEncoder().encode(signBytes(manifestBytes, signKey)), "text/plain");
+      await target.putBytes(
+        `${storedNames.manifest(o.role, id)}${SIGNATURE_SUFFIX}`,
+        new TextEncoder().encode(signBytes(manifestBytes, signKey)),
+        "text/plain",
+      );
     }
     await target.putBytes(storedNames.manifest(o.role, id), manifestBytes, "application/x-yaml");
     log.info(`uploaded ${manifestUrl}`);
@@ -186,14 +236,26 @@ export function hexLength(algorithm: HashAlgorithm): number {
 
 // ------------------------------------------------------------------ output
 
-function dryRunReport(o: PublishOptions, plan: TreePlan, archive: PackResult, archiveUrl: string, manifestUrl: string, manifestText: string, record: ReleaseRecord, consul: ConsulConfig | undefined): string {
+function dryRunReport(
+  o: PublishOptions,
+  plan: TreePlan,
+  archive: PackResult,
+  archiveUrl: string,
+  manifestUrl: string,
+  manifestText: string,
+  record: ReleaseRecord,
+  consul: ConsulConfig | undefined,
+): string {
   const lines = [
     "dry run: nothing was uploaded, written or fired",
     `pack      ${o.dir}: ${plan.files} files, ${plan.entries.length} entries, ${formatBytes(plan.bytes)} → ${formatBytes(archive.size)} tar.gz, ${archive.algorithm} ${archive.checksum}`,
     `upload    ${redact(archiveUrl)}`,
     ...(o.signKey ? [`upload    ${redact(manifestUrl)}${SIGNATURE_SUFFIX}`] : []),
     `upload    ${redact(manifestUrl)}:`,
-    ...manifestText.trimEnd().split("\n").map((l) => `            ${l}`),
+    ...manifestText
+      .trimEnd()
+      .split("\n")
+      .map((l) => `            ${l}`),
   ];
   const at = consul ? ` (consul ${consul.address})` : "";
   if (o.kv) {
@@ -203,11 +265,14 @@ function dryRunReport(o: PublishOptions, plan: TreePlan, archive: PackResult, ar
   } else lines.push("kv        nothing (--no-kv)");
   const a = o.announce;
   if (a.via === "none") lines.push("event     nothing (--no-event)");
-  else if (a.via === "consul") lines.push(`fire      consul event ${a.event}${describeFilters(a)}${at}: ${redact(manifestUrl)}`);
-  else lines.push(`fire      serf event ${a.event}${a.serfRpcAddr ? ` (rpc ${a.serfRpcAddr})` : ""}: ${redact(manifestUrl)}`);
+  else if (a.via === "consul")
+    lines.push(`fire      consul event ${a.event}${describeFilters(a)}${at}: ${redact(manifestUrl)}`);
+  else
+    lines.push(
+      `fire      serf event ${a.event}${a.serfRpcAddr ? ` (rpc ${a.serfRpcAddr})` : ""}: ${redact(manifestUrl)}`,
+    );
   return `${lines.join("\n")}\n`;
 }
-
 
 /** `user@host`, the default publisher. */
 export function defaultPublisher(env: Env): string {

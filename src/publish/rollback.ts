@@ -24,7 +24,12 @@ import { USER_AGENT } from "../version.ts";
 import { placeholderEnv } from "../manifest/render.ts";
 
 /** The role's recorded releases, oldest first, and its latest. */
-export async function roleReleases(consul: ConsulClient, prefix: string, role: string, signal?: AbortSignal): Promise<{ records: ReleaseRecord[]; latest: ReleaseRecord | null }> {
+export async function roleReleases(
+  consul: ConsulClient,
+  prefix: string,
+  role: string,
+  signal?: AbortSignal,
+): Promise<{ records: ReleaseRecord[]; latest: ReleaseRecord | null }> {
   const { entries } = await consul.kvList(kvKeys.releases(prefix, role), { signal });
   const records = entries
     .map((e) => parseReleaseRecord(new TextDecoder().decode(e.value ?? new Uint8Array())))
@@ -35,17 +40,28 @@ export async function roleReleases(consul: ConsulClient, prefix: string, role: s
 }
 
 /** The release to roll back to: `to`, else the one before the latest. Throws a one-line error otherwise. */
-export function pickRollback(records: ReleaseRecord[], latest: ReleaseRecord | null, to: string | undefined, role: string, prefix: string): ReleaseRecord {
-  if (records.length === 0) throw new PulldeployError(`no releases recorded for role ${role} (${kvKeys.releases(prefix, role)})`);
+export function pickRollback(
+  records: ReleaseRecord[],
+  latest: ReleaseRecord | null,
+  to: string | undefined,
+  role: string,
+  prefix: string,
+): ReleaseRecord {
+  if (records.length === 0)
+    throw new PulldeployError(`no releases recorded for role ${role} (${kvKeys.releases(prefix, role)})`);
   const ids = records.map((r) => r.id);
   if (to !== undefined) {
     const target = records.find((r) => r.id === to);
-    if (!target) throw new UsageError(`--to: no release "${to}" recorded for role ${role} (releases: ${ids.join(", ")})`);
+    if (!target)
+      throw new UsageError(`--to: no release "${to}" recorded for role ${role} (releases: ${ids.join(", ")})`);
     return target;
   }
   const i = latest ? ids.indexOf(latest.id) : -1;
   const target = i > 0 ? records[i - 1] : undefined;
-  if (!target) throw new PulldeployError(`no release before ${latest?.id ?? "the latest"} to roll back to (releases: ${ids.join(", ")})`);
+  if (!target)
+    throw new PulldeployError(
+      `no release before ${latest?.id ?? "the latest"} to roll back to (releases: ${ids.join(", ")})`,
+    );
   return target;
 }
 
@@ -67,13 +83,20 @@ export async function resignManifest(o: ResignOptions): Promise<string> {
   const clean = o.manifestUrl.replace(/[?#].*$/, "");
   const slash = clean.lastIndexOf("/");
   const name = clean.slice(slash + 1);
-  if (slash < 0 || !name.endsWith(".yml")) throw new PulldeployError(`${where}: expected a manifest URL ending in <id>.yml`, "publish");
+  if (slash < 0 || !name.endsWith(".yml"))
+    throw new PulldeployError(`${where}: expected a manifest URL ending in <id>.yml`, "publish");
   // A manifest re-signed before sits in its own resigned-… folder: the new one goes beside it.
   const base = clean.slice(0, slash).replace(/\/resigned-\d{8}T\d{9}Z$/, "");
 
-  const original = new TextDecoder().decode(await fetchBytes(o.manifestUrl, { env: o.env, signal: o.signal, userAgent: USER_AGENT }));
+  const original = new TextDecoder().decode(
+    await fetchBytes(o.manifestUrl, { env: o.env, signal: o.signal, userAgent: USER_AGENT }),
+  );
   const doc = parseDocument(original, { version: "1.1", uniqueKeys: true });
-  if (doc.errors.length > 0) throw new PulldeployError(`${where}: not a readable manifest: ${doc.errors[0]!.message.split("\n")[0]}`, "manifest");
+  if (doc.errors.length > 0)
+    throw new PulldeployError(
+      `${where}: not a readable manifest: ${doc.errors[0]!.message.split("\n")[0]}`,
+      "manifest",
+    );
   doc.set("issued_at", now.toISOString());
   const text = doc.toString({ lineWidth: 0 });
   // The new statement must say exactly what the old one said, but for its issue time.
@@ -88,7 +111,11 @@ export async function resignManifest(o: ResignOptions): Promise<string> {
   const stored = `resigned-${stamp}/${name}`;
   const target = await openTarget(base, { env: o.env, log: o.log, signal: o.signal, retries: 2, retryWaitMs: 1000 });
   try {
-    await target.putBytes(`${stored}${SIGNATURE_SUFFIX}`, new TextEncoder().encode(signBytes(bytes, key)), "text/plain");
+    await target.putBytes(
+      `${stored}${SIGNATURE_SUFFIX}`,
+      new TextEncoder().encode(signBytes(bytes, key)),
+      "text/plain",
+    );
     await target.putBytes(stored, bytes, "application/x-yaml");
     const url = target.urlOf(stored);
     o.log.info(`rollback: re-signed the manifest, issued ${now.toISOString()}: ${redact(url)}`);
@@ -104,7 +131,15 @@ export async function resignManifest(o: ResignOptions): Promise<string> {
  */
 export async function isSigned(manifestUrl: string, env: Env, signal?: AbortSignal): Promise<boolean> {
   try {
-    await fetchText(`${manifestUrl}${SIGNATURE_SUFFIX}`, { env, signal: signal ? AbortSignal.any([signal, AbortSignal.timeout(10_000)]) : AbortSignal.timeout(10_000), userAgent: USER_AGENT }, 4096);
+    await fetchText(
+      `${manifestUrl}${SIGNATURE_SUFFIX}`,
+      {
+        env,
+        signal: signal ? AbortSignal.any([signal, AbortSignal.timeout(10_000)]) : AbortSignal.timeout(10_000),
+        userAgent: USER_AGENT,
+      },
+      4096,
+    );
     return true;
   } catch {
     return false;

@@ -47,12 +47,16 @@ const ID = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z-([0-9a-f]{12})$/;
  * `nodes/../latest` would be the role's `latest`).
  */
 export function checkRole(role: string): string | undefined {
-  return ROLE.test(role) ? undefined : `role ${printable(role)} must be 1–128 letters, digits, ".", "_" or "-", starting with a letter or digit`;
+  return ROLE.test(role)
+    ? undefined
+    : `role ${printable(role)} must be 1–128 letters, digits, ".", "_" or "-", starting with a letter or digit`;
 }
 
 /** A node's name is the last segment of its report's key: the same rule as a role's. */
 export function checkNode(node: string): string | undefined {
-  return ROLE.test(node) ? undefined : `node name ${printable(node)} must be 1–128 letters, digits, ".", "_" or "-", starting with a letter or digit (it names a Consul KV key)`;
+  return ROLE.test(node)
+    ? undefined
+    : `node name ${printable(node)} must be 1–128 letters, digits, ".", "_" or "-", starting with a letter or digit (it names a Consul KV key)`;
 }
 
 /** A name quoted for an error message, control characters (C0, DEL, C1) escaped so the message stays one safe line. */
@@ -62,7 +66,10 @@ function printable(s: string): string {
 
 /** The release id for an archive created at `at` with this checksum. */
 export function releaseId(at: Date, checksum: string): string {
-  const stamp = at.toISOString().replace(/\.\d{3}Z$/, "Z").replace(/[-:]/g, "");
+  const stamp = at
+    .toISOString()
+    .replace(/\.\d{3}Z$/, "Z")
+    .replace(/[-:]/g, "");
   return `${stamp}-${checksum.slice(0, 12).toLowerCase()}`;
 }
 
@@ -104,7 +111,10 @@ export function normalizeKvPrefix(prefix: string): string | { error: string } {
   const p = prefix.replace(/^\/+|\/+$/g, "");
   if (p === "") return { error: "the KV prefix must not be empty" };
   const bad = p.split("/").find((seg) => !/^[A-Za-z0-9._-]+$/.test(seg) || /^\.+$/.test(seg));
-  if (bad !== undefined) return { error: `${printable(prefix)}: each segment must be letters, digits, ".", "_" or "-", and not empty, "." or ".." (got ${printable(bad)})` };
+  if (bad !== undefined)
+    return {
+      error: `${printable(prefix)}: each segment must be letters, digits, ".", "_" or "-", and not empty, "." or ".." (got ${printable(bad)})`,
+    };
   return p;
 }
 
@@ -122,9 +132,11 @@ export function parseReleaseRecord(json: string): ReleaseRecord | string {
   for (const k of ["id", "role", "manifest_url", "archive_url", "checksum", "created_at", "publisher", "message"]) {
     if (typeof r[k] !== "string") problems.push(`${k}: expected a string`);
   }
-  if (typeof r.algorithm !== "string" || !isHashAlgorithm(r.algorithm)) problems.push("algorithm: expected md5, sha1, sha256 or sha512");
+  if (typeof r.algorithm !== "string" || !isHashAlgorithm(r.algorithm))
+    problems.push("algorithm: expected md5, sha1, sha256 or sha512");
   for (const k of ["size", "files"]) {
-    if (r[k] !== null && !(typeof r[k] === "number" && Number.isInteger(r[k]) && (r[k] as number) >= 0)) problems.push(`${k}: expected a whole number or null`);
+    if (r[k] !== null && !(typeof r[k] === "number" && Number.isInteger(r[k]) && (r[k] as number) >= 0))
+      problems.push(`${k}: expected a whole number or null`);
   }
   if (typeof r.id === "string" && !parseReleaseId(r.id)) problems.push(`id: "${r.id}" is not a release id`);
   if (problems.length > 0) return problems.join("; ");

@@ -71,7 +71,13 @@ export interface ReportSink {
   kvPut(key: string, body: string): Promise<boolean>;
 }
 
-export function createReporter(opts: { sink: ReportSink; key: string; base: NodeReport; log: (msg: string) => void; retryWaitsMs?: number[] }): Reporter {
+export function createReporter(opts: {
+  sink: ReportSink;
+  key: string;
+  base: NodeReport;
+  log: (msg: string) => void;
+  retryWaitsMs?: number[];
+}): Reporter {
   let report = opts.base;
   let chain: Promise<boolean> = Promise.resolve(true);
   let warned = false;

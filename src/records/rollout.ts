@@ -118,9 +118,13 @@ export function markHealthy(r: RolloutRecord, node: string, now: Date): RolloutR
   let { state, reason } = r;
   if (state === "canary") {
     const ok = activeCanaries(r).filter((n) => healthy.includes(n)).length;
-    if (ok >= r.canary) [state, reason] = r.canary_wait ? ["paused", `canaries healthy (${ok}); waiting for: pulldeploy rollout promote --role ${r.role}`] : ["running", ""];
+    if (ok >= r.canary)
+      [state, reason] = r.canary_wait
+        ? ["paused", `canaries healthy (${ok}); waiting for: pulldeploy rollout promote --role ${r.role}`]
+        : ["running", ""];
   }
-  if (state === "running" && r.nodes_total !== null && healthy.length + r.failed.length >= r.nodes_total) state = "done";
+  if (state === "running" && r.nodes_total !== null && healthy.length + r.failed.length >= r.nodes_total)
+    state = "done";
   return { ...r, state, reason, healthy, updated_at: now.toISOString() };
 }
 
@@ -151,7 +155,8 @@ export function parseRolloutRecord(json: string): RolloutRecord | string {
   };
   const isStr = (x: unknown) => typeof x === "string";
   const isNat = (x: unknown) => typeof x === "number" && Number.isInteger(x) && x >= 0;
-  for (const k of ["release_id", "role", "reason", "event", "created_at", "updated_at"]) want(k, isStr(r[k]), "a string");
+  for (const k of ["release_id", "role", "reason", "event", "created_at", "updated_at"])
+    want(k, isStr(r[k]), "a string");
   // Added after the first records: absent reads as off / empty.
   r.switch_together ??= false;
   r.prepare_deadline_ms ??= 0;
@@ -162,16 +167,32 @@ export function parseRolloutRecord(json: string): RolloutRecord | string {
   want("prepare_deadline_ms", isNat(r.prepare_deadline_ms), "a whole number");
   want("slot_ttl_ms", isNat(r.slot_ttl_ms) && (r.slot_ttl_ms as number) >= 1, "a whole number of ms ≥ 1");
   want("prepared", Array.isArray(r.prepared) && (r.prepared as unknown[]).every(isStr), "a list of node names");
-  want("state", isStr(r.state) && (ROLLOUT_STATES as readonly string[]).includes(r.state as string), ROLLOUT_STATES.join(" | "));
+  want(
+    "state",
+    isStr(r.state) && (ROLLOUT_STATES as readonly string[]).includes(r.state as string),
+    ROLLOUT_STATES.join(" | "),
+  );
   for (const k of ["max_parallel", "max_failures"]) want(k, r[k] === null || isStr(r[k]), "a string or null");
   want("limit", isNat(r.limit) && (r.limit as number) >= 1, "a whole number ≥ 1 (0 would hold every node forever)");
   for (const k of ["canary", "health_grace_ms", "health_deadline_ms"]) want(k, isNat(r[k]), "a whole number");
   for (const k of ["failure_budget", "nodes_total"]) want(k, r[k] === null || isNat(r[k]), "a whole number or null");
   for (const k of ["canary_wait", "auto_rollback"]) want(k, typeof r[k] === "boolean", "true or false");
-  for (const k of ["canaries", "healthy"]) want(k, Array.isArray(r[k]) && (r[k] as unknown[]).every(isStr), "a list of node names");
-  want("failed", Array.isArray(r.failed) && (r.failed as unknown[]).every((f) => typeof f === "object" && f !== null && isStr((f as Record<string, unknown>).node)), "a list of {node, phase, error}");
+  for (const k of ["canaries", "healthy"])
+    want(k, Array.isArray(r[k]) && (r[k] as unknown[]).every(isStr), "a list of node names");
+  want(
+    "failed",
+    Array.isArray(r.failed) &&
+      (r.failed as unknown[]).every(
+        (f) => typeof f === "object" && f !== null && isStr((f as Record<string, unknown>).node),
+      ),
+    "a list of {node, phase, error}",
+  );
   const p = r.previous as Record<string, unknown> | null;
-  want("previous", p === null || (typeof p === "object" && isStr(p.id) && isStr(p.manifest_url)), "{id, manifest_url} or null");
+  want(
+    "previous",
+    p === null || (typeof p === "object" && isStr(p.id) && isStr(p.manifest_url)),
+    "{id, manifest_url} or null",
+  );
   if (problems.length > 0) return problems.join("; ");
   return r as unknown as RolloutRecord;
 }

@@ -67,7 +67,10 @@ export function describe(path: string): string {
 
 /** The refusal when a path root was to walk through is not a real directory. */
 export function notADirectory(shown: string, what: string): PulldeployError {
-  return new PulldeployError(`sync: ${shown} is ${what}, not a directory: refusing to follow it as root; remove it (it is recreated)`, "sync");
+  return new PulldeployError(
+    `sync: ${shown} is ${what}, not a directory: refusing to follow it as root; remove it (it is recreated)`,
+    "sync",
+  );
 }
 
 /**
@@ -92,7 +95,12 @@ export function ensureDir(parent: Dir, name: string, mode = 0o755): Dir {
   try {
     fs.mkdirSync(parent.at(name), { mode });
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw new PulldeployError(`sync: cannot create ${parent.shownAt(name)}: ${(err as NodeJS.ErrnoException).code}`, "sync", { cause: err });
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST")
+      throw new PulldeployError(
+        `sync: cannot create ${parent.shownAt(name)}: ${(err as NodeJS.ErrnoException).code}`,
+        "sync",
+        { cause: err },
+      );
   }
   const made = openDir(parent.at(name), parent.shownAt(name));
   if (!made) throw new PulldeployError(`sync: ${parent.shownAt(name)} vanished as it was created`, "sync");
@@ -120,7 +128,8 @@ export function removeEntry(parent: Dir, name: string, retried = false): void {
     if (dir) {
       try {
         const now = dir.stat();
-        if ((now.mode & 0o200) === 0 && now.uid === process.getuid?.()) fs.fchmodSync(dir.fd, (now.mode & 0o7777) | 0o700);
+        if ((now.mode & 0o200) === 0 && now.uid === process.getuid?.())
+          fs.fchmodSync(dir.fd, (now.mode & 0o7777) | 0o700);
         for (const child of fs.readdirSync(dir.path)) removeEntry(dir, child);
       } finally {
         dir.close();
@@ -134,7 +143,10 @@ export function removeEntry(parent: Dir, name: string, retried = false): void {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === "ENOENT") return;
-    if (code === "EISDIR" && !retried) return removeEntry(parent, name, true); // became a directory meanwhile
+    if (code === "EISDIR" && !retried) {
+      removeEntry(parent, name, true); // became a directory meanwhile
+      return;
+    }
     throw err;
   }
 }
@@ -173,7 +185,8 @@ export function writableByOthers(path: string): string | undefined {
       continue;
     }
     if (st.uid !== 0) return `${p} is owned by uid ${st.uid}`;
-    if ((st.mode & 0o022) !== 0 && (st.mode & 0o1000) === 0) return `${p} is writable by its group or others (mode ${(st.mode & 0o7777).toString(8)})`;
+    if ((st.mode & 0o022) !== 0 && (st.mode & 0o1000) === 0)
+      return `${p} is writable by its group or others (mode ${(st.mode & 0o7777).toString(8)})`;
   }
   return undefined;
 }
@@ -204,7 +217,8 @@ export function untrustedLink(path: string): string | undefined {
   if (link.uid !== uid) return `the link is owned by uid ${link.uid}`;
   const parent = fs.statSync(dirname(path));
   if (parent.uid !== uid) return `${dirname(path)} is owned by uid ${parent.uid}`;
-  if ((parent.mode & 0o022) !== 0 && (parent.mode & 0o1000) === 0) return `${dirname(path)} is writable by its group or others`;
+  if ((parent.mode & 0o022) !== 0 && (parent.mode & 0o1000) === 0)
+    return `${dirname(path)} is writable by its group or others`;
   return undefined;
 }
 
@@ -223,7 +237,9 @@ export function openDest(dest: string): Dir | undefined {
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === "ENOENT") return undefined;
-      throw new PulldeployError(`sync: cannot open dest ${dest}: ${code ?? (err as Error).message}`, "sync", { cause: err });
+      throw new PulldeployError(`sync: cannot open dest ${dest}: ${code ?? (err as Error).message}`, "sync", {
+        cause: err,
+      });
     }
   }
   return openDir(dest);
@@ -239,9 +255,14 @@ export function checkDest(dest: string): string | undefined {
   if (st?.isSymbolicLink()) {
     const why = untrustedLink(dest);
     if (why !== undefined) {
-      throw new PulldeployError(`sync: dest ${dest} is ${describe(dest)} and ${why}: refusing to follow it as root; set dest in the manifest to the real path`, "sync");
+      throw new PulldeployError(
+        `sync: dest ${dest} is ${describe(dest)} and ${why}: refusing to follow it as root; set dest in the manifest to the real path`,
+        "sync",
+      );
     }
   }
   const why = writableByOthers(dest);
-  return why === undefined ? undefined : `sync: warning: ${why}: another user can change what is under dest ${dest}; the agent (as root) walks it without following links`;
+  return why === undefined
+    ? undefined
+    : `sync: warning: ${why}: another user can change what is under dest ${dest}; the agent (as root) walks it without following links`;
 }

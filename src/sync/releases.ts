@@ -20,7 +20,7 @@ import * as fs from "node:fs";
 import { join } from "node:path";
 import { PulldeployError } from "../errors.ts";
 import { pidAlive } from "../pid.ts";
-import { Dir, describe, ensureDir, openDest, openDir, removeEntry } from "./nofollow.ts";
+import { type Dir, describe, ensureDir, openDest, openDir, removeEntry } from "./nofollow.ts";
 
 export interface ReleasePaths {
   dest: string;
@@ -94,8 +94,14 @@ function checkOwn(dir: Dir): void {
   const st = dir.stat();
   const uid = process.getuid?.() ?? 0;
   if (st.uid !== uid || (st.mode & 0o022) !== 0) {
-    const why = st.uid !== uid ? `owned by uid ${st.uid}` : `writable by its group or others (mode ${(st.mode & 0o7777).toString(8)})`;
-    throw new PulldeployError(`sync: ${dir.shown} is ${why}, so another user could swap releases in it: chown it to uid ${uid} and chmod go-w it (the agent makes it so)`, "sync");
+    const why =
+      st.uid !== uid
+        ? `owned by uid ${st.uid}`
+        : `writable by its group or others (mode ${(st.mode & 0o7777).toString(8)})`;
+    throw new PulldeployError(
+      `sync: ${dir.shown} is ${why}, so another user could swap releases in it: chown it to uid ${uid} and chmod go-w it (the agent makes it so)`,
+      "sync",
+    );
   }
 }
 
@@ -116,7 +122,9 @@ export function currentRelease(p: ReleasePaths): string | undefined {
   } finally {
     dest.close();
   }
-  const m = /^(?:\.\/)?releases\/([^/]+)\/?$/.exec(target.startsWith(`${p.releases}/`) ? target.slice(p.dest.length + 1) : target);
+  const m = /^(?:\.\/)?releases\/([^/]+)\/?$/.exec(
+    target.startsWith(`${p.releases}/`) ? target.slice(p.dest.length + 1) : target,
+  );
   return m && validId(m[1]!) ? m[1] : undefined;
 }
 
@@ -192,19 +200,25 @@ export function cleanStale(p: ReleasePaths, isAlive: (pid: number) => boolean = 
 
 /** Move the finished partial dir (opened as `partial`) into place as release `id`, replacing a stale one of that id. */
 export function commitRelease(p: ReleasePaths, partial: Dir, id: string): string {
-  return withLayout(p, false, undefined, (l) => {
-    const from = fs.lstatSync(l.releases.at(partialName(id)), { throwIfNoEntry: false });
-    const made = partial.stat();
-    if (!from?.isDirectory() || from.ino !== made.ino || from.dev !== made.dev) {
-      throw new PulldeployError(`sync: ${l.releases.shownAt(partialName(id))} is no longer the directory this run extracted into`, "sync");
-    }
-    if (fs.lstatSync(l.releases.at(id), { throwIfNoEntry: false }) !== undefined) {
-      if (currentRelease(p) === id) throw new PulldeployError(`release ${id} is current and would be replaced; give it a new release_id`, "sync");
-      removeEntry(l.releases, id);
-    }
-    fs.renameSync(l.releases.at(partialName(id)), l.releases.at(id));
-    return join(p.releases, id);
-  }) ?? fail(p);
+  return (
+    withLayout(p, false, undefined, (l) => {
+      const from = fs.lstatSync(l.releases.at(partialName(id)), { throwIfNoEntry: false });
+      const made = partial.stat();
+      if (!from?.isDirectory() || from.ino !== made.ino || from.dev !== made.dev) {
+        throw new PulldeployError(
+          `sync: ${l.releases.shownAt(partialName(id))} is no longer the directory this run extracted into`,
+          "sync",
+        );
+      }
+      if (fs.lstatSync(l.releases.at(id), { throwIfNoEntry: false }) !== undefined) {
+        if (currentRelease(p) === id)
+          throw new PulldeployError(`release ${id} is current and would be replaced; give it a new release_id`, "sync");
+        removeEntry(l.releases, id);
+      }
+      fs.renameSync(l.releases.at(partialName(id)), l.releases.at(id));
+      return join(p.releases, id);
+    }) ?? fail(p)
+  );
 }
 
 function fail(p: ReleasePaths): never {
@@ -225,7 +239,10 @@ export function linkShared(p: ReleasePaths, release: Dir, paths: string[]): void
     for (const rel of paths) {
       const parts = rel.split("/").filter((x) => x !== "");
       if (parts.length === 0 || parts.some((x) => x === "." || x === "..")) {
-        throw new PulldeployError(`sync: shared_paths: ${JSON.stringify(rel)} must name a path inside ${p.shared}`, "sync");
+        throw new PulldeployError(
+          `sync: shared_paths: ${JSON.stringify(rel)} must name a path inside ${p.shared}`,
+          "sync",
+        );
       }
       const shared = walkShared(dest, ["shared", ...parts], p);
       shared?.close();
@@ -252,7 +269,10 @@ function walkShared(from: Dir, parts: string[], p: ReleasePaths): Dir | undefine
       const st = fs.lstatSync(dir.at(name), { throwIfNoEntry: false });
       if (st !== undefined && i === parts.length - 1) return undefined; // the app's: a link in it is its business
       if (st !== undefined && !st.isDirectory()) {
-        throw new PulldeployError(`sync: shared_paths: ${join(p.dest, ...parts.slice(0, i + 1))} is ${describe(dir.at(name))}: refusing to create shared paths through it as root`, "sync");
+        throw new PulldeployError(
+          `sync: shared_paths: ${join(p.dest, ...parts.slice(0, i + 1))} is ${describe(dir.at(name))}: refusing to create shared paths through it as root`,
+          "sync",
+        );
       }
       const next = ensureDir(dir, name);
       if (dir !== from) dir.close();
@@ -271,7 +291,11 @@ function walkTree(root: Dir, parts: string[], rel: string): Dir {
   try {
     for (const name of parts) {
       const st = fs.lstatSync(dir.at(name), { throwIfNoEntry: false });
-      if (st !== undefined && !st.isDirectory()) throw new PulldeployError(`sync: shared_paths: ${rel}: ${name} is ${describe(dir.at(name))} in the archive, not a directory`, "sync");
+      if (st !== undefined && !st.isDirectory())
+        throw new PulldeployError(
+          `sync: shared_paths: ${rel}: ${name} is ${describe(dir.at(name))} in the archive, not a directory`,
+          "sync",
+        );
       const next = ensureDir(dir, name);
       if (dir !== root) dir.close();
       dir = next;
@@ -296,7 +320,11 @@ export function switchCurrent(p: ReleasePaths, id: string): void {
       removeEntry(l.dest, tmp);
       const code = (err as NodeJS.ErrnoException).code;
       if (code === "EISDIR" || code === "ENOTEMPTY" || code === "EEXIST") {
-        throw new PulldeployError(`${p.current} is a directory, not a symlink: move it away to use sync_strategy: release`, "sync", { cause: err });
+        throw new PulldeployError(
+          `${p.current} is a directory, not a symlink: move it away to use sync_strategy: release`,
+          "sync",
+          { cause: err },
+        );
       }
       throw err;
     }
@@ -333,7 +361,11 @@ export function prune(p: ReleasePaths, keep: number): string[] {
       removeEntry(l.releases, id);
       removed.push(id);
     }
-    if (removed.length > 0) writeOrder(l, readOrder(l).filter((x) => !removed.includes(x)));
+    if (removed.length > 0)
+      writeOrder(
+        l,
+        readOrder(l).filter((x) => !removed.includes(x)),
+      );
     return removed;
   });
 }

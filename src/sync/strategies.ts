@@ -150,7 +150,10 @@ function rsyncPrepare(ctx: SyncContext): Workspace {
   const destDir = openDest(dest);
   if (destDir === undefined) return { tree };
   const linkFrom = linkableDir(onlyRootCanChange(dest) ? dest : destDir.path, tree);
-  if (linkFrom === null) ctx.log.info(`fetch: ${tree} is not on dest's file system: every file is written (set TMPDIR to a directory there to hard-link unchanged files from dest)`);
+  if (linkFrom === null)
+    ctx.log.info(
+      `fetch: ${tree} is not on dest's file system: every file is written (set TMPDIR to a directory there to hard-link unchanged files from dest)`,
+    );
   return { tree, linkFrom: linkFrom ?? undefined, linkFromShown: dest, pinned: [destDir] };
 }
 
@@ -180,10 +183,21 @@ async function rsyncApply(ctx: SyncContext, ws: Workspace): Promise<void> {
   log.info(`sync: ${args.join(" ")}`);
   let proc: ReturnType<typeof Bun.spawn>;
   try {
-    proc = Bun.spawn(args, { stdin: "ignore", stdout: "pipe", stderr: "pipe", env: ctx.env as Record<string, string>, detached: true });
+    proc = Bun.spawn(args, {
+      stdin: "ignore",
+      stdout: "pipe",
+      stderr: "pipe",
+      env: ctx.env as Record<string, string>,
+      detached: true,
+    });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === "ENOENT") throw new PulldeployError("sync: rsync is not installed (apt-get install rsync, or use sync_strategy: mv)", "sync", { cause: err });
+    if (code === "ENOENT")
+      throw new PulldeployError(
+        "sync: rsync is not installed (apt-get install rsync, or use sync_strategy: mv)",
+        "sync",
+        { cause: err },
+      );
     throw new PulldeployError(`sync: cannot start rsync: ${(err as Error).message}`, "sync", { cause: err });
   }
   ctx.track?.started(proc.pid, "sync: rsync");
@@ -198,7 +212,12 @@ async function rsyncApply(ctx: SyncContext, ws: Workspace): Promise<void> {
     for (const line of `${out}${errText}`.split("\n")) if (line.trim() !== "") log.info(line);
     if (code !== 0) {
       const first = errText.split("\n").find((l) => l.trim() !== "") ?? "";
-      throw new CommandError(`sync: rsync failed with exit code ${code}${first ? `: ${first}` : ""}`, "sync", code, errText);
+      throw new CommandError(
+        `sync: rsync failed with exit code ${code}${first ? `: ${first}` : ""}`,
+        "sync",
+        code,
+        errText,
+      );
     }
   } finally {
     ctx.track?.ended(proc.pid);
@@ -246,7 +265,8 @@ function emptyDestState(dest: string): string | undefined {
     return (err as NodeJS.ErrnoException).code === "ENOENT" ? "did not exist" : undefined;
   }
   try {
-    if (!st.isDirectory() || st.dev !== fs.statSync(dirname(dest)).dev || fs.readdirSync(dest).length > 0) return undefined;
+    if (!st.isDirectory() || st.dev !== fs.statSync(dirname(dest)).dev || fs.readdirSync(dest).length > 0)
+      return undefined;
   } catch {
     return undefined;
   }
@@ -256,16 +276,22 @@ function emptyDestState(dest: string): string | undefined {
 async function mvApply(ctx: SyncContext, ws: Workspace): Promise<void> {
   const dest = ctx.manifest.dest!;
   const { tree } = ws;
-  if (fs.lstatSync(dest, { throwIfNoEntry: false }) !== undefined) throw new PulldeployError(`sync: mv needs a dest that does not exist, but ${dest} exists`, "sync");
+  if (fs.lstatSync(dest, { throwIfNoEntry: false }) !== undefined)
+    throw new PulldeployError(`sync: mv needs a dest that does not exist, but ${dest} exists`, "sync");
   ctx.log.info(`sync: mv ${tree} ${dest}`);
   try {
     fs.renameSync(tree, dest);
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     if (e.code === "EXDEV") {
-      throw new PulldeployError(`sync: mv cannot rename across file systems (${tree} → ${dest}); set TMPDIR to a directory on dest's file system`, "sync", { cause: e });
+      throw new PulldeployError(
+        `sync: mv cannot rename across file systems (${tree} → ${dest}); set TMPDIR to a directory on dest's file system`,
+        "sync",
+        { cause: e },
+      );
     }
-    if (e.code === "ENOENT") throw new PulldeployError(`sync: mv: the parent directory of ${dest} does not exist`, "sync", { cause: e });
+    if (e.code === "ENOENT")
+      throw new PulldeployError(`sync: mv: the parent directory of ${dest} does not exist`, "sync", { cause: e });
     throw new PulldeployError(`sync: mv ${tree} ${dest}: ${e.code ?? e.message}`, "sync", { cause: e });
   }
 }
@@ -286,7 +312,13 @@ function releasePrepare(ctx: SyncContext): Workspace {
     layout.close();
     return { tree: "", releaseId, previousId, present: true };
   }
-  const ws: Workspace = { tree: "", releaseId, previousId, pinned: [layout.dest, layout.releases], releasesDir: layout.releases };
+  const ws: Workspace = {
+    tree: "",
+    releaseId,
+    previousId,
+    pinned: [layout.dest, layout.releases],
+    releasesDir: layout.releases,
+  };
   // Extraction goes through the pinned directories when another user could swap a path on the way
   // (dest owned by the app); through their paths when only root can change them (cheaper per file).
   const pin = !onlyRootCanChange(p.releases);
@@ -326,7 +358,9 @@ async function releaseApply(ctx: SyncContext, ws: Workspace): Promise<void> {
     const pruned = releases.prune(p, manifest.keepReleases);
     if (pruned.length > 0) log.info(`release: pruned ${pruned.join(", ")} (keep_releases: ${manifest.keepReleases})`);
   } catch (err) {
-    log.info(`release: warning: releases/${id} is live, but bookkeeping or pruning old releases failed: ${(err as Error).message}`);
+    log.info(
+      `release: warning: releases/${id} is live, but bookkeeping or pruning old releases failed: ${(err as Error).message}`,
+    );
   }
 }
 

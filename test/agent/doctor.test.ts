@@ -14,13 +14,31 @@ const base: HostFacts = {
   event: { ok: true, name: "deploy" },
   session: { ok: true },
   skewMs: 0,
-  latest: { record: { id: "20261204T101010Z-0123456789ab", role: "web", manifest_url: "", archive_url: "", algorithm: "sha256", checksum: "", size: 1000, files: 1, created_at: "", publisher: "", message: "" } },
+  latest: {
+    record: {
+      id: "20261204T101010Z-0123456789ab",
+      role: "web",
+      manifest_url: "",
+      archive_url: "",
+      algorithm: "sha256",
+      checksum: "",
+      size: 1000,
+      files: 1,
+      created_at: "",
+      publisher: "",
+      message: "",
+    },
+  },
   stateDir: { path: "/var/lib/pulldeploy", stat: { uid: 0, mode: 0o40700, isDir: true }, freeBytes: 10_000 },
-  tools: { rsync: { path: "/usr/bin/rsync", version: "rsync version 3.2.7" }, tar: { path: "/usr/bin/tar", version: "tar (GNU tar) 1.34" } },
+  tools: {
+    rsync: { path: "/usr/bin/rsync", version: "rsync version 3.2.7" },
+    tar: { path: "/usr/bin/tar", version: "tar (GNU tar) 1.34" },
+  },
   dest: { path: "/srv/app", from: "manifest", stat: { uid: 0, mode: 0o40755, isDir: true } },
   trustKeys: [{ file: "/etc/pulldeploy/k.pub" }],
 };
-const status = (f: Partial<HostFacts>, check: string) => runChecks({ ...base, ...f }).find((r) => r.check === check)!.status;
+const status = (f: Partial<HostFacts>, check: string) =>
+  runChecks({ ...base, ...f }).find((r) => r.check === check)!.status;
 
 describe("doctor's checks", () => {
   test("the healthy facts: every row ok", () => {

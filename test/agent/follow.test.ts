@@ -7,7 +7,19 @@ import type { ReleaseRecord } from "../../src/records/release.ts";
 import { startConsulStandin } from "../support/consul-standin.ts";
 import { waitFor } from "../support/helpers.ts";
 
-const record = (id: string): ReleaseRecord => ({ id, role: "web", manifest_url: `file:///m/${id}.yml`, archive_url: "", algorithm: "sha256", checksum: "0".repeat(64), size: null, files: null, created_at: "2026-01-01T00:00:00Z", publisher: "t", message: "" });
+const record = (id: string): ReleaseRecord => ({
+  id,
+  role: "web",
+  manifest_url: `file:///m/${id}.yml`,
+  archive_url: "",
+  algorithm: "sha256",
+  checksum: "0".repeat(64),
+  size: null,
+  files: null,
+  created_at: "2026-01-01T00:00:00Z",
+  publisher: "t",
+  message: "",
+});
 
 test("a failed release is retried with growing, jittered waits until it succeeds; a newer release goes first and resets the backoff", async () => {
   await using consul = await startConsulStandin();

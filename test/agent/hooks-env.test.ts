@@ -27,7 +27,10 @@ test("a failure command sees PULLDEPLOY_ERROR redacted, whatever the error's tex
   const out = join(d.path, "env");
   await runCommands([`env > ${out}`], {
     phase: "failure",
-    env: { PATH: process.env.PATH!, PULLDEPLOY_ERROR: "post: curl https://deploy:hunter2@hooks.example/x?token=t0k3n failed" },
+    env: {
+      PATH: process.env.PATH!,
+      PULLDEPLOY_ERROR: "post: curl https://deploy:hunter2@hooks.example/x?token=t0k3n failed",
+    },
     log: createLogger({ quiet: true }),
   });
   const env = fs.readFileSync(out, "utf8");

@@ -18,30 +18,73 @@ const SLOTS = rolloutKeys.slots("pulldeploy", "web", ID);
 const manifest = { releaseId: ID } as Manifest;
 const at = new Date().toISOString();
 const record: RolloutRecord = {
-  release_id: ID, role: "web", state: "running", reason: "", max_parallel: "1", limit: 1, canary: 0, canary_wait: false,
-  max_failures: null, failure_budget: null, auto_rollback: false, health_grace_ms: 0, health_deadline_ms: 0, nodes_total: 3,
-  previous: null, event: "deploy", event_filters: {}, switch_together: false, prepare_deadline_ms: 0, slot_ttl_ms: 10_000, prepared: [], canaries: [], healthy: [], failed: [],
-  created_at: at, updated_at: at,
+  release_id: ID,
+  role: "web",
+  state: "running",
+  reason: "",
+  max_parallel: "1",
+  limit: 1,
+  canary: 0,
+  canary_wait: false,
+  max_failures: null,
+  failure_budget: null,
+  auto_rollback: false,
+  health_grace_ms: 0,
+  health_deadline_ms: 0,
+  nodes_total: 3,
+  previous: null,
+  event: "deploy",
+  event_filters: {},
+  switch_together: false,
+  prepare_deadline_ms: 0,
+  slot_ttl_ms: 10_000,
+  prepared: [],
+  canaries: [],
+  healthy: [],
+  failed: [],
+  created_at: at,
+  updated_at: at,
 };
 
 async function gateOn(node: string, cluster: Awaited<ReturnType<typeof startConsulCluster>>) {
   const lines: string[] = [];
   const consul = new ConsulClient(consulConfig(cluster.node(node).env));
-  const gate = rolloutGate({ consul, prefix: "pulldeploy", role: "web", node, log: createLogger({ write: (l) => void lines.push(l) }) });
+  const gate = rolloutGate({
+    consul,
+    prefix: "pulldeploy",
+    role: "web",
+    node,
+    log: createLogger({ write: (l) => void lines.push(l) }),
+  });
   return { gate, lines, consul };
 }
 
 describe("the rollout gate fails closed on a record it cannot trust", () => {
   test.each([
     ["not JSON", "{", "is unreadable (not JSON: "],
-    ["an unknown state", renderRolloutRecord({ ...record, state: "yolo" as never }), "is unreadable (state: expected canary | running | paused | halted | done | aborted)"],
-    ["limit 0", renderRolloutRecord({ ...record, limit: 0 }), "is unreadable (limit: expected a whole number ≥ 1 (0 would hold every node forever))"],
-    ["halted", renderRolloutRecord({ ...record, state: "halted", reason: "2 nodes failed" }), `rollout of ${ID} is halted (2 nodes failed): this node keeps its current release`],
+    [
+      "an unknown state",
+      renderRolloutRecord({ ...record, state: "yolo" as never }),
+      "is unreadable (state: expected canary | running | paused | halted | done | aborted)",
+    ],
+    [
+      "limit 0",
+      renderRolloutRecord({ ...record, limit: 0 }),
+      "is unreadable (limit: expected a whole number ≥ 1 (0 would hold every node forever))",
+    ],
+    [
+      "halted",
+      renderRolloutRecord({ ...record, state: "halted", reason: "2 nodes failed" }),
+      `rollout of ${ID} is halted (2 nodes failed): this node keeps its current release`,
+    ],
   ])("%s", async (_what, value, message) => {
     await using c = await startConsulCluster({ timeScale: 1 });
     c.kvPut(KEY, value);
     const { gate } = await gateOn("node-1", c);
-    const err = await gate.prepared(manifest, "file:///x.yml").then(() => undefined, (e: Error & { phase?: string }) => e);
+    const err = await gate.prepared(manifest, "file:///x.yml").then(
+      () => undefined,
+      (e: Error & { phase?: string }) => e,
+    );
     expect(err?.message).toContain(message);
     expect(err?.phase).toBe("rollout");
     expect(c.sessions.size).toBe(0); // nothing was queued
@@ -60,18 +103,28 @@ describe("a forged or stale .lock does not hold a node off a free slot", () => {
     await using c = await startConsulCluster({ timeScale: 1 });
     c.kvPut(KEY, renderRolloutRecord(record));
     const fake = "11111111-2222-3333-4444-555555555555";
-    c.kvPut(`${SLOTS}/.lock`, JSON.stringify({ Limit: 1, Holders: { [fake]: true, "not-a-session": true } }), SEMAPHORE_FLAGS);
+    c.kvPut(
+      `${SLOTS}/.lock`,
+      JSON.stringify({ Limit: 1, Holders: { [fake]: true, "not-a-session": true } }),
+      SEMAPHORE_FLAGS,
+    );
     c.kvPut(`${SLOTS}/${fake}`, "web-9", SEMAPHORE_FLAGS); // written, never acquired
     const { gate, lines } = await gateOn("node-2", c);
     await gate.prepared(manifest, "file:///x.yml");
     expect(lines.join("")).toContain(`rollout: node-2 took a slot of ${ID} (1/1 in use)`);
-    const lock = JSON.parse(Buffer.from(c.kvEntry(`${SLOTS}/.lock`)!.value).toString()) as { Limit: number; Holders: Record<string, true> };
+    const lock = JSON.parse(Buffer.from(c.kvEntry(`${SLOTS}/.lock`)!.value).toString()) as {
+      Limit: number;
+      Holders: Record<string, true>;
+    };
     expect(lock.Limit).toBe(1);
     expect(Object.keys(lock.Holders)).toHaveLength(1);
     expect(Object.keys(lock.Holders)[0]).not.toBe(fake);
     await gate.finish({ ok: true, manifest, bytesFetched: 0 }, "file:///x.yml");
     expect(c.sessions.size).toBe(0);
-    expect(JSON.parse(Buffer.from(c.kvEntry(KEY)!.value).toString())).toMatchObject({ healthy: ["node-2"], prepared: ["node-2"] });
+    expect(JSON.parse(Buffer.from(c.kvEntry(KEY)!.value).toString())).toMatchObject({
+      healthy: ["node-2"],
+      prepared: ["node-2"],
+    });
   });
 
   test("garbage in .lock counts as empty and is replaced by check-and-set", async () => {
@@ -80,7 +133,9 @@ describe("a forged or stale .lock does not hold a node off a free slot", () => {
     c.kvPut(`${SLOTS}/.lock`, "\u0000not json", SEMAPHORE_FLAGS);
     const { gate } = await gateOn("node-3", c);
     await gate.prepared(manifest, "file:///x.yml");
-    expect(Buffer.from(c.kvEntry(`${SLOTS}/.lock`)!.value).toString()).toMatch(/^\{"Limit":1,"Holders":\{"[0-9a-f-]{36}":true\}\}$/);
+    expect(Buffer.from(c.kvEntry(`${SLOTS}/.lock`)!.value).toString()).toMatch(
+      /^\{"Limit":1,"Holders":\{"[0-9a-f-]{36}":true\}\}$/,
+    );
     await gate.finish(undefined, "file:///x.yml");
   });
 });
@@ -89,7 +144,13 @@ describe("the gate when Consul or the record goes away", () => {
   test("Consul unreachable when the record is read: deploy without a rollout, saying so (a Consul outage never fails a deploy)", async () => {
     const lines: string[] = [];
     const consul = new ConsulClient(consulConfig({ CONSUL_HTTP_ADDR: "127.0.0.1:1" }));
-    const gate = rolloutGate({ consul, prefix: "pulldeploy", role: "web", node: "node-1", log: createLogger({ write: (l) => void lines.push(l) }) });
+    const gate = rolloutGate({
+      consul,
+      prefix: "pulldeploy",
+      role: "web",
+      node: "node-1",
+      log: createLogger({ write: (l) => void lines.push(l) }),
+    });
     await gate.prepared(manifest, "file:///x.yml");
     expect(lines.join("")).toContain(`rollout: cannot read ${KEY} (consul 127.0.0.1:1 unreachable: `);
     expect(lines.join("")).toContain("): deploying without a rollout");
@@ -99,10 +160,15 @@ describe("the gate when Consul or the record goes away", () => {
     await using c = await startConsulCluster({ timeScale: 1 });
     c.kvPut(KEY, renderRolloutRecord({ ...record, state: "paused", reason: "paused by me" }));
     const { gate, consul } = await gateOn("node-1", c);
-    const waiting = gate.prepared(manifest, "file:///x.yml").then(() => undefined, (e: Error) => e);
+    const waiting = gate.prepared(manifest, "file:///x.yml").then(
+      () => undefined,
+      (e: Error) => e,
+    );
     await c.waitForBlocked({ path: `/v1/kv/${KEY}` });
     await consul.kvDelete(KEY);
-    expect((await waiting)?.message).toBe(`rollout of ${ID}: its record ${KEY} was deleted while this node waited; this node keeps its current release`);
+    expect((await waiting)?.message).toBe(
+      `rollout of ${ID}: its record ${KEY} was deleted while this node waited; this node keeps its current release`,
+    );
   });
 });
 
@@ -110,11 +176,25 @@ describe("the health gate", () => {
   const grace = 150;
   test("the role's service checks decide when there are any: passing for the grace → healthy", async () => {
     await using c = await startConsulCluster({ timeScale: 1 });
-    c.registerService("node-1", { Name: "web", ID: "web-1", Check: { CheckID: "web-ttl", TTL: "30s", Status: "passing" } });
+    c.registerService("node-1", {
+      Name: "web",
+      ID: "web-1",
+      Check: { CheckID: "web-ttl", TTL: "30s", Status: "passing" },
+    });
     c.registerCheck("node-1", { ID: "disk", Name: "disk", TTL: "30s" }); // critical, but not the role's
     const { consul, lines } = await gateOn("node-1", c);
     const started = Date.now();
-    await healthGate({ consul, prefix: "pulldeploy", role: "web", node: "node-1", log: createLogger({ write: (l) => void lines.push(l) }) }, grace, 2000);
+    await healthGate(
+      {
+        consul,
+        prefix: "pulldeploy",
+        role: "web",
+        node: "node-1",
+        log: createLogger({ write: (l) => void lines.push(l) }),
+      },
+      grace,
+      2000,
+    );
     expect(Date.now() - started).toBeGreaterThanOrEqual(grace);
     expect(lines.join("")).toContain("health: web-ttl passing for 0.15s");
   });
@@ -126,17 +206,40 @@ describe("the health gate", () => {
     c.setCheck("node-2", "disk", "passing", "ok");
     c.setCheck("node-2", "disk", "critical", "disk full");
     const { consul } = await gateOn("node-2", c);
-    const err = await healthGate({ consul, prefix: "pulldeploy", role: "web", node: "node-2", log: createLogger({ write: () => {} }) }, grace, 400).then(() => undefined, (e: Error & { phase?: string }) => e);
-    expect(err?.message).toBe("health gate: node-2's checks did not pass for 0.15s within 0.4s (disk critical: disk full)");
+    const err = await healthGate(
+      { consul, prefix: "pulldeploy", role: "web", node: "node-2", log: createLogger({ write: () => {} }) },
+      grace,
+      400,
+    ).then(
+      () => undefined,
+      (e: Error & { phase?: string }) => e,
+    );
+    expect(err?.message).toBe(
+      "health gate: node-2's checks did not pass for 0.15s within 0.4s (disk critical: disk full)",
+    );
     expect(err?.phase).toBe("health");
   });
 
   test("a check that turns critical inside the grace restarts it; passing again later within the deadline is healthy", async () => {
     await using c = await startConsulCluster({ timeScale: 1 });
-    c.registerService("node-3", { Name: "web", ID: "web-3", Check: { CheckID: "web-ttl", TTL: "30s", Status: "passing" } });
+    c.registerService("node-3", {
+      Name: "web",
+      ID: "web-3",
+      Check: { CheckID: "web-ttl", TTL: "30s", Status: "passing" },
+    });
     const { consul } = await gateOn("node-3", c);
     const lines: string[] = [];
-    const gated = healthGate({ consul, prefix: "pulldeploy", role: "web", node: "node-3", log: createLogger({ write: (l) => void lines.push(l) }) }, 400, 5000);
+    const gated = healthGate(
+      {
+        consul,
+        prefix: "pulldeploy",
+        role: "web",
+        node: "node-3",
+        log: createLogger({ write: (l) => void lines.push(l) }),
+      },
+      400,
+      5000,
+    );
     await c.waitForBlocked({ path: "/v1/health/node/node-3" });
     const flapped = Date.now();
     c.setCheck("node-3", "web-ttl", "critical", "flap");

@@ -13,9 +13,27 @@ describe("downgradeOf / raiseMark", () => {
     ["no mark yet: undated (legacy) too", {}, undefined, "/srv/app", undefined],
     ["newer", marked, "2026-06-01T12:00:00.001Z", "/srv/app", undefined],
     ["the same statement again", marked, "2026-06-01T12:00:00.000Z", "/srv/app", undefined],
-    ["older", marked, "2026-06-01T11:59:59.999Z", "/srv/app", "manifest issued 2026-06-01T11:59:59.999Z, older than the last deployed 2026-06-01T12:00:00.000Z for /srv/app: refusing a downgrade"],
-    ["older, dest spelled with a trailing slash", marked, "2025-01-01T00:00:00.000Z", "/srv/app/", "refusing a downgrade"],
-    ["undated after a dated one", marked, undefined, "/srv/app", "manifest has no signed issued_at, and /srv/app already runs one issued 2026-06-01T12:00:00.000Z"],
+    [
+      "older",
+      marked,
+      "2026-06-01T11:59:59.999Z",
+      "/srv/app",
+      "manifest issued 2026-06-01T11:59:59.999Z, older than the last deployed 2026-06-01T12:00:00.000Z for /srv/app: refusing a downgrade",
+    ],
+    [
+      "older, dest spelled with a trailing slash",
+      marked,
+      "2025-01-01T00:00:00.000Z",
+      "/srv/app/",
+      "refusing a downgrade",
+    ],
+    [
+      "undated after a dated one",
+      marked,
+      undefined,
+      "/srv/app",
+      "manifest has no signed issued_at, and /srv/app already runs one issued 2026-06-01T12:00:00.000Z",
+    ],
     ["another dest has its own mark", marked, "2020-01-01T00:00:00.000Z", "/srv/other", undefined],
   ] as const)("%s", (_name, state, issued, dest, want) => {
     const got = downgradeOf(issued, dest, state as AgentState);
@@ -27,7 +45,9 @@ describe("downgradeOf / raiseMark", () => {
     const s1 = raiseMark({}, "/srv/app/", "2026-01-01T00:00:00.000Z");
     expect(s1.issued_marks).toEqual({ "/srv/app": "2026-01-01T00:00:00.000Z" });
     expect(raiseMark(s1, "/srv/app", "2025-01-01T00:00:00.000Z")).toBe(s1);
-    expect(raiseMark(s1, "/srv/app", "2026-02-01T00:00:00.000Z").issued_marks).toEqual({ "/srv/app": "2026-02-01T00:00:00.000Z" });
+    expect(raiseMark(s1, "/srv/app", "2026-02-01T00:00:00.000Z").issued_marks).toEqual({
+      "/srv/app": "2026-02-01T00:00:00.000Z",
+    });
   });
 });
 
@@ -36,7 +56,9 @@ describe("acquireLock (flock)", () => {
     await using d = tempDir();
     const a = await acquireLock(d.path, { waitMs: 0 });
     expect(fs.readFileSync(join(d.path, "lock"), "utf8")).toBe(`${process.pid}\n`);
-    await expect(acquireLock(d.path, { waitMs: 0 })).rejects.toThrow(`another pulldeploy agent (pid ${process.pid}) is deploying on this host (lock ${join(d.path, "lock")}); not waiting`);
+    await expect(acquireLock(d.path, { waitMs: 0 })).rejects.toThrow(
+      `another pulldeploy agent (pid ${process.pid}) is deploying on this host (lock ${join(d.path, "lock")}); not waiting`,
+    );
     let waited: number | undefined;
     const b = acquireLock(d.path, { waitMs: 10_000, onWait: (pid) => (waited = pid) });
     await waitFor(() => waited !== undefined, "the waiter to report the holder");
@@ -50,7 +72,9 @@ describe("acquireLock (flock)", () => {
     await using d = tempDir();
     fs.writeFileSync(join(d.path, "victim"), "keep\n");
     fs.symlinkSync(join(d.path, "victim"), join(d.path, "lock"));
-    await expect(acquireLock(d.path, { waitMs: 0 })).rejects.toThrow(`lock ${join(d.path, "lock")}: cannot open it (it is a symlink)`);
+    await expect(acquireLock(d.path, { waitMs: 0 })).rejects.toThrow(
+      `lock ${join(d.path, "lock")}: cannot open it (it is a symlink)`,
+    );
     expect(fs.readFileSync(join(d.path, "victim"), "utf8")).toBe("keep\n");
   });
 });
@@ -63,7 +87,9 @@ describe("acquireLock (pid + start time fallback)", () => {
       await waitFor(() => processStartTime(other.pid) !== undefined, "sleep to start");
       const lock = join(d.path, "lock");
       fs.writeFileSync(lock, `${other.pid} ${processStartTime(other.pid)}\n`);
-      await expect(acquireLock(d.path, { waitMs: 0, noFlock: true })).rejects.toThrow(`another pulldeploy agent (pid ${other.pid})`);
+      await expect(acquireLock(d.path, { waitMs: 0, noFlock: true })).rejects.toThrow(
+        `another pulldeploy agent (pid ${other.pid})`,
+      );
       fs.writeFileSync(lock, `${other.pid} 1\n`); // the pid now names a process started at another time
       const mine = await acquireLock(d.path, { waitMs: 0, noFlock: true });
       expect(fs.readFileSync(lock, "utf8")).toBe(`${process.pid} ${processStartTime(process.pid)}\n`);
@@ -99,7 +125,10 @@ describe("sweepChildren", () => {
       await waitFor(() => fs.existsSync(pids) && fs.readFileSync(pids, "utf8").endsWith("\n"), "the group to start");
       const member = Number(fs.readFileSync(pids, "utf8"));
       fs.mkdirSync(join(d.path, "children"));
-      fs.writeFileSync(join(d.path, "children", String(group.pid)), `${group.pid} ${processStartTime(group.pid)} pre: sleep\n`);
+      fs.writeFileSync(
+        join(d.path, "children", String(group.pid)),
+        `${group.pid} ${processStartTime(group.pid)} pre: sleep\n`,
+      );
       fs.writeFileSync(join(d.path, "children", String(unrelated.pid)), `${unrelated.pid} 1 pre: sleep\n`);
       fs.writeFileSync(join(d.path, "children", "junk"), "not a record\n");
       const logged: string[] = [];

@@ -16,10 +16,14 @@ const serfEnv = (name: string): Record<string, string> =>
 
 describe("consul watch input (captured from Consul 1.10)", () => {
   test("watch-1: [] is 'no events'", () => {
-    expect(parseTrigger(consul("watch-1-startup-no-events.stdin.json"), { CONSUL_INDEX: "1" })).toEqual({ kind: "consul-empty" });
+    expect(parseTrigger(consul("watch-1-startup-no-events.stdin.json"), { CONSUL_INDEX: "1" })).toEqual({
+      kind: "consul-empty",
+    });
   });
   test("watch-2: one CLI event", () => {
-    expect(parseTrigger(consul("watch-2-after-cli-event.stdin.json"), { CONSUL_INDEX: "15811143543160204488" })).toEqual({
+    expect(
+      parseTrigger(consul("watch-2-after-cli-event.stdin.json"), { CONSUL_INDEX: "15811143543160204488" }),
+    ).toEqual({
       kind: "consul",
       url: "s3://bucket/app.yml",
       eventId: "4c4dfaad-2a88-5a22-9721-8de5244e36ea",
@@ -27,12 +31,15 @@ describe("consul watch input (captured from Consul 1.10)", () => {
     });
   });
   test("watch-3: HTTP-fired event", () => {
-    expect(parseTrigger(consul("watch-3-after-http-event.stdin.json"), { CONSUL_INDEX: "1" })).toMatchObject({ url: "http://x/app2.yml", ltime: 3 });
+    expect(parseTrigger(consul("watch-3-after-http-event.stdin.json"), { CONSUL_INDEX: "1" })).toMatchObject({
+      url: "http://x/app2.yml",
+      ltime: 3,
+    });
   });
   test("watch-5: the last of the buffered events", () => {
-    expect(() => parseTrigger(consul("watch-5-restart-with-existing-events.stdin.json"), { CONSUL_INDEX: "1" })).toThrow(
-      'consul event f4e50f41-d645-b52c-d385-1db2de63a736: "filtered-to-dev" is not a URL',
-    );
+    expect(() =>
+      parseTrigger(consul("watch-5-restart-with-existing-events.stdin.json"), { CONSUL_INDEX: "1" }),
+    ).toThrow('consul event f4e50f41-d645-b52c-d385-1db2de63a736: "filtered-to-dev" is not a URL');
   });
   test("two events → the last one", () => {
     const two = JSON.stringify([
@@ -66,7 +73,9 @@ describe("serf user event input (captured from serf 0.8)", () => {
     });
   });
   test("a member event is refused with a hint", () => {
-    expect(() => parseTrigger("a\t127.0.0.1\n", serfEnv("member-join.node-b.env.txt"))).toThrow('not a user event (use -event-handler "user:deploy=pulldeploy agent")');
+    expect(() => parseTrigger("a\t127.0.0.1\n", serfEnv("member-join.node-b.env.txt"))).toThrow(
+      'not a user event (use -event-handler "user:deploy=pulldeploy agent")',
+    );
   });
 });
 
@@ -81,7 +90,9 @@ describe("plain line", () => {
     expect(parseTrigger(input, {})).toEqual({ kind: "plain", url });
   });
   test("a bare path needs a scheme, with a hint", () => {
-    expect(() => parseTrigger("/srv/app.yml\n", {})).toThrow('"/srv/app.yml" is not a URL: a scheme is required (s3://, gs://, http://, https://, file://) (did you mean file:///srv/app.yml?)');
+    expect(() => parseTrigger("/srv/app.yml\n", {})).toThrow(
+      '"/srv/app.yml" is not a URL: a scheme is required (s3://, gs://, http://, https://, file://) (did you mean file:///srv/app.yml?)',
+    );
   });
   test("empty", () => {
     expect(() => parseTrigger("\n", {})).toThrow(TriggerError);
@@ -89,10 +100,17 @@ describe("plain line", () => {
 });
 
 describe("hostile trigger payloads", () => {
-  const event = (url: string) => JSON.stringify([{ ID: "e1", Name: "deploy", Payload: Buffer.from(url).toString("base64"), LTime: 3 }]);
+  const event = (url: string) =>
+    JSON.stringify([{ ID: "e1", Name: "deploy", Payload: Buffer.from(url).toString("base64"), LTime: 3 }]);
   test.each([
-    ["s3://b/app.yml\u0000.evil", 'consul event e1: manifest URL contains control characters: "s3://b/app.yml\\u0000.evil"'],
-    ["s3://b/\u001b[2Japp.yml", 'consul event e1: manifest URL contains control characters: "s3://b/\\u001b[2Japp.yml"'],
+    [
+      "s3://b/app.yml\u0000.evil",
+      'consul event e1: manifest URL contains control characters: "s3://b/app.yml\\u0000.evil"',
+    ],
+    [
+      "s3://b/\u001b[2Japp.yml",
+      'consul event e1: manifest URL contains control characters: "s3://b/\\u001b[2Japp.yml"',
+    ],
     ["s3://b/app\u007f.yml", 'consul event e1: manifest URL contains control characters: "s3://b/app\\u007f.yml"'],
     ["s3://b/app\u009b.yml", 'consul event e1: manifest URL contains control characters: "s3://b/app\\u009b.yml"'],
   ])("a payload with control characters is refused in one line: %j", (url, msg) => {

@@ -22,7 +22,19 @@ export interface Fields {
   checksum?: Field;
 }
 
-export const FIELDS = { name: [0, 100], mode: [100, 8], uid: [108, 8], gid: [116, 8], size: [124, 12], mtime: [136, 12], checksum: [148, 8], type: [156, 1], linkname: [157, 100], magic: [257, 8], prefix: [345, 155] } as const;
+export const FIELDS = {
+  name: [0, 100],
+  mode: [100, 8],
+  uid: [108, 8],
+  gid: [116, 8],
+  size: [124, 12],
+  mtime: [136, 12],
+  checksum: [148, 8],
+  type: [156, 1],
+  linkname: [157, 100],
+  magic: [257, 8],
+  prefix: [345, 155],
+} as const;
 
 const enc = new TextEncoder();
 const bytesOf = (v: string | Uint8Array) => (typeof v === "string" ? enc.encode(v) : v);

@@ -320,9 +320,18 @@ describe("times before 1970 (the packer writes them as pax mtime records)", () =
       const body = new TextEncoder().encode(data);
       const blocks = new Uint8Array(padded(body.length));
       blocks.set(body);
-      return [entryHeaders({ path, type, mode: type === "dir" ? 0o755 : 0o644, mtime: OLD, size: body.length, linkname }), blocks];
+      return [
+        entryHeaders({ path, type, mode: type === "dir" ? 0o755 : 0o644, mtime: OLD, size: body.length, linkname }),
+        blocks,
+      ];
     };
-    const parts = [...e(".", "dir"), ...e("d", "dir"), ...e("d/f", "file", "old bytes\n"), ...e("d/l", "symlink", "", "f"), new Uint8Array(1024)];
+    const parts = [
+      ...e(".", "dir"),
+      ...e("d", "dir"),
+      ...e("d/f", "file", "old bytes\n"),
+      ...e("d/l", "symlink", "", "f"),
+      new Uint8Array(1024),
+    ];
     return Buffer.concat(parts);
   }
 
@@ -340,7 +349,10 @@ describe("times before 1970 (the packer writes them as pax mtime records)", () =
   test("so link-dest recognises the unchanged file and links it", async () => {
     await using d = tempDir();
     const [one, two] = [join(d.path, "one"), join(d.path, "two")];
-    for (const [dir, from] of [[one, undefined], [two, one]] as const) {
+    for (const [dir, from] of [
+      [one, undefined],
+      [two, one],
+    ] as const) {
       fs.mkdirSync(dir, { mode: 0o700 });
       const ex = new TarExtractor(dir, DEFAULT_LIMITS, from);
       ex.write(oldArchive());
@@ -355,9 +367,12 @@ test("a file entry over an earlier directory entry: one line naming the entry, n
   await using d = tempDir();
   const root = join(d.path, "root");
   fs.mkdirSync(root, { mode: 0o700 });
-  const e = (path: string, type: "file" | "dir") => entryHeaders({ path, type, mode: 0o644, mtime: T0, size: 0, linkname: "" });
+  const e = (path: string, type: "file" | "dir") =>
+    entryHeaders({ path, type, mode: 0o644, mtime: T0, size: 0, linkname: "" });
   const ex = new TarExtractor(root, DEFAULT_LIMITS);
-  expect(() => ex.write(Buffer.concat([e("a", "dir"), e("a/x", "file"), e("a", "file"), new Uint8Array(1024)]))).toThrow("file entry where an earlier entry made a directory: a");
+  expect(() =>
+    ex.write(Buffer.concat([e("a", "dir"), e("a/x", "file"), e("a", "file"), new Uint8Array(1024)])),
+  ).toThrow("file entry where an earlier entry made a directory: a");
   ex.abort();
   expect(fs.readdirSync(join(root, "a"))).toEqual(["x"]);
 });

@@ -47,6 +47,8 @@ describe("parseHeader: numeric fields", () => {
     ["size", "0000000\x00001"], // a NUL, then digits again
   ];
   test.each(bad)("%s %j is refused, naming the field and the entry", (field, raw) => {
-    expect(() => parseHeader(withRaw(field, raw))).toThrow(new RegExp(`^bad tar header: ${field} is not an octal number \\("${raw.slice(0, 2)}.*"\\): f$`));
+    expect(() => parseHeader(withRaw(field, raw))).toThrow(
+      new RegExp(`^bad tar header: ${field} is not an octal number \\("${raw.slice(0, 2)}.*"\\): f$`),
+    );
   });
 });

@@ -12,14 +12,23 @@ import { listTree, tempDir, writeTree } from "../support/helpers.ts";
 
 const OPTS: PackOptions = { algorithm: "sha256", gzipLevel: 6 };
 
-async function packBytes(root: string, scan: Parameters<typeof scanTree>[1] = { excludes: [] }, opts: PackOptions = OPTS) {
+async function packBytes(
+  root: string,
+  scan: Parameters<typeof scanTree>[1] = { excludes: [] },
+  opts: PackOptions = OPTS,
+) {
   const packed = packTree(scanTree(root, scan), opts);
   const bytes = await new Response(packed.stream).bytes();
   return { bytes, result: await packed.result };
 }
 
 function tar(args: string[], cwd?: string): string {
-  const r = Bun.spawnSync(["tar", ...args], { cwd, stdout: "pipe", stderr: "pipe", env: { LC_ALL: "C.UTF-8", TZ: "UTC", PATH: process.env.PATH! } });
+  const r = Bun.spawnSync(["tar", ...args], {
+    cwd,
+    stdout: "pipe",
+    stderr: "pipe",
+    env: { LC_ALL: "C.UTF-8", TZ: "UTC", PATH: process.env.PATH! },
+  });
   if (r.exitCode !== 0) throw new Error(`tar ${args.join(" ")}: ${r.stderr.toString()}`);
   return r.stdout.toString();
 }
@@ -36,26 +45,39 @@ function sampleTree(root: string): void {
     [`${longDir}/${"f".repeat(99)}.txt`]: "deep",
     [`${"n".repeat(101)}.txt`]: "long name, no slash",
     "ünïcode/日本.txt": "utf-8 names",
-    "link": { symlink: "a/x.txt" },
-    "longlink": { symlink: `${"t".repeat(150)}/target` },
-    "dangling": { symlink: "does/not/exist" },
+    link: { symlink: "a/x.txt" },
+    longlink: { symlink: `${"t".repeat(150)}/target` },
+    dangling: { symlink: "does/not/exist" },
   });
   fs.mkdirSync(join(root, "empty/nested"), { recursive: true });
   fs.chmodSync(join(root, "a"), 0o711);
   fs.utimesSync(join(root, "b.txt"), 1_000_000_000, 1_000_000_000);
-  fs.writeFileSync(join(root, "big.bin"), new Uint8Array(3 * 2 ** 20 + 17).map((_, i) => (i * 7919) & 0xff));
+  fs.writeFileSync(
+    join(root, "big.bin"),
+    new Uint8Array(3 * 2 ** 20 + 17).map((_, i) => (i * 7919) & 0xff),
+  );
 }
 
 describe("scanTree", () => {
   test("entries are sorted by name, each directory right before its contents", async () => {
     await using d = tempDir();
-    writeTree(d.path, { "b/1": "", "a-b": "", "a/z": "", "a/b/c": "", "A": "", "_": "" });
-    expect(scanTree(d.path, { excludes: [] }).entries.map((e) => e.path)).toEqual(["A", "_", "a", "a/b", "a/b/c", "a/z", "a-b", "b", "b/1"]);
+    writeTree(d.path, { "b/1": "", "a-b": "", "a/z": "", "a/b/c": "", A: "", _: "" });
+    expect(scanTree(d.path, { excludes: [] }).entries.map((e) => e.path)).toEqual([
+      "A",
+      "_",
+      "a",
+      "a/b",
+      "a/b/c",
+      "a/z",
+      "a-b",
+      "b",
+      "b/1",
+    ]);
   });
 
   test("counts files and bytes; keeps modes and whole-second mtimes", async () => {
     await using d = tempDir();
-    writeTree(d.path, { "x": "12345", "y/z": { mode: 0o600, content: "ab" } });
+    writeTree(d.path, { x: "12345", "y/z": { mode: 0o600, content: "ab" } });
     fs.utimesSync(join(d.path, "x"), 1_700_000_000.75, 1_700_000_000.75);
     const plan = scanTree(d.path, { excludes: [] });
     expect(plan.files).toBe(2);
@@ -69,9 +91,15 @@ describe("scanTree", () => {
     [["tmp/"], ["a", "a/keep.txt", "a/x.log", "b", "b/c", "b/c/keep.txt", "b/c/y.log"]],
     [["b/c"], ["a", "a/keep.txt", "a/x.log", "b", "tmp", "tmp/cache", "tmp/cache/x"]],
     [["/a"], ["b", "b/c", "b/c/keep.txt", "b/c/y.log", "tmp", "tmp/cache", "tmp/cache/x"]],
-    [["**/*.log", "tmp/cache/**"], ["a", "a/keep.txt", "b", "b/c", "b/c/keep.txt", "tmp", "tmp/cache"]],
+    [
+      ["**/*.log", "tmp/cache/**"],
+      ["a", "a/keep.txt", "b", "b/c", "b/c/keep.txt", "tmp", "tmp/cache"],
+    ],
     [["keep.*"], ["a", "a/x.log", "b", "b/c", "b/c/y.log", "tmp", "tmp/cache", "tmp/cache/x"]],
-    [["x/"], ["a", "a/keep.txt", "a/x.log", "b", "b/c", "b/c/keep.txt", "b/c/y.log", "tmp", "tmp/cache", "tmp/cache/x"]],
+    [
+      ["x/"],
+      ["a", "a/keep.txt", "a/x.log", "b", "b/c", "b/c/keep.txt", "b/c/y.log", "tmp", "tmp/cache", "tmp/cache/x"],
+    ],
   ])("--exclude %j", async (excludes, paths) => {
     await using d = tempDir();
     writeTree(d.path, { "a/keep.txt": "", "a/x.log": "", "b/c/keep.txt": "", "b/c/y.log": "", "tmp/cache/x": "" });
@@ -80,9 +108,21 @@ describe("scanTree", () => {
 
   test(".git is ignored at any depth unless asked for (a submodule's .git file too)", async () => {
     await using d = tempDir();
-    writeTree(d.path, { ".git/HEAD": "ref", "sub/.git": "gitdir: ../.git/modules/sub", "sub/f": "", ".gitignore": "x" });
+    writeTree(d.path, {
+      ".git/HEAD": "ref",
+      "sub/.git": "gitdir: ../.git/modules/sub",
+      "sub/f": "",
+      ".gitignore": "x",
+    });
     expect(scanTree(d.path, { excludes: [] }).entries.map((e) => e.path)).toEqual([".gitignore", "sub", "sub/f"]);
-    expect(scanTree(d.path, { excludes: [], includeGit: true }).entries.map((e) => e.path)).toEqual([".git", ".git/HEAD", ".gitignore", "sub", "sub/.git", "sub/f"]);
+    expect(scanTree(d.path, { excludes: [], includeGit: true }).entries.map((e) => e.path)).toEqual([
+      ".git",
+      ".git/HEAD",
+      ".gitignore",
+      "sub",
+      "sub/.git",
+      "sub/f",
+    ]);
   });
 
   test("every special file is listed in one error", async () => {
@@ -102,7 +142,9 @@ describe("scanTree", () => {
       })() as PackError;
       expect(err).toBeInstanceOf(PackError);
       expect(err.problems).toEqual(["pipe (fifo)", "run/app.sock (socket)", "run/fifo (fifo)"]);
-      expect(err.message).toBe(`pack ${d.path}: 3 entries cannot be packed: pipe (fifo), run/app.sock (socket), run/fifo (fifo)`);
+      expect(err.message).toBe(
+        `pack ${d.path}: 3 entries cannot be packed: pipe (fifo), run/app.sock (socket), run/fifo (fifo)`,
+      );
       // Excluding them is the way out.
       expect(scanTree(d.path, { excludes: ["run/", "pipe"] }).entries.map((e) => e.path)).toEqual(["ok.txt"]);
     } finally {
@@ -124,7 +166,11 @@ describe("scanTree", () => {
     ["a missing directory", (d: string) => join(d, "nope"), "no such directory"],
     ["a file", (d: string) => (fs.writeFileSync(join(d, "f"), "x"), join(d, "f")), "not a directory"],
     ["an empty directory", (d: string) => d, "nothing to pack (the directory is empty)"],
-    ["a directory with only .git", (d: string) => (writeTree(d, { ".git/HEAD": "x" }), d), "nothing to pack (it holds only .git, which is left out unless --include-git)"],
+    [
+      "a directory with only .git",
+      (d: string) => (writeTree(d, { ".git/HEAD": "x" }), d),
+      "nothing to pack (it holds only .git, which is left out unless --include-git)",
+    ],
   ])("%s is a clear error", async (_what, make, message) => {
     await using d = tempDir();
     const root = make(d.path);
@@ -229,12 +275,17 @@ describe("packTree", () => {
     const fast = await packBytes(d.path, { excludes: [] }, { algorithm: "sha256", gzipLevel: 1 });
     const best = await packBytes(d.path, { excludes: [] }, { algorithm: "sha256", gzipLevel: 12 });
     expect(best.bytes.length).toBeLessThan(fast.bytes.length);
-    expect(Bun.gunzipSync(fast.bytes as Uint8Array<ArrayBuffer>)).toEqual(Bun.gunzipSync(best.bytes as Uint8Array<ArrayBuffer>));
+    expect(Bun.gunzipSync(fast.bytes as Uint8Array<ArrayBuffer>)).toEqual(
+      Bun.gunzipSync(best.bytes as Uint8Array<ArrayBuffer>),
+    );
   });
 
   test("several gzip members (one per MiB) read back as one stream by gzip", async () => {
     await using d = tempDir();
-    fs.writeFileSync(join(d.path, "big.bin"), new Uint8Array(5 * 2 ** 20).map((_, i) => (i * 31) & 0xff));
+    fs.writeFileSync(
+      join(d.path, "big.bin"),
+      new Uint8Array(5 * 2 ** 20).map((_, i) => (i * 31) & 0xff),
+    );
     const { bytes } = await packBytes(d.path);
     const archive = join(d.path, "..", `${d.path.split("/").pop()}.tgz`);
     fs.writeFileSync(archive, bytes);
@@ -252,7 +303,9 @@ describe("packTree", () => {
     const plan = scanTree(d.path, { excludes: [] });
     fs.truncateSync(join(d.path, "a.txt"), 10);
     const packed = packTree(plan, OPTS);
-    await expect(new Response(packed.stream).bytes()).rejects.toThrow("a.txt shrank while packing (expected 4096 bytes)");
+    await expect(new Response(packed.stream).bytes()).rejects.toThrow(
+      "a.txt shrank while packing (expected 4096 bytes)",
+    );
     await expect(packed.result).rejects.toThrow(PackError);
   });
 

@@ -8,8 +8,15 @@ import { join } from "node:path";
 import { BLOCK, entryHeaders, type TarEntry } from "../../src/archive/tar-header.ts";
 import { tempDir } from "../support/helpers.ts";
 
-const entry = (e: Partial<TarEntry> & Pick<TarEntry, "path" | "type">): TarEntry => ({ mode: 0o755, mtime: 1_700_000_000, size: 0, linkname: "", ...e });
-const ascii = (b: Uint8Array, off: number, len: number) => new TextDecoder().decode(b.subarray(off, off + len)).replace(/\0.*$/s, "");
+const entry = (e: Partial<TarEntry> & Pick<TarEntry, "path" | "type">): TarEntry => ({
+  mode: 0o755,
+  mtime: 1_700_000_000,
+  size: 0,
+  linkname: "",
+  ...e,
+});
+const ascii = (b: Uint8Array, off: number, len: number) =>
+  new TextDecoder().decode(b.subarray(off, off + len)).replace(/\0.*$/s, "");
 
 /** A header-only archive: each entry's headers, then the two zero blocks that end it. */
 function archive(entries: TarEntry[]): Uint8Array {
@@ -24,7 +31,12 @@ function archive(entries: TarEntry[]): Uint8Array {
 }
 
 function tar(args: string[], cwd: string): string {
-  const r = Bun.spawnSync(["tar", ...args], { cwd, stdout: "pipe", stderr: "pipe", env: { LC_ALL: "C.UTF-8", TZ: "UTC", PATH: process.env.PATH! } });
+  const r = Bun.spawnSync(["tar", ...args], {
+    cwd,
+    stdout: "pipe",
+    stderr: "pipe",
+    env: { LC_ALL: "C.UTF-8", TZ: "UTC", PATH: process.env.PATH! },
+  });
   if (r.exitCode !== 0) throw new Error(`tar ${args.join(" ")}: ${r.stderr.toString()}`);
   return r.stdout.toString();
 }
@@ -124,6 +136,13 @@ describe("pax records, read back by GNU tar", () => {
     expect(fs.statSync(out("old")).mtimeMs).toBe(-86_400_000);
     expect(fs.statSync(out("plain")).mtimeMs).toBe(86_400_000);
     // The listing names every entry once: the pax headers are not entries of their own.
-    expect(tar(["-tf", "t.tar"], d.path).trim().split("\n")).toEqual([`${"a".repeat(200)}/`, longPath, "link-long", "link-utf8", "old/", "plain"]);
+    expect(tar(["-tf", "t.tar"], d.path).trim().split("\n")).toEqual([
+      `${"a".repeat(200)}/`,
+      longPath,
+      "link-long",
+      "link-utf8",
+      "old/",
+      "plain",
+    ]);
   });
 });

@@ -12,7 +12,10 @@ describe("argv: both stretcher spellings", () => {
     [["-max-bandwidth=10M"], ["--max-bandwidth=10M"]],
     [["-timeout", "30"], ["--timeout=30"]],
     [["--timeout=30s"], ["--timeout=30s"]],
-    [["-retry", "3", "-retry-wait", "1"], ["--retry=3", "--retry-wait=1"]],
+    [
+      ["-retry", "3", "-retry-wait", "1"],
+      ["--retry=3", "--retry-wait=1"],
+    ],
     [["-rsync-verbose", "-vv"], ["--rsync-verbose=-vv"]],
     [["--rsync-verbose", ""], ["--rsync-verbose="]],
     [["-random-delay", "0.5"], ["--random-delay=0.5"]],
@@ -35,8 +38,16 @@ describe("rsync arguments: stretcher's command line exactly", () => {
   test.each([
     ["", "", ["rsync", "-a", "--delete", "/tmp/t/", "/srv/app/"]],
     ["-vv", "", ["rsync", "-a", "--delete", "-vv", "/tmp/t/", "/srv/app/"]],
-    ["", 'excludes: ["*.pid", "log/"]\n', ["rsync", "-a", "--delete", "--exclude", "*.pid", "--exclude", "log/", "/tmp/t/", "/srv/app/"]],
-    ["-v", "exclude_from: ex.list\nexcludes: [a]\n", ["rsync", "-a", "--delete", "-v", "--exclude-from", "/tmp/t/ex.list", "--exclude", "a", "/tmp/t/", "/srv/app/"]],
+    [
+      "",
+      'excludes: ["*.pid", "log/"]\n',
+      ["rsync", "-a", "--delete", "--exclude", "*.pid", "--exclude", "log/", "/tmp/t/", "/srv/app/"],
+    ],
+    [
+      "-v",
+      "exclude_from: ex.list\nexcludes: [a]\n",
+      ["rsync", "-a", "--delete", "-v", "--exclude-from", "/tmp/t/ex.list", "--exclude", "a", "/tmp/t/", "/srv/app/"],
+    ],
   ])("verbose %j, %j", (verbose, extra, args) => {
     expect(rsyncArgs({ tree: "/tmp/t", dest: "/srv/app", manifest: m(extra), rsyncVerbose: verbose })).toEqual(args);
   });

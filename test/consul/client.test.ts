@@ -28,7 +28,10 @@ async function rejection(p: Promise<unknown>): Promise<ConsulError> {
 }
 
 /** The events the stand-in agent holds, read over HTTP, not through the client (which only fires). */
-async function eventsHeld(url: string, token?: string): Promise<{ ID: string; Name: string; Payload: string | null; LTime: number }[]> {
+async function eventsHeld(
+  url: string,
+  token?: string,
+): Promise<{ ID: string; Name: string; Payload: string | null; LTime: number }[]> {
   const res = await fetch(`${url}/v1/event/list`, { headers: token ? { "X-Consul-Token": token } : {} });
   expect(res.status).toBe(200);
   return (await res.json()) as { ID: string; Name: string; Payload: string | null; LTime: number }[];
@@ -51,20 +54,30 @@ describe("KV", () => {
     const c = clientFor(consul.env);
     expect(await c.kvPut("deploy/app/manifest", "s3://bucket/app.yml")).toBe(true);
     const { entry, index } = await c.kvGet("deploy/app/manifest");
-    expect(entry).toEqual({ key: "deploy/app/manifest", value: entry!.value, flags: 0n, modifyIndex: 14, createIndex: 14, lockIndex: 0 });
+    expect(entry).toEqual({
+      key: "deploy/app/manifest",
+      value: entry!.value,
+      flags: 0n,
+      modifyIndex: 14,
+      createIndex: 14,
+      lockIndex: 0,
+    });
     expect(text(entry!.value)).toBe("s3://bucket/app.yml");
     expect(index).toBe(14);
 
     expect(await c.kvPut("deploy/app/config", JSON.stringify({ url: "http://x/app.yml", n: 1 }))).toBe(true);
     const parsed = await c.kvGetJson("deploy/app/config", {
       parse: (raw) => {
-        if (typeof raw !== "object" || raw === null || typeof (raw as { url?: unknown }).url !== "string") throw new Error("bad config");
+        if (typeof raw !== "object" || raw === null || typeof (raw as { url?: unknown }).url !== "string")
+          throw new Error("bad config");
         return raw as { url: string };
       },
     });
     expect(parsed.value?.url).toBe("http://x/app.yml");
     await c.kvPut("deploy/app/garbage", "{not json");
-    expect((await rejection(c.kvGetJson("deploy/app/garbage"))).message).toStartWith("consul kv deploy/app/garbage: value is not JSON:");
+    expect((await rejection(c.kvGetJson("deploy/app/garbage"))).message).toStartWith(
+      "consul kv deploy/app/garbage: value is not JSON:",
+    );
 
     const all = Uint8Array.from({ length: 256 }, (_, i) => i);
     await c.kvPut("bin", all);
@@ -126,7 +139,14 @@ describe("KV", () => {
     const c = clientFor(consul.env);
     const a = await c.sessionCreate({ name: "host-a", ttl: "15s", behavior: "release", lockDelay: "1s" });
     const b = await c.sessionCreate({ name: "host-b", ttl: "15s" });
-    expect(await c.sessionInfo(a)).toEqual({ id: a, name: "host-a", node: "dev", ttl: "15s", behavior: "release", lockDelayMs: 1000 });
+    expect(await c.sessionInfo(a)).toEqual({
+      id: a,
+      name: "host-a",
+      node: "dev",
+      ttl: "15s",
+      behavior: "release",
+      lockDelayMs: 1000,
+    });
     expect(await c.kvPut("locks/deploy", "host-a", { acquire: a })).toBe(true);
     expect(await c.kvPut("locks/deploy", "host-b", { acquire: b })).toBe(false);
     expect((await c.kvGet("locks/deploy")).entry).toMatchObject({ session: a, lockIndex: 1 });
@@ -145,7 +165,9 @@ describe("KV", () => {
     expect(await c.kvPut("locks/deploy", "host-c", { acquire: c2 })).toBe(false);
     // An unknown session is Consul's 500, as a ConsulError.
     const err = await rejection(c.kvPut("locks/other", "", { acquire: "00000000-0000-0000-0000-000000000000" }));
-    expect(err.message).toBe('consul PUT /v1/kv/locks/other: 500 invalid session "00000000-0000-0000-0000-000000000000"');
+    expect(err.message).toBe(
+      'consul PUT /v1/kv/locks/other: 500 invalid session "00000000-0000-0000-0000-000000000000"',
+    );
   });
 });
 
@@ -226,7 +248,15 @@ describe("events", () => {
     consul.addNode("dev", { services: ["web"], tags: ["blue"] });
     const c = clientFor(consul.env);
     const ev = await c.eventFire("deploy", "s3://bucket/app.yml", { node: "^dev$", service: "web", tag: "blue" });
-    expect(ev).toMatchObject({ name: "deploy", payloadText: "s3://bucket/app.yml", nodeFilter: "^dev$", serviceFilter: "web", tagFilter: "blue", version: 1, ltime: 0 });
+    expect(ev).toMatchObject({
+      name: "deploy",
+      payloadText: "s3://bucket/app.yml",
+      nodeFilter: "^dev$",
+      serviceFilter: "web",
+      tagFilter: "blue",
+      version: 1,
+      ltime: 0,
+    });
     expect(ev.id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
 
     const fired = consul.requests.find((r) => r.path === "/v1/event/fire/deploy")!;
@@ -290,7 +320,11 @@ describe("agent and catalog", () => {
   test("agent self, nodes, service instances by tag, health", async () => {
     await using consul = await startConsulStandin({ nodeName: "web1", datacenter: "eu1" });
     consul.addNode("web1", { services: ["web"], tags: ["blue"], address: "127.0.0.11" });
-    consul.addNode("web2", { services: [{ name: "web", tags: ["green"], port: 8080 }], address: "127.0.0.12", status: "critical" });
+    consul.addNode("web2", {
+      services: [{ name: "web", tags: ["green"], port: 8080 }],
+      address: "127.0.0.12",
+      status: "critical",
+    });
     const c = clientFor(consul.env);
     expect(await c.agentSelf()).toEqual({ nodeName: "web1", datacenter: "eu1" });
     expect((await c.catalogNodes()).map((n) => [n.node, n.address, n.datacenter])).toEqual([
@@ -320,7 +354,9 @@ describe("errors", () => {
     const wrongClient = clientFor({ CONSUL_HTTP_ADDR: consul.addr, CONSUL_HTTP_TOKEN: "wrong-token" });
     const wrong = await rejection(wrongClient.kvGet("x"));
     expect(wrong.message).toBe("consul GET /v1/kv/x: 403 ACL not found");
-    expect(`${wrong.message} ${wrong.stack} ${String(wrongClient)} ${Bun.inspect(wrongClient)}`).not.toContain("wrong-token");
+    expect(`${wrong.message} ${wrong.stack} ${String(wrongClient)} ${Bun.inspect(wrongClient)}`).not.toContain(
+      "wrong-token",
+    );
     expect(await clientFor(consul.env).kvPut("x", "1")).toBe(true);
   });
 
@@ -339,7 +375,9 @@ describe("errors", () => {
     try {
       const c = new ConsulClient(consulConfig({ CONSUL_HTTP_ADDR: `127.0.0.1:${hung.port}` }), { timeoutMs: 300 });
       const err = await rejection(c.kvGet("deploy/app/manifest"));
-      expect(err.message).toBe(`consul GET /v1/kv/deploy/app/manifest: no answer from 127.0.0.1:${hung.port} within 300ms`);
+      expect(err.message).toBe(
+        `consul GET /v1/kv/deploy/app/manifest: no answer from 127.0.0.1:${hung.port} within 300ms`,
+      );
     } finally {
       hung.stop(true);
     }
@@ -362,16 +400,39 @@ describe("transports", () => {
     const key = join(dir.path, "key.pem");
     const cert = join(dir.path, "cert.pem");
     const gen = Bun.spawnSync(
-      ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+      [
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        key,
+        "-out",
+        cert,
+        "-days",
+        "2",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+      ],
       { stderr: "pipe" },
     );
     expect(gen.exitCode).toBe(0);
-    await using consul = await startConsulStandin({ tls: { cert: await Bun.file(cert).text(), key: await Bun.file(key).text() } });
+    await using consul = await startConsulStandin({
+      tls: { cert: await Bun.file(cert).text(), key: await Bun.file(key).text() },
+    });
     expect(consul.addr).toStartWith("https://127.0.0.1:");
     expect(await clientFor({ CONSUL_HTTP_ADDR: consul.addr, CONSUL_CACERT: cert }).kvPut("k", "v")).toBe(true);
     const refused = await rejection(clientFor({ CONSUL_HTTP_ADDR: consul.addr }).kvGet("k"));
     expect(refused.message).toMatch(/^consul 127\.0\.0\.1:\d+ unreachable: \S*CERT/);
-    const insecure = clientFor({ CONSUL_HTTP_ADDR: consul.addr.replace("https://", ""), CONSUL_HTTP_SSL: "true", CONSUL_HTTP_SSL_VERIFY: "false" });
+    const insecure = clientFor({
+      CONSUL_HTTP_ADDR: consul.addr.replace("https://", ""),
+      CONSUL_HTTP_SSL: "true",
+      CONSUL_HTTP_SSL_VERIFY: "false",
+    });
     expect((await insecure.kvGetText("k")).value).toBe("v");
   });
 

@@ -22,28 +22,88 @@ describe("consulConfig", () => {
   const cert = file("cert.pem", "CERT");
   const key = file("key.pem", "KEY");
 
-  const rows: { name: string; env: Record<string, string>; flags?: { addr?: string; token?: string }; want: Partial<ConsulConfig> }[] = [
+  const rows: {
+    name: string;
+    env: Record<string, string>;
+    flags?: { addr?: string; token?: string };
+    want: Partial<ConsulConfig>;
+  }[] = [
     { name: "defaults", env: {}, want: { baseUrl: "http://127.0.0.1:8500", address: "127.0.0.1:8500" } },
     { name: "empty address is the default", env: { CONSUL_HTTP_ADDR: "" }, want: { baseUrl: "http://127.0.0.1:8500" } },
-    { name: "host:port", env: { CONSUL_HTTP_ADDR: "consul.service:8501" }, want: { baseUrl: "http://consul.service:8501", address: "consul.service:8501" } },
-    { name: "http URL", env: { CONSUL_HTTP_ADDR: "http://10.0.0.5:8500" }, want: { baseUrl: "http://10.0.0.5:8500", address: "10.0.0.5:8500" } },
+    {
+      name: "host:port",
+      env: { CONSUL_HTTP_ADDR: "consul.service:8501" },
+      want: { baseUrl: "http://consul.service:8501", address: "consul.service:8501" },
+    },
+    {
+      name: "http URL",
+      env: { CONSUL_HTTP_ADDR: "http://10.0.0.5:8500" },
+      want: { baseUrl: "http://10.0.0.5:8500", address: "10.0.0.5:8500" },
+    },
     { name: "IPv6", env: { CONSUL_HTTP_ADDR: "[::1]:8500" }, want: { baseUrl: "http://[::1]:8500" } },
-    { name: "https URL", env: { CONSUL_HTTP_ADDR: "https://consul:8501" }, want: { baseUrl: "https://consul:8501", tls: { verify: true } } },
-    { name: "CONSUL_HTTP_SSL=true", env: { CONSUL_HTTP_ADDR: "consul:8501", CONSUL_HTTP_SSL: "true" }, want: { baseUrl: "https://consul:8501" } },
-    { name: "SSL never reverts to http", env: { CONSUL_HTTP_ADDR: "http://consul:8501", CONSUL_HTTP_SSL: "1" }, want: { baseUrl: "https://consul:8501" } },
+    {
+      name: "https URL",
+      env: { CONSUL_HTTP_ADDR: "https://consul:8501" },
+      want: { baseUrl: "https://consul:8501", tls: { verify: true } },
+    },
+    {
+      name: "CONSUL_HTTP_SSL=true",
+      env: { CONSUL_HTTP_ADDR: "consul:8501", CONSUL_HTTP_SSL: "true" },
+      want: { baseUrl: "https://consul:8501" },
+    },
+    {
+      name: "SSL never reverts to http",
+      env: { CONSUL_HTTP_ADDR: "http://consul:8501", CONSUL_HTTP_SSL: "1" },
+      want: { baseUrl: "https://consul:8501" },
+    },
     { name: "CONSUL_HTTP_SSL=false", env: { CONSUL_HTTP_SSL: "False" }, want: { baseUrl: "http://127.0.0.1:8500" } },
-    { name: "unix socket", env: { CONSUL_HTTP_ADDR: "unix:///run/consul.sock" }, want: { baseUrl: "http://localhost", address: "unix:///run/consul.sock", unixSocket: "/run/consul.sock" } },
-    { name: "flag address wins", env: { CONSUL_HTTP_ADDR: "a:1" }, flags: { addr: "b:2" }, want: { baseUrl: "http://b:2" } },
+    {
+      name: "unix socket",
+      env: { CONSUL_HTTP_ADDR: "unix:///run/consul.sock" },
+      want: { baseUrl: "http://localhost", address: "unix:///run/consul.sock", unixSocket: "/run/consul.sock" },
+    },
+    {
+      name: "flag address wins",
+      env: { CONSUL_HTTP_ADDR: "a:1" },
+      flags: { addr: "b:2" },
+      want: { baseUrl: "http://b:2" },
+    },
     { name: "token", env: { CONSUL_HTTP_TOKEN: "t-env" }, want: { token: "t-env" } },
-    { name: "token file wins over the variable", env: { CONSUL_HTTP_TOKEN: "t-env", CONSUL_HTTP_TOKEN_FILE: tokenFile }, want: { token: "from-file" } },
-    { name: "flag token wins", env: { CONSUL_HTTP_TOKEN: "t-env", CONSUL_HTTP_TOKEN_FILE: tokenFile }, flags: { token: "t-flag" }, want: { token: "t-flag" } },
+    {
+      name: "token file wins over the variable",
+      env: { CONSUL_HTTP_TOKEN: "t-env", CONSUL_HTTP_TOKEN_FILE: tokenFile },
+      want: { token: "from-file" },
+    },
+    {
+      name: "flag token wins",
+      env: { CONSUL_HTTP_TOKEN: "t-env", CONSUL_HTTP_TOKEN_FILE: tokenFile },
+      flags: { token: "t-flag" },
+      want: { token: "t-flag" },
+    },
     {
       name: "TLS files",
-      env: { CONSUL_HTTP_ADDR: "https://c:8501", CONSUL_CACERT: ca, CONSUL_CAPATH: join(dir.path, "capath"), CONSUL_CLIENT_CERT: cert, CONSUL_CLIENT_KEY: key, CONSUL_TLS_SERVER_NAME: "consul.internal" },
-      want: { tls: { ca: ["CA PEM", "A", "B"], cert: "CERT", key: "KEY", serverName: "consul.internal", verify: true } },
+      env: {
+        CONSUL_HTTP_ADDR: "https://c:8501",
+        CONSUL_CACERT: ca,
+        CONSUL_CAPATH: join(dir.path, "capath"),
+        CONSUL_CLIENT_CERT: cert,
+        CONSUL_CLIENT_KEY: key,
+        CONSUL_TLS_SERVER_NAME: "consul.internal",
+      },
+      want: {
+        tls: { ca: ["CA PEM", "A", "B"], cert: "CERT", key: "KEY", serverName: "consul.internal", verify: true },
+      },
     },
-    { name: "SSL verify off", env: { CONSUL_HTTP_SSL: "true", CONSUL_HTTP_SSL_VERIFY: "false" }, want: { tls: { verify: false } } },
-    { name: "TLS settings ignored for http", env: { CONSUL_CACERT: "/nonexistent" }, want: { baseUrl: "http://127.0.0.1:8500" } },
+    {
+      name: "SSL verify off",
+      env: { CONSUL_HTTP_SSL: "true", CONSUL_HTTP_SSL_VERIFY: "false" },
+      want: { tls: { verify: false } },
+    },
+    {
+      name: "TLS settings ignored for http",
+      env: { CONSUL_CACERT: "/nonexistent" },
+      want: { baseUrl: "http://127.0.0.1:8500" },
+    },
   ];
   for (const row of rows) {
     test(row.name, () => {
@@ -71,6 +131,8 @@ describe("consulConfig", () => {
     expect(msg).toContain('CONSUL_HTTP_ADDR: unknown scheme "ftp"');
     expect(msg).toContain(`CONSUL_HTTP_TOKEN_FILE ${join(dir.path, "missing")}: ENOENT`);
     expect(() => consulConfig({ CONSUL_HTTP_SSL: "1", CONSUL_CLIENT_CERT: cert })).toThrow("set both or neither");
-    expect(() => consulConfig({}, { addr: "host with space:1" })).toThrow('--consul-addr: not a host:port: "host with space:1"');
+    expect(() => consulConfig({}, { addr: "host with space:1" })).toThrow(
+      '--consul-addr: not a host:port: "host with space:1"',
+    );
   });
 });

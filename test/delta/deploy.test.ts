@@ -97,15 +97,20 @@ describe("delta deploys", () => {
       const { r1, r2 } = await twoReleases(d.path);
       const viaArchive = join(d.path, "A");
       const viaDelta = join(d.path, "B");
-      for (const r of [r1, r2]) expect((await deployWithLog(manifestFor(r, viaArchive, { delta: false, strategy }))).result.ok).toBe(true);
+      for (const r of [r1, r2])
+        expect((await deployWithLog(manifestFor(r, viaArchive, { delta: false, strategy }))).result.ok).toBe(true);
       const first = await deployWithLog(manifestFor(r1, viaDelta, { strategy }));
       expect(first.result.ok).toBe(true);
       expect(first.log).toContain("delta: no previous release on this host: fetching the full archive");
       const second = await deployWithLog(manifestFor(r2, viaDelta, { strategy }));
       expect(second.result.ok).toBe(true);
-      const root = (dest: string) => (strategy === "release" ? join(dest, "current") + "/" : dest);
+      const root = (dest: string) => (strategy === "release" ? `${join(dest, "current")}/` : dest);
       expect(describeTree(root(viaDelta))).toEqual(describeTree(root(viaArchive)));
-      const fetched = Number(/delta index sha256 [0-9a-f]{64} ok, \d+ chunks (?:and the tar stream's sha256 )?verified \((\d+) bytes fetched/.exec(second.log)?.[1]);
+      const fetched = Number(
+        /delta index sha256 [0-9a-f]{64} ok, \d+ chunks (?:and the tar stream's sha256 )?verified \((\d+) bytes fetched/.exec(
+          second.log,
+        )?.[1],
+      );
       const archive = fs.statSync(r2.archive).size;
       // 20 KB changed in a 2 MB file: the chunks around it (each ≤ 256 KiB) plus the small files and the index.
       expect(fetched).toBeGreaterThan(20_000);
@@ -127,7 +132,11 @@ describe("delta deploys", () => {
       fs.utimesSync(p, st.atime, st.mtime);
     };
     const runs: string[] = [];
-    for (const [name, delta] of [["A", false], ["B", true], ["C", true]] as const) {
+    for (const [name, delta] of [
+      ["A", false],
+      ["B", true],
+      ["C", true],
+    ] as const) {
       const dest = join(d.path, name);
       await deployWithLog(manifestFor(r1, dest, { strategy: "rsync", delta }));
       if (name !== "C") tamper(dest);
@@ -144,7 +153,8 @@ describe("delta deploys", () => {
 
   test("release: unchanged files are not re-hashed (recorded at their deploy); a file the app wrote in place is", async () => {
     const app = appUser();
-    if (process.getuid?.() === 0 && app === undefined) throw new Error("running as root but the pulldeploy-app user is missing: run scripts/setup.sh");
+    if (process.getuid?.() === 0 && app === undefined)
+      throw new Error("running as root but the pulldeploy-app user is missing: run scripts/setup.sh");
     await using d = tempDir();
     fs.chmodSync(d.path, 0o755);
     const { r1, r2 } = await twoReleases(d.path);
@@ -162,8 +172,13 @@ describe("delta deploys", () => {
     const { result, log } = await deployWithLog(manifestFor(r2, dest));
     expect(result.ok).toBe(true);
     expect(log).toMatch(/reused from .*releases\/r1 \(.* of it unchanged since recorded, not re-hashed\)/);
-    expect(describeTree(join(dest, "current") + "/")).toEqual(describeTree(join(d.path, "C/current") + "/"));
-    expect(fs.readdirSync(join(dest, "releases")).filter((n) => n.startsWith(".delta-")).sort()).toEqual([".delta-r1.json.gz", ".delta-r2.json.gz"]);
+    expect(describeTree(`${join(dest, "current")}/`)).toEqual(describeTree(`${join(d.path, "C/current")}/`));
+    expect(
+      fs
+        .readdirSync(join(dest, "releases"))
+        .filter((n) => n.startsWith(".delta-"))
+        .sort(),
+    ).toEqual([".delta-r1.json.gz", ".delta-r2.json.gz"]);
   });
 
   test("release: a pre command writing in place to a file the delta hard-linked: the tree is built again, and holds the release's bytes", async () => {
@@ -177,7 +192,9 @@ describe("delta deploys", () => {
     expect(result.ok).toBe(true);
     expect(log).toMatch(/not re-hashed/);
     expect(log).toContain("same.bin changed in");
-    expect(fs.readFileSync(join(dest, "releases/r2/same.bin")).equals(fs.readFileSync(join(d.path, "src2/same.bin")))).toBe(true);
+    expect(
+      fs.readFileSync(join(dest, "releases/r2/same.bin")).equals(fs.readFileSync(join(d.path, "src2/same.bin"))),
+    ).toBe(true);
     expect(fs.readFileSync(join(dest, "releases/r1/same.bin")).subarray(10, 14).toString()).toBe("XXXX");
   });
 
@@ -192,7 +209,9 @@ describe("delta deploys", () => {
     const ino = (p: string) => fs.statSync(p).ino;
     expect(ino(join(dest, "releases/r2/same.bin"))).not.toBe(ino(join(dest, "releases/r1/same.bin")));
     expect(ino(join(dest, "releases/r2/a.txt"))).toBe(ino(join(dest, "releases/r1/a.txt")));
-    expect(fs.readFileSync(join(dest, "releases/r2/same.bin")).equals(fs.readFileSync(join(d.path, "src2/same.bin")))).toBe(true);
+    expect(
+      fs.readFileSync(join(dest, "releases/r2/same.bin")).equals(fs.readFileSync(join(d.path, "src2/same.bin"))),
+    ).toBe(true);
     expect(log).toMatch(/delta: fetched/);
   });
 
@@ -228,7 +247,9 @@ describe("delta deploys", () => {
     }
     const { result, log } = await deployWithLog(manifestFor(r2, dest));
     expect(result.ok).toBe(true);
-    expect(log).toMatch(/delta: chunk [0-9a-f]{12} \(file:\/\/.*\.pack bytes \d+-\d+\): (does not inflate|checksum mismatch).*; fetching the full archive/);
+    expect(log).toMatch(
+      /delta: chunk [0-9a-f]{12} \(file:\/\/.*\.pack bytes \d+-\d+\): (does not inflate|checksum mismatch).*; fetching the full archive/,
+    );
     expect(log).toMatch(/checksum: sha256 [0-9a-f]{64} ok/);
     expect(fs.readFileSync(join(dest, "current/new.txt"), "utf8")).toBe("added\n");
   });
@@ -247,14 +268,18 @@ describe("delta deploys", () => {
     fs.writeFileSync(idx, forged);
     const tampered = await deployWithLog(manifestFor(r2, dest));
     expect(tampered.result.ok).toBe(true);
-    expect(tampered.log).toMatch(/delta: index file:\/\/.*r2\.idx: checksum mismatch: expected sha256 [0-9a-f]{64}, got [0-9a-f]{64}; fetching the full archive/);
+    expect(tampered.log).toMatch(
+      /delta: index file:\/\/.*r2\.idx: checksum mismatch: expected sha256 [0-9a-f]{64}, got [0-9a-f]{64}; fetching the full archive/,
+    );
     // A manifest that names the forged index with its true checksum (a compromised publisher's
     // manifest, say): the path is refused like a tar name would be, nothing is written outside.
     const dest2 = join(d.path, "C");
     await deployWithLog(manifestFor(r1, dest2));
     const sum = new Bun.CryptoHasher("sha256").update(forged).digest("hex");
     const hostile = await deployWithLog(manifestFor(r2, dest2, { indexUrl: `file://${forgedPath}`, indexSha256: sum }));
-    expect(hostile.log).toMatch(/delta: file:\/\/.*forged\.idx: index: entries\[\d+\]: unsafe entry: path contains \.\.: \.\.\/\.\.\/escaped\.txt; fetching the full archive/);
+    expect(hostile.log).toMatch(
+      /delta: file:\/\/.*forged\.idx: index: entries\[\d+\]: unsafe entry: path contains \.\.: \.\.\/\.\.\/escaped\.txt; fetching the full archive/,
+    );
     expect(hostile.result.ok).toBe(true);
     expect(fs.existsSync(join(d.path, "escaped.txt"))).toBe(false);
     expect(fs.existsSync(join(dest2, "escaped.txt"))).toBe(false);
@@ -295,14 +320,21 @@ describe("delta deploys", () => {
     mode = "no-range";
     const noRange = await run(join(d.path, "no-range"));
     expect(noRange.result.ok).toBe(true);
-    expect(noRange.log).toMatch(/delta: ranged GET: fetch http:\/\/.*\.pack: server ignored the Range request \(status 200\); fetching the full archive/);
+    expect(noRange.log).toMatch(
+      /delta: ranged GET: fetch http:\/\/.*\.pack: server ignored the Range request \(status 200\); fetching the full archive/,
+    );
     expect(noRange.requests.some((r) => r.path.endsWith("r2.tar.gz"))).toBe(true);
 
     mode = "tamper";
     const tampered = await run(join(d.path, "tamper"));
     expect(tampered.result.ok).toBe(true);
-    expect(tampered.log).toMatch(/delta: chunk [0-9a-f]{12} .*(does not inflate|checksum mismatch).*; fetching the full archive/);
-    for (const r of [noRange, tampered]) expect(describeTree(join(d.path, r === noRange ? "no-range" : "tamper", "current") + "/")).toEqual(describeTree(join(d.path, "ok/current") + "/"));
+    expect(tampered.log).toMatch(
+      /delta: chunk [0-9a-f]{12} .*(does not inflate|checksum mismatch).*; fetching the full archive/,
+    );
+    for (const r of [noRange, tampered])
+      expect(describeTree(`${join(d.path, r === noRange ? "no-range" : "tamper", "current")}/`)).toEqual(
+        describeTree(`${join(d.path, "ok/current")}/`),
+      );
   });
 
   test("most files changed: the delta would cost more than half the archive, so the archive is fetched", async () => {
@@ -321,6 +353,8 @@ describe("delta deploys", () => {
     const { result, log } = await deployWithLog(manifestFor(r2, dest));
     if (!result.ok) console.error(log);
     expect(result.ok).toBe(true);
-    expect(log).toMatch(/delta: \d+ of \d+ chunks are missing here \(.*, more than 50% of the .* archive\); fetching the full archive/);
+    expect(log).toMatch(
+      /delta: \d+ of \d+ chunks are missing here \(.*, more than 50% of the .* archive\); fetching the full archive/,
+    );
   });
 });

@@ -43,8 +43,21 @@ describe("chunks and ranges", () => {
   });
 
   test("coalesce: adjacent and nearby chunks of a pack share a request, far ones and other packs do not", () => {
-    const c = (pack: number, offset: number, stored: number) => ({ hash: `${pack}-${offset}`, pack, offset, stored, size: stored });
-    const ranges = coalesce([c(0, 1000, 100), c(0, 0, 1000), c(0, 1100 + 60_000, 10), c(0, 10_000_000, 5), c(1, 0, 7), c(0, 1100 + 60_010 + 70_000, 1)]);
+    const c = (pack: number, offset: number, stored: number) => ({
+      hash: `${pack}-${offset}`,
+      pack,
+      offset,
+      stored,
+      size: stored,
+    });
+    const ranges = coalesce([
+      c(0, 1000, 100),
+      c(0, 0, 1000),
+      c(0, 1100 + 60_000, 10),
+      c(0, 10_000_000, 5),
+      c(1, 0, 7),
+      c(0, 1100 + 60_010 + 70_000, 1),
+    ]);
     expect(ranges.map((r) => [r.pack, r.start, r.end, r.chunks.length])).toEqual([
       [0, 0, 61_110, 3],
       [0, 131_110, 131_111, 1],
@@ -102,7 +115,9 @@ describe("publish's delta", () => {
     expect(dry.removedPacks).toEqual([]);
     expect(dry.removedIndexes).toEqual(["r1.idx"]);
     expect(dry.partlyUsed.map((p) => p.pack)).toEqual(before);
-    expect(lines.join("")).toMatch(/gc: 1 kept packs are only partly referenced .*: a pack is kept whole while any chunk in it is needed/);
+    expect(lines.join("")).toMatch(
+      /gc: 1 kept packs are only partly referenced .*: a pack is kept whole while any chunk in it is needed/,
+    );
     expect(lines.join("")).toMatch(/would remove \(dry run; --apply to delete\) 0 packs/);
     expect(fs.existsSync(join(store, "web/delta/r1.idx"))).toBe(true);
 
@@ -128,7 +143,15 @@ describe("publish's delta", () => {
     await publishRelease(store, src, "r1");
     fs.writeFileSync(join(src, "a.bin"), noise(2, 100_000));
     await publishRelease(store, src, "r2");
-    const plan = await gc({ to: `file://${store}`, role: "web", keep: 1, apply: true, env: {}, log: createLogger({ write() {} }), userAgent: "test" });
+    const plan = await gc({
+      to: `file://${store}`,
+      role: "web",
+      keep: 1,
+      apply: true,
+      env: {},
+      log: createLogger({ write() {} }),
+      userAgent: "test",
+    });
     expect(plan.young.length).toBe(1);
     expect(plan.removedPacks).toEqual([]);
     expect(packsIn(store).length).toBe(2);
@@ -155,13 +178,31 @@ describe("the compiled binary: publish to S3 and delta deploys with ranged GETs"
     const dest = join(d.path, "dest");
     const env = { ...s3.env, HOME: d.path, AWS_EC2_METADATA_DISABLED: "true" };
     const publish = async () => {
-      const r = await run(["publish", src, "--to", "s3://rel/apps", "--role", "web", "--dest", dest, "--sync-strategy", "release", "--no-kv", "--no-event"], { env });
+      const r = await run(
+        [
+          "publish",
+          src,
+          "--to",
+          "s3://rel/apps",
+          "--role",
+          "web",
+          "--dest",
+          dest,
+          "--sync-strategy",
+          "release",
+          "--no-kv",
+          "--no-event",
+        ],
+        { env },
+      );
       if (r.code !== 0) console.error(r.stderr);
       expect(r.code).toBe(0);
       return { url: r.stdout.trim(), log: r.stderr };
     };
     const p1 = await publish();
-    expect(p1.log).toMatch(/delta: uploaded \d+ new of \d+ chunks .* and the index s3:\/\/rel\/apps\/web\/delta\/.*\.idx/);
+    expect(p1.log).toMatch(
+      /delta: uploaded \d+ new of \d+ chunks .* and the index s3:\/\/rel\/apps\/web\/delta\/.*\.idx/,
+    );
     const d1 = await run(["agent"], { stdin: `${p1.url}\n`, env });
     expect(d1.code).toBe(0);
     expect(d1.stderr).toContain("delta: no previous release on this host: fetching the full archive");
@@ -187,14 +228,17 @@ describe("the compiled binary: publish to S3 and delta deploys with ranged GETs"
     const dry = await run(["gc", "--to", "s3://rel/apps", "--role", "web", "--keep", "1", "--min-age", "0s"], { env });
     expect(dry.code).toBe(0);
     expect(dry.stderr).toMatch(/would remove \(dry run; --apply to delete\) 0 packs .* and 1 indexes/);
-    const applied = await run(["gc", "--to", "s3://rel/apps", "--role", "web", "--keep", "1", "--min-age", "0s", "--apply"], { env });
+    const applied = await run(
+      ["gc", "--to", "s3://rel/apps", "--role", "web", "--keep", "1", "--min-age", "0s", "--apply"],
+      { env },
+    );
     expect(applied.code).toBe(0);
     expect(applied.stderr).toMatch(/removing 0 packs .* and 1 indexes/);
   });
 });
 
 test("the manifest parser: delta keys both or neither, a fetchable URL, a sha256", () => {
-  const base = "src: file:///a.tar.gz\nchecksum: " + "a".repeat(64) + "\ndest: /srv/app\n";
+  const base = `src: file:///a.tar.gz\nchecksum: ${"a".repeat(64)}\ndest: /srv/app\n`;
   const problems = (extra: string) => {
     try {
       parseManifest(base + extra);
@@ -203,9 +247,16 @@ test("the manifest parser: delta keys both or neither, a fetchable URL, a sha256
       return (err as { problems: string[] }).problems;
     }
   };
-  expect(parseManifest(`${base}delta_index: s3://b/web/delta/r.idx\ndelta_index_checksum: ${"b".repeat(64)}\n`).manifest.deltaIndex).toEqual({ url: "s3://b/web/delta/r.idx", sha256: "b".repeat(64) });
-  expect(problems("delta_index: s3://b/r.idx\n")).toEqual(["delta_index_checksum: required when delta_index is set (the index's sha256, 64 hex)"]);
-  expect(problems(`delta_index_checksum: ${"b".repeat(64)}\n`)).toEqual(["delta_index: required when delta_index_checksum is set"]);
+  expect(
+    parseManifest(`${base}delta_index: s3://b/web/delta/r.idx\ndelta_index_checksum: ${"b".repeat(64)}\n`).manifest
+      .deltaIndex,
+  ).toEqual({ url: "s3://b/web/delta/r.idx", sha256: "b".repeat(64) });
+  expect(problems("delta_index: s3://b/r.idx\n")).toEqual([
+    "delta_index_checksum: required when delta_index is set (the index's sha256, 64 hex)",
+  ]);
+  expect(problems(`delta_index_checksum: ${"b".repeat(64)}\n`)).toEqual([
+    "delta_index: required when delta_index_checksum is set",
+  ]);
   expect(problems(`delta_index: ftp://x/r.idx\ndelta_index_checksum: ${"b".repeat(40)}\n`)).toEqual([
     'delta_index: "ftp://x/r.idx" is not a URL the agent can fetch (file, http, https, s3, gs)',
     `delta_index_checksum: expected the index's sha256 (64 hex), got "${"b".repeat(40)}"`,

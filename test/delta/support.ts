@@ -30,11 +30,16 @@ export async function publishRelease(store: string, src: string, id: string, rol
 }
 
 /** A manifest for `p` deploying to `dest`, with the delta keys unless `delta: false`; returns its URL. */
-export function manifestFor(p: Published, dest: string, o: { delta?: boolean; strategy?: string; indexUrl?: string; indexSha256?: string; src?: string; extra?: string } = {}): string {
+export function manifestFor(
+  p: Published,
+  dest: string,
+  o: { delta?: boolean; strategy?: string; indexUrl?: string; indexSha256?: string; src?: string; extra?: string } = {},
+): string {
   const strategy = o.strategy ?? "release";
   let text = `src: ${o.src ?? `file://${p.archive}`}\nchecksum: ${p.checksum}\ndest: ${dest}\nsync_strategy: ${strategy}\n${strategy === "release" ? `release_id: ${p.id}\n` : ""}`;
   if (o.extra) text += o.extra;
-  if (o.delta !== false) text += `delta_index: ${o.indexUrl ?? p.delta.indexUrl}\ndelta_index_checksum: ${o.indexSha256 ?? p.delta.sha256}\n`;
+  if (o.delta !== false)
+    text += `delta_index: ${o.indexUrl ?? p.delta.indexUrl}\ndelta_index_checksum: ${o.indexSha256 ?? p.delta.sha256}\n`;
   const path = `${p.archive.replace(/\.tar\.gz$/, "")}-${Bun.hash(text).toString(16)}.yml`;
   fs.writeFileSync(path, text);
   return `file://${path}`;
@@ -58,7 +63,9 @@ export function describeTree(root: string): string[] {
         walk(p, r);
       } else if (st.isSymbolicLink()) out.push(`${r} -> ${fs.readlinkSync(p)} mtime=${st.mtimeMs}`);
       else {
-        out.push(`${r} file ${common} size=${st.size} sha256=${new Bun.CryptoHasher("sha256").update(fs.readFileSync(p)).digest("hex")}`);
+        out.push(
+          `${r} file ${common} size=${st.size} sha256=${new Bun.CryptoHasher("sha256").update(fs.readFileSync(p)).digest("hex")}`,
+        );
         inodes.set(st.ino, [...(inodes.get(st.ino) ?? []), r]);
       }
     }

@@ -5,7 +5,19 @@
 import { beforeAll, describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
-import { appRelease, BINARY, FIXTURES, httpServer, listTree, run, sha, tarGz, tempDir, waitFor, writeTree } from "../support/helpers.ts";
+import {
+  appRelease,
+  BINARY,
+  FIXTURES,
+  httpServer,
+  listTree,
+  run,
+  sha,
+  tarGz,
+  tempDir,
+  waitFor,
+  writeTree,
+} from "../support/helpers.ts";
 import { startS3Server } from "../support/s3-server.ts";
 
 beforeAll(() => {
@@ -20,12 +32,16 @@ const lastLine = (s: string) => s.trim().split("\n").at(-1)!.replace(TS, "");
 describe("the executable", () => {
   test("--version", async () => {
     const r = await run(["--version"]);
-    expect(r).toMatchObject({ code: 0, stdout: expect.stringMatching(/^pulldeploy 0\.1\.0 \(commit ([0-9a-f]{7,}(-dirty)?|unknown)\)\n$/) });
+    expect(r).toMatchObject({
+      code: 0,
+      stdout: expect.stringMatching(/^pulldeploy 0\.1\.0 \(commit ([0-9a-f]{7,}(-dirty)?|unknown)\)\n$/),
+    });
   });
   test("--help lists the subcommands", async () => {
     const r = await run(["--help"]);
     expect(r.code).toBe(0);
-    for (const c of ["agent", "publish", "fire", "rollback", "keygen"]) expect(r.stdout).toMatch(new RegExp(`^  ${c} `, "m"));
+    for (const c of ["agent", "publish", "fire", "rollback", "keygen"])
+      expect(r.stdout).toMatch(new RegExp(`^  ${c} `, "m"));
   });
   test("agent --help lists both spellings of the bandwidth flag", async () => {
     const r = await run(["agent", "--help"]);
@@ -36,7 +52,7 @@ describe("the executable", () => {
   test("a .env or bunfig.toml in the working directory is not read (built with --no-compile-autoload-dotenv and -bunfig)", async () => {
     await using d = tempDir();
     fs.writeFileSync(join(d.path, ".env"), "FOO=from-dotenv\n");
-    fs.writeFileSync(join(d.path, "bunfig.toml"), "preload = [\"./nope.ts\"]\n");
+    fs.writeFileSync(join(d.path, "bunfig.toml"), 'preload = ["./nope.ts"]\n');
     fs.writeFileSync(join(d.path, "m.yml"), 'commands:\n  pre: ["echo FOO=[$FOO]"]\n');
     const r = await run(["agent", "--manifest", `file://${d.path}/m.yml`], { cwd: d.path });
     expect(r.code).toBe(0);
@@ -71,7 +87,10 @@ describe("consul watch input (captured stdin, CONSUL_INDEX set): always exit 0",
   const stdin = (n: string) => fs.readFileSync(join(FIXTURES, "consul-1.10", n), "utf8");
 
   test("watch-1: [] logs 'no events' and exits 0 (stretcher failed here)", async () => {
-    const r = await run(["agent"], { stdin: stdin("watch-1-startup-no-events.stdin.json"), env: { CONSUL_INDEX: "1" } });
+    const r = await run(["agent"], {
+      stdin: stdin("watch-1-startup-no-events.stdin.json"),
+      env: { CONSUL_INDEX: "1" },
+    });
     expect(r.code).toBe(0);
     expect(lastLine(r.stderr)).toStartWith("consul event: no events");
   });
@@ -80,10 +99,17 @@ describe("consul watch input (captured stdin, CONSUL_INDEX set): always exit 0",
     await using d = tempDir();
     await using s3 = await startS3Server();
     await s3.createBucket("bucket");
-    const rel = appRelease(d.path, APP, (a) => `src: s3://bucket/app.tar.gz\nchecksum: ${a.sha256}\ndest: ${d.path}/dest\n`);
+    const rel = appRelease(
+      d.path,
+      APP,
+      (a) => `src: s3://bucket/app.tar.gz\nchecksum: ${a.sha256}\ndest: ${d.path}/dest\n`,
+    );
     await s3.put("bucket", "app.tar.gz", fs.readFileSync(rel.archive));
     await s3.put("bucket", "app.yml", fs.readFileSync(rel.manifestPath));
-    const r = await run(["agent"], { stdin: stdin("watch-2-after-cli-event.stdin.json"), env: { CONSUL_INDEX: "15811143543160204488", ...s3.env, AWS_EC2_METADATA_DISABLED: "true" } });
+    const r = await run(["agent"], {
+      stdin: stdin("watch-2-after-cli-event.stdin.json"),
+      env: { CONSUL_INDEX: "15811143543160204488", ...s3.env, AWS_EC2_METADATA_DISABLED: "true" },
+    });
     expect(r.code).toBe(0);
     expect(r.stderr).toContain("consul event 4c4dfaad-2a88-5a22-9721-8de5244e36ea (LTime 2): s3://bucket/app.yml");
     expect(listTree(join(d.path, "dest"))).toEqual(["index.html", "lib/", "lib/a.js"]);
@@ -91,13 +117,22 @@ describe("consul watch input (captured stdin, CONSUL_INDEX set): always exit 0",
 
   test("watch-3: http://x/app2.yml through HTTP_PROXY (a loopback proxy) deploys", async () => {
     await using d = tempDir();
-    const rel = appRelease(d.path, APP, (a) => `src: http://x/app2.tar.gz\nchecksum: ${a.sha256}\ndest: ${d.path}/dest\n`);
+    const rel = appRelease(
+      d.path,
+      APP,
+      (a) => `src: http://x/app2.tar.gz\nchecksum: ${a.sha256}\ndest: ${d.path}/dest\n`,
+    );
     await using proxy = httpServer((req) => {
       const u = new URL(req.url);
       if (u.host !== "x") return new Response("wrong host", { status: 502 });
-      return new Response(u.pathname === "/app2.yml" ? fs.readFileSync(rel.manifestPath) : fs.readFileSync(rel.archive));
+      return new Response(
+        u.pathname === "/app2.yml" ? fs.readFileSync(rel.manifestPath) : fs.readFileSync(rel.archive),
+      );
     });
-    const r = await run(["agent"], { stdin: stdin("watch-3-after-http-event.stdin.json"), env: { CONSUL_INDEX: "1", HTTP_PROXY: proxy.url } });
+    const r = await run(["agent"], {
+      stdin: stdin("watch-3-after-http-event.stdin.json"),
+      env: { CONSUL_INDEX: "1", HTTP_PROXY: proxy.url },
+    });
     expect(r.code).toBe(0);
     expect(proxy.requests.map((q) => q.path)).toEqual(["/app2.yml", "/app2.tar.gz"]);
     expect(listTree(join(d.path, "dest"))).toEqual(["index.html", "lib/", "lib/a.js"]);
@@ -118,7 +153,10 @@ describe("consul watch input (captured stdin, CONSUL_INDEX set): always exit 0",
     await using d = tempDir();
     fs.writeFileSync(join(d.path, "m.yml"), "src: [broken\n");
     const payload = Buffer.from(`file://${d.path}/m.yml`).toString("base64");
-    const r = await run(["agent"], { stdin: `[{"ID":"e","Payload":"${payload}","LTime":9}]\n`, env: { CONSUL_INDEX: "7" } });
+    const r = await run(["agent"], {
+      stdin: `[{"ID":"e","Payload":"${payload}","LTime":9}]\n`,
+      env: { CONSUL_INDEX: "7" },
+    });
     expect(r.code).toBe(0);
     expect(r.stderr).toContain("deploy failed in phase manifest");
   });
@@ -127,9 +165,21 @@ describe("consul watch input (captured stdin, CONSUL_INDEX set): always exit 0",
 describe("bad input: one line that says what to fix, exit 1, nothing lost", () => {
   const manifests: [string, string, string][] = [
     ["a YAML syntax error", "src: [oops\n", "manifest: YAML syntax:"],
-    ["every field wrong at once", "src: ftp://x/a\nchecksum: 12\ndest: rel\ndest_mode: 99999\nsync_strategy: scp\n", 'manifest: src: unknown scheme "ftp" (valid: file, http, https, s3, gs); checksum: length 2'],
-    ["a wrong checksum length", `src: file:///a.tgz\nchecksum: ${"a".repeat(50)}\ndest: /srv/x\n`, "manifest: checksum: length 50 matches no algorithm"],
-    ["a relative dest", `src: file:///a.tgz\nchecksum: ${"a".repeat(40)}\ndest: srv/x\n`, 'manifest: dest: must be an absolute path, got "srv/x"'],
+    [
+      "every field wrong at once",
+      "src: ftp://x/a\nchecksum: 12\ndest: rel\ndest_mode: 99999\nsync_strategy: scp\n",
+      'manifest: src: unknown scheme "ftp" (valid: file, http, https, s3, gs); checksum: length 2',
+    ],
+    [
+      "a wrong checksum length",
+      `src: file:///a.tgz\nchecksum: ${"a".repeat(50)}\ndest: /srv/x\n`,
+      "manifest: checksum: length 50 matches no algorithm",
+    ],
+    [
+      "a relative dest",
+      `src: file:///a.tgz\nchecksum: ${"a".repeat(40)}\ndest: srv/x\n`,
+      'manifest: dest: must be an absolute path, got "srv/x"',
+    ],
   ];
   test.each(manifests)("%s", async (_n, yaml, msg) => {
     await using d = tempDir();
@@ -141,12 +191,24 @@ describe("bad input: one line that says what to fix, exit 1, nothing lost", () =
   });
 
   test.each([
-    ["empty stdin", "", 'pulldeploy agent: stdin: no manifest URL (expected e.g. s3://bucket/app.yml)'],
+    ["empty stdin", "", "pulldeploy agent: stdin: no manifest URL (expected e.g. s3://bucket/app.yml)"],
     ["junk JSON", "[{junk", "pulldeploy agent: consul event: stdin is not JSON:"],
     ["a null payload", '[{"ID":"ev","Payload":null}]', "pulldeploy agent: consul event ev: payload is empty"],
-    ["a bare path", "/srv/app.yml\n", 'pulldeploy agent: stdin: "/srv/app.yml" is not a URL: a scheme is required (s3://, gs://, http://, https://, file://) (did you mean file:///srv/app.yml?)'],
-    ["an unknown scheme", "ftp://host/app.yml\n", 'deploy failed in phase manifest: fetch ftp://host/app.yml: unknown scheme "ftp" (valid: file, http, https, s3, gs)'],
-    ["a file URL with a host", "file://host/app.yml\n", 'deploy failed in phase manifest: fetch file://host/app.yml: file URLs take no host ("host"); use file:///absolute/path'],
+    [
+      "a bare path",
+      "/srv/app.yml\n",
+      'pulldeploy agent: stdin: "/srv/app.yml" is not a URL: a scheme is required (s3://, gs://, http://, https://, file://) (did you mean file:///srv/app.yml?)',
+    ],
+    [
+      "an unknown scheme",
+      "ftp://host/app.yml\n",
+      'deploy failed in phase manifest: fetch ftp://host/app.yml: unknown scheme "ftp" (valid: file, http, https, s3, gs)',
+    ],
+    [
+      "a file URL with a host",
+      "file://host/app.yml\n",
+      'deploy failed in phase manifest: fetch file://host/app.yml: file URLs take no host ("host"); use file:///absolute/path',
+    ],
   ])("%s", async (_n, stdin, msg) => {
     const r = await run(["agent"], { stdin });
     expect(r.code).toBe(1);
@@ -174,8 +236,17 @@ describe("every flag changes behaviour (through the binary)", () => {
   async function flaky(dir: string, failures: number) {
     const rel = appRelease(dir, APP, (a) => `src: SRC\nchecksum: ${a.sha256}\ndest: ${dir}/dest\n`);
     const bytes = fs.readFileSync(rel.archive);
-    const srv = httpServer((req, n) => (new URL(req.url).pathname.endsWith(".yml") ? new Response(fs.readFileSync(rel.manifestPath)) : n <= failures + 1 ? new Response("busy", { status: 503 }) : new Response(bytes)));
-    fs.writeFileSync(rel.manifestPath, fs.readFileSync(rel.manifestPath, "utf8").replace("SRC", `${srv.url}/app.tar.gz`));
+    const srv = httpServer((req, n) =>
+      new URL(req.url).pathname.endsWith(".yml")
+        ? new Response(fs.readFileSync(rel.manifestPath))
+        : n <= failures + 1
+          ? new Response("busy", { status: 503 })
+          : new Response(bytes),
+    );
+    fs.writeFileSync(
+      rel.manifestPath,
+      fs.readFileSync(rel.manifestPath, "utf8").replace("SRC", `${srv.url}/app.tar.gz`),
+    );
     return { srv, url: `${srv.url}/app.yml` };
   }
 
@@ -185,7 +256,9 @@ describe("every flag changes behaviour (through the binary)", () => {
     await using _s = f.srv;
     const without = await run(["agent"], { stdin: f.url });
     expect(without.code).toBe(1);
-    expect(lastLine(without.stderr)).toBe(`deploy failed in phase fetch: fetch ${f.srv.url}/app.tar.gz: 503 Service Unavailable`);
+    expect(lastLine(without.stderr)).toBe(
+      `deploy failed in phase fetch: fetch ${f.srv.url}/app.tar.gz: 503 Service Unavailable`,
+    );
     f.srv.requests.length = 0;
     const v1 = await run(["agent", "-retry", "1", "-retry-wait", "0.1"], { stdin: f.url });
     expect(v1.code).toBe(0);
@@ -199,10 +272,21 @@ describe("every flag changes behaviour (through the binary)", () => {
   test("-timeout 1 (seconds) and --timeout 300ms cut a slow download", async () => {
     await using d = tempDir();
     await using srv = httpServer((req) => {
-      if (req.url.endsWith(".yml")) return new Response(`src: ${srv.url}/slow.tgz\nchecksum: ${"a".repeat(64)}\ndest: ${d.path}/dest\n`);
-      return new Response(new ReadableStream({ async pull(c) { await Bun.sleep(50); c.enqueue(new Uint8Array(8)); } }));
+      if (req.url.endsWith(".yml"))
+        return new Response(`src: ${srv.url}/slow.tgz\nchecksum: ${"a".repeat(64)}\ndest: ${d.path}/dest\n`);
+      return new Response(
+        new ReadableStream({
+          async pull(c) {
+            await Bun.sleep(50);
+            c.enqueue(new Uint8Array(8));
+          },
+        }),
+      );
     });
-    for (const args of [["-timeout", "1"], ["--timeout", "300ms"]]) {
+    for (const args of [
+      ["-timeout", "1"],
+      ["--timeout", "300ms"],
+    ]) {
       const r = await run(["agent", ...args], { stdin: `${srv.url}/m.yml` });
       expect(r.code).toBe(1);
       expect(lastLine(r.stderr)).toBe(`deploy failed in phase fetch: fetch ${srv.url}/slow.tgz: timed out`);
@@ -212,11 +296,22 @@ describe("every flag changes behaviour (through the binary)", () => {
   test("-max-bandwidth / --max-band-width slow the download to the cap", async () => {
     await using d = tempDir();
     const blob = new Uint8Array(600_000);
-    for (let i = 0; i < blob.length; i += 65536) crypto.getRandomValues(blob.subarray(i, Math.min(i + 65536, blob.length)));
+    for (let i = 0; i < blob.length; i += 65536)
+      crypto.getRandomValues(blob.subarray(i, Math.min(i + 65536, blob.length)));
     const rel = appRelease(d.path, { "r.bin": blob }, (a) => `src: SRC\nchecksum: ${a.sha256}\ndest: ${d.path}/dest\n`);
     const size = fs.statSync(rel.archive).size;
-    await using srv = httpServer((req) => new Response(req.url.endsWith(".yml") ? fs.readFileSync(rel.manifestPath, "utf8").replace("SRC", `${srv.url}/a.tgz`) : fs.readFileSync(rel.archive)));
-    for (const args of [["-max-bandwidth", "1M"], ["--max-band-width", "1MB"]]) {
+    await using srv = httpServer(
+      (req) =>
+        new Response(
+          req.url.endsWith(".yml")
+            ? fs.readFileSync(rel.manifestPath, "utf8").replace("SRC", `${srv.url}/a.tgz`)
+            : fs.readFileSync(rel.archive),
+        ),
+    );
+    for (const args of [
+      ["-max-bandwidth", "1M"],
+      ["--max-band-width", "1MB"],
+    ]) {
       const t0 = performance.now();
       const r = await run(["agent", ...args], { stdin: `${srv.url}/m.yml` });
       const secs = (performance.now() - t0) / 1000;
@@ -253,7 +348,10 @@ describe("every flag changes behaviour (through the binary)", () => {
         fs.writeFileSync(join(src, "VERSION"), String(n));
         const archive = tarGz(src, join(d.path, `${strategy}-${n}.tar.gz`));
         const manifest = join(d.path, `${strategy}-${n}.yml`);
-        fs.writeFileSync(manifest, `src: file://${archive}\nchecksum: ${sha(archive)}\ndest: ${dest}\nsync_strategy: ${strategy}\nrelease_id: r${n}\n`);
+        fs.writeFileSync(
+          manifest,
+          `src: file://${archive}\nchecksum: ${sha(archive)}\ndest: ${dest}\nsync_strategy: ${strategy}\nrelease_id: r${n}\n`,
+        );
         return `file://${manifest}`;
       });
       const agentLog = async (i: number, flags: string[]) => {
@@ -288,7 +386,11 @@ describe("every flag changes behaviour (through the binary)", () => {
 
   test("--max-files and --max-extract-size refuse large archives", async () => {
     await using d = tempDir();
-    const rel = appRelease(d.path, { a: "1", b: "2", c: "x".repeat(5000) }, (a) => `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${d.path}/dest\n`);
+    const rel = appRelease(
+      d.path,
+      { a: "1", b: "2", c: "x".repeat(5000) },
+      (a) => `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${d.path}/dest\n`,
+    );
     const files = await run(["agent", "--max-files", "2"], { stdin: rel.manifestUrl });
     expect(files.code).toBe(1);
     expect(lastLine(files.stderr)).toMatch(/^deploy failed in phase extract: too many entries \(limit 2\): /);
@@ -303,8 +405,17 @@ describe("signals", () => {
     await using d = tempDir();
     const tmp = join(d.path, "tmp");
     fs.mkdirSync(tmp);
-    const rel = appRelease(d.path, APP, (a) => `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${d.path}/dest\ncommands:\n  pre: ["touch ${d.path}/started; sleep 30"]\n  failure: ["echo failed > ${d.path}/failure.txt"]\n`);
-    const proc = Bun.spawn([BINARY, "agent"], { stdin: new TextEncoder().encode(rel.manifestUrl), stderr: "pipe", env: { PATH: process.env.PATH!, TMPDIR: tmp, PULLDEPLOY_STATE_DIR: join(d.path, "state") } });
+    const rel = appRelease(
+      d.path,
+      APP,
+      (a) =>
+        `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${d.path}/dest\ncommands:\n  pre: ["touch ${d.path}/started; sleep 30"]\n  failure: ["echo failed > ${d.path}/failure.txt"]\n`,
+    );
+    const proc = Bun.spawn([BINARY, "agent"], {
+      stdin: new TextEncoder().encode(rel.manifestUrl),
+      stderr: "pipe",
+      env: { PATH: process.env.PATH!, TMPDIR: tmp, PULLDEPLOY_STATE_DIR: join(d.path, "state") },
+    });
     await waitFor(() => fs.existsSync(join(d.path, "started")), "pre to start");
     proc.kill("SIGTERM");
     const code = await proc.exited;

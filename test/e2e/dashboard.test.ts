@@ -30,7 +30,6 @@ const FAILED_LOG = [
   `${stamp(180_100)} failure: ${ERROR}`,
 ].join("\n");
 
-
 function record(role: string, id: string, createdAgoMs: number, message: string): string {
   const r: ReleaseRecord = {
     id,
@@ -77,10 +76,12 @@ let url = "";
 let browser: Browser;
 let page: Page;
 
-const put = (role: string, node: string, patch: Partial<NodeReport> = {}) => consul.kvPut(kvKeys.node("pulldeploy", role, node), report(role, node, patch));
+const put = (role: string, node: string, patch: Partial<NodeReport> = {}) =>
+  consul.kvPut(kvKeys.node("pulldeploy", role, node), report(role, node, patch));
 
 beforeAll(async () => {
-  if (!fs.existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: run scripts/setup.sh (apt-get install chromium)`);
+  if (!fs.existsSync(CHROMIUM))
+    throw new Error(`${CHROMIUM} is missing: run scripts/setup.sh (apt-get install chromium)`);
   consul = await startConsulStandin();
   for (const n of ["web-1", "web-2", "web-3", "web-4", "web-5", "web-10"]) consul.addNode(n, { services: ["web"] });
   consul.addNode("api-1", { services: ["api"] });
@@ -89,25 +90,56 @@ beforeAll(async () => {
   consul.kvPut(kvKeys.release("pulldeploy", "web", NEW), record("web", NEW, 6 * 60_000, "fix the login page"));
   consul.kvPut(kvKeys.latest("pulldeploy", "web"), record("web", NEW, 6 * 60_000, "fix the login page"));
   put("web", "web-1");
-  put("web", "web-2", { status: "failure", phase: "post", error: ERROR, log_tail: `${FAILED_LOG}\n`, finished_at: ago(3 * 60_000), duration_ms: 3900 });
+  put("web", "web-2", {
+    status: "failure",
+    phase: "post",
+    error: ERROR,
+    log_tail: `${FAILED_LOG}\n`,
+    finished_at: ago(3 * 60_000),
+    duration_ms: 3900,
+  });
   put("web", "web-3", { release_id: OLD, started_at: ago(49 * 3_600_000 + 4000), finished_at: ago(49 * 3_600_000) });
-  put("web", "web-5", { status: "deploying", phase: "fetch", finished_at: null, duration_ms: null, started_at: ago(5000), log_tail: "" });
+  put("web", "web-5", {
+    status: "deploying",
+    phase: "fetch",
+    finished_at: null,
+    duration_ms: null,
+    started_at: ago(5000),
+    log_tail: "",
+  });
   put("web", "web-10");
   // web-4 never reported.
   consul.kvPut(kvKeys.latest("pulldeploy", "api"), record("api", API, 3 * 3_600_000, "bump the rate limits"));
   for (const n of ["api-1", "api-2"]) put("api", n, { release_id: API, finished_at: ago(3 * 3_600_000 - 60_000) });
 
-  dashboard = Bun.spawn([BINARY, "dashboard", "--listen", "127.0.0.1:0"], { env: { PATH: process.env.PATH, ...consul.env }, stdout: "pipe", stderr: "pipe" });
+  dashboard = Bun.spawn([BINARY, "dashboard", "--listen", "127.0.0.1:0"], {
+    env: { PATH: process.env.PATH, ...consul.env },
+    stdout: "pipe",
+    stderr: "pipe",
+  });
   void (async () => {
-    for await (const chunk of dashboard!.stderr as ReadableStream<Uint8Array>) stderr += new TextDecoder().decode(chunk);
+    for await (const chunk of dashboard!.stderr as ReadableStream<Uint8Array>)
+      stderr += new TextDecoder().decode(chunk);
   })();
-  await waitFor(() => /dashboard: listening on http:\/\/127\.0\.0\.1:\d+\n/.test(stderr) || dashboard!.exitCode !== null, "the dashboard's address");
+  await waitFor(
+    () => /dashboard: listening on http:\/\/127\.0\.0\.1:\d+\n/.test(stderr) || dashboard!.exitCode !== null,
+    "the dashboard's address",
+  );
   url = /dashboard: listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(stderr)?.[1] ?? "";
   expect(url).not.toBe("");
 
   browser = await chromium.launch({
     executablePath: CHROMIUM,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
   });
   page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
   page.setDefaultTimeout(5000);
@@ -131,14 +163,30 @@ describe("pulldeploy dashboard in Chromium", () => {
     await web.waitFor();
     expect(await page.locator("section.role h2").allInnerTexts()).toEqual(["api", "web"]);
     expect(await web.locator(".release-box .rid").innerText()).toBe(NEW);
-    expect(await web.locator(".release-box .meta").innerText()).toMatch(/^published 6m ago by ci@build-1 · “fix the login page” · 2\.1 MB, 214 files$/);
+    expect(await web.locator(".release-box .meta").innerText()).toMatch(
+      /^published 6m ago by ci@build-1 · “fix the login page” · 2\.1 MB, 214 files$/,
+    );
     expect(await web.locator(".progress-text").innerText()).toBe("2 / 6 nodes on latest");
     expect(await web.locator(".release-box .history").innerText()).toBe(`Earlier: ${OLD} (2d ago)`);
 
     // One row per node in natural order, each with its status as text.
-    expect(await web.locator("tr.node td.name").allInnerTexts()).toEqual(["web-1", "web-2", "web-3", "web-4", "web-5", "web-10"]);
+    expect(await web.locator("tr.node td.name").allInnerTexts()).toEqual([
+      "web-1",
+      "web-2",
+      "web-3",
+      "web-4",
+      "web-5",
+      "web-10",
+    ]);
     const statuses = await web.locator("tr.node .badge").allInnerTexts();
-    expect(statuses.map((s) => s.trim())).toEqual(["success", "failure", "success", "never reported", "deploying", "success"]);
+    expect(statuses.map((s) => s.trim())).toEqual([
+      "success",
+      "failure",
+      "success",
+      "never reported",
+      "deploying",
+      "success",
+    ]);
     expect(await row("web-2").locator("td.err").innerText()).toBe(ERROR);
     expect(await row("web-3").locator("td.rel").innerText()).toBe(`${OLD}older · 2d ago`);
     expect(await row("web-1").locator("td.rel .tag").innerText()).toBe("latest");
@@ -146,7 +194,13 @@ describe("pulldeploy dashboard in Chromium", () => {
     expect(await row("web-4").locator("button").isDisabled()).toBe(true);
     expect(await page.locator('section[data-role="api"] .release-box .rid').innerText()).toBe(API);
     expect(await page.locator('section[data-role="api"] .pills').innerText()).toBe("2 on latest");
-    expect(await web.locator(".pills .pill").allInnerTexts()).toEqual(["2 on latest", "1 deploying", "1 failed", "1 on an older release", "1 never reported"]);
+    expect(await web.locator(".pills .pill").allInnerTexts()).toEqual([
+      "2 on latest",
+      "1 deploying",
+      "1 failed",
+      "1 on an older release",
+      "1 never reported",
+    ]);
 
     // The log tail is one click away.
     const log = page.locator('tr.logrow[data-log-for="web-2"] pre');
@@ -172,14 +226,32 @@ describe("pulldeploy dashboard in Chromium", () => {
     if ((await logRow.count()) === 0) await row("web-2").getByRole("button", { name: "Show log" }).click();
     await logRow.waitFor();
     await page.evaluate(() => ((globalThis as unknown as { notReloaded: boolean }).notReloaded = true));
-    put("web", "web-4", { status: "deploying", phase: "sync", finished_at: null, duration_ms: null, started_at: ago(1000), log_tail: "" });
-    await waitFor(async () => (await row("web-4").locator(".badge").innerText()).trim() === "deploying", "web-4 deploying on the page");
+    put("web", "web-4", {
+      status: "deploying",
+      phase: "sync",
+      finished_at: null,
+      duration_ms: null,
+      started_at: ago(1000),
+      log_tail: "",
+    });
+    await waitFor(
+      async () => (await row("web-4").locator(".badge").innerText()).trim() === "deploying",
+      "web-4 deploying on the page",
+    );
     put("web", "web-4");
     put("web", "web-2", { log_tail: "2026-03-01T12:01:00Z success: deployed on the second try\n" });
-    await waitFor(async () => (await row("web-2").locator(".badge").innerText()).trim() === "success", "web-2 success on the page");
-    await waitFor(async () => (await row("web-4").locator(".badge").innerText()).trim() === "success", "web-4 success on the page");
+    await waitFor(
+      async () => (await row("web-2").locator(".badge").innerText()).trim() === "success",
+      "web-2 success on the page",
+    );
+    await waitFor(
+      async () => (await row("web-4").locator(".badge").innerText()).trim() === "success",
+      "web-4 success on the page",
+    );
     expect(await row("web-2").locator("td.err").innerText()).toBe("");
-    expect(await page.locator('tr.logrow[data-log-for="web-2"] pre').textContent()).toBe("2026-03-01T12:01:00Z success: deployed on the second try\n");
+    expect(await page.locator('tr.logrow[data-log-for="web-2"] pre').textContent()).toBe(
+      "2026-03-01T12:01:00Z success: deployed on the second try\n",
+    );
     expect(await page.locator('section[data-role="web"] .progress-text').innerText()).toBe("4 / 6 nodes on latest");
     expect(await page.evaluate(() => (globalThis as unknown as { notReloaded?: boolean }).notReloaded)).toBe(true);
 
@@ -190,7 +262,11 @@ describe("pulldeploy dashboard in Chromium", () => {
   }, 20_000);
 
   test("/api/state is the same state as JSON; ?index= waits for the next change", async () => {
-    const first = (await (await fetch(`${url}/api/state`)).json()) as { index: number; consul: { ok: boolean }; roles: { role: string; latest: { id: string } | null; rows: { node: string; status: string }[] }[] };
+    const first = (await (await fetch(`${url}/api/state`)).json()) as {
+      index: number;
+      consul: { ok: boolean };
+      roles: { role: string; latest: { id: string } | null; rows: { node: string; status: string }[] }[];
+    };
     expect(first.consul.ok).toBe(true);
     expect(first.roles.map((r) => r.role)).toEqual(["api", "batch", "web"]);
     expect(first.roles[2]!.rows.find((r) => r.node === "web-2")?.status).toBe("success");
@@ -208,12 +284,17 @@ describe("pulldeploy dashboard in Chromium", () => {
     await consul.stop();
     const banner = page.locator("#banner");
     await banner.waitFor({ state: "visible" });
-    expect(await banner.innerText()).toMatch(/^Consul is not answering \(consul .+\)\. Showing the last state seen; retrying\.$/);
+    expect(await banner.innerText()).toMatch(
+      /^Consul is not answering \(consul .+\)\. Showing the last state seen; retrying\.$/,
+    );
     expect(await page.locator("#conn-text").innerText()).toBe("Consul unreachable");
     expect((await row("web-2").locator(".badge").innerText()).trim()).toBe("success");
     await consul.restart();
     put("web", "web-5");
-    await waitFor(async () => (await row("web-5").locator(".badge").innerText()).trim() === "success", "web-5 success after Consul came back");
+    await waitFor(
+      async () => (await row("web-5").locator(".badge").innerText()).trim() === "success",
+      "web-5 success after Consul came back",
+    );
     expect(await banner.isHidden()).toBe(true);
     expect(await page.locator("#conn-text").innerText()).toBe("live");
     expect(stderr).toMatch(/dashboard: consul .*; showing the last state, retrying\n/);

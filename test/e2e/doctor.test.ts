@@ -32,7 +32,10 @@ beforeAll(async () => {
   fs.mkdirSync(stateDir, { mode: 0o700 });
   dest = join(dir.path, "app");
   fs.mkdirSync(dest, { mode: 0o755 });
-  fs.writeFileSync(join(dir.path, "app.yml"), `src: file://${dir.path}/app.tar.gz\nchecksum: ${"0".repeat(64)}\ndest: ${dest}\n`);
+  fs.writeFileSync(
+    join(dir.path, "app.yml"),
+    `src: file://${dir.path}/app.tar.gz\nchecksum: ${"0".repeat(64)}\ndest: ${dest}\n`,
+  );
   expect((await run(["keygen", "--out", join(dir.path, "k")])).code).toBe(0);
   pub = join(dir.path, "k.pub");
   consul = await startConsulStandin();
@@ -69,7 +72,15 @@ async function doctor(extra: string[], env: Record<string, string | undefined> =
     throw new Error(`doctor --json printed no JSON (exit ${r.code}): ${r.stdout}${r.stderr}`);
   }
   const byName = Object.fromEntries(parsed.checks.map((c) => [c.check, c]));
-  return { ...r, ...parsed, row: (name: string): Row => byName[name] ?? (() => { throw new Error(`no row ${name}: ${r.stdout}`); })() };
+  return {
+    ...r,
+    ...parsed,
+    row: (name: string): Row =>
+      byName[name] ??
+      (() => {
+        throw new Error(`no row ${name}: ${r.stdout}`);
+      })(),
+  };
 }
 
 describe("pulldeploy doctor", () => {
@@ -95,7 +106,9 @@ describe("pulldeploy doctor", () => {
   });
 
   test("the text table: one row per check, advice under what is not ok, a summary line", async () => {
-    const r = await run(["doctor", "--role", "web", "--state-dir", stateDir, "--dest", join(dir.path, "nope")], { env: consul.env });
+    const r = await run(["doctor", "--role", "web", "--state-dir", stateDir, "--dest", join(dir.path, "nope")], {
+      env: consul.env,
+    });
     expect(r.code).toBe(0);
     const lines = r.stdout.split("\n");
     expect(lines[0]).toMatch(/^ok {4}consul +127\.0\.0\.1:\d+ answers$/);
@@ -113,7 +126,8 @@ describe("pulldeploy doctor", () => {
     expect(r.code).toBe(1);
     expect(r.ok).toBe(false);
     expect(r.row("consul")).toMatchObject({ status: "fail", detail: `consul ${addr} unreachable: ECONNREFUSED` });
-    for (const c of ["kv read", "kv write", "event fire", "sessions", "clock", "latest release"]) expect(r.row(c).status).toBe("skip");
+    for (const c of ["kv read", "kv write", "event fire", "sessions", "clock", "latest release"])
+      expect(r.row(c).status).toBe("skip");
     expect(r.row("kv write").detail).toBe("not checked: Consul did not answer");
     expect(r.row("state dir").status).toBe("ok"); // the host's own checks still run
   });
@@ -126,20 +140,32 @@ describe("pulldeploy doctor", () => {
     const r = await doctor(["--dest", dest], { ...acl.c.env, CONSUL_HTTP_TOKEN: "wrong-token" });
     expect(r.code).toBe(1);
     expect(r.row("consul").status).toBe("ok");
-    expect(r.row("kv read")).toMatchObject({ status: "fail", detail: "consul GET /v1/kv/pulldeploy/roles/web/latest: 403 ACL not found" });
+    expect(r.row("kv read")).toMatchObject({
+      status: "fail",
+      detail: "consul GET /v1/kv/pulldeploy/roles/web/latest: 403 ACL not found",
+    });
     expect(r.row("kv write").status).toBe("fail");
     expect(r.row("kv write").advice).toContain('key_prefix "pulldeploy/" write');
-    expect(r.row("event fire")).toMatchObject({ status: "warn", detail: "consul PUT /v1/event/fire/deploy: 403 ACL not found" });
-    expect(r.row("sessions")).toMatchObject({ status: "warn", detail: "consul PUT /v1/session/create: 403 ACL not found" });
+    expect(r.row("event fire")).toMatchObject({
+      status: "warn",
+      detail: "consul PUT /v1/event/fire/deploy: 403 ACL not found",
+    });
+    expect(r.row("sessions")).toMatchObject({
+      status: "warn",
+      detail: "consul PUT /v1/session/create: 403 ACL not found",
+    });
     expect(r.row("node name").status).toBe("warn");
     expect(r.row("clock").status).toBe("ok"); // a 403 still carries Consul's Date
     expect(acl.c.fired).toEqual([]);
     // No token at all: Consul's "Permission denied".
     const none = await doctor(["--dest", dest], { ...acl.c.env, CONSUL_HTTP_TOKEN: undefined });
-    expect(none.row("kv write").detail).toMatch(/^consul PUT \/v1\/kv\/pulldeploy\/doctor\/[^/]+: 403 Permission denied$/);
+    expect(none.row("kv write").detail).toMatch(
+      /^consul PUT \/v1\/kv\/pulldeploy\/doctor\/[^/]+: 403 Permission denied$/,
+    );
     // The right token: every Consul row ok.
     const good = await doctor(["--dest", dest], { ...acl.c.env });
-    for (const c of ["kv read", "kv write", "event fire", "sessions", "node name"]) expect(good.row(c).status).toBe("ok");
+    for (const c of ["kv read", "kv write", "event fire", "sessions", "node name"])
+      expect(good.row(c).status).toBe("ok");
   });
 
   test("a world-writable dest fails; an app-owned dest warns", async () => {
@@ -149,7 +175,10 @@ describe("pulldeploy doctor", () => {
     fs.chmodSync(open, 0o777);
     const r = await doctor(["--dest", open]);
     expect(r.code).toBe(1);
-    expect(r.row("dest")).toMatchObject({ status: "fail", detail: `${open} (--dest), uid 0, mode 0777: ${open} is writable by its group or others (mode 777)` });
+    expect(r.row("dest")).toMatchObject({
+      status: "fail",
+      detail: `${open} (--dest), uid 0, mode 0777: ${open} is writable by its group or others (mode 777)`,
+    });
     expect(r.row("dest").advice).toContain("any local user can change what the agent deploys");
     // Under a world-writable parent too.
     const under = join(open, "app");
@@ -163,7 +192,10 @@ describe("pulldeploy doctor", () => {
     fs.chownSync(owned, app!.uid, app!.gid);
     const w = await doctor(["--dest", owned]);
     expect(w.code).toBe(0);
-    expect(w.row("dest")).toMatchObject({ status: "warn", detail: `${owned} (--dest), uid ${app!.uid}, mode 0755: ${owned} is owned by uid ${app!.uid}` });
+    expect(w.row("dest")).toMatchObject({
+      status: "warn",
+      detail: `${owned} (--dest), uid ${app!.uid}, mode 0755: ${owned} is owned by uid ${app!.uid}`,
+    });
   });
 
   test("rsync missing from PATH fails (tar missing only warns); a bad state dir and bad trust keys fail", async () => {
@@ -186,11 +218,26 @@ describe("pulldeploy doctor", () => {
     fs.mkdirSync(loose);
     fs.chmodSync(loose, 0o777);
     fs.writeFileSync(join(d.path, "junk.pub"), "not a key\n");
-    const bad = await run(["doctor", "--json", "--state-dir", loose, "--dest", dest, "--trust-key", `${join(d.path, "junk.pub")},${join(d.path, "missing.pub")}`], { env: consul.env });
+    const bad = await run(
+      [
+        "doctor",
+        "--json",
+        "--state-dir",
+        loose,
+        "--dest",
+        dest,
+        "--trust-key",
+        `${join(d.path, "junk.pub")},${join(d.path, "missing.pub")}`,
+      ],
+      { env: consul.env },
+    );
     const rows: Row[] = JSON.parse(bad.stdout).checks;
     const row = (n: string) => rows.find((c) => c.check === n)!;
     expect(bad.code).toBe(1);
-    expect(row("state dir")).toMatchObject({ status: "fail", detail: `${loose} is writable by its group or others (mode 0777)` });
+    expect(row("state dir")).toMatchObject({
+      status: "fail",
+      detail: `${loose} is writable by its group or others (mode 0777)`,
+    });
     expect(row("trust keys").status).toBe("fail");
     expect(row("trust keys").detail).toContain("junk.pub");
     expect(row("trust keys").detail).toContain("missing.pub");

@@ -9,18 +9,37 @@ import { appRelease, BINARY, run, tempDir, waitFor } from "../support/helpers.ts
 import { startConsulStandin } from "../support/consul-standin.ts";
 import { freePort } from "../support/serf.ts";
 
-const consulEvent = (id: string, url: string) => `[${JSON.stringify({ ID: id, Name: "deploy", Payload: Buffer.from(url).toString("base64"), NodeFilter: "", ServiceFilter: "", TagFilter: "", Version: 1, LTime: 7 })}]\n`;
-const countLines = (f: string) => (fs.existsSync(f) ? fs.readFileSync(f, "utf8").trim().split("\n").filter(Boolean).length : 0);
+const consulEvent = (id: string, url: string) =>
+  `[${JSON.stringify({ ID: id, Name: "deploy", Payload: Buffer.from(url).toString("base64"), NodeFilter: "", ServiceFilter: "", TagFilter: "", Version: 1, LTime: 7 })}]\n`;
+const countLines = (f: string) =>
+  fs.existsSync(f) ? fs.readFileSync(f, "utf8").trim().split("\n").filter(Boolean).length : 0;
 
 function release(dir: string, name: string, version: string, extra = "") {
   const store = join(dir, `store-${name}`);
   fs.mkdirSync(store, { recursive: true });
-  return appRelease(store, { VERSION: version }, (a) => `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${dir}/dest\nrelease_id: ${name}\ncommands:\n  success: ["echo ${name} >> ${dir}/deploys.log"]\n${extra}`);
+  return appRelease(
+    store,
+    { VERSION: version },
+    (a) =>
+      `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${dir}/dest\nrelease_id: ${name}\ncommands:\n  success: ["echo ${name} >> ${dir}/deploys.log"]\n${extra}`,
+  );
 }
 
 /** What publish records as a role's latest release. */
 const record = (id: string, manifestUrl: string, checksum: string) =>
-  JSON.stringify({ id, role: "web", manifest_url: manifestUrl, archive_url: "", algorithm: "sha256", checksum, size: null, files: null, created_at: new Date().toISOString(), publisher: "test@host", message: "" });
+  JSON.stringify({
+    id,
+    role: "web",
+    manifest_url: manifestUrl,
+    archive_url: "",
+    algorithm: "sha256",
+    checksum,
+    size: null,
+    files: null,
+    created_at: new Date().toISOString(),
+    publisher: "test@host",
+    message: "",
+  });
 
 describe("exactly once", () => {
   test("a replayed consul event (watch restart, watch-5 style) deploys nothing; --force deploys", async () => {
@@ -46,10 +65,17 @@ describe("exactly once", () => {
     fs.mkdirSync(state);
     fs.writeFileSync(join(state, "state.json"), "{not json");
     const rel = release(d.path, "r1", "1");
-    const r = await run(["agent"], { stdin: consulEvent("ev-9", rel.manifestUrl), env: { CONSUL_INDEX: "1", PULLDEPLOY_STATE_DIR: state } });
+    const r = await run(["agent"], {
+      stdin: consulEvent("ev-9", rel.manifestUrl),
+      env: { CONSUL_INDEX: "1", PULLDEPLOY_STATE_DIR: state },
+    });
     expect(r.stderr).toContain("is corrupt; starting fresh");
     expect(countLines(join(d.path, "deploys.log"))).toBe(1);
-    expect(JSON.parse(fs.readFileSync(join(state, "state.json"), "utf8"))).toMatchObject({ last_event_id: "ev-9", release_id: "r1", status: "success" });
+    expect(JSON.parse(fs.readFileSync(join(state, "state.json"), "utf8"))).toMatchObject({
+      last_event_id: "ev-9",
+      release_id: "r1",
+      status: "success",
+    });
   });
 
   test("two agents started together on one host deploy once, in turn", async () => {
@@ -57,7 +83,10 @@ describe("exactly once", () => {
     const state = join(d.path, "state");
     const rel = release(d.path, "r1", "1", `  pre: ["sleep 0.5"]\n`);
     const env = { CONSUL_INDEX: "5", PULLDEPLOY_STATE_DIR: state };
-    const [a, b] = await Promise.all([run(["agent"], { stdin: consulEvent("ev-2", rel.manifestUrl), env }), run(["agent"], { stdin: consulEvent("ev-2", rel.manifestUrl), env })]);
+    const [a, b] = await Promise.all([
+      run(["agent"], { stdin: consulEvent("ev-2", rel.manifestUrl), env }),
+      run(["agent"], { stdin: consulEvent("ev-2", rel.manifestUrl), env }),
+    ]);
     expect([a.code, b.code]).toEqual([0, 0]);
     expect(countLines(join(d.path, "deploys.log"))).toBe(1);
     const waited = [a, b].find((r) => r.stderr.includes("skip: consul event ev-2 was handled already"))!;
@@ -69,12 +98,16 @@ describe("exactly once", () => {
     const state = join(d.path, "state");
     fs.mkdirSync(state);
     // The lock is flock(2)ed: a holder (util-linux flock) that says when it has it.
-    const holder = Bun.spawn(["flock", join(state, "lock"), "sh", "-c", "echo locked; exec sleep 30"], { stdout: "pipe" });
+    const holder = Bun.spawn(["flock", join(state, "lock"), "sh", "-c", "echo locked; exec sleep 30"], {
+      stdout: "pipe",
+    });
     fs.writeFileSync(join(state, "lock"), `${holder.pid}\n`);
     try {
       const reader = holder.stdout.getReader();
       expect(new TextDecoder().decode((await reader.read()).value)).toBe("locked\n");
-      const r = await run(["agent", "--lock-wait", "0", "--manifest", "file:///x.yml"], { env: { PULLDEPLOY_STATE_DIR: state } });
+      const r = await run(["agent", "--lock-wait", "0", "--manifest", "file:///x.yml"], {
+        env: { PULLDEPLOY_STATE_DIR: state },
+      });
       expect(r.code).toBe(1);
       expect(r.stderr).toContain(`another pulldeploy agent (pid ${holder.pid}) is deploying on this host`);
     } finally {
@@ -91,11 +124,22 @@ describe("reports in Consul KV", () => {
     const r = await run(["agent", "--role", "web", "--manifest", ok.manifestUrl], { env: consul.env });
     expect(r.code).toBe(0);
     const report = JSON.parse(new TextDecoder().decode(consul.kvEntry("pulldeploy/roles/web/nodes/web-1")!.value!));
-    expect(report).toMatchObject({ node: "web-1", role: "web", status: "success", phase: "done", release_id: "r1", checksum: ok.sha256, error: null, agent_version: "0.1.0" });
+    expect(report).toMatchObject({
+      node: "web-1",
+      role: "web",
+      status: "success",
+      phase: "done",
+      release_id: "r1",
+      checksum: ok.sha256,
+      error: null,
+      agent_version: "0.1.0",
+    });
     expect(report.duration_ms).toBeGreaterThanOrEqual(0);
     expect(report.log_tail).toContain("deploy succeeded");
     // The report went through each phase on the way.
-    const phases = consul.requests.filter((q) => q.method === "PUT" && q.path.endsWith("/nodes/web-1")).map((q) => JSON.parse(q.text).phase);
+    const phases = consul.requests
+      .filter((q) => q.method === "PUT" && q.path.endsWith("/nodes/web-1"))
+      .map((q) => JSON.parse(q.text).phase);
     expect(phases).toEqual(expect.arrayContaining(["manifest", "fetch", "pre", "sync", "post", "done"]));
 
     fs.writeFileSync(ok.manifestPath, "src: [broken\n");
@@ -110,12 +154,19 @@ describe("reports in Consul KV", () => {
     const state = join(d.path, "state");
     const port = await freePort();
     const rel = release(d.path, "r1", "1");
-    const down = await run(["agent", "--role", "web", "--node", "web-9", "--manifest", rel.manifestUrl], { env: { CONSUL_HTTP_ADDR: `127.0.0.1:${port}`, PULLDEPLOY_STATE_DIR: state } });
+    const down = await run(["agent", "--role", "web", "--node", "web-9", "--manifest", rel.manifestUrl], {
+      env: { CONSUL_HTTP_ADDR: `127.0.0.1:${port}`, PULLDEPLOY_STATE_DIR: state },
+    });
     expect(down.code).toBe(0);
     expect(down.stderr).toContain("the deploy goes on, the report is sent when Consul answers");
-    expect(JSON.parse(fs.readFileSync(join(state, "state.json"), "utf8")).pending_report).toMatchObject({ node: "web-9", status: "success" });
+    expect(JSON.parse(fs.readFileSync(join(state, "state.json"), "utf8")).pending_report).toMatchObject({
+      node: "web-9",
+      status: "success",
+    });
     await using consul = await startConsulStandin({ port });
-    const later = await run(["agent", "--role", "web", "--node", "web-9", "--manifest", rel.manifestUrl], { env: { ...consul.env, PULLDEPLOY_STATE_DIR: state } });
+    const later = await run(["agent", "--role", "web", "--node", "web-9", "--manifest", rel.manifestUrl], {
+      env: { ...consul.env, PULLDEPLOY_STATE_DIR: state },
+    });
     expect(later.stderr).toContain("report: sent the report Consul missed earlier (success, release r1)");
     expect(JSON.parse(fs.readFileSync(join(state, "state.json"), "utf8")).pending_report).toBeUndefined();
   });
@@ -126,7 +177,9 @@ describe("--from-kv and --follow", () => {
     await using consul = await startConsulStandin();
     const r = await run(["agent", "--role", "web", "--from-kv"], { env: consul.env });
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain("no release recorded for role web yet (pulldeploy/roles/web/latest is empty): nothing to deploy");
+    expect(r.stderr).toContain(
+      "no release recorded for role web yet (pulldeploy/roles/web/latest is empty): nothing to deploy",
+    );
   });
 
   test("--from-kv deploys the latest release once; a failing one exits 1", async () => {
@@ -155,14 +208,21 @@ describe("--from-kv and --follow", () => {
     expect(r.stderr).toContain("from-kv: latest release of web is r1");
     expect(r.code).toBe(0);
     // The report lands where publish --kv-prefix /custom/ and status --kv-prefix /custom/ look for it.
-    expect(JSON.parse(new TextDecoder().decode(consul.kvEntry("custom/roles/web/nodes/web-1")!.value!))).toMatchObject({ status: "success", release_id: "r1" });
-    const reportKeys = consul.requests.filter((q) => q.method === "PUT" && q.path.includes("/nodes/")).map((q) => q.path);
+    expect(JSON.parse(new TextDecoder().decode(consul.kvEntry("custom/roles/web/nodes/web-1")!.value!))).toMatchObject({
+      status: "success",
+      release_id: "r1",
+    });
+    const reportKeys = consul.requests
+      .filter((q) => q.method === "PUT" && q.path.includes("/nodes/"))
+      .map((q) => q.path);
     expect(reportKeys.length).toBeGreaterThan(0);
     expect(reportKeys.every((k) => k === "/v1/kv/custom/roles/web/nodes/web-1")).toBe(true);
 
     const empty = await run(["agent", "--role", "web", "--from-kv", "--kv-prefix", "//"], { env });
     expect(empty.code).toBe(2);
-    expect(empty.stderr.trim().split("\n").at(-1)).toEndWith(" pulldeploy agent: --kv-prefix: the KV prefix must not be empty");
+    expect(empty.stderr.trim().split("\n").at(-1)).toEndWith(
+      " pulldeploy agent: --kv-prefix: the KV prefix must not be empty",
+    );
   });
 
   test("--follow converges after a KV change and after Consul restarts, and stops on SIGTERM", async () => {
@@ -171,8 +231,12 @@ describe("--from-kv and --follow", () => {
     const r1 = release(d.path, "r1", "1");
     // (A different size: rsync's quick check would skip a same-size file written in the same second.)
     const r2 = release(d.path, "r2", "two");
-    const proc = Bun.spawn([BINARY, "agent", "--role", "web", "--follow", "--follow-wait", "1s"], { stderr: "pipe", env: { PATH: process.env.PATH!, ...consul.env, PULLDEPLOY_STATE_DIR: join(d.path, "state") } });
-    const version = () => (fs.existsSync(join(d.path, "dest/VERSION")) ? fs.readFileSync(join(d.path, "dest/VERSION"), "utf8") : "");
+    const proc = Bun.spawn([BINARY, "agent", "--role", "web", "--follow", "--follow-wait", "1s"], {
+      stderr: "pipe",
+      env: { PATH: process.env.PATH!, ...consul.env, PULLDEPLOY_STATE_DIR: join(d.path, "state") },
+    });
+    const version = () =>
+      fs.existsSync(join(d.path, "dest/VERSION")) ? fs.readFileSync(join(d.path, "dest/VERSION"), "utf8") : "";
     try {
       consul.kvPut("pulldeploy/roles/web/latest", record("r1", r1.manifestUrl, r1.sha256));
       await waitFor(() => version() === "1", "follow to deploy r1");

@@ -18,7 +18,8 @@ beforeAll(() => {
   if (!fs.existsSync(BINARY)) throw new Error(`${BINARY} is missing: run make build`);
   if (process.getuid?.() === 0) {
     const u = appUser();
-    if (u === undefined) throw new Error("running as root but the pulldeploy-app user is missing: run scripts/setup.sh");
+    if (u === undefined)
+      throw new Error("running as root but the pulldeploy-app user is missing: run scripts/setup.sh");
     app = u;
   }
 });
@@ -47,7 +48,10 @@ interface Deployed {
 }
 
 /** Deploy `archive` (gzip-compressed unless `plain`) with a fresh, app-owned dest. */
-async function deployArchive(archive: Uint8Array, opts: { strategy?: string; flags?: string[]; gzip?: boolean } = {}): Promise<Deployed> {
+async function deployArchive(
+  archive: Uint8Array,
+  opts: { strategy?: string; flags?: string[]; gzip?: boolean } = {},
+): Promise<Deployed> {
   await using d = tempDir("pd-hostile-");
   const dest = join(d.path, "dest");
   const outside = join(d.path, "outside");
@@ -75,11 +79,26 @@ async function deployArchive(archive: Uint8Array, opts: { strategy?: string; fla
     join(d.path, "m.yml"),
     `src: file://${file}\nchecksum: ${hex}\ndest: ${dest}\nsync_strategy: ${strategy}\ncommands:\n  failure: ['printf "%s|%s\\n" "$PULLDEPLOY_FAILED_PHASE" "$PULLDEPLOY_ERROR" >> ${hookLog}']\n`,
   );
-  const r = await run(["agent", "--manifest", `file://${d.path}/m.yml`, "--max-files", "200", "--max-extract-size", "10MB", ...(opts.flags ?? [])], { env: { TMPDIR: d.path } });
+  const r = await run(
+    [
+      "agent",
+      "--manifest",
+      `file://${d.path}/m.yml`,
+      "--max-files",
+      "200",
+      "--max-extract-size",
+      "10MB",
+      ...(opts.flags ?? []),
+    ],
+    { env: { TMPDIR: d.path } },
+  );
   return {
     code: r.code,
     failures: fs.existsSync(hookLog) ? fs.readFileSync(hookLog, "utf8").trimEnd().split("\n") : [],
-    log: r.stderr.trimEnd().split("\n").map((l) => l.replace(TS, "")),
+    log: r.stderr
+      .trimEnd()
+      .split("\n")
+      .map((l) => l.replace(TS, "")),
     dest: snapshot(dest),
     destBefore,
     outside: snapshot(outside),
@@ -99,27 +118,98 @@ const ok = entry({ name: "index.html", data: "v1" });
 
 describe("refused through the binary, dest and the world untouched", () => {
   test.each([
-    ["class 2: a newline in a name (a forged log line)", tar(ok, entry({ name: "x\n2026-12-04T00:00:00.000Z deploy succeeded", data: "x" })), "unsafe entry: control character in name: x\\x0a2026-12-04T00:00:00.000Z deploy succeeded"],
-    ["class 2: invalid UTF-8 that a lax decoder would collapse into another name", tar(ok, entry({ name: Buffer.from([0x69, 0x6e, 0x64, 0x65, 0x78, 0xff]), data: "x" })), "unsafe entry: name is not valid UTF-8: index\\xff"],
-    ["class 2: NUL inside a pax path", tar(pax([rec("path", Buffer.from("lib/a.js\0../../x"))]), ok), "unsafe entry: NUL in pax path: PaxHeaders/file"],
-    ["class 2: a dir replaced by a symlink out, then a file through it", tar(entry({ name: "lib/", type: "5" }), entry({ name: "lib", type: "2", linkname: "../outside" }), entry({ name: "lib/keep", data: "pwned" })), "unsafe entry: path goes through a symlink: lib/keep"],
-    ["class 3: a size that is not octal", tar(ok, entry({ name: "f", size: "0000000008\0" })), 'bad tar header: size is not an octal number ("0000000008\\x00\\x00"): f'],
-    ["class 3: a negative base-256 size", tar(ok, entry({ name: "f", size: base256(-512n, 12) })), "bad tar header: size is negative (-512): f"],
-    ["class 3: a pax record whose length is off by one", tar(pax([Buffer.from("13 path=abc\n")]), ok), "bad pax header: record at byte 0 is not 13 bytes ending in a newline: PaxHeaders/file"],
-    ["class 3: pax size=NaN", tar(pax([rec("size", "NaN")]), ok), 'bad pax header: size="NaN" is not a valid size: PaxHeaders/file'],
-    ["class 3: a GNU long name declaring 1 GiB (refused before it is held)", tar(header({ name: "././@LongLink", type: "L", size: 2 ** 30, magic: "gnu" })), "GNU long name of 1073741824 bytes is larger than the 1048576-byte limit: ././@LongLink"],
-    ["class 3: a pax size beyond --max-extract-size", tar(pax([rec("size", String(2 ** 40))]), header({ name: "big" })), "archive expands beyond 10000000 bytes: big"],
-    ["class 3: pax headers count against --max-files", tar(...Array.from({ length: 120 }, (_, i) => [pax([rec("mtime", "1")]), entry({ name: `f${i}`, data: "x" })]).flat()), "too many entries (limit 200, counting 101 pax and long-name headers): PaxHeaders/file"],
-    ["class 3: one deep name implies more directories than --max-files", tar(pax([rec("path", `${"d/".repeat(250)}f`)]), entry({ name: "x", data: "x" })), `too many entries (limit 200, counting 1 pax and long-name headers, counting 250 directories the archive implies): ${"d/".repeat(250)}f`],
-    ["class 6: an empty archive", tar(), "empty archive: no entry besides its root; deploying it would empty dest (pass --allow-empty-archive if that is what you want)"],
-    ["class 6: an archive of only ./", tar(entry({ name: "./", type: "5" })), "empty archive: no entry besides its root; deploying it would empty dest (pass --allow-empty-archive if that is what you want)"],
+    [
+      "class 2: a newline in a name (a forged log line)",
+      tar(ok, entry({ name: "x\n2026-12-04T00:00:00.000Z deploy succeeded", data: "x" })),
+      "unsafe entry: control character in name: x\\x0a2026-12-04T00:00:00.000Z deploy succeeded",
+    ],
+    [
+      "class 2: invalid UTF-8 that a lax decoder would collapse into another name",
+      tar(ok, entry({ name: Buffer.from([0x69, 0x6e, 0x64, 0x65, 0x78, 0xff]), data: "x" })),
+      "unsafe entry: name is not valid UTF-8: index\\xff",
+    ],
+    [
+      "class 2: NUL inside a pax path",
+      tar(pax([rec("path", Buffer.from("lib/a.js\0../../x"))]), ok),
+      "unsafe entry: NUL in pax path: PaxHeaders/file",
+    ],
+    [
+      "class 2: a dir replaced by a symlink out, then a file through it",
+      tar(
+        entry({ name: "lib/", type: "5" }),
+        entry({ name: "lib", type: "2", linkname: "../outside" }),
+        entry({ name: "lib/keep", data: "pwned" }),
+      ),
+      "unsafe entry: path goes through a symlink: lib/keep",
+    ],
+    [
+      "class 3: a size that is not octal",
+      tar(ok, entry({ name: "f", size: "0000000008\0" })),
+      'bad tar header: size is not an octal number ("0000000008\\x00\\x00"): f',
+    ],
+    [
+      "class 3: a negative base-256 size",
+      tar(ok, entry({ name: "f", size: base256(-512n, 12) })),
+      "bad tar header: size is negative (-512): f",
+    ],
+    [
+      "class 3: a pax record whose length is off by one",
+      tar(pax([Buffer.from("13 path=abc\n")]), ok),
+      "bad pax header: record at byte 0 is not 13 bytes ending in a newline: PaxHeaders/file",
+    ],
+    [
+      "class 3: pax size=NaN",
+      tar(pax([rec("size", "NaN")]), ok),
+      'bad pax header: size="NaN" is not a valid size: PaxHeaders/file',
+    ],
+    [
+      "class 3: a GNU long name declaring 1 GiB (refused before it is held)",
+      tar(header({ name: "././@LongLink", type: "L", size: 2 ** 30, magic: "gnu" })),
+      "GNU long name of 1073741824 bytes is larger than the 1048576-byte limit: ././@LongLink",
+    ],
+    [
+      "class 3: a pax size beyond --max-extract-size",
+      tar(pax([rec("size", String(2 ** 40))]), header({ name: "big" })),
+      "archive expands beyond 10000000 bytes: big",
+    ],
+    [
+      "class 3: pax headers count against --max-files",
+      tar(
+        ...Array.from({ length: 120 }, (_, i) => [
+          pax([rec("mtime", "1")]),
+          entry({ name: `f${i}`, data: "x" }),
+        ]).flat(),
+      ),
+      "too many entries (limit 200, counting 101 pax and long-name headers): PaxHeaders/file",
+    ],
+    [
+      "class 3: one deep name implies more directories than --max-files",
+      tar(pax([rec("path", `${"d/".repeat(250)}f`)]), entry({ name: "x", data: "x" })),
+      `too many entries (limit 200, counting 1 pax and long-name headers, counting 250 directories the archive implies): ${"d/".repeat(250)}f`,
+    ],
+    [
+      "class 6: an empty archive",
+      tar(),
+      "empty archive: no entry besides its root; deploying it would empty dest (pass --allow-empty-archive if that is what you want)",
+    ],
+    [
+      "class 6: an archive of only ./",
+      tar(entry({ name: "./", type: "5" })),
+      "empty archive: no entry besides its root; deploying it would empty dest (pass --allow-empty-archive if that is what you want)",
+    ],
   ] as [string, Uint8Array, string][])("%s", async (_name, archive, message) => {
     expectRefused(await deployArchive(archive), message);
   });
 
   test.each(["mv", "release"])("with sync_strategy %s too", async (strategy) => {
-    expectRefused(await deployArchive(tar(ok, entry({ name: "a\x1bb", data: "x" })), { strategy }), "unsafe entry: control character in name: a\\x1bb");
-    expectRefused(await deployArchive(tar(entry({ name: "./", type: "5" })), { strategy }), "empty archive: no entry besides its root; deploying it would empty dest (pass --allow-empty-archive if that is what you want)");
+    expectRefused(
+      await deployArchive(tar(ok, entry({ name: "a\x1bb", data: "x" })), { strategy }),
+      "unsafe entry: control character in name: a\\x1bb",
+    );
+    expectRefused(
+      await deployArchive(tar(entry({ name: "./", type: "5" })), { strategy }),
+      "empty archive: no entry besides its root; deploying it would empty dest (pass --allow-empty-archive if that is what you want)",
+    );
   });
 
   test("--allow-empty-archive deploys the empty tree (dest emptied, as asked)", async () => {
@@ -157,7 +247,10 @@ test("12 fuzzed archives through the binary: each deploys or fails in phase extr
     expect(r.code, where).toBe(1);
     expect(r.failures, where).toHaveLength(1);
     expect(r.failures[0], where).toStartWith("extract|");
-    expect(r.log.filter((l) => l.startsWith("deploy failed in phase extract: ")), where).toHaveLength(1);
+    expect(
+      r.log.filter((l) => l.startsWith("deploy failed in phase extract: ")),
+      where,
+    ).toHaveLength(1);
     expect(r.dest, where).toEqual(r.destBefore);
     outcomes.push("refused");
   }

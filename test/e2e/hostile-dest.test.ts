@@ -13,7 +13,8 @@ import { BINARY, listTree, run, tarGz, tempDir, waitFor, writeTree } from "../su
 const ROOT_RUN = process.getuid?.() === 0;
 const APP = appUser();
 // As root the suite must run in full: a missing app user is a broken setup, not a reason to skip.
-if (ROOT_RUN && APP === undefined) throw new Error("hostile-dest: running as root but the pulldeploy-app user is missing: run scripts/setup.sh");
+if (ROOT_RUN && APP === undefined)
+  throw new Error("hostile-dest: running as root but the pulldeploy-app user is missing: run scripts/setup.sh");
 const suite = ROOT_RUN ? describe : describe.skip;
 
 /** A fixed mtime for every file, so that an unchanged file is equal to the previous release's (and linkable). */
@@ -32,7 +33,12 @@ function scene(strategy: "release" | "rsync" | "mv" = "release") {
   fs.chmodSync(d.path, 0o755);
   const victim = fs.mkdtempSync("/tmp/pd-victim-");
   victims.push(victim);
-  writeTree(victim, { f: "a: the same in every version\n", "a.js": "a: the same in every version\n", "sub/g": "victim g\n", shadow: { mode: 0o640, content: "root:secret\n" } });
+  writeTree(victim, {
+    f: "a: the same in every version\n",
+    "a.js": "a: the same in every version\n",
+    "sub/g": "victim g\n",
+    shadow: { mode: 0o640, content: "root:secret\n" },
+  });
   for (const f of ["f", "a.js"]) fs.utimesSync(join(victim, f), T, T);
   const dest = join(d.path, "app");
   fs.mkdirSync(dest);
@@ -48,19 +54,31 @@ function scene(strategy: "release" | "rsync" | "mv" = "release") {
     tmp,
     store,
     /** A release `id` of version `v` in the store; returns its manifest URL. */
-    release(id: string, v: string, extra = "", opts: { owner?: string; files?: Record<string, string | { mode: number; content: string }>; dirModes?: Record<string, number>; appDirs?: string[] } = {}) {
+    release(
+      id: string,
+      v: string,
+      extra = "",
+      opts: {
+        owner?: string;
+        files?: Record<string, string | { mode: number; content: string }>;
+        dirModes?: Record<string, number>;
+        appDirs?: string[];
+      } = {},
+    ) {
       const src = join(store, id, "src");
       fs.mkdirSync(src, { recursive: true });
       writeTree(src, opts.files ?? files(v));
       // lib/a.js is the same file in every release; the others get an mtime of their own (else rsync's quick check skips them).
       released++;
-      for (const rel of listTree(src)) fs.utimesSync(join(src, rel), rel.endsWith("a.js") ? T : T + released, rel.endsWith("a.js") ? T : T + released);
+      for (const rel of listTree(src))
+        fs.utimesSync(join(src, rel), rel.endsWith("a.js") ? T : T + released, rel.endsWith("a.js") ? T : T + released);
       for (const rel of opts.appDirs ?? []) fs.chownSync(join(src, rel), APP!.uid, APP!.gid);
       for (const [rel, mode] of Object.entries(opts.dirModes ?? {})) fs.chmodSync(join(src, rel), mode);
       const owner = opts.owner ? [`--owner=${opts.owner}`, `--group=${opts.owner}`] : [];
       const archive = tarGz(src, join(store, id, "app.tar.gz"), ["."], owner);
       const sum = new Bun.CryptoHasher("sha256").update(fs.readFileSync(archive)).digest("hex");
-      const kind = strategy === "release" ? `sync_strategy: release\nrelease_id: ${id}\n` : `sync_strategy: ${strategy}\n`;
+      const kind =
+        strategy === "release" ? `sync_strategy: release\nrelease_id: ${id}\n` : `sync_strategy: ${strategy}\n`;
       const manifest = join(store, id, "app.yml");
       fs.writeFileSync(manifest, `src: file://${archive}\nchecksum: ${sum}\ndest: ${dest}\n${kind}${extra}`);
       return `file://${manifest}`;
@@ -79,7 +97,11 @@ function scene(strategy: "release" | "rsync" | "mv" = "release") {
 function victimState(root: string): string[] {
   return listTree(root).map((rel) => {
     const st = fs.lstatSync(join(root, rel));
-    const body = st.isFile() ? fs.readFileSync(join(root, rel), "utf8") : st.isSymbolicLink() ? `-> ${fs.readlinkSync(join(root, rel))}` : "";
+    const body = st.isFile()
+      ? fs.readFileSync(join(root, rel), "utf8")
+      : st.isSymbolicLink()
+        ? `-> ${fs.readlinkSync(join(root, rel))}`
+        : "";
     return `${rel} ${(st.mode & 0o7777).toString(8)} ${st.uid}:${st.gid} n${st.nlink} ${st.mtimeMs} ${body}`;
   });
 }
@@ -107,7 +129,11 @@ suite("class 1: the app user swaps releases/, current and bookkeeping for links"
       if (!first) ok(await s.agent(s.release("r1", "1")));
       asApp(`cd '${s.dest}' && { [ ! -e releases ] || mv releases releases.old; } && ln -s '${s.victim}' releases`);
       const r = await s.agent(s.release("r2", "2", "keep_releases: 2\n"));
-      expectRefused(r, "sync", /releases is a symlink \(to \/tmp\/pd-victim-\w+\), not a directory: refusing to follow it as root/);
+      expectRefused(
+        r,
+        "sync",
+        /releases is a symlink \(to \/tmp\/pd-victim-\w+\), not a directory: refusing to follow it as root/,
+      );
       s.expectVictimIntact();
     }
   });
@@ -115,9 +141,15 @@ suite("class 1: the app user swaps releases/, current and bookkeeping for links"
   test("releases replaced by a real directory of the app's (with a symlink to the victim as an old release): refused, nothing pruned", async () => {
     await using s = scene();
     ok(await s.agent(s.release("r1", "1")));
-    asApp(`cd '${s.dest}' && mv releases releases.old && mkdir releases && ln -s '${s.victim}' releases/r0 && mkdir releases/r00`);
+    asApp(
+      `cd '${s.dest}' && mv releases releases.old && mkdir releases && ln -s '${s.victim}' releases/r0 && mkdir releases/r00`,
+    );
     const r = await s.agent(s.release("r2", "2", "keep_releases: 2\n"));
-    expectRefused(r, "sync", new RegExp(`releases is owned by uid ${APP!.uid}, so another user could swap releases in it`));
+    expectRefused(
+      r,
+      "sync",
+      new RegExp(`releases is owned by uid ${APP!.uid}, so another user could swap releases in it`),
+    );
     s.expectVictimIntact();
     expect(fs.readdirSync(join(s.dest, "releases")).sort()).toEqual(["r0", "r00"]);
   });
@@ -141,19 +173,34 @@ suite("class 1: the app user swaps releases/, current and bookkeeping for links"
     const held = holdingServer(fs.readFileSync.bind(fs));
     try {
       const path = url.slice(7);
-      fs.writeFileSync(path, fs.readFileSync(path, "utf8").replace(/src: file:\/\/(\S+)/, (_m, p: string) => `src: ${held.url}${p}`));
-      const proc = Bun.spawn([BINARY, "agent", "--manifest", url], { stderr: "pipe", env: { PATH: process.env.PATH!, TMPDIR: s.tmp, PULLDEPLOY_STATE_DIR: join(s.d.path, "state") } });
-      await waitFor(() => held.hits() > 0 && fs.existsSync(join(s.dest, `releases/.partial-r2-${proc.pid}`)), "the agent to be extracting");
+      fs.writeFileSync(
+        path,
+        fs.readFileSync(path, "utf8").replace(/src: file:\/\/(\S+)/, (_m, p: string) => `src: ${held.url}${p}`),
+      );
+      const proc = Bun.spawn([BINARY, "agent", "--manifest", url], {
+        stderr: "pipe",
+        env: { PATH: process.env.PATH!, TMPDIR: s.tmp, PULLDEPLOY_STATE_DIR: join(s.d.path, "state") },
+      });
+      await waitFor(
+        () => held.hits() > 0 && fs.existsSync(join(s.dest, `releases/.partial-r2-${proc.pid}`)),
+        "the agent to be extracting",
+      );
       // The app: releases/ moved away; in its place a link to a directory of its own, where the
       // partial dir's name leads to the victim.
       const evil = join(s.d.path, "evil");
       fs.mkdirSync(evil);
       fs.chownSync(evil, APP!.uid, APP!.gid);
-      asApp(`cd '${s.dest}' && mv releases releases.moved && ln -s '${evil}' releases && ln -s '${s.victim}' '${evil}/.partial-r2-${proc.pid}'`);
+      asApp(
+        `cd '${s.dest}' && mv releases releases.moved && ln -s '${evil}' releases && ln -s '${s.victim}' '${evil}/.partial-r2-${proc.pid}'`,
+      );
       held.release();
       const stderr = await new Response(proc.stderr).text();
       expect(await proc.exited).toBe(1);
-      expectRefused({ code: 1, stderr }, "sync", /releases is a symlink \(to .*evil\), not a directory: refusing to follow it as root/);
+      expectRefused(
+        { code: 1, stderr },
+        "sync",
+        /releases is a symlink \(to .*evil\), not a directory: refusing to follow it as root/,
+      );
       s.expectVictimIntact();
     } finally {
       held.release();
@@ -166,7 +213,12 @@ suite("class 1: the app user swaps releases/, current and bookkeeping for links"
     ok(await s.agent(s.release("r1", "1")));
     fs.symlinkSync(s.victim, join(s.dest, "releases/r0"));
     fs.symlinkSync(s.victim, join(s.dest, "releases/.partial-r7-999999"));
-    for (const [id, v] of [["r2", "2"], ["r3", "3"], ["r4", "4"]]) ok(await s.agent(s.release(id!, v!, "keep_releases: 2\n")));
+    for (const [id, v] of [
+      ["r2", "2"],
+      ["r3", "3"],
+      ["r4", "4"],
+    ])
+      ok(await s.agent(s.release(id!, v!, "keep_releases: 2\n")));
     const left = fs.readdirSync(join(s.dest, "releases")).sort();
     expect(left).toEqual([".order", "r0", "r3", "r4"]); // r1, r2 pruned; the symlinks left alone (no one followed them)
     s.expectVictimIntact();
@@ -195,14 +247,27 @@ suite("class 1: the app user swaps releases/, current and bookkeeping for links"
     asApp(`ln -s '${s.victim}' '${apps}/app'`);
     for (const strategy of ["release", "rsync"]) {
       const url = s.release(`x-${strategy}`, "1");
-      fs.writeFileSync(url.slice(7), fs.readFileSync(url.slice(7), "utf8").replace(`dest: ${s.dest}`, `dest: ${apps}/app`).replace(/sync_strategy: \w+/, `sync_strategy: ${strategy}`));
-      expectRefused(await s.agent(url), "sync", /dest \/tmp\/pd-hostile-\w+\/apps\/app is a symlink \(to \/tmp\/pd-victim-\w+\) and the link is owned by uid \d+: refusing to follow it as root/);
+      fs.writeFileSync(
+        url.slice(7),
+        fs
+          .readFileSync(url.slice(7), "utf8")
+          .replace(`dest: ${s.dest}`, `dest: ${apps}/app`)
+          .replace(/sync_strategy: \w+/, `sync_strategy: ${strategy}`),
+      );
+      expectRefused(
+        await s.agent(url),
+        "sync",
+        /dest \/tmp\/pd-hostile-\w+\/apps\/app is a symlink \(to \/tmp\/pd-victim-\w+\) and the link is owned by uid \d+: refusing to follow it as root/,
+      );
     }
     // A root-made link in a root-only directory (an admin's /srv/app -> /data/app) is followed.
     const real = join(s.d.path, "real");
     fs.symlinkSync(real, join(s.d.path, "linked"));
     const url = s.release("y", "1");
-    fs.writeFileSync(url.slice(7), fs.readFileSync(url.slice(7), "utf8").replace(`dest: ${s.dest}`, `dest: ${join(s.d.path, "linked")}`));
+    fs.writeFileSync(
+      url.slice(7),
+      fs.readFileSync(url.slice(7), "utf8").replace(`dest: ${s.dest}`, `dest: ${join(s.d.path, "linked")}`),
+    );
     fs.mkdirSync(real);
     ok(await s.agent(url));
     expect(fs.readFileSync(join(real, "current/VERSION"), "utf8")).toBe("1");
@@ -213,7 +278,9 @@ suite("class 1: the app user swaps releases/, current and bookkeeping for links"
     await using s = scene("rsync");
     const r = await s.agent(s.release("r1", "1"));
     ok(r);
-    expect(r.stderr).toContain(`sync: warning: ${s.dest} is owned by uid ${APP!.uid}: another user can change what is under dest`);
+    expect(r.stderr).toContain(
+      `sync: warning: ${s.dest} is owned by uid ${APP!.uid}: another user can change what is under dest`,
+    );
     // A dest only root can change: no warning.
     fs.chownSync(s.dest, 0, 0);
     const again = await s.agent(s.release("r2", "2"));
@@ -226,7 +293,11 @@ suite("class 2: shared_paths and hard links from the previous release or dest", 
   test("shared -> a symlink to the victim: refused; nothing created in the victim", async () => {
     await using s = scene();
     asApp(`ln -s '${s.victim}' '${s.dest}/shared'`);
-    expectRefused(await s.agent(s.release("r1", "1", 'shared_paths: ["log", "tmp/cache"]\n')), "sync", /shared_paths: .*\/app\/shared is a symlink \(to \/tmp\/pd-victim-\w+\): refusing to create shared paths through it as root/);
+    expectRefused(
+      await s.agent(s.release("r1", "1", 'shared_paths: ["log", "tmp/cache"]\n')),
+      "sync",
+      /shared_paths: .*\/app\/shared is a symlink \(to \/tmp\/pd-victim-\w+\): refusing to create shared paths through it as root/,
+    );
     s.expectVictimIntact();
   });
 
@@ -249,13 +320,20 @@ suite("class 2: shared_paths and hard links from the previous release or dest", 
     const archive = tarGz(join(s.store, "r1/src"), join(s.store, "r1/app.tar.gz"));
     const sum = new Bun.CryptoHasher("sha256").update(fs.readFileSync(archive)).digest("hex");
     fs.writeFileSync(url.slice(7), fs.readFileSync(url.slice(7), "utf8").replace(/checksum: \w+/, `checksum: ${sum}`));
-    expectRefused(await s.agent(url), "sync", /shared_paths: out\/f: out is a symlink \(to \/tmp\/pd-victim-\w+\) in the archive/);
+    expectRefused(
+      await s.agent(url),
+      "sync",
+      /shared_paths: out\/f: out is a symlink \(to \/tmp\/pd-victim-\w+\) in the archive/,
+    );
     s.expectVictimIntact();
   });
 
   test("a previous-release file, or a directory above it, replaced by the app with a symlink to an equal victim file: never followed, written anew", async () => {
     // The release's lib/ and lib/x/ are the app's (as the archive says), its files root's, like the victim's.
-    const opts = { files: { VERSION: "v", "lib/x/a.js": files("1")["lib/a.js"], "lib/b.js": "b" }, appDirs: ["lib", "lib/x"] };
+    const opts = {
+      files: { VERSION: "v", "lib/x/a.js": files("1")["lib/a.js"], "lib/b.js": "b" },
+      appDirs: ["lib", "lib/x"],
+    };
     const attacks: [string, number][] = [
       ["true", 1], // control: untouched, the unchanged file is hard-linked (so the attacks below are what stop it)
       ["rm lib/x/a.js && ln -s '{V}/a.js' lib/x/a.js", 0],
@@ -290,7 +368,8 @@ suite("class 2: shared_paths and hard links from the previous release or dest", 
       const r = await s.agent(s.release("r2", "2"));
       ok(r);
       expect(linkedCount(r.stderr)).toBe(0);
-      if (strategy === "release") expect(fs.statSync(join(s.dest, "releases/r2/lib/a.js")).ino).not.toBe(fs.statSync(victimFile).ino);
+      if (strategy === "release")
+        expect(fs.statSync(join(s.dest, "releases/r2/lib/a.js")).ino).not.toBe(fs.statSync(victimFile).ino);
       expect(victimState(s.victim)).toEqual(before);
       expect(fs.statSync(victimFile).nlink).toBe(2); // the app's link, and no other
     }
@@ -300,7 +379,10 @@ suite("class 2: shared_paths and hard links from the previous release or dest", 
 suite("class 8: read-only trees and what dead runs left", () => {
   test("0555 directories (as in Go module caches) in a release to prune and in a failed run's tree never break cleanup", async () => {
     await using s = scene();
-    const ro = { files: { VERSION: "x", "gomod/cache/m.go": "package m\n" }, dirModes: { "gomod/cache": 0o555, gomod: 0o555 } };
+    const ro = {
+      files: { VERSION: "x", "gomod/cache/m.go": "package m\n" },
+      dirModes: { "gomod/cache": 0o555, gomod: 0o555 },
+    };
     for (const id of ["r1", "r2", "r3", "r4"]) ok(await s.agent(s.release(id, "1", "keep_releases: 2\n", ro)));
     expect(fs.readdirSync(join(s.dest, "releases")).sort()).toEqual([".order", "r3", "r4"]);
     const failing = await s.agent(s.release("r5", "1", 'commands:\n  pre: ["exit 3"]\n', ro));
@@ -332,8 +414,11 @@ suite("class 8: read-only trees and what dead runs left", () => {
       const r = await s.agent(s.release("r1", "1"));
       ok(r);
       expect(r.stderr).toContain("left by an interrupted run");
-      expect(fs.readdirSync(s.tmp).sort()).toEqual([`pulldeploy-${dead}-appsxx`, `pulldeploy-${dead}-linkxx`, `pulldeploy-${live}-livexx`].sort());
-      if (strategy === "release") expect(fs.readdirSync(join(s.dest, "releases")).filter((n) => n.startsWith(".partial"))).toEqual([]);
+      expect(fs.readdirSync(s.tmp).sort()).toEqual(
+        [`pulldeploy-${dead}-appsxx`, `pulldeploy-${dead}-linkxx`, `pulldeploy-${live}-livexx`].sort(),
+      );
+      if (strategy === "release")
+        expect(fs.readdirSync(join(s.dest, "releases")).filter((n) => n.startsWith(".partial"))).toEqual([]);
       s.expectVictimIntact();
     }
   });
@@ -344,32 +429,59 @@ suite("crash safety inside release's sync: every state a kill -9 between two of 
   // rename over current → write .order.tmp-<pid> → rename over .order → prune. A kill between two steps
   // leaves one of these states (made here as the dead run would have, with a dead pid).
   const states: [string, (s: ReturnType<typeof scene>, dead: number) => void][] = [
-    ["extracted, not committed", (s, dead) => fs.cpSync(join(s.dest, "releases/r1"), join(s.dest, `releases/.partial-r2-${dead}`), { recursive: true, verbatimSymlinks: true })],
+    [
+      "extracted, not committed",
+      (s, dead) =>
+        fs.cpSync(join(s.dest, "releases/r1"), join(s.dest, `releases/.partial-r2-${dead}`), {
+          recursive: true,
+          verbatimSymlinks: true,
+        }),
+    ],
     // Complete by construction (renamed from a finished partial): the next run switches to it as it is.
-    ["committed, current not switched", (s) => {
-      fs.cpSync(join(s.dest, "releases/r1"), join(s.dest, "releases/r2"), { recursive: true, verbatimSymlinks: true });
-      writeTree(join(s.dest, "releases/r2"), files("2"));
-    }],
-    ["the new current link made, not renamed", (s, dead) => fs.symlinkSync("releases/r1", join(s.dest, `.current.tmp-${dead}`))],
-    ["the order written, not renamed", (s, dead) => fs.writeFileSync(join(s.dest, `releases/.order.tmp-${dead}`), '{"order":["r1","r2"]}\n')],
+    [
+      "committed, current not switched",
+      (s) => {
+        fs.cpSync(join(s.dest, "releases/r1"), join(s.dest, "releases/r2"), {
+          recursive: true,
+          verbatimSymlinks: true,
+        });
+        writeTree(join(s.dest, "releases/r2"), files("2"));
+      },
+    ],
+    [
+      "the new current link made, not renamed",
+      (s, dead) => fs.symlinkSync("releases/r1", join(s.dest, `.current.tmp-${dead}`)),
+    ],
+    [
+      "the order written, not renamed",
+      (s, dead) => fs.writeFileSync(join(s.dest, `releases/.order.tmp-${dead}`), '{"order":["r1","r2"]}\n'),
+    ],
   ];
-  test.each(states)("%s: the next deploy completes, sweeps, and a rollback goes back to a complete release", async (_name, leave) => {
-    await using s = scene();
-    ok(await s.agent(s.release("r1", "1")));
-    const dead = deadPid();
-    leave(s, dead);
-    const r = await s.agent(s.release("r2", "2"));
-    ok(r);
-    expect(fs.readlinkSync(join(s.dest, "current"))).toBe("releases/r2");
-    expect(fs.readFileSync(join(s.dest, "current/VERSION"), "utf8")).toBe("2");
-    expect(fs.readdirSync(join(s.dest, "releases")).filter((n) => n.startsWith(".")).sort()).toEqual([".order"]);
-    expect(fs.readdirSync(s.dest).filter((n) => n.startsWith("."))).toEqual([]);
-    const back = await run(["rollback", "--dest", s.dest]);
-    expect(back.code).toBe(0);
-    expect(fs.readlinkSync(join(s.dest, "current"))).toBe("releases/r1");
-    expect(listTree(join(s.dest, "current/"))).toEqual(["VERSION", "lib/", "lib/a.js", "lib/b.js"]);
-    s.expectVictimIntact();
-  });
+  test.each(states)(
+    "%s: the next deploy completes, sweeps, and a rollback goes back to a complete release",
+    async (_name, leave) => {
+      await using s = scene();
+      ok(await s.agent(s.release("r1", "1")));
+      const dead = deadPid();
+      leave(s, dead);
+      const r = await s.agent(s.release("r2", "2"));
+      ok(r);
+      expect(fs.readlinkSync(join(s.dest, "current"))).toBe("releases/r2");
+      expect(fs.readFileSync(join(s.dest, "current/VERSION"), "utf8")).toBe("2");
+      expect(
+        fs
+          .readdirSync(join(s.dest, "releases"))
+          .filter((n) => n.startsWith("."))
+          .sort(),
+      ).toEqual([".order"]);
+      expect(fs.readdirSync(s.dest).filter((n) => n.startsWith("."))).toEqual([]);
+      const back = await run(["rollback", "--dest", s.dest]);
+      expect(back.code).toBe(0);
+      expect(fs.readlinkSync(join(s.dest, "current"))).toBe("releases/r1");
+      expect(listTree(join(s.dest, "current/"))).toEqual(["VERSION", "lib/", "lib/a.js", "lib/b.js"]);
+      s.expectVictimIntact();
+    },
+  );
 });
 
 /** A pid that just exited (not reused within a test). */
@@ -385,11 +497,14 @@ function deadPid(): number {
  */
 suite("crash safety: kill -9 in every phase of every strategy, then a clean deploy (and a rollback)", () => {
   const cases: [string, string][] = [];
-  for (const strategy of ["rsync", "mv", "release"]) for (const phase of ["fetch", "pre", "sync", "post"]) if (!(phase === "sync" && strategy !== "rsync")) cases.push([strategy, phase]);
+  for (const strategy of ["rsync", "mv", "release"])
+    for (const phase of ["fetch", "pre", "sync", "post"])
+      if (!(phase === "sync" && strategy !== "rsync")) cases.push([strategy, phase]);
   test.each(cases)("%s: kill -9 during %s", async (strategy, phase) => {
     await using s = scene(strategy as "release");
     const marker = join(s.d.path, "marker");
-    const hook = (p: string) => `commands:\n  ${p}: ["echo $$ > ${marker}.tmp && mv ${marker}.tmp ${marker} && exec sleep 60"]\n`;
+    const hook = (p: string) =>
+      `commands:\n  ${p}: ["echo $$ > ${marker}.tmp && mv ${marker}.tmp ${marker} && exec sleep 60"]\n`;
     const held = holdingServer(fs.readFileSync.bind(fs));
     try {
       if (strategy !== "mv") ok(await s.agent(s.release("r1", "1")));
@@ -398,13 +513,24 @@ suite("crash safety: kill -9 in every phase of every strategy, then a clean depl
       let manifestUrl = url;
       if (phase === "fetch") {
         const path = url.slice(7);
-        fs.writeFileSync(path, fs.readFileSync(path, "utf8").replace(/src: file:\/\/(\S+)/, (_m, p: string) => `src: ${held.url}${p}`));
+        fs.writeFileSync(
+          path,
+          fs.readFileSync(path, "utf8").replace(/src: file:\/\/(\S+)/, (_m, p: string) => `src: ${held.url}${p}`),
+        );
         manifestUrl = url;
       }
       const bin = join(s.d.path, "bin");
       fs.mkdirSync(bin);
-      fs.writeFileSync(join(bin, "rsync"), `#!/bin/sh\necho $$ > ${marker}.tmp && mv ${marker}.tmp ${marker}\nsleep 60\nexec ${Bun.which("rsync")} "$@"\n`, { mode: 0o755 });
-      const env: Record<string, string> = { PATH: phase === "sync" ? `${bin}:${process.env.PATH}` : process.env.PATH!, TMPDIR: s.tmp, PULLDEPLOY_STATE_DIR: join(s.d.path, "state") };
+      fs.writeFileSync(
+        join(bin, "rsync"),
+        `#!/bin/sh\necho $$ > ${marker}.tmp && mv ${marker}.tmp ${marker}\nsleep 60\nexec ${Bun.which("rsync")} "$@"\n`,
+        { mode: 0o755 },
+      );
+      const env: Record<string, string> = {
+        PATH: phase === "sync" ? `${bin}:${process.env.PATH}` : process.env.PATH!,
+        TMPDIR: s.tmp,
+        PULLDEPLOY_STATE_DIR: join(s.d.path, "state"),
+      };
       const proc = Bun.spawn([BINARY, "agent", "--manifest", manifestUrl], { stderr: "ignore", env });
       await waitFor(() => (phase === "fetch" ? held.hits() > 0 : fs.existsSync(marker)), `the agent to reach ${phase}`);
       proc.kill("SIGKILL");
@@ -418,9 +544,17 @@ suite("crash safety: kill -9 in every phase of every strategy, then a clean depl
         expect(fs.readFileSync(join(s.dest, "VERSION"), "utf8")).toBe("1");
       }
       // A clean deploy: sweeps what the dead run left, deploys r2.
-      fs.writeFileSync(url.slice(7), fs.readFileSync(url.slice(7), "utf8").replace(/commands:[\s\S]*$/, "").replace(/src: http:\/\/[^/]+/, "src: file://"));
+      fs.writeFileSync(
+        url.slice(7),
+        fs
+          .readFileSync(url.slice(7), "utf8")
+          .replace(/commands:[\s\S]*$/, "")
+          .replace(/src: http:\/\/[^/]+/, "src: file://"),
+      );
       if (strategy === "mv") fs.rmSync(s.dest, { recursive: true, force: true });
-      const again = await run(["agent", "--manifest", url], { env: { TMPDIR: s.tmp, PULLDEPLOY_STATE_DIR: join(s.d.path, "state"), PATH: process.env.PATH } });
+      const again = await run(["agent", "--manifest", url], {
+        env: { TMPDIR: s.tmp, PULLDEPLOY_STATE_DIR: join(s.d.path, "state"), PATH: process.env.PATH },
+      });
       ok(again);
       expect(fs.readdirSync(s.tmp)).toEqual([]);
       const live = strategy === "release" ? join(s.dest, "current") : s.dest;
@@ -477,5 +611,10 @@ function holdingServer(read: (p: string) => Buffer) {
       );
     },
   });
-  return { url: `http://127.0.0.1:${server.port}`, hits: () => hits, release: () => releaseAll(), stop: () => server.stop(true) };
+  return {
+    url: `http://127.0.0.1:${server.port}`,
+    hits: () => hits,
+    release: () => releaseAll(),
+    stop: () => server.stop(true),
+  };
 }

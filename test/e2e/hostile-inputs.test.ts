@@ -18,7 +18,11 @@ import { startConsulStandin, type ConsulStandin } from "../support/consul-standi
 import { appRelease, BINARY, httpServer, listTree, run, tempDir, waitFor } from "../support/helpers.ts";
 
 const TS = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z /;
-const lines = (stderr: string) => stderr.trim().split("\n").map((l) => l.replace(TS, ""));
+const lines = (stderr: string) =>
+  stderr
+    .trim()
+    .split("\n")
+    .map((l) => l.replace(TS, ""));
 const failedLine = (stderr: string) => lines(stderr).find((l) => l.startsWith("deploy failed in phase ")) ?? "";
 
 beforeAll(() => {
@@ -66,17 +70,33 @@ async function kvDump(consul: ConsulStandin): Promise<string> {
   const res = await fetch(`${consul.url}/v1/kv/?recurse`);
   if (res.status === 404) return "";
   const entries = (await res.json()) as { Key: string; Value: string | null }[];
-  return entries.map((e) => `${e.Key}=${e.Value === null ? "" : Buffer.from(e.Value, "base64").toString("utf8")}`).join("\n");
+  return entries
+    .map((e) => `${e.Key}=${e.Value === null ? "" : Buffer.from(e.Value, "base64").toString("utf8")}`)
+    .join("\n");
 }
 
 describe("class 4: the network hangs or lies", () => {
   test("a manifest server that accepts and never answers: each attempt ends at --timeout, --retry honoured, one line", async () => {
     using srv = tcpServer();
     const started = performance.now();
-    const r = await run(["agent", "--timeout", "300ms", "--retry", "1", "--retry-wait", "50ms", "--manifest", `${srv.url}/app.yml`]);
+    const r = await run([
+      "agent",
+      "--timeout",
+      "300ms",
+      "--retry",
+      "1",
+      "--retry-wait",
+      "50ms",
+      "--manifest",
+      `${srv.url}/app.yml`,
+    ]);
     expect(r.code).toBe(1);
-    expect(failedLine(r.stderr)).toBe(`deploy failed in phase manifest: fetch ${srv.url}/app.yml: no complete answer within 0.3s (--timeout) (after 2 attempts)`);
-    expect(lines(r.stderr)).toContain(`manifest: fetch ${srv.url}/app.yml: no complete answer within 0.3s (--timeout); retrying in 0.05s (attempt 2 of 2)`);
+    expect(failedLine(r.stderr)).toBe(
+      `deploy failed in phase manifest: fetch ${srv.url}/app.yml: no complete answer within 0.3s (--timeout) (after 2 attempts)`,
+    );
+    expect(lines(r.stderr)).toContain(
+      `manifest: fetch ${srv.url}/app.yml: no complete answer within 0.3s (--timeout); retrying in 0.05s (attempt 2 of 2)`,
+    );
     expect(srv.connections()).toBe(2);
     expect(performance.now() - started).toBeLessThan(10_000);
   });
@@ -85,20 +105,47 @@ describe("class 4: the network hangs or lies", () => {
     await using d = tempDir();
     const dest = appDest(d.path);
     using srv = tcpServer();
-    const rel = appRelease(d.path, { "index.html": "v1" }, (a) => `src: ${srv.url}/app.tar.gz\nchecksum: ${a.sha256}\ndest: ${dest}\n`);
-    const r = await run(["agent", "--timeout", "300ms", "--retry", "1", "--retry-wait", "10ms", "--manifest", rel.manifestUrl]);
+    const rel = appRelease(
+      d.path,
+      { "index.html": "v1" },
+      (a) => `src: ${srv.url}/app.tar.gz\nchecksum: ${a.sha256}\ndest: ${dest}\n`,
+    );
+    const r = await run([
+      "agent",
+      "--timeout",
+      "300ms",
+      "--retry",
+      "1",
+      "--retry-wait",
+      "10ms",
+      "--manifest",
+      rel.manifestUrl,
+    ]);
     expect(r.code).toBe(1);
-    expect(failedLine(r.stderr)).toBe(`deploy failed in phase fetch: fetch ${srv.url}/app.tar.gz: timed out (after 2 attempts)`);
+    expect(failedLine(r.stderr)).toBe(
+      `deploy failed in phase fetch: fetch ${srv.url}/app.tar.gz: timed out (after 2 attempts)`,
+    );
     expect(srv.connections()).toBe(2);
     expect(listTree(dest)).toEqual([]);
   });
 
   test("an S3 endpoint that accepts and never answers: the manifest's attempts end at --timeout and are retried", async () => {
     using srv = tcpServer();
-    const env = { AWS_ENDPOINT_URL_S3: srv.url, AWS_ACCESS_KEY_ID: "AKIAEXAMPLE", AWS_SECRET_ACCESS_KEY: "secret", AWS_REGION: "us-east-1", AWS_EC2_METADATA_DISABLED: "true" };
-    const r = await run(["agent", "--timeout", "300ms", "--retry", "1", "--retry-wait", "10ms", "--manifest", "s3://deploys/app.yml"], { env });
+    const env = {
+      AWS_ENDPOINT_URL_S3: srv.url,
+      AWS_ACCESS_KEY_ID: "AKIAEXAMPLE",
+      AWS_SECRET_ACCESS_KEY: "secret",
+      AWS_REGION: "us-east-1",
+      AWS_EC2_METADATA_DISABLED: "true",
+    };
+    const r = await run(
+      ["agent", "--timeout", "300ms", "--retry", "1", "--retry-wait", "10ms", "--manifest", "s3://deploys/app.yml"],
+      { env },
+    );
     expect(r.code).toBe(1);
-    expect(failedLine(r.stderr)).toBe("deploy failed in phase manifest: fetch s3://deploys/app.yml: no complete answer within 0.3s (--timeout) (after 2 attempts)");
+    expect(failedLine(r.stderr)).toBe(
+      "deploy failed in phase manifest: fetch s3://deploys/app.yml: no complete answer within 0.3s (--timeout) (after 2 attempts)",
+    );
   });
 
   test("a manifest trickled a byte at a time: the deadline covers the body", async () => {
@@ -118,27 +165,41 @@ describe("class 4: the network hangs or lies", () => {
     try {
       const r = await run(["agent", "--timeout", "400ms", "--manifest", `${srv.url}/app.yml`]);
       expect(r.code).toBe(1);
-      expect(failedLine(r.stderr)).toBe(`deploy failed in phase manifest: fetch ${srv.url}/app.yml: no complete answer within 0.4s (--timeout)`);
+      expect(failedLine(r.stderr)).toBe(
+        `deploy failed in phase manifest: fetch ${srv.url}/app.yml: no complete answer within 0.4s (--timeout)`,
+      );
     } finally {
       stop = true;
     }
   });
 
   test("an endless manifest body and a lying 10 GB Content-Length are refused at the 1 MiB cap", async () => {
-    await using endless = httpServer(() => new Response(new ReadableStream({ pull: (c) => c.enqueue(new Uint8Array(65536).fill(0x23)) })));
+    await using endless = httpServer(
+      () => new Response(new ReadableStream({ pull: (c) => c.enqueue(new Uint8Array(65536).fill(0x23)) })),
+    );
     const a = await run(["agent", "--manifest", `${endless.url}/big.yml`]);
     expect(a.code).toBe(1);
-    expect(failedLine(a.stderr)).toBe(`deploy failed in phase manifest: fetch ${endless.url}/big.yml: larger than 1048576 bytes; a manifest or signature is never that big: check the URL`);
+    expect(failedLine(a.stderr)).toBe(
+      `deploy failed in phase manifest: fetch ${endless.url}/big.yml: larger than 1048576 bytes; a manifest or signature is never that big: check the URL`,
+    );
     using liar = tcpServer((s) => void s.write("HTTP/1.1 200 OK\r\nContent-Length: 10737418240\r\n\r\nsrc: x\n"));
     const b = await run(["agent", "--timeout", "5s", "--manifest", `${liar.url}/big.yml`]);
-    expect(failedLine(b.stderr)).toBe(`deploy failed in phase manifest: fetch ${liar.url}/big.yml: larger than 1048576 bytes (10737418240 bytes); a manifest or signature is never that big: check the URL`);
+    expect(failedLine(b.stderr)).toBe(
+      `deploy failed in phase manifest: fetch ${liar.url}/big.yml: larger than 1048576 bytes (10737418240 bytes); a manifest or signature is never that big: check the URL`,
+    );
   });
 
   test("a manifest that fails with 503 then 502 is deployed on the third attempt (--retry 2)", async () => {
     await using d = tempDir();
     const dest = appDest(d.path);
-    const rel = appRelease(d.path, { "index.html": "v1" }, (a) => `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${dest}\n`);
-    await using srv = httpServer((_req, n) => (n <= 2 ? new Response("busy", { status: 502 + n - 1 }) : new Response(fs.readFileSync(rel.manifestPath))));
+    const rel = appRelease(
+      d.path,
+      { "index.html": "v1" },
+      (a) => `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${dest}\n`,
+    );
+    await using srv = httpServer((_req, n) =>
+      n <= 2 ? new Response("busy", { status: 502 + n - 1 }) : new Response(fs.readFileSync(rel.manifestPath)),
+    );
     const r = await run(["agent", "--retry", "2", "--retry-wait", "10ms", "--manifest", `${srv.url}/app.yml`]);
     expect(r.code).toBe(0);
     expect(srv.requests).toHaveLength(3);
@@ -149,13 +210,25 @@ describe("class 4: the network hangs or lies", () => {
     await using d = tempDir();
     expect((await run(["keygen", "--out", join(d.path, "k")])).code).toBe(0);
     const dest = appDest(d.path);
-    const rel = appRelease(d.path, { "index.html": "v1" }, (a) => `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${dest}\n`);
+    const rel = appRelease(
+      d.path,
+      { "index.html": "v1" },
+      (a) => `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${dest}\n`,
+    );
     using hang = tcpServer();
     await using srv = httpServer(async (req) => {
       if (req.url.endsWith(".sig")) return fetch(`${hang.url}/x.sig`); // a backend that never answers
       return new Response(fs.readFileSync(rel.manifestPath));
     });
-    const r = await run(["agent", "--trust-key", join(d.path, "k.pub"), "--timeout", "300ms", "--manifest", `${srv.url}/app.yml`]);
+    const r = await run([
+      "agent",
+      "--trust-key",
+      join(d.path, "k.pub"),
+      "--timeout",
+      "300ms",
+      "--manifest",
+      `${srv.url}/app.yml`,
+    ]);
     expect(r.code).toBe(1);
     expect(failedLine(r.stderr)).toBe(
       `deploy failed in phase signature: cannot verify the manifest: fetch ${srv.url}/app.yml.sig: no complete answer within 0.3s (--timeout); refusing it because trust keys are configured`,
@@ -195,7 +268,12 @@ describe("class 4: the network hangs or lies", () => {
     fs.writeSync(rw, "file:///x.yml"); // no newline, never closed
     const rd = fs.openSync(fifo, fs.constants.O_RDONLY);
     try {
-      const proc = Bun.spawn([BINARY, "agent", "--trigger-timeout", "300ms"], { stdin: rd, stdout: "ignore", stderr: "pipe", env: { PATH: process.env.PATH!, PULLDEPLOY_STATE_DIR: d.path } });
+      const proc = Bun.spawn([BINARY, "agent", "--trigger-timeout", "300ms"], {
+        stdin: rd,
+        stdout: "ignore",
+        stderr: "pipe",
+        env: { PATH: process.env.PATH!, PULLDEPLOY_STATE_DIR: d.path },
+      });
       expect(await proc.exited).toBe(1);
       expect(lines(await new Response(proc.stderr).text())).toEqual([
         "pulldeploy agent: stdin: no complete trigger within 0.3s (consul watch and serf write it and close stdin at once; --trigger-timeout)",
@@ -209,7 +287,9 @@ describe("class 4: the network hangs or lies", () => {
   test("a trigger larger than 1 MiB is refused without reading on", async () => {
     const r = await run(["agent"], { stdin: `file:///x.yml${" ".repeat(2 << 20)}\n` });
     expect(r.code).toBe(1);
-    expect(lines(r.stderr)).toEqual(["pulldeploy agent: stdin: more than 1048576 bytes; a trigger is one consul event array or one URL line"]);
+    expect(lines(r.stderr)).toEqual([
+      "pulldeploy agent: stdin: more than 1048576 bytes; a trigger is one consul event array or one URL line",
+    ]);
   });
 });
 
@@ -242,7 +322,10 @@ describe("class 5: secrets never leave the host", () => {
           `src: ${srcUrl}\nchecksum: ${rel.sha256}\ndest: ${dest}\ncommands:\n  failure:\n    - env > ${d.path}/failure.env\n    - cat > ${d.path}/failure.stdin\n  success:\n    - env > ${d.path}/success.env\n    - cat > ${d.path}/success.stdin\n`,
         );
       }
-      if (path === "/app.tar.gz") return srcStatus === 200 ? new Response(fs.readFileSync(rel.archive)) : new Response("no", { status: srcStatus });
+      if (path === "/app.tar.gz")
+        return srcStatus === 200
+          ? new Response(fs.readFileSync(rel.archive))
+          : new Response("no", { status: srcStatus });
       return new Response("not found", { status: 404 });
     });
     const host = srv.url.replace("http://", "");
@@ -253,7 +336,10 @@ describe("class 5: secrets never leave the host", () => {
     // The state file an older agent left world-readable.
     fs.mkdirSync(state);
     fs.writeFileSync(join(state, "state.json"), "{}\n", { mode: 0o644 });
-    const r = await run(["agent", "--role", "web", "--node", "web-1"], { stdin: `${manifestUrl}\n`, env: { ...consul.env, PULLDEPLOY_STATE_DIR: state } });
+    const r = await run(["agent", "--role", "web", "--node", "web-1"], {
+      stdin: `${manifestUrl}\n`,
+      env: { ...consul.env, PULLDEPLOY_STATE_DIR: state },
+    });
     const kv = await kvDump(consul);
     return { d, r, kv, state, dest, srv };
   }
@@ -278,7 +364,13 @@ describe("class 5: secrets never leave the host", () => {
     expect(env).toContain("PULLDEPLOY_FAILED_PHASE=fetch");
     expect(kv).toContain('"status":"failure"');
     expect(kv).toContain("X-Amz-Signature=***");
-    expectNoSecret({ stderr: r.stderr, kv, env, stdin: read(join(d.path, "failure.stdin")), state: read(join(state, "state.json")) });
+    expectNoSecret({
+      stderr: r.stderr,
+      kv,
+      env,
+      stdin: read(join(d.path, "failure.stdin")),
+      state: read(join(state, "state.json")),
+    });
     expect(fs.statSync(join(state, "state.json")).mode & 0o777).toBe(0o600);
     if (appUser()) expect(() => asApp(`cat ${join(state, "state.json")}`)).toThrow("Permission denied");
   });
@@ -289,10 +381,20 @@ describe("class 5: secrets never leave the host", () => {
     expect(r.code).toBe(0);
     expect(fs.readFileSync(join(dest, "index.html"), "utf8")).toBe("v1");
     const env = read(join(d.path, "success.env"));
-    expect(env).toMatch(/^PULLDEPLOY_MANIFEST_URL=http:\/\/deploy:\*\*\*@127\.0\.0\.1:\d+\/app\.yml\?X-Amz-Signature=\*\*\*$/m);
-    expect(env).toMatch(/^PULLDEPLOY_SRC=http:\/\/\*\*\*@127\.0\.0\.1:\d+\/app\.tar\.gz\?X-Amz-Signature=\*\*\*&X-Amz-Credential=\*\*\*&/m);
+    expect(env).toMatch(
+      /^PULLDEPLOY_MANIFEST_URL=http:\/\/deploy:\*\*\*@127\.0\.0\.1:\d+\/app\.yml\?X-Amz-Signature=\*\*\*$/m,
+    );
+    expect(env).toMatch(
+      /^PULLDEPLOY_SRC=http:\/\/\*\*\*@127\.0\.0\.1:\d+\/app\.tar\.gz\?X-Amz-Signature=\*\*\*&X-Amz-Credential=\*\*\*&/m,
+    );
     expect(kv).toContain('"status":"success"');
-    expectNoSecret({ stderr: r.stderr, kv, env, stdin: read(join(d.path, "success.stdin")), state: read(join(state, "state.json")) });
+    expectNoSecret({
+      stderr: r.stderr,
+      kv,
+      env,
+      stdin: read(join(d.path, "success.stdin")),
+      state: read(join(state, "state.json")),
+    });
     expect(fs.statSync(join(state, "state.json")).mode & 0o777).toBe(0o600);
   });
 
@@ -300,10 +402,17 @@ describe("class 5: secrets never leave the host", () => {
     await using d = tempDir();
     const dest = appDest(d.path);
     const src = `file://ci:${SECRETS.password}@files.internal/app.tar.gz?X-Goog-Signature=${SECRETS.googSig}`;
-    const rel = appRelease(d.path, { "index.html": "v1" }, () => `src: ${src}\nchecksum: ${"0".repeat(64)}\ndest: ${dest}\ncommands:\n  failure: ["env > ${d.path}/failure.env"]\n`);
+    const rel = appRelease(
+      d.path,
+      { "index.html": "v1" },
+      () =>
+        `src: ${src}\nchecksum: ${"0".repeat(64)}\ndest: ${dest}\ncommands:\n  failure: ["env > ${d.path}/failure.env"]\n`,
+    );
     const r = await run(["agent", "--manifest", rel.manifestUrl]);
     expect(r.code).toBe(1);
-    expect(failedLine(r.stderr)).toBe("deploy failed in phase fetch: fetch file://ci:***@files.internal/app.tar.gz?X-Goog-Signature=***: not a valid file URL; use file:///absolute/path");
+    expect(failedLine(r.stderr)).toBe(
+      "deploy failed in phase fetch: fetch file://ci:***@files.internal/app.tar.gz?X-Goog-Signature=***: not a valid file URL; use file:///absolute/path",
+    );
     expectNoSecret({ stderr: r.stderr, env: read(join(d.path, "failure.env")) });
   });
 
@@ -315,10 +424,15 @@ describe("class 5: secrets never leave the host", () => {
       await using consul = await startConsulStandin();
       using down = tcpServer((s) => void s.end()); // a Consul that hangs up on every request
       const url = `ftp://ci:${SECRETS.password}@files.internal/app.yml?X-Goog-Signature=${SECRETS.googSig}`;
-      const env = { CONSUL_HTTP_ADDR: consulUp ? consul.addr : down.url.replace("http://", ""), PULLDEPLOY_STATE_DIR: state };
+      const env = {
+        CONSUL_HTTP_ADDR: consulUp ? consul.addr : down.url.replace("http://", ""),
+        PULLDEPLOY_STATE_DIR: state,
+      };
       const r = await run(["agent", "--role", "web", "--node", "web-1", "--manifest", url], { env });
       expect(r.code).toBe(1);
-      expect(failedLine(r.stderr)).toBe('deploy failed in phase manifest: fetch ftp://ci:***@files.internal/app.yml?X-Goog-Signature=***: unknown scheme "ftp" (valid: file, http, https, s3, gs)');
+      expect(failedLine(r.stderr)).toBe(
+        'deploy failed in phase manifest: fetch ftp://ci:***@files.internal/app.yml?X-Goog-Signature=***: unknown scheme "ftp" (valid: file, http, https, s3, gs)',
+      );
       const saved = read(join(state, "state.json"));
       const kv = await kvDump(consul);
       expect(consulUp ? kv : saved).toContain('unknown scheme \\"ftp\\"');
@@ -328,51 +442,99 @@ describe("class 5: secrets never leave the host", () => {
 });
 
 describe("class 6: misconfiguration fails closed", () => {
-  test.each([[["--trust-key="]], [["--trust-key", ""]], [["--trust-key", " , "]], [["-trust-key", ""]]])("explicit empty %j: exit 2, one line", async (flag: string[]) => {
-    const r = await run(["agent", ...flag, "--manifest", "file:///x.yml"]);
-    expect(r.code).toBe(2);
-    expect(lines(r.stderr)).toEqual([
-      "pulldeploy agent: --trust-key: empty; give the public key file(s) to verify manifests with (e.g. --trust-key /etc/pulldeploy/release.pub), or drop the flag",
-    ]);
-  });
+  test.each([[["--trust-key="]], [["--trust-key", ""]], [["--trust-key", " , "]], [["-trust-key", ""]]])(
+    "explicit empty %j: exit 2, one line",
+    async (flag: string[]) => {
+      const r = await run(["agent", ...flag, "--manifest", "file:///x.yml"]);
+      expect(r.code).toBe(2);
+      expect(lines(r.stderr)).toEqual([
+        "pulldeploy agent: --trust-key: empty; give the public key file(s) to verify manifests with (e.g. --trust-key /etc/pulldeploy/release.pub), or drop the flag",
+      ]);
+    },
+  );
 
-  test.each(["../latest", "..", ".", "", "/", "a/b", "web\n1", "%2e%2e"])("--node %j that could escape its KV prefix: exit 2, KV untouched", async (node) => {
-    await using consul = await startConsulStandin();
-    consul.kvPut("pulldeploy/roles/web/latest", "KEEP");
-    const r = await run(["agent", "--role", "web", "--node", node, "--manifest", "file:///x.yml"], { env: consul.env });
-    expect(r.code).toBe(2);
-    expect(lines(r.stderr)).toHaveLength(1);
-    expect(lines(r.stderr)[0]).toStartWith(`pulldeploy agent: --node: node name ${JSON.stringify(node)} must be 1–128 letters, digits`);
-    expect(new TextDecoder().decode(consul.kvEntry("pulldeploy/roles/web/latest")!.value)).toBe("KEEP");
-    expect(consul.requests.filter((q) => q.method === "PUT")).toEqual([]);
-  });
+  test.each(["../latest", "..", ".", "", "/", "a/b", "web\n1", "%2e%2e"])(
+    "--node %j that could escape its KV prefix: exit 2, KV untouched",
+    async (node) => {
+      await using consul = await startConsulStandin();
+      consul.kvPut("pulldeploy/roles/web/latest", "KEEP");
+      const r = await run(["agent", "--role", "web", "--node", node, "--manifest", "file:///x.yml"], {
+        env: consul.env,
+      });
+      expect(r.code).toBe(2);
+      expect(lines(r.stderr)).toHaveLength(1);
+      expect(lines(r.stderr)[0]).toStartWith(
+        `pulldeploy agent: --node: node name ${JSON.stringify(node)} must be 1–128 letters, digits`,
+      );
+      expect(new TextDecoder().decode(consul.kvEntry("pulldeploy/roles/web/latest")!.value)).toBe("KEEP");
+      expect(consul.requests.filter((q) => q.method === "PUT")).toEqual([]);
+    },
+  );
 
-  test.each([["--kv-prefix", "../x"], ["--kv-prefix", "pd/../.."], ["--role", ".."], ["--role", "../web"]])("%s %j: exit 2", async (flag, value) => {
-    const r = await run(["agent", "--role", "web", flag, value, "--manifest", "file:///x.yml"], { env: { CONSUL_HTTP_ADDR: "127.0.0.1:1" } });
+  test.each([
+    ["--kv-prefix", "../x"],
+    ["--kv-prefix", "pd/../.."],
+    ["--role", ".."],
+    ["--role", "../web"],
+  ])("%s %j: exit 2", async (flag, value) => {
+    const r = await run(["agent", "--role", "web", flag, value, "--manifest", "file:///x.yml"], {
+      env: { CONSUL_HTTP_ADDR: "127.0.0.1:1" },
+    });
     expect(r.code).toBe(2);
     expect(lines(r.stderr)).toHaveLength(1);
     expect(lines(r.stderr)[0]).toStartWith(`pulldeploy agent: ${flag}: `);
   });
 
-  test.each(["/", "/etc", "/usr/", "/srv/app/../../var", "//bin", "/tmp"])("dest %j: the deploy fails in phase manifest, the failure hook runs, nothing is touched", async (dest) => {
-    await using d = tempDir();
-    const rel = appRelease(d.path, { "index.html": "v1" }, (a) => `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: "${dest}"\ncommands:\n  pre: ["touch ${d.path}/pre-ran"]\n  failure: ["echo \\"$PULLDEPLOY_ERROR\\" > ${d.path}/failure"]\n`);
-    const r = await run(["agent", "--manifest", rel.manifestUrl]);
-    expect(r.code).toBe(1);
-    expect(failedLine(r.stderr)).toMatch(/^deploy failed in phase manifest: manifest: dest: ".*"(?: \(\/[a-z]*\))? is a system directory: a deploy replaces its contents; use a directory of the app's own, e\.g\. \/srv\/app$/);
-    expect(fs.readFileSync(join(d.path, "failure"), "utf8")).toContain("is a system directory");
-    expect(fs.existsSync(join(d.path, "pre-ran"))).toBe(false);
-  });
+  test.each(["/", "/etc", "/usr/", "/srv/app/../../var", "//bin", "/tmp"])(
+    "dest %j: the deploy fails in phase manifest, the failure hook runs, nothing is touched",
+    async (dest) => {
+      await using d = tempDir();
+      const rel = appRelease(
+        d.path,
+        { "index.html": "v1" },
+        (a) =>
+          `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: "${dest}"\ncommands:\n  pre: ["touch ${d.path}/pre-ran"]\n  failure: ["echo \\"$PULLDEPLOY_ERROR\\" > ${d.path}/failure"]\n`,
+      );
+      const r = await run(["agent", "--manifest", rel.manifestUrl]);
+      expect(r.code).toBe(1);
+      expect(failedLine(r.stderr)).toMatch(
+        /^deploy failed in phase manifest: manifest: dest: ".*"(?: \(\/[a-z]*\))? is a system directory: a deploy replaces its contents; use a directory of the app's own, e\.g\. \/srv\/app$/,
+      );
+      expect(fs.readFileSync(join(d.path, "failure"), "utf8")).toContain("is a system directory");
+      expect(fs.existsSync(join(d.path, "pre-ran"))).toBe(false);
+    },
+  );
 
   test.each([
-    ["duplicate dest (the second would win in go-yaml)", (dest: string) => `dest: ${dest}\ndest: /etc\n`, 'YAML: duplicate key "dest"'],
-    ["duplicate commands", (dest: string) => `dest: ${dest}\ncommands:\n  pre: ["true"]\ncommands:\n  pre: ["touch /tmp/pd-should-not-run"]\n`, 'YAML: duplicate key "commands"'],
-    ["shared_paths: [\".\"]", (dest: string) => `dest: ${dest}\nsync_strategy: release\nshared_paths: ["."]\n`, 'shared_paths[0]: expected a relative path inside the release, got "."'],
-    ["shared_paths: [\"shared/..\"]", (dest: string) => `dest: ${dest}\nsync_strategy: release\nshared_paths: ["shared/.."]\n`, 'shared_paths[0]: expected a relative path inside the release, got "shared/.."'],
+    [
+      "duplicate dest (the second would win in go-yaml)",
+      (dest: string) => `dest: ${dest}\ndest: /etc\n`,
+      'YAML: duplicate key "dest"',
+    ],
+    [
+      "duplicate commands",
+      (dest: string) =>
+        `dest: ${dest}\ncommands:\n  pre: ["true"]\ncommands:\n  pre: ["touch /tmp/pd-should-not-run"]\n`,
+      'YAML: duplicate key "commands"',
+    ],
+    [
+      'shared_paths: ["."]',
+      (dest: string) => `dest: ${dest}\nsync_strategy: release\nshared_paths: ["."]\n`,
+      'shared_paths[0]: expected a relative path inside the release, got "."',
+    ],
+    [
+      'shared_paths: ["shared/.."]',
+      (dest: string) => `dest: ${dest}\nsync_strategy: release\nshared_paths: ["shared/.."]\n`,
+      'shared_paths[0]: expected a relative path inside the release, got "shared/.."',
+    ],
   ])("%s: refused, nothing deployed, no command run", async (_name, body, msg) => {
     await using d = tempDir();
     const dest = appDest(d.path);
-    const rel = appRelease(d.path, { "index.html": "v1" }, (a) => `src: file://${a.path}\nchecksum: ${a.sha256}\n${body(dest)}`);
+    const rel = appRelease(
+      d.path,
+      { "index.html": "v1" },
+      (a) => `src: file://${a.path}\nchecksum: ${a.sha256}\n${body(dest)}`,
+    );
     const r = await run(["agent", "--manifest", rel.manifestUrl]);
     expect(r.code).toBe(1);
     expect(failedLine(r.stderr)).toContain(msg);
@@ -383,17 +545,27 @@ describe("class 6: misconfiguration fails closed", () => {
   test("dest_mode 755 (decimal to go-yaml) is warned about; the deploy goes on", async () => {
     await using d = tempDir();
     const dest = appDest(d.path);
-    const rel = appRelease(d.path, { "index.html": "v1" }, (a) => `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${dest}\ndest_mode: 755\n`);
+    const rel = appRelease(
+      d.path,
+      { "index.html": "v1" },
+      (a) => `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${dest}\ndest_mode: 755\n`,
+    );
     const r = await run(["agent", "--manifest", rel.manifestUrl]);
     expect(r.code).toBe(0);
-    expect(lines(r.stderr)).toContain('dest_mode: "755" is not a 3–4 digit octal mode; write it with a leading zero, e.g. 0755');
+    expect(lines(r.stderr)).toContain(
+      'dest_mode: "755" is not a 3–4 digit octal mode; write it with a leading zero, e.g. 0755',
+    );
   });
 });
 
 describe("class 10: the dashboard", () => {
   async function startDashboard(listen: string) {
     const consul = await startConsulStandin();
-    const proc = Bun.spawn([BINARY, "dashboard", "--listen", listen], { env: { PATH: process.env.PATH!, ...consul.env }, stdout: "pipe", stderr: "pipe" });
+    const proc = Bun.spawn([BINARY, "dashboard", "--listen", listen], {
+      env: { PATH: process.env.PATH!, ...consul.env },
+      stdout: "pipe",
+      stderr: "pipe",
+    });
     let stderr = "";
     const reader = (async () => {
       for await (const chunk of proc.stderr) stderr += new TextDecoder().decode(chunk);
@@ -414,8 +586,16 @@ describe("class 10: the dashboard", () => {
 
   test("a request whose Host is not the dashboard's (DNS rebinding) gets 421 on every path; IPs and localhost get the page", async () => {
     await using dash = await startDashboard("127.0.0.1:0");
-    const get = (path: string, host: string) => fetch(`http://127.0.0.1:${dash.port}${path}`, { headers: { Host: host } });
-    for (const host of ["evil.example", `evil.example:${dash.port}`, `localhost.evil.example:${dash.port}`, `127.0.0.1.nip.io:${dash.port}`, "", "a b"]) {
+    const get = (path: string, host: string) =>
+      fetch(`http://127.0.0.1:${dash.port}${path}`, { headers: { Host: host } });
+    for (const host of [
+      "evil.example",
+      `evil.example:${dash.port}`,
+      `localhost.evil.example:${dash.port}`,
+      `127.0.0.1.nip.io:${dash.port}`,
+      "",
+      "a b",
+    ]) {
       for (const path of ["/", "/api/state", "/api/events", "/app.js"]) {
         const res = await get(path, host);
         expect({ host, path, status: res.status }).toEqual({ host, path, status: 421 });
@@ -435,7 +615,9 @@ describe("class 10: the dashboard", () => {
     expect(lines(dash.stderr())).toContain(
       "dashboard: warning: listening on every interface, not loopback: anyone who can reach the port reads every role's nodes, releases and errors (there is no login); prefer 127.0.0.1 behind an SSH tunnel or an authenticating proxy",
     );
-    expect((await fetch(`http://127.0.0.1:${dash.port}/api/state`, { headers: { Host: "rebind.example" } })).status).toBe(421);
+    expect(
+      (await fetch(`http://127.0.0.1:${dash.port}/api/state`, { headers: { Host: "rebind.example" } })).status,
+    ).toBe(421);
     expect((await fetch(`http://127.0.0.1:${dash.port}/api/state`)).status).toBe(200);
   });
 });

@@ -32,7 +32,8 @@ function ok(cmd: string[], opts: { cwd?: string; env?: Record<string, string> } 
 }
 /** The ELF header's e_machine (62 x86-64, 183 aarch64), or undefined if `bytes` is no ELF file. */
 function elfMachine(bytes: Uint8Array): number | undefined {
-  if (bytes.length < 20 || bytes[0] !== 0x7f || String.fromCharCode(...bytes.subarray(1, 4)) !== "ELF") return undefined;
+  if (bytes.length < 20 || bytes[0] !== 0x7f || String.fromCharCode(...bytes.subarray(1, 4)) !== "ELF")
+    return undefined;
   return bytes[18]! | (bytes[19]! << 8);
 }
 const head = (path: string) => {
@@ -53,7 +54,8 @@ beforeAll(() => {
   for (const f of [BINARY, ARM64_BINARY, ...PACKAGES.map((p) => join(RELEASE, p)), join(RELEASE, "SHA256SUMS")]) {
     if (!fs.existsSync(f)) throw new Error(`${f} is missing: run make dist`);
   }
-  if (fs.statSync(join(RELEASE, "SHA256SUMS")).mtimeMs < fs.statSync(BINARY).mtimeMs) throw new Error(`${RELEASE} is older than ${BINARY}: run make dist`);
+  if (fs.statSync(join(RELEASE, "SHA256SUMS")).mtimeMs < fs.statSync(BINARY).mtimeMs)
+    throw new Error(`${RELEASE} is older than ${BINARY}: run make dist`);
 });
 
 describe("the version", () => {
@@ -61,7 +63,8 @@ describe("the version", () => {
     const commit = commitNow();
     expect(commit).toMatch(/^([0-9a-f]{7,40}(-dirty)?|unknown)$/);
     const r = sh([BINARY, "--version"]);
-    if (r.stdout !== versionLine(commit)) throw new Error(`dist/pulldeploy says ${JSON.stringify(r.stdout)}, the tree is at ${commit}: run make build`);
+    if (r.stdout !== versionLine(commit))
+      throw new Error(`dist/pulldeploy says ${JSON.stringify(r.stdout)}, the tree is at ${commit}: run make build`);
     expect(r).toEqual({ code: 0, stdout: versionLine(commit), stderr: "" });
   });
 
@@ -72,7 +75,10 @@ describe("the version", () => {
     fs.copyFileSync(join(ROOT, "scripts/commit-id.sh"), join(tree, "scripts/commit-id.sh"));
     fs.writeFileSync(join(tree, "a.txt"), "a\n");
     const id = () => ok([join(tree, "scripts/commit-id.sh")], { cwd: d.path }).trim();
-    const git = (cwd: string, ...args: string[]) => ok(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main", ...args], { cwd });
+    const git = (cwd: string, ...args: string[]) =>
+      ok(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main", ...args], {
+        cwd,
+      });
 
     expect(id()).toBe("unknown"); // an unpacked source tarball: no .git
     git(join(d.path, "outer"), "init", "-q");
@@ -95,8 +101,18 @@ describe("the version", () => {
 describe("the release files", () => {
   test("SHA256SUMS covers exactly the four packages and sha256sum -c accepts it", () => {
     const sums = fs.readFileSync(join(RELEASE, "SHA256SUMS"), "utf8");
-    expect(sums.trim().split("\n").map((l) => l.replace(/^[0-9a-f]{64}  /, ""))).toEqual([...PACKAGES].sort());
-    expect(ok(["sha256sum", "--strict", "-c", "SHA256SUMS"], { cwd: RELEASE })).toBe(PACKAGES.slice().sort().map((p) => `${p}: OK\n`).join(""));
+    expect(
+      sums
+        .trim()
+        .split("\n")
+        .map((l) => l.replace(/^[0-9a-f]{64} {2}/, "")),
+    ).toEqual([...PACKAGES].sort());
+    expect(ok(["sha256sum", "--strict", "-c", "SHA256SUMS"], { cwd: RELEASE })).toBe(
+      PACKAGES.slice()
+        .sort()
+        .map((p) => `${p}: OK\n`)
+        .join(""),
+    );
   });
 
   for (const arch of ["x64", "arm64"] as const) {
@@ -105,7 +121,12 @@ describe("the release files", () => {
       ok(["tar", "xzf", join(RELEASE, TARBALL(arch)), "-C", d.path]); // as root: the archive's owners are kept
       const top = `pulldeploy-${VERSION}-linux-${arch}`;
       expect(fs.readdirSync(d.path)).toEqual([top]);
-      const want = ["README.md", "examples/", ...fs.readdirSync(join(ROOT, "examples")).map((f) => `examples/${f}`), "pulldeploy"];
+      const want = [
+        "README.md",
+        "examples/",
+        ...fs.readdirSync(join(ROOT, "examples")).map((f) => `examples/${f}`),
+        "pulldeploy",
+      ];
       if (fs.existsSync(join(ROOT, "LICENSE"))) want.push("LICENSE");
       const got: string[] = [];
       const walk = (dir: string, rel: string) => {
@@ -113,7 +134,12 @@ describe("the release files", () => {
           const p = join(dir, name);
           const st = fs.lstatSync(p);
           got.push(st.isDirectory() ? `${rel}${name}/` : `${rel}${name}`);
-          expect({ p, uid: st.uid, gid: st.gid, writable: (st.mode & 0o022) !== 0 }).toEqual({ p, uid: 0, gid: 0, writable: false });
+          expect({ p, uid: st.uid, gid: st.gid, writable: (st.mode & 0o022) !== 0 }).toEqual({
+            p,
+            uid: 0,
+            gid: 0,
+            writable: false,
+          });
           if (st.isDirectory()) walk(p, `${rel}${name}/`);
         }
       };
@@ -122,7 +148,9 @@ describe("the release files", () => {
       const bin = join(d.path, top, "pulldeploy");
       expect(fs.statSync(bin).mode & 0o7777).toBe(0o755);
       expect(elfMachine(head(bin))).toBe(ELF_MACHINE[arch]);
-      expect(fs.readFileSync(join(d.path, top, "README.md"), "utf8")).toBe(fs.readFileSync(join(ROOT, "README.md"), "utf8"));
+      expect(fs.readFileSync(join(d.path, top, "README.md"), "utf8")).toBe(
+        fs.readFileSync(join(ROOT, "README.md"), "utf8"),
+      );
       if (arch === "x64") expect(ok([bin, "--version"])).toBe(versionLine(commitNow()));
     });
   }
@@ -132,34 +160,60 @@ describe("the release files", () => {
     // Debian's qemu-user and libc6-arm64-cross (scripts/setup.sh) run it with the arm64 C library.
     const sysroot = "/usr/aarch64-linux-gnu";
     if (!Bun.which("qemu-aarch64") || !fs.existsSync(join(sysroot, "lib/ld-linux-aarch64.so.1")))
-      throw new Error("qemu-aarch64 or the arm64 C library is missing: run scripts/setup.sh (apt-get install qemu-user libc6-arm64-cross)");
-    expect(sh(["qemu-aarch64", "-L", sysroot, ARM64_BINARY, "--version"])).toEqual({ code: 0, stdout: versionLine(commitNow()), stderr: "" });
+      throw new Error(
+        "qemu-aarch64 or the arm64 C library is missing: run scripts/setup.sh (apt-get install qemu-user libc6-arm64-cross)",
+      );
+    expect(sh(["qemu-aarch64", "-L", sysroot, ARM64_BINARY, "--version"])).toEqual({
+      code: 0,
+      stdout: versionLine(commitNow()),
+      stderr: "",
+    });
   });
 
-  for (const [arch, elf] of [["amd64", "x64"], ["arm64", "arm64"]] as const) {
+  for (const [arch, elf] of [
+    ["amd64", "x64"],
+    ["arm64", "arm64"],
+  ] as const) {
     test(`${DEB(arch)}: its metadata, and every file root's and not group/world-writable`, () => {
       const deb = join(RELEASE, DEB(arch));
       const fields = ok(["dpkg-deb", "-f", deb, "Package", "Version", "Architecture", "Depends"]);
-      expect(fields).toMatch(new RegExp(`^Package: pulldeploy\nVersion: ${DEB_VERSION.replace(/[.+~]/g, "\\$&")}\nArchitecture: ${arch}\nDepends: libc6 \\(>= 2\\.\\d+\\), rsync, tar\n$`));
+      expect(fields).toMatch(
+        new RegExp(
+          `^Package: pulldeploy\nVersion: ${DEB_VERSION.replace(/[.+~]/g, "\\$&")}\nArchitecture: ${arch}\nDepends: libc6 \\(>= 2\\.\\d+\\), rsync, tar\n$`,
+        ),
+      );
       const listing = ok(["dpkg-deb", "-c", deb]).trim().split("\n");
       const entries = listing.map((l) => {
         const [mode, owner, , , , path] = l.split(/\s+/);
         return { mode: mode!, owner: owner!, path: path! };
       });
-      for (const e of entries) expect({ path: e.path, owner: e.owner, writable: /^.{4}w|^.{7}w/.test(e.mode) }).toEqual({ path: e.path, owner: "root/root", writable: false });
+      for (const e of entries)
+        expect({ path: e.path, owner: e.owner, writable: /^.{4}w|^.{7}w/.test(e.mode) }).toEqual({
+          path: e.path,
+          owner: "root/root",
+          writable: false,
+        });
       const files = entries.filter((e) => !e.mode.startsWith("d")).map((e) => `${e.mode} ${e.path}`);
-      expect(files.sort()).toEqual([
-        "-rw------- ./etc/default/pulldeploy", // it may hold a Consul token
-        "-rw-r--r-- ./usr/lib/systemd/system/pulldeploy-follow.service",
-        "-rw-r--r-- ./usr/share/doc/pulldeploy/README.md",
-        "-rw-r--r-- ./usr/share/doc/pulldeploy/consul-watch.hcl",
-        "-rwxr-xr-x ./usr/bin/pulldeploy",
-        ...(fs.existsSync(join(ROOT, "LICENSE")) ? ["-rw-r--r-- ./usr/share/doc/pulldeploy/copyright"] : []),
-      ].sort());
+      expect(files.sort()).toEqual(
+        [
+          "-rw------- ./etc/default/pulldeploy", // it may hold a Consul token
+          "-rw-r--r-- ./usr/lib/systemd/system/pulldeploy-follow.service",
+          "-rw-r--r-- ./usr/share/doc/pulldeploy/README.md",
+          "-rw-r--r-- ./usr/share/doc/pulldeploy/consul-watch.hcl",
+          "-rwxr-xr-x ./usr/bin/pulldeploy",
+          ...(fs.existsSync(join(ROOT, "LICENSE")) ? ["-rw-r--r-- ./usr/share/doc/pulldeploy/copyright"] : []),
+        ].sort(),
+      );
       // The state dir is not in the package's files: postinst makes it, so that `dpkg -r` keeps it.
       expect(entries.some((e) => e.path.startsWith("./var/"))).toBe(false);
       // The binary inside is this arch's: the first bytes of ./usr/bin/pulldeploy from the archive.
-      const bytes = Bun.spawnSync(["sh", "-c", `dpkg-deb --fsys-tarfile "$1" | tar -xOf - ./usr/bin/pulldeploy | head -c 20`, "sh", deb]).stdout;
+      const bytes = Bun.spawnSync([
+        "sh",
+        "-c",
+        `dpkg-deb --fsys-tarfile "$1" | tar -xOf - ./usr/bin/pulldeploy | head -c 20`,
+        "sh",
+        deb,
+      ]).stdout;
       expect(elfMachine(new Uint8Array(bytes))).toBe(ELF_MACHINE[elf]);
     });
   }
@@ -178,17 +232,23 @@ describe("the .deb installed with dpkg", () => {
   const at = (p: string) => join(root, p);
   const STATE = "/var/lib/pulldeploy";
   const UNIT = "/usr/lib/systemd/system/pulldeploy-follow.service";
-  const dpkg = (...args: string[]) => ok(["dpkg", `--root=${root}`, "--force-script-chrootless", "--log=/dev/null", ...args]);
-  const status = () => sh(["dpkg-query", `--admindir=${at("var/lib/dpkg")}`, "-W", "-f=${db:Status-Abbrev}", "pulldeploy"]).stdout.trim();
+  const dpkg = (...args: string[]) =>
+    ok(["dpkg", `--root=${root}`, "--force-script-chrootless", "--log=/dev/null", ...args]);
+  const status = () =>
+    sh(["dpkg-query", `--admindir=${at("var/lib/dpkg")}`, "-W", "-f=${db:Status-Abbrev}", "pulldeploy"]).stdout.trim();
 
   beforeAll(() => {
-    if (process.getuid?.() !== 0) throw new Error("the .deb tests install with dpkg -i (files owned by root): run them as root (CI does)");
+    if (process.getuid?.() !== 0)
+      throw new Error("the .deb tests install with dpkg -i (files owned by root): run them as root (CI does)");
     root = fs.mkdtempSync(join(tmpdir(), "pd-deb-root-"));
     const admin = at("var/lib/dpkg");
     for (const d of ["updates", "info"]) fs.mkdirSync(join(admin, d), { recursive: true });
     const deps = ["libc6", "rsync", "tar"];
     fs.writeFileSync(join(admin, "status"), ok(["dpkg-query", "-s", ...deps]));
-    for (const name of ok(["dpkg-query", "-W", "-f=${binary:Package}\n", ...deps]).trim().split("\n")) fs.writeFileSync(join(admin, `info/${name}.list`), "");
+    for (const name of ok(["dpkg-query", "-W", "-f=${binary:Package}\n", ...deps])
+      .trim()
+      .split("\n"))
+      fs.writeFileSync(join(admin, `info/${name}.list`), "");
     fs.cpSync("/usr/lib/systemd/system", at("usr/lib/systemd/system"), { recursive: true, verbatimSymlinks: true });
   });
   afterAll(() => {
@@ -198,16 +258,29 @@ describe("the .deb installed with dpkg", () => {
   test("dpkg -i: /usr/bin/pulldeploy runs, the state dir is root's 0700, the unit is installed and not enabled", () => {
     dpkg("-i", deb);
     expect(status()).toBe("ii");
-    expect(sh([at("/usr/bin/pulldeploy"), "--version"])).toEqual({ code: 0, stdout: versionLine(commitNow()), stderr: "" });
+    expect(sh([at("/usr/bin/pulldeploy"), "--version"])).toEqual({
+      code: 0,
+      stdout: versionLine(commitNow()),
+      stderr: "",
+    });
     const st = fs.lstatSync(at(STATE));
-    expect({ dir: st.isDirectory(), mode: (st.mode & 0o7777).toString(8), uid: st.uid, gid: st.gid }).toEqual({ dir: true, mode: "700", uid: 0, gid: 0 });
+    expect({ dir: st.isDirectory(), mode: (st.mode & 0o7777).toString(8), uid: st.uid, gid: st.gid }).toEqual({
+      dir: true,
+      mode: "700",
+      uid: 0,
+      gid: 0,
+    });
     expect(fs.existsSync(at(UNIT))).toBe(true);
     expect(fs.existsSync(at("/etc/systemd/system/multi-user.target.wants/pulldeploy-follow.service"))).toBe(false);
-    expect(ok(["dpkg-query", `--admindir=${at("var/lib/dpkg")}`, "-W", "-f=${Conffiles}", "pulldeploy"])).toContain("/etc/default/pulldeploy");
+    expect(ok(["dpkg-query", `--admindir=${at("var/lib/dpkg")}`, "-W", "-f=${Conffiles}", "pulldeploy"])).toContain(
+      "/etc/default/pulldeploy",
+    );
     expect((fs.statSync(at("/etc/default/pulldeploy")).mode & 0o7777).toString(8)).toBe("600");
     const watch = fs.readFileSync(at("/usr/share/doc/pulldeploy/consul-watch.hcl"), "utf8");
     expect(watch).toContain(`args    = ["/usr/bin/pulldeploy", "agent"`);
-    expect(watch).toContain("#   consul watch -type event -name deploy /usr/bin/pulldeploy agent --role web --retry 3\n");
+    expect(watch).toContain(
+      "#   consul watch -type event -name deploy /usr/bin/pulldeploy agent --role web --retry 3\n",
+    );
     expect(watch).not.toContain("/usr/local/bin");
   });
 
@@ -228,19 +301,35 @@ describe("the .deb installed with dpkg", () => {
 
   test("unconfigured (/etc/default/pulldeploy as shipped), the unit's command exits 2, which the unit doesn't restart", () => {
     const unit = fs.readFileSync(at(UNIT), "utf8");
-    expect(unit).toMatch(/^ExecStart=\/usr\/bin\/pulldeploy agent --follow --role \$\{PULLDEPLOY_ROLE\} \$PULLDEPLOY_FOLLOW_ARGS$/m);
+    expect(unit).toMatch(
+      /^ExecStart=\/usr\/bin\/pulldeploy agent --follow --role \$\{PULLDEPLOY_ROLE\} \$PULLDEPLOY_FOLLOW_ARGS$/m,
+    );
     expect(unit).toMatch(/^RestartPreventExitStatus=2$/m);
     const env = Object.fromEntries(
-      fs.readFileSync(at("/etc/default/pulldeploy"), "utf8").split("\n").filter((l) => /^[A-Z_]+=/.test(l)).map((l) => {
-        const [k, v] = [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)];
-        return [k, v.replace(/^"(.*)"$/, "$1")];
-      }),
+      fs
+        .readFileSync(at("/etc/default/pulldeploy"), "utf8")
+        .split("\n")
+        .filter((l) => /^[A-Z_]+=/.test(l))
+        .map((l) => {
+          const [k, v] = [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)];
+          return [k, v.replace(/^"(.*)"$/, "$1")];
+        }),
     );
     expect(env.PULLDEPLOY_ROLE).toBe("");
     // What systemd runs: ${X} is one argument (empty here), $X split on white space.
-    const r = sh([at("/usr/bin/pulldeploy"), "agent", "--follow", "--role", env.PULLDEPLOY_ROLE!, ...env.PULLDEPLOY_FOLLOW_ARGS!.split(/\s+/).filter(Boolean)], {
-      env: { PULLDEPLOY_STATE_DIR: at(join(STATE, "test-unconfigured")) },
-    });
+    const r = sh(
+      [
+        at("/usr/bin/pulldeploy"),
+        "agent",
+        "--follow",
+        "--role",
+        env.PULLDEPLOY_ROLE!,
+        ...env.PULLDEPLOY_FOLLOW_ARGS!.split(/\s+/).filter(Boolean),
+      ],
+      {
+        env: { PULLDEPLOY_STATE_DIR: at(join(STATE, "test-unconfigured")) },
+      },
+    );
     expect(r.code).toBe(2);
     expect(r.stderr).toContain("--role");
   });
@@ -251,12 +340,14 @@ describe("the .deb installed with dpkg", () => {
     expect(fs.readFileSync(at(join(STATE, "handled")), "utf8")).toBe("a deploy this server has done\n");
     dpkg("-r", "pulldeploy");
     expect(status()).toBe("rc");
-    for (const p of ["/usr/bin/pulldeploy", UNIT, "/usr/share/doc/pulldeploy"]) expect({ p, exists: fs.existsSync(at(p)) }).toEqual({ p, exists: false });
+    for (const p of ["/usr/bin/pulldeploy", UNIT, "/usr/share/doc/pulldeploy"])
+      expect({ p, exists: fs.existsSync(at(p)) }).toEqual({ p, exists: false });
     expect(fs.readFileSync(at(join(STATE, "handled")), "utf8")).toBe("a deploy this server has done\n");
     expect(fs.existsSync(at("/etc/default/pulldeploy"))).toBe(true);
     dpkg("-P", "pulldeploy");
     expect(status()).toBe("");
-    for (const p of [STATE, "/etc/default/pulldeploy"]) expect({ p, exists: fs.existsSync(at(p)) }).toEqual({ p, exists: false });
+    for (const p of [STATE, "/etc/default/pulldeploy"])
+      expect({ p, exists: fs.existsSync(at(p)) }).toEqual({ p, exists: false });
   });
 });
 
@@ -266,13 +357,16 @@ describe("the .deb installed with dpkg", () => {
  */
 describe("scripts/package.sh", () => {
   const copyTree = (to: string, version = VERSION) => {
-    for (const p of ["scripts/package.sh", "README.md", "examples", "packaging"]) fs.cpSync(join(ROOT, p), join(to, p), { recursive: true });
+    for (const p of ["scripts/package.sh", "README.md", "examples", "packaging"])
+      fs.cpSync(join(ROOT, p), join(to, p), { recursive: true });
     fs.writeFileSync(join(to, "package.json"), JSON.stringify({ ...pkg, version }, null, 2));
   };
   const TRUE = fs.realpathSync(Bun.which("true")!);
-  const pack = (tree: string, ...specs: string[]) => sh([join(tree, "scripts/package.sh"), join(tree, "out"), ...specs], { env: { SOURCE_DATE_EPOCH: "1700000000" } });
+  const pack = (tree: string, ...specs: string[]) =>
+    sh([join(tree, "scripts/package.sh"), join(tree, "out"), ...specs], { env: { SOURCE_DATE_EPOCH: "1700000000" } });
 
-  const git = (cwd: string, ...args: string[]) => ok(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", ...args], { cwd });
+  const git = (cwd: string, ...args: string[]) =>
+    ok(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", ...args], { cwd });
   const taggedRepo = (dir: string, tag: string) => {
     git(dir, "init", "-q");
     git(dir, "add", ".");
@@ -286,7 +380,9 @@ describe("scripts/package.sh", () => {
     taggedRepo(d.path, "v1.2.0-rc.1");
     expect(pack(d.path, `${TRUE}:x64`)).toMatchObject({ code: 0, stderr: "" });
     const first = fs.readFileSync(join(d.path, "out/SHA256SUMS"), "utf8");
-    expect(first).toMatch(/ {2}pulldeploy-1\.2\.0-rc\.1-linux-x64\.tar\.gz\n[0-9a-f]{64} {2}pulldeploy_1\.2\.0~rc\.1_amd64\.deb\n$/);
+    expect(first).toMatch(
+      / {2}pulldeploy-1\.2\.0-rc\.1-linux-x64\.tar\.gz\n[0-9a-f]{64} {2}pulldeploy_1\.2\.0~rc\.1_amd64\.deb\n$/,
+    );
     fs.rmSync(join(d.path, "out"), { recursive: true });
     expect(pack(d.path, `${TRUE}:x64`).code).toBe(0);
     expect(fs.readFileSync(join(d.path, "out/SHA256SUMS"), "utf8")).toBe(first);
@@ -302,23 +398,58 @@ describe("scripts/package.sh", () => {
 
   test("refuses, in one line saying what to fix, and writes no SHA256SUMS", async () => {
     const cases: { name: string; version?: string; tag?: string; specs: string[]; error: RegExp }[] = [
-      { name: "an x86-64 binary as arm64", specs: [`${TRUE}:arm64`], error: /is not a linux-arm64 executable \(ELF e_machine 62, expected 183\)$/ },
-      { name: "an aarch64 binary as x64", specs: [`${ARM64_BINARY}:x64`], error: /is not a linux-x64 executable \(ELF e_machine 183, expected 62\)$/ },
-      { name: "a script, not an ELF file", specs: [`${join(ROOT, "scripts/commit-id.sh")}:x64`], error: /commit-id\.sh is not a linux-x64 executable/ },
-      { name: "a missing binary", specs: ["/nonexistent/pulldeploy:x64"], error: /\/nonexistent\/pulldeploy is missing: run make build/ },
+      {
+        name: "an x86-64 binary as arm64",
+        specs: [`${TRUE}:arm64`],
+        error: /is not a linux-arm64 executable \(ELF e_machine 62, expected 183\)$/,
+      },
+      {
+        name: "an aarch64 binary as x64",
+        specs: [`${ARM64_BINARY}:x64`],
+        error: /is not a linux-x64 executable \(ELF e_machine 183, expected 62\)$/,
+      },
+      {
+        name: "a script, not an ELF file",
+        specs: [`${join(ROOT, "scripts/commit-id.sh")}:x64`],
+        error: /commit-id\.sh is not a linux-x64 executable/,
+      },
+      {
+        name: "a missing binary",
+        specs: ["/nonexistent/pulldeploy:x64"],
+        error: /\/nonexistent\/pulldeploy is missing: run make build/,
+      },
       { name: "an unknown arch", specs: [`${TRUE}:386`], error: /unknown arch "386" \(x64 or arm64\)$/ },
       { name: "no binaries", specs: [], error: /^package: usage: / },
-      { name: "a version that isn't semver", version: "1.0", specs: [`${TRUE}:x64`], error: /package\.json: version "1\.0" is not semver .*: fix it there$/ },
-      { name: "a release tag that disagrees with package.json", tag: "v9.9.9", specs: [`${TRUE}:x64`], error: new RegExp(`HEAD is tagged v9\\.9\\.9 but package\\.json says ${VERSION.replace(/\./g, "\\.")}: set package\\.json's version to 9\\.9\\.9$`) },
+      {
+        name: "a version that isn't semver",
+        version: "1.0",
+        specs: [`${TRUE}:x64`],
+        error: /package\.json: version "1\.0" is not semver .*: fix it there$/,
+      },
+      {
+        name: "a release tag that disagrees with package.json",
+        tag: "v9.9.9",
+        specs: [`${TRUE}:x64`],
+        error: new RegExp(
+          `HEAD is tagged v9\\.9\\.9 but package\\.json says ${VERSION.replace(/\./g, "\\.")}: set package\\.json's version to 9\\.9\\.9$`,
+        ),
+      },
     ];
     for (const c of cases) {
       await using d = tempDir();
       copyTree(d.path, c.version);
       if (c.tag) taggedRepo(d.path, c.tag);
       const r = pack(d.path, ...c.specs);
-      expect({ name: c.name, code: r.code, lines: r.stderr.trim().split("\n").length }).toEqual({ name: c.name, code: 1, lines: 1 });
+      expect({ name: c.name, code: r.code, lines: r.stderr.trim().split("\n").length }).toEqual({
+        name: c.name,
+        code: 1,
+        lines: 1,
+      });
       expect(r.stderr.trim()).toMatch(c.error);
-      expect({ name: c.name, sums: fs.existsSync(join(d.path, "out/SHA256SUMS")) }).toEqual({ name: c.name, sums: false });
+      expect({ name: c.name, sums: fs.existsSync(join(d.path, "out/SHA256SUMS")) }).toEqual({
+        name: c.name,
+        sums: false,
+      });
     }
   });
 });

@@ -50,7 +50,8 @@ test("a publish via Serf reaches two agents that both deploy the new release", {
   expect(first.code).toBe(0);
   await waitFor(() => lines().length === 2, "both agents to deploy v1", 20_000);
   expect(lines()).toEqual(["web1 v1", "web2 v1"]);
-  for (const node of ["web1", "web2"]) expect(listTree(join(d.path, node))).toEqual(["index.html", "lib/", "lib/app.js"]);
+  for (const node of ["web1", "web2"])
+    expect(listTree(join(d.path, node))).toEqual(["index.html", "lib/", "lib/app.js"]);
 
   // The next release replaces the first on both (a different second: a different id).
   await Bun.sleep(1000 - (Date.now() % 1000));

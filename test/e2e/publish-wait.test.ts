@@ -18,7 +18,10 @@ async function fleet(nodes = ["n1", "n2"], service = "web") {
   for (const n of nodes) consul.addNode(n, { services: [service] });
   const dir = tempDir("pd-wait-");
   writeTree(dir.path, { "app/index.html": "v1\n", "app/lib/app.js": "x()\n" });
-  fs.writeFileSync(join(dir.path, "hooks.yml"), `commands:\n  pre:\n    - 'if [ "$FAIL_PRE" = 1 ]; then echo "no disk" >&2; exit 3; fi'\n`);
+  fs.writeFileSync(
+    join(dir.path, "hooks.yml"),
+    `commands:\n  pre:\n    - 'if [ "$FAIL_PRE" = 1 ]; then echo "no disk" >&2; exit 3; fi'\n`,
+  );
   return {
     consul,
     dir,
@@ -45,9 +48,19 @@ async function fleet(nodes = ["n1", "n2"], service = "web") {
 
 /** Start the binary in the background; `done` resolves with its exit code and output. */
 function start(args: string[], env: Record<string, string>) {
-  const proc = Bun.spawn([BINARY, ...args], { stdin: "ignore", stdout: "pipe", stderr: "pipe", env: { PATH: process.env.PATH!, HOME: process.env.HOME ?? "/tmp", ...env }, timeout: 60_000 });
+  const proc = Bun.spawn([BINARY, ...args], {
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+    env: { PATH: process.env.PATH!, HOME: process.env.HOME ?? "/tmp", ...env },
+    timeout: 60_000,
+  });
   let exited = false;
-  const done: Promise<RunResult> = Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]).then(([stdout, stderr, code]) => {
+  const done: Promise<RunResult> = Promise.all([
+    new Response(proc.stdout).text(),
+    new Response(proc.stderr).text(),
+    proc.exited,
+  ]).then(([stdout, stderr, code]) => {
     exited = true;
     return { stdout, stderr, code };
   });
@@ -63,10 +76,14 @@ async function firedEvent(consul: ConsulStandin, n = 1): Promise<StoredEvent> {
 /** `pulldeploy agent --role web --node NODE` handed the event as `consul watch` hands it over. */
 function agent(consul: ConsulStandin, ev: StoredEvent, node: string, dir: string, env: Record<string, string> = {}) {
   const stdin = `${JSON.stringify([{ ID: ev.id, Name: ev.name, Payload: Buffer.from(ev.payload!).toString("base64"), NodeFilter: ev.nodeFilter, ServiceFilter: ev.serviceFilter, TagFilter: ev.tagFilter, Version: 1, LTime: ev.ltime }])}\n`;
-  return run(["agent", "--role", "web", "--node", node], { stdin, env: { ...consul.env, CONSUL_INDEX: "7", APP_DEST: join(dir, `dest-${node}`), ...env } });
+  return run(["agent", "--role", "web", "--node", node], {
+    stdin,
+    env: { ...consul.env, CONSUL_INDEX: "7", APP_DEST: join(dir, `dest-${node}`), ...env },
+  });
 }
 
-const reportOf = (consul: ConsulStandin, node: string) => JSON.parse(new TextDecoder().decode(consul.kvEntry(`pulldeploy/roles/web/nodes/${node}`)!.value!));
+const reportOf = (consul: ConsulStandin, node: string) =>
+  JSON.parse(new TextDecoder().decode(consul.kvEntry(`pulldeploy/roles/web/nodes/${node}`)!.value!));
 
 describe("publish --wait", () => {
   test("both nodes deploy: progress lines on stderr, 2/2 succeeded, exit 0, only the manifest URL on stdout", async () => {
@@ -113,7 +130,10 @@ describe("publish --wait", () => {
     const publish = start(f.args(["--wait", "--wait-timeout", "30s"]), f.consul.env);
     const ev = await firedEvent(f.consul);
     const id = new TextDecoder().decode(ev.payload!).replace(/^.*\/(.*)\.yml$/, "$1");
-    const [ok, bad] = await Promise.all([agent(f.consul, ev, "n1", f.dir.path), agent(f.consul, ev, "n2", f.dir.path, { FAIL_PRE: "1" })]);
+    const [ok, bad] = await Promise.all([
+      agent(f.consul, ev, "n1", f.dir.path),
+      agent(f.consul, ev, "n2", f.dir.path, { FAIL_PRE: "1" }),
+    ]);
     expect(ok.stderr).toContain("deploy succeeded");
     expect(bad.stderr).toContain("deploy failed in phase pre");
     const r = await publish.done;
@@ -148,7 +168,9 @@ describe("publish --wait", () => {
     // Without --service the role's name is the service: "web" has no nodes.
     const none = await run(f.args(["--wait", "--wait-timeout", "30s"]), { env: f.consul.env });
     expect(none.code).toBe(1);
-    expect(none.stderr).toMatch(/rollout of \S+ to web: no nodes of service "web" in Consul's catalog: nothing to wait for\n/);
+    expect(none.stderr).toMatch(
+      /rollout of \S+ to web: no nodes of service "web" in Consul's catalog: nothing to wait for\n/,
+    );
     expect(f.consul.fired).toHaveLength(1);
 
     await Bun.sleep(1000 - (Date.now() % 1000)); // another second, another release id
@@ -171,7 +193,9 @@ describe("publish --wait", () => {
     publish.proc.kill("SIGINT");
     const r = await publish.done;
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/wait: stopped waiting \(interrupted by SIGINT\), no node done yet; release \S+ is published and announced, the rollout goes on: pulldeploy status --role web\n/);
+    expect(r.stderr).toMatch(
+      /wait: stopped waiting \(interrupted by SIGINT\), no node done yet; release \S+ is published and announced, the rollout goes on: pulldeploy status --role web\n/,
+    );
   });
 
   test.each([

@@ -35,7 +35,12 @@ function serveStore(store: string, opts: { slowArchive?: boolean } = {}) {
 
 function releaseIn(store: string, dest: string, id: string, version: string, srcBase: string, extra = "") {
   fs.mkdirSync(join(store, id), { recursive: true });
-  return appRelease(join(store, id), APP(version), (a) => `src: ${srcBase}/${id}/app.tar.gz\nchecksum: ${a.sha256}\ndest: ${dest}\nsync_strategy: release\nrelease_id: ${id}\n${extra}`);
+  return appRelease(
+    join(store, id),
+    APP(version),
+    (a) =>
+      `src: ${srcBase}/${id}/app.tar.gz\nchecksum: ${a.sha256}\ndest: ${dest}\nsync_strategy: release\nrelease_id: ${id}\n${extra}`,
+  );
 }
 
 describe("pulldeploy rollback and keygen", () => {
@@ -88,10 +93,12 @@ describe("signed manifests (agent --trust-key)", () => {
     const store = join(d, "store");
     const srv = serveStore(store);
     const rel = releaseIn(store, join(d, "app"), "r1", "1", srv.url, `commands:\n  pre: ["touch ${d}/pre-ran"]\n`);
-    const sign = (key: string, bytes = fs.readFileSync(rel.manifestPath)) => fs.writeFileSync(`${rel.manifestPath}.sig`, signBytes(bytes, loadPrivateKey(join(d, key))));
+    const sign = (key: string, bytes = fs.readFileSync(rel.manifestPath)) =>
+      fs.writeFileSync(`${rel.manifestPath}.sig`, signBytes(bytes, loadPrivateKey(join(d, key))));
     return { srv, rel, sign, url: `${srv.url}/r1/app.yml` };
   }
-  const archiveFetched = (srv: { requests: { path: string }[] }) => srv.requests.some((r) => r.path.endsWith(".tar.gz"));
+  const archiveFetched = (srv: { requests: { path: string }[] }) =>
+    srv.requests.some((r) => r.path.endsWith(".tar.gz"));
 
   test("unsigned: refused before anything is downloaded or run", async () => {
     await using d = tempDir();
@@ -146,12 +153,25 @@ describe("signed manifests (agent --trust-key)", () => {
     await using _srv = s.srv;
     for (const key of ["old", "new"]) {
       s.sign(key);
-      const r = await run(["agent", "--trust-key", join(d.path, "old.pub"), "--trust-key", join(d.path, "new.pub"), "--manifest", s.url]);
+      const r = await run([
+        "agent",
+        "--trust-key",
+        join(d.path, "old.pub"),
+        "--trust-key",
+        join(d.path, "new.pub"),
+        "--manifest",
+        s.url,
+      ]);
       expect(r.code).toBe(0);
       expect(r.stderr).toContain("signature: ok");
     }
     // Comma-separated works too, and a private key file is accepted as a trust key (its public half).
-    const r = await run(["agent", `--trust-key=${join(d.path, "old")},${join(d.path, "new.pub")}`, "--manifest", s.url]);
+    const r = await run([
+      "agent",
+      `--trust-key=${join(d.path, "old")},${join(d.path, "new.pub")}`,
+      "--manifest",
+      s.url,
+    ]);
     expect(r.code).toBe(0);
   });
 
@@ -167,8 +187,16 @@ describe("signed manifests (agent --trust-key)", () => {
 describe("crash safety: kill -9 in each phase, then a clean run", () => {
   const phases: [string, string, (d: string) => boolean][] = [
     ["fetch", "", (d) => fs.readdirSync(join(d, "app/releases")).some((n) => n.startsWith(".partial-"))],
-    ["pre", 'commands:\n  pre: ["echo $$ > $PULLDEPLOY_DEST/../hook.pid; touch $PULLDEPLOY_DEST/../in-pre; exec sleep 30"]\n', (d) => fs.existsSync(join(d, "in-pre"))],
-    ["post", 'commands:\n  post: ["echo $$ > $PULLDEPLOY_DEST/../hook.pid; touch $PULLDEPLOY_DEST/../in-post; exec sleep 30"]\n', (d) => fs.existsSync(join(d, "in-post"))],
+    [
+      "pre",
+      'commands:\n  pre: ["echo $$ > $PULLDEPLOY_DEST/../hook.pid; touch $PULLDEPLOY_DEST/../in-pre; exec sleep 30"]\n',
+      (d) => fs.existsSync(join(d, "in-pre")),
+    ],
+    [
+      "post",
+      'commands:\n  post: ["echo $$ > $PULLDEPLOY_DEST/../hook.pid; touch $PULLDEPLOY_DEST/../in-post; exec sleep 30"]\n',
+      (d) => fs.existsSync(join(d, "in-post")),
+    ],
   ];
   test.each(phases)("kill -9 during %s", async (phase, hooks, reached) => {
     await using d = tempDir();
@@ -179,7 +207,10 @@ describe("crash safety: kill -9 in each phase, then a clean run", () => {
     releaseIn(store, dest, "r1", "1", fast.url);
     expect((await run(["agent", "--manifest", `${fast.url}/r1/app.yml`])).code).toBe(0);
     releaseIn(store, dest, "r2", "2", phase === "fetch" ? slow.url : fast.url, hooks);
-    const proc = Bun.spawn([BINARY, "agent", "--manifest", `${fast.url}/r2/app.yml`], { stderr: "ignore", env: { PATH: process.env.PATH!, PULLDEPLOY_STATE_DIR: join(d.path, "state") } });
+    const proc = Bun.spawn([BINARY, "agent", "--manifest", `${fast.url}/r2/app.yml`], {
+      stderr: "ignore",
+      env: { PATH: process.env.PATH!, PULLDEPLOY_STATE_DIR: join(d.path, "state") },
+    });
     await waitFor(() => reached(d.path), `the agent to reach ${phase}`);
     proc.kill("SIGKILL");
     await proc.exited;
@@ -194,7 +225,13 @@ describe("crash safety: kill -9 in each phase, then a clean run", () => {
     const current = fs.readlinkSync(join(dest, "current"));
     expect(listTree(join(dest, current))).toEqual(EXPECTED_TREE);
     // A clean run removes what the dead one left and deploys.
-    fs.writeFileSync(join(store, "r2/app.yml"), fs.readFileSync(join(store, "r2/app.yml"), "utf8").replace(/commands:[\s\S]*$/, "").replace(slow.url, fast.url));
+    fs.writeFileSync(
+      join(store, "r2/app.yml"),
+      fs
+        .readFileSync(join(store, "r2/app.yml"), "utf8")
+        .replace(/commands:[\s\S]*$/, "")
+        .replace(slow.url, fast.url),
+    );
     const again = await run(["agent", "--manifest", `${fast.url}/r2/app.yml`]);
     expect(again.code).toBe(0);
     if (phase !== "post") expect(again.stderr).toContain("left by an interrupted run");

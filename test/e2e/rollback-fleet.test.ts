@@ -15,8 +15,25 @@ test("rollback --role: latest goes back, the event fires, the agent switches wit
   const dest = join(d.path, "srv/app");
   const publish = async (version: string) => {
     const app = join(d.path, `build-${version}`);
-    writeTree(app, { "VERSION": version, [`v${version}.txt`]: version });
-    const r = await run(["publish", app, "--to", `file://${d.path}/store`, "--role", "web", "--dest", dest, "--sync-strategy", "release", "--no-event", "--message", `v${version}`], { env });
+    writeTree(app, { VERSION: version, [`v${version}.txt`]: version });
+    const r = await run(
+      [
+        "publish",
+        app,
+        "--to",
+        `file://${d.path}/store`,
+        "--role",
+        "web",
+        "--dest",
+        dest,
+        "--sync-strategy",
+        "release",
+        "--no-event",
+        "--message",
+        `v${version}`,
+      ],
+      { env },
+    );
     expect(r.code).toBe(0);
     return r.stdout.trim();
   };
@@ -28,10 +45,16 @@ test("rollback --role: latest goes back, the event fires, the agent switches wit
   expect(fs.readFileSync(join(dest, "current/VERSION"), "utf8")).toBe("2");
 
   const listed = await run(["rollback", "--role", "web", "--list"], { env });
-  expect(listed.stdout.split("\n").filter(Boolean).map((l) => l.slice(0, 2))).toEqual(["  ", "* "]);
+  expect(
+    listed.stdout
+      .split("\n")
+      .filter(Boolean)
+      .map((l) => l.slice(0, 2)),
+  ).toEqual(["  ", "* "]);
 
   // v1's archive is gone from the store: only a switch without download can succeed.
-  for (const f of fs.readdirSync(join(d.path, "store/web"))) if (f.endsWith(".tar.gz") && v1.includes(f.replace(".tar.gz", ""))) fs.rmSync(join(d.path, "store/web", f));
+  for (const f of fs.readdirSync(join(d.path, "store/web")))
+    if (f.endsWith(".tar.gz") && v1.includes(f.replace(".tar.gz", ""))) fs.rmSync(join(d.path, "store/web", f));
   const back = await run(["rollback", "--role", "web"], { env });
   expect(back.code).toBe(0);
   const latest = JSON.parse(new TextDecoder().decode(consul.kvEntry("pulldeploy/roles/web/latest")!.value!));
@@ -42,7 +65,10 @@ test("rollback --role: latest goes back, the event fires, the agent switches wit
 
   // The agent gets the event as consul watch hands it over.
   const payload = Buffer.from(v1).toString("base64");
-  const agent = await run(["agent", "--role", "web"], { stdin: `[{"ID":"${fired.id}","Name":"deploy","Payload":"${payload}","LTime":3}]\n`, env: { ...env, CONSUL_INDEX: "9" } });
+  const agent = await run(["agent", "--role", "web"], {
+    stdin: `[{"ID":"${fired.id}","Name":"deploy","Payload":"${payload}","LTime":3}]\n`,
+    env: { ...env, CONSUL_INDEX: "9" },
+  });
   expect(agent.code).toBe(0);
   expect(agent.stderr).toContain("is already on disk: switching without a download");
   expect(fs.readFileSync(join(dest, "current/VERSION"), "utf8")).toBe("1");

@@ -54,10 +54,19 @@ async function startFleet(): Promise<Fleet> {
   });
   // Real time (sessions' 10 s TTL), but a failed node is detected after 300 ms instead of ~5 s.
   // Servers with `session_ttl_min = 1s` (real Consul allows it), so that --slot-ttl 1s is accepted.
-  const cluster = await startConsulCluster({ nodes: [...NODES, NEWCOMER], timeScale: 1, failureDetectMs: 300, sessionTtlMinMs: 1000 });
+  const cluster = await startConsulCluster({
+    nodes: [...NODES, NEWCOMER],
+    timeScale: 1,
+    failureDetectMs: 300,
+    sessionTtlMinMs: 1000,
+  });
   for (const n of [...NODES, NEWCOMER]) fs.mkdirSync(join(root, n));
   for (const n of NODES) {
-    cluster.registerService(n, { Name: "web", ID: n, Check: { CheckID: `${n}-http`, HTTP: `http://127.0.0.1:${app.port}/${n}`, Interval: "100ms" } });
+    cluster.registerService(n, {
+      Name: "web",
+      ID: n,
+      Check: { CheckID: `${n}-http`, HTTP: `http://127.0.0.1:${app.port}/${n}`, Interval: "100ms" },
+    });
   }
   fs.writeFileSync(join(root, "hooks.yml"), HOOKS(log));
   const server = cluster.node("server");
@@ -69,7 +78,23 @@ async function startFleet(): Promise<Fleet> {
       const build = join(root, `build-${version}`);
       writeTree(build, { VERSION: version, health });
       const r = await run(
-        ["publish", build, "--to", `file://${root}/store`, "--role", "web", "--dest", '{{ must_env "APP_ROOT" }}', "--sync-strategy", "release", "--manifest", join(root, "hooks.yml"), "--no-event", "-q", ...flags],
+        [
+          "publish",
+          build,
+          "--to",
+          `file://${root}/store`,
+          "--role",
+          "web",
+          "--dest",
+          '{{ must_env "APP_ROOT" }}',
+          "--sync-strategy",
+          "release",
+          "--manifest",
+          join(root, "hooks.yml"),
+          "--no-event",
+          "-q",
+          ...flags,
+        ],
         { env: server.env },
       );
       if (r.code !== 0) throw new Error(`publish failed: ${r.stderr}`);
@@ -79,7 +104,9 @@ async function startFleet(): Promise<Fleet> {
     agent(node, url, extra = [], env = {}) {
       const trigger = url === "" ? [] : ["--manifest", url];
       const role = extra.includes("--no-role") ? [] : ["--role", "web"];
-      return run(["agent", ...role, ...trigger, ...extra.filter((x) => x !== "--no-role")], { env: { ...cluster.node(node).env, APP_ROOT: join(root, node), NODE: node, ...env } });
+      return run(["agent", ...role, ...trigger, ...extra.filter((x) => x !== "--no-role")], {
+        env: { ...cluster.node(node).env, APP_ROOT: join(root, node), NODE: node, ...env },
+      });
     },
     cli(args) {
       return run(args, { env: server.env });
@@ -138,7 +165,14 @@ describe("staged rollouts, 4 agents on 4 stand-in nodes", () => {
   });
 
   test("--max-parallel 1 with a health gate: one node at a time switches, each healthy before the next", async () => {
-    const v2 = await fleet.publish("2", "ok", ["--max-parallel", "1", "--health-grace", "200ms", "--health-deadline", "5s"]);
+    const v2 = await fleet.publish("2", "ok", [
+      "--max-parallel",
+      "1",
+      "--health-grace",
+      "200ms",
+      "--health-deadline",
+      "5s",
+    ]);
     const results = await Promise.all(NODES.map((n) => fleet.agent(n, v2.url)));
     for (const r of results) expect(r.code, statusOf(r)).toBe(0);
     const { max, switched } = maxConcurrent(fleet.log);
@@ -149,7 +183,11 @@ describe("staged rollouts, 4 agents on 4 stand-in nodes", () => {
     expect((fleet.rollout(v2.id).healthy as string[]).sort()).toEqual(NODES);
     // Every slot was given back and every session destroyed.
     expect(fleet.cluster.sessions.size).toBe(0);
-    expect(JSON.parse(Buffer.from(fleet.cluster.kvEntry(`pulldeploy/roles/web/rollouts/${v2.id}/slots/.lock`)!.value).toString())).toEqual({ Limit: 1, Holders: {} });
+    expect(
+      JSON.parse(
+        Buffer.from(fleet.cluster.kvEntry(`pulldeploy/roles/web/rollouts/${v2.id}/slots/.lock`)!.value).toString(),
+      ),
+    ).toEqual({ Limit: 1, Holders: {} });
     const waited = results.filter((r) => r.stderr.includes("waiting for a slot (1/1 in use; prepared)"));
     expect(waited.length).toBeGreaterThan(0);
     fs.rmSync(fleet.log, { force: true });
@@ -158,9 +196,23 @@ describe("staged rollouts, 4 agents on 4 stand-in nodes", () => {
   let v2: string;
   test("a release that fails its canary's health gate halts the rollout: the canary switches back, the others keep their release", async () => {
     v2 = fleet.current("web-1")!;
-    const v3 = await fleet.publish("3", "broken", ["--canary", "1", "--max-failures", "0", "--health-grace", "200ms", "--health-deadline", "1s"]);
+    const v3 = await fleet.publish("3", "broken", [
+      "--canary",
+      "1",
+      "--max-failures",
+      "0",
+      "--health-grace",
+      "200ms",
+      "--health-deadline",
+      "1s",
+    ]);
     const results = await Promise.all(NODES.map((n) => fleet.agent(n, v3.url)));
-    const record = fleet.rollout(v3.id) as { state: string; reason: string; canaries: string[]; failed: { node: string; phase: string }[] };
+    const record = fleet.rollout(v3.id) as {
+      state: string;
+      reason: string;
+      canaries: string[];
+      failed: { node: string; phase: string }[];
+    };
     expect(record.state).toBe("halted");
     expect(record.canaries).toHaveLength(1);
     const canary = record.canaries[0]!;
@@ -170,7 +222,9 @@ describe("staged rollouts, 4 agents on 4 stand-in nodes", () => {
       expect(results[i]!.code, statusOf(results[i]!)).toBe(1);
       expect(fleet.current(n)).toBe(v2); // the canary switched back; the others never switched
       if (n === canary) {
-        expect(results[i]!.stderr).toContain(`health gate: ${n}'s checks did not pass for 0.2s within 1s (${n}-http critical: HTTP GET`);
+        expect(results[i]!.stderr).toContain(
+          `health gate: ${n}'s checks did not pass for 0.2s within 1s (${n}-http critical: HTTP GET`,
+        );
         expect(results[i]!.stderr).toContain(`rolled back: current -> releases/${v2}`);
       } else {
         expect(results[i]!.stderr).toContain(`rollout of ${v3.id} is halted (1 node failed, more than the budget of 0`);
@@ -180,7 +234,9 @@ describe("staged rollouts, 4 agents on 4 stand-in nodes", () => {
     expect(maxConcurrent(fleet.log).switched).toEqual([canary]);
     // The nodes' reports say so too.
     for (const n of NODES.filter((x) => x !== canary)) {
-      const report = JSON.parse(Buffer.from(fleet.cluster.kvEntry(`pulldeploy/roles/web/nodes/${n}`)!.value).toString());
+      const report = JSON.parse(
+        Buffer.from(fleet.cluster.kvEntry(`pulldeploy/roles/web/nodes/${n}`)!.value).toString(),
+      );
       expect(report).toMatchObject({ status: "failure", phase: "rollout", release_id: v3.id });
     }
     fs.rmSync(fleet.log, { force: true });
@@ -191,7 +247,9 @@ describe("staged rollouts, 4 agents on 4 stand-in nodes", () => {
     expect(joined.stderr).toContain(`from-kv: the rollout of ${v3.id} is halted`);
     expect(fleet.current(NEWCOMER)).toBe(v2);
     const fleetStatus = await fleet.cli(["status", "--role", "web"]);
-    expect(fleetStatus.stdout).toContain(`  held back (kept their release): ${NODES.filter((n) => n !== canary).join(", ")}\n`);
+    expect(fleetStatus.stdout).toContain(
+      `  held back (kept their release): ${NODES.filter((n) => n !== canary).join(", ")}\n`,
+    );
     expect(fleetStatus.stdout).toContain(`  failed: ${canary} in health: health gate: `);
     const status = await fleet.cli(["rollout", "status", "--role", "web"]);
     expect(status.code).toBe(1);
@@ -200,13 +258,27 @@ describe("staged rollouts, 4 agents on 4 stand-in nodes", () => {
 
   test("--auto-rollback: past the budget the previous good release is the latest again and fired; the switched nodes go back", async () => {
     // Healthy on web-1 and web-2 only; one node at a time, one failure allowed.
-    const v4 = await fleet.publish("4", "web-1 web-2", ["--max-parallel", "1", "--max-failures", "1", "--auto-rollback", "--health-grace", "200ms", "--health-deadline", "500ms", "--service", "web"]);
+    const v4 = await fleet.publish("4", "web-1 web-2", [
+      "--max-parallel",
+      "1",
+      "--max-failures",
+      "1",
+      "--auto-rollback",
+      "--health-grace",
+      "200ms",
+      "--health-deadline",
+      "500ms",
+      "--service",
+      "web",
+    ]);
     expect(fleet.rollout(v4.id)).toMatchObject({ previous: { id: v2 }, failure_budget: 1 }); // v3 halted: not a release to return to
     const results = await Promise.all(NODES.map((n) => fleet.agent(n, v4.url)));
     const record = fleet.rollout(v4.id) as { state: string; healthy: string[]; failed: { node: string }[] };
     expect(record.state).toBe("halted");
     expect(record.failed.map((f) => f.node).sort()).toEqual(["web-3", "web-4"]);
-    expect(results.filter((r) => r.stderr.includes(`rollout: auto-rollback: web's latest is ${v2} again; fired deploy`))).toHaveLength(1);
+    expect(
+      results.filter((r) => r.stderr.includes(`rollout: auto-rollback: web's latest is ${v2} again; fired deploy`)),
+    ).toHaveLength(1);
     const latest = JSON.parse(Buffer.from(fleet.cluster.kvEntry("pulldeploy/roles/web/latest")!.value).toString());
     expect(latest.id).toBe(v2);
     const switched = NODES.filter((n) => fleet.current(n) === v4.id);
@@ -217,7 +289,10 @@ describe("staged rollouts, 4 agents on 4 stand-in nodes", () => {
         const events = await (await fetch(`${fleet.cluster.node(n).url}/v1/event/list?name=deploy`)).text();
         expect(events).toContain(Buffer.from(latest.manifest_url).toString("base64"));
         expect(events).toContain('"ServiceFilter":"web"'); // the publisher's filters, reused
-        return run(["agent", "--role", "web"], { stdin: events, env: { ...fleet.cluster.node(n).env, APP_ROOT: join(fleet.root, n), NODE: n, CONSUL_INDEX: "1" } });
+        return run(["agent", "--role", "web"], {
+          stdin: events,
+          env: { ...fleet.cluster.node(n).env, APP_ROOT: join(fleet.root, n), NODE: n, CONSUL_INDEX: "1" },
+        });
       }),
     );
     for (const [i, n] of NODES.entries()) {
@@ -231,12 +306,22 @@ describe("staged rollouts, 4 agents on 4 stand-in nodes", () => {
     const v5 = await fleet.publish("5", "ok", ["--max-parallel", "1"]);
     const n1 = fleet.cluster.node("web-1");
     const held = Bun.spawn([BINARY, "agent", "--role", "web", "--manifest", v5.url], {
-      env: { PATH: process.env.PATH!, ...n1.env, APP_ROOT: join(fleet.root, "web-1"), NODE: "web-1", HOLD: "1", PULLDEPLOY_STATE_DIR: join(fleet.root, "state-held") },
+      env: {
+        PATH: process.env.PATH!,
+        ...n1.env,
+        APP_ROOT: join(fleet.root, "web-1"),
+        NODE: "web-1",
+        HOLD: "1",
+        PULLDEPLOY_STATE_DIR: join(fleet.root, "state-held"),
+      },
       stdout: "ignore",
       stderr: "pipe",
     });
     try {
-      await waitFor(() => fs.existsSync(fleet.log) && fs.readFileSync(fleet.log, "utf8").includes("start web-1"), "web-1 to hold the slot and start switching");
+      await waitFor(
+        () => fs.existsSync(fleet.log) && fs.readFileSync(fleet.log, "utf8").includes("start web-1"),
+        "web-1 to hold the slot and start switching",
+      );
       const second = fleet.agent("web-2", v5.url);
       await fleet.cluster.waitForBlocked({ path: `/v1/kv/pulldeploy/roles/web/rollouts/${v5.id}` });
       const killedAt = Date.now();
@@ -256,7 +341,15 @@ describe("staged rollouts, 4 agents on 4 stand-in nodes", () => {
   }, 30_000);
 
   test("--canary-wait holds after a healthy canary until `rollout promote`; then the rest go, two at a time", async () => {
-    const v6 = await fleet.publish("6", "ok", ["--canary", "1", "--canary-wait", "--max-parallel", "2", "--health-grace", "100ms"]);
+    const v6 = await fleet.publish("6", "ok", [
+      "--canary",
+      "1",
+      "--canary-wait",
+      "--max-parallel",
+      "2",
+      "--health-grace",
+      "100ms",
+    ]);
     const key = `/v1/kv/pulldeploy/roles/web/rollouts/${v6.id}`;
     const agents = Promise.all(NODES.map((n) => fleet.agent(n, v6.url)));
     await waitFor(() => fleet.rollout(v6.id).state === "paused", "the canary to be healthy");
@@ -265,10 +358,15 @@ describe("staged rollouts, 4 agents on 4 stand-in nodes", () => {
     expect(NODES.filter((n) => fleet.current(n) === v6.id)).toEqual([canary]);
     const status = await fleet.cli(["rollout", "status", "--role", "web"]);
     expect(status.code).toBe(0);
-    expect(status.stdout).toContain(`rollout ${v6.id}: paused (canaries healthy (1); waiting for: pulldeploy rollout promote --role web) · canaries ${canary} · 4 prepared, 1 healthy, 0 failed of 4 · 2 slots`);
+    expect(status.stdout).toContain(
+      `rollout ${v6.id}: paused (canaries healthy (1); waiting for: pulldeploy rollout promote --role web) · canaries ${canary} · 4 prepared, 1 healthy, 0 failed of 4 · 2 slots`,
+    );
     const fleetStatus = await fleet.cli(["status", "--role", "web"]);
     expect(fleetStatus.stdout).toContain(`  waiting: ${NODES.filter((n) => n !== canary).join(", ")}\n`);
-    expect(JSON.parse((await fleet.cli(["status", "--role", "web", "--json"])).stdout).rollout).toMatchObject({ switching: [], record: { state: "paused" } });
+    expect(JSON.parse((await fleet.cli(["status", "--role", "web", "--json"])).stdout).rollout).toMatchObject({
+      switching: [],
+      record: { state: "paused" },
+    });
     const json = JSON.parse((await fleet.cli(["rollout", "status", "--role", "web", "--json"])).stdout);
     expect(json).toMatchObject({ release_id: v6.id, state: "paused", healthy: [canary] });
 
@@ -313,7 +411,9 @@ describe("staged rollouts, 4 agents on 4 stand-in nodes", () => {
     expect(fleet.rollout(v7.id).state).toBe("aborted");
     const bad = await fleet.cli(["rollout", "restart", "--role", "web"]);
     expect(bad.code).toBe(2);
-    expect(bad.stderr).toContain('unknown action "restart": pulldeploy rollout status|pause|resume|promote|abort --role ROLE');
+    expect(bad.stderr).toContain(
+      'unknown action "restart": pulldeploy rollout status|pause|resume|promote|abort --role ROLE',
+    );
     fs.rmSync(fleet.log, { force: true });
   }, 30_000);
 
@@ -343,8 +443,16 @@ describe("staged rollouts, 4 agents on 4 stand-in nodes", () => {
     const lastOne = fleet.agent(last!, v9.url);
     const results = [...(await early), await lastOne];
     for (const r of results) expect(r.code, statusOf(r)).toBe(0);
-    for (const r of results.slice(0, first.length)) expect(r.stderr).toContain(`waiting for every node to prepare before switching together (${first.length}/4 prepared)`);
-    const starts = fs.readFileSync(fleet.log, "utf8").trim().split("\n").filter((l) => l.includes(" start ")).map((l) => BigInt(l.split(" ")[0]!));
+    for (const r of results.slice(0, first.length))
+      expect(r.stderr).toContain(
+        `waiting for every node to prepare before switching together (${first.length}/4 prepared)`,
+      );
+    const starts = fs
+      .readFileSync(fleet.log, "utf8")
+      .trim()
+      .split("\n")
+      .filter((l) => l.includes(" start "))
+      .map((l) => BigInt(l.split(" ")[0]!));
     expect(starts).toHaveLength(4);
     for (const t of starts) expect(t).toBeGreaterThan(lastStarted);
     expect(maxConcurrent(fleet.log).max).toBeGreaterThan(1); // no slot limit: together
@@ -354,14 +462,27 @@ describe("staged rollouts, 4 agents on 4 stand-in nodes", () => {
   /** Deliver the role's last `deploy` event to `node` as `consul watch` does (stdin, CONSUL_INDEX), with no --role. */
   async function watchAgent(node: string, extra: string[] = []): Promise<RunResult> {
     const events = await (await fetch(`${fleet.cluster.node(node).url}/v1/event/list?name=deploy`)).text();
-    return run(["agent", ...extra], { stdin: events, env: { ...fleet.cluster.node(node).env, APP_ROOT: join(fleet.root, node), NODE: node, CONSUL_INDEX: "1" } });
+    return run(["agent", ...extra], {
+      stdin: events,
+      env: { ...fleet.cluster.node(node).env, APP_ROOT: join(fleet.root, node), NODE: node, CONSUL_INDEX: "1" },
+    });
   }
-  const fire = async (url: string) => expect((await fetch(`${fleet.cluster.node("server").url}/v1/event/fire/deploy`, { method: "PUT", body: url })).status).toBe(200);
+  const fire = async (url: string) =>
+    expect(
+      (await fetch(`${fleet.cluster.node("server").url}/v1/event/fire/deploy`, { method: "PUT", body: url })).status,
+    ).toBe(200);
   const reportOf = (n: string) => {
     const e = fleet.cluster.kvEntry(`pulldeploy/roles/web/nodes/${n}`);
     return e ? JSON.parse(Buffer.from(e.value).toString()) : undefined;
   };
-  const dropReports = async () => expect((await fetch(`${fleet.cluster.node("server").url}/v1/kv/pulldeploy/roles/web/nodes/?recurse`, { method: "DELETE" })).status).toBe(200);
+  const dropReports = async () =>
+    expect(
+      (
+        await fetch(`${fleet.cluster.node("server").url}/v1/kv/pulldeploy/roles/web/nodes/?recurse`, {
+          method: "DELETE",
+        })
+      ).status,
+    ).toBe(200);
 
   test("the drop-in `consul watch … pulldeploy agent` (no --role) reports to KV under the manifest's role; `[]` asks Consul nothing", async () => {
     const v10 = await fleet.publish("10", "ok", ["--max-parallel", "2"]);
@@ -381,12 +502,22 @@ describe("staged rollouts, 4 agents on 4 stand-in nodes", () => {
     }
     for (const n of NODES) {
       expect(fleet.current(n)).toBe(v10.id);
-      expect(reportOf(n)).toMatchObject({ node: n, role: "web", status: "success", phase: "done", release_id: v10.id, error: null });
+      expect(reportOf(n)).toMatchObject({
+        node: n,
+        role: "web",
+        status: "success",
+        phase: "done",
+        release_id: v10.id,
+        error: null,
+      });
       expect(reportOf(n).event_id).toBeString();
     }
     expect(fleet.rollout(v10.id)).toMatchObject({ state: "done" });
-    const view = JSON.parse((await fleet.cli(["status", "--role", "web", "--json"])).stdout) as { rows: { node: string; status: string; on_latest: boolean }[] };
-    for (const n of NODES) expect(view.rows.find((r) => r.node === n)).toMatchObject({ status: "success", on_latest: true });
+    const view = JSON.parse((await fleet.cli(["status", "--role", "web", "--json"])).stdout) as {
+      rows: { node: string; status: string; on_latest: boolean }[];
+    };
+    for (const n of NODES)
+      expect(view.rows.find((r) => r.node === n)).toMatchObject({ status: "success", on_latest: true });
     fs.rmSync(fleet.log, { force: true });
   }, 30_000);
 
@@ -394,7 +525,14 @@ describe("staged rollouts, 4 agents on 4 stand-in nodes", () => {
     const keys = tempDir("pd-keys-");
     try {
       for (const k of ["good", "other"]) expect((await run(["keygen", "--out", join(keys.path, k)])).code).toBe(0);
-      const v11 = await fleet.publish("11", "ok", ["--max-parallel", "1", "--max-failures", "0", "--sign-key", join(keys.path, "good")]);
+      const v11 = await fleet.publish("11", "ok", [
+        "--max-parallel",
+        "1",
+        "--max-failures",
+        "0",
+        "--sign-key",
+        join(keys.path, "good"),
+      ]);
       await dropReports();
       await fire(v11.url);
       const refused = await watchAgent("web-1", ["--trust-key", join(keys.path, "other.pub")]);
@@ -420,11 +558,18 @@ describe("staged rollouts, 4 agents on 4 stand-in nodes", () => {
     // The manifest (unsigned here) says another checksum and no delta index: the full archive is fetched and refused.
     const manifest = new URL(v12.url).pathname;
     const good = fs.readFileSync(manifest, "utf8");
-    fs.writeFileSync(manifest, good.replace(/^checksum: .*$/m, `checksum: ${"0".repeat(64)}`).replace(/^delta_index.*\n/gm, ""));
+    fs.writeFileSync(
+      manifest,
+      good.replace(/^checksum: .*$/m, `checksum: ${"0".repeat(64)}`).replace(/^delta_index.*\n/gm, ""),
+    );
     await fire(v12.url);
     const bad = await watchAgent("web-1");
     expect(bad.stderr).toContain("checksum mismatch");
-    const record = fleet.rollout(v12.id) as { state: string; reason: string; failed: { node: string; phase: string }[] };
+    const record = fleet.rollout(v12.id) as {
+      state: string;
+      reason: string;
+      failed: { node: string; phase: string }[];
+    };
     expect(record.failed).toMatchObject([{ node: "web-1", phase: "checksum" }]);
     expect(record.state).toBe("halted");
     expect(reportOf("web-1")).toMatchObject({ status: "failure", phase: "checksum", release_id: v12.id });
@@ -436,13 +581,28 @@ describe("staged rollouts, 4 agents on 4 stand-in nodes", () => {
 
   test("--slot-ttl: a pulldeploy killed while its Consul agent lives keeps its slot no longer than its session's TTL (~2× TTL); alive, it renews it", async () => {
     // Healthy on web-2 only: web-1 holds its slot in the health gate (no hook process left behind when killed).
-    const v13 = await fleet.publish("13", "web-2", ["--max-parallel", "1", "--slot-ttl", "1s", "--health-grace", "100ms", "--health-deadline", "60s"]);
+    const v13 = await fleet.publish("13", "web-2", [
+      "--max-parallel",
+      "1",
+      "--slot-ttl",
+      "1s",
+      "--health-grace",
+      "100ms",
+      "--health-deadline",
+      "60s",
+    ]);
     expect(fleet.rollout(v13.id)).toMatchObject({ slot_ttl_ms: 1000, limit: 1 });
     const n1 = fleet.cluster.node("web-1");
     const mark = n1.requests.length;
     const since = () => n1.requests.slice(mark);
     const held = Bun.spawn([BINARY, "agent", "--role", "web", "--manifest", v13.url], {
-      env: { PATH: process.env.PATH!, ...n1.env, APP_ROOT: join(fleet.root, "web-1"), NODE: "web-1", PULLDEPLOY_STATE_DIR: join(fleet.root, "state-ttl") },
+      env: {
+        PATH: process.env.PATH!,
+        ...n1.env,
+        APP_ROOT: join(fleet.root, "web-1"),
+        NODE: "web-1",
+        PULLDEPLOY_STATE_DIR: join(fleet.root, "state-ttl"),
+      },
       stdout: "ignore",
       stderr: "ignore",
     });
@@ -467,7 +627,10 @@ describe("staged rollouts, 4 agents on 4 stand-in nodes", () => {
       // Freed by the TTL (2 × 1 s after the last renewal, which was at most TTL/3 before the kill), not by serfHealth: web-1's agent lives.
       expect(waited).toBeGreaterThan(1500);
       expect(waited).toBeLessThan(6000);
-      const checks = (await (await fetch(`${n1.url}/v1/health/node/web-1`)).json()) as { CheckID: string; Status: string }[];
+      const checks = (await (await fetch(`${n1.url}/v1/health/node/web-1`)).json()) as {
+        CheckID: string;
+        Status: string;
+      }[];
       expect(checks.find((c) => c.CheckID === "serfHealth")?.Status).toBe("passing");
     } finally {
       held.kill(9);
@@ -480,10 +643,28 @@ test("--slot-ttl below the Consul servers' session_ttl_min (10 s by default): pu
   await using consul = await startConsulStandin();
   await using d = tempDir("pd-slot-ttl-");
   writeTree(join(d.path, "app"), { VERSION: "1" });
-  const r = await run(["publish", join(d.path, "app"), "--to", `file://${d.path}/store`, "--role", "web", "--dest", "/srv/app", "--max-parallel", "1", "--slot-ttl", "2s"], { env: consul.env });
+  const r = await run(
+    [
+      "publish",
+      join(d.path, "app"),
+      "--to",
+      `file://${d.path}/store`,
+      "--role",
+      "web",
+      "--dest",
+      "/srv/app",
+      "--max-parallel",
+      "1",
+      "--slot-ttl",
+      "2s",
+    ],
+    { env: consul.env },
+  );
   expect(r.code).toBe(1);
   expect(r.stderr).toContain("--slot-ttl 2s: Consul refuses it (");
-  expect(r.stderr).toContain("Invalid Session TTL '2000000000', must be between [10s=24h0m0s]); give at least its servers' session_ttl_min (10s unless set lower)");
+  expect(r.stderr).toContain(
+    "Invalid Session TTL '2000000000', must be between [10s=24h0m0s]); give at least its servers' session_ttl_min (10s unless set lower)",
+  );
   expect(consul.requests.filter((q) => q.method === "PUT" && q.path.startsWith("/v1/kv/"))).toEqual([]);
   expect(consul.requests.some((q) => q.path.startsWith("/v1/event/fire/"))).toBe(false);
 });
@@ -492,10 +673,16 @@ test("no --role, and a Consul node name that is no KV key segment (web-1/../../l
   await using consul = await startConsulStandin({ nodeName: "web-1/../../latest" });
   await using d = tempDir("pd-node-name-");
   const dest = join(d.path, "dest");
-  const rel = appRelease(d.path, { "index.html": "v1" }, (a) => `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${dest}\nrole: web\n`);
+  const rel = appRelease(
+    d.path,
+    { "index.html": "v1" },
+    (a) => `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${dest}\nrole: web\n`,
+  );
   const r = await run(["agent", "--manifest", rel.manifestUrl], { env: consul.env });
   expect(r.code, statusOf(r)).toBe(0);
-  expect(r.stderr).toContain(`role web (from the manifest): no report and no rollout: this host's node name "web-1/../../latest" must be 1–128 letters`);
+  expect(r.stderr).toContain(
+    `role web (from the manifest): no report and no rollout: this host's node name "web-1/../../latest" must be 1–128 letters`,
+  );
   expect(consul.requests.filter((q) => q.method === "PUT")).toEqual([]);
   expect(fs.readFileSync(join(dest, "index.html"), "utf8")).toBe("v1");
 });
@@ -505,11 +692,19 @@ test("no --role, Consul down: the deploy goes on, the report under the manifest'
   const state = join(d.path, "state");
   const dest = join(d.path, "dest");
   const port = await freePort();
-  const rel = appRelease(d.path, { "index.html": "v1" }, (a) => `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${dest}\nrole: web\n`);
+  const rel = appRelease(
+    d.path,
+    { "index.html": "v1" },
+    (a) => `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${dest}\nrole: web\n`,
+  );
   const args = ["agent", "--node", "web-9", "--manifest", rel.manifestUrl];
   const down = await run(args, { env: { CONSUL_HTTP_ADDR: `127.0.0.1:${port}`, PULLDEPLOY_STATE_DIR: state } });
   expect(down.code, statusOf(down)).toBe(0);
-  expect(JSON.parse(fs.readFileSync(join(state, "state.json"), "utf8")).pending_report).toMatchObject({ node: "web-9", role: "web", status: "success" });
+  expect(JSON.parse(fs.readFileSync(join(state, "state.json"), "utf8")).pending_report).toMatchObject({
+    node: "web-9",
+    role: "web",
+    status: "success",
+  });
   await using consul = await startConsulStandin({ port });
   const later = await run(args, { env: { ...consul.env, PULLDEPLOY_STATE_DIR: state } });
   expect(later.stderr).toContain("report: sent the report Consul missed earlier (success, release ");

@@ -142,7 +142,9 @@ describe("pulldeploy agent from s3:// (compiled binary)", () => {
       env: childEnv(home, { AWS_ENDPOINT_URL_S3: s3.endpoint, AWS_REGION: s3.region }),
     });
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain(`fetch ${url}: no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE`);
+    expect(r.stderr).toContain(
+      `fetch ${url}: no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE`,
+    );
     expect(existsSync(dest)).toBe(false);
   });
 });

@@ -24,17 +24,33 @@ commands:
   );
   await using cluster = await startSerfCluster(d.path, [
     // Two "hosts" on one machine: each keeps its own agent state.
-    { name: "web1", handler: `user:deploy=${BINARY} agent`, tags: { role: "web" }, env: { PULLDEPLOY_STATE_DIR: join(d.path, "state-web1") } },
-    { name: "web2", handler: `user:deploy=${BINARY} agent`, tags: { role: "web" }, env: { PULLDEPLOY_STATE_DIR: join(d.path, "state-web2") } },
+    {
+      name: "web1",
+      handler: `user:deploy=${BINARY} agent`,
+      tags: { role: "web" },
+      env: { PULLDEPLOY_STATE_DIR: join(d.path, "state-web1") },
+    },
+    {
+      name: "web2",
+      handler: `user:deploy=${BINARY} agent`,
+      tags: { role: "web" },
+      env: { PULLDEPLOY_STATE_DIR: join(d.path, "state-web2") },
+    },
   ]);
   cluster.event("deploy", rel.manifestUrl);
   const done = join(d.path, "done.log");
-  await waitFor(() => fs.existsSync(done) && fs.readFileSync(done, "utf8").trim().split("\n").length === 2, "both agents to deploy", 20_000);
+  await waitFor(
+    () => fs.existsSync(done) && fs.readFileSync(done, "utf8").trim().split("\n").length === 2,
+    "both agents to deploy",
+    20_000,
+  );
   expect(fs.readFileSync(done, "utf8").trim().split("\n").sort()).toEqual(["web1 deploy 1", "web2 deploy 1"]);
   for (const node of ["web1", "web2"]) {
     expect(listTree(join(d.path, node, "app"))).toEqual(["index.html", "lib/", "lib/x.js"]);
     expect(fs.readFileSync(join(d.path, node, "app/index.html"), "utf8")).toBe("served by serf");
     // The agent logged the serf event it was woken by (the success command got the log on stdin).
-    expect(fs.readFileSync(join(d.path, `${node}.log`), "utf8")).toContain(`serf user event deploy (LTime 1): ${rel.manifestUrl}`);
+    expect(fs.readFileSync(join(d.path, `${node}.log`), "utf8")).toContain(
+      `serf user event deploy (LTime 1): ${rel.manifestUrl}`,
+    );
   }
 });

@@ -62,7 +62,10 @@ beforeAll(async () => {
   consul.addNode("api-2", { services: ["api-svc"] });
   consul.kvPut(kvKeys.latest("pulldeploy", "web"), record("web", NEW));
   consul.kvPut(kvKeys.node("pulldeploy", "web", "web-1"), report("web", "web-1"));
-  consul.kvPut(kvKeys.node("pulldeploy", "web", "web-2"), report("web", "web-2", { status: "failure", phase: "post", error: ERROR }));
+  consul.kvPut(
+    kvKeys.node("pulldeploy", "web", "web-2"),
+    report("web", "web-2", { status: "failure", phase: "post", error: ERROR }),
+  );
   consul.kvPut(kvKeys.node("pulldeploy", "web", "web-3"), report("web", "web-3", { release_id: OLD }));
   // web-4 never reported; web-9 reports but is not in the catalog (decommissioned).
   consul.kvPut(kvKeys.node("pulldeploy", "web", "web-9"), report("web", "web-9"));
@@ -79,23 +82,39 @@ describe("pulldeploy status", () => {
     expect(r.stdout).not.toContain("\x1b["); // not a TTY: no colour
     const lines = r.stdout.split("\n");
     expect(lines[0]).toBe(`web: latest release ${NEW}, published 10m ago by ci@build-1: fix the login page`);
-    expect(lines[1]).toBe("5 nodes: 2 on latest, 1 failed, 1 on an older release, 1 never reported, 1 not in the catalog");
+    expect(lines[1]).toBe(
+      "5 nodes: 2 on latest, 1 failed, 1 on an older release, 1 never reported, 1 not in the catalog",
+    );
     expect(lines[3]).toMatch(/^ {3}NODE +STATUS +RELEASE +PHASE +AGE +ERROR$/);
     const row = (node: string) => lines.find((l) => l.slice(3).startsWith(`${node} `))!;
     expect(row("web-1")).toMatch(new RegExp(`^   web-1  success +${NEW}  done +4m$`));
     expect(row("web-2")).toMatch(new RegExp(`^!  web-2  failure +${NEW}  post +4m +${ERROR.replaceAll(".", "\\.")}$`));
     expect(row("web-3")).toMatch(new RegExp(`^~  web-3  success +${OLD}  done +4m$`));
-    expect(row("web-4")).toMatch(/^\?  web-4  never reported +- +- +-$/);
-    expect(row("web-9")).toMatch(/^\*  web-9  success .*\(not in catalog\)$/);
-    expect(lines.map((l) => l.slice(3, 8)).filter((n) => n.startsWith("web-"))).toEqual(["web-1", "web-2", "web-3", "web-4", "web-9"]);
-    expect(r.stdout).toContain(`! failed   ? never reported   ~ runs an older release   * not in the catalog of service "web"`);
+    expect(row("web-4")).toMatch(/^\? {2}web-4 {2}never reported +- +- +-$/);
+    expect(row("web-9")).toMatch(/^\* {2}web-9 {2}success .*\(not in catalog\)$/);
+    expect(lines.map((l) => l.slice(3, 8)).filter((n) => n.startsWith("web-"))).toEqual([
+      "web-1",
+      "web-2",
+      "web-3",
+      "web-4",
+      "web-9",
+    ]);
+    expect(r.stdout).toContain(
+      `! failed   ? never reported   ~ runs an older release   * not in the catalog of service "web"`,
+    );
     expect(r.stderr).toBe("");
   });
 
   test("on a terminal: colours (failure red, success green, markers), none with NO_COLOR", async () => {
     // util-linux `script` gives the binary a pseudo-terminal as stdout.
     const onTty = async (extra: Record<string, string> = {}) => {
-      const p = Bun.spawn(["script", "-qec", `${BINARY} status --role web`, "/dev/null"], { env: { PATH: process.env.PATH, ...env, ...extra }, stdin: "ignore", stdout: "pipe", stderr: "pipe", timeout: 30_000 });
+      const p = Bun.spawn(["script", "-qec", `${BINARY} status --role web`, "/dev/null"], {
+        env: { PATH: process.env.PATH, ...env, ...extra },
+        stdin: "ignore",
+        stdout: "pipe",
+        stderr: "pipe",
+        timeout: 30_000,
+      });
       const [stdout, code] = await Promise.all([new Response(p.stdout).text(), p.exited]);
       return { stdout, code };
     };
@@ -115,8 +134,28 @@ describe("pulldeploy status", () => {
     expect(r.code).toBe(1);
     const view = JSON.parse(r.stdout);
     expect(view.latest.id).toBe(NEW);
-    expect(view.counts).toEqual({ nodes: 5, on_latest: 2, success: 3, failure: 1, deploying: 0, skipped: 0, never_reported: 1, behind: 1, not_in_catalog: 1 });
-    expect(view.rows.map((x: { node: string; status: string; release_id: string | null; on_latest: boolean; in_catalog: boolean }) => [x.node, x.status, x.release_id, x.on_latest, x.in_catalog])).toEqual([
+    expect(view.counts).toEqual({
+      nodes: 5,
+      on_latest: 2,
+      success: 3,
+      failure: 1,
+      deploying: 0,
+      skipped: 0,
+      never_reported: 1,
+      behind: 1,
+      not_in_catalog: 1,
+    });
+    expect(
+      view.rows.map(
+        (x: { node: string; status: string; release_id: string | null; on_latest: boolean; in_catalog: boolean }) => [
+          x.node,
+          x.status,
+          x.release_id,
+          x.on_latest,
+          x.in_catalog,
+        ],
+      ),
+    ).toEqual([
       ["web-1", "success", NEW, true, true],
       ["web-2", "failure", NEW, false, true],
       ["web-3", "success", OLD, false, true],
@@ -151,7 +190,7 @@ describe("pulldeploy status", () => {
 
   test.each([
     [[], "--role is required"],
-    [["--role", "../etc"], "--role: role \"../etc\" must be"],
+    [["--role", "../etc"], '--role: role "../etc" must be'],
     [["--role", "web", "--bogus"], "unknown flag --bogus"],
     [["--role", "web", "--kv-prefix", "/"], "--kv-prefix: the KV prefix must not be empty"],
   ])("usage error %j: exit 2", async (args, message) => {

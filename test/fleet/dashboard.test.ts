@@ -7,7 +7,14 @@ import { parseListen } from "../../src/fleet/dashboard/server.ts";
 import { dashboardRoles, rolesOf, stateKey } from "../../src/fleet/dashboard/state.ts";
 import { renderReleaseRecord, type ReleaseRecord } from "../../src/records/release.ts";
 
-const entry = (key: string, value: string): KvEntry => ({ key, value: new TextEncoder().encode(value), flags: 0n, modifyIndex: 1, createIndex: 1, lockIndex: 0 });
+const entry = (key: string, value: string): KvEntry => ({
+  key,
+  value: new TextEncoder().encode(value),
+  flags: 0n,
+  modifyIndex: 1,
+  createIndex: 1,
+  lockIndex: 0,
+});
 
 function record(role: string, id: string): string {
   const r: ReleaseRecord = {
@@ -27,7 +34,16 @@ function record(role: string, id: string): string {
 }
 
 const report = (node: string, release_id: string) =>
-  JSON.stringify({ node, role: "web", status: "success", phase: "done", release_id, started_at: "2026-03-01T00:00:00.000Z", finished_at: "2026-03-01T00:00:01.000Z", log_tail: "" });
+  JSON.stringify({
+    node,
+    role: "web",
+    status: "success",
+    phase: "done",
+    release_id,
+    started_at: "2026-03-01T00:00:00.000Z",
+    finished_at: "2026-03-01T00:00:01.000Z",
+    log_tail: "",
+  });
 
 const IDS = ["20260101T000000Z-000000000001", "20260201T000000Z-000000000002", "20260301T000000Z-000000000003"];
 const ENTRIES = [
@@ -50,7 +66,12 @@ describe("rolesOf", () => {
 
 describe("dashboardRoles", () => {
   const now = new Date("2026-03-02T00:00:00.000Z");
-  const roles = dashboardRoles({ entries: ENTRIES, prefix: "pulldeploy", catalogs: new Map([["web", ["web-1", "web-2", "web-3"]]]), now });
+  const roles = dashboardRoles({
+    entries: ENTRIES,
+    prefix: "pulldeploy",
+    catalogs: new Map([["web", ["web-1", "web-2", "web-3"]]]),
+    now,
+  });
   const web = roles.find((r) => r.role === "web")!;
 
   test("one view per role: latest, rows, recent releases newest first, unreadable keys named", () => {
@@ -69,23 +90,42 @@ describe("dashboardRoles", () => {
 
   test("the latest release's size comes in words, as the CLI writes sizes", () => {
     const sized = JSON.stringify({ ...JSON.parse(record("web", IDS[2]!)), size: 2_140_000 });
-    const [role] = dashboardRoles({ entries: [entry("pulldeploy/roles/web/latest", sized)], prefix: "pulldeploy", catalogs: new Map(), now });
+    const [role] = dashboardRoles({
+      entries: [entry("pulldeploy/roles/web/latest", sized)],
+      prefix: "pulldeploy",
+      catalogs: new Map(),
+      now,
+    });
     expect(role!.latest_size_text).toBe("2.1 MB");
   });
 
   test("--role limits the roles; a role named but absent from KV is shown empty", () => {
-    expect(dashboardRoles({ entries: ENTRIES, prefix: "pulldeploy", catalogs: new Map(), only: ["db", "web"], now }).map((r) => [r.role, r.latest?.id ?? null, r.rows.length])).toEqual([
+    expect(
+      dashboardRoles({ entries: ENTRIES, prefix: "pulldeploy", catalogs: new Map(), only: ["db", "web"], now }).map(
+        (r) => [r.role, r.latest?.id ?? null, r.rows.length],
+      ),
+    ).toEqual([
       ["db", null, 0],
       ["web", IDS[2], 2],
     ]);
   });
 
   test("stateKey ignores the clock, not the data", () => {
-    const later = dashboardRoles({ entries: ENTRIES, prefix: "pulldeploy", catalogs: new Map([["web", ["web-1", "web-2", "web-3"]]]), now: new Date("2026-03-05T00:00:00.000Z") });
+    const later = dashboardRoles({
+      entries: ENTRIES,
+      prefix: "pulldeploy",
+      catalogs: new Map([["web", ["web-1", "web-2", "web-3"]]]),
+      now: new Date("2026-03-05T00:00:00.000Z"),
+    });
     const ok = { address: "c:8500", ok: true, error: null };
     expect(stateKey(later, ok)).toBe(stateKey(roles, ok));
     expect(stateKey(roles, { ...ok, ok: false, error: "down" })).not.toBe(stateKey(roles, ok));
-    const changed = dashboardRoles({ entries: [...ENTRIES, entry("pulldeploy/roles/web/nodes/web-3", report("web-3", IDS[2]!))], prefix: "pulldeploy", catalogs: new Map(), now });
+    const changed = dashboardRoles({
+      entries: [...ENTRIES, entry("pulldeploy/roles/web/nodes/web-3", report("web-3", IDS[2]!))],
+      prefix: "pulldeploy",
+      catalogs: new Map(),
+      now,
+    });
     expect(stateKey(changed, ok)).not.toBe(stateKey(roles, ok));
   });
 });
@@ -109,13 +149,39 @@ describe("dashboardRoles: the latest release's staged rollout", () => {
     const base = `pulldeploy/roles/web/rollouts/${id}`;
     const at = "2026-03-01T00:00:00.000Z";
     const rollout = {
-      release_id: id, role: "web", state: "running", reason: "", max_parallel: "1", limit: 1, canary: 0, canary_wait: false,
-      max_failures: null, failure_budget: null, auto_rollback: false, health_grace_ms: 0, health_deadline_ms: 0, nodes_total: 3,
-      previous: null, event: "deploy", event_filters: {}, switch_together: false, prepare_deadline_ms: 0,
-      prepared: ["web-1", "web-2", "web-3"], canaries: [], healthy: ["web-1"], failed: [], created_at: at, updated_at: at,
+      release_id: id,
+      role: "web",
+      state: "running",
+      reason: "",
+      max_parallel: "1",
+      limit: 1,
+      canary: 0,
+      canary_wait: false,
+      max_failures: null,
+      failure_budget: null,
+      auto_rollback: false,
+      health_grace_ms: 0,
+      health_deadline_ms: 0,
+      nodes_total: 3,
+      previous: null,
+      event: "deploy",
+      event_filters: {},
+      switch_together: false,
+      prepare_deadline_ms: 0,
+      prepared: ["web-1", "web-2", "web-3"],
+      canaries: [],
+      healthy: ["web-1"],
+      failed: [],
+      created_at: at,
+      updated_at: at,
     };
     const held: KvEntry = { ...entry(`${base}/slots/s-2`, "web-2"), session: "s-2" };
-    const entries = [...ENTRIES, entry(base, JSON.stringify(rollout)), entry(`${base}/slots/.lock`, '{"Limit":1,"Holders":{"s-2":true}}'), held];
+    const entries = [
+      ...ENTRIES,
+      entry(base, JSON.stringify(rollout)),
+      entry(`${base}/slots/.lock`, '{"Limit":1,"Holders":{"s-2":true}}'),
+      held,
+    ];
     const roles = dashboardRoles({ entries, prefix: "pulldeploy", catalogs: new Map(), now: new Date(at) });
     expect(roles.find((r) => r.role === "web")!.rollout_lines).toEqual([
       `rollout ${id}: running · 3 prepared, 1 healthy, 0 failed of 3 · 1 slot`,

@@ -6,7 +6,14 @@ import { fleetMetrics, rolloutsOf } from "../../src/fleet/metrics.ts";
 import { lintExposition } from "../../src/prometheus.ts";
 
 const enc = new TextEncoder();
-const entry = (key: string, value: string, modifyIndex = 1): KvEntry => ({ key, value: enc.encode(value), flags: 0n, modifyIndex, createIndex: 1, lockIndex: 0 });
+const entry = (key: string, value: string, modifyIndex = 1): KvEntry => ({
+  key,
+  value: enc.encode(value),
+  flags: 0n,
+  modifyIndex,
+  createIndex: 1,
+  lockIndex: 0,
+});
 
 describe("fleetMetrics", () => {
   test("hostile rollout ids and states are escaped; non-JSON, non-string states and nested keys are ignored; the newest record wins", () => {
@@ -20,7 +27,13 @@ describe("fleetMetrics", () => {
     ];
     expect([...rolloutsOf(entries, "p")]).toEqual([["web", { id: "a", state: 'x"} 1\nevil_metric 1' }]]);
     const now = new Date("2026-12-04T12:00:00Z");
-    const state = { index: 1, generated_at: now.toISOString(), prefix: "p", consul: { address: "x", ok: false, error: "down" }, roles: dashboardRoles({ entries, prefix: "p", catalogs: new Map(), now }) };
+    const state = {
+      index: 1,
+      generated_at: now.toISOString(),
+      prefix: "p",
+      consul: { address: "x", ok: false, error: "down" },
+      roles: dashboardRoles({ entries, prefix: "p", catalogs: new Map(), now }),
+    };
     const text = fleetMetrics(state, entries, now);
     expect(lintExposition(text)).toEqual([]);
     expect(text).toContain('pulldeploy_rollout_info{role="web",rollout_id="a",state="x\\"} 1\\nevil_metric 1"} 1\n');

@@ -4,7 +4,15 @@
  */
 import { describe, expect, test } from "bun:test";
 import type { KvEntry } from "../../src/consul/client.ts";
-import { attention, compareRows, fleetView, formatAge, renderFleet, reportsOf, type FleetInput } from "../../src/fleet/view.ts";
+import {
+  attention,
+  compareRows,
+  fleetView,
+  formatAge,
+  renderFleet,
+  reportsOf,
+  type FleetInput,
+} from "../../src/fleet/view.ts";
 import type { ReleaseRecord } from "../../src/records/release.ts";
 import type { NodeReport } from "../../src/records/report.ts";
 
@@ -48,7 +56,15 @@ function report(node: string, patch: Partial<NodeReport> = {}): NodeReport {
 }
 
 function view(patch: Partial<FleetInput> & { reports?: Map<string, NodeReport> }) {
-  return fleetView({ prefix: "pulldeploy", role: "web", latest: LATEST, catalog: [], reports: new Map(), now: NOW, ...patch });
+  return fleetView({
+    prefix: "pulldeploy",
+    role: "web",
+    latest: LATEST,
+    catalog: [],
+    reports: new Map(),
+    now: NOW,
+    ...patch,
+  });
 }
 
 const reports = (...rs: NodeReport[]) => new Map(rs.map((r) => [r.node, r]));
@@ -58,9 +74,20 @@ describe("fleetView: one row per node", () => {
     catalog: ["web-10", "web-2", "web-1", "web-3", "web-4", "web-2"],
     reports: reports(
       report("web-1"),
-      report("web-2", { status: "failure", phase: "post", error: "post: command failed with exit code 1: ./restart", finished_at: "2026-03-01T11:58:00.000Z" }),
+      report("web-2", {
+        status: "failure",
+        phase: "post",
+        error: "post: command failed with exit code 1: ./restart",
+        finished_at: "2026-03-01T11:58:00.000Z",
+      }),
       report("web-3", { release_id: OLD, finished_at: "2026-02-28T09:05:00.000Z" }),
-      report("web-10", { status: "deploying", phase: "fetch", finished_at: null, duration_ms: null, started_at: "2026-03-01T11:59:50.000Z" }),
+      report("web-10", {
+        status: "deploying",
+        phase: "fetch",
+        finished_at: null,
+        duration_ms: null,
+        started_at: "2026-03-01T11:59:50.000Z",
+      }),
       report("web-old", { release_id: OLD }),
     ),
   });
@@ -80,7 +107,15 @@ describe("fleetView: one row per node", () => {
     ["web-old", "success", OLD, false, true, false, "done", 270_000, "behind"],
   ] as const)("%s: %s", (node, status, release, onLatest, behind, inCatalog, phase, age, why) => {
     const r = row(node);
-    expect([r.status, r.release_id, r.on_latest, r.behind, r.in_catalog, r.phase, r.age_ms]).toEqual([status, release, onLatest, behind, inCatalog, phase, age]);
+    expect([r.status, r.release_id, r.on_latest, r.behind, r.in_catalog, r.phase, r.age_ms]).toEqual([
+      status,
+      release,
+      onLatest,
+      behind,
+      inCatalog,
+      phase,
+      age,
+    ]);
     expect(attention(r)).toBe(why);
   });
 
@@ -91,11 +126,27 @@ describe("fleetView: one row per node", () => {
   });
 
   test("counts", () => {
-    expect(v.counts).toEqual({ nodes: 6, on_latest: 1, success: 3, failure: 1, deploying: 1, skipped: 0, never_reported: 1, behind: 2, not_in_catalog: 1 });
+    expect(v.counts).toEqual({
+      nodes: 6,
+      on_latest: 1,
+      success: 3,
+      failure: 1,
+      deploying: 1,
+      skipped: 0,
+      never_reported: 1,
+      behind: 2,
+      not_in_catalog: 1,
+    });
   });
 
   test("the view carries where it was read and when", () => {
-    expect([v.prefix, v.role, v.service, v.latest?.id, v.generated_at]).toEqual(["pulldeploy", "web", "web", NEW, NOW.toISOString()]);
+    expect([v.prefix, v.role, v.service, v.latest?.id, v.generated_at]).toEqual([
+      "pulldeploy",
+      "web",
+      "web",
+      NEW,
+      NOW.toISOString(),
+    ]);
   });
 });
 
@@ -110,20 +161,31 @@ describe("fleetView: edge cases", () => {
   });
 
   test("a report that failed before knowing its release", () => {
-    const v = view({ catalog: ["a"], reports: reports(report("a", { status: "failure", release_id: null, phase: "manifest", error: "manifest: 404" })) });
+    const v = view({
+      catalog: ["a"],
+      reports: reports(report("a", { status: "failure", release_id: null, phase: "manifest", error: "manifest: 404" })),
+    });
     expect([v.rows[0]!.release_id, v.rows[0]!.behind, attention(v.rows[0]!)]).toEqual([null, false, "failed"]);
   });
 
   test("a skip on the latest counts as on latest", () => {
-    expect(view({ catalog: ["a"], reports: reports(report("a", { status: "skipped" })) }).rows[0]!.on_latest).toBe(true);
+    expect(view({ catalog: ["a"], reports: reports(report("a", { status: "skipped" })) }).rows[0]!.on_latest).toBe(
+      true,
+    );
   });
 
   test("a start time that does not parse gives no age", () => {
-    expect(view({ catalog: ["a"], reports: reports(report("a", { finished_at: null, started_at: "yesterday" })) }).rows[0]!.age_ms).toBeNull();
+    expect(
+      view({ catalog: ["a"], reports: reports(report("a", { finished_at: null, started_at: "yesterday" })) }).rows[0]!
+        .age_ms,
+    ).toBeNull();
   });
 
   test("a clock behind the report's time gives age 0, not a negative one", () => {
-    expect(view({ catalog: ["a"], reports: reports(report("a", { finished_at: "2026-03-01T12:00:05.000Z" })) }).rows[0]!.age_ms).toBe(0);
+    expect(
+      view({ catalog: ["a"], reports: reports(report("a", { finished_at: "2026-03-01T12:00:05.000Z" })) }).rows[0]!
+        .age_ms,
+    ).toBe(0);
   });
 
   test("--service names the catalog service", () => {
@@ -133,11 +195,25 @@ describe("fleetView: edge cases", () => {
 
 describe("compareRows", () => {
   test.each([
-    [["b", "a", "C"], ["a", "b", "C"]],
-    [["web-10", "web-9", "web-1"], ["web-1", "web-9", "web-10"]],
-    [["n1.dc2", "n1.dc10", "n1.dc1"], ["n1.dc1", "n1.dc2", "n1.dc10"]],
+    [
+      ["b", "a", "C"],
+      ["a", "b", "C"],
+    ],
+    [
+      ["web-10", "web-9", "web-1"],
+      ["web-1", "web-9", "web-10"],
+    ],
+    [
+      ["n1.dc2", "n1.dc10", "n1.dc1"],
+      ["n1.dc1", "n1.dc2", "n1.dc10"],
+    ],
   ])("%j", (names, sorted) => {
-    expect(names.map((node) => ({ node, in_catalog: true })).sort(compareRows).map((r) => r.node)).toEqual(sorted);
+    expect(
+      names
+        .map((node) => ({ node, in_catalog: true }))
+        .sort(compareRows)
+        .map((r) => r.node),
+    ).toEqual(sorted);
   });
 });
 

@@ -48,7 +48,12 @@ async function fleet(nodes: string[], service = "web") {
 
 /** Count the wait's parked blocking queries; resolves once `n` have parked in total. */
 async function parked(consul: ConsulStandin, n: number) {
-  await consul.waitFor(() => consul.requests.filter((r) => r.path === NODES_PATH && r.query.index !== undefined).length >= n && consul.blocked >= 1, `blocking query #${n}`);
+  await consul.waitFor(
+    () =>
+      consul.requests.filter((r) => r.path === NODES_PATH && r.query.index !== undefined).length >= n &&
+      consul.blocked >= 1,
+    `blocking query #${n}`,
+  );
 }
 
 describe("waitForRollout", () => {
@@ -58,14 +63,25 @@ describe("waitForRollout", () => {
     put(consul, "web-1", { release_id: OLD });
     put(consul, "web-2", { release_id: OLD });
     const lines: string[] = [];
-    const waiting = waitForRollout({ consul: client, prefix: "pulldeploy", role: "web", releaseId: NEW, timeoutMs: 10_000, onProgress: (p) => lines.push(p.line) });
+    const waiting = waitForRollout({
+      consul: client,
+      prefix: "pulldeploy",
+      role: "web",
+      releaseId: NEW,
+      timeoutMs: 10_000,
+      onProgress: (p) => lines.push(p.line),
+    });
 
     await parked(consul, 1);
     put(consul, "web-1", { status: "deploying", phase: "fetch", finished_at: null });
     await parked(consul, 2);
     put(consul, "web-1");
     await parked(consul, 3);
-    put(consul, "web-3", { status: "failure", phase: "post", error: "post: command failed with exit code 1: ./restart.sh" });
+    put(consul, "web-3", {
+      status: "failure",
+      phase: "post",
+      error: "post: command failed with exit code 1: ./restart.sh",
+    });
     await parked(consul, 4);
     // A report about another release wakes the wait but adds no line.
     put(consul, "web-2", { release_id: OLD, started_at: "2026-02-28T09:00:00.000Z" });
@@ -82,10 +98,21 @@ describe("waitForRollout", () => {
     expect(result.ok).toBe(false);
     expect(result.outcome).toBe("failure");
     expect(result.succeeded).toEqual(["web-1", "web-2"]);
-    expect(result.failed).toEqual([{ node: "web-3", status: "failure", release_id: NEW, phase: "post", error: "post: command failed with exit code 1: ./restart.sh" }]);
+    expect(result.failed).toEqual([
+      {
+        node: "web-3",
+        status: "failure",
+        release_id: NEW,
+        phase: "post",
+        error: "post: command failed with exit code 1: ./restart.sh",
+      },
+    ]);
     expect(result.pending).toEqual([]);
     expect(result.message).toBe(`rollout of ${NEW} to web: 2/3 succeeded, 1 failed (web-3)`);
-    expect(describeRollout(result)).toEqual([result.message, "  web-3: failed in post: post: command failed with exit code 1: ./restart.sh"]);
+    expect(describeRollout(result)).toEqual([
+      result.message,
+      "  web-3: failed in post: post: command failed with exit code 1: ./restart.sh",
+    ]);
   });
 
   test("all succeed: ok; reports already there count at once, two in one answer count up", async () => {
@@ -93,13 +120,27 @@ describe("waitForRollout", () => {
     await using _ = consul;
     put(consul, "a");
     const progress: RolloutProgress[] = [];
-    const waiting = waitForRollout({ consul: client, prefix: "pulldeploy", role: "web", releaseId: NEW, timeoutMs: 10_000, onProgress: (p) => progress.push(p) });
+    const waiting = waitForRollout({
+      consul: client,
+      prefix: "pulldeploy",
+      role: "web",
+      releaseId: NEW,
+      timeoutMs: 10_000,
+      onProgress: (p) => progress.push(p),
+    });
     await parked(consul, 1);
     // Two writes before the wait's next query: one answer carries both.
     put(consul, "c");
     put(consul, "b");
     const result = await waiting;
-    expect(result).toMatchObject({ ok: true, outcome: "success", total: 3, succeeded: ["a", "b", "c"], failed: [], pending: [] });
+    expect(result).toMatchObject({
+      ok: true,
+      outcome: "success",
+      total: 3,
+      succeeded: ["a", "b", "c"],
+      failed: [],
+      pending: [],
+    });
     expect(progress.map((p) => p.line)).toEqual(["a: success (1/3)", "b: success (2/3)", "c: success (3/3)"]);
     expect(progress.map((p) => [p.node, p.status, p.done, p.total])).toEqual([
       ["a", "success", 1, 3],
@@ -114,7 +155,13 @@ describe("waitForRollout", () => {
     put(consul, "web-1");
     put(consul, "web-2", { release_id: OLD });
     const started = Date.now();
-    const result = await waitForRollout({ consul: client, prefix: "pulldeploy", role: "web", releaseId: NEW, timeoutMs: 400 });
+    const result = await waitForRollout({
+      consul: client,
+      prefix: "pulldeploy",
+      role: "web",
+      releaseId: NEW,
+      timeoutMs: 400,
+    });
     expect(Date.now() - started).toBeLessThan(3000);
     expect(result.ok).toBe(false);
     expect(result.outcome).toBe("timeout");
@@ -122,25 +169,53 @@ describe("waitForRollout", () => {
       { node: "web-2", status: "success", release_id: OLD, phase: "done", error: null },
       { node: "web-3", status: "never-reported", release_id: null, phase: null, error: null },
     ]);
-    expect(result.message).toBe(`rollout of ${NEW} to web: timed out after 400ms: 1/3 succeeded, 2 not done (web-2, web-3)`);
-    expect(describeRollout(result)).toEqual([result.message, `  web-2: last reported success for ${OLD}`, "  web-3: never reported"]);
+    expect(result.message).toBe(
+      `rollout of ${NEW} to web: timed out after 400ms: 1/3 succeeded, 2 not done (web-2, web-3)`,
+    );
+    expect(describeRollout(result)).toEqual([
+      result.message,
+      `  web-2: last reported success for ${OLD}`,
+      "  web-3: never reported",
+    ]);
   });
 
   test("a role with no catalog nodes ends at once and is not ok; --service names another service", async () => {
     const { consul, client } = await fleet(["f-1"], "frontend");
     await using _ = consul;
-    const none = await waitForRollout({ consul: client, prefix: "pulldeploy", role: "web", releaseId: NEW, timeoutMs: 10_000 });
+    const none = await waitForRollout({
+      consul: client,
+      prefix: "pulldeploy",
+      role: "web",
+      releaseId: NEW,
+      timeoutMs: 10_000,
+    });
     expect(none).toMatchObject({ ok: false, outcome: "no-nodes", total: 0 });
-    expect(none.message).toBe(`rollout of ${NEW} to web: no nodes of service "web" in Consul's catalog: nothing to wait for`);
+    expect(none.message).toBe(
+      `rollout of ${NEW} to web: no nodes of service "web" in Consul's catalog: nothing to wait for`,
+    );
     put(consul, "f-1");
-    const done = await waitForRollout({ consul: client, prefix: "pulldeploy", role: "web", service: "frontend", releaseId: NEW, timeoutMs: 10_000 });
+    const done = await waitForRollout({
+      consul: client,
+      prefix: "pulldeploy",
+      role: "web",
+      service: "frontend",
+      releaseId: NEW,
+      timeoutMs: 10_000,
+    });
     expect(done).toMatchObject({ ok: true, succeeded: ["f-1"] });
   });
 
   test("a node that joins the catalog mid-rollout must report too", async () => {
     const { consul, client } = await fleet(["a"]);
     await using _ = consul;
-    const waiting = waitForRollout({ consul: client, prefix: "pulldeploy", role: "web", releaseId: NEW, timeoutMs: 10_000, blockingWait: "200ms" });
+    const waiting = waitForRollout({
+      consul: client,
+      prefix: "pulldeploy",
+      role: "web",
+      releaseId: NEW,
+      timeoutMs: 10_000,
+      blockingWait: "200ms",
+    });
     await parked(consul, 1);
     consul.addNode("b", { services: ["web"] });
     // The catalog is re-read after a blocking query that ran out: wait for that read, then report a.
@@ -159,7 +234,15 @@ describe("waitForRollout", () => {
     consul.addNode("a", { services: ["web"] });
     const client = new ConsulClient(consulConfig({}, { addr: consul.addr }));
     const lines: string[] = [];
-    const waiting = waitForRollout({ consul: client, prefix: "pulldeploy", role: "web", releaseId: NEW, timeoutMs: 10_000, retryMs: [50, 100], onProgress: (p) => lines.push(p.line) });
+    const waiting = waitForRollout({
+      consul: client,
+      prefix: "pulldeploy",
+      role: "web",
+      releaseId: NEW,
+      timeoutMs: 10_000,
+      retryMs: [50, 100],
+      onProgress: (p) => lines.push(p.line),
+    });
     await parked(consul, 1);
     await consul.stop();
     await waitForLine(lines, /^consul: /);
@@ -176,7 +259,14 @@ describe("waitForRollout", () => {
     const { consul, client } = await fleet(["a"]);
     await using _ = consul;
     const stop = new AbortController();
-    const waiting = waitForRollout({ consul: client, prefix: "pulldeploy", role: "web", releaseId: NEW, timeoutMs: 10_000, signal: stop.signal });
+    const waiting = waitForRollout({
+      consul: client,
+      prefix: "pulldeploy",
+      role: "web",
+      releaseId: NEW,
+      timeoutMs: 10_000,
+      signal: stop.signal,
+    });
     await parked(consul, 1);
     stop.abort(new Error("interrupted by SIGINT"));
     await expect(waiting).rejects.toThrow("interrupted by SIGINT");

@@ -16,7 +16,8 @@ test("300 mutated archives through the agent's unpack path: nothing escapes, lim
   // The mutations reach past the checksum into the parser: many kinds of refusal, and some archives still extract.
   expect(stats.extracted).toBeGreaterThan(10);
   expect(stats.reasons.size).toBeGreaterThan(10);
-  for (const kind of ["unsafe entry", "bad tar header", "bad pax header", "truncated archive"]) expect(stats.reasons.get(kind)).toBeGreaterThan(0);
+  for (const kind of ["unsafe entry", "bad tar header", "bad pax header", "truncated archive"])
+    expect(stats.reasons.get(kind)).toBeGreaterThan(0);
 });
 
 test("300 mutated manifests through the parser: a manifest or a one-line ManifestError", () => {

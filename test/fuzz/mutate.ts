@@ -43,9 +43,15 @@ export function headerOffsets(t: Uint8Array): number[] {
     const h = t.subarray(off, off + 512);
     if (h.every((b) => b === 0)) break;
     out.push(off);
-    const size = parseInt(Buffer.from(h.subarray(124, 136)).toString("latin1").replace(/[\0 ]+$/, "") || "0", 8);
+    const size = parseInt(
+      Buffer.from(h.subarray(124, 136))
+        .toString("latin1")
+        .replace(/[\0 ]+$/, "") || "0",
+      8,
+    );
     const type = String.fromCharCode(h[156]!);
-    const hasData = type === "0" || type === "\0" || type === "7" || type === "x" || type === "g" || type === "L" || type === "K";
+    const hasData =
+      type === "0" || type === "\0" || type === "7" || type === "x" || type === "g" || type === "L" || type === "K";
     off += 512 + (hasData ? Math.ceil(size / 512) * 512 : 0);
   }
   return out;
@@ -62,7 +68,12 @@ function endOf(t: Uint8Array): number {
   const offs = headerOffsets(t);
   if (offs.length === 0) return 0;
   const last = offs.at(-1)!;
-  const size = parseInt(Buffer.from(t.subarray(last + 124, last + 136)).toString("latin1").replace(/[\0 ]+$/, "") || "0", 8);
+  const size = parseInt(
+    Buffer.from(t.subarray(last + 124, last + 136))
+      .toString("latin1")
+      .replace(/[\0 ]+$/, "") || "0",
+    8,
+  );
   return Math.min(t.length, last + 512 + Math.ceil((Number.isFinite(size) ? size : 0) / 512) * 512);
 }
 
@@ -74,29 +85,159 @@ const b = (...xs: (string | number[])[]) => Buffer.concat(xs.map((x) => Buffer.f
  * tree, so that an escape would be seen there.
  */
 export const HOSTILE_NAMES: (string | Uint8Array)[] = [
-  "../outside/pwned", "a/../../outside/pwned", "OUTSIDE/abs", "/OUTSIDE/abs2", "esc/pwned", "esc", "./esc/./pwned", "esc//pwned",
-  ".", "./", "", "..", "a/..", "dir", "dir/", "dir/file", "file", "f\nake", "a\x1b[31m", "a\x7f", "a\u0085", "caf\u00e9", "a\\b",
-  b("x", [0xff]), b([0xc0, 0xaf]), b([0xed, 0xa0, 0x80]), b("n", [0], "ul"), "x".repeat(99), "d/".repeat(60),
+  "../outside/pwned",
+  "a/../../outside/pwned",
+  "OUTSIDE/abs",
+  "/OUTSIDE/abs2",
+  "esc/pwned",
+  "esc",
+  "./esc/./pwned",
+  "esc//pwned",
+  ".",
+  "./",
+  "",
+  "..",
+  "a/..",
+  "dir",
+  "dir/",
+  "dir/file",
+  "file",
+  "f\nake",
+  "a\x1b[31m",
+  "a\x7f",
+  "a\u0085",
+  "caf\u00e9",
+  "a\\b",
+  b("x", [0xff]),
+  b([0xc0, 0xaf]),
+  b([0xed, 0xa0, 0x80]),
+  b("n", [0], "ul"),
+  "x".repeat(99),
+  "d/".repeat(60),
 ];
-export const HOSTILE_LINKS: (string | Uint8Array)[] = ["../outside", "OUTSIDE", "/etc", ".", "..", "dir", "file", "esc", "", "esc/pwned", "dir/file", b([0xfe]), "a\nb"];
+export const HOSTILE_LINKS: (string | Uint8Array)[] = [
+  "../outside",
+  "OUTSIDE",
+  "/etc",
+  ".",
+  "..",
+  "dir",
+  "file",
+  "esc",
+  "",
+  "esc/pwned",
+  "dir/file",
+  b([0xfe]),
+  "a\nb",
+];
 
 /** Values for each numeric field, well-formed and not. */
 const NUMBERS: Record<string, Field[]> = {
-  size: [0, 1, 511, 512, 513, 0o77777777777, "00000000009\0", "1\0x", "  1 ", "-1", "0x10", "", base256(-1n, 12), base256(1n << 60n, 12), base256(1n << 33n, 12), base256(4096n, 12), new Uint8Array(12).fill(0xff)],
-  mode: [0o644, 0o7777, 0o4755, 0o177777, 0o1777777, 0o100644, 0o40755, "abc", "", base256(-1n, 8), "0000644 ", "7777777\0"],
+  size: [
+    0,
+    1,
+    511,
+    512,
+    513,
+    0o77777777777,
+    "00000000009\0",
+    "1\0x",
+    "  1 ",
+    "-1",
+    "0x10",
+    "",
+    base256(-1n, 12),
+    base256(1n << 60n, 12),
+    base256(1n << 33n, 12),
+    base256(4096n, 12),
+    new Uint8Array(12).fill(0xff),
+  ],
+  mode: [
+    0o644,
+    0o7777,
+    0o4755,
+    0o177777,
+    0o1777777,
+    0o100644,
+    0o40755,
+    "abc",
+    "",
+    base256(-1n, 8),
+    "0000644 ",
+    "7777777\0",
+  ],
   uid: [0, 1000, 0o7777777, "77777777", base256(0xffffffffn, 8), base256(-5n, 8), "-1", "9"],
   gid: [0, 1000, "77777777", base256(0xfffffffen, 8), base256(-1n, 8), "x"],
-  mtime: [0, 1, 0o77777777777, base256(-86400n, 12), base256(1n << 40n, 12), base256(-(1n << 40n), 12), "1e10", "NaN", " "],
+  mtime: [
+    0,
+    1,
+    0o77777777777,
+    base256(-86400n, 12),
+    base256(1n << 40n, 12),
+    base256(-(1n << 40n), 12),
+    "1e10",
+    "NaN",
+    " ",
+  ],
   checksum: ["0", "abc", "", "0000000\0", "77777777"],
 };
-const TYPES = ["0", "\0", "1", "2", "3", "4", "5", "6", "7", "x", "g", "L", "K", "S", "V", "D", "M", "N", "\x1b", "\xff"];
+const TYPES = [
+  "0",
+  "\0",
+  "1",
+  "2",
+  "3",
+  "4",
+  "5",
+  "6",
+  "7",
+  "x",
+  "g",
+  "L",
+  "K",
+  "S",
+  "V",
+  "D",
+  "M",
+  "N",
+  "\x1b",
+  "\xff",
+];
 
 const PAX_RECORDS: Uint8Array[] = [
-  rec("path", "../outside/paxpwn"), rec("path", "OUTSIDE/paxabs"), rec("path", "esc/paxpwn"), rec("path", b("a", [0], "b")), rec("path", "x\ny"), rec("path", b([0xff])), rec("path", ""),
-  rec("linkpath", "OUTSIDE"), rec("linkpath", "../../.."), rec("size", "-1"), rec("size", "99999999999999999"), rec("size", "1e3"), rec("size", "4096"), rec("size", "0"),
-  rec("mtime", "NaN"), rec("mtime", "1700000000.5"), rec("mtime", "-1.5"), rec("mtime", "95617584000"), rec("uid", "4294967295"), rec("uid", "12345"), rec("gid", "-1"),
-  rec("GNU.sparse.major", "1"), rec("GNU.sparse.size", "100"), rec("comment", "x".repeat(600)), rec("hdrcharset", "BINARY"),
-  b("13 path=abc\n"), b("+12 path=abc\n"), b("012 path=ab\n"), b("5 a=b"), b("8 nokey\n"), b("0 \n"), b("999999999999 x=y\n"), b("\0\0\0"),
+  rec("path", "../outside/paxpwn"),
+  rec("path", "OUTSIDE/paxabs"),
+  rec("path", "esc/paxpwn"),
+  rec("path", b("a", [0], "b")),
+  rec("path", "x\ny"),
+  rec("path", b([0xff])),
+  rec("path", ""),
+  rec("linkpath", "OUTSIDE"),
+  rec("linkpath", "../../.."),
+  rec("size", "-1"),
+  rec("size", "99999999999999999"),
+  rec("size", "1e3"),
+  rec("size", "4096"),
+  rec("size", "0"),
+  rec("mtime", "NaN"),
+  rec("mtime", "1700000000.5"),
+  rec("mtime", "-1.5"),
+  rec("mtime", "95617584000"),
+  rec("uid", "4294967295"),
+  rec("uid", "12345"),
+  rec("gid", "-1"),
+  rec("GNU.sparse.major", "1"),
+  rec("GNU.sparse.size", "100"),
+  rec("comment", "x".repeat(600)),
+  rec("hdrcharset", "BINARY"),
+  b("13 path=abc\n"),
+  b("+12 path=abc\n"),
+  b("012 path=ab\n"),
+  b("5 a=b"),
+  b("8 nokey\n"),
+  b("0 \n"),
+  b("999999999999 x=y\n"),
+  b("\0\0\0"),
 ];
 
 /** One mutation of a plain tar; returns the mutated bytes and a short description. */
@@ -107,7 +248,8 @@ export interface MutationContext {
   bases: Uint8Array[];
 }
 
-const subst = (v: string | Uint8Array, ctx: MutationContext) => (typeof v === "string" ? v.replaceAll("OUTSIDE", ctx.outside).replace(/^\/\//, "/") : v);
+const subst = (v: string | Uint8Array, ctx: MutationContext) =>
+  typeof v === "string" ? v.replaceAll("OUTSIDE", ctx.outside).replace(/^\/\//, "/") : v;
 
 function pickHeader(t: Uint8Array, r: Rng): number | undefined {
   const offs = headerOffsets(t);
@@ -130,7 +272,10 @@ const MUTATIONS: Record<string, Mutation> = {
     const h = out.subarray(off, off + 512);
     setField(h, FIELDS[name as keyof typeof FIELDS], v);
     if (name !== "checksum") fixChecksum(h);
-    return [out, `${name}=${typeof v === "number" ? v.toString(8) : JSON.stringify(Buffer.from(v as never).toString("latin1"))} @${off}`];
+    return [
+      out,
+      `${name}=${typeof v === "number" ? v.toString(8) : JSON.stringify(Buffer.from(v as never).toString("latin1"))} @${off}`,
+    ];
   },
   type(t, r) {
     const off = pickHeader(t, r);
@@ -161,7 +306,9 @@ const MUTATIONS: Record<string, Mutation> = {
     const kind = r.int(4);
     if (kind === 0) {
       const n = 1 + r.int(3);
-      const recs = Array.from({ length: n }, () => (r.chance(0.3) ? rec(r.pick(["path", "linkpath"]), subst(r.pick(HOSTILE_NAMES), ctx)) : r.pick(PAX_RECORDS)));
+      const recs = Array.from({ length: n }, () =>
+        r.chance(0.3) ? rec(r.pick(["path", "linkpath"]), subst(r.pick(HOSTILE_NAMES), ctx)) : r.pick(PAX_RECORDS),
+      );
       meta = pax(recs, r.chance(0.8) ? "x" : "g");
       what = `pax ${recs.map((x) => JSON.stringify(Buffer.from(x).toString("latin1"))).join(",")}`;
     } else if (kind === 1) {
@@ -177,7 +324,14 @@ const MUTATIONS: Record<string, Mutation> = {
       what = `${ty} declaring ${size}`;
     } else {
       // The classic: a symlink out of the tree, then something through it.
-      meta = Buffer.concat([entry({ name: "esc", type: "2", linkname: subst(r.pick(["../outside", "OUTSIDE", "/OUTSIDE"]), ctx) as string }), entry({ name: r.pick(["esc/pwned", "esc/./p", "esc//q"]), data: "evil" })]);
+      meta = Buffer.concat([
+        entry({
+          name: "esc",
+          type: "2",
+          linkname: subst(r.pick(["../outside", "OUTSIDE", "/OUTSIDE"]), ctx) as string,
+        }),
+        entry({ name: r.pick(["esc/pwned", "esc/./p", "esc//q"]), data: "evil" }),
+      ]);
       what = "symlink out + file through it";
     }
     return [Buffer.concat([t.subarray(0, at), meta, t.subarray(at)]), `inject ${what} @${at}`];
@@ -259,10 +413,32 @@ export function archiveCase(seed: number, index: number, ctx: MutationContext): 
 // manifests
 
 const MANIFEST_SNIPPETS = [
-  "dest: /\n", "dest: /etc\n", "dest_mode: 99999\n", "dest_mode: abc\n", "shared_paths: [\".\"]\n", "shared_paths: [\"../x\"]\n", "sync_strategy: nope\n",
-  "src: file:///etc/passwd\n", "checksum: zz\n", "checksum: 123\n", "a: &a [*a, *a]\nb: &b [*a, *a, *a]\nc: [*b, *b, *b, *b]\n", "x: !!js/function 'f'\n", "commands:\n  pre: 5\n",
-  "commands:\n  pre: [\"echo $(\"]\n", "src: \"http://u:p@h/x\"\n", "dest: \"/srv/\\0x\"\n", "\t\tbad: indent\n", "---\n---\n", "? [a]\n: b\n", "keep_releases: -1\n", "excludes: 5\n",
-  "%YAML 9.9\n", "<<: *undefined\n", `long: ${"x".repeat(5000)}\n`, "\u0000\n", "\ufeffsrc: x\n",
+  "dest: /\n",
+  "dest: /etc\n",
+  "dest_mode: 99999\n",
+  "dest_mode: abc\n",
+  'shared_paths: ["."]\n',
+  'shared_paths: ["../x"]\n',
+  "sync_strategy: nope\n",
+  "src: file:///etc/passwd\n",
+  "checksum: zz\n",
+  "checksum: 123\n",
+  "a: &a [*a, *a]\nb: &b [*a, *a, *a]\nc: [*b, *b, *b, *b]\n",
+  "x: !!js/function 'f'\n",
+  "commands:\n  pre: 5\n",
+  'commands:\n  pre: ["echo $("]\n',
+  'src: "http://u:p@h/x"\n',
+  'dest: "/srv/\\0x"\n',
+  "\t\tbad: indent\n",
+  "---\n---\n",
+  "? [a]\n: b\n",
+  "keep_releases: -1\n",
+  "excludes: 5\n",
+  "%YAML 9.9\n",
+  "<<: *undefined\n",
+  `long: ${"x".repeat(5000)}\n`,
+  "\u0000\n",
+  "\ufeffsrc: x\n",
 ];
 
 export function manifestCase(seed: number, index: number, bases: string[]): { text: string; steps: string[] } {

@@ -73,9 +73,9 @@ export async function baseArchives(work: string): Promise<Uint8Array[]> {
   out.push(
     tar(
       entry({ name: "./", type: "5" }),
-      pax([rec("path", "pax/" + "p".repeat(120)), rec("mtime", "1700000000.25")]),
+      pax([rec("path", `pax/${"p".repeat(120)}`), rec("mtime", "1700000000.25")]),
       entry({ name: "ignored", data: "pax file" }),
-      long("L", "gnu/" + "g".repeat(120)),
+      long("L", `gnu/${"g".repeat(120)}`),
       entry({ name: "ignored2", data: "gnu file", magic: "gnu" }),
       entry({ name: "pax/", type: "5" }),
       entry({ name: "ln", type: "2", linkname: "pax" }),
@@ -138,7 +138,15 @@ export async function fuzzArchives(opts: FuzzOptions): Promise<FuzzStats> {
   fs.mkdirSync(join(outside, "dir"), { recursive: true });
   const ctx: MutationContext = { outside, bases: await baseArchives(work) };
   const before = snapshot(outside);
-  const stats: FuzzStats = { runs: 0, extracted: 0, refused: 0, reasons: new Map(), examples: new Map(), maxCaseMs: 0, rssGrowth: 0 };
+  const stats: FuzzStats = {
+    runs: 0,
+    extracted: 0,
+    refused: 0,
+    reasons: new Map(),
+    examples: new Map(),
+    maxCaseMs: 0,
+    rssGrowth: 0,
+  };
   const deadline = opts.deadlineMs ?? 5000;
   let rssBase = 0;
   let rssMax = 0;
@@ -155,7 +163,14 @@ export async function fuzzArchives(opts: FuzzOptions): Promise<FuzzStats> {
     const t0 = performance.now();
     let failure: unknown;
     try {
-      const r = await fetchAndExtract({ url: `file://${file}`, checksum: { algorithm: "sha256", hex }, tree, env: {}, userAgent: "fuzz", limits: LIMITS });
+      const r = await fetchAndExtract({
+        url: `file://${file}`,
+        checksum: { algorithm: "sha256", hex },
+        tree,
+        env: {},
+        userAgent: "fuzz",
+        limits: LIMITS,
+      });
       failure = r.extractError;
     } catch (err) {
       failure = err;
@@ -164,10 +179,18 @@ export async function fuzzArchives(opts: FuzzOptions): Promise<FuzzStats> {
     stats.maxCaseMs = Math.max(stats.maxCaseMs, ms);
     check(ms < deadline, `took ${ms.toFixed(0)} ms (deadline ${deadline})`, where);
     if (failure !== undefined) {
-      check(failure instanceof ExtractError, `threw ${(failure as Error)?.name}: ${(failure as Error)?.message ?? failure}`, where);
+      check(
+        failure instanceof ExtractError,
+        `threw ${(failure as Error)?.name}: ${(failure as Error)?.message ?? failure}`,
+        where,
+      );
       const e = failure as PulldeployError;
       check(e.phase === "extract", `phase ${e.phase}`, where);
-      check(!/[\x00-\x1f\x7f-\x9f]/.test(e.message), `message is not one printable line: ${JSON.stringify(e.message)}`, where);
+      check(
+        !/[\x00-\x1f\x7f-\x9f]/.test(e.message),
+        `message is not one printable line: ${JSON.stringify(e.message)}`,
+        where,
+      );
       check(e.message.length < 4500, `message of ${e.message.length} chars: ${e.message.slice(0, 200)}`, where);
       stats.refused++;
       const reason = e.message.replace(/:\s.*$/s, "").replace(/\d+/g, "N");
@@ -192,18 +215,30 @@ export async function fuzzArchives(opts: FuzzOptions): Promise<FuzzStats> {
     } else if (i - first > 20) rssMax = Math.max(rssMax, process.memoryUsage.rss());
   }
   stats.rssGrowth = rssBase > 0 && rssMax > 0 ? rssMax - rssBase : 0;
-  check(stats.rssGrowth < (opts.rssGrowth ?? 64 * 2 ** 20), `RSS grew by ${(stats.rssGrowth / 2 ** 20).toFixed(1)} MiB`, `FUZZ_SEED=${seed}, ${stats.runs} runs`);
+  check(
+    stats.rssGrowth < (opts.rssGrowth ?? 64 * 2 ** 20),
+    `RSS grew by ${(stats.rssGrowth / 2 ** 20).toFixed(1)} MiB`,
+    `FUZZ_SEED=${seed}, ${stats.runs} runs`,
+  );
   return stats;
 }
 
 const BASE_MANIFESTS = [
-  "src: file:///tmp/app.tar.gz\nchecksum: " + "a".repeat(64) + "\ndest: /srv/app\ndest_mode: 0755\nexcludes:\n  - .git\ncommands:\n  pre:\n    - echo pre\n  post: [\"echo post\"]\n  success: [\"true\"]\n  failure: [\"echo failed\"]\n",
-  "src: s3://bucket/app.tgz\nchecksum: " + "b".repeat(40) + "\ndest: /srv/app\nsync_strategy: release\nkeep_releases: 3\nshared_paths: [log, tmp/pids]\ncommands:\n  validate: [\"curl -fs localhost\"]\n  env:\n    A: b\n",
+  "src: file:///tmp/app.tar.gz\nchecksum: " +
+    "a".repeat(64) +
+    '\ndest: /srv/app\ndest_mode: 0755\nexcludes:\n  - .git\ncommands:\n  pre:\n    - echo pre\n  post: ["echo post"]\n  success: ["true"]\n  failure: ["echo failed"]\n',
+  "src: s3://bucket/app.tgz\nchecksum: " +
+    "b".repeat(40) +
+    '\ndest: /srv/app\nsync_strategy: release\nkeep_releases: 3\nshared_paths: [log, tmp/pids]\ncommands:\n  validate: ["curl -fs localhost"]\n  env:\n    A: b\n',
   "commands:\n  pre:\n    - echo only commands\n",
 ];
 
 /** Mutated manifests through the parser: a result or a one-line PulldeployError, within the deadline. */
-export function fuzzManifests(seed: number, runs: number, deadlineMs = 2000): { runs: number; parsed: number; refused: number } {
+export function fuzzManifests(
+  seed: number,
+  runs: number,
+  deadlineMs = 2000,
+): { runs: number; parsed: number; refused: number } {
   let parsed = 0;
   let refused = 0;
   for (let i = 0; i < runs; i++) {
@@ -215,7 +250,11 @@ export function fuzzManifests(seed: number, runs: number, deadlineMs = 2000): { 
       parsed++;
     } catch (err) {
       check(err instanceof PulldeployError, `threw ${(err as Error)?.name}: ${(err as Error)?.message}`, where);
-      check(!/[\r\n]/.test((err as Error).message), `message is not one line: ${JSON.stringify((err as Error).message)}`, where);
+      check(
+        !/[\r\n]/.test((err as Error).message),
+        `message is not one line: ${JSON.stringify((err as Error).message)}`,
+        where,
+      );
       refused++;
     }
     const ms = performance.now() - t0;

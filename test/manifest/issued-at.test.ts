@@ -3,7 +3,8 @@ import { expect, test } from "bun:test";
 import { ManifestError } from "../../src/errors.ts";
 import { parseManifest } from "../../src/manifest/parse.ts";
 
-const manifest = (issued: string) => `src: file:///a.tar.gz\nchecksum: ${"a".repeat(64)}\ndest: /srv/app\nissued_at: ${issued}\n`;
+const manifest = (issued: string) =>
+  `src: file:///a.tar.gz\nchecksum: ${"a".repeat(64)}\ndest: /srv/app\nissued_at: ${issued}\n`;
 
 test.each([
   ['"2026-12-04T18:30:00.123Z"', "2026-12-04T18:30:00.123Z"],
@@ -17,7 +18,16 @@ test("no issued_at: undefined (an unsigned or older manifest)", () => {
   expect(parseManifest(manifest("").replace(/issued_at:.*\n/, ""), {}).manifest.issuedAt).toBeUndefined();
 });
 
-test.each(["2026-12-04", '"2026-12-04T18:30:00+01:00"', '"2026-13-45T99:99:99Z"', '"2026-02-30T00:00:00Z"', '"NaN"', "1733337000", '"-002026-12-04T18:30:00Z"', "[x]"])("issued_at: %s is an error naming the field", (text) => {
+test.each([
+  "2026-12-04",
+  '"2026-12-04T18:30:00+01:00"',
+  '"2026-13-45T99:99:99Z"',
+  '"2026-02-30T00:00:00Z"',
+  '"NaN"',
+  "1733337000",
+  '"-002026-12-04T18:30:00Z"',
+  "[x]",
+])("issued_at: %s is an error naming the field", (text) => {
   let err: unknown;
   try {
     parseManifest(manifest(text), {});

@@ -120,17 +120,23 @@ describe("manifest: checksum length picks the algorithm", () => {
     ["d41d8cd98f00b204e9800998ecf8427e", "md5"],
     [SHA1, "sha1"],
     ["E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855", "sha256"],
-    ["cf83e1357eefb8bdf1542850d66d8007d620e4050b5715dc83f4a921d36ce9ce47d0d13c5d85f2b0ff8318d2877eec2f63b931bd47417a81a538327af927da3e", "sha512"],
+    [
+      "cf83e1357eefb8bdf1542850d66d8007d620e4050b5715dc83f4a921d36ce9ce47d0d13c5d85f2b0ff8318d2877eec2f63b931bd47417a81a538327af927da3e",
+      "sha512",
+    ],
   ])("%s → %s (upper case accepted)", (hex, alg) => {
     const m = parseManifest(`src: file:///a.tgz\nchecksum: ${hex}\ndest: /srv/app\n`).manifest;
     expect(m.checksum).toEqual({ algorithm: alg as "md5", hex: hex.toLowerCase() });
   });
-  test.each([["abc"], ["e0840daaa97cd2cf2175f9e5d133ffb3324a2b9"], ["zz840daaa97cd2cf2175f9e5d133ffb3324a2b93"]])("%s is refused", (hex) => {
-    const p = problems(`src: file:///a.tgz\nchecksum: ${hex}\ndest: /srv/app\n`);
-    expect(p.fatal).toBe(false);
-    expect(p.problems).toHaveLength(1);
-    expect(p.problems[0]).toStartWith("checksum: ");
-  });
+  test.each([["abc"], ["e0840daaa97cd2cf2175f9e5d133ffb3324a2b9"], ["zz840daaa97cd2cf2175f9e5d133ffb3324a2b93"]])(
+    "%s is refused",
+    (hex) => {
+      const p = problems(`src: file:///a.tgz\nchecksum: ${hex}\ndest: /srv/app\n`);
+      expect(p.fatal).toBe(false);
+      expect(p.problems).toHaveLength(1);
+      expect(p.problems[0]).toStartWith("checksum: ");
+    },
+  );
 });
 
 describe("manifest: every problem at once", () => {
@@ -145,11 +151,22 @@ excludes: "*.pid"
 exclude_from: ../outside
 `);
     expect(p.fatal).toBe(false);
-    expect(p.problems.map((s) => s.split(":")[0])).toEqual(["src", "checksum", "dest", "dest_mode", "sync_strategy", "excludes", "exclude_from"]);
+    expect(p.problems.map((s) => s.split(":")[0])).toEqual([
+      "src",
+      "checksum",
+      "dest",
+      "dest_mode",
+      "sync_strategy",
+      "excludes",
+      "exclude_from",
+    ]);
     expect(p.problems.join("\n")).toContain("valid: rsync, mv");
   });
   test("src without checksum and dest", () => {
-    expect(problems("src: http://x/a.tgz\n").problems).toEqual(["checksum: required when src is set", "dest: required when src is set"]);
+    expect(problems("src: http://x/a.tgz\n").problems).toEqual([
+      "checksum: required when src is set",
+      "dest: required when src is set",
+    ]);
   });
   test("unknown scheme lists the valid ones", () => {
     expect(problems(`src: ftp://x/a.tgz\nchecksum: ${SHA1}\ndest: /srv/app\n`).problems).toEqual([
@@ -157,11 +174,15 @@ exclude_from: ../outside
     ]);
   });
   test("relative dest is an error (stretcher silently synced into its temp dir)", () => {
-    expect(problems(`src: file:///a.tgz\nchecksum: ${SHA1}\ndest: app\n`).problems).toEqual(['dest: must be an absolute path, got "app"']);
+    expect(problems(`src: file:///a.tgz\nchecksum: ${SHA1}\ndest: app\n`).problems).toEqual([
+      'dest: must be an absolute path, got "app"',
+    ]);
   });
   test("a non-fatal error keeps the failure commands so they can run", () => {
     try {
-      parseManifest(`src: file:///a.tgz\nchecksum: 12\ndest: /srv\ncommands:\n  failure: ["echo failed"]\n  env: {A: b}\n`);
+      parseManifest(
+        `src: file:///a.tgz\nchecksum: 12\ndest: /srv\ncommands:\n  failure: ["echo failed"]\n  env: {A: b}\n`,
+      );
       throw new Error("unreachable");
     } catch (err) {
       expect((err as ManifestError).partial).toEqual({ failure: ["echo failed"], env: { A: "b" } });
@@ -195,16 +216,26 @@ describe("manifest: templates and commands.env", () => {
     expect(m.commands.pre).toEqual(["docker inspect -f '{{.State.Running}}' x"]);
   });
   test("env takes the variable when set", () => {
-    expect(parseManifest(`commands:\n  pre: ['echo {{ env "A" "d" }}']\n`, { A: "set" }).manifest.commands.pre).toEqual(["echo set"]);
+    expect(parseManifest(`commands:\n  pre: ['echo {{ env "A" "d" }}']\n`, { A: "set" }).manifest.commands.pre).toEqual(
+      ["echo set"],
+    );
   });
   test("an unset must_env is a manifest error, not a panic", () => {
-    expect(problems(`dest: {{ must_env "NOPE" }}\n`).problems).toContain("must_env: environment variable NOPE is not set");
+    expect(problems(`dest: {{ must_env "NOPE" }}\n`).problems).toContain(
+      "must_env: environment variable NOPE is not set",
+    );
   });
   test("commands.env is a map of strings", () => {
-    expect(parseManifest("commands:\n  env:\n    A: 1\n    B: yes\n    C: text\n").manifest.commands.env).toEqual({ A: "1", B: "yes", C: "text" });
+    expect(parseManifest("commands:\n  env:\n    A: 1\n    B: yes\n    C: text\n").manifest.commands.env).toEqual({
+      A: "1",
+      B: "yes",
+      C: "text",
+    });
   });
   test("commands.env with a bad name", () => {
-    expect(problems("commands:\n  env:\n    1A: x\n").problems).toEqual(['commands.env: "1A" is not a valid variable name']);
+    expect(problems("commands:\n  env:\n    1A: x\n").problems).toEqual([
+      'commands.env: "1A" is not a valid variable name',
+    ]);
   });
 });
 
@@ -215,22 +246,39 @@ describe("manifest: string fields keep their YAML source text", () => {
   });
   test("a digits-and-e checksum is not read as a float", () => {
     const hex = `1e5${"0".repeat(29)}`;
-    expect(parseManifest(`src: file:///a.tgz\nchecksum: ${hex}\ndest: /srv/app\n`).manifest.checksum).toEqual({ algorithm: "md5", hex });
+    expect(parseManifest(`src: file:///a.tgz\nchecksum: ${hex}\ndest: /srv/app\n`).manifest.checksum).toEqual({
+      algorithm: "md5",
+      hex,
+    });
   });
 });
 
 describe("manifest: the release strategy's fields", () => {
   const base = `src: file:///a.tgz\nchecksum: ${SHA1}\ndest: /srv/app\n`;
   test("release_id, keep_releases, shared_paths, commands.validate", () => {
-    const m = parseManifest(`${base}sync_strategy: release\nrelease_id: 20261126T000000Z-abc\nkeep_releases: 3\nshared_paths: [log/, tmp/pids, config/db.yml]\ncommands:\n  validate: ["curl -sf localhost/health"]\n`).manifest;
-    expect(m).toMatchObject({ syncStrategy: "release", releaseId: "20261126T000000Z-abc", keepReleases: 3, sharedPaths: ["log", "tmp/pids", "config/db.yml"] });
+    const m = parseManifest(
+      `${base}sync_strategy: release\nrelease_id: 20261126T000000Z-abc\nkeep_releases: 3\nshared_paths: [log/, tmp/pids, config/db.yml]\ncommands:\n  validate: ["curl -sf localhost/health"]\n`,
+    ).manifest;
+    expect(m).toMatchObject({
+      syncStrategy: "release",
+      releaseId: "20261126T000000Z-abc",
+      keepReleases: 3,
+      sharedPaths: ["log", "tmp/pids", "config/db.yml"],
+    });
     expect(m.commands.validate).toEqual(["curl -sf localhost/health"]);
   });
   test("defaults: keep 5, no shared paths", () => {
-    expect(parseManifest(`${base}sync_strategy: release\n`).manifest).toMatchObject({ keepReleases: 5, sharedPaths: [], releaseId: undefined });
+    expect(parseManifest(`${base}sync_strategy: release\n`).manifest).toMatchObject({
+      keepReleases: 5,
+      sharedPaths: [],
+      releaseId: undefined,
+    });
   });
   test("every problem at once", () => {
-    expect(problems(`${base}sync_strategy: release\nrelease_id: ../x\nkeep_releases: 1\nshared_paths: [/etc, ../up]\n`).problems).toEqual([
+    expect(
+      problems(`${base}sync_strategy: release\nrelease_id: ../x\nkeep_releases: 1\nshared_paths: [/etc, ../up]\n`)
+        .problems,
+    ).toEqual([
       'release_id: use letters, digits, ".", "_" and "-" only (max 128), got "../x"',
       "keep_releases: expected a whole number ≥ 2 (current and previous are always kept), got 1",
       'shared_paths[0]: expected a relative path inside the release, got "/etc"',
@@ -247,30 +295,73 @@ describe("manifest: the release strategy's fields", () => {
 
 describe("manifest: misconfiguration fails closed", () => {
   const head = `src: file:///a.tgz\nchecksum: ${SHA1}\n`;
-  test.each(["/", "//", "/etc", "/etc/", "/usr", "/bin", "/sbin", "/lib64", "/boot", "/dev", "/proc", "/sys", "/var", "/var/lib", "/root", "/home", "/run", "/tmp", "/srv/app/../..", "/usr/./local/", "///var//"])(
-    "dest %j is a system directory",
+  test.each([
+    "/",
+    "//",
+    "/etc",
+    "/etc/",
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib64",
+    "/boot",
+    "/dev",
+    "/proc",
+    "/sys",
+    "/var",
+    "/var/lib",
+    "/root",
+    "/home",
+    "/run",
+    "/tmp",
+    "/srv/app/../..",
+    "/usr/./local/",
+    "///var//",
+  ])("dest %j is a system directory", (dest) => {
+    const p = problems(`${head}dest: "${dest}"\n`);
+    expect(p.problems).toHaveLength(1);
+    expect(p.problems[0]).toMatch(
+      /^dest: ".*"(?: \(\/[a-z/]*\))? is a system directory: a deploy replaces its contents; use a directory of the app's own, e\.g\. \/srv\/app$/,
+    );
+    expect(p.fatal).toBe(false); // the failure commands still run
+  });
+  test.each(["/srv/app", "/etc/nginx/sites", "/var/www/app", "/home/app/current", "/tmp/pd-x/dest"])(
+    "dest %j is fine",
     (dest) => {
-      const p = problems(`${head}dest: "${dest}"\n`);
-      expect(p.problems).toHaveLength(1);
-      expect(p.problems[0]).toMatch(/^dest: ".*"(?: \(\/[a-z/]*\))? is a system directory: a deploy replaces its contents; use a directory of the app's own, e\.g\. \/srv\/app$/);
-      expect(p.fatal).toBe(false); // the failure commands still run
+      expect(parseManifest(`${head}dest: ${dest}\n`).manifest.dest).toBe(dest);
     },
   );
-  test.each(["/srv/app", "/etc/nginx/sites", "/var/www/app", "/home/app/current", "/tmp/pd-x/dest"])("dest %j is fine", (dest) => {
-    expect(parseManifest(`${head}dest: ${dest}\n`).manifest.dest).toBe(dest);
-  });
-  test.each(["file:///a.tgz\\u0000.x", "https://h/a\\u001b[2J.tgz", "https://h/a.tgz\\n"])("src %j with a control character", (src) => {
-    expect(problems(`src: "${src}"\nchecksum: ${SHA1}\ndest: /srv/app\n`).problems).toEqual([`src: a URL holds no control characters, got ${JSON.stringify(JSON.parse(`"${src}"`))}`]);
-  });
+  test.each(["file:///a.tgz\\u0000.x", "https://h/a\\u001b[2J.tgz", "https://h/a.tgz\\n"])(
+    "src %j with a control character",
+    (src) => {
+      expect(problems(`src: "${src}"\nchecksum: ${SHA1}\ndest: /srv/app\n`).problems).toEqual([
+        `src: a URL holds no control characters, got ${JSON.stringify(JSON.parse(`"${src}"`))}`,
+      ]);
+    },
+  );
   test("dest with a control character", () => {
-    expect(problems(`${head}dest: "/srv/a\\nb"\n`).problems).toEqual(['dest: contains a control character: "/srv/a\\nb"']);
+    expect(problems(`${head}dest: "/srv/a\\nb"\n`).problems).toEqual([
+      'dest: contains a control character: "/srv/a\\nb"',
+    ]);
   });
 
   test.each([
-    ["dest: /srv/a\ndest: /etc\n", 'YAML: duplicate key "dest" (line 2): each key may appear once in a mapping; remove or merge the repeats'],
-    ["commands:\n  pre: [a]\n  'pre': [b]\n", 'YAML: duplicate key "pre" (line 3): each key may appear once in a mapping; remove or merge the repeats'],
-    ["commands:\n  env: {A: 1, A: 2}\n", 'YAML: duplicate key "A" (line 2): each key may appear once in a mapping; remove or merge the repeats'],
-    ["1: a\n'1': b\n", 'YAML: duplicate key "1" (line 2): each key may appear once in a mapping; remove or merge the repeats'],
+    [
+      "dest: /srv/a\ndest: /etc\n",
+      'YAML: duplicate key "dest" (line 2): each key may appear once in a mapping; remove or merge the repeats',
+    ],
+    [
+      "commands:\n  pre: [a]\n  'pre': [b]\n",
+      'YAML: duplicate key "pre" (line 3): each key may appear once in a mapping; remove or merge the repeats',
+    ],
+    [
+      "commands:\n  env: {A: 1, A: 2}\n",
+      'YAML: duplicate key "A" (line 2): each key may appear once in a mapping; remove or merge the repeats',
+    ],
+    [
+      "1: a\n'1': b\n",
+      'YAML: duplicate key "1" (line 2): each key may appear once in a mapping; remove or merge the repeats',
+    ],
   ])("duplicate keys are fatal: %j", (yaml, msg) => {
     expect(problems(yaml)).toEqual({ problems: [msg], fatal: true });
   });
@@ -282,10 +373,15 @@ describe("manifest: misconfiguration fails closed", () => {
 
   test.each([".", "./", "", "shared/..", "a/../.", "./.", "log/\u0001"])("shared_paths %j is refused", (p) => {
     const got = problems(`${head}dest: /srv/app\nsync_strategy: release\nshared_paths: [${JSON.stringify(p)}]\n`);
-    expect(got.problems).toEqual([`shared_paths[0]: expected a relative path inside the release, got ${JSON.stringify(p)}`]);
+    expect(got.problems).toEqual([
+      `shared_paths[0]: expected a relative path inside the release, got ${JSON.stringify(p)}`,
+    ]);
   });
   test("shared_paths are stored normalised", () => {
-    expect(parseManifest(`${head}dest: /srv/app\nsync_strategy: release\nshared_paths: ["./log/", "tmp//pids"]\n`).manifest.sharedPaths).toEqual(["log", "tmp/pids"]);
+    expect(
+      parseManifest(`${head}dest: /srv/app\nsync_strategy: release\nshared_paths: ["./log/", "tmp//pids"]\n`).manifest
+        .sharedPaths,
+    ).toEqual(["log", "tmp/pids"]);
   });
 
   test.each([
@@ -307,6 +403,10 @@ describe("manifest: misconfiguration fails closed", () => {
     }
     expect(parsed.manifest.destMode).toBe(mode!);
     const w = parsed.warnings.filter((x) => x.startsWith("dest_mode:"));
-    expect(w).toEqual(warned ? [`dest_mode: ${JSON.stringify(text)} is not a 3–4 digit octal mode; write it with a leading zero, e.g. 0755`] : []);
+    expect(w).toEqual(
+      warned
+        ? [`dest_mode: ${JSON.stringify(text)} is not a 3–4 digit octal mode; write it with a leading zero, e.g. 0755`]
+        : [],
+    );
   });
 });

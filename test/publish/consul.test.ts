@@ -35,7 +35,10 @@ afterEach(async () => {
 });
 
 function publish(args: string[], env: Record<string, string | undefined> = consul.env): Promise<RunResult> {
-  return run(["publish", app, "--to", `file://${store}`, "--role", "web", "--dest", "/srv/web", "--no-delta", ...args], { env: { USER: "tester", ...env } });
+  return run(
+    ["publish", app, "--to", `file://${store}`, "--role", "web", "--dest", "/srv/web", "--no-delta", ...args],
+    { env: { USER: "tester", ...env } },
+  );
 }
 
 /** Run a printed `pulldeploy fire …` command line through sh, with the binary first on PATH. */
@@ -43,8 +46,16 @@ async function runPrinted(cmd: string, env: Record<string, string>): Promise<Run
   const bin = join(dir.path, "bin");
   fs.mkdirSync(bin, { recursive: true });
   if (!fs.existsSync(join(bin, "pulldeploy"))) fs.symlinkSync(BINARY, join(bin, "pulldeploy"));
-  const p = Bun.spawn(["sh", "-c", cmd], { env: { ...env, PATH: `${bin}:${process.env.PATH}` }, stdout: "pipe", stderr: "pipe" });
-  const [stdout, stderr, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+  const p = Bun.spawn(["sh", "-c", cmd], {
+    env: { ...env, PATH: `${bin}:${process.env.PATH}` },
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const [stdout, stderr, code] = await Promise.all([
+    new Response(p.stdout).text(),
+    new Response(p.stderr).text(),
+    p.exited,
+  ]);
   return { code, stdout, stderr };
 }
 
@@ -67,7 +78,11 @@ describe("publish records the release, then fires the event", () => {
     expect(r.code).toBe(0);
     const manifestUrl = r.stdout.trim();
     const id = ID.exec(manifestUrl)![0];
-    expect(writes()).toEqual([`/v1/kv/pulldeploy/roles/web/releases/${id}?cas=0`, "/v1/kv/pulldeploy/roles/web/latest", "/v1/event/fire/deploy"]);
+    expect(writes()).toEqual([
+      `/v1/kv/pulldeploy/roles/web/releases/${id}?cas=0`,
+      "/v1/kv/pulldeploy/roles/web/latest",
+      "/v1/event/fire/deploy",
+    ]);
     for (const req of consul.requests) expect(req.headers["x-consul-token"]).toBe(TOKEN);
     expect(consul.requests.map((q) => q.search).join("&")).not.toContain(TOKEN);
     expect(r.stderr).not.toContain(TOKEN);
@@ -88,25 +103,58 @@ describe("publish records the release, then fires the event", () => {
       message: "first release",
     });
     expect(record.created_at.replace(/[-:]/g, "")).toBe(id.slice(0, 16));
-    expect(consul.kvEntry("pulldeploy/roles/web/latest")!.value).toEqual(consul.kvEntry(`pulldeploy/roles/web/releases/${id}`)!.value);
-    expect(consul.fired.map((e) => [e.name, new TextDecoder().decode(e.payload!), e.nodeFilter, e.serviceFilter, e.tagFilter])).toEqual([["deploy", manifestUrl, "", "", ""]]);
+    expect(consul.kvEntry("pulldeploy/roles/web/latest")!.value).toEqual(
+      consul.kvEntry(`pulldeploy/roles/web/releases/${id}`)!.value,
+    );
+    expect(
+      consul.fired.map((e) => [
+        e.name,
+        new TextDecoder().decode(e.payload!),
+        e.nodeFilter,
+        e.serviceFilter,
+        e.tagFilter,
+      ]),
+    ).toEqual([["deploy", manifestUrl, "", "", ""]]);
   });
 
   test("--event, --node, --service, --tag and --kv-prefix; the default publisher is $USER@host", async () => {
-    const r = await publish(["--event", "ship", "--node", "^web-", "--service", "web", "--tag", "blue", "--kv-prefix", "/teams/a/"]);
+    const r = await publish([
+      "--event",
+      "ship",
+      "--node",
+      "^web-",
+      "--service",
+      "web",
+      "--tag",
+      "blue",
+      "--kv-prefix",
+      "/teams/a/",
+    ]);
     expect(r.code).toBe(0);
     const id = ID.exec(r.stdout)![0];
     const fire = consul.requests.find((q) => q.path.startsWith("/v1/event/fire/"))!;
     expect(fire.path).toBe("/v1/event/fire/ship");
     expect(fire.query).toEqual({ node: "^web-", service: "web", tag: "blue" });
-    expect(consul.fired[0]).toMatchObject({ name: "ship", nodeFilter: "^web-", serviceFilter: "web", tagFilter: "blue" });
-    expect(kvRecord("teams/a/roles/web/latest")).toMatchObject({ id, publisher: expect.stringMatching(/^tester@\S+$/), message: "" });
+    expect(consul.fired[0]).toMatchObject({
+      name: "ship",
+      nodeFilter: "^web-",
+      serviceFilter: "web",
+      tagFilter: "blue",
+    });
+    expect(kvRecord("teams/a/roles/web/latest")).toMatchObject({
+      id,
+      publisher: expect.stringMatching(/^tester@\S+$/),
+      message: "",
+    });
   });
 
   test("--no-event records the release and fires nothing", async () => {
     const r = await publish(["--no-event"]);
     expect(r.code).toBe(0);
-    expect(writes()).toEqual([expect.stringMatching(/^\/v1\/kv\/pulldeploy\/roles\/web\/releases\/.*\?cas=0$/), "/v1/kv/pulldeploy/roles/web/latest"]);
+    expect(writes()).toEqual([
+      expect.stringMatching(/^\/v1\/kv\/pulldeploy\/roles\/web\/releases\/.*\?cas=0$/),
+      "/v1/kv/pulldeploy/roles/web/latest",
+    ]);
     expect(consul.fired).toEqual([]);
   });
 
@@ -120,10 +168,14 @@ describe("publish records the release, then fires the event", () => {
     const lines = r.stdout.split("\n");
     expect(lines[0]).toBe("dry run: nothing was uploaded, written or fired");
     expect(r.stdout).toContain(`upload    file://${store}/web/${id}.tar.gz\n`);
-    expect(r.stdout).toContain(`upload    file://${store}/web/${id}.yml:\n            src: file://${store}/web/${id}.tar.gz\n            checksum: `);
+    expect(r.stdout).toContain(
+      `upload    file://${store}/web/${id}.yml:\n            src: file://${store}/web/${id}.tar.gz\n            checksum: `,
+    );
     expect(r.stdout).toContain(`kv put    pulldeploy/roles/web/releases/${id} (consul ${consul.addr}) = {"id":"${id}"`);
     expect(r.stdout).toContain(`kv put    pulldeploy/roles/web/latest (consul ${consul.addr}) = {"id":"${id}"`);
-    expect(r.stdout).toContain(`fire      consul event deploy (service=web) (consul ${consul.addr}): file://${store}/web/${id}.yml\n`);
+    expect(r.stdout).toContain(
+      `fire      consul event deploy (service=web) (consul ${consul.addr}): file://${store}/web/${id}.yml\n`,
+    );
   });
 });
 
@@ -144,7 +196,9 @@ describe("the payload limit is checked before anything is uploaded", () => {
   }
 
   test("404 bytes fit a Consul event named deploy (the stand-in agrees)", async () => {
-    const r = await run(["publish", app, "--to", `file://${storeFor(404)}`, "--role", "web", "--dest", "/srv/web"], { env: consul.env });
+    const r = await run(["publish", app, "--to", `file://${storeFor(404)}`, "--role", "web", "--dest", "/srv/web"], {
+      env: consul.env,
+    });
     expect(r.stderr).not.toContain("pulldeploy publish:");
     expect(r.code).toBe(0);
     expect(consul.fired).toHaveLength(1);
@@ -153,7 +207,9 @@ describe("the payload limit is checked before anything is uploaded", () => {
 
   test("405 bytes: one line, exit 1, nothing stored or sent", async () => {
     const to = storeFor(405);
-    const r = await run(["publish", app, "--to", `file://${to}`, "--role", "web", "--dest", "/srv/web"], { env: consul.env });
+    const r = await run(["publish", app, "--to", `file://${to}`, "--role", "web", "--dest", "/srv/web"], {
+      env: consul.env,
+    });
     expect(r.code).toBe(1);
     expect(r.stderr.trim().split("\n")).toHaveLength(1);
     expect(r.stderr).toContain(
@@ -164,7 +220,10 @@ describe("the payload limit is checked before anything is uploaded", () => {
   });
 
   test("filters take room too", async () => {
-    const r = await run(["publish", app, "--to", `file://${storeFor(404)}`, "--role", "web", "--dest", "/srv/web", "--service", "web"], { env: consul.env });
+    const r = await run(
+      ["publish", app, "--to", `file://${storeFor(404)}`, "--role", "web", "--dest", "/srv/web", "--service", "web"],
+      { env: consul.env },
+    );
     expect(r.code).toBe(1);
     expect(r.stderr).toContain("is 404 bytes, 7 more than the 397 that fit in a Consul event (service=web) named");
   });
@@ -189,7 +248,12 @@ describe("after the upload, nothing is lost", () => {
     expect(fixed.stderr).not.toContain("pulldeploy fire:");
     expect(fixed.code).toBe(0);
     const record = kvRecord("pulldeploy/roles/web/latest");
-    expect(record).toMatchObject({ id, manifest_url: url, archive_url: `file://${store}/web/${id}.tar.gz`, files: null });
+    expect(record).toMatchObject({
+      id,
+      manifest_url: url,
+      archive_url: `file://${store}/web/${id}.tar.gz`,
+      files: null,
+    });
     expect(record.size).toBe(fs.statSync(join(store, "web", `${id}.tar.gz`)).size);
     expect(kvRecord(`pulldeploy/roles/web/releases/${id}`)).toEqual(record);
     expect(consul.fired.map((e) => new TextDecoder().decode(e.payload!))).toEqual([url]);
@@ -197,11 +261,15 @@ describe("after the upload, nothing is lost", () => {
 
   test("Consul unreachable: the same, and the command repeats the announce flags", async () => {
     const port = await freePort();
-    const r = await publish(["--kv-prefix", "pd", "--event", "ship", "--service", "web", "--message", "it's late"], { CONSUL_HTTP_ADDR: `127.0.0.1:${port}` });
+    const r = await publish(["--kv-prefix", "pd", "--event", "ship", "--service", "web", "--message", "it's late"], {
+      CONSUL_HTTP_ADDR: `127.0.0.1:${port}`,
+    });
     expect(r.code).toBe(1);
     const line = r.stderr.trim().split("\n").at(-1)!;
     const id = ID.exec(line)![0];
-    expect(line).toContain(`but not announced: consul 127.0.0.1:${port} unreachable: ECONNREFUSED; finish with: pulldeploy fire file://${store}/web/${id}.yml --role web --kv-prefix pd --message 'it'\\''s late' --event ship --service web`);
+    expect(line).toContain(
+      `but not announced: consul 127.0.0.1:${port} unreachable: ECONNREFUSED; finish with: pulldeploy fire file://${store}/web/${id}.yml --role web --kv-prefix pd --message 'it'\\''s late' --event ship --service web`,
+    );
     const fixed = await runPrinted(line.slice(line.indexOf("finish with: ") + 13), consul.env);
     expect(fixed.code).toBe(0);
     expect(kvRecord("pd/roles/web/latest")).toMatchObject({ id, message: "it's late" });
@@ -213,7 +281,9 @@ describe("after the upload, nothing is lost", () => {
     expect(r.code).toBe(1);
     const line = r.stderr.trim().split("\n").at(-1)!;
     const id = ID.exec(line)![0];
-    expect(line).toContain(`but not announced (KV is up to date; the event was not sent): consul PUT /v1/event/fire/deploy: 500 Invalid node filter`);
+    expect(line).toContain(
+      `but not announced (KV is up to date; the event was not sent): consul PUT /v1/event/fire/deploy: 500 Invalid node filter`,
+    );
     expect(line).toMatch(new RegExp(`finish with: pulldeploy fire file://\\S+/web/${id}\\.yml --node '\\['$`));
     expect(kvRecord("pulldeploy/roles/web/latest").id).toBe(id);
   });
@@ -239,7 +309,11 @@ describe("fire", () => {
     const r = await run(["fire", v1, "--role", "web"], { env: consul.env });
     expect(r.stderr).not.toContain("pulldeploy fire:");
     expect(r.code).toBe(0);
-    expect(consul.requests.map((q) => `${q.method} ${q.path}`)).toEqual([`GET /v1/kv/pulldeploy/roles/web/releases/${id1}`, "PUT /v1/kv/pulldeploy/roles/web/latest", "PUT /v1/event/fire/deploy"]);
+    expect(consul.requests.map((q) => `${q.method} ${q.path}`)).toEqual([
+      `GET /v1/kv/pulldeploy/roles/web/releases/${id1}`,
+      "PUT /v1/kv/pulldeploy/roles/web/latest",
+      "PUT /v1/event/fire/deploy",
+    ]);
     expect(consul.kvEntry("pulldeploy/roles/web/latest")!.value).toEqual(history);
     expect(kvRecord("pulldeploy/roles/web/latest")).toMatchObject({ id: id1, message: "v1" });
     expect(new TextDecoder().decode(consul.fired.at(-1)!.payload!)).toBe(v1);
@@ -252,7 +326,10 @@ describe("fire", () => {
       const r = await run(["fire", v1, "--service", "web", ...args], { env: consul.env });
       expect(r.code).toBe(0);
     }
-    expect(consul.requests.map((q) => `${q.method} ${q.path}?${q.search}`)).toEqual(["PUT /v1/event/fire/deploy?service=web", "PUT /v1/event/fire/deploy?service=web"]);
+    expect(consul.requests.map((q) => `${q.method} ${q.path}?${q.search}`)).toEqual([
+      "PUT /v1/event/fire/deploy?service=web",
+      "PUT /v1/event/fire/deploy?service=web",
+    ]);
   });
 
   test("--via serf with Consul filters, or --tag without --service, are usage errors (exit 2)", async () => {

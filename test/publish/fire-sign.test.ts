@@ -14,7 +14,9 @@ test("fire re-signs with signKey and fires (and returns) the new manifest URL; t
   try {
     const { privateFile, publicFile } = writeKeyPair(join(d.path, "release.key"));
     expect(fs.statSync(privateFile).mode & 0o777).toBe(0o600);
-    expect(() => writeKeyPair(join(d.path, "release.key"))).toThrow(`${privateFile} exists; keys are never overwritten (choose another --out)`);
+    expect(() => writeKeyPair(join(d.path, "release.key"))).toThrow(
+      `${privateFile} exists; keys are never overwritten (choose another --out)`,
+    );
     const id = "20260101T000000Z-0123456789ab";
     const path = join(d.path, `store/web/${id}.yml`);
     fs.mkdirSync(join(d.path, "store/web"), { recursive: true });
@@ -35,7 +37,9 @@ test("fire re-signs with signKey and fires (and returns) the new manifest URL; t
     expect(manifestUrl).toStartWith(`file://${d.path}/store/web/resigned-`);
     expect(manifestUrl).toEndWith(`/${id}.yml`);
     const bytes = fs.readFileSync(new URL(manifestUrl));
-    expect(verifyBytes(bytes, fs.readFileSync(new URL(`${manifestUrl}.sig`), "utf8"), [loadPublicKey(publicFile)])).toBe(true);
+    expect(
+      verifyBytes(bytes, fs.readFileSync(new URL(`${manifestUrl}.sig`), "utf8"), [loadPublicKey(publicFile)]),
+    ).toBe(true);
     expect(fs.readFileSync(path, "utf8")).toBe(original);
     // The event carries the re-signed manifest's URL, not the original's.
     const event = consul.requests.find((q) => q.path === "/v1/event/fire/deploy");

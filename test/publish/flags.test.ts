@@ -20,7 +20,11 @@ let n = 0;
 beforeAll(() => {
   work = fs.mkdtempSync("/tmp/pd-publish-flags-");
   app = join(work, "app");
-  writeTree(app, { "index.html": "hello ".repeat(2000), ".git/HEAD": "ref: refs/heads/main\n", "lib/.git": "gitdir: x" });
+  writeTree(app, {
+    "index.html": "hello ".repeat(2000),
+    ".git/HEAD": "ref: refs/heads/main\n",
+    "lib/.git": "gitdir: x",
+  });
 });
 
 afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
@@ -28,11 +32,32 @@ afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
 /** Publish `app` into a fresh file:// store; returns the manifest's text, the archive's path and the run. */
 async function publish(args: string[], env: Record<string, string> = {}) {
   const store = join(work, `store${++n}`);
-  const r = await run(["publish", app, "--to", `file://${store}`, "--role", "web", "--dest", join(work, `dest${n}`), "--no-kv", "--no-event", ...args], { env });
+  const r = await run(
+    [
+      "publish",
+      app,
+      "--to",
+      `file://${store}`,
+      "--role",
+      "web",
+      "--dest",
+      join(work, `dest${n}`),
+      "--no-kv",
+      "--no-event",
+      ...args,
+    ],
+    { env },
+  );
   expect(r.stderr).not.toContain("pulldeploy publish:");
   expect(r.code).toBe(0);
   const manifestPath = new URL(r.stdout.trim()).pathname;
-  return { r, manifestPath, manifest: fs.readFileSync(manifestPath, "utf8"), archive: manifestPath.replace(/\.yml$/, ".tar.gz"), url: r.stdout.trim() };
+  return {
+    r,
+    manifestPath,
+    manifest: fs.readFileSync(manifestPath, "utf8"),
+    archive: manifestPath.replace(/\.yml$/, ".tar.gz"),
+    url: r.stdout.trim(),
+  };
 }
 
 function members(archive: string): string[] {
@@ -42,7 +67,13 @@ function members(archive: string): string[] {
 describe("packing flags", () => {
   test("--include-git packs .git, which is left out by default", async () => {
     expect(members((await publish([])).archive)).toEqual(["index.html", "lib/"]);
-    expect(members((await publish(["--include-git"])).archive)).toEqual([".git/", ".git/HEAD", "index.html", "lib/", "lib/.git"]);
+    expect(members((await publish(["--include-git"])).archive)).toEqual([
+      ".git/",
+      ".git/HEAD",
+      "index.html",
+      "lib/",
+      "lib/.git",
+    ]);
   });
 
   test("--gzip-level changes the bytes, not the contents", async () => {
@@ -52,12 +83,15 @@ describe("packing flags", () => {
     expect(members(fast.archive)).toEqual(members(best.archive));
   });
 
-  test.each(["md5", "sha1", "sha512"] as const)("--checksum-algorithm %s: the manifest's checksum and the id use it", async (alg) => {
-    const p = await publish(["--checksum-algorithm", alg]);
-    const sum = new Bun.CryptoHasher(alg).update(fs.readFileSync(p.archive)).digest("hex");
-    expect(parseManifest(p.manifest).manifest.checksum).toEqual({ algorithm: alg, hex: sum });
-    expect(p.archive.endsWith(`-${sum.slice(0, 12)}.tar.gz`)).toBe(true);
-  });
+  test.each(["md5", "sha1", "sha512"] as const)(
+    "--checksum-algorithm %s: the manifest's checksum and the id use it",
+    async (alg) => {
+      const p = await publish(["--checksum-algorithm", alg]);
+      const sum = new Bun.CryptoHasher(alg).update(fs.readFileSync(p.archive)).digest("hex");
+      expect(parseManifest(p.manifest).manifest.checksum).toEqual({ algorithm: alg, hex: sum });
+      expect(p.archive.endsWith(`-${sum.slice(0, 12)}.tar.gz`)).toBe(true);
+    },
+  );
 });
 
 describe("manifest flags", () => {
@@ -91,9 +125,25 @@ describe("Consul flags", () => {
   test("--consul-addr and --consul-token win over the environment; the token never shows", async () => {
     await using consul = await startConsulStandin({ requireToken: "flag-token" });
     const store = join(work, "store-consul");
-    const r = await run(["publish", app, "--to", `file://${store}`, "--role", "web", "--dest", "/srv/web", "--consul-addr", consul.addr, "--consul-token", "flag-token"], {
-      env: { CONSUL_HTTP_ADDR: "127.0.0.1:1", CONSUL_HTTP_TOKEN: "env-token" },
-    });
+    const r = await run(
+      [
+        "publish",
+        app,
+        "--to",
+        `file://${store}`,
+        "--role",
+        "web",
+        "--dest",
+        "/srv/web",
+        "--consul-addr",
+        consul.addr,
+        "--consul-token",
+        "flag-token",
+      ],
+      {
+        env: { CONSUL_HTTP_ADDR: "127.0.0.1:1", CONSUL_HTTP_TOKEN: "env-token" },
+      },
+    );
     expect(r.code).toBe(0);
     expect(consul.requests.map((q) => q.headers["x-consul-token"])).toEqual(["flag-token", "flag-token", "flag-token"]);
     expect(consul.fired).toHaveLength(1);
@@ -106,13 +156,22 @@ describe("progress", () => {
     if (!Bun.which("script")) return;
     const big = join(work, "big");
     writeTree(big, { "a.bin": new Uint8Array(48 * 2 ** 20).map((_, i) => (i * 2654435761) >>> 24) });
-    const cmd = (extra: string) => `${BINARY} publish ${big} --to file://${work}/store-tty${extra ? "-q" : ""} --role web --dest /srv/web --no-kv --no-event --no-delta ${extra}`;
-    const tty = Bun.spawnSync(["script", "-qec", cmd(""), "/dev/null"], { stdout: "pipe", env: { PATH: process.env.PATH!, TERM: "xterm" } });
+    const cmd = (extra: string) =>
+      `${BINARY} publish ${big} --to file://${work}/store-tty${extra ? "-q" : ""} --role web --dest /srv/web --no-kv --no-event --no-delta ${extra}`;
+    const tty = Bun.spawnSync(["script", "-qec", cmd(""), "/dev/null"], {
+      stdout: "pipe",
+      env: { PATH: process.env.PATH!, TERM: "xterm" },
+    });
     const out = tty.stdout.toString();
     expect(tty.exitCode).toBe(0);
-    expect(out).toMatch(/\r\x1b\[K\[#*-*\] +\d+% [\d.]+ [kMG]?B\/50\.3 MB [\d.]+ [kMG]?B\/s ETA (\d+s|--) · [\d.]+ [kMG]?B sent/);
+    expect(out).toMatch(
+      /\r\x1b\[K\[#*-*\] +\d+% [\d.]+ [kMG]?B\/50\.3 MB [\d.]+ [kMG]?B\/s ETA (\d+s|--) · [\d.]+ [kMG]?B sent/,
+    );
     expect(out).toContain("\r\x1b[K2"); // erased before the next log line
-    const quiet = Bun.spawnSync(["script", "-qec", cmd("--quiet"), "/dev/null"], { stdout: "pipe", env: { PATH: process.env.PATH!, TERM: "xterm" } });
+    const quiet = Bun.spawnSync(["script", "-qec", cmd("--quiet"), "/dev/null"], {
+      stdout: "pipe",
+      env: { PATH: process.env.PATH!, TERM: "xterm" },
+    });
     expect(quiet.stdout.toString().trim()).toMatch(/^file:\/\/\S+\.yml$/);
     expect(listTree(join(work, "store-tty-q", "web"))).toHaveLength(2);
   });
@@ -133,7 +192,9 @@ describe("progress", () => {
     t = 7000;
     p.packed(5e6);
     p.finish();
-    expect(lines).toEqual(["1970-01-01T00:00:00.000Z progress: 25% (25.0 MB of 100.0 MB packed, 0 B sent, 5.0 MB/s, ETA 15s)\n"]);
+    expect(lines).toEqual([
+      "1970-01-01T00:00:00.000Z progress: 25% (25.0 MB of 100.0 MB packed, 0 B sent, 5.0 MB/s, ETA 15s)\n",
+    ]);
     expect(written).toEqual([]);
   });
 });

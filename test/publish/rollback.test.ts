@@ -9,7 +9,19 @@ import type { ReleaseRecord } from "../../src/records/release.ts";
 import { generateKeys, loadPublicKey, verifyBytes } from "../../src/signature.ts";
 import { tempDir } from "../support/helpers.ts";
 
-const rec = (id: string): ReleaseRecord => ({ id, role: "web", manifest_url: `file:///s/web/${id}.yml`, archive_url: "", algorithm: "sha256", checksum: "0".repeat(64), size: null, files: null, created_at: id, publisher: "t", message: "" });
+const rec = (id: string): ReleaseRecord => ({
+  id,
+  role: "web",
+  manifest_url: `file:///s/web/${id}.yml`,
+  archive_url: "",
+  algorithm: "sha256",
+  checksum: "0".repeat(64),
+  size: null,
+  files: null,
+  created_at: id,
+  publisher: "t",
+  message: "",
+});
 const quiet = createLogger({ quiet: true });
 
 describe("pickRollback", () => {
@@ -42,16 +54,30 @@ describe("resignManifest", () => {
     const path = join(d.path, `store/web/${id}.yml`);
     fs.writeFileSync(path, original);
     const at = new Date("2026-03-04T05:06:07.089Z");
-    const url = await resignManifest({ manifestUrl: `file://${path}`, signKey: join(d.path, "key"), env: {}, log: quiet, now: () => at });
+    const url = await resignManifest({
+      manifestUrl: `file://${path}`,
+      signKey: join(d.path, "key"),
+      env: {},
+      log: quiet,
+      now: () => at,
+    });
     expect(url).toBe(`file://${d.path}/store/web/resigned-20260304T050607089Z/${id}.yml`);
     const bytes = fs.readFileSync(new URL(url));
-    expect(verifyBytes(bytes, fs.readFileSync(new URL(`${url}.sig`), "utf8"), [loadPublicKey(join(d.path, "key.pub"))])).toBe(true);
+    expect(
+      verifyBytes(bytes, fs.readFileSync(new URL(`${url}.sig`), "utf8"), [loadPublicKey(join(d.path, "key.pub"))]),
+    ).toBe(true);
     const before = parseManifest(original, {}).manifest;
     const after = parseManifest(bytes.toString(), {}).manifest;
     expect(after).toEqual({ ...before, issuedAt: "2026-03-04T05:06:07.089Z" });
     expect(after.destMode).toBe(0o750);
     expect(fs.readFileSync(path, "utf8")).toBe(original);
-    const again = await resignManifest({ manifestUrl: url, signKey: join(d.path, "key"), env: {}, log: quiet, now: () => new Date(at.getTime() + 1) });
+    const again = await resignManifest({
+      manifestUrl: url,
+      signKey: join(d.path, "key"),
+      env: {},
+      log: quiet,
+      now: () => new Date(at.getTime() + 1),
+    });
     expect(again).toBe(`file://${d.path}/store/web/resigned-20260304T050607090Z/${id}.yml`);
   });
 
@@ -59,8 +85,12 @@ describe("resignManifest", () => {
     await using d = tempDir();
     const keys = generateKeys();
     fs.writeFileSync(join(d.path, "key.pub"), keys.publicPem);
-    await expect(resignManifest({ manifestUrl: "file:///s/web/x.json", signKey: join(d.path, "key.pub"), env: {}, log: quiet })).rejects.toThrow("key.pub: not a PEM key file (make one with pulldeploy keygen)");
+    await expect(
+      resignManifest({ manifestUrl: "file:///s/web/x.json", signKey: join(d.path, "key.pub"), env: {}, log: quiet }),
+    ).rejects.toThrow("key.pub: not a PEM key file (make one with pulldeploy keygen)");
     fs.writeFileSync(join(d.path, "key"), keys.privatePem);
-    await expect(resignManifest({ manifestUrl: "file:///s/web/x.json", signKey: join(d.path, "key"), env: {}, log: quiet })).rejects.toThrow("re-sign file:///s/web/x.json: expected a manifest URL ending in <id>.yml");
+    await expect(
+      resignManifest({ manifestUrl: "file:///s/web/x.json", signKey: join(d.path, "key"), env: {}, log: quiet }),
+    ).rejects.toThrow("re-sign file:///s/web/x.json: expected a manifest URL ending in <id>.yml");
   });
 });

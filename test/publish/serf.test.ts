@@ -18,7 +18,12 @@ let cluster: Awaited<ReturnType<typeof startSerfCluster>>;
 
 const received = (node: string): string[] => {
   const f = join(work, `got-${node}`);
-  return fs.existsSync(f) ? fs.readFileSync(f, "utf8").split("\n").filter((l) => l !== "") : [];
+  return fs.existsSync(f)
+    ? fs
+        .readFileSync(f, "utf8")
+        .split("\n")
+        .filter((l) => l !== "")
+    : [];
 };
 
 beforeAll(async () => {
@@ -40,12 +45,29 @@ afterAll(async () => {
 
 describe("--via serf", () => {
   test("the user event reaches every member (RPC address from --serf-rpc-addr)", async () => {
-    const r = await run(["publish", app, "--to", `file://${work}/store`, "--role", "web", "--dest", "/srv/web", "--via", "serf", "--serf-rpc-addr", cluster.agents[1]!.rpc, "--no-kv"]);
+    const r = await run([
+      "publish",
+      app,
+      "--to",
+      `file://${work}/store`,
+      "--role",
+      "web",
+      "--dest",
+      "/srv/web",
+      "--via",
+      "serf",
+      "--serf-rpc-addr",
+      cluster.agents[1]!.rpc,
+      "--no-kv",
+    ]);
     expect(r.stderr).not.toContain("pulldeploy publish:");
     expect(r.code).toBe(0);
     const url = r.stdout.trim();
     expect(r.stderr).toContain(`fired serf user event deploy via ${cluster.agents[1]!.rpc}: ${url}`);
-    await waitFor(() => received("a").includes(url) && received("b").includes(url), "both serf members ran the handler");
+    await waitFor(
+      () => received("a").includes(url) && received("b").includes(url),
+      "both serf members ran the handler",
+    );
   });
 
   test("SERF_RPC_ADDR works too; the release is recorded in KV first", async () => {
@@ -54,11 +76,17 @@ describe("--via serf", () => {
       env: { ...consul.env, SERF_RPC_ADDR: cluster.agents[0]!.rpc },
     });
     expect(r.code).toBe(0);
-    await waitFor(() => received("b").includes(`file://${work}/store/web/20260101T000000Z-0123456789ab.yml`), "serf event via SERF_RPC_ADDR");
+    await waitFor(
+      () => received("b").includes(`file://${work}/store/web/20260101T000000Z-0123456789ab.yml`),
+      "serf event via SERF_RPC_ADDR",
+    );
 
-    const p = await run(["publish", app, "--to", `file://${work}/store2`, "--role", "api", "--dest", "/srv/api", "--via", "serf"], {
-      env: { ...consul.env, SERF_RPC_ADDR: cluster.agents[0]!.rpc },
-    });
+    const p = await run(
+      ["publish", app, "--to", `file://${work}/store2`, "--role", "api", "--dest", "/srv/api", "--via", "serf"],
+      {
+        env: { ...consul.env, SERF_RPC_ADDR: cluster.agents[0]!.rpc },
+      },
+    );
     expect(p.code).toBe(0);
     const url = p.stdout.trim();
     const latest = parseReleaseRecord(new TextDecoder().decode(consul.kvEntry("pulldeploy/roles/api/latest")!.value));
@@ -69,22 +97,55 @@ describe("--via serf", () => {
 
   test("476 bytes is the most real serf takes for deploy, and publish checks it first", async () => {
     expect(() => cluster.event("deploy", "x".repeat(476))).not.toThrow();
-    expect(() => cluster.event("deploy", "x".repeat(477))).toThrow("exceeds configured limit of 512 bytes after encoding");
+    expect(() => cluster.event("deploy", "x".repeat(477))).toThrow(
+      "exceeds configured limit of 512 bytes after encoding",
+    );
 
     const fixed = `file://${work}/`.length + "/web/".length + 29 + ".yml".length;
     const to = join(work, "s".repeat(477 - fixed));
-    const r = await run(["publish", app, "--to", `file://${to}`, "--role", "web", "--dest", "/srv/web", "--via", "serf", "--serf-rpc-addr", cluster.agents[0]!.rpc, "--no-kv"]);
+    const r = await run([
+      "publish",
+      app,
+      "--to",
+      `file://${to}`,
+      "--role",
+      "web",
+      "--dest",
+      "/srv/web",
+      "--via",
+      "serf",
+      "--serf-rpc-addr",
+      cluster.agents[0]!.rpc,
+      "--no-kv",
+    ]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain("is 477 bytes, 1 more than the 476 that fit in a Serf user event named \"deploy\"");
+    expect(r.stderr).toContain('is 477 bytes, 1 more than the 476 that fit in a Serf user event named "deploy"');
     expect(fs.existsSync(to)).toBe(false);
   });
 
   test("a Serf agent that does not answer: uploaded, not announced, and the fire command to run", async () => {
     const port = await freePort();
-    const r = await run(["publish", app, "--to", `file://${work}/store3`, "--role", "web", "--dest", "/srv/web", "--via", "serf", "--serf-rpc-addr", `127.0.0.1:${port}`, "--no-kv", "--no-delta"]);
+    const r = await run([
+      "publish",
+      app,
+      "--to",
+      `file://${work}/store3`,
+      "--role",
+      "web",
+      "--dest",
+      "/srv/web",
+      "--via",
+      "serf",
+      "--serf-rpc-addr",
+      `127.0.0.1:${port}`,
+      "--no-kv",
+      "--no-delta",
+    ]);
     expect(r.code).toBe(1);
     const line = r.stderr.trim().split("\n").at(-1)!;
-    expect(line).toMatch(/release \S+ is uploaded \(file:\/\/\S+\.yml\) but not announced: serf event deploy failed with exit code 1: Error connecting to Serf agent: .*connection refused; finish with: pulldeploy fire file:\/\/\S+\.yml --via serf --serf-rpc-addr 127\.0\.0\.1:\d+$/);
+    expect(line).toMatch(
+      /release \S+ is uploaded \(file:\/\/\S+\.yml\) but not announced: serf event deploy failed with exit code 1: Error connecting to Serf agent: .*connection refused; finish with: pulldeploy fire file:\/\/\S+\.yml --via serf --serf-rpc-addr 127\.0\.0\.1:\d+$/,
+    );
     expect(fs.readdirSync(join(work, "store3/web")).length).toBe(2);
   });
 });

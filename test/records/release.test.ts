@@ -36,18 +36,27 @@ describe("release ids", () => {
     [new Date("1999-12-31T23:59:59Z"), "E0840DAAA97CD2CF2175F9E5D133FFB3324A2B93", "19991231T235959Z-e0840daaa97c"],
   ])("%s + checksum → %s", (at, checksum, id) => {
     expect(releaseId(at, checksum)).toBe(id);
-    expect(parseReleaseId(id)).toEqual({ createdAt: new Date(Math.floor(at.getTime() / 1000) * 1000), checksumPrefix: id.slice(-12) });
+    expect(parseReleaseId(id)).toEqual({
+      createdAt: new Date(Math.floor(at.getTime() / 1000) * 1000),
+      checksumPrefix: id.slice(-12),
+    });
   });
 
   test("ids sort by time as strings", () => {
-    const ids = ["2026-03-01T00:00:00Z", "2025-12-31T23:59:59Z", "2026-01-10T08:00:00Z"].map((t) => releaseId(new Date(t), SHA));
+    const ids = ["2026-03-01T00:00:00Z", "2025-12-31T23:59:59Z", "2026-01-10T08:00:00Z"].map((t) =>
+      releaseId(new Date(t), SHA),
+    );
     expect([...ids].sort()).toEqual([ids[1], ids[2], ids[0]]);
   });
 
-  test.each(["", "20260102T030405Z", "20260102T030405Z-0CA9279B78E2", "20260102T030405Z-0ca9279b78e", "20261302T030405Z-0ca9279b78e2", "2026-01-02T03:04:05Z-0ca9279b78e2"])(
-    "%j is not an id",
-    (s) => expect(parseReleaseId(s)).toBeUndefined(),
-  );
+  test.each([
+    "",
+    "20260102T030405Z",
+    "20260102T030405Z-0CA9279B78E2",
+    "20260102T030405Z-0ca9279b78e",
+    "20261302T030405Z-0ca9279b78e2",
+    "2026-01-02T03:04:05Z-0ca9279b78e2",
+  ])("%j is not an id", (s) => expect(parseReleaseId(s)).toBeUndefined());
 
   test.each([
     ["s3://b/app/web/20260102T030405Z-0ca9279b78e2.yml", "20260102T030405Z-0ca9279b78e2"],
@@ -67,7 +76,9 @@ describe("layout", () => {
   test("Consul KV keys", () => {
     expect(kvKeys.role("pulldeploy", "web")).toBe("pulldeploy/roles/web");
     expect(kvKeys.latest("pulldeploy", "web")).toBe("pulldeploy/roles/web/latest");
-    expect(kvKeys.release("pulldeploy", "web", RECORD.id)).toBe("pulldeploy/roles/web/releases/20260102T030405Z-0ca9279b78e2");
+    expect(kvKeys.release("pulldeploy", "web", RECORD.id)).toBe(
+      "pulldeploy/roles/web/releases/20260102T030405Z-0ca9279b78e2",
+    );
     expect(kvKeys.releases("pulldeploy", "web")).toBe("pulldeploy/roles/web/releases/");
     expect(kvKeys.node("teams/a/pd", "web", "web-1")).toBe("teams/a/pd/roles/web/nodes/web-1");
   });
@@ -128,18 +139,37 @@ describe("layout", () => {
 describe("records", () => {
   test("render → parse round-trips, keys in a fixed order", () => {
     const text = renderReleaseRecord({ ...RECORD });
-    expect(Object.keys(JSON.parse(text))).toEqual(["id", "role", "manifest_url", "archive_url", "algorithm", "checksum", "size", "files", "created_at", "publisher", "message"]);
+    expect(Object.keys(JSON.parse(text))).toEqual([
+      "id",
+      "role",
+      "manifest_url",
+      "archive_url",
+      "algorithm",
+      "checksum",
+      "size",
+      "files",
+      "created_at",
+      "publisher",
+      "message",
+    ]);
     expect(parseReleaseRecord(text)).toEqual(RECORD);
     // Unknown keys from a newer publisher are ignored.
     expect(parseReleaseRecord(JSON.stringify({ ...RECORD, extra: 1 }))).toEqual(RECORD);
-    expect(parseReleaseRecord(JSON.stringify({ ...RECORD, size: null, files: null }))).toEqual({ ...RECORD, size: null, files: null });
+    expect(parseReleaseRecord(JSON.stringify({ ...RECORD, size: null, files: null }))).toEqual({
+      ...RECORD,
+      size: null,
+      files: null,
+    });
   });
 
   test.each([
     ["not json", /^not JSON/],
     ["[]", /^not a JSON object$/],
     [JSON.stringify({ ...RECORD, algorithm: "crc32" }), /^algorithm: expected md5, sha1, sha256 or sha512$/],
-    [JSON.stringify({ ...RECORD, id: "v1", size: -1, files: 1.5, role: 3 }), /^role: expected a string; size: expected a whole number or null; files: expected a whole number or null; id: "v1" is not a release id$/],
+    [
+      JSON.stringify({ ...RECORD, id: "v1", size: -1, files: 1.5, role: 3 }),
+      /^role: expected a string; size: expected a whole number or null; files: expected a whole number or null; id: "v1" is not a release id$/,
+    ],
   ])("%s is refused with every problem", (text, message) => {
     const r = parseReleaseRecord(text);
     expect(typeof r).toBe("string");

@@ -1,7 +1,15 @@
 /** The rollout record's pure rules: amounts, the state machine's steps, parsing, steering. */
 import { describe, expect, test } from "bun:test";
 import { applyAction } from "../../src/publish/rollout.ts";
-import { markFailed, markHealthy, parseAmount, parseRolloutRecord, renderRolloutRecord, resolveAmount, type RolloutRecord } from "../../src/records/rollout.ts";
+import {
+  markFailed,
+  markHealthy,
+  parseAmount,
+  parseRolloutRecord,
+  renderRolloutRecord,
+  resolveAmount,
+  type RolloutRecord,
+} from "../../src/records/rollout.ts";
 
 const at = new Date("2026-12-04T00:00:00Z");
 const base: RolloutRecord = {
@@ -41,7 +49,9 @@ describe("amounts", () => {
     ["0", { count: 0 }],
   ])("%p parses", (text, want) => expect(parseAmount(text)).toEqual(want));
   test.each(["", "-1", "3 nodes", "101%", "%", "1e3", "0x10"])("%p is refused with what to type", (text) => {
-    expect(parseAmount(text)).toBe(`expected a number of nodes (3) or a share of the role's nodes (25%), got "${text}"`);
+    expect(parseAmount(text)).toBe(
+      `expected a number of nodes (3) or a share of the role's nodes (25%), got "${text}"`,
+    );
   });
   test.each([
     [{ count: 3 }, 10, 1, 3],
@@ -50,7 +60,9 @@ describe("amounts", () => {
     [{ percent: 25 }, 3, 0, 0], // a failure budget may be 0
     [{ percent: 50 }, null, 1, 1], // unknown node count
     [{ count: 0 }, 4, 1, 1],
-  ] as const)("%p of %p nodes (min %p) is %p", (a, nodes, min, want) => expect(resolveAmount(a, nodes, min)).toBe(want));
+  ] as const)("%p of %p nodes (min %p) is %p", (a, nodes, min, want) =>
+    expect(resolveAmount(a, nodes, min)).toBe(want),
+  );
 });
 
 describe("state steps", () => {
@@ -74,7 +86,10 @@ describe("state steps", () => {
     expect(markHealthy(c, "web-1", at).state).toBe("canary");
     expect(markHealthy(markHealthy(c, "web-1", at), "web-2", at).state).toBe("running");
     const waiting = markHealthy(markHealthy({ ...c, canary_wait: true }, "web-1", at), "web-2", at);
-    expect(waiting).toMatchObject({ state: "paused", reason: "canaries healthy (2); waiting for: pulldeploy rollout promote --role web" });
+    expect(waiting).toMatchObject({
+      state: "paused",
+      reason: "canaries healthy (2); waiting for: pulldeploy rollout promote --role web",
+    });
     let r = { ...base, healthy: ["web-1", "web-2"], failed: [{ node: "web-3", phase: "post", error: "x" }] };
     r = markHealthy(r, "web-4", at);
     expect(r.state).toBe("done");
@@ -83,12 +98,20 @@ describe("state steps", () => {
   test("steering: what each action does from each state, and why not", () => {
     expect(applyAction(base, "pause", "me@h")).toEqual({ state: "paused", reason: "paused by me@h" });
     expect(applyAction({ ...base, state: "paused" }, "resume", "me@h")).toEqual({ state: "running", reason: "" });
-    expect(applyAction({ ...base, state: "paused", canary: 1, canaries: ["a"] }, "resume", "me@h")).toEqual({ state: "canary", reason: "" });
+    expect(applyAction({ ...base, state: "paused", canary: 1, canaries: ["a"] }, "resume", "me@h")).toEqual({
+      state: "canary",
+      reason: "",
+    });
     expect(applyAction({ ...base, state: "canary" }, "promote", "me@h")).toEqual({ state: "running", reason: "" });
     expect(applyAction(base, "abort", "me@h")).toEqual({ state: "aborted", reason: "aborted by me@h" });
     expect(applyAction(base, "resume", "me@h")).toBe(`rollout of ${base.release_id} is running, not paused`);
-    expect(applyAction(base, "promote", "me@h")).toBe(`rollout of ${base.release_id} is running: only a canary or paused rollout can be promoted`);
-    for (const state of ["halted", "aborted", "done"] as const) expect(applyAction({ ...base, state }, "resume", "me@h")).toBe(`rollout of ${base.release_id} is ${state}: nothing to resume`);
+    expect(applyAction(base, "promote", "me@h")).toBe(
+      `rollout of ${base.release_id} is running: only a canary or paused rollout can be promoted`,
+    );
+    for (const state of ["halted", "aborted", "done"] as const)
+      expect(applyAction({ ...base, state }, "resume", "me@h")).toBe(
+        `rollout of ${base.release_id} is ${state}: nothing to resume`,
+      );
   });
 });
 
@@ -103,7 +126,14 @@ describe("parsing the stored record", () => {
     );
     expect(parseRolloutRecord("[1]")).toBe("not a JSON object");
     // Records written before switch_together/prepared/slot_ttl_ms existed read as off / empty / 10 s.
-    const { switch_together: _, prepared: __, prepare_deadline_ms: ___, event_filters: ____, slot_ttl_ms: _____, ...older } = base;
+    const {
+      switch_together: _,
+      prepared: __,
+      prepare_deadline_ms: ___,
+      event_filters: ____,
+      slot_ttl_ms: _____,
+      ...older
+    } = base;
     expect(parseRolloutRecord(JSON.stringify(older))).toEqual(base);
     expect(parseRolloutRecord("{")).toMatch(/^not JSON: /);
   });

@@ -13,7 +13,19 @@ const BUN = join(ROOT, "node_modules/.bin/bun");
 
 /** mktemp's dir (TMPDIR) is the repo's tmp/, to see what the script leaves there. */
 function run(cmd: string[], cwd: string): { code: number; stdout: string; stderr: string } {
-  const p = Bun.spawnSync(cmd, { cwd, stdout: "pipe", stderr: "pipe", env: { ...process.env, TMPDIR: join(cwd, "tmp"), GIT_AUTHOR_NAME: "t", GIT_AUTHOR_EMAIL: "t@t", GIT_COMMITTER_NAME: "t", GIT_COMMITTER_EMAIL: "t@t" } });
+  const p = Bun.spawnSync(cmd, {
+    cwd,
+    stdout: "pipe",
+    stderr: "pipe",
+    env: {
+      ...process.env,
+      TMPDIR: join(cwd, "tmp"),
+      GIT_AUTHOR_NAME: "t",
+      GIT_AUTHOR_EMAIL: "t@t",
+      GIT_COMMITTER_NAME: "t",
+      GIT_COMMITTER_EMAIL: "t@t",
+    },
+  });
   return { code: p.exitCode ?? -1, stdout: p.stdout.toString(), stderr: p.stderr.toString() };
 }
 function ok(cmd: string[], cwd: string): string {
@@ -33,7 +45,8 @@ function makeRepo(dir: string): { first: string; second: string } {
   fs.writeFileSync(join(dir, ".gitignore"), "node_modules/\n.bench/\ntmp/\n");
   fs.mkdirSync(join(dir, "tmp"));
   fs.mkdirSync(join(dir, "src"));
-  const main = (word: string) => `declare const PULLDEPLOY_COMMIT: string;\nconsole.log("${word}", PULLDEPLOY_COMMIT);\n`;
+  const main = (word: string) =>
+    `declare const PULLDEPLOY_COMMIT: string;\nconsole.log("${word}", PULLDEPLOY_COMMIT);\n`;
   ok(["git", "init", "-q"], dir);
   fs.writeFileSync(join(dir, "src/main.ts"), main("old"));
   ok(["git", "add", "-A"], dir);
@@ -49,7 +62,14 @@ describe("scripts/build-baseline.sh", () => {
     await using d = tempDir("pd-baseline-");
     const { first } = makeRepo(d.path);
     const out = ok(["scripts/build-baseline.sh", first.slice(0, 7), "--compile"], d.path).trim();
-    expect(out).toBe(join(fs.realpathSync(d.path), ".bench/baseline", `${first}-${out.split("-").at(-1)!.split("/")[0]}`, "pulldeploy"));
+    expect(out).toBe(
+      join(
+        fs.realpathSync(d.path),
+        ".bench/baseline",
+        `${first}-${out.split("-").at(-1)!.split("/")[0]}`,
+        "pulldeploy",
+      ),
+    );
     expect(ok([out], d.path).trim()).toBe(`old ${first.slice(0, 7)}`);
     // The checkout: its file, its node_modules and its worktree list as they were.
     expect(fs.readFileSync(join(d.path, "src/main.ts"), "utf8")).toContain('"new"');
@@ -68,7 +88,9 @@ describe("scripts/build-baseline.sh", () => {
     makeRepo(d.path);
     const r = run(["scripts/build-baseline.sh", "no-such-ref", "--compile"], d.path);
     expect(r.code).toBe(2);
-    expect(r.stderr).toBe("build-baseline: 'no-such-ref' is not a commit of this clone; give a hash or a ref (e.g. 386a006)\n");
+    expect(r.stderr).toBe(
+      "build-baseline: 'no-such-ref' is not a commit of this clone; give a hash or a ref (e.g. 386a006)\n",
+    );
     expect(r.stdout).toBe("");
     expect(fs.existsSync(join(d.path, ".bench"))).toBe(false);
   });
@@ -82,7 +104,9 @@ describe("scripts/build-baseline.sh", () => {
     const r = run(["scripts/build-baseline.sh", broken, "--compile"], d.path);
     expect(r.code).not.toBe(0);
     expect(r.stdout).toBe("");
-    const built = fs.existsSync(join(d.path, ".bench/baseline")) ? fs.readdirSync(join(d.path, ".bench/baseline"), { recursive: true }).map(String) : [];
+    const built = fs.existsSync(join(d.path, ".bench/baseline"))
+      ? fs.readdirSync(join(d.path, ".bench/baseline"), { recursive: true }).map(String)
+      : [];
     expect(built.filter((n) => n.endsWith("pulldeploy"))).toEqual([]);
     expect(ok(["git", "worktree", "list", "--porcelain"], d.path).match(/^worktree /gm)).toHaveLength(1);
     expect(fs.readdirSync(join(d.path, "tmp"))).toEqual([]);

@@ -6,8 +6,16 @@ const withCode = (message: string, code: string) => Object.assign(new Error(mess
 
 describe("networkMessage", () => {
   const rows: [string, unknown, string][] = [
-    ["Bun's fetch: the code is not in the message", withCode("Unable to connect. Is the computer able to access the url?", "ConnectionRefused"), "ConnectionRefused: Unable to connect. Is the computer able to access the url?"],
-    ["node:net style: the message names its code already", withCode("connect ECONNREFUSED 127.0.0.1:9", "ECONNREFUSED"), "connect ECONNREFUSED 127.0.0.1:9"],
+    [
+      "Bun's fetch: the code is not in the message",
+      withCode("Unable to connect. Is the computer able to access the url?", "ConnectionRefused"),
+      "ConnectionRefused: Unable to connect. Is the computer able to access the url?",
+    ],
+    [
+      "node:net style: the message names its code already",
+      withCode("connect ECONNREFUSED 127.0.0.1:9", "ECONNREFUSED"),
+      "connect ECONNREFUSED 127.0.0.1:9",
+    ],
     ["no code", new Error("socket hang up"), "socket hang up"],
     ["an abort", new DOMException("The operation was aborted.", "AbortError"), "timed out"],
     ["a timeout signal", new DOMException("The operation timed out.", "TimeoutError"), "timed out"],

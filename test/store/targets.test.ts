@@ -34,10 +34,14 @@ beforeAll(async () => {
   await s3.createBucket(BUCKET);
   work = fs.mkdtempSync("/tmp/pd-publish-targets-");
   bigApp = join(work, "big");
-  writeTree(bigApp, { "bin/app": randomBytes(18 * 2 ** 20), "README": "big app\n", "conf/app.yml": "port: 8080\n" });
+  writeTree(bigApp, { "bin/app": randomBytes(18 * 2 ** 20), README: "big app\n", "conf/app.yml": "port: 8080\n" });
   fs.mkdirSync(join(bigApp, "log"));
   smallApp = join(work, "small");
-  writeTree(smallApp, { "index.html": "<h1>hi</h1>\n", "static/app.js": "console.log(1)\n", "current": { symlink: "index.html" } });
+  writeTree(smallApp, {
+    "index.html": "<h1>hi</h1>\n",
+    "static/app.js": "console.log(1)\n",
+    current: { symlink: "index.html" },
+  });
 });
 
 afterAll(async () => {
@@ -78,7 +82,9 @@ async function s3Admin() {
       return r.Body!.transformToByteArray();
     },
     async uploads(): Promise<string[]> {
-      const r = await client.send(new sdk.ListMultipartUploadsCommand({ Bucket: BUCKET })).catch(() => ({ Uploads: [] as { Key?: string }[] }));
+      const r = await client
+        .send(new sdk.ListMultipartUploadsCommand({ Bucket: BUCKET }))
+        .catch(() => ({ Uploads: [] as { Key?: string }[] }));
       return (r.Uploads ?? []).map((u) => u.Key!);
     },
     [Symbol.dispose]: () => client.destroy(),
@@ -88,7 +94,21 @@ async function s3Admin() {
 describe("file://", () => {
   test("archive and manifest appear under <dir>/<role>/, the manifest reads as the agent reads it", async () => {
     await using d = tempDir();
-    const r = await publish([smallApp, "--to", `file://${d.path}/store`, "--role", "web", "--dest", "/srv/web", "--dest-mode", "0750", "--exclude-on-dest", "*.pid,tmp/", "--exclude-on-dest", "*.sock"]);
+    const r = await publish([
+      smallApp,
+      "--to",
+      `file://${d.path}/store`,
+      "--role",
+      "web",
+      "--dest",
+      "/srv/web",
+      "--dest-mode",
+      "0750",
+      "--exclude-on-dest",
+      "*.pid,tmp/",
+      "--exclude-on-dest",
+      "*.sock",
+    ]);
     expect(r.stderr).not.toContain("pulldeploy publish:");
     expect(r.code).toBe(0);
     const manifestUrl = r.stdout.trim();
@@ -122,11 +142,15 @@ describe("file://", () => {
     await using d = tempDir();
     const target = await fileTarget(`file://${d.path}`, { env: {}, ...QUIET });
     await target.putBytes("web/x.yml", new TextEncoder().encode("first"), "application/x-yaml");
-    const err = await target.putBytes("web/x.yml", new TextEncoder().encode("second"), "application/x-yaml").catch((e) => e);
+    const err = await target
+      .putBytes("web/x.yml", new TextEncoder().encode("second"), "application/x-yaml")
+      .catch((e) => e);
     expect(err).toBeInstanceOf(UploadError);
     expect((err as UploadError).exists).toBe(true);
     expect(err.message).toBe(`store file://${d.path}/web/x.yml: already exists (releases are never overwritten)`);
-    const again = await target.putStream(new Blob(["third"]).stream(), () => "web/x.yml", "application/gzip").catch((e) => e);
+    const again = await target
+      .putStream(new Blob(["third"]).stream(), () => "web/x.yml", "application/gzip")
+      .catch((e) => e);
     expect(again).toBeInstanceOf(UploadError);
     expect(fs.readFileSync(join(d.path, "web/x.yml"), "utf8")).toBe("first");
     // No staging file is left behind.
@@ -166,7 +190,10 @@ describe("s3://", () => {
     using admin = await s3Admin();
     await using d = tempDir();
     const creds = join(d.path, "credentials");
-    fs.writeFileSync(creds, `[deployer]\naws_access_key_id = ${s3.accessKeyId}\naws_secret_access_key = ${s3.secretAccessKey}\n`);
+    fs.writeFileSync(
+      creds,
+      `[deployer]\naws_access_key_id = ${s3.accessKeyId}\naws_secret_access_key = ${s3.secretAccessKey}\n`,
+    );
     const r = await publish([smallApp, "--to", `s3://${BUCKET}/small/`, "--role", "web", "--dest", "/srv/web"], {
       AWS_ENDPOINT_URL_S3: s3.endpoint,
       AWS_REGION: s3.region,
@@ -179,7 +206,9 @@ describe("s3://", () => {
     expect(r.stderr).not.toContain("multipart");
     const id = /\/web\/([^/]+)\.yml$/.exec(r.stdout.trim())![1]!;
     expect(await admin.keys("small/")).toEqual([`small/web/${id}.tar.gz`, `small/web/${id}.yml`]);
-    expect(Buffer.from(await admin.get(`small/web/${id}.tar.gz`)).equals(Buffer.from(await expectedArchive(smallApp)))).toBe(true);
+    expect(
+      Buffer.from(await admin.get(`small/web/${id}.tar.gz`)).equals(Buffer.from(await expectedArchive(smallApp))),
+    ).toBe(true);
   });
 
   test("a missing bucket fails before packing, in one line", async () => {
@@ -187,14 +216,21 @@ describe("s3://", () => {
     expect(r.code).toBe(1);
     expect(r.stdout).toBe("");
     expect(r.stderr.trim().split("\n")).toHaveLength(1);
-    expect(r.stderr).toContain('pulldeploy publish: store s3://no-such-bucket/x: bucket "no-such-bucket" does not exist (404 NoSuchBucket)');
+    expect(r.stderr).toContain(
+      'pulldeploy publish: store s3://no-such-bucket/x: bucket "no-such-bucket" does not exist (404 NoSuchBucket)',
+    );
   });
 
   test("403 (a wrong secret): not retried, a clear error, nothing stored", async () => {
     using admin = await s3Admin();
-    const r = await publish([smallApp, "--to", `s3://${BUCKET}/denied`, "--role", "web", "--dest", "/srv/web"], { ...s3.env, AWS_SECRET_ACCESS_KEY: "wrong" });
+    const r = await publish([smallApp, "--to", `s3://${BUCKET}/denied`, "--role", "web", "--dest", "/srv/web"], {
+      ...s3.env,
+      AWS_SECRET_ACCESS_KEY: "wrong",
+    });
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/pulldeploy publish: store s3:\/\/releases\/denied\/web\/\d{8}T\d{6}Z-[0-9a-f]{12}\.tar\.gz: 403 SignatureDoesNotMatch\n$/);
+    expect(r.stderr).toMatch(
+      /pulldeploy publish: store s3:\/\/releases\/denied\/web\/\d{8}T\d{6}Z-[0-9a-f]{12}\.tar\.gz: 403 SignatureDoesNotMatch\n$/,
+    );
     expect(r.stderr).not.toContain("retrying");
     expect(await admin.keys("denied/")).toEqual([]);
   });
@@ -202,16 +238,21 @@ describe("s3://", () => {
   test("the network going down mid-upload: parts retried, then one clear error, no manifest", async () => {
     using admin = await s3Admin();
     await using proxy = await cuttingProxy(Number(new URL(s3.endpoint).port), 6 * 2 ** 20);
-    const r = await publish([bigApp, "--to", `s3://${BUCKET}/cut`, "--role", "api", "--dest", "/srv/api", "--retry", "2"], {
-      ...s3.env,
-      AWS_ENDPOINT_URL_S3: `http://127.0.0.1:${proxy.port}`,
-    });
+    const r = await publish(
+      [bigApp, "--to", `s3://${BUCKET}/cut`, "--role", "api", "--dest", "/srv/api", "--retry", "2"],
+      {
+        ...s3.env,
+        AWS_ENDPOINT_URL_S3: `http://127.0.0.1:${proxy.port}`,
+      },
+    );
     expect(proxy.cut).toBe(true);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/retrying in 20ms \(1\/2\)/);
     expect(r.stderr).toMatch(/retrying in 40ms \(2\/2\)/);
     const last = r.stderr.trim().split("\n").at(-1)!;
-    expect(last).toMatch(/pulldeploy publish: store s3:\/\/releases\/cut: archive part \d \(multipart upload\): connect ECONNREFUSED 127\.0\.0\.1:\d+ \(after 3 attempts\)$/);
+    expect(last).toMatch(
+      /pulldeploy publish: store s3:\/\/releases\/cut: archive part \d \(multipart upload\): connect ECONNREFUSED 127\.0\.0\.1:\d+ \(after 3 attempts\)$/,
+    );
     expect(await admin.keys("cut/")).not.toContainEqual(expect.stringMatching(/\.yml$/));
     expect((await admin.keys("cut/")).filter((k) => !k.includes(".pulldeploy-staging"))).toEqual([]);
   });
@@ -223,12 +264,16 @@ describe("s3://", () => {
     try {
       const target = await s3Target(`s3://${BUCKET}/taken`, { env: s3.env, ...QUIET });
       await target.putBytes("web/x.yml", new TextEncoder().encode("first"), "application/x-yaml");
-      const err = await target.putBytes("web/x.yml", new TextEncoder().encode("second"), "application/x-yaml").catch((e) => e);
+      const err = await target
+        .putBytes("web/x.yml", new TextEncoder().encode("second"), "application/x-yaml")
+        .catch((e) => e);
       expect(err).toBeInstanceOf(UploadError);
       expect(err.message).toBe(`store s3://${BUCKET}/taken/web/x.yml: already exists (releases are never overwritten)`);
       // A multipart upload too: the staging copy is removed, the taken name untouched.
       const big = randomBytes(9 * 2 ** 20);
-      const err2 = await target.putStream(new Blob([big]).stream(), () => "web/x.yml", "application/gzip").catch((e) => e);
+      const err2 = await target
+        .putStream(new Blob([big]).stream(), () => "web/x.yml", "application/gzip")
+        .catch((e) => e);
       expect((err2 as UploadError).exists).toBe(true);
       expect(new TextDecoder().decode(await admin.get("taken/web/x.yml"))).toBe("first");
       expect(await admin.keys("taken/")).toEqual(["taken/web/x.yml"]);
@@ -266,7 +311,15 @@ describe("http(s):// PUT", () => {
 
   test("a strict WebDAV server (409 for a missing collection) gets MKCOL first; 5xx answers are retried", async () => {
     await using dav = davServer({ strict: true, failFirstPuts: 2 });
-    const r = await publish([smallApp, "--to", `http://127.0.0.1:${dav.port}/dav`, "--role", "web", "--dest", "/srv/web"]);
+    const r = await publish([
+      smallApp,
+      "--to",
+      `http://127.0.0.1:${dav.port}/dav`,
+      "--role",
+      "web",
+      "--dest",
+      "/srv/web",
+    ]);
     expect(r.stderr).not.toContain("pulldeploy publish:");
     expect(r.code).toBe(0);
     expect(r.stderr).toMatch(/503 Service Unavailable; retrying in 20ms \(1\/3\)/);
@@ -276,9 +329,19 @@ describe("http(s):// PUT", () => {
 
   test("a non-2xx answer is an error naming the status; the manifest is never sent", async () => {
     await using dav = davServer({ deny: true });
-    const r = await publish([smallApp, "--to", `http://127.0.0.1:${dav.port}/dav`, "--role", "web", "--dest", "/srv/web"]);
+    const r = await publish([
+      smallApp,
+      "--to",
+      `http://127.0.0.1:${dav.port}/dav`,
+      "--role",
+      "web",
+      "--dest",
+      "/srv/web",
+    ]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/pulldeploy publish: store http:\/\/127\.0\.0\.1:\d+\/dav\/web\/\S+\.tar\.gz: 403 Forbidden\n$/);
+    expect(r.stderr).toMatch(
+      /pulldeploy publish: store http:\/\/127\.0\.0\.1:\d+\/dav\/web\/\S+\.tar\.gz: 403 Forbidden\n$/,
+    );
     expect(dav.log.filter((l) => l.method === "PUT").map((l) => l.path)).toEqual([expect.stringMatching(/\.tar\.gz$/)]);
   });
 });
@@ -293,10 +356,17 @@ function davServer(opts: { strict?: boolean; failFirstPuts?: number; deny?: bool
     hostname: "127.0.0.1",
     async fetch(req) {
       const path = decodeURIComponent(new URL(req.url).pathname);
-      log.push({ method: req.method, path, ifNoneMatch: req.headers.get("if-none-match"), auth: req.headers.get("authorization") });
+      log.push({
+        method: req.method,
+        path,
+        ifNoneMatch: req.headers.get("if-none-match"),
+        auth: req.headers.get("authorization"),
+      });
       if (req.method === "HEAD" || req.method === "GET") {
         const f = files.get(path);
-        return f ? new Response(req.method === "GET" ? f : null, { headers: { "Content-Length": String(f.length) } }) : new Response(null, { status: 404 });
+        return f
+          ? new Response(req.method === "GET" ? f : null, { headers: { "Content-Length": String(f.length) } })
+          : new Response(null, { status: 404 });
       }
       if (req.method === "MKCOL") {
         if (files.has(path)) return new Response(null, { status: 405 });
@@ -311,7 +381,8 @@ function davServer(opts: { strict?: boolean; failFirstPuts?: number; deny?: bool
           return new Response("busy", { status: 503 });
         }
         if (req.headers.get("if-none-match") === "*" && files.has(path)) return new Response(null, { status: 412 });
-        if (opts.strict && !files.has(path.slice(0, path.lastIndexOf("/") + 1)) && path.split("/").length > 3) return new Response(null, { status: 409 });
+        if (opts.strict && !files.has(path.slice(0, path.lastIndexOf("/") + 1)) && path.split("/").length > 3)
+          return new Response(null, { status: 409 });
         files.set(path, body);
         return new Response(null, { status: 201 });
       }

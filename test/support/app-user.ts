@@ -26,7 +26,10 @@ export function appUser(): AppUser | undefined {
 
 /** Run `sh -c script` as the app user (what a compromised app could do); throws on a non-zero exit. */
 export function asApp(script: string, cwd?: string): string {
-  const r = spawnSync("setpriv", ["--reuid", APP_USER, "--regid", APP_USER, "--clear-groups", "sh", "-c", script], { cwd, encoding: "utf8" });
+  const r = spawnSync("setpriv", ["--reuid", APP_USER, "--regid", APP_USER, "--clear-groups", "sh", "-c", script], {
+    cwd,
+    encoding: "utf8",
+  });
   if (r.status !== 0) throw new Error(`as ${APP_USER}: ${script}: exit ${r.status}: ${r.stderr.trim()}`);
   return r.stdout;
 }

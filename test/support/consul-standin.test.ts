@@ -21,7 +21,14 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { type ConsulCluster, type ConsulStandin, eventIndex, goJson, startConsulCluster, startConsulStandin } from "./consul-standin.ts";
+import {
+  type ConsulCluster,
+  type ConsulStandin,
+  eventIndex,
+  goJson,
+  startConsulCluster,
+  startConsulStandin,
+} from "./consul-standin.ts";
 import { FIXTURES } from "./helpers.ts";
 
 const DIR = join(FIXTURES, "consul-1.10");
@@ -64,10 +71,21 @@ function loadCapture(name: string): Capture {
   const { statusLine, headers, body: rest } = splitResponse(response);
   // curl -i shows a chunked body decoded; the capture tool appended a "\n" after it.
   const chunked = headers.some(([k, v]) => k === "Transfer-Encoding" && v === "chunked");
-  const length = chunked ? rest.length - (rest.at(-1) === 0x0a ? 1 : 0) : Number(headers.find(([k]) => k === "Content-Length")?.[1]);
+  const length = chunked
+    ? rest.length - (rest.at(-1) === 0x0a ? 1 : 0)
+    : Number(headers.find(([k]) => k === "Content-Length")?.[1]);
   // The capture tool appended a "\n" after most responses: nothing else may follow the body.
   expect(["", "\n"]).toContain(rest.subarray(length).toString());
-  return { name, host: url.hostname, method: m[1]!, target, body, statusLine, headers, responseBody: rest.subarray(0, length) };
+  return {
+    name,
+    host: url.hostname,
+    method: m[1]!,
+    target,
+    body,
+    statusLine,
+    headers,
+    responseBody: rest.subarray(0, length),
+  };
 }
 
 function splitResponse(buf: Buffer): { statusLine: string; headers: [string, string][]; body: Buffer } {
@@ -86,7 +104,9 @@ function rawRequest(port: number, method: string, target: string, body?: string)
   const payload = body === undefined ? "" : body;
   const head =
     `${method} ${target} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\n` +
-    (body === undefined ? "" : `Content-Length: ${Buffer.byteLength(payload)}\r\nContent-Type: application/x-www-form-urlencoded\r\n`) +
+    (body === undefined
+      ? ""
+      : `Content-Length: ${Buffer.byteLength(payload)}\r\nContent-Type: application/x-www-form-urlencoded\r\n`) +
     "Connection: close\r\n\r\n";
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
@@ -175,9 +195,13 @@ const SCRIPT: Step[] = [
   { fixture: "kv-blocking-nochange.http.txt" },
   {
     fixture: "kv-blocking-change.http.txt",
-    whileBlocked: async (c) => expect(await put(c, "/v1/kv/deploy/app/manifest", "s3://bucket/app-v3.yml")).toBe("200 true\n"),
+    whileBlocked: async (c) =>
+      expect(await put(c, "/v1/kv/deploy/app/manifest", "s3://bucket/app-v3.yml")).toBe("200 true\n"),
   },
-  { what: "PUT unrelated/key (kv-notes.txt's recurse probe)", run: async (c) => expect(await put(c, "/v1/kv/unrelated/key", "x")).toBe("200 true\n") },
+  {
+    what: "PUT unrelated/key (kv-notes.txt's recurse probe)",
+    run: async (c) => expect(await put(c, "/v1/kv/unrelated/key", "x")).toBe("200 true\n"),
+  },
   { fixture: "kv-delete.http.txt" },
   { fixture: "kv-delete-missing.http.txt" },
   { fixture: "kv-delete-cas-stale.http.txt" },
@@ -217,8 +241,16 @@ const SCRIPT: Step[] = [
     run: async (c) => {
       c.useIds("f8013f24-b524-1152-1f9a-b60e71405f67");
       const name = `Consul lock for 'echo "holder got lock"; sleep 4; echo holder done' at 'locks/app'`;
-      expect(await put(c, "/v1/session/create", JSON.stringify({ Name: name, TTL: "15s", Behavior: "release" }))).toStartWith("200 ");
-      expect(await put(c, "/v1/kv/locks/app/.lock?acquire=f8013f24-b524-1152-1f9a-b60e71405f67&flags=3304740253564472344", "")).toBe("200 true\n");
+      expect(
+        await put(c, "/v1/session/create", JSON.stringify({ Name: name, TTL: "15s", Behavior: "release" })),
+      ).toStartWith("200 ");
+      expect(
+        await put(
+          c,
+          "/v1/kv/locks/app/.lock?acquire=f8013f24-b524-1152-1f9a-b60e71405f67&flags=3304740253564472344",
+          "",
+        ),
+      ).toBe("200 true\n");
     },
   },
   { fixture: "lock-cli-sessions-while-held.http.txt" },
@@ -228,7 +260,13 @@ const SCRIPT: Step[] = [
     run: async (c) => {
       const contender = JSON.parse((await put(c, "/v1/session/create", '{"TTL":"15s"}')).slice(4)).ID as string;
       expect(await put(c, `/v1/session/destroy/${contender}`)).toBe("200 true\n");
-      expect(await put(c, "/v1/kv/locks/app/.lock?flags=3304740253564472344&release=f8013f24-b524-1152-1f9a-b60e71405f67", "")).toBe("200 true\n");
+      expect(
+        await put(
+          c,
+          "/v1/kv/locks/app/.lock?flags=3304740253564472344&release=f8013f24-b524-1152-1f9a-b60e71405f67",
+          "",
+        ),
+      ).toBe("200 true\n");
       const del = splitResponse(await rawRequest(c.port, "DELETE", "/v1/kv/locks/app/.lock?cas=43"));
       expect(del.body.toString()).toBe("true\n");
       expect(await put(c, "/v1/session/destroy/f8013f24-b524-1152-1f9a-b60e71405f67")).toBe("200 true\n");
@@ -256,7 +294,11 @@ describe("the stand-in replays Consul 1.10.12's captured session", () => {
     test(step.fixture, async () => {
       const cap = loadCapture(step.fixture);
       // Event and session IDs are random in Consul: hand the captured one to the stand-in.
-      if (cap.method === "PUT" && /^\/v1\/(event\/fire|session\/create)/.test(cap.target) && cap.statusLine.includes(" 200 ")) {
+      if (
+        cap.method === "PUT" &&
+        /^\/v1\/(event\/fire|session\/create)/.test(cap.target) &&
+        cap.statusLine.includes(" 200 ")
+      ) {
         consul.useIds(JSON.parse(cap.responseBody.toString()).ID);
       }
       let answer: Buffer;
@@ -273,8 +315,12 @@ describe("the stand-in replays Consul 1.10.12's captured session", () => {
   }
 
   test("every *.http.txt capture is in the replay", () => {
-    const all = readdirSync(DIR).filter((f) => f.endsWith(".http.txt")).sort();
-    const replayed = [...SCRIPT, ...CLUSTER_SCRIPT, ...CLUSTER2_SCRIPT].flatMap((s) => ("fixture" in s ? [s.fixture] : [])).sort();
+    const all = readdirSync(DIR)
+      .filter((f) => f.endsWith(".http.txt"))
+      .sort();
+    const replayed = [...SCRIPT, ...CLUSTER_SCRIPT, ...CLUSTER2_SCRIPT]
+      .flatMap((s) => ("fixture" in s ? [s.fixture] : []))
+      .sort();
     expect(replayed).toEqual(all);
   });
 });
@@ -288,9 +334,19 @@ describe("details the captures pin down", () => {
   });
 
   test("Go's JSON: HTML escaping, sorted maps, exact uint64, compact without dev mode", () => {
-    expect(goJson({ a: "<&>\u2028\"\\\n\u0001", m: new Map([["b", 1], ["a", 2]]), f: 3304740253564472344n }, false)).toBe(
-      '{"a":"\\u003c\\u0026\\u003e\\u2028\\"\\\\\\n\\u0001","m":{"a":2,"b":1},"f":3304740253564472344}',
-    );
+    expect(
+      goJson(
+        {
+          a: '<&>\u2028"\\\n\u0001',
+          m: new Map([
+            ["b", 1],
+            ["a", 2],
+          ]),
+          f: 3304740253564472344n,
+        },
+        false,
+      ),
+    ).toBe('{"a":"\\u003c\\u0026\\u003e\\u2028\\"\\\\\\n\\u0001","m":{"a":2,"b":1},"f":3304740253564472344}');
     expect(goJson([], true)).toBe("[]\n");
   });
 
@@ -335,7 +391,9 @@ describe("details the captures pin down", () => {
     expect(c.receivers(web)).toEqual(["web1"]);
     expect(c.agentEvents.map((e) => e.payload && new TextDecoder().decode(e.payload))).toEqual(["a", "b"]);
     expect(c.fired.map((e) => e.ltime)).toEqual([2, 3, 4, 5]);
-    expect(() => c.fireEvent("deploy", "x", { tag: "blue" })).toThrow("Cannot provide tag filter without service filter");
+    expect(() => c.fireEvent("deploy", "x", { tag: "blue" })).toThrow(
+      "Cannot provide tag filter without service filter",
+    );
   });
 
   test("an agent holds the last 256 events", async () => {
@@ -400,7 +458,12 @@ describe("details the captures pin down", () => {
  * answer does not depend on it). Timed events (TTL expiry, node failure, lock-delay) are driven with
  * the cluster's controls instead of waited out.
  */
-const CLUSTER_HOSTS: Record<string, string> = { "127.0.0.1": "server", "127.0.0.2": "node-1", "127.0.0.3": "node-2", "127.0.0.4": "node-3" };
+const CLUSTER_HOSTS: Record<string, string> = {
+  "127.0.0.1": "server",
+  "127.0.0.2": "node-1",
+  "127.0.0.3": "node-2",
+  "127.0.0.4": "node-3",
+};
 
 /** Text error answers: Go writes Content-Type after Content-Length (sniffed), Bun first. */
 const CLUSTER_BUN_HEADER_ORDER = new Set([
@@ -417,7 +480,11 @@ const CLUSTER_BUN_HEADER_ORDER = new Set([
 ]);
 
 type ClusterStep =
-  | { fixture: string; target?: (c: ConsulCluster, cap: Capture) => Promise<string>; whileBlocked?: (c: ConsulCluster) => Promise<unknown> }
+  | {
+      fixture: string;
+      target?: (c: ConsulCluster, cap: Capture) => Promise<string>;
+      whileBlocked?: (c: ConsulCluster) => Promise<unknown>;
+    }
   | { what: string; run: (c: ConsulCluster) => Promise<unknown> };
 
 function dechunk(buf: Buffer): Buffer {
@@ -469,7 +536,13 @@ function compareNormalized(cap: Capture, answer: Buffer): void {
   expect(normBody(body.toString("latin1"))).toBe(normBody(cap.responseBody.toString("latin1")));
 }
 
-async function call(c: ConsulCluster, node: string, method: string, target: string, body?: string): Promise<{ status: number; text: string; index: string | null }> {
+async function call(
+  c: ConsulCluster,
+  node: string,
+  method: string,
+  target: string,
+  body?: string,
+): Promise<{ status: number; text: string; index: string | null }> {
   const res = await fetch(`${c.node(node).url}${target}`, { method, body });
   return { status: res.status, text: await res.text(), index: res.headers.get("x-consul-index") };
 }
@@ -506,7 +579,8 @@ const ID = {
   r3: "7d9d6698-d172-b346-fbe9-86c72cb73e4a",
 };
 const SEM_FLAGS = "16210313421097356768";
-const lockValue = (holders: string[]) => JSON.stringify({ Limit: 2, Holders: Object.fromEntries(holders.toSorted().map((h) => [h, true])) });
+const lockValue = (holders: string[]) =>
+  JSON.stringify({ Limit: 2, Holders: Object.fromEntries(holders.toSorted().map((h) => [h, true])) });
 let recipeLockIndex = "";
 
 const CLUSTER_SCRIPT: ClusterStep[] = [
@@ -543,29 +617,44 @@ const CLUSTER_SCRIPT: ClusterStep[] = [
   { fixture: "catalog-services.http.txt" },
   { fixture: "catalog-node-missing.http.txt" },
   { fixture: "catalog-node.http.txt" },
-  { what: "web-2 warns: degraded", run: async (c) => expect(await cput(c, "node-2", "/v1/agent/check/warn/service:web-2?note=degraded")).toBe("200 ") },
+  {
+    what: "web-2 warns: degraded",
+    run: async (c) => expect(await cput(c, "node-2", "/v1/agent/check/warn/service:web-2?note=degraded")).toBe("200 "),
+  },
   { fixture: "health-checks-web.http.txt" },
   { fixture: "health-node.http.txt" },
   { fixture: "health-service-passing.http.txt" },
   { fixture: "health-service.http.txt" },
-  { what: "web-2 fails: connection refused", run: async (c) => expect(await cput(c, "node-2", "/v1/agent/check/fail/service:web-2?note=connection%20refused")).toBe("200 ") },
+  {
+    what: "web-2 fails: connection refused",
+    run: async (c) =>
+      expect(await cput(c, "node-2", "/v1/agent/check/fail/service:web-2?note=connection%20refused")).toBe("200 "),
+  },
   { fixture: "health-state-critical.http.txt" },
   {
     fixture: "health-service-blocking-change.http.txt",
     target: atCurrentIndex(),
-    whileBlocked: async (c) => expect(await cput(c, "node-2", "/v1/agent/check/pass/service:web-2?note=recovered")).toBe("200 "),
+    whileBlocked: async (c) =>
+      expect(await cput(c, "node-2", "/v1/agent/check/pass/service:web-2?note=recovered")).toBe("200 "),
   },
   { fixture: "health-service-blocking-nochange.http.txt", target: atCurrentIndex("150ms") },
   {
     fixture: "health-service-blocking-output-only.http.txt",
     target: atCurrentIndex("150ms"),
-    whileBlocked: async (c) => expect(await cput(c, "node-1", "/v1/agent/check/pass/web-ttl?note=release%20v3%20ok")).toBe("200 "),
+    whileBlocked: async (c) =>
+      expect(await cput(c, "node-1", "/v1/agent/check/pass/web-ttl?note=release%20v3%20ok")).toBe("200 "),
   },
   // sessions tied to a service check (14:17:28, session-check-failure.txt)
-  { what: "web-2 critical again", run: async (c) => expect(await cput(c, "node-2", "/v1/agent/check/fail/service:web-2")).toBe("200 ") },
+  {
+    what: "web-2 critical again",
+    run: async (c) => expect(await cput(c, "node-2", "/v1/agent/check/fail/service:web-2")).toBe("200 "),
+  },
   { fixture: "session-create-critical-check.http.txt" },
   { fixture: "session-create-unknown-check.http.txt" },
-  { what: "web-2 passing", run: async (c) => expect(await cput(c, "node-2", "/v1/agent/check/pass/service:web-2")).toBe("200 ") },
+  {
+    what: "web-2 passing",
+    run: async (c) => expect(await cput(c, "node-2", "/v1/agent/check/pass/service:web-2")).toBe("200 "),
+  },
   { fixture: "session-create-service-check.http.txt" },
   { fixture: "session-info-service-check.http.txt" },
   { fixture: "session-info-bad-id.http.txt" },
@@ -577,7 +666,9 @@ const CLUSTER_SCRIPT: ClusterStep[] = [
     what: "node-3 takes its two slots (session-ttl-expiry.txt)",
     run: async (c) => {
       expect(await cput(c, "node-3", `/v1/kv/pulldeploy/slots/node-3?acquire=${ID.sc}`, "node-3")).toBe("200 true");
-      expect(await cput(c, "node-3", `/v1/kv/pulldeploy/slots/node-3-delete?acquire=${ID.sd}`, "node-3-delete")).toBe("200 true");
+      expect(await cput(c, "node-3", `/v1/kv/pulldeploy/slots/node-3-delete?acquire=${ID.sd}`, "node-3-delete")).toBe(
+        "200 true",
+      );
     },
   },
   { fixture: "session-info-ttl.http.txt" },
@@ -599,13 +690,18 @@ const CLUSTER_SCRIPT: ClusterStep[] = [
   { fixture: "kv-get-slot-after-ttl-delete.http.txt" },
   { fixture: "kv-get-slot-after-ttl-expiry.http.txt" },
   { fixture: "session-info-invalidated.http.txt" },
-  { what: "web-2 passing", run: async (c) => expect(await cput(c, "node-2", "/v1/agent/check/pass/service:web-2")).toBe("200 ") },
+  {
+    what: "web-2 passing",
+    run: async (c) => expect(await cput(c, "node-2", "/v1/agent/check/pass/service:web-2")).toBe("200 "),
+  },
   { fixture: "session-create-servicechecks-field.http.txt" },
   { fixture: "session-info-servicechecks-field.http.txt" },
   {
     what: "node-2 takes pulldeploy/slots/node-2-sc; then its check fails (crashed)",
     run: async (c) => {
-      expect(await cput(c, "node-2", `/v1/kv/pulldeploy/slots/node-2-sc?acquire=${ID.sb}`, "node-2-sc")).toBe("200 true");
+      expect(await cput(c, "node-2", `/v1/kv/pulldeploy/slots/node-2-sc?acquire=${ID.sb}`, "node-2-sc")).toBe(
+        "200 true",
+      );
       expect(await cput(c, "node-2", "/v1/agent/check/fail/service:web-2?note=crashed")).toBe("200 ");
       expect(c.sessions.has(ID.sb)).toBe(false);
     },
@@ -624,9 +720,18 @@ const CLUSTER_SCRIPT: ClusterStep[] = [
   {
     what: "node-1-ttl taken; a contender session on node-2 is refused the slot",
     run: async (c) => {
-      expect(await cput(c, "node-1", `/v1/kv/pulldeploy/slots/node-1-ttl?acquire=${ID.b}`, "node-1-ttl")).toBe("200 true");
+      expect(await cput(c, "node-1", `/v1/kv/pulldeploy/slots/node-1-ttl?acquire=${ID.b}`, "node-1-ttl")).toBe(
+        "200 true",
+      );
       c.useIds(ID.cs);
-      expect(await cput(c, "node-2", "/v1/session/create", '{"Name":"contender-node-2","Checks":["serfHealth"],"LockDelay":"1s","Behavior":"release"}')).toBe(`200 {"ID":"${ID.cs}"}`);
+      expect(
+        await cput(
+          c,
+          "node-2",
+          "/v1/session/create",
+          '{"Name":"contender-node-2","Checks":["serfHealth"],"LockDelay":"1s","Behavior":"release"}',
+        ),
+      ).toBe(`200 {"ID":"${ID.cs}"}`);
       expect(await cput(c, "node-2", `/v1/kv/pulldeploy/slots/node-1?acquire=${ID.cs}`, "node-2")).toBe("200 false");
     },
   },
@@ -638,7 +743,9 @@ const CLUSTER_SCRIPT: ClusterStep[] = [
       await c.killNode("node-1");
       await expect(fetch(`${url}/v1/agent/self`)).rejects.toThrow();
       await c.waitFor(() => !c.sessions.has(ID.a) && !c.sessions.has(ID.b), "node-1's sessions invalidated");
-      expect(c.kvEntry("pulldeploy/slots/node-1")!.modifyIndex).toBe(c.kvEntry("pulldeploy/slots/node-1-ttl")!.modifyIndex);
+      expect(c.kvEntry("pulldeploy/slots/node-1")!.modifyIndex).toBe(
+        c.kvEntry("pulldeploy/slots/node-1-ttl")!.modifyIndex,
+      );
     },
   },
   { fixture: "kv-acquire-in-lock-delay.http.txt" },
@@ -667,16 +774,34 @@ const CLUSTER_SCRIPT: ClusterStep[] = [
     what: "consul lock -n 2 pulldeploy/sem on node-1, node-2, node-3: two hold, node-3 waits",
     run: async (c) => {
       expect(await cput(c, "node-2", `/v1/session/destroy/${ID.cs}`)).toBe("200 true");
-      for (const [node, id] of [["node-1", ID.sem1], ["node-2", ID.sem2], ["node-3", ID.sem3]] as const) {
+      for (const [node, id] of [
+        ["node-1", ID.sem1],
+        ["node-2", ID.sem2],
+        ["node-3", ID.sem3],
+      ] as const) {
         c.useIds(id);
         const name = `Consul lock for 'echo $(date +%s.%N) ${node} got slot; sleep 60; echo ${node} done' at 'pulldeploy/sem'`;
-        expect(await cput(c, node, "/v1/session/create", JSON.stringify({ Name: name, LockDelay: "15s", Behavior: "delete", TTL: "15s" }))).toBe(`200 {"ID":"${id}"}`);
+        expect(
+          await cput(
+            c,
+            node,
+            "/v1/session/create",
+            JSON.stringify({ Name: name, LockDelay: "15s", Behavior: "delete", TTL: "15s" }),
+          ),
+        ).toBe(`200 {"ID":"${id}"}`);
         expect(await cput(c, node, `/v1/kv/pulldeploy/sem/${id}?acquire=${id}&flags=${SEM_FLAGS}`)).toBe("200 true");
         const lock = c.kvEntry("pulldeploy/sem/.lock");
         const holders = lock ? Object.keys(JSON.parse(Buffer.from(lock.value).toString()).Holders) : [];
         if (holders.length < 2) {
           const cas = lock ? lock.modifyIndex : 0;
-          expect(await cput(c, node, `/v1/kv/pulldeploy/sem/.lock?cas=${cas}&flags=${SEM_FLAGS}`, lockValue([...holders, id]))).toBe("200 true");
+          expect(
+            await cput(
+              c,
+              node,
+              `/v1/kv/pulldeploy/sem/.lock?cas=${cas}&flags=${SEM_FLAGS}`,
+              lockValue([...holders, id]),
+            ),
+          ).toBe("200 true");
         }
       }
     },
@@ -691,14 +816,24 @@ const CLUSTER_SCRIPT: ClusterStep[] = [
       await c.waitFor(() => !c.sessions.has(ID.sem1), "the dead holder's session invalidated");
       expect(c.kvEntry(`pulldeploy/sem/${ID.sem1}`)).toBeUndefined();
       const lock = c.kvEntry("pulldeploy/sem/.lock")!;
-      expect(await cput(c, "node-3", `/v1/kv/pulldeploy/sem/.lock?cas=${lock.modifyIndex}&flags=${SEM_FLAGS}`, lockValue([ID.sem2, ID.sem3]))).toBe("200 true");
+      expect(
+        await cput(
+          c,
+          "node-3",
+          `/v1/kv/pulldeploy/sem/.lock?cas=${lock.modifyIndex}&flags=${SEM_FLAGS}`,
+          lockValue([ID.sem2, ID.sem3]),
+        ),
+      ).toBe("200 true");
     },
   },
   { fixture: "semaphore-kv-after-holder-death.http.txt" },
   {
     what: "SIGTERM to the other two: each gives up its slot, the last deletes .lock",
     run: async (c) => {
-      for (const [node, id] of [["node-2", ID.sem2], ["node-3", ID.sem3]] as const) {
+      for (const [node, id] of [
+        ["node-2", ID.sem2],
+        ["node-3", ID.sem3],
+      ] as const) {
         expect((await call(c, node, "DELETE", `/v1/kv/pulldeploy/sem/${id}`)).text).toBe("true");
         expect(await cput(c, node, `/v1/session/destroy/${id}`)).toBe("200 true");
       }
@@ -711,7 +846,11 @@ const CLUSTER_SCRIPT: ClusterStep[] = [
   {
     what: "one Behavior delete session per node for pulldeploy/sem2",
     run: async (c) => {
-      for (const [node, id] of [["node-1", ID.r1], ["node-2", ID.r2], ["node-3", ID.r3]] as const) {
+      for (const [node, id] of [
+        ["node-1", ID.r1],
+        ["node-2", ID.r2],
+        ["node-3", ID.r3],
+      ] as const) {
         c.useIds(id);
         expect(await cput(c, node, "/v1/session/create", '{"Behavior":"delete"}')).toBe(`200 {"ID":"${id}"}`);
       }
@@ -719,7 +858,13 @@ const CLUSTER_SCRIPT: ClusterStep[] = [
   },
   { fixture: "semaphore-contender-acquire.http.txt" },
   { fixture: "semaphore-lock-create-cas0.http.txt" },
-  { what: "node-2's contender key", run: async (c) => expect(await cput(c, "node-2", `/v1/kv/pulldeploy/sem2/${ID.r2}?acquire=${ID.r2}&flags=${SEM_FLAGS}`)).toBe("200 true") },
+  {
+    what: "node-2's contender key",
+    run: async (c) =>
+      expect(await cput(c, "node-2", `/v1/kv/pulldeploy/sem2/${ID.r2}?acquire=${ID.r2}&flags=${SEM_FLAGS}`)).toBe(
+        "200 true",
+      ),
+  },
   {
     fixture: "semaphore-lock-update-cas.http.txt",
     target: async (c, cap) => {
@@ -727,10 +872,22 @@ const CLUSTER_SCRIPT: ClusterStep[] = [
       return cap.target.replace(/cas=\d+/, `cas=${recipeLockIndex}`);
     },
   },
-  { what: "node-3's contender key", run: async (c) => expect(await cput(c, "node-3", `/v1/kv/pulldeploy/sem2/${ID.r3}?acquire=${ID.r3}&flags=${SEM_FLAGS}`)).toBe("200 true") },
-  { fixture: "semaphore-lock-update-cas-stale.http.txt", target: async (_c, cap) => cap.target.replace(/cas=\d+/, `cas=${recipeLockIndex}`) },
+  {
+    what: "node-3's contender key",
+    run: async (c) =>
+      expect(await cput(c, "node-3", `/v1/kv/pulldeploy/sem2/${ID.r3}?acquire=${ID.r3}&flags=${SEM_FLAGS}`)).toBe(
+        "200 true",
+      ),
+  },
+  {
+    fixture: "semaphore-lock-update-cas-stale.http.txt",
+    target: async (_c, cap) => cap.target.replace(/cas=\d+/, `cas=${recipeLockIndex}`),
+  },
   { fixture: "semaphore-recipe-kv.http.txt" },
-  { what: "destroy node-1's session", run: async (c) => expect(await cput(c, "node-1", `/v1/session/destroy/${ID.r1}`)).toBe("200 true") },
+  {
+    what: "destroy node-1's session",
+    run: async (c) => expect(await cput(c, "node-1", `/v1/session/destroy/${ID.r1}`)).toBe("200 true"),
+  },
   { fixture: "semaphore-recipe-kv-after-destroy.http.txt" },
   // events in the cluster (14:22:07, event-cluster-filters.txt)
   {
@@ -773,7 +930,10 @@ const CLUSTER_SCRIPT: ClusterStep[] = [
   { fixture: "event-list-node-3.http.txt" },
   { fixture: "event-list-server.http.txt" },
   // a dead session (14:23), a short TTL (14:25)
-  { what: "minutes later: node-3's slot is long out of its lock-delay", run: async (c) => c.endLockDelay("pulldeploy/slots/node-3") },
+  {
+    what: "minutes later: node-3's slot is long out of its lock-delay",
+    run: async (c) => c.endLockDelay("pulldeploy/slots/node-3"),
+  },
   { fixture: "kv-acquire-invalidated-session.http.txt" },
   { fixture: "session-renew-invalidated.http.txt" },
   { fixture: "session-create-ttl-too-short.http.txt" },
@@ -784,10 +944,22 @@ const CLUSTER2_SCRIPT: ClusterStep[] = [
   { fixture: "agent-service-register-initial-passing.http.txt" },
   {
     what: "node-2 registers web-2 the same way",
-    run: async (c) => expect(await cput(c, "node-2", "/v1/agent/service/register", '{"Name":"web","ID":"web-2","Port":8080,"Check":{"CheckID":"web-ttl","TTL":"60s","Status":"passing"}}')).toBe("200 "),
+    run: async (c) =>
+      expect(
+        await cput(
+          c,
+          "node-2",
+          "/v1/agent/service/register",
+          '{"Name":"web","ID":"web-2","Port":8080,"Check":{"CheckID":"web-ttl","TTL":"60s","Status":"passing"}}',
+        ),
+      ).toBe("200 "),
   },
   { fixture: "agent-checks-initial-passing.http.txt" },
-  { fixture: "health-service-passing-blocking-node-death.http.txt", target: atCurrentIndex(), whileBlocked: (c) => c.killNode("node-1") },
+  {
+    fixture: "health-service-passing-blocking-node-death.http.txt",
+    target: atCurrentIndex(),
+    whileBlocked: (c) => c.killNode("node-1"),
+  },
   { fixture: "health-service-passing-node-dead.http.txt" },
 ];
 
@@ -810,7 +982,11 @@ function replayCluster(title: string, script: ClusterStep[], start: () => Promis
       test(step.fixture, async () => {
         const cap = loadCapture(step.fixture);
         const agent = cluster.node(CLUSTER_HOSTS[cap.host]!);
-        if (cap.method === "PUT" && /^\/v1\/(event\/fire|session\/create)/.test(cap.target) && cap.statusLine.includes(" 200 ")) {
+        if (
+          cap.method === "PUT" &&
+          /^\/v1\/(event\/fire|session\/create)/.test(cap.target) &&
+          cap.statusLine.includes(" 200 ")
+        ) {
           cluster.useIds(JSON.parse(cap.responseBody.toString()).ID);
         }
         const target = step.target ? await step.target(cluster, cap) : cap.target;
@@ -847,7 +1023,11 @@ replayCluster("the stand-in replays the three-node Consul 1.10.12 cluster captur
 );
 
 replayCluster("the stand-in replays the second cluster's node-death capture", CLUSTER2_SCRIPT, () =>
-  startConsulCluster({ ports: CLUSTER_PORTS, failureDetectMs: 20, nodeIds: { "node-2": "916dad9b-d821-1def-695b-7bbb8e6f35c0" } }),
+  startConsulCluster({
+    ports: CLUSTER_PORTS,
+    failureDetectMs: 20,
+    nodeIds: { "node-2": "916dad9b-d821-1def-695b-7bbb8e6f35c0" },
+  }),
 );
 
 // ================================================================== narratives, scaled down
@@ -866,7 +1046,12 @@ describe("cluster narratives with scaled-down timings (timeScale 0.01)", () => {
   test("a serfHealth session dies with its node's agent after the failure detection, in one raft write (session-node-death.txt)", async () => {
     await using c = await startConsulCluster({ timeScale: 0.01 }); // failure detected 51 ms after the kill
     const [n1, n2] = [c.node("node-1"), c.node("node-2")];
-    const a = await createSession(n1.url, { Name: "slot-node-1", Checks: ["serfHealth"], LockDelay: "15s", Behavior: "release" });
+    const a = await createSession(n1.url, {
+      Name: "slot-node-1",
+      Checks: ["serfHealth"],
+      LockDelay: "15s",
+      Behavior: "release",
+    });
     const b = await createSession(n1.url, { Name: "slot-node-1-ttl", TTL: "30s", LockDelay: "15s" });
     expect((await put(`${n1.url}/v1/kv/pulldeploy/slots/node-1?acquire=${a}`, "node-1")).text).toBe("true");
     expect((await put(`${n1.url}/v1/kv/pulldeploy/slots/node-1-ttl?acquire=${b}`, "node-1-ttl")).text).toBe("true");
@@ -885,8 +1070,14 @@ describe("cluster narratives with scaled-down timings (timeScale 0.01)", () => {
     expect(c.kvEntry("pulldeploy/slots/node-1-ttl")!.modifyIndex).toBe(k1.modifyIndex);
     const members = (await (await fetch(`${n2.url}/v1/agent/members`)).json()) as { Name: string; Status: number }[];
     expect(members.map((m) => `${m.Name}:${m.Status}`)).toEqual(["server:1", "node-1:4", "node-2:1", "node-3:1"]);
-    const health = (await (await fetch(`${n2.url}/v1/health/node/node-1`)).json()) as { CheckID: string; Status: string; Output: string }[];
-    expect(health).toMatchObject([{ CheckID: "serfHealth", Status: "critical", Output: "Agent not live or unreachable" }]);
+    const health = (await (await fetch(`${n2.url}/v1/health/node/node-1`)).json()) as {
+      CheckID: string;
+      Status: string;
+      Output: string;
+    }[];
+    expect(health).toMatchObject([
+      { CheckID: "serfHealth", Status: "critical", Output: "Agent not live or unreachable" },
+    ]);
     // The lock-delay (15 s × 0.01) counts from the invalidation: refused, then taken with LockIndex 2.
     expect((await acquire()).text).toBe("false");
     // Nothing announces the end of a lock-delay (Consul neither): retry as a client would.
@@ -932,11 +1123,20 @@ describe("cluster narratives with scaled-down timings (timeScale 0.01)", () => {
         const entries = res.status === 200 ? ((await res.json()) as Entry[]) : [];
         const lockEntry = entries.find((e) => e.Key === `${prefix}/.lock`);
         const live = new Set(entries.flatMap((e) => (e.Session ? [e.Session] : [])));
-        const lock = lockEntry ? (JSON.parse(atob(lockEntry.Value!)) as { Holders: Record<string, boolean> }) : { Holders: {} };
+        const lock = lockEntry
+          ? (JSON.parse(atob(lockEntry.Value!)) as { Holders: Record<string, boolean> })
+          : { Holders: {} };
         const holders = Object.keys(lock.Holders).filter((h) => live.has(h)); // prune departed holders
         if (holders.length >= limit) continue;
-        const body = JSON.stringify({ Limit: limit, Holders: Object.fromEntries([...holders, session].sort().map((h) => [h, true])) });
-        if ((await put(`${url}/v1/kv/${prefix}/.lock?cas=${lockEntry?.ModifyIndex ?? 0}&flags=${flags}`, body)).text === "true") return session;
+        const body = JSON.stringify({
+          Limit: limit,
+          Holders: Object.fromEntries([...holders, session].sort().map((h) => [h, true])),
+        });
+        if (
+          (await put(`${url}/v1/kv/${prefix}/.lock?cas=${lockEntry?.ModifyIndex ?? 0}&flags=${flags}`, body)).text ===
+          "true"
+        )
+          return session;
         index = "";
       }
     };
@@ -959,7 +1159,12 @@ describe("cluster narratives with scaled-down timings (timeScale 0.01)", () => {
     await using c = await startConsulCluster({ timeScale: 0.01 });
     const n3 = c.node("node-3");
     const sc = await createSession(n3.url, { Name: "slot-node-3", TTL: "10s", LockDelay: "0s" });
-    const sd = await createSession(n3.url, { Name: "slot-node-3-delete", TTL: "10s", LockDelay: "0s", Behavior: "delete" });
+    const sd = await createSession(n3.url, {
+      Name: "slot-node-3-delete",
+      TTL: "10s",
+      LockDelay: "0s",
+      Behavior: "delete",
+    });
     expect((await put(`${n3.url}/v1/kv/pulldeploy/slots/node-3?acquire=${sc}`, "node-3")).text).toBe("true");
     expect((await put(`${n3.url}/v1/kv/pulldeploy/slots/node-3-delete?acquire=${sd}`, "x")).text).toBe("true");
     const created = Date.now();
@@ -967,7 +1172,10 @@ describe("cluster narratives with scaled-down timings (timeScale 0.01)", () => {
     expect(Date.now() - created).toBeGreaterThanOrEqual(180); // 2 × 10 s × 0.01
     expect(c.kvEntry("pulldeploy/slots/node-3")).toMatchObject({ session: "", lockIndex: 1 });
     expect(c.kvEntry("pulldeploy/slots/node-3-delete")).toBeUndefined();
-    expect(await put(`${n3.url}/v1/session/renew/${sc}`)).toEqual({ status: 404, text: `Session id '${sc}' not found` });
+    expect(await put(`${n3.url}/v1/session/renew/${sc}`)).toEqual({
+      status: 404,
+      text: `Session id '${sc}' not found`,
+    });
     expect(await put(`${n3.url}/v1/kv/pulldeploy/slots/node-3?acquire=${sc}`, "node-3")).toEqual({
       status: 500,
       text: `rpc error making call: raft apply failed: invalid session "${sc}"`,
@@ -981,7 +1189,14 @@ describe("cluster narratives with scaled-down timings (timeScale 0.01)", () => {
   test("a TTL check that is not refreshed goes critical with the captured Output and takes its sessions along; warning does not", async () => {
     await using c = await startConsulCluster({ timeScale: 0.01 });
     const n2 = c.node("node-2");
-    expect((await put(`${n2.url}/v1/agent/service/register`, '{"Name":"web","ID":"web-2","Checks":[{"Name":"web TTL","TTL":"30s"}]}')).status).toBe(200);
+    expect(
+      (
+        await put(
+          `${n2.url}/v1/agent/service/register`,
+          '{"Name":"web","ID":"web-2","Checks":[{"Name":"web TTL","TTL":"30s"}]}',
+        )
+      ).status,
+    ).toBe(200);
     // A new TTL check is critical: no session on it yet.
     expect(await put(`${n2.url}/v1/session/create`, '{"Checks":["serfHealth","service:web-2"]}')).toEqual({
       status: 500,
@@ -992,20 +1207,35 @@ describe("cluster narratives with scaled-down timings (timeScale 0.01)", () => {
     const warnedAt = Date.now();
     await c.waitFor(() => !c.sessions.has(s), "the session to die with its check");
     expect(Date.now() - warnedAt).toBeGreaterThanOrEqual(280); // TTL 30 s × 0.01, counted from the warn
-    const checks = (await (await fetch(`${n2.url}/v1/agent/checks`)).json()) as Record<string, { Status: string; Output: string }>;
-    expect(checks["service:web-2"]).toMatchObject({ Status: "critical", Output: "TTL expired (last output before timeout follows): slow" });
+    const checks = (await (await fetch(`${n2.url}/v1/agent/checks`)).json()) as Record<
+      string,
+      { Status: string; Output: string }
+    >;
+    expect(checks["service:web-2"]).toMatchObject({
+      Status: "critical",
+      Output: "TTL expired (last output before timeout follows): slow",
+    });
     // A check that never had an Output says just "TTL expired".
     const n3 = c.node("node-3");
-    expect((await put(`${n3.url}/v1/agent/check/register`, '{"ID":"ttl-demo","Name":"ttl demo","TTL":"2s"}')).status).toBe(200);
+    expect(
+      (await put(`${n3.url}/v1/agent/check/register`, '{"ID":"ttl-demo","Name":"ttl demo","TTL":"2s"}')).status,
+    ).toBe(200);
     expect((await put(`${n3.url}/v1/agent/check/pass/ttl-demo`)).status).toBe(200);
-    await c.waitFor(() => c.getNode("node-3").checks.get("ttl-demo")!.local.status === "critical", "ttl-demo to expire");
+    await c.waitFor(
+      () => c.getNode("node-3").checks.get("ttl-demo")!.local.status === "critical",
+      "ttl-demo to expire",
+    );
     expect(c.getNode("node-3").checks.get("ttl-demo")!.local.output).toBe("TTL expired");
   });
 
   test("a blocking health read wakes on a status change, not on an Output-only change (CheckUpdateInterval)", async () => {
     await using c = await startConsulCluster();
     const [n1, n3] = [c.node("node-1"), c.node("node-3")];
-    c.registerService("node-1", { Name: "web", ID: "web-1", Check: { CheckID: "web-ttl", TTL: "30s", Status: "passing" } });
+    c.registerService("node-1", {
+      Name: "web",
+      ID: "web-1",
+      Check: { CheckID: "web-ttl", TTL: "30s", Status: "passing" },
+    });
     const first = await fetch(`${n3.url}/v1/health/service/web`);
     const index = first.headers.get("x-consul-index")!;
     let settled = false;
@@ -1013,7 +1243,10 @@ describe("cluster narratives with scaled-down timings (timeScale 0.01)", () => {
     await c.waitForBlocked({ path: "/v1/health/service/web" });
     expect((await put(`${n1.url}/v1/agent/check/pass/web-ttl?note=new%20note`)).status).toBe(200);
     // The local view changed at once, the catalog's did not, and the read is still parked.
-    expect(c.getNode("node-1").checks.get("web-ttl")).toMatchObject({ local: { output: "new note" }, synced: { output: "" } });
+    expect(c.getNode("node-1").checks.get("web-ttl")).toMatchObject({
+      local: { output: "new note" },
+      synced: { output: "" },
+    });
     expect(c.blocked).toBe(1);
     expect(settled).toBe(false);
     n1.setCheck("web-ttl", "warning", "slow"); // the test-side control: as PUT /v1/agent/check/warn would
@@ -1026,12 +1259,18 @@ describe("cluster narratives with scaled-down timings (timeScale 0.01)", () => {
 
   test("each agent is its own node: agent/self, env, compact JSON, ?pretty", async () => {
     await using c = await startConsulCluster();
-    for (const [name, server, address] of [["node-3", false, "127.0.0.4"], ["server", true, "127.0.0.1"]] as const) {
+    for (const [name, server, address] of [
+      ["node-3", false, "127.0.0.4"],
+      ["server", true, "127.0.0.1"],
+    ] as const) {
       const a = c.node(name);
       expect(a.env).toEqual({ CONSUL_HTTP_ADDR: `127.0.0.1:${a.port}` });
       const res = await fetch(`${a.url}/v1/agent/self`);
       expect(res.headers.get("transfer-encoding")).toBe("chunked");
-      const self = (await res.json()) as { Config: { NodeName: string; Server: boolean; NodeID: string }; Member: { Name: string; Addr: string } };
+      const self = (await res.json()) as {
+        Config: { NodeName: string; Server: boolean; NodeID: string };
+        Member: { Name: string; Addr: string };
+      };
       expect(self.Config).toMatchObject({ NodeName: name, Server: server, NodeID: c.getNode(name).id });
       expect(self.Member).toMatchObject({ Name: name, Addr: address });
     }
@@ -1045,7 +1284,11 @@ describe("cluster narratives with scaled-down timings (timeScale 0.01)", () => {
     await using app = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("ok", { status }) });
     await using c = await startConsulCluster({ timeScale: 0.01 }); // Interval 1s → 10 ms
     const appUrl = `http://127.0.0.1:${app.port}/health`;
-    c.registerService("node-1", { Name: "web", ID: "web-1", Check: { CheckID: "web-http", HTTP: appUrl, Interval: "1s" } });
+    c.registerService("node-1", {
+      Name: "web",
+      ID: "web-1",
+      Check: { CheckID: "web-http", HTTP: appUrl, Interval: "1s" },
+    });
     const check = () => c.getNode("node-1").checks.get("web-http")!.synced;
     await c.waitFor(() => check().status === "passing", "the HTTP check to pass");
     expect(check().output).toBe(`HTTP GET ${appUrl}: 200 OK Output: ok`);

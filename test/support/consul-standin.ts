@@ -26,7 +26,16 @@ import type { ClusterOptions, StandinOptions } from "./consul/types.ts";
 export { ConsulStandin } from "./consul/agent.ts";
 export { ConsulCluster } from "./consul/cluster.ts";
 export { eventIndex, goJson, parseGoDuration } from "./consul/go.ts";
-export type { CheckStatus, ClusterOptions, KvSnapshotEntry, LoggedRequest, NodeSpec, StandinOptions, StandinService, StoredEvent } from "./consul/types.ts";
+export type {
+  CheckStatus,
+  ClusterOptions,
+  KvSnapshotEntry,
+  LoggedRequest,
+  NodeSpec,
+  StandinOptions,
+  StandinService,
+  StoredEvent,
+} from "./consul/types.ts";
 
 /** One dev agent: a one-node cluster whose only node is a server answering pretty JSON. */
 export async function startConsulStandin(options: StandinOptions = {}): Promise<ConsulStandin> {
@@ -53,7 +62,17 @@ export async function startConsulCluster(options: ClusterOptions = {}): Promise<
     const address = options.addresses?.[name] ?? (server ? "127.0.0.1" : `127.0.0.${i + 1}`);
     const node = cluster.addNode(name, { address, server, id: options.nodeIds?.[name] });
     // The server's catalog entry carries the "consul" service ({"consul":[]} in catalog/services).
-    if (server) node.services.push({ id: "consul", name: "consul", tags: [], port: cluster.ports.server, address: "", meta: {}, createIndex: node.createIndex, modifyIndex: node.createIndex });
+    if (server)
+      node.services.push({
+        id: "consul",
+        name: "consul",
+        tags: [],
+        port: cluster.ports.server,
+        address: "",
+        meta: {},
+        createIndex: node.createIndex,
+        modifyIndex: node.createIndex,
+      });
     const agent = new ConsulStandin(cluster, { nodeName: name, devMode: false, server });
     cluster.agents.set(name, agent);
     agent.start();

@@ -30,5 +30,6 @@ test("the captured samples are in the repo: consul 1.10 HTTP sessions and watch 
 test.skipIf(!fs.existsSync(SHARED_FIXTURES))("the repo's copy equals ../shared/fixtures byte for byte", () => {
   const theirs = files(SHARED_FIXTURES);
   expect(files(FIXTURES)).toEqual(theirs);
-  for (const f of theirs) expect(Buffer.compare(fs.readFileSync(join(FIXTURES, f)), fs.readFileSync(join(SHARED_FIXTURES, f)))).toBe(0);
+  for (const f of theirs)
+    expect(Buffer.compare(fs.readFileSync(join(FIXTURES, f)), fs.readFileSync(join(SHARED_FIXTURES, f)))).toBe(0);
 });

@@ -28,7 +28,10 @@ export function tempDir(prefix = "pd-test-"): { path: string; [Symbol.asyncDispo
 }
 
 /** Write a tree: `{ "a/b.txt": "text", "link": { symlink: "a/b.txt" } }`. */
-export function writeTree(root: string, files: Record<string, string | Uint8Array | { symlink: string } | { mode: number; content: string }>): void {
+export function writeTree(
+  root: string,
+  files: Record<string, string | Uint8Array | { symlink: string } | { mode: number; content: string }>,
+): void {
   for (const [rel, v] of Object.entries(files)) {
     const p = join(root, rel);
     fs.mkdirSync(join(p, ".."), { recursive: true });
@@ -93,13 +96,26 @@ export interface RunResult {
 /** Run the compiled binary (or the source with `useSource`) with stdin and env. */
 export async function run(
   args: string[],
-  opts: { stdin?: string; env?: Record<string, string | undefined>; cwd?: string; useSource?: boolean; timeoutMs?: number } = {},
+  opts: {
+    stdin?: string;
+    env?: Record<string, string | undefined>;
+    cwd?: string;
+    useSource?: boolean;
+    timeoutMs?: number;
+  } = {},
 ): Promise<RunResult> {
   const cmd = opts.useSource ? [process.execPath, join(ROOT, "src/main.ts"), ...args] : [BINARY, ...args];
   const env: Record<string, string> = {};
   // Each run gets its own agent state (duplicate detection, lock) unless the test shares one on purpose.
-  const stateDir = opts.env && "PULLDEPLOY_STATE_DIR" in opts.env ? undefined : fs.mkdtempSync(join(tmpdir(), "pd-state-"));
-  for (const [k, v] of Object.entries({ PATH: process.env.PATH, HOME: process.env.HOME, TMPDIR: process.env.TMPDIR, PULLDEPLOY_STATE_DIR: stateDir, ...opts.env })) {
+  const stateDir =
+    opts.env && "PULLDEPLOY_STATE_DIR" in opts.env ? undefined : fs.mkdtempSync(join(tmpdir(), "pd-state-"));
+  for (const [k, v] of Object.entries({
+    PATH: process.env.PATH,
+    HOME: process.env.HOME,
+    TMPDIR: process.env.TMPDIR,
+    PULLDEPLOY_STATE_DIR: stateDir,
+    ...opts.env,
+  })) {
     if (v !== undefined) env[k] = v;
   }
   const proc = Bun.spawn(cmd, {
@@ -110,7 +126,11 @@ export async function run(
     cwd: opts.cwd,
     timeout: opts.timeoutMs ?? 30_000,
   });
-  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  const [stdout, stderr, code] = await Promise.all([
+    new Response(proc.stdout).text(),
+    new Response(proc.stderr).text(),
+    proc.exited,
+  ]);
   if (stateDir) fs.rmSync(stateDir, { recursive: true, force: true });
   return { code, stdout, stderr };
 }

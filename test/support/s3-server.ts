@@ -117,7 +117,10 @@ function verifySignatureV4(secret: string): Middleware {
   return async (ctx, next) => {
     const header = headerValue(ctx.headers.authorization);
     if (header === undefined) return deny(ctx, "AccessDenied", "Access Denied");
-    const m = /^AWS4-HMAC-SHA256 Credential=([^/,]+)\/(\d{8})\/([^/]+)\/([^/]+)\/aws4_request,\s*SignedHeaders=([^,]+),\s*Signature=([0-9a-f]{64})$/.exec(header);
+    const m =
+      /^AWS4-HMAC-SHA256 Credential=([^/,]+)\/(\d{8})\/([^/]+)\/([^/]+)\/aws4_request,\s*SignedHeaders=([^,]+),\s*Signature=([0-9a-f]{64})$/.exec(
+        header,
+      );
     if (!m) return deny(ctx, "AccessDenied", "unsupported Authorization header");
     const [, keyId, date, region, service, signedHeaders, signature] = m as unknown as string[];
     if (keyId !== ACCESS_KEY_ID) {

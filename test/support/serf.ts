@@ -37,7 +37,14 @@ export async function startSerfCluster(
     const bindPort = await freePort();
     const rpcPort = await freePort();
     const logFile = join(dir, `serf-${n.name}.log`);
-    const args = ["serf", "agent", `-node=${n.name}`, `-bind=127.0.0.1:${bindPort}`, `-rpc-addr=127.0.0.1:${rpcPort}`, "-log-level=info"];
+    const args = [
+      "serf",
+      "agent",
+      `-node=${n.name}`,
+      `-bind=127.0.0.1:${bindPort}`,
+      `-rpc-addr=127.0.0.1:${rpcPort}`,
+      "-log-level=info",
+    ];
     if (n.handler) args.push(`-event-handler=${n.handler}`);
     for (const [k, v] of Object.entries(n.tags ?? {})) args.push(`-tag`, `${k}=${v}`);
     const log = fs.openSync(logFile, "w");
@@ -53,7 +60,11 @@ export async function startSerfCluster(
     if (r.exitCode !== 0) throw new Error(`serf join failed: ${r.stderr.toString()}`);
   }
   await waitFor(
-    () => serf(["members", `-rpc-addr=${agents[0]!.rpc}`, "-status=alive"]).stdout.toString().trim().split("\n").length === agents.length,
+    () =>
+      serf(["members", `-rpc-addr=${agents[0]!.rpc}`, "-status=alive"])
+        .stdout.toString()
+        .trim()
+        .split("\n").length === agents.length,
     "all serf members alive",
   );
   return {

@@ -7,18 +7,30 @@ import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { DEFAULT_LIMITS, TarExtractor } from "../../src/archive/extract.ts";
-import { checkDest, onlyRootCanChange, openDir, removeEntry, untrustedLink, writableByOthers } from "../../src/sync/nofollow.ts";
+import {
+  checkDest,
+  onlyRootCanChange,
+  openDir,
+  removeEntry,
+  untrustedLink,
+  writableByOthers,
+} from "../../src/sync/nofollow.ts";
 import { sweepTempTrees } from "../../src/sync/strategies.ts";
 import { appUser } from "../support/app-user.ts";
 import { listTree, ROOT, tempDir, writeTree } from "../support/helpers.ts";
 
 const APP = appUser();
-if (process.getuid?.() === 0 && APP === undefined) throw new Error("nofollow.test: running as root but the pulldeploy-app user is missing: run scripts/setup.sh");
+if (process.getuid?.() === 0 && APP === undefined)
+  throw new Error("nofollow.test: running as root but the pulldeploy-app user is missing: run scripts/setup.sh");
 
 function victimDir(d: string) {
   const v = join(d, "victim");
   writeTree(v, { f: "victim", "sub/g": "victim g" });
-  return { path: v, state: () => listTree(v).map((r) => `${r} ${fs.lstatSync(join(v, r)).mode.toString(8)} ${fs.lstatSync(join(v, r)).nlink}`) };
+  return {
+    path: v,
+    state: () =>
+      listTree(v).map((r) => `${r} ${fs.lstatSync(join(v, r)).mode.toString(8)} ${fs.lstatSync(join(v, r)).nlink}`),
+  };
 }
 
 describe("removeEntry: rm -rf that never follows a link", () => {
@@ -27,7 +39,12 @@ describe("removeEntry: rm -rf that never follows a link", () => {
     const v = victimDir(d.path);
     const before = v.state();
     const tree = join(d.path, "tree");
-    writeTree(tree, { "a/b/c": "x", "a/link-dir": { symlink: v.path }, "a/link-file": { symlink: join(v.path, "f") }, "go/mod/m.go": "m" });
+    writeTree(tree, {
+      "a/b/c": "x",
+      "a/link-dir": { symlink: v.path },
+      "a/link-file": { symlink: join(v.path, "f") },
+      "go/mod/m.go": "m",
+    });
     fs.chmodSync(join(tree, "go/mod"), 0o555);
     fs.chmodSync(join(tree, "go"), 0o555);
     const parent = openDir(d.path)!;
@@ -63,9 +80,22 @@ describe("removeEntry: rm -rf that never follows a link", () => {
     Bun.spawnSync(["chown", "-R", `${APP!.uid}:${APP!.gid}`, tree]);
     const script = `import { openDir, removeEntry } from ${JSON.stringify(join(ROOT, "src/sync/nofollow.ts"))}; const p = openDir(${JSON.stringify(d.path)}); removeEntry(p, "tree");`;
     // Control: plain rm -r as that user cannot (the point of the chmod).
-    const plain = Bun.spawnSync(["setpriv", "--reuid", APP!.name, "--regid", APP!.name, "--clear-groups", "rm", "-r", join(tree, "go/pkg/mod")]);
+    const plain = Bun.spawnSync([
+      "setpriv",
+      "--reuid",
+      APP!.name,
+      "--regid",
+      APP!.name,
+      "--clear-groups",
+      "rm",
+      "-r",
+      join(tree, "go/pkg/mod"),
+    ]);
     expect(plain.exitCode).not.toBe(0);
-    const r = Bun.spawnSync(["setpriv", "--reuid", APP!.name, "--regid", APP!.name, "--clear-groups", process.execPath, "-e", script], { env: { PATH: process.env.PATH } });
+    const r = Bun.spawnSync(
+      ["setpriv", "--reuid", APP!.name, "--regid", APP!.name, "--clear-groups", process.execPath, "-e", script],
+      { env: { PATH: process.env.PATH } },
+    );
     expect(r.stderr.toString()).toBe("");
     expect(r.exitCode).toBe(0);
     expect(fs.existsSync(tree)).toBe(false);
@@ -77,7 +107,9 @@ describe("openDir pins a directory: its path may change, its entries may not be 
     await using d = tempDir();
     fs.symlinkSync("/etc", join(d.path, "l"));
     fs.writeFileSync(join(d.path, "f"), "");
-    expect(() => openDir(join(d.path, "l"))).toThrow(/l is a symlink \(to \/etc\), not a directory: refusing to follow it as root; remove it/);
+    expect(() => openDir(join(d.path, "l"))).toThrow(
+      /l is a symlink \(to \/etc\), not a directory: refusing to follow it as root; remove it/,
+    );
     expect(() => openDir(join(d.path, "f"))).toThrow(/f is a file, not a directory/);
     expect(openDir(join(d.path, "none"))).toBeUndefined();
   });
@@ -115,7 +147,9 @@ describe("who else could change dest", () => {
       expect(checkDest(join(mine, "app"))).toMatch(/^sync: warning: .* is owned by uid \d+: another user can change/);
       fs.symlinkSync("/etc", join(mine, "dest"));
       expect(untrustedLink(join(mine, "dest"))).toBe(`${mine} is owned by uid ${APP!.uid}`);
-      expect(() => checkDest(join(mine, "dest"))).toThrow(/is a symlink \(to \/etc\) and .* is owned by uid \d+: refusing to follow it as root; set dest in the manifest to the real path/);
+      expect(() => checkDest(join(mine, "dest"))).toThrow(
+        /is a symlink \(to \/etc\) and .* is owned by uid \d+: refusing to follow it as root; set dest in the manifest to the real path/,
+      );
     }
     const open = join(d.path, "open");
     fs.mkdirSync(open);
@@ -151,11 +185,21 @@ describe("sweepTempTrees", () => {
     const v = victimDir(d.path);
     const before = v.state();
     const tmp = join(d.path, "tmp");
-    writeTree(tmp, { "pulldeploy-100-abcdef/x": "1", "pulldeploy-200-abcdef/x": "1", "pulldeploy-abcdef/x": "old style, no pid", "other-100-abcdef/x": "1" });
+    writeTree(tmp, {
+      "pulldeploy-100-abcdef/x": "1",
+      "pulldeploy-200-abcdef/x": "1",
+      "pulldeploy-abcdef/x": "old style, no pid",
+      "other-100-abcdef/x": "1",
+    });
     fs.symlinkSync(v.path, join(tmp, "pulldeploy-100-linkxx"));
     const removed = sweepTempTrees({ TMPDIR: tmp }, (pid) => pid === 200);
     expect(removed).toEqual([join(tmp, "pulldeploy-100-abcdef")]);
-    expect(fs.readdirSync(tmp).sort()).toEqual(["other-100-abcdef", "pulldeploy-100-linkxx", "pulldeploy-200-abcdef", "pulldeploy-abcdef"]);
+    expect(fs.readdirSync(tmp).sort()).toEqual([
+      "other-100-abcdef",
+      "pulldeploy-100-linkxx",
+      "pulldeploy-200-abcdef",
+      "pulldeploy-abcdef",
+    ]);
     expect(v.state()).toEqual(before);
   });
 });

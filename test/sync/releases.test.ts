@@ -14,7 +14,7 @@ const agent = deployWithLog;
 function app(version: string, n = 50, changedTo: Record<string, string> = {}) {
   const files: Record<string, string> = {};
   for (let i = 0; i < n; i++) files[`lib/f${i}.txt`] = `file ${i}\n`;
-  files["VERSION"] = version;
+  files.VERSION = version;
   files["a.txt"] = `a ${version}`;
   files["b.txt"] = `b ${version}`;
   return { ...files, ...changedTo };
@@ -24,7 +24,12 @@ function app(version: string, n = 50, changedTo: Record<string, string> = {}) {
 function release(dir: string, dest: string, id: string, files: Record<string, string>, extra = "") {
   const store = join(dir, `store-${id}`);
   fs.mkdirSync(store, { recursive: true });
-  const rel = appRelease(store, files, (a) => `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${dest}\nsync_strategy: release\nrelease_id: ${id}\n${extra}`);
+  const rel = appRelease(
+    store,
+    files,
+    (a) =>
+      `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${dest}\nsync_strategy: release\nrelease_id: ${id}\n${extra}`,
+  );
   return rel.manifestUrl;
 }
 
@@ -47,7 +52,13 @@ describe("sync_strategy: release", () => {
     await agent(release(d.path, dest, "r1", app("1"), hooks));
     const { result } = await agent(release(d.path, dest, "r2", app("2"), hooks));
     expect(result.ok).toBe(true);
-    expect(fs.readFileSync(out, "utf8").split("\n")).toEqual([`r1 ${dest}/releases/r1`, "1", `r2 ${dest}/releases/r2 r1`, "2", ""]);
+    expect(fs.readFileSync(out, "utf8").split("\n")).toEqual([
+      `r1 ${dest}/releases/r1`,
+      "1",
+      `r2 ${dest}/releases/r2 r1`,
+      "2",
+      "",
+    ]);
   });
 
   test("a redeploy hard-links unchanged files from the previous release (same inode) and writes only the changed", async () => {
@@ -60,8 +71,13 @@ describe("sync_strategy: release", () => {
     Bun.spawnSync(["cp", "-a", join(d.path, "store-r1", "app-src"), src2]);
     fs.writeFileSync(join(src2, "lib/f3.txt"), "changed\n");
     Bun.spawnSync(["tar", "czf", join(d.path, "store-r2/app.tar.gz"), "-C", src2, "."]);
-    const sum = new Bun.CryptoHasher("sha256").update(fs.readFileSync(join(d.path, "store-r2/app.tar.gz"))).digest("hex");
-    fs.writeFileSync(join(d.path, "store-r2/app.yml"), `src: file://${d.path}/store-r2/app.tar.gz\nchecksum: ${sum}\ndest: ${dest}\nsync_strategy: release\nrelease_id: r2\n`);
+    const sum = new Bun.CryptoHasher("sha256")
+      .update(fs.readFileSync(join(d.path, "store-r2/app.tar.gz")))
+      .digest("hex");
+    fs.writeFileSync(
+      join(d.path, "store-r2/app.yml"),
+      `src: file://${d.path}/store-r2/app.tar.gz\nchecksum: ${sum}\ndest: ${dest}\nsync_strategy: release\nrelease_id: r2\n`,
+    );
     const { result, log } = await agent(`file://${d.path}/store-r2/app.yml`);
     expect(result.ok).toBe(true);
     expect(log).toMatch(/52 unchanged files hard-linked/);
@@ -83,7 +99,10 @@ describe("sync_strategy: release", () => {
       for (const f of ["conf.txt", "same.txt", "."]) fs.utimesSync(join(store, "app-src", f), t, t);
       Bun.spawnSync(["tar", "czf", rel.archive, "-C", join(store, "app-src"), "."]);
       const sum = new Bun.CryptoHasher("sha256").update(fs.readFileSync(rel.archive)).digest("hex");
-      fs.writeFileSync(rel.manifestPath, `src: file://${rel.archive}\nchecksum: ${sum}\ndest: ${dest}\nsync_strategy: release\nrelease_id: ${id}\n`);
+      fs.writeFileSync(
+        rel.manifestPath,
+        `src: file://${rel.archive}\nchecksum: ${sum}\ndest: ${dest}\nsync_strategy: release\nrelease_id: ${id}\n`,
+      );
       return rel.manifestUrl;
     };
     expect((await agent(mk("r1", "value=1"))).result.ok).toBe(true);
@@ -92,13 +111,16 @@ describe("sync_strategy: release", () => {
     expect(log).toContain("1 unchanged files hard-linked");
     expect(fs.readFileSync(join(dest, "current/conf.txt"), "utf8")).toBe("value=2");
     expect(fs.readFileSync(join(dest, "releases/r1/conf.txt"), "utf8")).toBe("value=1");
-    expect(fs.statSync(join(dest, "releases/r2/same.txt")).ino).toBe(fs.statSync(join(dest, "releases/r1/same.txt")).ino);
+    expect(fs.statSync(join(dest, "releases/r2/same.txt")).ino).toBe(
+      fs.statSync(join(dest, "releases/r1/same.txt")).ino,
+    );
   });
 
   test("keep_releases prunes the oldest, never current or the previous one", async () => {
     await using d = tempDir();
     const dest = join(d.path, "app");
-    for (const v of ["1", "2", "3", "4"]) expect((await agent(release(d.path, dest, `r${v}`, app(v, 3), "keep_releases: 2\n"))).result.ok).toBe(true);
+    for (const v of ["1", "2", "3", "4"])
+      expect((await agent(release(d.path, dest, `r${v}`, app(v, 3), "keep_releases: 2\n"))).result.ok).toBe(true);
     expect(listReleases(releasePaths(dest))).toEqual(["r3", "r4"]);
     // Roll back by hand to r3, then deploy r5: r3 (current before) and r5 stay, r4 (abandoned) goes first.
     const { result } = await agent(release(d.path, dest, "r5", app("5", 3), "keep_releases: 2\n"));
@@ -134,10 +156,17 @@ describe("sync_strategy: release", () => {
     const dest = join(d.path, "app");
     const files = app("1", 2);
     const store = join(d.path, "store");
-    const rel = appRelease(store, files, (a) => `src: SRC\nchecksum: ${a.sha256}\ndest: ${dest}\nsync_strategy: release\nrelease_id: r1\n`);
+    const rel = appRelease(
+      store,
+      files,
+      (a) => `src: SRC\nchecksum: ${a.sha256}\ndest: ${dest}\nsync_strategy: release\nrelease_id: r1\n`,
+    );
     const bytes = fs.readFileSync(rel.archive);
     await using srv = httpServer(() => new Response(bytes));
-    fs.writeFileSync(rel.manifestPath, fs.readFileSync(rel.manifestPath, "utf8").replace("SRC", `${srv.url}/app.tar.gz`));
+    fs.writeFileSync(
+      rel.manifestPath,
+      fs.readFileSync(rel.manifestPath, "utf8").replace("SRC", `${srv.url}/app.tar.gz`),
+    );
     await agent(rel.manifestUrl);
     await agent(release(d.path, dest, "r2", app("2", 2)));
     expect(srv.requests).toHaveLength(1);
@@ -151,7 +180,9 @@ describe("sync_strategy: release", () => {
   test("the switch is atomic: a reader resolving current never sees files from two releases", async () => {
     await using d = tempDir();
     const dest = join(d.path, "app");
-    const urls = Array.from({ length: 6 }, (_, i) => release(d.path, dest, `r${i}`, app(String(i), 20), "keep_releases: 50\n"));
+    const urls = Array.from({ length: 6 }, (_, i) =>
+      release(d.path, dest, `r${i}`, app(String(i), 20), "keep_releases: 50\n"),
+    );
     await agent(urls[0]!);
     // The reader is another process, as an app would be: it resolves current once per read, then reads three files there.
     const stopFile = join(d.path, "STOP");

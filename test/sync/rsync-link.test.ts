@@ -11,15 +11,16 @@ import type { DeployOptions } from "../../src/agent/deploy.ts";
 import { linkableDir } from "../../src/sync/strategies.ts";
 import { deployWithLog, listTree, sha, tempDir, writeTree } from "../support/helpers.ts";
 
-const agent = (manifestUrl: string, tmp: string, over: Partial<DeployOptions> = {}) => deployWithLog(manifestUrl, { env: { PATH: process.env.PATH, TMPDIR: tmp }, ...over });
+const agent = (manifestUrl: string, tmp: string, over: Partial<DeployOptions> = {}) =>
+  deployWithLog(manifestUrl, { env: { PATH: process.env.PATH, TMPDIR: tmp }, ...over });
 
 const FILES = {
   "index.html": "<h1>v1</h1>\n",
   "lib/app.js": "console.log(1)\n",
   "lib/util.js": "export {}\n",
   "bin/run": { mode: 0o755, content: "#!/bin/sh\necho run\n" },
-  "empty": "",
-  "link": { symlink: "lib/app.js" },
+  empty: "",
+  link: { symlink: "lib/app.js" },
 };
 
 /** An app source dir, and `pack(name, manifestExtra)` to tar it as it is now and write a manifest. */
@@ -33,7 +34,10 @@ function app(dir: string) {
     const archive = join(dir, `${name}.tar.gz`);
     const r = Bun.spawnSync(["tar", "czf", archive, "-C", src, "."]);
     if (r.exitCode !== 0) throw new Error(r.stderr.toString());
-    fs.writeFileSync(join(dir, `${name}.yml`), `src: file://${archive}\nchecksum: ${checksum ?? sha(archive)}\ndest: ${dest}\n${extra}`);
+    fs.writeFileSync(
+      join(dir, `${name}.yml`),
+      `src: file://${archive}\nchecksum: ${checksum ?? sha(archive)}\ndest: ${dest}\n${extra}`,
+    );
     return `file://${dir}/${name}.yml`;
   };
   return { src, dest, tmp, pack };
@@ -50,7 +54,8 @@ function snapshot(dest: string) {
 }
 
 /** `pre` that lists the temp tree's files sharing an inode with another name: `path inode`. */
-const listLinked = (tmp: string, out: string) => `find ${tmp} -type f -links +1 -printf '%P %i\\n' | sed 's|^[^/]*/||' | sort > ${out}`;
+const listLinked = (tmp: string, out: string) =>
+  `find ${tmp} -type f -links +1 -printf '%P %i\\n' | sed 's|^[^/]*/||' | sort > ${out}`;
 
 describe("rsync strategy: unchanged files hard-linked from dest", () => {
   test("a redeploy links unchanged files from dest (same inode), writes the changed one, and dest keeps its inodes", async () => {
@@ -58,7 +63,9 @@ describe("rsync strategy: unchanged files hard-linked from dest", () => {
     const a = app(d.path);
     expect((await agent(a.pack("v1"), a.tmp)).result.ok).toBe(true);
     const ino = (rel: string) => fs.statSync(join(a.dest, rel)).ino;
-    const before = Object.fromEntries(["index.html", "lib/app.js", "lib/util.js", "bin/run", "empty"].map((r) => [r, ino(r)]));
+    const before = Object.fromEntries(
+      ["index.html", "lib/app.js", "lib/util.js", "bin/run", "empty"].map((r) => [r, ino(r)]),
+    );
     fs.writeFileSync(join(a.src, "lib/util.js"), "export const v = 2\n");
     const out = join(d.path, "linked.txt");
     const { result, log } = await agent(a.pack("v2", `commands:\n  pre: ["${listLinked(a.tmp, out)}"]\n`), a.tmp);
@@ -108,7 +115,9 @@ describe("rsync strategy: unchanged files hard-linked from dest", () => {
     const pre = `commands:\n  pre: ["printf maintenance > ${a.dest}/index.html", "chmod 600 ${a.dest}/bin/run"]\n`;
     const { result, log } = await agent(a.pack("v2", pre), a.tmp);
     expect(result.ok).toBe(true);
-    expect(log).toMatch(/fetch: (index\.html|bin\/run) changed in .* after it was hard-linked into the new tree; fetching again without links/);
+    expect(log).toMatch(
+      /fetch: (index\.html|bin\/run) changed in .* after it was hard-linked into the new tree; fetching again without links/,
+    );
     expect(fs.readFileSync(join(a.dest, "index.html"), "utf8")).toBe("<h1>v1</h1>\n");
     expect(fs.statSync(join(a.dest, "bin/run")).mode & 0o7777).toBe(0o755);
     const check = join(d.path, "check");
@@ -152,7 +161,10 @@ describe("rsync strategy: unchanged files hard-linked from dest", () => {
     const a = app(d.path);
     expect((await agent(a.pack("v1"), a.tmp)).result.ok).toBe(true);
     const bak = join(d.path, "dest.bak");
-    const { result, log } = await agent(a.pack("v2", `commands:\n  pre: ["mv ${a.dest} ${bak}", "mkdir ${a.dest}"]\n`), a.tmp);
+    const { result, log } = await agent(
+      a.pack("v2", `commands:\n  pre: ["mv ${a.dest} ${bak}", "mkdir ${a.dest}"]\n`),
+      a.tmp,
+    );
     expect(result.ok).toBe(true);
     expect(log).toContain("5 unchanged files hard-linked");
     // What rsync -a makes of it: dest's own files, not names of the backup's inodes (an in-place
@@ -175,47 +187,64 @@ describe("rsync strategy: unchanged files hard-linked from dest", () => {
 });
 
 describe("rsync strategy: temp dir and dest on different file systems", () => {
-  const canMount = Bun.spawnSync(["sh", "-c", "d=$(mktemp -d) && mount -t tmpfs -o size=64k tmpfs $d && umount $d && rmdir $d"]).exitCode === 0;
+  const canMount =
+    Bun.spawnSync(["sh", "-c", "d=$(mktemp -d) && mount -t tmpfs -o size=64k tmpfs $d && umount $d && rmdir $d"])
+      .exitCode === 0;
 
-  test.skipIf(!canMount)("TMPDIR on a tmpfs: linkableDir says null, nothing is linked, the log says why, dest is right", async () => {
-    await using d = tempDir();
-    const a = app(d.path);
-    const tmpfs = join(d.path, "tmpfs");
-    fs.mkdirSync(tmpfs);
-    expect(Bun.spawnSync(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", tmpfs]).exitCode).toBe(0);
-    try {
-      expect(linkableDir(d.path, tmpfs)).toBeNull();
-      expect((await agent(a.pack("v1"), tmpfs)).result.ok).toBe(true);
-      fs.writeFileSync(join(a.src, "lib/util.js"), "export const v = 2\n");
-      const { result, log } = await agent(a.pack("v2"), tmpfs);
-      expect(result.ok).toBe(true);
-      expect(log).toContain("is not on dest's file system: every file is written");
-      expect(log).not.toContain("hard-linked");
-      expect(fs.readFileSync(join(a.dest, "lib/util.js"), "utf8")).toBe("export const v = 2\n");
-      expect(fs.readdirSync(tmpfs)).toEqual([]);
-    } finally {
-      Bun.spawnSync(["umount", tmpfs]);
-    }
-  });
+  test.skipIf(!canMount)(
+    "TMPDIR on a tmpfs: linkableDir says null, nothing is linked, the log says why, dest is right",
+    async () => {
+      await using d = tempDir();
+      const a = app(d.path);
+      const tmpfs = join(d.path, "tmpfs");
+      fs.mkdirSync(tmpfs);
+      expect(Bun.spawnSync(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", tmpfs]).exitCode).toBe(0);
+      try {
+        expect(linkableDir(d.path, tmpfs)).toBeNull();
+        expect((await agent(a.pack("v1"), tmpfs)).result.ok).toBe(true);
+        fs.writeFileSync(join(a.src, "lib/util.js"), "export const v = 2\n");
+        const { result, log } = await agent(a.pack("v2"), tmpfs);
+        expect(result.ok).toBe(true);
+        expect(log).toContain("is not on dest's file system: every file is written");
+        expect(log).not.toContain("hard-linked");
+        expect(fs.readFileSync(join(a.dest, "lib/util.js"), "utf8")).toBe("export const v = 2\n");
+        expect(fs.readdirSync(tmpfs)).toEqual([]);
+      } finally {
+        Bun.spawnSync(["umount", tmpfs]);
+      }
+    },
+  );
 
-  test.skipIf(!canMount)("TMPDIR a bind mount (same st_dev, link() fails with EXDEV): written instead, dest is right", async () => {
-    await using d = tempDir();
-    const a = app(d.path);
-    const bind = join(d.path, "bind");
-    fs.mkdirSync(bind);
-    expect(Bun.spawnSync(["mount", "--bind", a.tmp, bind]).exitCode).toBe(0);
-    try {
-      expect(fs.statSync(bind).dev).toBe(fs.statSync(d.path).dev);
-      expect((await agent(a.pack("v1"), bind)).result.ok).toBe(true);
-      fs.writeFileSync(join(a.src, "lib/util.js"), "export const v = 2\n");
-      const { result, log } = await agent(a.pack("v2"), bind);
-      expect(result.ok).toBe(true);
-      expect(log).not.toContain("hard-linked");
-      expect(listTree(a.dest)).toEqual(["bin/", "bin/run", "empty", "index.html", "lib/", "lib/app.js", "lib/util.js", "link"]);
-      expect(fs.readFileSync(join(a.dest, "lib/util.js"), "utf8")).toBe("export const v = 2\n");
-      expect(fs.readFileSync(join(a.dest, "index.html"), "utf8")).toBe("<h1>v1</h1>\n");
-    } finally {
-      Bun.spawnSync(["umount", bind]);
-    }
-  });
+  test.skipIf(!canMount)(
+    "TMPDIR a bind mount (same st_dev, link() fails with EXDEV): written instead, dest is right",
+    async () => {
+      await using d = tempDir();
+      const a = app(d.path);
+      const bind = join(d.path, "bind");
+      fs.mkdirSync(bind);
+      expect(Bun.spawnSync(["mount", "--bind", a.tmp, bind]).exitCode).toBe(0);
+      try {
+        expect(fs.statSync(bind).dev).toBe(fs.statSync(d.path).dev);
+        expect((await agent(a.pack("v1"), bind)).result.ok).toBe(true);
+        fs.writeFileSync(join(a.src, "lib/util.js"), "export const v = 2\n");
+        const { result, log } = await agent(a.pack("v2"), bind);
+        expect(result.ok).toBe(true);
+        expect(log).not.toContain("hard-linked");
+        expect(listTree(a.dest)).toEqual([
+          "bin/",
+          "bin/run",
+          "empty",
+          "index.html",
+          "lib/",
+          "lib/app.js",
+          "lib/util.js",
+          "link",
+        ]);
+        expect(fs.readFileSync(join(a.dest, "lib/util.js"), "utf8")).toBe("export const v = 2\n");
+        expect(fs.readFileSync(join(a.dest, "index.html"), "utf8")).toBe("<h1>v1</h1>\n");
+      } finally {
+        Bun.spawnSync(["umount", bind]);
+      }
+    },
+  );
 });

@@ -64,7 +64,11 @@ function since(iso) {
  * @param {string} [prefix]
  */
 function age(iso, prefix) {
-  return h("span", { "data-ts": iso || "", "data-prefix": prefix || "", text: (prefix || "") + ageText(iso ? since(iso) : null) });
+  return h("span", {
+    "data-ts": iso || "",
+    "data-prefix": prefix || "",
+    text: (prefix || "") + ageText(iso ? since(iso) : null),
+  });
 }
 /**
  * A release id starts with its UTC time: 20260301T115000Z-…
@@ -106,9 +110,11 @@ function latestBox(role) {
       meta.push(" · ");
       meta.push(h("span", { class: "msg", text: `“${l.message}”` }));
     }
-    if (role.latest_size_text !== null) meta.push(` · ${role.latest_size_text}${l.files !== null && l.files !== undefined ? `, ${l.files} files` : ""}`);
+    if (role.latest_size_text !== null)
+      meta.push(` · ${role.latest_size_text}${l.files !== null && l.files !== undefined ? `, ${l.files} files` : ""}`);
     kids.push(h("div", { class: "meta" }, meta));
-    if (role.rollout_lines) kids.push(h("div", { class: "meta rollout", "data-testid": "rollout", text: role.rollout_lines.join("\n") }));
+    if (role.rollout_lines)
+      kids.push(h("div", { class: "meta rollout", "data-testid": "rollout", text: role.rollout_lines.join("\n") }));
   } else {
     kids.push(h("div", { class: "rid none", text: "No release recorded yet" }));
     kids.push(h("div", { class: "meta", text: `${role.prefix}/roles/${role.role}/latest is empty` }));
@@ -133,7 +139,12 @@ function latestBox(role) {
       s.style.width = `${(100 * n) / total}%`;
       bar.appendChild(s);
     }
-    kids.push(h("div", { class: "progress-wrap" }, [h("div", { class: "progress-text" }, [h("b", { text: `${onLatest} / ${total}` }), " nodes on latest"]), bar]));
+    kids.push(
+      h("div", { class: "progress-wrap" }, [
+        h("div", { class: "progress-text" }, [h("b", { text: `${onLatest} / ${total}` }), " nodes on latest"]),
+        bar,
+      ]),
+    );
   }
   const earlier = (role.recent_releases || []).filter((r) => !l || r.id !== l.id).slice(0, 3);
   if (earlier.length) {
@@ -164,7 +175,8 @@ function nodeRows(role, r) {
   else {
     /** @type {HTMLElement | null} */
     let tag = null;
-    if (role.latest && r.release_id === role.latest.id && r.status !== "failure") tag = r.on_latest ? h("span", { class: "tag is-latest", text: "latest" }) : null;
+    if (role.latest && r.release_id === role.latest.id && r.status !== "failure")
+      tag = r.on_latest ? h("span", { class: "tag is-latest", text: "latest" }) : null;
     else if (r.behind) {
       const t = idTime(r.release_id);
       tag = h("span", { class: "tag older" }, ["older", t ? " · " : "", t ? age(t) : null]);
@@ -176,14 +188,26 @@ function nodeRows(role, r) {
   if (!r.in_catalog) notes.push("not in catalog");
   if (r.rolled_back_to) notes.push(`rolled back to ${r.rolled_back_to}`);
   const hasLog = r.status !== "never-reported";
-  const btn = h("button", { class: "logbtn", type: "button", disabled: !hasLog, "aria-expanded": open[key] ? "true" : "false", text: hasLog ? (open[key] ? "Hide log" : "Show log") : "no log" });
+  const btn = h("button", {
+    class: "logbtn",
+    type: "button",
+    disabled: !hasLog,
+    "aria-expanded": open[key] ? "true" : "false",
+    text: hasLog ? (open[key] ? "Hide log" : "Show log") : "no log",
+  });
   const row = h("tr", { class: `node${why ? ` attn-${why}` : ""}`, "data-node": r.node, "data-status": r.status }, [
     h("td", { class: "name" }, [r.node, r.in_catalog ? null : h("span", { class: "note", text: "not in catalog" })]),
     h("td", { class: "status" }, [h("span", { class: `badge ${r.status}`, text: statusText(r.status) })]),
     rel,
     h("td", { class: "phase", text: r.phase || "–" }),
-    h("td", { class: "age" }, [r.status === "never-reported" ? "–" : age(r.status === "deploying" ? r.started_at : r.finished_at || r.started_at)]),
-    r.error ? h("td", { class: "err", title: r.error, text: r.error }) : h("td", { class: "err note", text: notes.filter((n) => n !== "not in catalog").join("; ") }),
+    h("td", { class: "age" }, [
+      r.status === "never-reported"
+        ? "–"
+        : age(r.status === "deploying" ? r.started_at : r.finished_at || r.started_at),
+    ]),
+    r.error
+      ? h("td", { class: "err", title: r.error, text: r.error })
+      : h("td", { class: "err note", text: notes.filter((n) => n !== "not in catalog").join("; ") }),
     h("td", {}, [btn]),
   ]);
   const out = [row];
@@ -204,20 +228,29 @@ function logRow(r) {
   const head = [];
   if (r.error) head.push(h("span", { class: "errline", text: r.error }));
   head.push(h("span", {}, ["started ", age(r.started_at)]));
-  if (r.duration_ms !== null && r.duration_ms !== undefined) head.push(h("span", { text: `took ${formatTook(r.duration_ms)}` }));
+  if (r.duration_ms !== null && r.duration_ms !== undefined)
+    head.push(h("span", { text: `took ${formatTook(r.duration_ms)}` }));
   if (r.agent_version) head.push(h("span", { text: `agent ${r.agent_version}` }));
   head.push(h("span", { text: "last 2 KB of the log" }));
   const pre = r.log_tail
     ? h("pre", { class: "log", text: r.log_tail })
-    : h("pre", { class: "log nolog", text: r.status === "deploying" ? "The log arrives with the final report." : "No log in this report." });
-  return h("tr", { class: "logrow", "data-log-for": r.node }, [h("td", { colspan: "7" }, [h("div", { class: "logbox" }, [h("div", { class: "loghead" }, head), pre])])]);
+    : h("pre", {
+        class: "log nolog",
+        text: r.status === "deploying" ? "The log arrives with the final report." : "No log in this report.",
+      });
+  return h("tr", { class: "logrow", "data-log-for": r.node }, [
+    h("td", { colspan: "7" }, [h("div", { class: "logbox" }, [h("div", { class: "loghead" }, head), pre])]),
+  ]);
 }
 
 /** @param {DashboardRole} role */
 function roleSection(role) {
   const head = h("div", { class: "role-head" }, [
     h("h2", { text: role.role }),
-    h("span", { class: "svc", text: `service ${role.service} · ${role.counts.nodes}${role.counts.nodes === 1 ? " node" : " nodes"}` }),
+    h("span", {
+      class: "svc",
+      text: `service ${role.service} · ${role.counts.nodes}${role.counts.nodes === 1 ? " node" : " nodes"}`,
+    }),
     h("div", { class: "pills" }, pills(role.counts)),
   ]);
   /** @type {Child[]} */
@@ -227,14 +260,33 @@ function roleSection(role) {
     for (const r of role.rows) for (const tr of nodeRows(role, r)) body.appendChild(tr);
     kids.push(
       h("table", { class: "nodes" }, [
-        h("thead", {}, [h("tr", {}, ["Node", "Status", "Release", "Phase", "Age", "Error", ""].map((t, i) => h("th", { class: i === 3 ? "phase" : null, text: t })))]),
+        h("thead", {}, [
+          h(
+            "tr",
+            {},
+            ["Node", "Status", "Release", "Phase", "Age", "Error", ""].map((t, i) =>
+              h("th", { class: i === 3 ? "phase" : null, text: t }),
+            ),
+          ),
+        ]),
         body,
       ]),
     );
   } else {
-    kids.push(h("div", { class: "foot problem", text: `No nodes: service “${role.service}” has no instances in Consul's catalog and no agent has reported yet.` }));
+    kids.push(
+      h("div", {
+        class: "foot problem",
+        text: `No nodes: service “${role.service}” has no instances in Consul's catalog and no agent has reported yet.`,
+      }),
+    );
   }
-  if (role.unreadable && role.unreadable.length) kids.push(h("div", { class: "foot problem", text: `Not readable as reports or release records: ${role.unreadable.join(", ")}` }));
+  if (role.unreadable?.length)
+    kids.push(
+      h("div", {
+        class: "foot problem",
+        text: `Not readable as reports or release records: ${role.unreadable.join(", ")}`,
+      }),
+    );
   return h("section", { class: "role", id: `role-${role.role}`, "data-role": role.role }, kids);
 }
 
@@ -263,12 +315,21 @@ function render() {
     ...s.roles.map((role) => {
       const c = role.counts;
       const cls = c.failure ? "has-failure" : c.behind || c.never_reported ? "has-warn" : c.deploying ? "has-run" : "";
-      return h("a", { href: `#role-${role.role}`, class: cls, title: `${c.on_latest}/${c.nodes} on latest` }, [h("span", { class: "n" }), role.role]);
+      return h("a", { href: `#role-${role.role}`, class: cls, title: `${c.on_latest}/${c.nodes} on latest` }, [
+        h("span", { class: "n" }),
+        role.role,
+      ]);
     }),
   );
   if (!s.roles.length) {
     main.replaceChildren(
-      h("p", { class: "empty" }, ["No roles under ", h("code", { text: `${s.prefix}/roles/` }), " yet. Publish a release with ", h("code", { text: "pulldeploy publish DIR --role ROLE …" }), "."]),
+      h("p", { class: "empty" }, [
+        "No roles under ",
+        h("code", { text: `${s.prefix}/roles/` }),
+        " yet. Publish a release with ",
+        h("code", { text: "pulldeploy publish DIR --role ROLE …" }),
+        ".",
+      ]),
     );
   } else {
     main.replaceChildren(...s.roles.map(roleSection));
@@ -283,7 +344,13 @@ function render() {
     banner.hidden = false;
     banner.textContent = `Consul is not answering (${s.consul.error}). Showing the last state seen; retrying.`;
   }
-  byId("footer").replaceChildren("From Consul ", h("code", { text: s.consul.address }), ": KV ", h("code", { text: `${s.prefix}/roles/` }), " and each role's catalog service. Updates live.");
+  byId("footer").replaceChildren(
+    "From Consul ",
+    h("code", { text: s.consul.address }),
+    ": KV ",
+    h("code", { text: `${s.prefix}/roles/` }),
+    " and each role's catalog service. Updates live.",
+  );
   document.title = titleOf(s);
 }
 

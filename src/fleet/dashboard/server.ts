@@ -84,7 +84,10 @@ export function startDashboard(o: DashboardOptions): Dashboard {
     };
   };
   const publish = () => {
-    const key = stateKey(dashboardRoles({ entries, prefix: o.prefix, catalogs, only: o.roles, now: new Date(0) }), consulState);
+    const key = stateKey(
+      dashboardRoles({ entries, prefix: o.prefix, catalogs, only: o.roles, now: new Date(0) }),
+      consulState,
+    );
     if (key === lastKey) return;
     lastKey = key;
     index++;
@@ -98,7 +101,10 @@ export function startDashboard(o: DashboardOptions): Dashboard {
     let away = false;
     while (!stopping.signal.aborted) {
       try {
-        const answer = await o.consul.kvList(`${o.prefix}/roles/`, kvIndex ? { index: kvIndex, wait, signal: stopping.signal } : { signal: stopping.signal });
+        const answer = await o.consul.kvList(
+          `${o.prefix}/roles/`,
+          kvIndex ? { index: kvIndex, wait, signal: stopping.signal } : { signal: stopping.signal },
+        );
         const ranOut = kvIndex !== 0 && answer.index === kvIndex;
         kvIndex = nextIndex(kvIndex, answer.index);
         entries = answer.entries;
@@ -141,19 +147,27 @@ export function startDashboard(o: DashboardOptions): Dashboard {
       signal.addEventListener("abort", done, { once: true });
     });
 
-  const allowed = new Set(["localhost", o.hostname.toLowerCase(), ...(o.allowedHosts ?? []).map((h) => h.toLowerCase())]);
+  const allowed = new Set([
+    "localhost",
+    o.hostname.toLowerCase(),
+    ...(o.allowedHosts ?? []).map((h) => h.toLowerCase()),
+  ]);
   const server = Bun.serve({
     hostname: o.hostname,
     port: o.port,
     async fetch(req, srv) {
       if (!allowedHost(req.headers.get("host"), allowed)) {
-        return new Response(`dashboard: Host ${JSON.stringify(req.headers.get("host") ?? "")} is not this dashboard's (DNS rebinding?); open it by IP address or as localhost\n`, {
-          status: 421,
-          headers: { ...SECURITY_HEADERS, "Content-Type": "text/plain; charset=utf-8" },
-        });
+        return new Response(
+          `dashboard: Host ${JSON.stringify(req.headers.get("host") ?? "")} is not this dashboard's (DNS rebinding?); open it by IP address or as localhost\n`,
+          {
+            status: 421,
+            headers: { ...SECURITY_HEADERS, "Content-Type": "text/plain; charset=utf-8" },
+          },
+        );
       }
       const url = new URL(req.url);
-      if (req.method !== "GET" && req.method !== "HEAD") return new Response("method not allowed\n", { status: 405, headers: { Allow: "GET, HEAD" } });
+      if (req.method !== "GET" && req.method !== "HEAD")
+        return new Response("method not allowed\n", { status: 405, headers: { Allow: "GET, HEAD" } });
       switch (url.pathname) {
         case "/":
           return asset(PAGE_HTML, "text/html; charset=utf-8");
@@ -176,7 +190,11 @@ export function startDashboard(o: DashboardOptions): Dashboard {
           return events(req.signal);
         case "/metrics":
           return new Response(fleetMetrics(state(), entries, new Date()), {
-            headers: { ...SECURITY_HEADERS, "Content-Type": "text/plain; version=0.0.4; charset=utf-8", "Cache-Control": "no-store" },
+            headers: {
+              ...SECURITY_HEADERS,
+              "Content-Type": "text/plain; version=0.0.4; charset=utf-8",
+              "Cache-Control": "no-store",
+            },
           });
         case "/favicon.ico":
           return new Response(null, { status: 204 });
@@ -228,7 +246,9 @@ export function startDashboard(o: DashboardOptions): Dashboard {
         cleanup();
       },
     });
-    return new Response(body, { headers: { ...SECURITY_HEADERS, "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-store" } });
+    return new Response(body, {
+      headers: { ...SECURITY_HEADERS, "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-store" },
+    });
   }
 
   const host = o.hostname.includes(":") ? `[${o.hostname}]` : o.hostname;
@@ -282,7 +302,8 @@ export async function serveDashboard(o: DashboardOptions & { signal: AbortSignal
 
 const SECURITY_HEADERS = {
   // Everything comes from this server; the page makes no other request.
-  "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+  "Content-Security-Policy":
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
   "X-Content-Type-Options": "nosniff",
   "Referrer-Policy": "no-referrer",
 };
@@ -292,6 +313,7 @@ function asset(body: string, type: string): Response {
 }
 
 function json(value: unknown): Response {
-  return new Response(`${JSON.stringify(value)}\n`, { headers: { ...SECURITY_HEADERS, "Content-Type": "application/json", "Cache-Control": "no-store" } });
+  return new Response(`${JSON.stringify(value)}\n`, {
+    headers: { ...SECURITY_HEADERS, "Content-Type": "application/json", "Cache-Control": "no-store" },
+  });
 }
-

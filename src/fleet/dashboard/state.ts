@@ -89,7 +89,9 @@ export function dashboardRoles(o: {
     });
     return {
       ...view,
-      recent_releases: releases.slice(0, RECENT_RELEASES).map(({ id, created_at, publisher, message }) => ({ id, created_at, publisher, message })),
+      recent_releases: releases
+        .slice(0, RECENT_RELEASES)
+        .map(({ id, created_at, publisher, message }) => ({ id, created_at, publisher, message })),
       release_count: releases.length,
       latest_size_text: latest?.size !== null && latest?.size !== undefined ? formatBytes(latest.size) : null,
       rollout_lines: latest ? rolloutLines(mine, o.prefix, role, latest.id) : null,
@@ -104,7 +106,13 @@ function rolloutLines(entries: readonly KvEntry[], prefix: string, role: string,
   const record = parseRolloutRecord(new TextDecoder().decode(entry.value ?? new Uint8Array()));
   if (typeof record === "string") return [`${key}: unreadable rollout record (${record})`];
   const slots = rolloutKeys.slots(prefix, role, id);
-  return renderRollout(rolloutView(record, entries.filter((e) => e.key.startsWith(`${slots}/`)), slots));
+  return renderRollout(
+    rolloutView(
+      record,
+      entries.filter((e) => e.key.startsWith(`${slots}/`)),
+      slots,
+    ),
+  );
 }
 
 /** The state without what only the clock changes, to tell a real change from a re-read. */

@@ -11,7 +11,10 @@ export function filePath(url: string): string {
     throw new FetchError(`fetch ${redact(url)}: not a valid file URL; use file:///absolute/path`, false);
   }
   if (u.host !== "" && u.host !== "localhost") {
-    throw new FetchError(`fetch ${redact(url)}: file URLs take no host ("${u.host}"); use file:///absolute/path`, false);
+    throw new FetchError(
+      `fetch ${redact(url)}: file URLs take no host ("${u.host}"); use file:///absolute/path`,
+      false,
+    );
   }
   return decodeURIComponent(u.pathname);
 }
@@ -29,7 +32,10 @@ export const fileSource: Source = {
       if (err instanceof FetchError) throw err;
       const code = (err as NodeJS.ErrnoException).code;
       // A missing file is the 404 of the other sources (a missing `.sig` means "not signed").
-      throw new FetchError(`fetch ${url}: ${code === "ENOENT" ? "no such file" : (err as Error).message}`, false, { cause: err, status: code === "ENOENT" ? 404 : undefined });
+      throw new FetchError(`fetch ${url}: ${code === "ENOENT" ? "no such file" : (err as Error).message}`, false, {
+        cause: err,
+        status: code === "ENOENT" ? 404 : undefined,
+      });
     }
     const offset = opts.offset ?? 0;
     if (opts.length !== undefined) return { body: file.slice(offset, offset + opts.length).stream(), size };

@@ -41,11 +41,18 @@ export function makeGsSource(storageApi = STORAGE_API): Source {
       if (ranged) headers.Range = `bytes=${offset}-${opts.length === undefined ? "" : offset + opts.length - 1}`;
       const api = `${base}/storage/v1/b/${encodeURIComponent(bucket)}/o/${encodeURIComponent(object)}?alt=media`;
       // Stored bytes as they are: a gzip-encoded object must not be transcoded, its checksum is of the gzip.
-      const res = await request(where, api, { headers, signal: opts.signal, proxy: proxyFor(api, opts.env), decompress: false });
+      const res = await request(where, api, {
+        headers,
+        signal: opts.signal,
+        proxy: proxyFor(api, opts.env),
+        decompress: false,
+      });
       if (!res.ok) throw await statusError(where, res);
       if (ranged && res.status !== 206) {
         await res.body?.cancel().catch(() => {});
-        throw new FetchError(`${where}: the store ignored the Range request (status ${res.status})`, false, { status: res.status });
+        throw new FetchError(`${where}: the store ignored the Range request (status ${res.status})`, false, {
+          status: res.status,
+        });
       }
       const len = res.headers.get("content-length");
       return {
@@ -105,8 +112,16 @@ async function accessToken(where: string, opts: OpenOptions): Promise<string> {
   const tokenUri = creds.token_uri ?? DEFAULT_TOKEN_URI;
   const form: Record<string, string> =
     creds.type === "service_account"
-      ? { grant_type: "urn:ietf:params:oauth:grant-type:jwt-bearer", assertion: signedJwt(where, file, creds, tokenUri) }
-      : { grant_type: "refresh_token", client_id: creds.client_id, client_secret: creds.client_secret, refresh_token: creds.refresh_token };
+      ? {
+          grant_type: "urn:ietf:params:oauth:grant-type:jwt-bearer",
+          assertion: signedJwt(where, file, creds, tokenUri),
+        }
+      : {
+          grant_type: "refresh_token",
+          client_id: creds.client_id,
+          client_secret: creds.client_secret,
+          refresh_token: creds.refresh_token,
+        };
   const res = await request(`${where}: token endpoint ${tokenUri}`, tokenUri, {
     method: "POST",
     headers: { "Content-Type": "application/x-www-form-urlencoded", "User-Agent": opts.userAgent },
@@ -135,7 +150,8 @@ function readCredentials(where: string, file: string): ServiceAccountKey | Autho
   }
   const need = (keys: string[]) => {
     const missing = keys.filter((k) => typeof parsed[k] !== "string" || parsed[k] === "");
-    if (missing.length > 0) throw new FetchError(`${where}: Google credentials ${file}: missing ${missing.join(", ")}`, false);
+    if (missing.length > 0)
+      throw new FetchError(`${where}: Google credentials ${file}: missing ${missing.join(", ")}`, false);
   };
   if (parsed.type === "service_account") {
     need(["client_email", "private_key"]);
@@ -160,7 +176,11 @@ function signedJwt(where: string, file: string, key: ServiceAccountKey, tokenUri
   try {
     return `${input}.${sign("RSA-SHA256", Buffer.from(input), key.private_key).toString("base64url")}`;
   } catch (err) {
-    throw new FetchError(`${where}: Google credentials ${file}: cannot sign with private_key: ${(err as Error).message}`, false, { cause: err });
+    throw new FetchError(
+      `${where}: Google credentials ${file}: cannot sign with private_key: ${(err as Error).message}`,
+      false,
+      { cause: err },
+    );
   }
 }
 
@@ -230,7 +250,8 @@ async function statusError(where: string, res: Response): Promise<FetchError> {
   try {
     const body = JSON.parse(text) as { error?: string | { message?: string }; error_description?: string };
     if (typeof body.error === "object" && body.error?.message) detail = body.error.message;
-    else if (typeof body.error === "string") detail = body.error_description ? `${body.error}: ${body.error_description}` : body.error;
+    else if (typeof body.error === "string")
+      detail = body.error_description ? `${body.error}: ${body.error_description}` : body.error;
   } catch {
     // Not JSON: keep the status text.
   }

@@ -23,7 +23,8 @@ export const httpSource: Source = {
       if (stall.signal.aborted) return { message: `stalled: no data for ${stallMs / 1000}s`, retryable: true };
       if (opts.signal?.aborted) {
         const reason = opts.signal.reason as { message?: unknown } | undefined;
-        if (isTimeout(reason) || typeof reason?.message !== "string") return { message: "timed out", retryable: isTimeout(reason) };
+        if (isTimeout(reason) || typeof reason?.message !== "string")
+          return { message: "timed out", retryable: isTimeout(reason) };
         return { message: reason.message, retryable: false };
       }
       if (isAbort(err)) return { message: "timed out", retryable: false };
@@ -31,7 +32,13 @@ export const httpSource: Source = {
     };
     let res: Response;
     try {
-      res = await fetch(url, { headers, signal, proxy: proxyFor(url, opts.env), redirect: "follow", decompress: false } as RequestInit);
+      res = await fetch(url, {
+        headers,
+        signal,
+        proxy: proxyFor(url, opts.env),
+        redirect: "follow",
+        decompress: false,
+      } as RequestInit);
     } catch (err) {
       clearTimeout(timer);
       const w = why(err);
@@ -41,11 +48,15 @@ export const httpSource: Source = {
     if (!res.ok) {
       await res.body?.cancel().catch(() => {});
       const retryable = res.status >= 500 || res.status === 429;
-      throw new FetchError(`fetch ${redact(url)}: ${res.status} ${res.statusText || "error"}`, retryable, { status: res.status });
+      throw new FetchError(`fetch ${redact(url)}: ${res.status} ${res.statusText || "error"}`, retryable, {
+        status: res.status,
+      });
     }
     if (ranged && res.status !== 206) {
       await res.body?.cancel().catch(() => {});
-      throw new FetchError(`fetch ${redact(url)}: server ignored the Range request (status ${res.status})`, false, { status: res.status });
+      throw new FetchError(`fetch ${redact(url)}: server ignored the Range request (status ${res.status})`, false, {
+        status: res.status,
+      });
     }
     const len = res.headers.get("content-length");
     const size = len === null || opts.length !== undefined ? undefined : Number(len) + offset;
@@ -87,11 +98,13 @@ export function proxyFor(url: string, env: Env): string | undefined {
   const noProxy = env.NO_PROXY ?? env.no_proxy ?? "";
   const host = u.hostname.toLowerCase();
   for (const raw of noProxy.split(",")) {
-    const entry = raw.trim().toLowerCase().replace(/^\*?\./, "");
+    const entry = raw
+      .trim()
+      .toLowerCase()
+      .replace(/^\*?\./, "");
     if (entry === "") continue;
     if (entry === "*" || host === entry || host.endsWith(`.${entry}`)) return undefined;
   }
   const proxy = u.protocol === "https:" ? (env.HTTPS_PROXY ?? env.https_proxy) : (env.HTTP_PROXY ?? env.http_proxy);
   return proxy && proxy !== "" ? proxy : undefined;
 }
-

@@ -59,15 +59,26 @@ export interface DocumentPolicy {
  * Each attempt has a deadline that holds even against a server that answers and then trickles bytes
  * forever; `opts.signal` (the agent being stopped) ends it at once and is never retried.
  */
-export async function fetchBytes(url: string, opts: OpenOptions, maxBytes = MAX_DOCUMENT_BYTES, policy: DocumentPolicy = {}): Promise<Uint8Array> {
+export async function fetchBytes(
+  url: string,
+  opts: OpenOptions,
+  maxBytes = MAX_DOCUMENT_BYTES,
+  policy: DocumentPolicy = {},
+): Promise<Uint8Array> {
   const retry = policy.retry ?? 0;
   for (let attempt = 0; ; attempt++) {
     try {
       return await fetchOnce(url, opts, maxBytes, policy.timeoutMs ?? DEFAULT_DOCUMENT_TIMEOUT_MS);
     } catch (err) {
-      const fe = err instanceof FetchError ? err : new FetchError(`fetch ${redact(url)}: ${(err as Error).message}`, false, { cause: err });
+      const fe =
+        err instanceof FetchError
+          ? err
+          : new FetchError(`fetch ${redact(url)}: ${(err as Error).message}`, false, { cause: err });
       if (!fe.retryable || opts.signal?.aborted) throw fe;
-      if (attempt >= retry) throw retry > 0 ? new FetchError(`${fe.message} (after ${attempt + 1} attempts)`, false, { cause: fe, status: fe.status }) : fe;
+      if (attempt >= retry)
+        throw retry > 0
+          ? new FetchError(`${fe.message} (after ${attempt + 1} attempts)`, false, { cause: fe, status: fe.status })
+          : fe;
       policy.onRetry?.(fe, attempt + 2, retry + 1);
       await sleep(policy.retryWaitMs ?? 0, opts.signal);
     }
@@ -103,7 +114,9 @@ async function fetchOnce(url: string, opts: OpenOptions, maxBytes: number, timeo
     for (;;) {
       const { done, value } = await Promise.race([r.read(), expired]).catch((err) => {
         if (err instanceof FetchError) throw err;
-        throw deadline.signal.aborted && !opts.signal?.aborted ? late() : new FetchError(`${where}: ${(err as Error).message}`, true, { cause: err });
+        throw deadline.signal.aborted && !opts.signal?.aborted
+          ? late()
+          : new FetchError(`${where}: ${(err as Error).message}`, true, { cause: err });
       });
       if (done) break;
       n += value.byteLength;
@@ -121,10 +134,18 @@ async function fetchOnce(url: string, opts: OpenOptions, maxBytes: number, timeo
 
 function tooLarge(where: string, max: number, size?: number): FetchError {
   const got = size === undefined ? "" : ` (${size} bytes)`;
-  return new FetchError(`${where}: larger than ${max} bytes${got}; a manifest or signature is never that big: check the URL`, false);
+  return new FetchError(
+    `${where}: larger than ${max} bytes${got}; a manifest or signature is never that big: check the URL`,
+    false,
+  );
 }
 
-export async function fetchText(url: string, opts: OpenOptions, maxBytes = MAX_DOCUMENT_BYTES, policy: DocumentPolicy = {}): Promise<string> {
+export async function fetchText(
+  url: string,
+  opts: OpenOptions,
+  maxBytes = MAX_DOCUMENT_BYTES,
+  policy: DocumentPolicy = {},
+): Promise<string> {
   return new TextDecoder().decode(await fetchBytes(url, opts, maxBytes, policy));
 }
 

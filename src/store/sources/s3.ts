@@ -20,16 +20,26 @@ export const s3Source: Source = {
     const { GetObjectCommand } = await import("@aws-sdk/client-s3");
     try {
       const res = await client.send(
-        new GetObjectCommand({ Bucket: bucket, Key: key, ...(ranged ? { Range: `bytes=${offset}-${opts.length === undefined ? "" : offset + opts.length - 1}` } : {}) }),
+        new GetObjectCommand({
+          Bucket: bucket,
+          Key: key,
+          ...(ranged ? { Range: `bytes=${offset}-${opts.length === undefined ? "" : offset + opts.length - 1}` } : {}),
+        }),
         { abortSignal: opts.signal },
       );
       if (!res.Body) throw new FetchError(`fetch ${redact(url)}: the store sent no body`, true);
       if (ranged && !res.ContentRange) {
-        await res.Body.transformToWebStream().cancel().catch(() => {});
+        await res.Body.transformToWebStream()
+          .cancel()
+          .catch(() => {});
         throw new FetchError(`fetch ${redact(url)}: the store ignored the Range request`, false);
       }
-      const size = res.ContentLength === undefined || opts.length !== undefined ? undefined : res.ContentLength + offset;
-      return { body: closingWith(url, opts.env, res.Body.transformToWebStream(), () => client.destroy(), opts.signal), size };
+      const size =
+        res.ContentLength === undefined || opts.length !== undefined ? undefined : res.ContentLength + offset;
+      return {
+        body: closingWith(url, opts.env, res.Body.transformToWebStream(), () => client.destroy(), opts.signal),
+        size,
+      };
     } catch (err) {
       client.destroy();
       throw err instanceof FetchError ? err : fetchError(url, opts.env, err, opts.signal);
@@ -47,11 +57,7 @@ function fetchError(url: string, env: Env, err: unknown, signal?: AbortSignal): 
     const hint = env.AWS_PROFILE
       ? ` for AWS_PROFILE=${env.AWS_PROFILE}: check that the profile exists in ${env.AWS_SHARED_CREDENTIALS_FILE ?? "~/.aws/credentials"} or ${env.AWS_CONFIG_FILE ?? "~/.aws/config"}`
       : ": set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or run with an instance or task role";
-    return new FetchError(
-      `${where}: no AWS credentials found${hint}${detail}`,
-      false,
-      { cause: err },
-    );
+    return new FetchError(`${where}: no AWS credentials found${hint}${detail}`, false, { cause: err });
   }
   if (e.message === "Region is missing") {
     return new FetchError(`${where}: no AWS region: set AWS_REGION or a region in the profile`, false, { cause: err });
@@ -74,7 +80,13 @@ function fetchError(url: string, env: Env, err: unknown, signal?: AbortSignal): 
  * `body`, calling `close` once when it ends, fails or is cancelled, so the client's sockets are
  * released as soon as the object has been read. A failure mid-body becomes a `FetchError` too.
  */
-function closingWith(url: string, env: Env, body: ReadableStream<Uint8Array>, close: () => void, signal?: AbortSignal): ReadableStream<Uint8Array> {
+function closingWith(
+  url: string,
+  env: Env,
+  body: ReadableStream<Uint8Array>,
+  close: () => void,
+  signal?: AbortSignal,
+): ReadableStream<Uint8Array> {
   const reader = body.getReader();
   let closed = false;
   const closeOnce = () => {

@@ -15,7 +15,8 @@ export async function fileTarget(url: string, opts: TargetOptions): Promise<Targ
   } catch {
     throw new UsageError(`--to ${url}: not a valid URL`);
   }
-  if (u.host !== "" && u.host !== "localhost") throw new UsageError(`--to ${url}: file URLs take no host ("${u.host}"); use file:///absolute/path`);
+  if (u.host !== "" && u.host !== "localhost")
+    throw new UsageError(`--to ${url}: file URLs take no host ("${u.host}"); use file:///absolute/path`);
   const root = decodeURIComponent(u.pathname).replace(/\/+$/, "") || "/";
   const base = `file://${encodePath(root)}`;
   let stagingSeq = 0;
@@ -93,7 +94,20 @@ export async function fileTarget(url: string, opts: TargetOptions): Promise<Targ
 
 function fileError(url: string, err: unknown): UploadError {
   const e = err as NodeJS.ErrnoException;
-  if (e.code === "EEXIST") return new UploadError(`store ${url}: already exists (releases are never overwritten)`, { exists: true, cause: err });
-  const what = e.code === "EACCES" || e.code === "EPERM" ? "permission denied" : e.code === "ENOSPC" ? "no space left on device" : e.code === "ENOTDIR" ? "not a directory" : e.code === "EROFS" ? "read-only file system" : (e.message ?? String(err));
+  if (e.code === "EEXIST")
+    return new UploadError(`store ${url}: already exists (releases are never overwritten)`, {
+      exists: true,
+      cause: err,
+    });
+  const what =
+    e.code === "EACCES" || e.code === "EPERM"
+      ? "permission denied"
+      : e.code === "ENOSPC"
+        ? "no space left on device"
+        : e.code === "ENOTDIR"
+          ? "not a directory"
+          : e.code === "EROFS"
+            ? "read-only file system"
+            : (e.message ?? String(err));
   return new UploadError(`store ${url}: ${what}`, { cause: err });
 }

@@ -26,8 +26,12 @@ export async function httpTarget(url: string, opts: TargetOptions): Promise<Targ
   } catch {
     throw new UsageError(`--to ${redact(url)}: not a valid URL`);
   }
-  if (u.search !== "" || u.hash !== "") throw new UsageError(`--to ${redact(url)}: a query or fragment cannot be extended with file names`);
-  const auth = u.username !== "" ? `Basic ${btoa(`${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`)}` : undefined;
+  if (u.search !== "" || u.hash !== "")
+    throw new UsageError(`--to ${redact(url)}: a query or fragment cannot be extended with file names`);
+  const auth =
+    u.username !== ""
+      ? `Basic ${btoa(`${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`)}`
+      : undefined;
   u.username = "";
   u.password = "";
   const base = u.toString().replace(/\/+$/, "");
@@ -38,17 +42,35 @@ export async function httpTarget(url: string, opts: TargetOptions): Promise<Targ
     ...extra,
   });
 
-  const request = async (method: string, target: string, init: { body?: RequestInit["body"]; headers?: Record<string, string> } = {}): Promise<Response> => {
+  const request = async (
+    method: string,
+    target: string,
+    init: { body?: RequestInit["body"]; headers?: Record<string, string> } = {},
+  ): Promise<Response> => {
     try {
-      return await fetch(target, { method, body: init.body, headers: headers(init.headers), signal: opts.signal, redirect: "manual", proxy: proxyFor(target, opts.env) } as RequestInit);
+      return await fetch(target, {
+        method,
+        body: init.body,
+        headers: headers(init.headers),
+        signal: opts.signal,
+        redirect: "manual",
+        proxy: proxyFor(target, opts.env),
+      } as RequestInit);
     } catch (err) {
       const aborted = (err as Error).name === "AbortError";
-      throw new UploadError(`store ${target}: ${aborted ? "interrupted" : networkMessage(err)}`, { retryable: !aborted, cause: err });
+      throw new UploadError(`store ${target}: ${aborted ? "interrupted" : networkMessage(err)}`, {
+        retryable: !aborted,
+        cause: err,
+      });
     }
   };
 
   const statusError = (target: string, res: Response, what = "") =>
-    new UploadError(`store ${target}: ${what}${res.status} ${res.statusText || "error"}`, { retryable: res.status >= 500 || res.status === 429, status: res.status, exists: res.status === 412 });
+    new UploadError(`store ${target}: ${what}${res.status} ${res.statusText || "error"}`, {
+      retryable: res.status >= 500 || res.status === 429,
+      status: res.status,
+      exists: res.status === 412,
+    });
 
   /** MKCOL each missing collection above `name` (WebDAV answers a PUT into one with 409). */
   const makeCollections = async (name: string) => {
@@ -69,18 +91,26 @@ export async function httpTarget(url: string, opts: TargetOptions): Promise<Targ
       if (res.status >= 500) throw statusError(target, res, "HEAD: ");
       return res;
     });
-    if (head.ok) throw new UploadError(`store ${target}: already exists (releases are never overwritten)`, { exists: true });
+    if (head.ok)
+      throw new UploadError(`store ${target}: already exists (releases are never overwritten)`, { exists: true });
     let madeCollections = false;
     await withRetries(`store ${target}`, opts, async () => {
       for (;;) {
-        const res = await request("PUT", target, { body: body(), headers: { "Content-Type": contentType, "If-None-Match": "*" } });
+        const res = await request("PUT", target, {
+          body: body(),
+          headers: { "Content-Type": contentType, "If-None-Match": "*" },
+        });
         await res.body?.cancel().catch(() => {});
         if (res.status === 409 && !madeCollections) {
           madeCollections = true;
           await makeCollections(name);
           continue;
         }
-        if (res.status === 412) throw new UploadError(`store ${target}: already exists (releases are never overwritten)`, { exists: true, status: 412 });
+        if (res.status === 412)
+          throw new UploadError(`store ${target}: already exists (releases are never overwritten)`, {
+            exists: true,
+            status: 412,
+          });
         if (!res.ok) throw statusError(target, res);
         return;
       }

@@ -19,8 +19,10 @@ const TARGETS: Record<TargetScheme, (url: string, opts: TargetOptions) => Promis
 /** A usage problem with `--to`, or undefined when its scheme has a target. */
 export function checkTargetUrl(url: string): string | undefined {
   const scheme = schemeOf(url);
-  if (scheme === undefined) return `--to "${url}" is not a URL: a scheme is required (${TARGET_SCHEMES.join(", ")}), e.g. file:///srv/releases`;
-  if (!(TARGET_SCHEMES as readonly string[]).includes(scheme)) return `--to: unknown scheme "${scheme}" (valid: ${TARGET_SCHEMES.join(", ")})`;
+  if (scheme === undefined)
+    return `--to "${url}" is not a URL: a scheme is required (${TARGET_SCHEMES.join(", ")}), e.g. file:///srv/releases`;
+  if (!(TARGET_SCHEMES as readonly string[]).includes(scheme))
+    return `--to: unknown scheme "${scheme}" (valid: ${TARGET_SCHEMES.join(", ")})`;
   return undefined;
 }
 

@@ -35,7 +35,11 @@ export const DEFAULT_S3_TUNING: S3TargetTuning = { partSize: 8 * 2 ** 20, concur
  */
 const RSS_SOFT_LIMIT = 120 * 2 ** 20;
 
-export async function s3Target(url: string, opts: TargetOptions, tuning: S3TargetTuning = DEFAULT_S3_TUNING): Promise<Target> {
+export async function s3Target(
+  url: string,
+  opts: TargetOptions,
+  tuning: S3TargetTuning = DEFAULT_S3_TUNING,
+): Promise<Target> {
   let loc: { bucket: string; key: string };
   try {
     loc = parseS3Url(url);
@@ -73,7 +77,18 @@ export async function s3Target(url: string, opts: TargetOptions, tuning: S3Targe
 
   const putObject = async (name: string, body: Uint8Array, contentType: string) => {
     await ensureFree(name);
-    await send(`store ${urlOf(name)}`, () => client.send(new s3.PutObjectCommand({ Bucket: bucket, Key: keyOf(name), Body: body, ContentType: contentType, IfNoneMatch: "*" }), { abortSignal }));
+    await send(`store ${urlOf(name)}`, () =>
+      client.send(
+        new s3.PutObjectCommand({
+          Bucket: bucket,
+          Key: keyOf(name),
+          Body: body,
+          ContentType: contentType,
+          IfNoneMatch: "*",
+        }),
+        { abortSignal },
+      ),
+    );
     opts.onSent?.(body.byteLength);
   };
 
@@ -88,7 +103,8 @@ export async function s3Target(url: string, opts: TargetOptions, tuning: S3Targe
         const status = e.$metadata?.httpStatusCode;
         // 403: maybe only s3:ListBucket is missing; the upload itself will tell.
         if (status === 403 || status === 301) return;
-        if (status === 404) throw new UploadError(`store ${base}: bucket "${bucket}" does not exist (404 NoSuchBucket)`, { status });
+        if (status === 404)
+          throw new UploadError(`store ${base}: bucket "${bucket}" does not exist (404 NoSuchBucket)`, { status });
         throw s3Error(`store ${base}`, opts, err);
       }
     },
@@ -109,7 +125,9 @@ export async function s3Target(url: string, opts: TargetOptions, tuning: S3Targe
       const start = async () => {
         const key = `${prefix}.pulldeploy-staging/${Date.now()}-${Math.random().toString(36).slice(2, 10)}`;
         const created = await send(`store ${base}: start a multipart upload`, () =>
-          client.send(new s3.CreateMultipartUploadCommand({ Bucket: bucket, Key: key, ContentType: contentType }), { abortSignal }),
+          client.send(new s3.CreateMultipartUploadCommand({ Bucket: bucket, Key: key, ContentType: contentType }), {
+            abortSignal,
+          }),
         );
         return { key, url: `s3://${bucket}/${encodePath(key)}`, uploadId: created.UploadId! };
       };
@@ -122,7 +140,10 @@ export async function s3Target(url: string, opts: TargetOptions, tuning: S3Targe
         const n = ++partNumber;
         size += bytes.length;
         const p = send(`store ${base}: archive part ${n} (multipart upload)`, () =>
-          client.send(new s3.UploadPartCommand({ Bucket: bucket, Key: key, UploadId: uploadId, PartNumber: n, Body: bytes }), { abortSignal }),
+          client.send(
+            new s3.UploadPartCommand({ Bucket: bucket, Key: key, UploadId: uploadId, PartNumber: n, Body: bytes }),
+            { abortSignal },
+          ),
         ).then(
           (res) => {
             parts.push({ PartNumber: n, ETag: res.ETag! });
@@ -165,17 +186,31 @@ export async function s3Target(url: string, opts: TargetOptions, tuning: S3Targe
         parts.sort((a, b) => a.PartNumber - b.PartNumber);
         const { key, uploadId } = multipart!;
         await send(`store ${base}: complete the multipart upload`, () =>
-          client.send(new s3.CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: uploadId, MultipartUpload: { Parts: parts } }), { abortSignal }),
+          client.send(
+            new s3.CompleteMultipartUploadCommand({
+              Bucket: bucket,
+              Key: key,
+              UploadId: uploadId,
+              MultipartUpload: { Parts: parts },
+            }),
+            { abortSignal },
+          ),
         );
-        opts.log.info(`store ${base}: multipart upload of ${parts.length} parts done (${size} bytes) to ${multipart!.url}; copying it to its final name`);
+        opts.log.info(
+          `store ${base}: multipart upload of ${parts.length} parts done (${size} bytes) to ${multipart!.url}; copying it to its final name`,
+        );
       } catch (err) {
         await reader.cancel(err).catch(() => {});
         await Promise.allSettled(inFlight);
         if (multipart) {
           const { key, url, uploadId } = multipart;
-          await client.send(new s3.AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: uploadId })).catch((e) => {
-            opts.log.info(`store ${url}: could not abort multipart upload ${uploadId} (a lifecycle rule for incomplete uploads will clear it): ${(e as Error).message}`);
-          });
+          await client
+            .send(new s3.AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: uploadId }))
+            .catch((e) => {
+              opts.log.info(
+                `store ${url}: could not abort multipart upload ${uploadId} (a lifecycle rule for incomplete uploads will clear it): ${(e as Error).message}`,
+              );
+            });
         }
         throw err;
       }
@@ -187,9 +222,18 @@ export async function s3Target(url: string, opts: TargetOptions, tuning: S3Targe
         await ensureFree(final);
         const source = `${bucket}/${encodePath(stagingKey)}`;
         if (size <= tuning.copyLimit) {
-          await send(
-            `store ${urlOf(final)}: copy from ${stagingUrl}`,
-            () => client.send(new s3.CopyObjectCommand({ Bucket: bucket, Key: keyOf(final), CopySource: source, ContentType: contentType, MetadataDirective: "REPLACE", IfNoneMatch: "*" }), { abortSignal }),
+          await send(`store ${urlOf(final)}: copy from ${stagingUrl}`, () =>
+            client.send(
+              new s3.CopyObjectCommand({
+                Bucket: bucket,
+                Key: keyOf(final),
+                CopySource: source,
+                ContentType: contentType,
+                MetadataDirective: "REPLACE",
+                IfNoneMatch: "*",
+              }),
+              { abortSignal },
+            ),
           );
         } else {
           await multipartCopy(final, source, size, contentType);
@@ -213,22 +257,50 @@ export async function s3Target(url: string, opts: TargetOptions, tuning: S3Targe
   /** CopyObject stops at 5 GiB: copy ranges of `copyLimit` as parts instead. */
   async function multipartCopy(final: string, source: string, size: number, contentType: string): Promise<void> {
     const what = `store ${urlOf(final)}`;
-    const { UploadId } = await send(what, () => client.send(new s3.CreateMultipartUploadCommand({ Bucket: bucket, Key: keyOf(final), ContentType: contentType }), { abortSignal }));
+    const { UploadId } = await send(what, () =>
+      client.send(
+        new s3.CreateMultipartUploadCommand({ Bucket: bucket, Key: keyOf(final), ContentType: contentType }),
+        { abortSignal },
+      ),
+    );
     try {
       const ranges: [number, number][] = [];
-      for (let start = 0; start < size; start += tuning.copyLimit) ranges.push([start, Math.min(start + tuning.copyLimit, size) - 1]);
+      for (let start = 0; start < size; start += tuning.copyLimit)
+        ranges.push([start, Math.min(start + tuning.copyLimit, size) - 1]);
       const parts = await Promise.all(
         ranges.map(async ([start, end], i) => {
-          const res = await send(
-            `${what}: copy part ${i + 1}`,
-            () => client.send(new s3.UploadPartCopyCommand({ Bucket: bucket, Key: keyOf(final), UploadId, PartNumber: i + 1, CopySource: source, CopySourceRange: `bytes=${start}-${end}` }), { abortSignal }),
+          const res = await send(`${what}: copy part ${i + 1}`, () =>
+            client.send(
+              new s3.UploadPartCopyCommand({
+                Bucket: bucket,
+                Key: keyOf(final),
+                UploadId,
+                PartNumber: i + 1,
+                CopySource: source,
+                CopySourceRange: `bytes=${start}-${end}`,
+              }),
+              { abortSignal },
+            ),
           );
           return { PartNumber: i + 1, ETag: res.CopyPartResult!.ETag! };
         }),
       );
-      await send(what, () => client.send(new s3.CompleteMultipartUploadCommand({ Bucket: bucket, Key: keyOf(final), UploadId, MultipartUpload: { Parts: parts }, IfNoneMatch: "*" }), { abortSignal }));
+      await send(what, () =>
+        client.send(
+          new s3.CompleteMultipartUploadCommand({
+            Bucket: bucket,
+            Key: keyOf(final),
+            UploadId,
+            MultipartUpload: { Parts: parts },
+            IfNoneMatch: "*",
+          }),
+          { abortSignal },
+        ),
+      );
     } catch (err) {
-      await client.send(new s3.AbortMultipartUploadCommand({ Bucket: bucket, Key: keyOf(final), UploadId })).catch(() => {});
+      await client
+        .send(new s3.AbortMultipartUploadCommand({ Bucket: bucket, Key: keyOf(final), UploadId }))
+        .catch(() => {});
       throw err;
     }
   }
@@ -246,11 +318,17 @@ function s3Error(what: string, opts: TargetOptions, err: unknown): UploadError {
       : ": set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or run with an instance or task role";
     return new UploadError(`${where}: no AWS credentials found${hint}`, { cause: err });
   }
-  if (e.message === "Region is missing") return new UploadError(`${where}: no AWS region: set AWS_REGION or a region in the profile`, { cause: err });
+  if (e.message === "Region is missing")
+    return new UploadError(`${where}: no AWS region: set AWS_REGION or a region in the profile`, { cause: err });
   if (e.name === "AbortError") return new UploadError(`${where}: interrupted`, { cause: err });
   if (status !== undefined) {
     const code = e.name && e.name !== "Error" && e.name !== "UnknownError" ? e.name : "error";
-    if (status === 412) return new UploadError(`${where}: already exists (releases are never overwritten)`, { exists: true, status, cause: err });
+    if (status === 412)
+      return new UploadError(`${where}: already exists (releases are never overwritten)`, {
+        exists: true,
+        status,
+        cause: err,
+      });
     const retryable = status >= 500 || status === 429 || S3_RETRYABLE_CODES.has(code);
     const hint = code === "NoSuchBucket" ? " (the bucket does not exist)" : "";
     return new UploadError(`${where}: ${status} ${code}${hint}`, { retryable, status, cause: err });

@@ -49,7 +49,7 @@ export class UploadError extends PulldeployError {
 }
 
 /** Run `attempt` until it succeeds, fails for good, or `retries` retries were spent. */
-export async function withRetries<T>(what: string, opts: TargetOptions, attempt: () => Promise<T>): Promise<T> {
+export async function withRetries<T>(_what: string, opts: TargetOptions, attempt: () => Promise<T>): Promise<T> {
   for (let i = 0; ; i++) {
     try {
       return await attempt();
@@ -57,7 +57,11 @@ export async function withRetries<T>(what: string, opts: TargetOptions, attempt:
       const retryable = err instanceof UploadError ? err.retryable : false;
       if (!retryable || i >= opts.retries || opts.signal?.aborted) {
         if (retryable && i > 0 && err instanceof UploadError) {
-          throw new UploadError(`${err.message} (after ${i + 1} attempts)`, { retryable: false, status: err.status, cause: err.cause ?? err });
+          throw new UploadError(`${err.message} (after ${i + 1} attempts)`, {
+            retryable: false,
+            status: err.status,
+            cause: err.cause ?? err,
+          });
         }
         throw err;
       }

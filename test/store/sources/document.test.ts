@@ -50,7 +50,14 @@ describe("fetchBytes: deadline per attempt", () => {
     using srv = tcpServer(() => {});
     const started = performance.now();
     const retries: number[] = [];
-    const err = await failure(fetchBytes(`${srv.url}/app.yml`, OPTS, 1 << 20, { timeoutMs: 300, retry: 1, retryWaitMs: 10, onRetry: (_e, n) => retries.push(n) }));
+    const err = await failure(
+      fetchBytes(`${srv.url}/app.yml`, OPTS, 1 << 20, {
+        timeoutMs: 300,
+        retry: 1,
+        retryWaitMs: 10,
+        onRetry: (_e, n) => retries.push(n),
+      }),
+    );
     const ms = performance.now() - started;
     expect(err.message).toBe(`fetch ${srv.url}/app.yml: no complete answer within 0.3s (--timeout) (after 2 attempts)`);
     expect(retries).toEqual([2]);
@@ -86,7 +93,13 @@ describe("fetchBytes: deadline per attempt", () => {
     using srv = tcpServer(() => {});
     const stop = new AbortController();
     setTimeout(() => stop.abort(new Error("SIGTERM")), 100);
-    const err = await failure(fetchBytes(`${srv.url}/m.yml`, { ...OPTS, signal: stop.signal }, 1 << 20, { timeoutMs: 10_000, retry: 5, retryWaitMs: 10 }));
+    const err = await failure(
+      fetchBytes(`${srv.url}/m.yml`, { ...OPTS, signal: stop.signal }, 1 << 20, {
+        timeoutMs: 10_000,
+        retry: 5,
+        retryWaitMs: 10,
+      }),
+    );
     expect(err.message).toBe(`fetch ${srv.url}/m.yml: interrupted`);
     expect(srv.connections()).toBe(1);
   });
@@ -108,7 +121,9 @@ describe("fetchBytes: size cap", () => {
         ),
     );
     const err = await failure(fetchBytes(`${srv.url}/huge.yml`, OPTS, 1 << 20));
-    expect(err.message).toBe(`fetch ${srv.url}/huge.yml: larger than 1048576 bytes; a manifest or signature is never that big: check the URL`);
+    expect(err.message).toBe(
+      `fetch ${srv.url}/huge.yml: larger than 1048576 bytes; a manifest or signature is never that big: check the URL`,
+    );
     expect(err.retryable).toBe(false);
     expect(sent).toBeLessThan(64 << 20);
   });
@@ -118,7 +133,9 @@ describe("fetchBytes: size cap", () => {
       s.write("HTTP/1.1 200 OK\r\nContent-Length: 10737418240\r\n\r\nsrc: x\n");
     });
     const err = await failure(fetchBytes(`${srv.url}/lie.yml`, OPTS, 1 << 20, { timeoutMs: 2000 }));
-    expect(err.message).toBe(`fetch ${srv.url}/lie.yml: larger than 1048576 bytes (10737418240 bytes); a manifest or signature is never that big: check the URL`);
+    expect(err.message).toBe(
+      `fetch ${srv.url}/lie.yml: larger than 1048576 bytes (10737418240 bytes); a manifest or signature is never that big: check the URL`,
+    );
   });
 
   test("a signature's cap is its own (4 KiB)", async () => {
@@ -130,7 +147,9 @@ describe("fetchBytes: size cap", () => {
 
 describe("fetchBytes: --retry", () => {
   test("503, 502 then 200: the third attempt's bytes", async () => {
-    await using srv = httpServer((_req, n) => (n < 3 ? new Response("busy", { status: n === 1 ? 503 : 502 }) : new Response("src: ok\n")));
+    await using srv = httpServer((_req, n) =>
+      n < 3 ? new Response("busy", { status: n === 1 ? 503 : 502 }) : new Response("src: ok\n"),
+    );
     const bytes = await fetchBytes(`${srv.url}/m.yml`, OPTS, 1 << 20, { retry: 2, retryWaitMs: 5 });
     expect(new TextDecoder().decode(bytes)).toBe("src: ok\n");
     expect(srv.requests).toHaveLength(3);
@@ -154,7 +173,7 @@ describe("fetchBytes: --retry", () => {
 
   test("credentials in the URL never reach the error", async () => {
     using srv = tcpServer(() => {});
-    const url = srv.url.replace("http://", "http://deploy:hunter2@") + "/m.yml?X-Amz-Signature=s3cr3t&X-Goog-Credential=gcred";
+    const url = `${srv.url.replace("http://", "http://deploy:hunter2@")}/m.yml?X-Amz-Signature=s3cr3t&X-Goog-Credential=gcred`;
     const err = await failure(fetchBytes(url, OPTS, 1 << 20, { timeoutMs: 100 }));
     expect(err.message).not.toContain("hunter2");
     expect(err.message).not.toContain("s3cr3t");

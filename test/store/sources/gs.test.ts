@@ -51,7 +51,8 @@ function startFakeGoogle() {
     issued.add(token);
     return Response.json({ access_token: token, expires_in: 3599, token_type: "Bearer" });
   };
-  const googleError = (status: number, message: string) => Response.json({ error: { code: status, message } }, { status });
+  const googleError = (status: number, message: string) =>
+    Response.json({ error: { code: status, message } }, { status });
   const oauthError = (description: string) =>
     Response.json({ error: "invalid_grant", error_description: description }, { status: 400 });
 
@@ -74,21 +75,26 @@ function startFakeGoogle() {
           return problem ? oauthError(problem) : issue();
         }
         if (form.get("grant_type") === "refresh_token") {
-          const ok = form.get("client_id") === USER.client_id && form.get("client_secret") === USER.client_secret && form.get("refresh_token") === USER.refresh_token;
+          const ok =
+            form.get("client_id") === USER.client_id &&
+            form.get("client_secret") === USER.client_secret &&
+            form.get("refresh_token") === USER.refresh_token;
           return ok ? issue() : oauthError("Bad Request");
         }
         return oauthError(`unsupported grant_type ${form.get("grant_type")}`);
       }
 
       if (req.method === "GET" && url.pathname === "/computeMetadata/v1/instance/service-accounts/default/token") {
-        if (req.headers.get("metadata-flavor") !== "Google") return new Response("Missing Metadata-Flavor:Google header.", { status: 403 });
+        if (req.headers.get("metadata-flavor") !== "Google")
+          return new Response("Missing Metadata-Flavor:Google header.", { status: 403 });
         return issue();
       }
 
       const m = /^\/storage\/v1\/b\/([^/]+)\/o\/([^/]+)$/.exec(url.pathname);
       if (req.method === "GET" && m && url.searchParams.get("alt") === "media") {
         const token = /^Bearer (.+)$/.exec(req.headers.get("authorization") ?? "")?.[1];
-        if (!state.emulator && (!state.acceptTokens || token === undefined || !issued.has(token))) return googleError(401, "Invalid Credentials");
+        if (!state.emulator && (!state.acceptTokens || token === undefined || !issued.has(token)))
+          return googleError(401, "Invalid Credentials");
         const bucket = decodeURIComponent(m[1]!);
         const name = decodeURIComponent(m[2]!);
         if (bucket === "flaky") return googleError(503, "Backend Error");
@@ -125,15 +131,18 @@ function startFakeGoogle() {
 function checkJwt(jwt: string, audience: string): string | undefined {
   const [h, c, s] = jwt.split(".");
   if (!h || !c || !s) return "malformed JWT";
-  if (!verify("RSA-SHA256", Buffer.from(`${h}.${c}`), keys.publicKey, Buffer.from(s, "base64url"))) return "Invalid JWT Signature.";
+  if (!verify("RSA-SHA256", Buffer.from(`${h}.${c}`), keys.publicKey, Buffer.from(s, "base64url")))
+    return "Invalid JWT Signature.";
   const header = JSON.parse(Buffer.from(h, "base64url").toString());
   const claims = JSON.parse(Buffer.from(c, "base64url").toString());
   const now = Math.floor(Date.now() / 1000);
-  if (header.alg !== "RS256" || header.typ !== "JWT" || header.kid !== KEY_ID) return `bad JWT header ${JSON.stringify(header)}`;
+  if (header.alg !== "RS256" || header.typ !== "JWT" || header.kid !== KEY_ID)
+    return `bad JWT header ${JSON.stringify(header)}`;
   if (claims.iss !== CLIENT_EMAIL) return `bad iss ${claims.iss}`;
   if (claims.aud !== audience) return `bad aud ${claims.aud}`;
   if (claims.scope !== READ_ONLY) return `bad scope ${claims.scope}`;
-  if (Math.abs(claims.iat - now) > 60 || claims.exp - claims.iat !== 3600) return "Invalid JWT: Token must be a short-lived token";
+  if (Math.abs(claims.iat - now) > 60 || claims.exp - claims.iat !== 3600)
+    return "Invalid JWT: Token must be a short-lived token";
   return undefined;
 }
 
@@ -207,7 +216,9 @@ describe("gs source with a service-account key file", () => {
   test("signs a JWT, trades it for a token, and downloads the object byte for byte", async () => {
     await using google = startFakeGoogle();
     await withTempDir(async (dir) => {
-      const env = baseEnv(dir, { GOOGLE_APPLICATION_CREDENTIALS: await serviceAccountFile(dir, `${google.origin}/token`) });
+      const env = baseEnv(dir, {
+        GOOGLE_APPLICATION_CREDENTIALS: await serviceAccountFile(dir, `${google.origin}/token`),
+      });
       const { body, size } = await makeGsSource(google.origin).open(URL_, options(env));
       expect(size).toBe(OBJECT.length);
       expect((await readAll(body)).equals(OBJECT)).toBe(true);
@@ -222,7 +233,9 @@ describe("gs source with a service-account key file", () => {
   test("an offset becomes a Range request; the size is the whole object's", async () => {
     await using google = startFakeGoogle();
     await withTempDir(async (dir) => {
-      const env = baseEnv(dir, { GOOGLE_APPLICATION_CREDENTIALS: await serviceAccountFile(dir, `${google.origin}/token`) });
+      const env = baseEnv(dir, {
+        GOOGLE_APPLICATION_CREDENTIALS: await serviceAccountFile(dir, `${google.origin}/token`),
+      });
       const offset = 100_001;
       const { body, size } = await makeGsSource(google.origin).open(URL_, options(env, { offset }));
       expect(size).toBe(OBJECT.length);
@@ -235,7 +248,9 @@ describe("gs source with a service-account key file", () => {
     await using google = startFakeGoogle();
     await withTempDir(async (dir) => {
       const tokenUri = `${google.origin}/token`;
-      const env = baseEnv(dir, { GOOGLE_APPLICATION_CREDENTIALS: await serviceAccountFile(dir, tokenUri, otherKeys.privateKey) });
+      const env = baseEnv(dir, {
+        GOOGLE_APPLICATION_CREDENTIALS: await serviceAccountFile(dir, tokenUri, otherKeys.privateKey),
+      });
       const err = await openError(makeGsSource(google.origin).open(URL_, options(env)));
       expect(err.message).toBe(`fetch ${URL_}: token endpoint ${tokenUri}: 400 invalid_grant: Invalid JWT Signature.`);
       expect(err.retryable).toBe(false);
@@ -247,7 +262,9 @@ describe("gs source with a service-account key file", () => {
     await using google = startFakeGoogle();
     google.state.acceptTokens = false;
     await withTempDir(async (dir) => {
-      const env = baseEnv(dir, { GOOGLE_APPLICATION_CREDENTIALS: await serviceAccountFile(dir, `${google.origin}/token`) });
+      const env = baseEnv(dir, {
+        GOOGLE_APPLICATION_CREDENTIALS: await serviceAccountFile(dir, `${google.origin}/token`),
+      });
       const err = await openError(makeGsSource(google.origin).open(URL_, options(env)));
       expect(err.message).toBe(`fetch ${URL_}: 401 Invalid Credentials`);
       expect(err.status).toBe(401);
@@ -263,7 +280,9 @@ describe("gs source with a service-account key file", () => {
   ])("%s: %s (retryable: %p)", async (url, want, retryable) => {
     await using google = startFakeGoogle();
     await withTempDir(async (dir) => {
-      const env = baseEnv(dir, { GOOGLE_APPLICATION_CREDENTIALS: await serviceAccountFile(dir, `${google.origin}/token`) });
+      const env = baseEnv(dir, {
+        GOOGLE_APPLICATION_CREDENTIALS: await serviceAccountFile(dir, `${google.origin}/token`),
+      });
       const err = await openError(makeGsSource(google.origin).open(url, options(env)));
       expect(err.message).toBe(`fetch ${url}: ${want}`);
       expect(err.retryable).toBe(retryable);
@@ -274,7 +293,9 @@ describe("gs source with a service-account key file", () => {
     await using google = startFakeGoogle();
     await withTempDir(async (dir) => {
       const file = join(dir, "absent.json");
-      const err = await openError(makeGsSource(google.origin).open(URL_, options(baseEnv(dir, { GOOGLE_APPLICATION_CREDENTIALS: file }))));
+      const err = await openError(
+        makeGsSource(google.origin).open(URL_, options(baseEnv(dir, { GOOGLE_APPLICATION_CREDENTIALS: file }))),
+      );
       expect(err.message).toBe(`fetch ${URL_}: Google credentials ${file}: ENOENT`);
       expect(err.retryable).toBe(false);
     });
@@ -285,8 +306,12 @@ describe("gs source with a service-account key file", () => {
     await withTempDir(async (dir) => {
       const file = join(dir, "external.json");
       await writeFile(file, JSON.stringify({ type: "external_account", audience: "x" }));
-      const err = await openError(makeGsSource(google.origin).open(URL_, options(baseEnv(dir, { GOOGLE_APPLICATION_CREDENTIALS: file }))));
-      expect(err.message).toBe(`fetch ${URL_}: Google credentials ${file}: unsupported type "external_account" (valid: service_account, authorized_user)`);
+      const err = await openError(
+        makeGsSource(google.origin).open(URL_, options(baseEnv(dir, { GOOGLE_APPLICATION_CREDENTIALS: file }))),
+      );
+      expect(err.message).toBe(
+        `fetch ${URL_}: Google credentials ${file}: unsupported type "external_account" (valid: service_account, authorized_user)`,
+      );
     });
   });
 });
@@ -309,7 +334,10 @@ describe("gs source with other application default credentials", () => {
   test("without a key file, the metadata server's token is used, asked with Metadata-Flavor: Google", async () => {
     await using google = startFakeGoogle();
     await withTempDir(async (dir) => {
-      const { body } = await makeGsSource(google.origin).open(URL_, options(baseEnv(dir, { GCE_METADATA_HOST: google.host })));
+      const { body } = await makeGsSource(google.origin).open(
+        URL_,
+        options(baseEnv(dir, { GCE_METADATA_HOST: google.host })),
+      );
       expect((await readAll(body)).equals(OBJECT)).toBe(true);
       const meta = google.seen.find((s) => s.path.startsWith("/computeMetadata/"));
       expect(meta?.metadataFlavor).toBe("Google");
@@ -323,7 +351,9 @@ describe("gs source with other application default credentials", () => {
     const host = `127.0.0.1:${closed.port}`;
     await closed.stop(true);
     await withTempDir(async (dir) => {
-      const err = await openError(makeGsSource(google.origin).open(URL_, options(baseEnv(dir, { GCE_METADATA_HOST: host }))));
+      const err = await openError(
+        makeGsSource(google.origin).open(URL_, options(baseEnv(dir, { GCE_METADATA_HOST: host }))),
+      );
       expect(err.message).toStartWith(
         `fetch ${URL_}: no Google credentials found: set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file, or run on GCE (metadata server ${host}: `,
       );
@@ -340,7 +370,10 @@ describe("gs source with STORAGE_EMULATOR_HOST", () => {
     await withTempDir(async (dir) => {
       const value = form === "host:port" ? google.host : `${google.origin}/`;
       // The storage API given here must be ignored in favour of the emulator.
-      const { body } = await makeGsSource("http://127.0.0.1:9").open(URL_, options(baseEnv(dir, { STORAGE_EMULATOR_HOST: value })));
+      const { body } = await makeGsSource("http://127.0.0.1:9").open(
+        URL_,
+        options(baseEnv(dir, { STORAGE_EMULATOR_HOST: value })),
+      );
       expect((await readAll(body)).equals(OBJECT)).toBe(true);
       expect(google.storageRequests()).toHaveLength(1);
       expect(google.storageRequests()[0]!.authorization).toBeNull();
@@ -353,7 +386,9 @@ describe("gs source with STORAGE_EMULATOR_HOST", () => {
     google.state.emulator = true; // serve like the storage emulator: no token required
     await withTempDir(async (dir) => {
       const env = baseEnv(dir, { STORAGE_EMULATOR_HOST: google.host });
-      const err = await openError(makeGsSource(google.origin).open(URL_, options(env, { signal: AbortSignal.abort() })));
+      const err = await openError(
+        makeGsSource(google.origin).open(URL_, options(env, { signal: AbortSignal.abort() })),
+      );
       expect(err.message).toBe(`fetch ${URL_}: timed out`);
       expect(err.retryable).toBe(false);
     });

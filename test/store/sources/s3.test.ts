@@ -114,7 +114,11 @@ describe("s3 source, credentials from environment variables", () => {
   test("an offset reads the rest of the object and reports the total size", async () => {
     await withAwsEnv(s3.env, async (env) => {
       const offset = 3_000_001;
-      const { body, size } = await s3Source.open(`s3://${BUCKET}/app.tar.gz`, { env, offset, userAgent: "pulldeploy/test" });
+      const { body, size } = await s3Source.open(`s3://${BUCKET}/app.tar.gz`, {
+        env,
+        offset,
+        userAgent: "pulldeploy/test",
+      });
       expect(size).toBe(BIG.length);
       expect((await readAll(body)).equals(BIG.subarray(offset))).toBe(true);
     });
@@ -122,7 +126,10 @@ describe("s3 source, credentials from environment variables", () => {
 
   test("a percent-encoded key is decoded: spaces and plus signs reach the store as written", async () => {
     await withAwsEnv(s3.env, async (env) => {
-      const { body } = await s3Source.open(`s3://${BUCKET}/dir/my%20app%2B1.txt`, { env, userAgent: "pulldeploy/test" });
+      const { body } = await s3Source.open(`s3://${BUCKET}/dir/my%20app%2B1.txt`, {
+        env,
+        userAgent: "pulldeploy/test",
+      });
       expect((await readAll(body)).toString()).toBe("spaces and plus");
     });
   });
@@ -165,7 +172,9 @@ describe("s3 source, credentials from environment variables", () => {
   test("an offset past the end is a 416 InvalidRange", async () => {
     await withAwsEnv(s3.env, async (env) => {
       let err: unknown;
-      await s3Source.open(`s3://${BUCKET}/app.tar.gz`, { env, offset: BIG.length + 10, userAgent: "pulldeploy/test" }).catch((e) => (err = e));
+      await s3Source
+        .open(`s3://${BUCKET}/app.tar.gz`, { env, offset: BIG.length + 10, userAgent: "pulldeploy/test" })
+        .catch((e) => (err = e));
       expect(err).toBeInstanceOf(FetchError);
       expect((err as FetchError).message).toBe(`fetch s3://${BUCKET}/app.tar.gz: 416 InvalidRange`);
       expect((err as FetchError).retryable).toBe(false);
@@ -213,7 +222,12 @@ describe("s3 source, credentials from a shared credentials file", () => {
   test("a profile missing from the file is a clear credentials error, not retried", async () => {
     const file = await credentialsFile("credentials", "[other]\naws_access_key_id = A\naws_secret_access_key = B\n");
     await withAwsEnv(
-      { AWS_ENDPOINT_URL_S3: s3.endpoint, AWS_REGION: s3.region, AWS_SHARED_CREDENTIALS_FILE: file, AWS_PROFILE: "nope" },
+      {
+        AWS_ENDPOINT_URL_S3: s3.endpoint,
+        AWS_REGION: s3.region,
+        AWS_SHARED_CREDENTIALS_FILE: file,
+        AWS_PROFILE: "nope",
+      },
       async (env) => {
         const err = await openError(`s3://${BUCKET}/app.tar.gz`, env);
         expect(err.message).toBe(
@@ -240,11 +254,16 @@ describe("s3 source, failures", () => {
 
   test("no region for AWS itself is a clear error before any request", async () => {
     const { AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY } = s3.env;
-    await withAwsEnv({ AWS_ACCESS_KEY_ID: AWS_ACCESS_KEY_ID!, AWS_SECRET_ACCESS_KEY: AWS_SECRET_ACCESS_KEY! }, async (env) => {
-      const err = await openError(`s3://${BUCKET}/app.tar.gz`, env);
-      expect(err.message).toBe(`fetch s3://${BUCKET}/app.tar.gz: no AWS region: set AWS_REGION or a region in the profile`);
-      expect(err.retryable).toBe(false);
-    });
+    await withAwsEnv(
+      { AWS_ACCESS_KEY_ID: AWS_ACCESS_KEY_ID!, AWS_SECRET_ACCESS_KEY: AWS_SECRET_ACCESS_KEY! },
+      async (env) => {
+        const err = await openError(`s3://${BUCKET}/app.tar.gz`, env);
+        expect(err.message).toBe(
+          `fetch s3://${BUCKET}/app.tar.gz: no AWS region: set AWS_REGION or a region in the profile`,
+        );
+        expect(err.retryable).toBe(false);
+      },
+    );
   });
 
   test("a 5xx from the store is retryable and names the status and code", async () => {

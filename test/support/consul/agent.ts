@@ -217,7 +217,11 @@ export class ConsulStandin implements AsyncDisposable {
     this.cluster.raftIndex += n;
   }
   /** Fire an event through this agent (same checks as the HTTP API). */
-  fireEvent(name: string, payload: string | Uint8Array | null, filters: { node?: string; service?: string; tag?: string } = {}): StoredEvent {
+  fireEvent(
+    name: string,
+    payload: string | Uint8Array | null,
+    filters: { node?: string; service?: string; tag?: string } = {},
+  ): StoredEvent {
     const r = this.fire(name, payload === null ? null : bytes(payload), filters);
     if (typeof r === "string") throw new Error(r);
     return r;
@@ -258,10 +262,20 @@ export class ConsulStandin implements AsyncDisposable {
     const body = new Uint8Array(await req.arrayBuffer());
     const q = url.searchParams;
     const headers: Record<string, string> = {};
-    req.headers.forEach((v, k) => (headers[k.toLowerCase()] = v));
+    req.headers.forEach((v, k) => {
+      headers[k.toLowerCase()] = v;
+    });
     const query: Record<string, string> = {};
     for (const [k, v] of q) if (!(k in query)) query[k] = v;
-    this.requests.push({ method: req.method, path, search: url.search.slice(1), query, headers, body, text: new TextDecoder().decode(body) });
+    this.requests.push({
+      method: req.method,
+      path,
+      search: url.search.slice(1),
+      query,
+      headers,
+      body,
+      text: new TextDecoder().decode(body),
+    });
     this.cluster.poke();
 
     if (this.opts.requireToken !== undefined) {
@@ -290,12 +304,20 @@ export class ConsulStandin implements AsyncDisposable {
       if (path === "/v1/agent/services") return m(["GET"]) ?? this.agentServices(ctx);
       if (path === "/v1/agent/checks") return m(["GET"]) ?? this.agentChecks(ctx);
       if (path === "/v1/agent/service/register") return m(["PUT"]) ?? this.agentServiceRegister(ctx);
-      if ((p = rest("/v1/agent/service/deregister/")) !== undefined) return m(["PUT"]) ?? this.empty(this.cluster.deregisterService(this.nodeName, p));
+      if ((p = rest("/v1/agent/service/deregister/")) !== undefined)
+        return m(["PUT"]) ?? this.empty(this.cluster.deregisterService(this.nodeName, p));
       if ((p = rest("/v1/agent/service/")) !== undefined) return m(["GET"]) ?? this.agentService(ctx, p);
-      if (path === "/v1/agent/check/register") return m(["PUT"]) ?? this.empty(this.cluster.registerCheck(this.nodeName, this.jsonBody(ctx)));
-      if ((p = rest("/v1/agent/check/deregister/")) !== undefined) return m(["PUT"]) ?? this.empty(this.cluster.deregisterCheck(this.nodeName, p));
-      for (const [verb, status] of [["pass", "passing"], ["warn", "warning"], ["fail", "critical"]] as const) {
-        if ((p = rest(`/v1/agent/check/${verb}/`)) !== undefined) return m(["PUT"]) ?? this.empty(this.ttlUpdate(p, status, q.get("note") ?? ""));
+      if (path === "/v1/agent/check/register")
+        return m(["PUT"]) ?? this.empty(this.cluster.registerCheck(this.nodeName, this.jsonBody(ctx)));
+      if ((p = rest("/v1/agent/check/deregister/")) !== undefined)
+        return m(["PUT"]) ?? this.empty(this.cluster.deregisterCheck(this.nodeName, p));
+      for (const [verb, status] of [
+        ["pass", "passing"],
+        ["warn", "warning"],
+        ["fail", "critical"],
+      ] as const) {
+        if ((p = rest(`/v1/agent/check/${verb}/`)) !== undefined)
+          return m(["PUT"]) ?? this.empty(this.ttlUpdate(p, status, q.get("note") ?? ""));
       }
       if ((p = rest("/v1/agent/check/update/")) !== undefined) return m(["PUT"]) ?? this.checkUpdate(ctx, p);
       if (path === "/v1/catalog/nodes") return m(["GET"]) ?? (await this.catalogNodes(ctx));
@@ -303,12 +325,18 @@ export class ConsulStandin implements AsyncDisposable {
       if (path === "/v1/catalog/services") return m(["GET"]) ?? (await this.catalogServices(ctx));
       if ((p = rest("/v1/catalog/service/")) !== undefined) return m(["GET"]) ?? (await this.catalogService(ctx, p));
       if ((p = rest("/v1/health/service/")) !== undefined) return m(["GET"]) ?? (await this.healthService(ctx, p));
-      if ((p = rest("/v1/health/node/")) !== undefined) return m(["GET"]) ?? (await this.healthChecks(ctx, (n) => n.name === p));
-      if ((p = rest("/v1/health/checks/")) !== undefined) return m(["GET"]) ?? (await this.healthChecks(ctx, (_n, c) => c !== undefined && c.serviceName === p));
+      if ((p = rest("/v1/health/node/")) !== undefined)
+        return m(["GET"]) ?? (await this.healthChecks(ctx, (n) => n.name === p));
+      if ((p = rest("/v1/health/checks/")) !== undefined)
+        return m(["GET"]) ?? (await this.healthChecks(ctx, (_n, c) => c !== undefined && c.serviceName === p));
       if ((p = rest("/v1/health/state/")) !== undefined) {
         const state = p;
-        if (!["any", "passing", "warning", "critical"].includes(state)) throw new HttpError(400, `Invalid state: ${state}`);
-        return m(["GET"]) ?? (await this.healthChecks(ctx, (n, c) => state === "any" || (c ? c.synced.status : n.serf.status) === state));
+        if (!["any", "passing", "warning", "critical"].includes(state))
+          throw new HttpError(400, `Invalid state: ${state}`);
+        return (
+          m(["GET"]) ??
+          (await this.healthChecks(ctx, (n, c) => state === "any" || (c ? c.synced.status : n.serf.status) === state))
+        );
       }
     } catch (err) {
       if (err instanceof HttpError) return goText(err.status, err.message, this.aclPolicy);
@@ -330,8 +358,14 @@ export class ConsulStandin implements AsyncDisposable {
   }
 
   /** 200 with no body and no Content-Type: the agent PUTs that return nothing. */
-  private empty(_: void): Response {
-    return new Response("", { status: 200, headers: [["Vary", "Accept-Encoding"], ["X-Consul-Default-Acl-Policy", this.aclPolicy]] });
+  private empty(_?: unknown): Response {
+    return new Response("", {
+      status: 200,
+      headers: [
+        ["Vary", "Accept-Encoding"],
+        ["X-Consul-Default-Acl-Policy", this.aclPolicy],
+      ],
+    });
   }
 
   private jsonBody(ctx: Ctx): Record<string, unknown> {
@@ -355,10 +389,20 @@ export class ConsulStandin implements AsyncDisposable {
     o: { meta?: boolean; consistency?: boolean; streaming?: boolean; extra?: [string, string][] } = {},
   ): Response {
     const meta = o.meta ?? index !== undefined;
-    const h: [string, string][] = [["Content-Type", "application/json"], ["Vary", "Accept-Encoding"], ...(o.extra ?? []), ["X-Consul-Default-Acl-Policy", this.aclPolicy]];
+    const h: [string, string][] = [
+      ["Content-Type", "application/json"],
+      ["Vary", "Accept-Encoding"],
+      ...(o.extra ?? []),
+      ["X-Consul-Default-Acl-Policy", this.aclPolicy],
+    ];
     if (o.consistency) h.push(["X-Consul-Effective-Consistency", "leader"]);
     if (index !== undefined) h.push(["X-Consul-Index", String(index)]);
-    if (meta) h.push(["X-Consul-Knownleader", o.streaming ? "false" : "true"], ["X-Consul-Lastcontact", "0"], ["X-Consul-Query-Backend", o.streaming ? "streaming" : "blocking-query"]);
+    if (meta)
+      h.push(
+        ["X-Consul-Knownleader", o.streaming ? "false" : "true"],
+        ["X-Consul-Lastcontact", "0"],
+        ["X-Consul-Query-Backend", o.streaming ? "streaming" : "blocking-query"],
+      );
     return goBody(200, goJson(value, ctx.pretty), h);
   }
 
@@ -375,7 +419,11 @@ export class ConsulStandin implements AsyncDisposable {
   private notFound(index: bigint): Response {
     return new Response("", {
       status: 404,
-      headers: [["Vary", "Accept-Encoding"], ["X-Consul-Default-Acl-Policy", this.aclPolicy], ...this.metaHeaders(index)],
+      headers: [
+        ["Vary", "Accept-Encoding"],
+        ["X-Consul-Default-Acl-Policy", this.aclPolicy],
+        ...this.metaHeaders(index),
+      ],
     });
   }
 
@@ -383,7 +431,11 @@ export class ConsulStandin implements AsyncDisposable {
    * Consul's blockingQuery: without `index` answer at once; otherwise run the query again on every
    * change until `done(result)` says so, or answer the fresh result when the wait is over.
    */
-  private async blocking(ctx: Ctx, run: () => QueryResult, done?: (r: QueryResult, min: bigint) => boolean): Promise<Response> {
+  private async blocking(
+    ctx: Ctx,
+    run: () => QueryResult,
+    done?: (r: QueryResult, min: bigint) => boolean,
+  ): Promise<Response> {
     const { min, waitMs } = parseWait(ctx.q);
     const finished = done ?? ((r: QueryResult, m: bigint) => r.index > m);
     let result = run();
@@ -465,7 +517,9 @@ export class ConsulStandin implements AsyncDisposable {
   /** Entries under `prefix` in byte order, and Consul's list index (kvsListTxn). */
   private kvUnder(prefix: string): { entries: KvSnapshotEntry[]; index: number } {
     const c = this.cluster;
-    const entries = [...c.kv.values()].filter((e) => e.key.startsWith(prefix)).sort((a, b) => byteCompare(a.key, b.key));
+    const entries = [...c.kv.values()]
+      .filter((e) => e.key.startsWith(prefix))
+      .sort((a, b) => byteCompare(a.key, b.key));
     let lindex = 0;
     for (const e of entries) lindex = Math.max(lindex, e.modifyIndex);
     if (prefix !== "") {
@@ -522,7 +576,10 @@ export class ConsulStandin implements AsyncDisposable {
     let out = true;
     if (ctx.q.has("acquire")) {
       const session = ctx.q.get("acquire")!;
-      const invalid = (id: string) => (this.isServer ? `invalid session ${goQuote(id)}` : `${this.rpcPrefix}raft apply failed: invalid session ${goQuote(id)}`);
+      const invalid = (id: string) =>
+        this.isServer
+          ? `invalid session ${goQuote(id)}`
+          : `${this.rpcPrefix}raft apply failed: invalid session ${goQuote(id)}`;
       // The lock-delay check happens before raft: a refused lock consumes no index.
       if (c.lockDelayed(key)) out = false;
       else out = c.kvLock(++c.raftIndex, key, ctx.body, flags, session, invalid);
@@ -572,7 +629,11 @@ export class ConsulStandin implements AsyncDisposable {
   }
 
   /** Agent.UserEvent + serf.UserEvent; a string is the error Consul answers with a 500. */
-  private fire(name: string, payload: Uint8Array | null, f: { node?: string; service?: string; tag?: string }): StoredEvent | string {
+  private fire(
+    name: string,
+    payload: Uint8Array | null,
+    f: { node?: string; service?: string; tag?: string },
+  ): StoredEvent | string {
     const c = this.cluster;
     const ev: StoredEvent = {
       id: "",
@@ -585,7 +646,11 @@ export class ConsulStandin implements AsyncDisposable {
       ltime: c.eventClock,
     };
     if (ev.tagFilter !== "" && ev.serviceFilter === "") return "Cannot provide tag filter without service filter";
-    for (const [what, re] of [["node", ev.nodeFilter], ["service", ev.serviceFilter], ["tag", ev.tagFilter]] as const) {
+    for (const [what, re] of [
+      ["node", ev.nodeFilter],
+      ["service", ev.serviceFilter],
+      ["tag", ev.tagFilter],
+    ] as const) {
       if (re === "") continue;
       try {
         new RegExp(re);
@@ -631,7 +696,8 @@ export class ConsulStandin implements AsyncDisposable {
     const ttl = typeof field("TTL") === "string" ? (field("TTL") as string) : "";
     if (ttl !== "") {
       const ns = parseGoDuration(ttl);
-      if (ns === undefined) throw new HttpError(500, `Session TTL '${ttl}' invalid: time: invalid duration ${goQuote(ttl)}`);
+      if (ns === undefined)
+        throw new HttpError(500, `Session TTL '${ttl}' invalid: time: invalid duration ${goQuote(ttl)}`);
       const ms = ns / 1e6;
       if (ms !== 0 && (ms < c.sessionTtlMinMs || ms > SESSION_TTL_MAX_MS)) {
         const min = c.sessionTtlMinMs % 1000 === 0 ? `${c.sessionTtlMinMs / 1000}s` : `${c.sessionTtlMinMs}ms`;
@@ -639,7 +705,8 @@ export class ConsulStandin implements AsyncDisposable {
       }
     }
     const behavior = (field("Behavior") as string | undefined) || "release";
-    if (behavior !== "release" && behavior !== "delete") throw new HttpError(500, `Invalid Behavior setting '${behavior}'`);
+    if (behavior !== "release" && behavior !== "delete")
+      throw new HttpError(500, `Invalid Behavior setting '${behavior}'`);
     let lockDelayNs = c.newSessionDefaults().lockDelayNs;
     const ld = field("LockDelay");
     if (typeof ld === "string") {
@@ -663,20 +730,28 @@ export class ConsulStandin implements AsyncDisposable {
       // 1.10 puts serfHealth in NodeChecks unless NodeChecks is given (also with "Checks", as captured).
       nodeChecks: Array.isArray(nodeChecks) ? nodeChecks.map(String) : [SERF_HEALTH],
       serviceChecks: Array.isArray(serviceChecks)
-        ? serviceChecks.map((x) => ({ ID: String(fieldCI(x as Record<string, unknown>, "ID") ?? ""), Namespace: String(fieldCI(x as Record<string, unknown>, "Namespace") ?? "") }))
+        ? serviceChecks.map((x) => ({
+            ID: String(fieldCI(x as Record<string, unknown>, "ID") ?? ""),
+            Namespace: String(fieldCI(x as Record<string, unknown>, "Namespace") ?? ""),
+          }))
         : null,
       // "Checks":["serfHealth"] alone says no more than the default NodeChecks: 1.10 drops it
       // (session-info-node.http.txt); with any other check it is kept (session-info-service-check).
-      checks: Array.isArray(checks) && !(checks.length === 1 && checks[0] === SERF_HEALTH) ? checks.map(String) : undefined,
+      checks:
+        Array.isArray(checks) && !(checks.length === 1 && checks[0] === SERF_HEALTH) ? checks.map(String) : undefined,
       createIndex: 0,
       modifyIndex: 0,
     };
     // The state store refuses a session on a check that is unknown or critical (apply failed).
-    const ids = [...new Set([...(s.checks ?? []), ...(s.nodeChecks ?? []), ...(s.serviceChecks ?? []).map((x) => x.ID)])];
+    const ids = [
+      ...new Set([...(s.checks ?? []), ...(s.nodeChecks ?? []), ...(s.serviceChecks ?? []).map((x) => x.ID)]),
+    ];
     for (const id of ids) {
       const st = c.checkStatus(node, id);
-      if (st === undefined) throw new HttpError(500, `${this.rpcPrefix}apply failed: Missing check '${id}' registration`);
-      if (st === "critical") throw new HttpError(500, `${this.rpcPrefix}apply failed: Check '${id}' is in critical state`);
+      if (st === undefined)
+        throw new HttpError(500, `${this.rpcPrefix}apply failed: Missing check '${id}' registration`);
+      if (st === "critical")
+        throw new HttpError(500, `${this.rpcPrefix}apply failed: Check '${id}' is in critical state`);
     }
     const idx = ++c.raftIndex;
     s.id = c.nextId();
@@ -715,7 +790,15 @@ export class ConsulStandin implements AsyncDisposable {
       // The state store's UUID index refuses it; the answer still carries the query meta (index 1, leader unknown: captured).
       const text = `${this.rpcPrefix}failed session lookup: index error: UUID must be 36 characters`;
       return Promise.resolve(
-        goBody(500, text, [["Vary", "Accept-Encoding"], ["X-Consul-Default-Acl-Policy", this.aclPolicy], ["X-Consul-Index", "1"], ["X-Consul-Knownleader", "false"], ["X-Consul-Lastcontact", "0"], ["X-Consul-Query-Backend", "blocking-query"], ["Content-Type", "text/plain; charset=utf-8"]]),
+        goBody(500, text, [
+          ["Vary", "Accept-Encoding"],
+          ["X-Consul-Default-Acl-Policy", this.aclPolicy],
+          ["X-Consul-Index", "1"],
+          ["X-Consul-Knownleader", "false"],
+          ["X-Consul-Lastcontact", "0"],
+          ["X-Consul-Query-Backend", "blocking-query"],
+          ["Content-Type", "text/plain; charset=utf-8"],
+        ]),
       );
     }
     return this.sessionQuery(ctx, () => {
@@ -738,7 +821,14 @@ export class ConsulStandin implements AsyncDisposable {
     const node = this.localNode;
     if (this.opts.devMode ?? true) {
       return this.json(ctx, {
-        Config: { Datacenter: this.datacenter, NodeName: this.nodeName, NodeID: node.id, Revision: "590878ba", Server: true, Version: "1.10.12" },
+        Config: {
+          Datacenter: this.datacenter,
+          NodeName: this.nodeName,
+          NodeID: node.id,
+          Revision: "590878ba",
+          Server: true,
+          Version: "1.10.12",
+        },
         Member: {
           Name: this.nodeName,
           Addr: node.address,
@@ -770,10 +860,17 @@ export class ConsulStandin implements AsyncDisposable {
       });
     }
     const t = agentSelfTemplate();
-    let body = t.body.replaceAll(t.nodeId, node.id).replaceAll(`"${t.address}"`, `"${node.address}"`).replaceAll("node-1", this.nodeName);
+    let body = t.body
+      .replaceAll(t.nodeId, node.id)
+      .replaceAll(`"${t.address}"`, `"${node.address}"`)
+      .replaceAll("node-1", this.nodeName);
     if (this.isServer) body = body.replace('"Server":false', '"Server":true');
     if (ctx.pretty) body = goJson(JSON.parse(body) as Json, true);
-    return goBody(200, body, [["Content-Type", "application/json"], ["Vary", "Accept-Encoding"], ["X-Consul-Default-Acl-Policy", this.aclPolicy]]);
+    return goBody(200, body, [
+      ["Content-Type", "application/json"],
+      ["Vary", "Accept-Encoding"],
+      ["X-Consul-Default-Acl-Policy", this.aclPolicy],
+    ]);
   }
 
   private agentMembers(ctx: Ctx): Response {
@@ -806,7 +903,17 @@ export class ConsulStandin implements AsyncDisposable {
               vsn_min: "2",
               wan_join_port: String(c.ports.serfWan),
             }
-          : { acls: "0", build: "1.10.12:590878ba", dc: this.datacenter, id: n.id, role: "node", segment: "", vsn: "2", vsn_max: "3", vsn_min: "2" };
+          : {
+              acls: "0",
+              build: "1.10.12:590878ba",
+              dc: this.datacenter,
+              id: n.id,
+              role: "node",
+              segment: "",
+              vsn: "2",
+              vsn_max: "3",
+              vsn_min: "2",
+            };
         return {
           Name: n.name,
           Addr: n.address,
@@ -849,8 +956,14 @@ export class ConsulStandin implements AsyncDisposable {
     const s = this.localNode.services.find((x) => x.id === id);
     if (!s) throw new HttpError(404, `unknown service ID: ${id}`);
     // Consul hashes the service definition; any stable 16-hex digest of it serves a client's change detection.
-    const hash = new Bun.CryptoHasher("sha256").update(JSON.stringify([s.id, s.name, s.tags, s.port, s.address, s.meta])).digest("hex").slice(0, 16);
-    return this.json(ctx, this.agentServiceJson(s, hash), undefined, { meta: false, extra: [["X-Consul-Contenthash", hash]] });
+    const hash = new Bun.CryptoHasher("sha256")
+      .update(JSON.stringify([s.id, s.name, s.tags, s.port, s.address, s.meta]))
+      .digest("hex")
+      .slice(0, 16);
+    return this.json(ctx, this.agentServiceJson(s, hash), undefined, {
+      meta: false,
+      extra: [["X-Consul-Contenthash", hash]],
+    });
   }
 
   private agentServiceRegister(ctx: Ctx): Response {
@@ -866,7 +979,7 @@ export class ConsulStandin implements AsyncDisposable {
 
   private ttlCheck(id: string): AgentCheck {
     const c = this.localNode.checks.get(id);
-    if (!c || c.type !== "ttl") throw new HttpError(500, `CheckID ${goQuote(id)} does not have associated TTL`);
+    if (c?.type !== "ttl") throw new HttpError(500, `CheckID ${goQuote(id)} does not have associated TTL`);
     return c;
   }
 
@@ -879,7 +992,8 @@ export class ConsulStandin implements AsyncDisposable {
   private checkUpdate(ctx: Ctx, id: string): Response {
     const b = this.jsonBody(ctx);
     const status = String(fieldCI(b, "Status") ?? "");
-    if (!["passing", "warning", "critical"].includes(status)) throw new HttpError(400, `Invalid check status: '${status}'`);
+    if (!["passing", "warning", "critical"].includes(status))
+      throw new HttpError(400, `Invalid check status: '${status}'`);
     this.ttlUpdate(id, status as CheckStatus, String(fieldCI(b, "Output") ?? ""));
     return this.empty();
   }
@@ -944,7 +1058,8 @@ export class ConsulStandin implements AsyncDisposable {
     const want = q.getAll("tag");
     const out: { node: CatalogNode; svc: ServiceDef }[] = [];
     for (const node of this.sortedNodes()) {
-      for (const svc of node.services) if (svc.name === name && want.every((t) => svc.tags.includes(t))) out.push({ node, svc });
+      for (const svc of node.services)
+        if (svc.name === name && want.every((t) => svc.tags.includes(t))) out.push({ node, svc });
     }
     return out;
   }
@@ -980,7 +1095,12 @@ export class ConsulStandin implements AsyncDisposable {
   private nodeChecks(n: CatalogNode): { json: Json; status: CheckStatus; check?: AgentCheck }[] {
     const out: { id: string; json: Json; status: CheckStatus; check?: AgentCheck }[] = [
       { id: SERF_HEALTH, json: serfJson(n), status: n.serf.status },
-      ...[...n.checks.values()].map((c) => ({ id: c.id, json: checkJson(n, c, c.synced, c.createIndex, c.modifyIndex), status: c.synced.status, check: c })),
+      ...[...n.checks.values()].map((c) => ({
+        id: c.id,
+        json: checkJson(n, c, c.synced, c.createIndex, c.modifyIndex),
+        status: c.synced.status,
+        check: c,
+      })),
     ];
     return out.sort((a, b) => byteCompare(a.id, b.id));
   }
@@ -993,16 +1113,32 @@ export class ConsulStandin implements AsyncDisposable {
       ctx,
       () =>
         this.instances(name, ctx.q)
-          .map(({ node, svc }) => ({ node, svc, checks: this.nodeChecks(node).filter((c) => !c.check || c.check.serviceId === "" || c.check.serviceId === svc.id) }))
+          .map(({ node, svc }) => ({
+            node,
+            svc,
+            checks: this.nodeChecks(node).filter(
+              (c) => !c.check || c.check.serviceId === "" || c.check.serviceId === svc.id,
+            ),
+          }))
           .filter(({ checks }) => !passing || checks.every((c) => c.status === "passing"))
-          .map(({ node, svc, checks }) => ({ Node: this.nodeJson(node), Service: healthServiceJson(svc), Checks: checks.map((c) => c.json) })),
+          .map(({ node, svc, checks }) => ({
+            Node: this.nodeJson(node),
+            Service: healthServiceJson(svc),
+            Checks: checks.map((c) => c.json),
+          })),
       { streaming },
     );
   }
 
   /** health/node, health/checks, health/state: the catalog's checks that `pick` keeps. */
   private healthChecks(ctx: Ctx, pick: (n: CatalogNode, c: AgentCheck | undefined) => boolean): Promise<Response> {
-    return this.catalogRead(ctx, () => this.sortedNodes().flatMap((n) => this.nodeChecks(n).filter((c) => pick(n, c.check)).map((c) => c.json)));
+    return this.catalogRead(ctx, () =>
+      this.sortedNodes().flatMap((n) =>
+        this.nodeChecks(n)
+          .filter((c) => pick(n, c.check))
+          .map((c) => c.json),
+      ),
+    );
   }
 }
 
@@ -1030,7 +1166,13 @@ function healthServiceJson(s: ServiceDef): Json {
   };
 }
 
-function checkJson(n: CatalogNode, c: AgentCheck, view: { status: string; output: string }, createIndex: number, modifyIndex: number): Json {
+function checkJson(
+  n: CatalogNode,
+  c: AgentCheck,
+  view: { status: string; output: string },
+  createIndex: number,
+  modifyIndex: number,
+): Json {
   return {
     Node: n.name,
     CheckID: c.id,
@@ -1134,7 +1276,7 @@ function agentSelfTemplate(): { body: string; nodeId: string; address: string } 
   const raw = readFileSync(join(import.meta.dir, "../../fixtures/consul-1.10/agent-self.http.txt"), "utf8");
   let body = raw.slice(raw.indexOf("\r\n\r\n") + 4);
   if (body.endsWith("\n")) body = body.slice(0, -1); // the capture tool's final "\n"
-  const cfg = (JSON.parse(body) as { Config: { NodeID: string }; Member: { Addr: string } });
+  const cfg = JSON.parse(body) as { Config: { NodeID: string }; Member: { Addr: string } };
   selfTemplate = { body, nodeId: cfg.Config.NodeID, address: cfg.Member.Addr };
   return selfTemplate;
 }

@@ -133,7 +133,11 @@ export class ConsulCluster implements AsyncDisposable {
     this.timeScale = options.timeScale ?? 1;
     this.failureDetectMs = options.failureDetectMs ?? 5100;
     this.sessionTtlMinMs = options.sessionTtlMinMs ?? SESSION_TTL_MIN_MS;
-    this.ports = { serfLan: options.ports?.serfLan ?? 8301, server: options.ports?.server ?? 8300, serfWan: options.ports?.serfWan ?? 8302 };
+    this.ports = {
+      serfLan: options.ports?.serfLan ?? 8301,
+      server: options.ports?.server ?? 8300,
+      serfWan: options.ports?.serfWan ?? 8302,
+    };
     this.raftIndex = initialIndex;
   }
 
@@ -224,7 +228,11 @@ export class ConsulCluster implements AsyncDisposable {
   waitForBlocked(options: { path?: string; count?: number; timeoutMs?: number } = {}): Promise<void> {
     const count = options.count ?? 1;
     const match = () => [...this.waiters].filter((w) => w.path.startsWith(options.path ?? "")).length >= count;
-    return this.waitFor(match, `${count} blocking query(ies) on ${options.path ?? "any path"}`, options.timeoutMs ?? 10_000);
+    return this.waitFor(
+      match,
+      `${count} blocking query(ies) on ${options.path ?? "any path"}`,
+      options.timeoutMs ?? 10_000,
+    );
   }
 
   // ------------------------------------------------------------ catalog
@@ -304,7 +312,8 @@ export class ConsulCluster implements AsyncDisposable {
     const many = (f(def, "Checks") as Record<string, unknown>[] | undefined) ?? [];
     defs.push(...many);
     defs.forEach((c, i) => {
-      const cid = String(f(c, "CheckID") ?? f(c, "ID") ?? "") || (defs.length > 1 ? `service:${id}:${i + 1}` : `service:${id}`);
+      const cid =
+        String(f(c, "CheckID") ?? f(c, "ID") ?? "") || (defs.length > 1 ? `service:${id}:${i + 1}` : `service:${id}`);
       this.addCheck(node, idx, c, { id: cid, embedded: true, svc });
     });
     this.catalogIndex = idx;
@@ -335,15 +344,22 @@ export class ConsulCluster implements AsyncDisposable {
     this.notify();
   }
 
-  private addCheck(node: CatalogNode, idx: number, def: Record<string, unknown>, o: { id: string; embedded: boolean; svc?: ServiceDef }): void {
+  private addCheck(
+    node: CatalogNode,
+    idx: number,
+    def: Record<string, unknown>,
+    o: { id: string; embedded: boolean; svc?: ServiceDef },
+  ): void {
     const ttl = String(fieldCI(def, "TTL") ?? "");
     const ttlNs = ttl === "" ? 0 : (parseGoDuration(ttl) ?? 0);
     const httpUrl = String(fieldCI(def, "HTTP") ?? "");
     const interval = String(fieldCI(def, "Interval") ?? "");
     const timeout = String(fieldCI(def, "Timeout") ?? "");
-    if (httpUrl !== "" && !(parseGoDuration(interval) ?? 0)) throw new HttpError(400, "Interval must be > 0 for Script, HTTP, or TCP checks");
+    if (httpUrl !== "" && !(parseGoDuration(interval) ?? 0))
+      throw new HttpError(400, "Interval must be > 0 for Script, HTTP, or TCP checks");
     const status = (fieldCI(def, "Status") as CheckStatus | undefined) || "critical";
-    if (!["passing", "warning", "critical"].includes(status)) throw new HttpError(400, `Invalid check status: '${status}'`);
+    if (!["passing", "warning", "critical"].includes(status))
+      throw new HttpError(400, `Invalid check status: '${status}'`);
     const old = node.checks.get(o.id);
     if (old) clearTimeout(old.timer);
     const name = String(fieldCI(def, "Name") ?? "") || (o.svc ? `Service '${o.svc.name}' check` : o.id);
@@ -381,7 +397,8 @@ export class ConsulCluster implements AsyncDisposable {
   deregisterCheck(nodeName: string, id: string): void {
     const node = this.getNode(nodeName);
     const idx = ++this.raftIndex;
-    if (!node.checks.has(id)) throw new HttpError(404, `Unknown check ID "${id}". Ensure that the check ID is passed, not the check name.`);
+    if (!node.checks.has(id))
+      throw new HttpError(404, `Unknown check ID "${id}". Ensure that the check ID is passed, not the check name.`);
     this.removeCheck(node, idx, id);
     this.catalogIndex = idx;
     this.notify();
@@ -400,7 +417,10 @@ export class ConsulCluster implements AsyncDisposable {
     clearTimeout(c.timer);
     c.timer = undefined;
     if (node.member !== 1 || !this.agentUp(node.name)) return;
-    if (c.http) return this.armProbe(node, c);
+    if (c.http) {
+      this.armProbe(node, c);
+      return;
+    }
     if (c.ttlMs <= 0) return;
     c.timer = setTimeout(() => this.expireCheckTtl(node.name, c.id), this.ms(c.ttlMs));
     c.timer.unref?.();
@@ -425,7 +445,8 @@ export class ConsulCluster implements AsyncDisposable {
         output = (err as Error).message;
       }
       // The probe may finish after the check went away or its agent died.
-      if (node.checks.get(c.id) === c && c.timer !== undefined) this.setCheck(node.name, c.id, status, output, { restartTtl: false });
+      if (node.checks.get(c.id) === c && c.timer !== undefined)
+        this.setCheck(node.name, c.id, status, output, { restartTtl: false });
     };
     const t = setInterval(probe, Math.max(1, this.ms(h.intervalMs)));
     t.unref?.();
@@ -454,7 +475,8 @@ export class ConsulCluster implements AsyncDisposable {
       c.synced = { ...c.local };
       c.modifyIndex = idx;
       this.catalogIndex = idx;
-      if (status === "critical") this.invalidateWhere(idx, (s) => s.node === nodeName && sessionCheckIds(s).includes(id));
+      if (status === "critical")
+        this.invalidateWhere(idx, (s) => s.node === nodeName && sessionCheckIds(s).includes(id));
       this.notify();
     } else {
       this.poke();
@@ -465,7 +487,8 @@ export class ConsulCluster implements AsyncDisposable {
   expireCheckTtl(nodeName: string, id: string): void {
     const c = this.getNode(nodeName).checks.get(id);
     if (!c) throw new Error(`consul stand-in: node ${nodeName} has no check ${id}`);
-    const out = c.local.output === "" ? "TTL expired" : `TTL expired (last output before timeout follows): ${c.local.output}`;
+    const out =
+      c.local.output === "" ? "TTL expired" : `TTL expired (last output before timeout follows): ${c.local.output}`;
     this.setCheck(nodeName, id, "critical", out, { restartTtl: false });
   }
 
@@ -481,7 +504,8 @@ export class ConsulCluster implements AsyncDisposable {
     const idx = ++this.raftIndex;
     node.serf = { ...node.serf, status, output: serfOutput(status), modifyIndex: idx };
     this.catalogIndex = idx;
-    if (status === "critical") this.invalidateWhere(idx, (s) => s.node === nodeName && sessionCheckIds(s).includes(SERF_HEALTH));
+    if (status === "critical")
+      this.invalidateWhere(idx, (s) => s.node === nodeName && sessionCheckIds(s).includes(SERF_HEALTH));
     this.notify();
   }
 
@@ -575,7 +599,10 @@ export class ConsulCluster implements AsyncDisposable {
 
   /** Which catalog nodes an event reaches: each agent applies the filters to its own node and services. */
   receivers(ev: Pick<StoredEvent, "nodeFilter" | "serviceFilter" | "tagFilter">): string[] {
-    return [...this.nodes.values()].filter((n) => passesFilters(ev, n)).map((n) => n.name).sort();
+    return [...this.nodes.values()]
+      .filter((n) => passesFilters(ev, n))
+      .map((n) => n.name)
+      .sort();
   }
 
   // ------------------------------------------------------------ KV
@@ -595,7 +622,13 @@ export class ConsulCluster implements AsyncDisposable {
   }
 
   /** kvsSetTxn: keeps CreateIndex and (unless `lock` is given) the session; an identical write is a no-op. */
-  kvSet(idx: number, key: string, value: Uint8Array, flags: bigint, lock?: { session: string; lockIndex: number }): void {
+  kvSet(
+    idx: number,
+    key: string,
+    value: Uint8Array,
+    flags: bigint,
+    lock?: { session: string; lockIndex: number },
+  ): void {
     const old = this.kv.get(key);
     const next: KvSnapshotEntry = {
       key,
@@ -606,7 +639,13 @@ export class ConsulCluster implements AsyncDisposable {
       lockIndex: lock ? lock.lockIndex : (old?.lockIndex ?? 0),
       session: lock ? lock.session : (old?.session ?? ""),
     };
-    if (old && old.lockIndex === next.lockIndex && old.flags === next.flags && old.session === next.session && Buffer.compare(old.value, next.value) === 0) {
+    if (
+      old &&
+      old.lockIndex === next.lockIndex &&
+      old.flags === next.flags &&
+      old.session === next.session &&
+      Buffer.compare(old.value, next.value) === 0
+    ) {
       return;
     }
     this.kv.set(key, next);
@@ -624,7 +663,14 @@ export class ConsulCluster implements AsyncDisposable {
   }
 
   /** kvsLockTxn; `invalid` is the error text for a session that does not exist. */
-  kvLock(idx: number, key: string, value: Uint8Array, flags: bigint, session: string, invalid: (id: string) => string): boolean {
+  kvLock(
+    idx: number,
+    key: string,
+    value: Uint8Array,
+    flags: bigint,
+    session: string,
+    invalid: (id: string) => string,
+  ): boolean {
     if (session === "") throw new HttpError(500, "missing session");
     if (!this.sessions.has(session)) throw new HttpError(500, invalid(session));
     const old = this.kv.get(key);
@@ -671,7 +717,10 @@ export class ConsulCluster implements AsyncDisposable {
     if (s.ttl === "") return;
     const ns = parseGoDuration(s.ttl) ?? 0;
     if (ns === 0) return;
-    s.timer = setTimeout(() => this.destroySession(++this.raftIndex, s.id), this.ms((ns / 1e6) * SESSION_TTL_MULTIPLIER));
+    s.timer = setTimeout(
+      () => this.destroySession(++this.raftIndex, s.id),
+      this.ms((ns / 1e6) * SESSION_TTL_MULTIPLIER),
+    );
     s.timer.unref?.();
   }
 
@@ -733,7 +782,10 @@ export function fieldCI(o: Record<string, unknown>, name: string): unknown {
 }
 
 /** shouldProcessUserEvent: node name regexp (unanchored), then a service (and tag) of this node matching. */
-export function passesFilters(ev: Pick<StoredEvent, "nodeFilter" | "serviceFilter" | "tagFilter">, node: CatalogNode): boolean {
+export function passesFilters(
+  ev: Pick<StoredEvent, "nodeFilter" | "serviceFilter" | "tagFilter">,
+  node: CatalogNode,
+): boolean {
   if (ev.nodeFilter !== "" && !new RegExp(ev.nodeFilter).test(node.name)) return false;
   if (ev.serviceFilter !== "") {
     const sre = new RegExp(ev.serviceFilter);

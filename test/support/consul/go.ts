@@ -21,7 +21,12 @@ export class HttpError extends Error {
 export function goText(status: number, text: string, aclPolicy: string, extra: [string, string][] = []): Response {
   return new Response(text, {
     status,
-    headers: [...extra, ["Vary", "Accept-Encoding"], ["X-Consul-Default-Acl-Policy", aclPolicy], ...(text === "" ? [] : [["Content-Type", "text/plain; charset=utf-8"] as [string, string]])],
+    headers: [
+      ...extra,
+      ["Vary", "Accept-Encoding"],
+      ["X-Consul-Default-Acl-Policy", aclPolicy],
+      ...(text === "" ? [] : [["Content-Type", "text/plain; charset=utf-8"] as [string, string]]),
+    ],
   });
 }
 
@@ -33,7 +38,15 @@ export function conflictingFlags(q: URLSearchParams, flags: string[]): ((aclPoli
 /** Go's url.Values.Encode: keys sorted, QueryEscape'd. */
 export function goQueryEncode(q: URLSearchParams): string {
   const esc = (s: string) =>
-    [...utf8(s)].map((b) => (/[A-Za-z0-9\-_.~]/.test(String.fromCharCode(b)) ? String.fromCharCode(b) : b === 0x20 ? "+" : `%${b.toString(16).toUpperCase().padStart(2, "0")}`)).join("");
+    [...utf8(s)]
+      .map((b) =>
+        /[A-Za-z0-9\-_.~]/.test(String.fromCharCode(b))
+          ? String.fromCharCode(b)
+          : b === 0x20
+            ? "+"
+            : `%${b.toString(16).toUpperCase().padStart(2, "0")}`,
+      )
+      .join("");
   const keys = [...new Set(q.keys())].sort();
   return keys.flatMap((k) => q.getAll(k).map((v) => `${esc(k)}=${esc(v)}`)).join("&");
 }
@@ -67,7 +80,7 @@ export function parseUint64(s: string): bigint {
 
 /** time.ParseDuration → nanoseconds, or undefined when Go would refuse it. */
 export function parseGoDuration(s: string): number | undefined {
-  const units: Record<string, number> = { ns: 1, us: 1e3, "µs": 1e3, "μs": 1e3, ms: 1e6, s: 1e9, m: 60e9, h: 3600e9 };
+  const units: Record<string, number> = { ns: 1, us: 1e3, µs: 1e3, μs: 1e3, ms: 1e6, s: 1e9, m: 60e9, h: 3600e9 };
   let rest = s;
   let sign = 1;
   if (rest.startsWith("-") || rest.startsWith("+")) {
@@ -92,7 +105,7 @@ export function goQuote(s: string): string {
 }
 
 export function atLeast1(n: number): number {
-  return n < 1 ? 1 : n;
+  return Math.max(n, 1);
 }
 
 export function bytes(v: string | Uint8Array): Uint8Array {
@@ -119,10 +132,6 @@ export function eventIndex(id: string): bigint {
   return BigInt(`0x${hex.slice(0, 16)}`) ^ BigInt(`0x${hex.slice(16, 32)}`);
 }
 
-
-
-
-
 // ------------------------------------------------------------------ Go's encoding/json
 
 /** Objects are Go structs (fields in order); a Map is a Go map (keys sorted). */
@@ -143,7 +152,9 @@ export function goJson(v: Json, pretty: boolean): string {
     const [open, close] = Array.isArray(v) ? ["[", "]"] : ["{", "}"];
     if (items.length === 0) return open + close;
     const nl = pretty ? `\n${"    ".repeat(depth + 1)}` : "";
-    const parts = items.map(([k, x]) => (k === undefined ? "" : `${goString(k)}:${pretty ? " " : ""}`) + enc(x, depth + 1));
+    const parts = items.map(
+      ([k, x]) => (k === undefined ? "" : `${goString(k)}:${pretty ? " " : ""}`) + enc(x, depth + 1),
+    );
     return open + nl + parts.join(`,${nl}`) + (pretty ? `\n${"    ".repeat(depth)}` : "") + close;
   };
   return enc(v, 0) + (pretty ? "\n" : "");
@@ -159,11 +170,12 @@ export function goString(s: string): string {
     else if (ch === "\n") out += "\\n";
     else if (ch === "\r") out += "\\r";
     else if (ch === "\t") out += "\\t";
-    else if (c < 0x20 || ch === "<" || ch === ">" || ch === "&" || c === 0x2028 || c === 0x2029) out += `\\u${c.toString(16).padStart(4, "0")}`;
+    else if (c < 0x20 || ch === "<" || ch === ">" || ch === "&" || c === 0x2028 || c === 0x2029)
+      out += `\\u${c.toString(16).padStart(4, "0")}`;
     else if (c >= 0xd800 && c <= 0xdfff) out += "\\ufffd";
     else out += ch;
   }
-  return out + '"';
+  return `${out}"`;
 }
 
 // ------------------------------------------------------------------ msgpack sizes of a user event
