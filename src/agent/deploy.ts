@@ -190,7 +190,8 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
         if (result.delta) log.info(`checksum: ${result.delta}`);
         else
           log.info(
-            `checksum: ${manifest.checksum!.algorithm} ${manifest.checksum!.hex} ok (${result.bytes} bytes, ${result.entries} entries${linked}, ${secs.toFixed(2)}s)`,
+            `checksum: ${manifest.checksum!.algorithm} ${manifest.checksum!.hex} ok (${result.bytes} bytes, ` +
+              `${result.entries} entries${linked}, ${secs.toFixed(2)}s)`,
           );
         extractError = result.extractError;
         changedLink = result.changedLink;
@@ -213,7 +214,8 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
         // Written to in place since it was hard-linked (by `pre`, or the app): the linked inode no
         // longer holds the archive's bytes, so neither does the tree.
         log.info(
-          `fetch: ${changed} changed in ${ws.linkFromShown ?? ws.linkFrom} after it was hard-linked into the new tree; fetching again without links`,
+          `fetch: ${changed} changed in ${ws.linkFromShown ?? ws.linkFrom} after it was hard-linked into the ` +
+            "new tree; fetching again without links",
         );
         phase = "fetch";
         emptyDir(ws.tree);
@@ -305,7 +307,8 @@ async function checkSignature(url: string, bytes: Uint8Array, opts: DeployOption
   }
   if (!verifyBytes(bytes, signature, opts.trustKeys!)) {
     throw new PulldeployError(
-      `bad signature: ${redact(sigUrl)} does not match the manifest under any of the ${opts.trustKeys!.length} trusted keys`,
+      `bad signature: ${redact(sigUrl)} does not match the manifest under any of the ${opts.trustKeys!.length} ` +
+        "trusted keys",
       "signature",
     );
   }
@@ -357,7 +360,8 @@ async function fetchWithRetry(manifest: Manifest, ws: Workspace, opts: DeployOpt
         throw err;
       }
       log.info(
-        `fetch: ${messageOf(err)}; retrying in ${opts.fetch.retryWaitMs / 1000}s (attempt ${attempt + 2} of ${opts.fetch.retry + 1})`,
+        `fetch: ${messageOf(err)}; retrying in ${opts.fetch.retryWaitMs / 1000}s (attempt ${attempt + 2} of ` +
+          `${opts.fetch.retry + 1})`,
       );
       // Start the next attempt from an empty tree (the same directory: `release` extracts into a pinned one).
       emptyDir(ws.tree);

@@ -122,7 +122,9 @@ export const CHECKS: ((f: HostFacts) => CheckRow)[] = [
     return {
       check: "node name",
       status: "warn",
-      detail: `${f.node.name} (the host name: the Consul agent's node name is unknown${f.node.error ? `: ${f.node.error}` : ""})`,
+      detail:
+        `${f.node.name} (the host name: the Consul agent's node name is ` +
+        `unknown${f.node.error ? `: ${f.node.error}` : ""})`,
       advice: 'give the token agent:read (node_prefix "" read), or pass --node NAME to the agent',
     };
   },
@@ -166,7 +168,9 @@ export const CHECKS: ((f: HostFacts) => CheckRow)[] = [
         advice: "run doctor again once Consul answers",
       };
     const s = Math.abs(f.skewMs);
-    const detail = `${f.skewMs >= 0 ? "behind" : "ahead of"} Consul by ${(s / 1000).toFixed(1)}s (±1s: Consul's Date header has whole seconds)`;
+    const detail =
+      `${f.skewMs >= 0 ? "behind" : "ahead of"} Consul by ${(s / 1000).toFixed(1)}s (±1s: Consul's Date header ` +
+      "has whole seconds)";
     const advice =
       "sync the clock (systemd-timesyncd, chrony): S3 refuses requests signed 15 min off, and release ages read wrong";
     if (s > SKEW_FAIL_MS) return { check, status: "fail", detail, advice };
@@ -221,7 +225,9 @@ export const CHECKS: ((f: HostFacts) => CheckRow)[] = [
         check,
         status: "warn",
         detail: `${d.path}: ${d.error ?? "missing"}`,
-        advice: `create it (mkdir -m 0700 ${d.path}) or pass --state-dir; without it the agent has no lock and no duplicate detection`,
+        advice:
+          `create it (mkdir -m 0700 ${d.path}) or pass --state-dir; without it the agent has no lock and no ` +
+          "duplicate detection",
       };
     }
     const mode = (d.stat.mode & 0o7777).toString(8).padStart(4, "0");
@@ -243,7 +249,8 @@ export const CHECKS: ((f: HostFacts) => CheckRow)[] = [
       };
     const size = f.latest && "record" in f.latest ? f.latest.record.size : null;
     const free = d.freeBytes;
-    const detail = `${d.path}, uid ${d.stat.uid}, mode ${mode}${free !== undefined ? `, ${formatBytes(free)} free` : ""}`;
+    const freeText = free !== undefined ? `, ${formatBytes(free)} free` : "";
+    const detail = `${d.path}, uid ${d.stat.uid}, mode ${mode}${freeText}`;
     if (free !== undefined && size !== null && free < size) {
       return {
         check,
@@ -323,7 +330,8 @@ export const CHECKS: ((f: HostFacts) => CheckRow)[] = [
         status: "warn",
         detail: `${detail}: ${d.othersCanWrite}`,
         advice:
-          "allowed (the agent walks dest without following links), but that user can change the live app between deploys",
+          "allowed (the agent walks dest without following links), but that user can change the live app " +
+          "between deploys",
       };
     }
     return { check, status: "ok", detail, advice: "only root can change it" };

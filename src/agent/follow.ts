@@ -96,7 +96,8 @@ export async function follow(o: FollowOptions): Promise<void> {
       const wait = Math.round(retryWait * (0.8 + 0.4 * random()));
       retryAt = Date.now() + wait;
       o.log.info(
-        `follow: release ${record.id} failed; retrying in ${(wait / 1000).toFixed(1)}s unless a newer release comes first`,
+        `follow: release ${record.id} failed; retrying in ${(wait / 1000).toFixed(1)}s unless a newer release ` +
+          "comes first",
       );
       retryWait = Math.min(retryWait * 2, maxRetry);
     }

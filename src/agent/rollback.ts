@@ -47,7 +47,8 @@ export async function rollbackLocal(
       signal: o.signal,
       onWait: (pid) =>
         log.info(
-          `lock: an agent (pid ${pid ?? "unknown"}) is deploying on this host; waiting up to ${Math.round(o.lockWaitMs / 1000)}s`,
+          `lock: an agent (pid ${pid ?? "unknown"}) is deploying on this host; waiting up to ` +
+            `${Math.round(o.lockWaitMs / 1000)}s`,
         ),
     });
     sweepChildren(o.stateDir, warn);
@@ -75,7 +76,8 @@ export async function rollbackLocal(
     releases.switchCurrent(p, target);
     if (current !== undefined) releases.abandon(p, current);
     log.info(
-      `rollback: current -> releases/${target} (was ${current ?? "none"}) in ${((performance.now() - t0) / 1000).toFixed(3)}s`,
+      `rollback: current -> releases/${target} (was ${current ?? "none"}) in ` +
+        `${((performance.now() - t0) / 1000).toFixed(3)}s`,
     );
 
     let pending: NodeReport | undefined;
@@ -84,12 +86,14 @@ export async function rollbackLocal(
       try {
         await o.report.consul.kvPut(kvKeys.node(o.report.prefix, o.report.role, o.report.node), JSON.stringify(report));
         log.info(
-          `report: ${o.report.node} runs ${target} (rolled back), in ${kvKeys.node(o.report.prefix, o.report.role, o.report.node)}`,
+          `report: ${o.report.node} runs ${target} (rolled back), in ` +
+            `${kvKeys.node(o.report.prefix, o.report.role, o.report.node)}`,
         );
       } catch (err) {
         pending = report;
         log.info(
-          `report: Consul did not take the rollback's report (${(err as Error).message}); it is kept in the state file and sent by the next agent run`,
+          `report: Consul did not take the rollback's report (${(err as Error).message}); it is kept in the ` +
+            "state file and sent by the next agent run",
         );
       }
     }

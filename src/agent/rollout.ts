@@ -108,7 +108,8 @@ export function rolloutGate(o: RolloutGateOptions): RolloutGate {
       let waitFor = wait;
       if (isFinal(record.state)) {
         throw new PulldeployError(
-          `rollout of ${id} is ${record.state}${record.reason ? ` (${record.reason})` : ""}: this node keeps its current release`,
+          `rollout of ${id} is ${record.state}${record.reason ? ` (${record.reason})` : ""}: this node keeps ` +
+            "its current release",
           "rollout",
         );
       } else if (!record.prepared.includes(o.node)) {
@@ -121,7 +122,8 @@ export function rolloutGate(o: RolloutGateOptions): RolloutGate {
         const left = Date.parse(record.created_at) + record.prepare_deadline_ms - now().getTime();
         waitFor = `${Math.max(1, Math.min(left, 60_000))}ms`;
         say(
-          `${id}: waiting for every node to prepare before switching together (${record.prepared.length}/${record.nodes_total ?? "?"} prepared)`,
+          `${id}: waiting for every node to prepare before switching together ` +
+            `(${record.prepared.length}/${record.nodes_total ?? "?"} prepared)`,
         );
       } else if (record.state === "canary" && !record.canaries.includes(o.node)) {
         if (activeCanaries(record).length < record.canary) {
@@ -154,7 +156,8 @@ export function rolloutGate(o: RolloutGateOptions): RolloutGate {
           if (!r.queued) {
             if (session.lost || !(await sem!.contend(o.node)))
               throw new PulldeployError(
-                `rollout of ${id}: lost the place in the queue for a slot (session ${session.id} invalidated: is this node's Consul agent healthy?)`,
+                `rollout of ${id}: lost the place in the queue for a slot (session ${session.id} invalidated: ` +
+                  "is this node's Consul agent healthy?)",
                 "rollout",
               );
             r.retry = true;
@@ -354,18 +357,22 @@ export async function lastGoodRelease(
   if (r === undefined || typeof r === "string" || !isFinal(r.state)) return { release: latest };
   if (!r.previous)
     throw new PulldeployError(
-      `the rollout of ${latest.id} (latest of ${latest.role}) is ${r.state} and ${latest.role} had no release before it: nothing good to deploy`,
+      `the rollout of ${latest.id} (latest of ${latest.role}) is ${r.state} and ${latest.role} had no release ` +
+        "before it: nothing good to deploy",
       "rollout",
     );
   const prev = await consul.kvGetText(kvKeys.release(prefix, latest.role, r.previous.id));
   const rec = prev.value === null ? undefined : parseReleaseRecord(prev.value);
   if (rec === undefined || typeof rec === "string")
     throw new PulldeployError(
-      `the rollout of ${latest.id} is ${r.state}, and the release before it (${r.previous.id}) has no readable record in KV`,
+      `the rollout of ${latest.id} is ${r.state}, and the release before it (${r.previous.id}) has no readable ` +
+        "record in KV",
       "rollout",
     );
   return {
     release: rec,
-    why: `the rollout of ${latest.id} is ${r.state}${r.reason ? ` (${r.reason})` : ""}: deploying the last good release ${rec.id} instead`,
+    why:
+      `the rollout of ${latest.id} is ${r.state}${r.reason ? ` (${r.reason})` : ""}: deploying the last good ` +
+      `release ${rec.id} instead`,
   };
 }

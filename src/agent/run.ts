@@ -7,7 +7,8 @@
  * One agent run around the deploy pipeline: take the host's lock, skip what was handled already
  * (consul watch replays buffered events), report progress to Consul KV, deploy, remember the outcome.
  *
- *   lock → kill leftovers → state → duplicate? → report "deploying" → deploy (phase reports) → report result → state → unlock
+ *   lock → kill leftovers → state → duplicate? → report "deploying" → deploy (phase reports)
+ *     → report result → state → unlock
  *
  * The lock is flock(2)ed: the kernel frees it when the holder dies. Hooks and rsync a killed holder
  * left running are killed right after the lock is taken (their process groups are recorded). With
@@ -90,7 +91,8 @@ export async function agentRun(o: AgentRunOptions): Promise<AgentOutcome> {
       signal: o.deploy.signal,
       onWait: (pid) =>
         log.info(
-          `lock: another agent (pid ${pid ?? "unknown"}) is deploying on this host; waiting up to ${Math.round(o.lockWaitMs / 1000)}s`,
+          `lock: another agent (pid ${pid ?? "unknown"}) is deploying on this host; waiting up to ` +
+            `${Math.round(o.lockWaitMs / 1000)}s`,
         ),
     });
     sweepChildren(o.stateDir, warn);

@@ -237,7 +237,8 @@ function usableStateDir(dir: string, log: Logger): string | undefined {
     return dir;
   } catch (err) {
     log.info(
-      `state: cannot use ${dir} (${(err as NodeJS.ErrnoException).code}): no duplicate detection and no host lock this run (set --state-dir)`,
+      `state: cannot use ${dir} (${(err as NodeJS.ErrnoException).code}): no duplicate detection and no host ` +
+        "lock this run (set --state-dir)",
     );
     return undefined;
   }

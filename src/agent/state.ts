@@ -136,9 +136,15 @@ export function downgradeOf(issuedAt: string | undefined, dest: string, state: A
   if (mark === undefined) return undefined;
   const fix = "re-sign it with pulldeploy rollback --role ROLE --to ID --sign-key KEY";
   if (issuedAt === undefined)
-    return `manifest has no signed issued_at, and ${dest} already runs one issued ${mark}: refusing a possible downgrade (${fix})`;
+    return (
+      `manifest has no signed issued_at, and ${dest} already runs one issued ${mark}: refusing a possible ` +
+      `downgrade (${fix})`
+    );
   if (Date.parse(issuedAt) < Date.parse(mark))
-    return `manifest issued ${issuedAt}, older than the last deployed ${mark} for ${dest}: refusing a downgrade (${fix})`;
+    return (
+      `manifest issued ${issuedAt}, older than the last deployed ${mark} for ${dest}: refusing a downgrade ` +
+      `(${fix})`
+    );
   return undefined;
 }
 
@@ -202,7 +208,9 @@ export async function acquireLock(dir: string, opts: LockOptions): Promise<HostL
       const holder = readPid(lock);
       if (Date.now() >= deadline || opts.signal?.aborted) {
         throw new PulldeployError(
-          `another pulldeploy agent (pid ${holder ?? "unknown"}) is deploying on this host (lock ${lock}); ${opts.waitMs > 0 ? `waited ${Math.round(opts.waitMs / 1000)}s` : "not waiting"} (--lock-wait to wait longer)`,
+          `another pulldeploy agent (pid ${holder ?? "unknown"}) is deploying on this host (lock ${lock}); ` +
+            `${opts.waitMs > 0 ? `waited ${Math.round(opts.waitMs / 1000)}s` : "not waiting"} (--lock-wait to ` +
+            "wait longer)",
         );
       }
       // The holder writes its pid just after it takes the lock: told once the pid is there (or after
@@ -233,7 +241,8 @@ function flockAttempt(lock: string, flock: Flock): Attempt {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     throw new PulldeployError(
-      `lock ${lock}: cannot open it (${code === "ELOOP" ? "it is a symlink" : code}); it must be a regular file in a directory only root writes`,
+      `lock ${lock}: cannot open it (${code === "ELOOP" ? "it is a symlink" : code}); it must be a regular ` +
+        "file in a directory only root writes",
       undefined,
       { cause: err },
     );
