@@ -77,7 +77,8 @@ export class TarExtractor {
     if (this.tree.content === 0 && !this.limits.allowEmpty) {
       this.abort();
       throw new ExtractError(
-        "empty archive: no entry besides its root; deploying it would empty dest (pass --allow-empty-archive if that is what you want)",
+        "empty archive: no entry besides its root; deploying it would empty dest (pass --allow-empty-archive " +
+          "if that is what you want)",
       );
     }
     this.tree.end();

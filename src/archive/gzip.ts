@@ -11,7 +11,10 @@ export interface Compressed {
 }
 
 export interface Compressor {
-  /** Compress the first `length` bytes of `buffer` (which is handed over until the promise settles). Results come in call order. */
+  /**
+   * Compress the first `length` bytes of `buffer` (which is handed over until the promise settles). Results come in
+   * call order.
+   */
   compress(buffer: ArrayBuffer, length: number): Promise<Compressed>;
   close(): void;
 }

@@ -193,7 +193,9 @@ const strictDecoder = new TextDecoder("utf-8", { fatal: true });
 
 /** Meta entries are held whole in memory: capped like Go's archive/tar and GNU tar (1 MiB). */
 export const MAX_META_SIZE = 1 << 20;
-/** Linux's PATH_MAX (and NAME_MAX per component): no longer name can be created, so refuse it before it fills messages. */
+/**
+ * Linux's PATH_MAX (and NAME_MAX per component): no longer name can be created, so refuse it before it fills messages.
+ */
 const MAX_NAME_BYTES = 4096;
 /** (uid_t)-1 means "leave unchanged" to chown. */
 const MAX_ID = 0xfffffffe;

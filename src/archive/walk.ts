@@ -20,7 +20,10 @@ export interface TreePlan {
 }
 
 export interface ScanOptions {
-  /** Glob patterns (Bun.Glob): without a `/` they match a name at any depth, with one the path from the root; a trailing `/` matches directories only. */
+  /**
+   * Glob patterns (Bun.Glob): without a `/` they match a name at any depth, with one the path from the root; a trailing
+   * `/` matches directories only.
+   */
   excludes: string[];
   /** Pack `.git` too (ignored by default). */
   includeGit?: boolean;
@@ -149,7 +152,8 @@ export function scanTree(root: string, opts: ScanOptions): TreePlan {
 
   if (problems.length > 0) {
     throw new PackError(
-      `pack ${root}: ${problems.length} ${problems.length === 1 ? "entry" : "entries"} cannot be packed: ${problems.join(", ")}`,
+      `pack ${root}: ${problems.length} ${problems.length === 1 ? "entry" : "entries"} cannot be packed: ` +
+        `${problems.join(", ")}`,
       problems,
     );
   }
