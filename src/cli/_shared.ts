@@ -70,7 +70,8 @@ export function normalizeArgv(argv: string[], args: ArgsDef): string[] {
   for (const [name, values] of lists) out.push(`--${name}=${values.join(",")}`);
   if (rest.length > positionals) {
     throw new UsageError(
-      `unexpected argument "${rest[positionals]}"${positionals === 0 ? " (this command takes only flags; see --help)" : ""}`,
+      "unexpected argument " +
+        `"${rest[positionals]}"${positionals === 0 ? " (this command takes only flags; see --help)" : ""}`,
     );
   }
   return [...out, ...rest];

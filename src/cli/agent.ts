@@ -60,7 +60,8 @@ export const agentArgs = {
   hardlinks: {
     type: "boolean",
     description:
-      "Hard-link files equal to dest's (rsync) or the previous release's instead of writing them (default; --no-hardlinks writes every file)",
+      "Hard-link files equal to dest's (rsync) or the previous release's instead of writing them (default; " +
+      "--no-hardlinks writes every file)",
   },
   "command-timeout": {
     type: "string",
@@ -126,7 +127,8 @@ export const agentArgs = {
   "metrics-file": {
     type: "string",
     description:
-      "After every deploy, write Prometheus metrics to this file, atomically (node_exporter's textfile collector: name it *.prom)",
+      "After every deploy, write Prometheus metrics to this file, atomically (node_exporter's textfile " +
+      "collector: name it *.prom)",
     valueHint: "file",
   },
   "lock-wait": {
@@ -162,7 +164,8 @@ async function runAgent(args: Args, ctx: CommandEnv): Promise<number> {
   // An explicit but empty --trust-key (an unset variable in a unit file) must not mean "trust anything".
   if (args["trust-key"] !== undefined && trustKeyFiles.length === 0) {
     throw new UsageError(
-      "--trust-key: empty; give the public key file(s) to verify manifests with (e.g. --trust-key /etc/pulldeploy/release.pub), or drop the flag",
+      "--trust-key: empty; give the public key file(s) to verify manifests with (e.g. --trust-key " +
+        "/etc/pulldeploy/release.pub), or drop the flag",
     );
   }
   // signature.ts loads node:crypto (~15 ms): only with --trust-key.
@@ -218,7 +221,8 @@ async function runAgent(args: Args, ctx: CommandEnv): Promise<number> {
   const metricsFile = str("metrics-file");
   if (args["metrics-file"] !== undefined && !metricsFile)
     throw new UsageError(
-      "--metrics-file: empty; give the file to write (e.g. /var/lib/node_exporter/textfile/pulldeploy.prom), or drop the flag",
+      "--metrics-file: empty; give the file to write (e.g. /var/lib/node_exporter/textfile/pulldeploy.prom), " +
+        "or drop the flag",
     );
   // Each mode's own flags are read only in that mode (others ignore them, as they always did).
   let source: AgentSource;

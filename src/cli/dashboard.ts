@@ -20,7 +20,8 @@ export const dashboardArgs = {
   "allow-host": {
     type: "string",
     description:
-      "Names the page may be opened by besides IP addresses, localhost and this host's name (a proxy's name; repeat or comma-separate); other Host headers get 421 (DNS rebinding)",
+      "Names the page may be opened by besides IP addresses, localhost and this host's name (a proxy's name; " +
+      "repeat or comma-separate); other Host headers get 421 (DNS rebinding)",
     valueHint: "name...",
   },
   role: {

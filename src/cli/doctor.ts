@@ -56,7 +56,8 @@ const doctorCommand: CommandDef<typeof doctorArgs> = {
   meta: {
     name: "doctor",
     description:
-      "Check whether this host can deploy: Consul and the token's rights, state dir, rsync, tar, dest, trust keys, clock",
+      "Check whether this host can deploy: Consul and the token's rights, state dir, rsync, tar, dest, trust " +
+      "keys, clock",
   },
   args: doctorArgs,
   async run({ args, data }) {

@@ -54,7 +54,8 @@ export default defineCommand({
     if (wait && role === undefined) throw new UsageError("--wait needs --role: the role whose nodes to wait for");
     if (wait && releaseId === undefined)
       throw new UsageError(
-        `--wait: "${url}" is not named <release id>.yml as publish names manifests, so its release cannot be told apart in the nodes' reports (drop --wait)`,
+        `--wait: "${url}" is not named <release id>.yml as publish names manifests, so its release cannot be ` +
+          "told apart in the nodes' reports (drop --wait)",
       );
     const beforeRecord = rolloutHook(rolloutSettings(a), {
       role,

@@ -11,7 +11,8 @@ import type { CommandEnv } from "./context.ts";
 import { VERSION } from "../version.ts";
 
 const LOG_FORMAT_HELP =
-  "--log-format text|json  log lines as text (default) or one JSON object per line (time, level, msg, phase, node, role, release_id, event_id)";
+  "--log-format text|json  log lines as text (default) or one JSON object per line (time, level, msg, phase, " +
+  "node, role, release_id, event_id)";
 
 /** Subcommands by name, in the order `--help` lists them. */
 export const COMMANDS: Record<
@@ -67,7 +68,8 @@ export const COMMANDS: Record<
   },
   doctor: {
     description:
-      "Check whether this host can deploy: Consul and the token's rights, state dir, rsync, tar, dest, trust keys, clock",
+      "Check whether this host can deploy: Consul and the token's rights, state dir, rsync, tar, dest, trust " +
+      "keys, clock",
     load: async () => (await import("./doctor.ts")).default,
   },
   dashboard: {

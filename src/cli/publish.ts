@@ -65,7 +65,8 @@ export const waitArgs = {
   wait: {
     type: "boolean",
     description:
-      "After the event, wait until every node of the role (catalog service: --service, else the role) reports the new release; exit 1 if any fails, on timeout or with no nodes",
+      "After the event, wait until every node of the role (catalog service: --service, else the role) reports " +
+      "the new release; exit 1 if any fails, on timeout or with no nodes",
   },
   "wait-timeout": {
     type: "string",
@@ -114,7 +115,8 @@ export const publishArgs = {
   delta: {
     type: "boolean",
     description:
-      "Also store a content index and the chunks the store lacks, so agents fetch only what changed (default; --no-delta: archive only)",
+      "Also store a content index and the chunks the store lacks, so agents fetch only what changed (default; " +
+      "--no-delta: archive only)",
   },
   "gzip-level": {
     type: "string",
@@ -186,7 +188,8 @@ export default defineCommand({
         hooks = { path: hooksPath, text: fs.readFileSync(hooksPath, "utf8"), flag: hooksFlag };
       } catch (err) {
         throw new UsageError(
-          `${hooksFlag} ${hooksPath}: ${(err as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (err as Error).message}`,
+          `${hooksFlag} ${hooksPath}: ` +
+            `${(err as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (err as Error).message}`,
         );
       }
     }
@@ -310,7 +313,8 @@ export function waitOptions(
     );
   if (common.announce.via === "none")
     throw new UsageError(
-      "--wait cannot go with --no-event: no event, no rollout to wait for (drop one of them; pulldeploy status --role ROLE shows the nodes)",
+      "--wait cannot go with --no-event: no event, no rollout to wait for (drop one of them; pulldeploy status " +
+        "--role ROLE shows the nodes)",
     );
   if (!common.kv)
     throw new UsageError(
@@ -318,7 +322,8 @@ export function waitOptions(
     );
   if (common.announce.node !== undefined || common.announce.tag !== undefined) {
     throw new UsageError(
-      `--wait cannot go with ${common.announce.node !== undefined ? "--node" : "--tag"}: it waits for every node of the service, and nodes the event skips would never report (drop one of them)`,
+      `--wait cannot go with ${common.announce.node !== undefined ? "--node" : "--tag"}: it waits for every ` +
+        "node of the service, and nodes the event skips would never report (drop one of them)",
     );
   }
   if (timeoutMs === 0) throw new UsageError("--wait-timeout: must be more than 0");

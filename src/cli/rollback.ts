@@ -29,7 +29,8 @@ const args = {
   role: {
     type: "string",
     description:
-      "Roll back the fleet: make an earlier release the role's latest in Consul KV and fire the event (with --dest: report this host's rollback under this role)",
+      "Roll back the fleet: make an earlier release the role's latest in Consul KV and fire the event (with " +
+      "--dest: report this host's rollback under this role)",
     valueHint: "role",
   },
   to: {
@@ -41,7 +42,8 @@ const args = {
   "sign-key": {
     type: "string",
     description:
-      "--role: re-sign the release's manifest with a new issue time (agents with --trust-key refuse older signed manifests)",
+      "--role: re-sign the release's manifest with a new issue time (agents with --trust-key refuse older " +
+      "signed manifests)",
     valueHint: "file",
   },
   "state-dir": {
@@ -110,7 +112,8 @@ async function rollbackRole(role: string, a: Args, ctx: CommandEnv): Promise<num
   if (list) {
     for (const r of records)
       process.stdout.write(
-        `${r.id === latest?.id ? "* " : "  "}${r.id}  ${r.created_at}  ${r.publisher}${r.message ? `  ${r.message}` : ""}\n`,
+        `${r.id === latest?.id ? "* " : "  "}${r.id}  ${r.created_at}  ` +
+          `${r.publisher}${r.message ? `  ${r.message}` : ""}\n`,
       );
     return 0;
   }
@@ -119,7 +122,8 @@ async function rollbackRole(role: string, a: Args, ctx: CommandEnv): Promise<num
   // With a key, a latest that agents refused (a rollback fired unsigned) is re-signed and fired again.
   if (target.id === latest?.id && signKey === undefined) {
     ctx.log.info(
-      `rollback: ${target.id} is already the latest release of ${role}${wait ? ": no event fired, nothing to wait for" : ""}`,
+      `rollback: ${target.id} is already the latest release of ` +
+        `${role}${wait ? ": no event fired, nothing to wait for" : ""}`,
     );
     return 0;
   }
@@ -129,7 +133,8 @@ async function rollbackRole(role: string, a: Args, ctx: CommandEnv): Promise<num
     manifestUrl = await resignManifest({ manifestUrl, signKey, env: ctx.env, log: ctx.log, signal: ctx.signal });
   } else if (await isSigned(manifestUrl, ctx.env, ctx.signal)) {
     ctx.log.info(
-      `rollback: warning: ${target.id}'s manifest is signed; agents with --trust-key that ran a later release refuse it as a downgrade (pass --sign-key KEY to re-sign it)`,
+      `rollback: warning: ${target.id}'s manifest is signed; agents with --trust-key that ran a later release ` +
+        "refuse it as a downgrade (pass --sign-key KEY to re-sign it)",
     );
   }
   await fire({
@@ -187,7 +192,8 @@ function usableStateDir(dir: string, log: CommandEnv["log"]): string | undefined
     return dir;
   } catch (err) {
     log.info(
-      `state: cannot use ${dir} (${(err as NodeJS.ErrnoException).code}): no host lock and no state update this run (set --state-dir)`,
+      `state: cannot use ${dir} (${(err as NodeJS.ErrnoException).code}): no host lock and no state update ` +
+        "this run (set --state-dir)",
     );
     return undefined;
   }

@@ -64,7 +64,8 @@ export const rolloutArgs = {
   "switch-together": {
     type: "boolean",
     description:
-      "Rollout: no node switches until every node of the role has prepared (fetched and extracted) or --prepare-deadline passes",
+      "Rollout: no node switches until every node of the role has prepared (fetched and extracted) or " +
+      "--prepare-deadline passes",
   },
   "prepare-deadline": {
     type: "string",
@@ -74,7 +75,8 @@ export const rolloutArgs = {
   "slot-ttl": {
     type: "string",
     description:
-      "Rollout: TTL of each slot's Consul session; a killed agent frees its slot about 2× this later (default 10s, Consul's session_ttl_min)",
+      "Rollout: TTL of each slot's Consul session; a killed agent frees its slot about 2× this later (default " +
+      "10s, Consul's session_ttl_min)",
     valueHint: "duration",
   },
 } as const satisfies ArgsDef;
@@ -124,7 +126,9 @@ export function rolloutHook(
   // reaches a fleet whose handlers listen to Serf. Refused rather than rolled back in KV only.
   if (s.autoRollback && o.announce.via === "serf") {
     throw new UsageError(
-      `--auto-rollback cannot go with --via serf: the halting agent fires the rollback as a Consul event, which Serf handlers never see; drop --auto-rollback (after a halt: pulldeploy rollback --role ${o.role} --via serf) or announce through Consul`,
+      "--auto-rollback cannot go with --via serf: the halting agent fires the rollback as a Consul event, " +
+        `which Serf handlers never see; drop --auto-rollback (after a halt: pulldeploy rollback --role ${o.role} ` +
+        "--via serf) or announce through Consul",
     );
   }
   return async (consul: ConsulClient, release: ReleaseRecord) => {
@@ -164,7 +168,8 @@ export default defineCommand({
     const actions = ["status", ...ROLLOUT_ACTIONS];
     if (action === undefined || !actions.includes(action)) {
       throw new UsageError(
-        `${action === undefined ? "missing the action" : `unknown action "${action}"`}: pulldeploy rollout ${actions.join("|")} --role ROLE`,
+        `${action === undefined ? "missing the action" : `unknown action "${action}"`}: pulldeploy rollout ` +
+          `${actions.join("|")} --role ROLE`,
       );
     }
     const role = str("role");
@@ -182,7 +187,8 @@ export default defineCommand({
       const found = await readRollout(consul, prefix, role, releaseId);
       if (!found) {
         ctx.log.info(
-          `no rollout for role ${role}${releaseId ? ` release ${releaseId}` : "'s latest release"} (published without rollout flags: every node at once)`,
+          `no rollout for role ${role}${releaseId ? ` release ${releaseId}` : "'s latest release"} (published ` +
+            "without rollout flags: every node at once)",
         );
         return 1;
       }
