@@ -32,7 +32,10 @@ const GEAR = (() => {
   return t;
 })();
 
-/** The length of the chunk starting at `buf[start]`, given that `buf[start..end)` holds all the bytes that may follow (up to MAX_CHUNK of them, or the rest of the file). */
+/**
+ * The length of the chunk starting at `buf[start]`, given that `buf[start..end)` holds all the bytes that may follow
+ * (up to MAX_CHUNK of them, or the rest of the file).
+ */
 export function cutPoint(buf: Uint8Array, start: number, end: number): number {
   const n = end - start;
   if (n <= MIN_CHUNK) return n;

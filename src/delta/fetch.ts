@@ -164,7 +164,8 @@ export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
   const maxShare = o.maxShare ?? 0.5;
   if (toFetch > archiveSize * maxShare) {
     throw new DeltaError(
-      `${missing.length} of ${wanted.size} chunks are missing here (${formatBytes(toFetch)}, more than ${Math.round(maxShare * 100)}% of the ${formatBytes(archiveSize)} archive)`,
+      `${missing.length} of ${wanted.size} chunks are missing here (${formatBytes(toFetch)}, more than ` +
+        `${Math.round(maxShare * 100)}% of the ${formatBytes(archiveSize)} archive)`,
     );
   }
   const ranges = coalesce(missing);
@@ -301,7 +302,8 @@ export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
     const tarHex = tar?.digest("hex") as string | undefined;
     if (tarSize !== index.tar.size || (tarHex !== undefined && tarHex !== index.tar.sha256)) {
       throw new DeltaError(
-        `the rebuilt tar stream does not match the index: expected sha256 ${index.tar.sha256} (${index.tar.size} bytes), got ${tarHex ?? "(not hashed)"} (${tarSize} bytes)`,
+        `the rebuilt tar stream does not match the index: expected sha256 ${index.tar.sha256} ` +
+          `(${index.tar.size} bytes), got ${tarHex ?? "(not hashed)"} (${tarSize} bytes)`,
       );
     }
     if (o.recordAs !== undefined) {
@@ -314,7 +316,10 @@ export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
         ? ` (${((100 * fetched) / archiveSize).toFixed(1)}% of the ${formatBytes(archiveSize)} archive)`
         : "";
     o.log.info(
-      `delta: fetched ${formatBytes(fetched)}${share} in ${requests} requests: ${missing.length + refetched} of ${wanted.size} chunks; ${formatBytes(reused)} reused from ${o.seedFrom}${trusted > 0 ? ` (${formatBytes(trusted)} of it unchanged since recorded, not re-hashed)` : ""} (${secs.toFixed(2)}s)`,
+      `delta: fetched ${formatBytes(fetched)}${share} in ${requests} requests: ${missing.length + refetched} ` +
+        `of ${wanted.size} chunks; ${formatBytes(reused)} reused from ${o.seedFrom}` +
+        (trusted > 0 ? ` (${formatBytes(trusted)} of it unchanged since recorded, not re-hashed)` : "") +
+        ` (${secs.toFixed(2)}s)`,
     );
     // A file linked here shares its inode with the previous tree: whoever writes it in place from now
     // on changes this tree too; the deploy asks before the sync, as for the extractor's links.
@@ -344,7 +349,11 @@ export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
       linked: linkedAll,
       hardLinks: extractor.hardLinkEntries,
       changedLink,
-      delta: `delta index sha256 ${o.indexSha256} ok, ${wanted.size} chunks ${tar ? "and the tar stream's sha256 " : ""}verified (${fetched} bytes fetched, ${extractor.entries + directLinks.length} entries${linkedAll > 0 ? `, ${linkedAll} unchanged files hard-linked` : ""}, ${secs.toFixed(2)}s)`,
+      delta:
+        `delta index sha256 ${o.indexSha256} ok, ${wanted.size} chunks ` +
+        `${tar ? "and the tar stream's sha256 " : ""}verified (${fetched} bytes fetched, ` +
+        `${extractor.entries + directLinks.length} ` +
+        `entries${linkedAll > 0 ? `, ${linkedAll} unchanged files hard-linked` : ""}, ${secs.toFixed(2)}s)`,
     };
   } finally {
     fs.closeSync(spool);

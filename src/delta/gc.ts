@@ -102,17 +102,20 @@ export async function gc(o: GcOptions): Promise<GcPlan> {
     const verb = o.apply ? "removing" : "would remove (dry run; --apply to delete)";
     const freed = plan.removedPacks.reduce((n, p) => n + p.size, 0);
     o.log.info(
-      `gc ${redact(base)}/${dirName}: keeping the newest ${kept.length} of ${indexes.length} indexes and the ${plan.keptPacks} packs they reference`,
+      `gc ${redact(base)}/${dirName}: keeping the newest ${kept.length} of ${indexes.length} indexes and the ` +
+        `${plan.keptPacks} packs they reference`,
     );
     if (plan.partlyUsed.length > 0) {
       const waste = plan.partlyUsed.reduce((n, p) => n + p.unreferenced, 0);
       o.log.info(
-        `gc: ${plan.partlyUsed.length} kept packs are only partly referenced (${formatBytes(waste)} unreferenced): a pack is kept whole while any chunk in it is needed`,
+        `gc: ${plan.partlyUsed.length} kept packs are only partly referenced (${formatBytes(waste)} ` +
+          "unreferenced): a pack is kept whole while any chunk in it is needed",
       );
     }
     if (plan.young.length > 0)
       o.log.info(
-        `gc: keeping ${plan.young.length} unreferenced packs younger than ${minAge / 1000}s (a publish may be writing its index)`,
+        `gc: keeping ${plan.young.length} unreferenced packs younger than ${minAge / 1000}s (a publish may be ` +
+          "writing its index)",
       );
     o.log.info(
       `gc: ${verb} ${plan.removedPacks.length} packs (${formatBytes(freed)}) and ${removedIndexes.length} indexes`,

@@ -31,7 +31,9 @@ export interface RecordedFile {
 const FORMAT = "pulldeploy-delta-record/1";
 const MAX_RECORD = 256 * 2 ** 20;
 
-/** Record `tree` as built from `index` into `path` (replacing it). Best effort: a failure only costs hashing next time. */
+/**
+ * Record `tree` as built from `index` into `path` (replacing it). Best effort: a failure only costs hashing next time.
+ */
 export function writeRecord(path: string, tree: string, index: DeltaIndex): void {
   const files: [string, number, number, number, [string, number][], number, number, number, number][] = [];
   for (const e of index.entries) {
