@@ -278,14 +278,16 @@ export function renderFleet(view: FleetView, opts: { color: boolean }): string {
       .filter(Boolean)
       .join(" ");
     out.push(
-      `${paint(view.role, "bold")}: latest release ${paint(l.id, "bold")}${by ? `, published ${by}` : ""}${l.message ? `: ${l.message}` : ""}`,
+      `${paint(view.role, "bold")}: latest release ` +
+        `${paint(l.id, "bold")}${by ? `, published ${by}` : ""}${l.message ? `: ${l.message}` : ""}`,
     );
   } else {
     out.push(`${paint(view.role, "bold")}: no release recorded yet (${latestKey} is empty)`);
   }
   if (view.rows.length === 0) {
     out.push(
-      `no nodes: service "${view.service}" has no instances in Consul's catalog and no agent has reported under ${kvKeys.role(view.prefix, view.role)}/nodes/`,
+      `no nodes: service "${view.service}" has no instances in Consul's catalog and no agent has reported ` +
+        `under ${kvKeys.role(view.prefix, view.role)}/nodes/`,
     );
     return `${out.join("\n")}\n`;
   }

@@ -36,7 +36,8 @@ export async function waitForNodes(o: NodesWaitOptions): Promise<boolean> {
   const consul = new ConsulClient(consulConfig(o.env, o.consul));
   const service = o.service ?? role;
   log.info(
-    `wait: for every node of service "${service}" to report release ${o.releaseId} (timeout ${formatDuration(o.timeoutMs)})`,
+    `wait: for every node of service "${service}" to report release ${o.releaseId} (timeout ` +
+      `${formatDuration(o.timeoutMs)})`,
   );
   let last: RolloutProgress | undefined;
   let result;
@@ -58,7 +59,8 @@ export async function waitForNodes(o: NodesWaitOptions): Promise<boolean> {
     if (!o.signal.aborted) throw err;
     const done = last ? `${last.done}/${last.total} nodes done` : "no node done yet";
     o.errLog.info(
-      `wait: stopped waiting (${messageOf(o.signal.reason)}), ${done}; release ${o.releaseId} is published and announced, the rollout goes on: ${statusCommand(o)}`,
+      `wait: stopped waiting (${messageOf(o.signal.reason)}), ${done}; release ${o.releaseId} is published and ` +
+        `announced, the rollout goes on: ${statusCommand(o)}`,
     );
     return false;
   }

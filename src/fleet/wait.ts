@@ -27,7 +27,9 @@ export interface RolloutOptions {
   signal?: AbortSignal;
   /** Called once per change: a node's status or phase for the new release, or a Consul hiccup. */
   onProgress?: (p: RolloutProgress) => void;
-  /** How long one blocking query may wait (Consul syntax; default "30s"); the catalog is re-read at least this often. */
+  /**
+   * How long one blocking query may wait (Consul syntax; default "30s"); the catalog is re-read at least this often.
+   */
   blockingWait?: string;
   /** Waits between attempts while Consul is unreachable (default 0.5 s doubling to 5 s). */
   retryMs?: [number, number];
@@ -190,7 +192,8 @@ export function describeRollout(r: RolloutResult): string[] {
       lines.push(`  ${p.node}: still deploying ${p.release_id ?? "an unknown release"} (${p.phase ?? "?"})`);
     else
       lines.push(
-        `  ${p.node}: last reported ${p.status} for ${p.release_id ?? "an unknown release"}${p.error ? `: ${p.error}` : ""}`,
+        `  ${p.node}: last reported ${p.status} for ` +
+          `${p.release_id ?? "an unknown release"}${p.error ? `: ${p.error}` : ""}`,
       );
   }
   return lines;

@@ -3,7 +3,8 @@
  * each role's catalog nodes after a change, at most every few seconds, and whenever a query's wait ran
  * out), and pushes every real change to the page over Server-Sent Events.
  *
- *   GET /                 the page (assets.js: page.html, page.css, page.js and format.js embedded, nothing from the internet)
+ *   GET /                 the page (assets.js: page.html, page.css, page.js and format.js embedded,
+ *                         nothing from the internet)
  *   GET /api/state        DashboardState as JSON; `?index=N` waits (up to `wait`, 30s by default)
  *                         until the state's index is not N
  *   GET /api/events       text/event-stream: an `event: state` with the whole state now and on each change
@@ -158,7 +159,8 @@ export function startDashboard(o: DashboardOptions): Dashboard {
     async fetch(req, srv) {
       if (!allowedHost(req.headers.get("host"), allowed)) {
         return new Response(
-          `dashboard: Host ${JSON.stringify(req.headers.get("host") ?? "")} is not this dashboard's (DNS rebinding?); open it by IP address or as localhost\n`,
+          `dashboard: Host ${JSON.stringify(req.headers.get("host") ?? "")} is not this dashboard's (DNS ` +
+            `rebinding?); open it by IP address or as localhost\n`,
           {
             status: 421,
             headers: { ...SECURITY_HEADERS, "Content-Type": "text/plain; charset=utf-8" },
@@ -288,7 +290,10 @@ export async function serveDashboard(o: DashboardOptions & { signal: AbortSignal
   const d = startDashboard({ ...o, allowedHosts: [...(o.allowedHosts ?? []), hostname()] });
   if (!isLoopback(o.hostname)) {
     o.log.info(
-      `dashboard: warning: listening on ${o.hostname === "0.0.0.0" || o.hostname === "::" ? "every interface" : o.hostname}, not loopback: anyone who can reach the port reads every role's nodes, releases and errors (there is no login); prefer 127.0.0.1 behind an SSH tunnel or an authenticating proxy`,
+      "dashboard: warning: listening on " +
+        `${o.hostname === "0.0.0.0" || o.hostname === "::" ? "every interface" : o.hostname}, not loopback: ` +
+        "anyone who can reach the port reads every role's nodes, releases and errors (there is no login); prefer " +
+        "127.0.0.1 behind an SSH tunnel or an authenticating proxy",
     );
   }
   o.log.info(`dashboard: listening on ${d.url}`);
@@ -303,7 +308,8 @@ export async function serveDashboard(o: DashboardOptions & { signal: AbortSignal
 const SECURITY_HEADERS = {
   // Everything comes from this server; the page makes no other request.
   "Content-Security-Policy":
-    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; " +
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
   "X-Content-Type-Options": "nosniff",
   "Referrer-Policy": "no-referrer",
 };
