@@ -357,7 +357,10 @@ function destProblem(dest: string): string | undefined {
   const norm = posix.normalize(dest).replace(/(.)\/+$/, "$1");
   if (SYSTEM_DIRS.has(norm)) {
     const shown = norm === dest ? `"${dest}"` : `"${dest}" (${norm})`;
-    return `${shown} is a system directory: a deploy replaces its contents; use a directory of the app's own, e.g. /srv/app`;
+    return (
+      `${shown} is a system directory: a deploy replaces its contents; use a directory of the app's own, e.g. ` +
+      "/srv/app"
+    );
   }
   return undefined;
 }
@@ -480,7 +483,10 @@ function yamlProblem(e: { code: string; message: string; pos: [number, number] }
   const line = text.slice(0, e.pos[0]).split("\n").length;
   const rest = text.slice(e.pos[0]).split("\n")[0]!;
   const key = /^(["']?)(.*?)\1\s*:/.exec(rest)?.[2] ?? rest.trim();
-  return `YAML: duplicate key ${JSON.stringify(key)} (line ${line}): each key may appear once in a mapping; remove or merge the repeats`;
+  return (
+    `YAML: duplicate key ${JSON.stringify(key)} (line ${line}): each key may appear once in a mapping; remove or ` +
+    "merge the repeats"
+  );
 }
 
 function firstLine(s: string): string {

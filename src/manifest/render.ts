@@ -33,7 +33,10 @@ export interface Hooks {
   where: string;
 }
 
-/** Parse the hooks file (`--hooks FILE`, stretcher-style YAML 1.1). Syntax errors stop here; other problems wait to be listed with the rest. */
+/**
+ * Parse the hooks file (`--hooks FILE`, stretcher-style YAML 1.1). Syntax errors stop here; other problems wait to be
+ * listed with the rest.
+ */
 /** Manifest fields publish writes itself: a hooks file that sets them is an error, not a silent override. */
 const SET_BY_PUBLISH = {
   src: "the uploaded archive's URL",
