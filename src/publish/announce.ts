@@ -169,7 +169,8 @@ export function checkAnnounce(a: AnnounceOptions): void {
     throw new UsageError(`--event: "${a.event}" is not a usable event name (no spaces or slashes)`);
   if (a.via === "serf" && (a.node || a.service || a.tag))
     throw new UsageError(
-      "--node, --service and --tag are Consul event filters: Serf user events have none (drop them, or fire through Consul)",
+      "--node, --service and --tag are Consul event filters: Serf user events have none (drop them, or fire " +
+        "through Consul)",
     );
   if (a.tag && !a.service) throw new UsageError("--tag needs --service (Consul filters tags of a service)");
 }
@@ -199,7 +200,9 @@ export function checkEventSize(a: AnnounceOptions, manifestUrl: string): void {
   if (fits) return;
   const kind = a.via === "serf" ? "a Serf user event" : `a Consul event${describeFilters(a)}`;
   throw new PulldeployError(
-    `event payload too long: the manifest URL ${redact(manifestUrl)} is ${size} bytes, ${size - max} more than the ${max} that fit in ${kind} named "${a.event}" (512 bytes after encoding); use a shorter --to, --role or --event`,
+    `event payload too long: the manifest URL ${redact(manifestUrl)} is ${size} bytes, ${size - max} more than ` +
+      `the ${max} that fit in ${kind} named "${a.event}" (512 bytes after encoding); use a shorter --to, --role ` +
+      "or --event",
     "publish",
   );
 }

@@ -1,4 +1,7 @@
-/** `fire`: announce a release that is already stored (re-deploy, roll back by hand), optionally making it the role's latest. */
+/**
+ * `fire`: announce a release that is already stored (re-deploy, roll back by hand), optionally making it the role's
+ * latest.
+ */
 import { ConsulClient, consulConfig } from "../consul/client.ts";
 import { messageOf, PulldeployError, UsageError } from "../errors.ts";
 import type { Logger } from "../log.ts";
@@ -102,7 +105,8 @@ async function recordFromManifest(o: FireOptions, idFromUrl: string | undefined)
   const { manifest } = parseManifest(text, placeholderEnv());
   if (!manifest.src || !manifest.checksum)
     throw new PulldeployError(
-      `fire ${redact(o.manifestUrl)}: the manifest has no src/checksum, so it is not a release to record (drop --role to only fire the event)`,
+      `fire ${redact(o.manifestUrl)}: the manifest has no src/checksum, so it is not a release to record (drop ` +
+        "--role to only fire the event)",
       "manifest",
     );
   let size: number | null = null;

@@ -42,12 +42,15 @@ export function createProgress(opts: {
       const width = 24;
       const filled = Math.round((pct / 100) * width);
       opts.write(
-        `\r\x1b[K[${"#".repeat(filled)}${"-".repeat(width - filled)}] ${pct.toFixed(0).padStart(3)}% ${formatBytes(packed)}/${formatBytes(total)} ${formatBytes(rate)}/s ETA ${etaText} · ${formatBytes(sent)} sent`,
+        `\r\x1b[K[${"#".repeat(filled)}${"-".repeat(width - filled)}] ${pct.toFixed(0).padStart(3)}% ` +
+          `${formatBytes(packed)}/${formatBytes(total)} ${formatBytes(rate)}/s ETA ${etaText} · ` +
+          `${formatBytes(sent)} sent`,
       );
       drawn = true;
     } else {
       opts.log.info(
-        `progress: ${pct.toFixed(0)}% (${formatBytes(packed)} of ${formatBytes(total)} packed, ${formatBytes(sent)} sent, ${formatBytes(rate)}/s, ETA ${etaText})`,
+        `progress: ${pct.toFixed(0)}% (${formatBytes(packed)} of ${formatBytes(total)} packed, ` +
+          `${formatBytes(sent)} sent, ${formatBytes(rate)}/s, ETA ${etaText})`,
       );
     }
   };

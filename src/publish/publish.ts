@@ -121,7 +121,8 @@ export async function publish(o: PublishOptions): Promise<PublishResult> {
 
     // pack + upload the archive (its final name is known once the last byte is hashed).
     log.info(
-      `pack ${o.dir}: ${plan.files} files, ${formatBytes(plan.bytes)}${o.dryRun ? " (dry run: reading only)" : ` → ${target.base}`}`,
+      `pack ${o.dir}: ${plan.files} files, ` +
+        `${formatBytes(plan.bytes)}${o.dryRun ? " (dry run: reading only)" : ` → ${target.base}`}`,
     );
     const started = performance.now();
     o.progress?.start(plan.bytes);
@@ -154,7 +155,8 @@ export async function publish(o: PublishOptions): Promise<PublishResult> {
     const archiveUrl = target.urlOf(storedNames.archive(o.role, id));
     const manifestUrl = target.urlOf(storedNames.manifest(o.role, id));
     log.info(
-      `${o.dryRun ? "packed" : "uploaded"} ${archiveUrl}: ${formatBytes(archive.size)} (${plan.files} files, ${formatBytes(plan.bytes)}) in ${seconds.toFixed(1)}s, ${o.pack.algorithm} ${archive.checksum}`,
+      `${o.dryRun ? "packed" : "uploaded"} ${archiveUrl}: ${formatBytes(archive.size)} (${plan.files} files, ` +
+        `${formatBytes(plan.bytes)}) in ${seconds.toFixed(1)}s, ${o.pack.algorithm} ${archive.checksum}`,
     );
 
     // delta: the content index and the chunks the store lacks; without it agents fetch the archive.
@@ -174,7 +176,8 @@ export async function publish(o: PublishOptions): Promise<PublishResult> {
         });
         deltaIndex = { url: d.indexUrl, sha256: d.sha256 };
         log.info(
-          `delta: uploaded ${d.newChunks} new of ${d.chunks} chunks (${formatBytes(d.packBytes)}) and the index ${d.indexUrl} (${formatBytes(d.indexBytes)})`,
+          `delta: uploaded ${d.newChunks} new of ${d.chunks} chunks (${formatBytes(d.packBytes)}) and the ` +
+            `index ${d.indexUrl} (${formatBytes(d.indexBytes)})`,
         );
       } catch (err) {
         if (o.signal?.aborted) throw err;
@@ -248,7 +251,8 @@ function dryRunReport(
 ): string {
   const lines = [
     "dry run: nothing was uploaded, written or fired",
-    `pack      ${o.dir}: ${plan.files} files, ${plan.entries.length} entries, ${formatBytes(plan.bytes)} → ${formatBytes(archive.size)} tar.gz, ${archive.algorithm} ${archive.checksum}`,
+    `pack      ${o.dir}: ${plan.files} files, ${plan.entries.length} entries, ${formatBytes(plan.bytes)} → ` +
+      `${formatBytes(archive.size)} tar.gz, ${archive.algorithm} ${archive.checksum}`,
     `upload    ${redact(archiveUrl)}`,
     ...(o.signKey ? [`upload    ${redact(manifestUrl)}${SIGNATURE_SUFFIX}`] : []),
     `upload    ${redact(manifestUrl)}:`,

@@ -159,7 +159,8 @@ async function checkSlotTtl(consul: ConsulClient, ttlMs: number): Promise<void> 
   } catch (err) {
     if (err instanceof ConsulError && err.status !== undefined) {
       throw new PulldeployError(
-        `--slot-ttl ${goDuration(ttlMs)}: Consul refuses it (${messageOf(err)}); give at least its servers' session_ttl_min (10s unless set lower)`,
+        `--slot-ttl ${goDuration(ttlMs)}: Consul refuses it (${messageOf(err)}); give at least its servers' ` +
+          "session_ttl_min (10s unless set lower)",
       );
     }
     throw err;
@@ -229,7 +230,8 @@ export async function steerRollout(
     const found = await readRollout(consul, o.prefix, o.role, o.releaseId);
     if (!found)
       throw new PulldeployError(
-        `no rollout for role ${o.role}${o.releaseId ? ` release ${o.releaseId}` : "'s latest release"} (it was published without rollout flags)`,
+        `no rollout for role ${o.role}${o.releaseId ? ` release ${o.releaseId}` : "'s latest release"} (it was ` +
+          "published without rollout flags)",
         "consul",
       );
     const next = applyAction(found.record, o.action, o.by);
