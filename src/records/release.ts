@@ -56,7 +56,8 @@ export function checkRole(role: string): string | undefined {
 export function checkNode(node: string): string | undefined {
   return ROLE.test(node)
     ? undefined
-    : `node name ${printable(node)} must be 1–128 letters, digits, ".", "_" or "-", starting with a letter or digit (it names a Consul KV key)`;
+    : `node name ${printable(node)} must be 1–128 letters, digits, ".", "_" or "-", starting with a letter or ` +
+        "digit (it names a Consul KV key)";
 }
 
 /** A name quoted for an error message, control characters (C0, DEL, C1) escaped so the message stays one safe line. */
@@ -113,7 +114,9 @@ export function normalizeKvPrefix(prefix: string): string | { error: string } {
   const bad = p.split("/").find((seg) => !/^[A-Za-z0-9._-]+$/.test(seg) || /^\.+$/.test(seg));
   if (bad !== undefined)
     return {
-      error: `${printable(prefix)}: each segment must be letters, digits, ".", "_" or "-", and not empty, "." or ".." (got ${printable(bad)})`,
+      error:
+        `${printable(prefix)}: each segment must be letters, digits, ".", "_" or "-", and not empty, "." or ".." ` +
+        `(got ${printable(bad)})`,
     };
   return p;
 }

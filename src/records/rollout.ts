@@ -48,7 +48,9 @@ export interface RolloutRecord {
   event: string;
   /** The event's Consul filters as published (auto-rollback reaches the same nodes, no others). */
   event_filters: { node?: string; service?: string; tag?: string };
-  /** --switch-together: no node switches until every node has prepared, or until this deadline (ms after created_at). */
+  /**
+   * --switch-together: no node switches until every node has prepared, or until this deadline (ms after created_at).
+   */
   switch_together: boolean;
   prepare_deadline_ms: number;
   /**
@@ -134,7 +136,9 @@ export function markFailed(r: RolloutRecord, node: string, phase: string, error:
   let { state, reason } = r;
   if (!isFinal(state) && r.failure_budget !== null && failed.length > r.failure_budget) {
     state = "halted";
-    reason = `${failed.length} node${failed.length === 1 ? "" : "s"} failed, more than the budget of ${r.failure_budget} (last: ${node} in ${phase}: ${error.slice(0, 200)})`;
+    reason =
+      `${failed.length} node${failed.length === 1 ? "" : "s"} failed, more than the budget of ` +
+      `${r.failure_budget} (last: ${node} in ${phase}: ${error.slice(0, 200)})`;
   }
   return { ...r, state, reason, failed, updated_at: now.toISOString() };
 }
