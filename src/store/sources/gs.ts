@@ -162,7 +162,8 @@ function readCredentials(where: string, file: string): ServiceAccountKey | Autho
     return parsed as unknown as AuthorizedUser;
   }
   throw new FetchError(
-    `${where}: Google credentials ${file}: unsupported type ${JSON.stringify(parsed.type)} (valid: service_account, authorized_user)`,
+    `${where}: Google credentials ${file}: unsupported type ${JSON.stringify(parsed.type)} (valid: ` +
+      "service_account, authorized_user)",
     false,
   );
 }
@@ -202,7 +203,8 @@ async function metadataToken(where: string, opts: OpenOptions): Promise<string> 
   } catch (err) {
     if (opts.signal?.aborted) throw new FetchError(`${where}: timed out`, false, { cause: err });
     throw new FetchError(
-      `${where}: no Google credentials found: set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file, or run on GCE (metadata server ${host}: ${networkMessage(err)})`,
+      `${where}: no Google credentials found: set GOOGLE_APPLICATION_CREDENTIALS to a service-account key ` +
+        `file, or run on GCE (metadata server ${host}: ${networkMessage(err)})`,
       false,
       { cause: err },
     );

@@ -55,7 +55,8 @@ function fetchError(url: string, env: Env, err: unknown, signal?: AbortSignal): 
   if (e.name === "CredentialsProviderError") {
     const detail = e.message === "Could not load credentials from any providers" ? "" : ` (${e.message})`;
     const hint = env.AWS_PROFILE
-      ? ` for AWS_PROFILE=${env.AWS_PROFILE}: check that the profile exists in ${env.AWS_SHARED_CREDENTIALS_FILE ?? "~/.aws/credentials"} or ${env.AWS_CONFIG_FILE ?? "~/.aws/config"}`
+      ? ` for AWS_PROFILE=${env.AWS_PROFILE}: check that the profile exists in ` +
+        `${env.AWS_SHARED_CREDENTIALS_FILE ?? "~/.aws/credentials"} or ${env.AWS_CONFIG_FILE ?? "~/.aws/config"}`
       : ": set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or run with an instance or task role";
     return new FetchError(`${where}: no AWS credentials found${hint}${detail}`, false, { cause: err });
   }

@@ -8,7 +8,10 @@ export interface OpenOptions {
   signal?: AbortSignal;
   /** Start at this byte (HTTP Range / S3 Range); 0 or absent: from the start. */
   offset?: number;
-  /** Read at most this many bytes from `offset` (a closed Range `bytes=offset-(offset+length-1)`); the store must honour it. */
+  /**
+   * Read at most this many bytes from `offset` (a closed Range `bytes=offset-(offset+length-1)`); the store must honour
+   * it.
+   */
   length?: number;
   userAgent: string;
   /**

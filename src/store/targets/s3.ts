@@ -197,7 +197,8 @@ export async function s3Target(
           ),
         );
         opts.log.info(
-          `store ${base}: multipart upload of ${parts.length} parts done (${size} bytes) to ${multipart!.url}; copying it to its final name`,
+          `store ${base}: multipart upload of ${parts.length} parts done (${size} bytes) to ${multipart!.url}; ` +
+            "copying it to its final name",
         );
       } catch (err) {
         await reader.cancel(err).catch(() => {});
@@ -208,7 +209,8 @@ export async function s3Target(
             .send(new s3.AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: uploadId }))
             .catch((e) => {
               opts.log.info(
-                `store ${url}: could not abort multipart upload ${uploadId} (a lifecycle rule for incomplete uploads will clear it): ${(e as Error).message}`,
+                `store ${url}: could not abort multipart upload ${uploadId} (a lifecycle rule for incomplete ` +
+                  `uploads will clear it): ${(e as Error).message}`,
               );
             });
         }
