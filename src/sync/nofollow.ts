@@ -256,7 +256,8 @@ export function checkDest(dest: string): string | undefined {
     const why = untrustedLink(dest);
     if (why !== undefined) {
       throw new PulldeployError(
-        `sync: dest ${dest} is ${describe(dest)} and ${why}: refusing to follow it as root; set dest in the manifest to the real path`,
+        `sync: dest ${dest} is ${describe(dest)} and ${why}: refusing to follow it as root; set dest in the ` +
+          "manifest to the real path",
         "sync",
       );
     }
@@ -264,5 +265,6 @@ export function checkDest(dest: string): string | undefined {
   const why = writableByOthers(dest);
   return why === undefined
     ? undefined
-    : `sync: warning: ${why}: another user can change what is under dest ${dest}; the agent (as root) walks it without following links`;
+    : `sync: warning: ${why}: another user can change what is under dest ${dest}; the agent (as root) walks it ` +
+        "without following links";
 }

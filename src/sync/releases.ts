@@ -99,7 +99,8 @@ function checkOwn(dir: Dir): void {
         ? `owned by uid ${st.uid}`
         : `writable by its group or others (mode ${(st.mode & 0o7777).toString(8)})`;
     throw new PulldeployError(
-      `sync: ${dir.shown} is ${why}, so another user could swap releases in it: chown it to uid ${uid} and chmod go-w it (the agent makes it so)`,
+      `sync: ${dir.shown} is ${why}, so another user could swap releases in it: chown it to uid ${uid} and ` +
+        "chmod go-w it (the agent makes it so)",
       "sync",
     );
   }
@@ -270,7 +271,8 @@ function walkShared(from: Dir, parts: string[], p: ReleasePaths): Dir | undefine
       if (st !== undefined && i === parts.length - 1) return undefined; // the app's: a link in it is its business
       if (st !== undefined && !st.isDirectory()) {
         throw new PulldeployError(
-          `sync: shared_paths: ${join(p.dest, ...parts.slice(0, i + 1))} is ${describe(dir.at(name))}: refusing to create shared paths through it as root`,
+          `sync: shared_paths: ${join(p.dest, ...parts.slice(0, i + 1))} is ${describe(dir.at(name))}: ` +
+            "refusing to create shared paths through it as root",
           "sync",
         );
       }

@@ -152,7 +152,8 @@ function rsyncPrepare(ctx: SyncContext): Workspace {
   const linkFrom = linkableDir(onlyRootCanChange(dest) ? dest : destDir.path, tree);
   if (linkFrom === null)
     ctx.log.info(
-      `fetch: ${tree} is not on dest's file system: every file is written (set TMPDIR to a directory there to hard-link unchanged files from dest)`,
+      `fetch: ${tree} is not on dest's file system: every file is written (set TMPDIR to a directory there to ` +
+        "hard-link unchanged files from dest)",
     );
   return { tree, linkFrom: linkFrom ?? undefined, linkFromShown: dest, pinned: [destDir] };
 }
@@ -285,7 +286,8 @@ async function mvApply(ctx: SyncContext, ws: Workspace): Promise<void> {
     const e = err as NodeJS.ErrnoException;
     if (e.code === "EXDEV") {
       throw new PulldeployError(
-        `sync: mv cannot rename across file systems (${tree} → ${dest}); set TMPDIR to a directory on dest's file system`,
+        `sync: mv cannot rename across file systems (${tree} → ${dest}); set TMPDIR to a directory on dest's ` +
+          "file system",
         "sync",
         { cause: e },
       );
@@ -359,7 +361,8 @@ async function releaseApply(ctx: SyncContext, ws: Workspace): Promise<void> {
     if (pruned.length > 0) log.info(`release: pruned ${pruned.join(", ")} (keep_releases: ${manifest.keepReleases})`);
   } catch (err) {
     log.info(
-      `release: warning: releases/${id} is live, but bookkeeping or pruning old releases failed: ${(err as Error).message}`,
+      `release: warning: releases/${id} is live, but bookkeeping or pruning old releases failed: ` +
+        `${(err as Error).message}`,
     );
   }
 }
