@@ -1,7 +1,7 @@
 /**
  * The executable's entry: the only place that reads `process.env`, stdin and signals and sets the
- * exit code. Subcommands live in `cli/` (the table in `cli/index.ts`), one file each, imported lazily so that `--version`
- * and the agent stay fast.
+ * exit code. Subcommands live in `cli/` (the table in `cli/index.ts`), one file each, imported lazily
+ * so that `--version` and the agent stay fast.
  *
  * Start-up time (`consul watch` starts the agent with `[]` at every start and reload): the build
  * splits the bundle into chunks (`--splitting`, see the Makefile), so a run loads only the chunks it
@@ -91,7 +91,10 @@ export async function main(argv: string[]): Promise<number> {
   return entry.alwaysZero?.(ctx.env) ? 0 : code;
 }
 
-/** Text ending in a newline on stdout. `console.log` writes it as is (one argument: no format directives) and adds the newline. */
+/**
+ * Text ending in a newline on stdout. `console.log` writes it as is (one argument: no format directives) and adds the
+ * newline.
+ */
 function printLines(text: string): void {
   console.log(text.endsWith("\n") ? text.slice(0, -1) : text);
 }
@@ -197,7 +200,8 @@ async function waitUntilReadable(
     const left = deadline - performance.now();
     if (left <= 0) {
       throw new PulldeployError(
-        `stdin: no complete trigger within ${timeoutMs / 1000}s (consul watch and serf write it and close stdin at once; --trigger-timeout)`,
+        `stdin: no complete trigger within ${timeoutMs / 1000}s (consul watch and serf write it and close ` +
+          "stdin at once; --trigger-timeout)",
         "trigger",
       );
     }
