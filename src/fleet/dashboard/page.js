@@ -276,7 +276,9 @@ function roleSection(role) {
     kids.push(
       h("div", {
         class: "foot problem",
-        text: `No nodes: service “${role.service}” has no instances in Consul's catalog and no agent has reported yet.`,
+        text:
+          `No nodes: service “${role.service}” has no instances in Consul's catalog and no agent has ` +
+          "reported yet.",
       }),
     );
   }
