@@ -1,4 +1,6 @@
-/** The log's two formats: the text form byte for byte as before, the JSON form's fields; what is kept is always text. */
+/**
+ * The log's two formats: the text form byte for byte as before, the JSON form's fields; what is kept is always text.
+ */
 import { describe, expect, test } from "bun:test";
 import { takeLogFormat } from "../src/cli/_shared.ts";
 import { createLogger } from "../src/log.ts";

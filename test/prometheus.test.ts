@@ -1,4 +1,7 @@
-/** The exposition format: what the agent and the dashboard write, read back; the linter the tests trust must catch what promtool would. */
+/**
+ * The exposition format: what the agent and the dashboard write, read back; the linter the tests trust must catch what
+ * promtool would.
+ */
 import { describe, expect, test } from "bun:test";
 import { parseCarry, renderMetrics } from "../src/agent/metrics.ts";
 import { exposition, family, labelText, lintExposition, parseSample } from "../src/prometheus.ts";

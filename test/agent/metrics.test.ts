@@ -1,4 +1,7 @@
-/** writeMetricsFile on a real file system: atomic replace, 0644 whatever the umask, nothing followed or read that it shouldn't. */
+/**
+ * writeMetricsFile on a real file system: atomic replace, 0644 whatever the umask, nothing followed or read that it
+ * shouldn't.
+ */
 import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";

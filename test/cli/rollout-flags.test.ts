@@ -1,4 +1,7 @@
-/** The rollout flags of publish, fire and rollback, and the rollout command: bad input is one line, exit 2, nothing done. */
+/**
+ * The rollout flags of publish, fire and rollback, and the rollout command: bad input is one line, exit 2, nothing
+ * done.
+ */
 import { describe, expect, test } from "bun:test";
 import { run } from "../support/helpers.ts";
 

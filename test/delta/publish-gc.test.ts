@@ -207,7 +207,8 @@ describe("the compiled binary: publish to S3 and delta deploys with ranged GETs"
     expect(d1.code).toBe(0);
     expect(d1.stderr).toContain("delta: no previous release on this host: fetching the full archive");
 
-    // Release ids name the second: let it tick, so that r2 is unambiguously the newest (a condition, not a fixed sleep).
+    // Release ids name the second: let it tick, so that r2 is unambiguously the newest (a condition, not a fixed
+    // sleep).
     const second = Math.floor(Date.now() / 1000);
     await waitFor(() => Math.floor(Date.now() / 1000) > second, "the next second");
     const big = fs.readFileSync(join(src, "assets/big.bin"));

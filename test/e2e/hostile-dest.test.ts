@@ -68,7 +68,8 @@ function scene(strategy: "release" | "rsync" | "mv" = "release") {
       const src = join(store, id, "src");
       fs.mkdirSync(src, { recursive: true });
       writeTree(src, opts.files ?? files(v));
-      // lib/a.js is the same file in every release; the others get an mtime of their own (else rsync's quick check skips them).
+      // lib/a.js is the same file in every release; the others get an mtime of their own (else rsync's quick check
+      // skips them).
       released++;
       for (const rel of listTree(src))
         fs.utimesSync(join(src, rel), rel.endsWith("a.js") ? T : T + released, rel.endsWith("a.js") ? T : T + released);
@@ -583,7 +584,10 @@ function killPid(pid: number) {
   }
 }
 
-/** Serves a file's first half, then holds the response open until `release()` sends the rest: a fetch "in progress" for as long as we want. */
+/**
+ * Serves a file's first half, then holds the response open until `release()` sends the rest: a fetch "in progress" for
+ * as long as we want.
+ */
 function holdingServer(read: (p: string) => Buffer) {
   let hits = 0;
   let releaseAll: () => void = () => {};

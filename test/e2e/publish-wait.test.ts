@@ -12,7 +12,9 @@ import { BINARY, run, tempDir, waitFor, writeTree, type RunResult } from "../sup
 
 const ID = /^\d{8}T\d{6}Z-[0-9a-f]{12}$/;
 
-/** A fleet: the stand-in with nodes n1, n2 (service "web"), an app, and a hooks file whose `pre` fails where FAIL_PRE=1. */
+/**
+ * A fleet: the stand-in with nodes n1, n2 (service "web"), an app, and a hooks file whose `pre` fails where FAIL_PRE=1.
+ */
 async function fleet(nodes = ["n1", "n2"], service = "web") {
   const consul = await startConsulStandin();
   for (const n of nodes) consul.addNode(n, { services: [service] });

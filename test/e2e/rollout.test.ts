@@ -624,7 +624,8 @@ describe("staged rollouts, 4 agents on 4 stand-in nodes", () => {
       const waited = Date.now() - killedAt;
       expect(r.code, statusOf(r)).toBe(0);
       expect(fleet.current("web-2")).toBe(v13.id);
-      // Freed by the TTL (2 × 1 s after the last renewal, which was at most TTL/3 before the kill), not by serfHealth: web-1's agent lives.
+      // Freed by the TTL (2 × 1 s after the last renewal, which was at most TTL/3 before the kill), not by serfHealth:
+      // web-1's agent lives.
       expect(waited).toBeGreaterThan(1500);
       expect(waited).toBeLessThan(6000);
       const checks = (await (await fetch(`${n1.url}/v1/health/node/web-1`)).json()) as {

@@ -1,4 +1,7 @@
-/** The dashboard's /metrics text from KV anyone with KV write can shape: escaped, valid, only well-formed rollout records counted. */
+/**
+ * The dashboard's /metrics text from KV anyone with KV write can shape: escaped, valid, only well-formed rollout
+ * records counted.
+ */
 import { describe, expect, test } from "bun:test";
 import type { KvEntry } from "../../src/consul/client.ts";
 import { dashboardRoles } from "../../src/fleet/dashboard/state.ts";

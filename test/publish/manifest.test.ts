@@ -1,7 +1,7 @@
 /**
  * The manifest publish writes: flags merged over a stretcher-style hooks file, rendered as YAML 1.1 and
- * read back by the agent's own parser; every problem of a bad hooks file listed at once. Tables on the
- * pure functions, then the binary with `--hooks` (and its old name `--manifest`), then the agent deploying what was published.
+ * read back by the agent's own parser; every problem of a bad hooks file listed at once. Tables on the pure functions,
+ * then the binary with `--hooks` (and its old name `--manifest`), then the agent deploying what was published.
  * Also the event size rule (tables checked against the Consul stand-in's msgpack encoder).
  */
 import { describe, expect, test } from "bun:test";

@@ -184,7 +184,8 @@ describe("sync_strategy: release", () => {
       release(d.path, dest, `r${i}`, app(String(i), 20), "keep_releases: 50\n"),
     );
     await agent(urls[0]!);
-    // The reader is another process, as an app would be: it resolves current once per read, then reads three files there.
+    // The reader is another process, as an app would be: it resolves current once per read, then reads three files
+    // there.
     const stopFile = join(d.path, "STOP");
     const readyFile = join(d.path, "READY");
     const readerScript = `const fs = require("fs"); const out = [];

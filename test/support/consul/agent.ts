@@ -787,7 +787,8 @@ export class ConsulStandin implements AsyncDisposable {
 
   private sessionInfo(ctx: Ctx, id: string): Promise<Response> {
     if (id.length !== 36) {
-      // The state store's UUID index refuses it; the answer still carries the query meta (index 1, leader unknown: captured).
+      // The state store's UUID index refuses it; the answer still carries the query meta (index 1, leader unknown:
+      // captured).
       const text = `${this.rpcPrefix}failed session lookup: index error: UUID must be 36 characters`;
       return Promise.resolve(
         goBody(500, text, [
