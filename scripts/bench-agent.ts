@@ -330,8 +330,8 @@ for (let rep = 0; rep < reps; rep++) {
   }
 }
 
-// Every dest (the release one: its `current`) must now hold exactly v2: contents, modes and times. The one difference tolerated (and
-// reported) is the time of dest itself, which `tar xzf` takes from the archive's `./` entry.
+// Every dest (the release one: its `current`) must now hold exactly v2: contents, modes and times. The one difference
+// tolerated (and reported) is the time of dest itself, which `tar xzf` takes from the archive's `./` entry.
 const notes: string[] = [];
 const destTree = (tool: Tool) =>
   tool === "release" || tool === "baseline-release" ? join(dests[tool], "current") : dests[tool];

@@ -299,9 +299,10 @@ export function selfIo(): { write: number; cancelled: number } {
 }
 
 /**
- * Run a command to completion and measure its wall time and disk writes (see `selfIo`). `pollRss` polls /proc/PID/status of the
- * process every few ms and of its descendants every 50 ms: VmHWM only grows, so its last reading is the peak up to
- * then. (wait4's ru_maxrss is no use here: it counts the spawning process's memory before `exec`.)
+ * Run a command to completion and measure its wall time and disk writes (see `selfIo`). `pollRss` polls
+ * /proc/PID/status of the process every few ms and of its descendants every 50 ms: VmHWM only grows, so its last
+ * reading is the peak up to then. (wait4's ru_maxrss is no use here: it counts the spawning process's memory before
+ * `exec`.)
  */
 export async function measure(
   cmd: string[],

@@ -9,9 +9,10 @@
  *
  *   bun scripts/bench-rollout.ts [--nodes 20] [--max-parallel 5] [--switch-ms 200] [--health-grace 0]
  *
- * Modes: all at once (no rollout record: today's behaviour; with `--health-grace`, `--max-parallel 100%`
- * and the same gate), then `--max-parallel N` (a new release of the same tree, into fresh dests). The ideal staged time is ceil(nodes / N) × the switch's time; what
- * the staged run takes beyond that is the coordination's cost (slot hand-over through blocking queries).
+ * Modes: all at once (no rollout record: today's behaviour; with `--health-grace`, `--max-parallel 100%` and the same
+ * gate), then `--max-parallel N` (a new release of the same tree, into fresh dests). The ideal staged time is
+ * ceil(nodes / N) × the switch's time; what the staged run takes beyond that is the coordination's cost (slot hand-over
+ * through blocking queries).
  */
 import * as fs from "node:fs";
 import { tmpdir } from "node:os";
