@@ -20,7 +20,8 @@ describe("createLogger", () => {
     log.info("a\nb");
     log.error("deploy failed in phase fetch: x");
     expect(out.join("")).toBe(
-      "2026-12-04T10:00:00.123Z a\n2026-12-04T10:00:00.123Z b\n2026-12-04T10:00:00.123Z deploy failed in phase fetch: x\n",
+      "2026-12-04T10:00:00.123Z a\n2026-12-04T10:00:00.123Z b\n2026-12-04T10:00:00.123Z deploy failed in phase " +
+        "fetch: x\n",
     );
     expect(log.text()).toBe(out.join(""));
   });
@@ -70,7 +71,8 @@ describe("createLogger", () => {
     ]);
     expect(Object.keys(lines[1])).toEqual(["time", "level", "msg", "phase", "node", "role", "release_id", "event_id"]);
     expect(log.text()).toBe(
-      `${at.toISOString()} start\n${at.toISOString()} fetch https://u:***@h/a?X-Amz-Signature=***: "quoted"\n${at.toISOString()} second\n${at.toISOString()} after\n`,
+      `${at.toISOString()} start\n${at.toISOString()} fetch https://u:***@h/a?X-Amz-Signature=***: ` +
+        `"quoted"\n${at.toISOString()} second\n${at.toISOString()} after\n`,
     );
   });
 });

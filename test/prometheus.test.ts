@@ -87,7 +87,8 @@ describe("the agent's metrics file", () => {
   test("negative, fractional or huge counters in a tampered file restart at 0", () => {
     expect(
       parseCarry(
-        'pulldeploy_bytes_fetched_total -5\npulldeploy_deploys_total{result="success"} 1.5\npulldeploy_deploys_total{result="failure"} 1e300\n',
+        'pulldeploy_bytes_fetched_total -5\npulldeploy_deploys_total{result="success"} ' +
+          '1.5\npulldeploy_deploys_total{result="failure"} 1e300\n',
       ),
     ).toEqual({ bytesFetched: 0, success: 0, failure: 0 });
   });

@@ -332,7 +332,9 @@ describe("the failure matrix", () => {
       d.path,
       APP,
       (a) =>
-        `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${dest}\ncommands:\n  pre: ["echo pre >> ${d.path}/hooks.log", "exit 3", "echo never >> ${d.path}/hooks.log"]\n  post: ["echo post >> ${d.path}/hooks.log"]\n  failure: ["echo failure $PULLDEPLOY_FAILED_PHASE >> ${d.path}/hooks.log"]\n`,
+        `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${dest}\ncommands:\n  pre: ["echo pre >> ` +
+        `${d.path}/hooks.log", "exit 3", "echo never >> ${d.path}/hooks.log"]\n  post: ["echo post >> ` +
+        `${d.path}/hooks.log"]\n  failure: ["echo failure $PULLDEPLOY_FAILED_PHASE >> ${d.path}/hooks.log"]\n`,
     );
     const { result } = await agent(rel.manifestUrl);
     expect(result).toMatchObject({ ok: false, phase: "pre", error: "pre command failed with exit code 3: exit 3" });
@@ -347,7 +349,9 @@ describe("the failure matrix", () => {
       d.path,
       APP,
       (a) =>
-        `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${dest}\ncommands:\n  post: ["false"]\n  success: ["echo success >> ${d.path}/hooks.log"]\n  failure: ["echo failure $PULLDEPLOY_FAILED_PHASE >> ${d.path}/hooks.log"]\n`,
+        `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${dest}\ncommands:\n  post: ["false"]\n  success: ` +
+        `["echo success >> ${d.path}/hooks.log"]\n  failure: ["echo failure $PULLDEPLOY_FAILED_PHASE >> ` +
+        `${d.path}/hooks.log"]\n`,
     );
     const { result } = await agent(rel.manifestUrl);
     expect(result).toMatchObject({ ok: false, phase: "post" });
@@ -397,7 +401,9 @@ commands:
       d.path,
       APP,
       (a) =>
-        `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${d.path}/dest\ncommands:\n  pre: ["head -c 200000 /dev/zero | tr '\\\\0' 'x' | fold -w 100"]\n  success: ["true", "echo after >> ${d.path}/hooks.log"]\n`,
+        `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${d.path}/dest\ncommands:\n  pre: ["head -c ` +
+        `200000 /dev/zero | tr '\\\\0' 'x' | fold -w 100"]\n  success: ["true", "echo after >> ` +
+        `${d.path}/hooks.log"]\n`,
     );
     const { result } = await agent(rel.manifestUrl);
     expect(result.ok).toBe(true);
@@ -521,7 +527,8 @@ describe("deploy via HTTP (loopback server on port 0)", () => {
           sock.end(
             Buffer.concat([
               Buffer.from(
-                `HTTP/1.1 206 Partial Content\r\nContent-Length: ${bytes.length - from}\r\nContent-Range: bytes ${from}-${bytes.length - 1}/${bytes.length}\r\nConnection: close\r\n\r\n`,
+                `HTTP/1.1 206 Partial Content\r\nContent-Length: ${bytes.length - from}\r\nContent-Range: ` +
+                  `bytes ${from}-${bytes.length - 1}/${bytes.length}\r\nConnection: close\r\n\r\n`,
               ),
               bytes.subarray(from),
             ]),

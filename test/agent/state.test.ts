@@ -18,7 +18,8 @@ describe("downgradeOf / raiseMark", () => {
       marked,
       "2026-06-01T11:59:59.999Z",
       "/srv/app",
-      "manifest issued 2026-06-01T11:59:59.999Z, older than the last deployed 2026-06-01T12:00:00.000Z for /srv/app: refusing a downgrade",
+      "manifest issued 2026-06-01T11:59:59.999Z, older than the last deployed 2026-06-01T12:00:00.000Z for " +
+        "/srv/app: refusing a downgrade",
     ],
     [
       "older, dest spelled with a trailing slash",
@@ -57,7 +58,8 @@ describe("acquireLock (flock)", () => {
     const a = await acquireLock(d.path, { waitMs: 0 });
     expect(fs.readFileSync(join(d.path, "lock"), "utf8")).toBe(`${process.pid}\n`);
     await expect(acquireLock(d.path, { waitMs: 0 })).rejects.toThrow(
-      `another pulldeploy agent (pid ${process.pid}) is deploying on this host (lock ${join(d.path, "lock")}); not waiting`,
+      `another pulldeploy agent (pid ${process.pid}) is deploying on this host (lock ${join(d.path, "lock")}); ` +
+        "not waiting",
     );
     let waited: number | undefined;
     const b = acquireLock(d.path, { waitMs: 10_000, onWait: (pid) => (waited = pid) });
@@ -138,7 +140,8 @@ describe("sweepChildren", () => {
       expect(logged.sort()).toEqual(
         [
           `cleanup: killed process group ${group.pid} left running by a previous agent run (pre: sleep)`,
-          `cleanup: pid ${unrelated.pid} now names another process (started at tick ${processStartTime(unrelated.pid)}, not 1): left alone`,
+          `cleanup: pid ${unrelated.pid} now names another process (started at tick ` +
+            `${processStartTime(unrelated.pid)}, not 1): left alone`,
         ].sort(),
       );
       expect(unrelated.exitCode).toBeNull();

@@ -91,7 +91,8 @@ describe("plain line", () => {
   });
   test("a bare path needs a scheme, with a hint", () => {
     expect(() => parseTrigger("/srv/app.yml\n", {})).toThrow(
-      '"/srv/app.yml" is not a URL: a scheme is required (s3://, gs://, http://, https://, file://) (did you mean file:///srv/app.yml?)',
+      '"/srv/app.yml" is not a URL: a scheme is required (s3://, gs://, http://, https://, file://) (did you ' +
+        "mean file:///srv/app.yml?)",
     );
   });
   test("empty", () => {

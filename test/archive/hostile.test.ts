@@ -571,7 +571,8 @@ describe("after the end-of-archive marker", () => {
 
 describe("class 6: an empty archive would empty dest", () => {
   const MESSAGE =
-    "empty archive: no entry besides its root; deploying it would empty dest (pass --allow-empty-archive if that is what you want)";
+    "empty archive: no entry besides its root; deploying it would empty dest (pass --allow-empty-archive if " +
+    "that is what you want)";
   test.each([
     ["only the end-of-archive marker", tar()],
     ["only a ./ entry", tar(entry({ name: "./", type: "5" }))],

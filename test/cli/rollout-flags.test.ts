@@ -18,7 +18,8 @@ describe("rollout flags: usage errors before anything is packed, uploaded or fir
     ],
     [
       [...PUBLISH, "--max-failures", "150%", "--max-parallel", "-1"],
-      `--max-parallel: expected a number of nodes (3) or a share of the role's nodes (25%), got "-1"; --max-failures: expected a number of nodes (3) or a share of the role's nodes (25%), got "150%"`,
+      `--max-parallel: expected a number of nodes (3) or a share of the role's nodes (25%), got "-1"; ` +
+        `--max-failures: expected a number of nodes (3) or a share of the role's nodes (25%), got "150%"`,
     ],
     [[...PUBLISH, "--canary-wait"], "--canary-wait needs --canary N (the canaries to wait after)"],
     [[...PUBLISH, "--canary", "two"], `--canary: expected a whole number ≥ 0, got "two"`],
@@ -41,7 +42,9 @@ describe("rollout flags: usage errors before anything is packed, uploaded or fir
     ],
     [
       [...PUBLISH, "--auto-rollback", "--max-failures", "1", "--via", "serf"],
-      "--auto-rollback cannot go with --via serf: the halting agent fires the rollback as a Consul event, which Serf handlers never see; drop --auto-rollback (after a halt: pulldeploy rollback --role web --via serf) or announce through Consul",
+      "--auto-rollback cannot go with --via serf: the halting agent fires the rollback as a Consul event, " +
+        "which Serf handlers never see; drop --auto-rollback (after a halt: pulldeploy rollback --role web --via " +
+        "serf) or announce through Consul",
     ],
     [
       [

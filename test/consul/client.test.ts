@@ -293,7 +293,8 @@ describe("events", () => {
     expect(err.status).toBe(500);
     expect(err.phase).toBe("consul");
     expect(err.message).toBe(
-      'consul PUT /v1/event/fire/deploy: 500 error broadcasting event to segment "": encoded user event exceeds configured limit of 512 bytes after encoding',
+      'consul PUT /v1/event/fire/deploy: 500 error broadcasting event to segment "": encoded user event ' +
+        "exceeds configured limit of 512 bytes after encoding",
     );
     expect(err.body).toStartWith("1 error occurred:\n\t* ");
   });

@@ -188,7 +188,9 @@ describe("delta deploys", () => {
     expect((await deployWithLog(manifestFor(r1, dest))).result.ok).toBe(true);
     // same.bin is unchanged in r2: linked from r1 without being read; `pre` then writes into r1's copy (the same
     // inode).
-    const pre = `commands:\n  pre:\n    - "printf XXXX | dd of=${dest}/current/same.bin bs=1 seek=10 conv=notrunc 2>/dev/null"\n`;
+    const pre =
+      `commands:\n  pre:\n    - "printf XXXX | dd of=${dest}/current/same.bin bs=1 seek=10 conv=notrunc ` +
+      `2>/dev/null"\n`;
     const { result, log } = await deployWithLog(manifestFor(r2, dest, { extra: pre }));
     expect(result.ok).toBe(true);
     expect(log).toMatch(/not re-hashed/);

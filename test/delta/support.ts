@@ -36,7 +36,9 @@ export function manifestFor(
   o: { delta?: boolean; strategy?: string; indexUrl?: string; indexSha256?: string; src?: string; extra?: string } = {},
 ): string {
   const strategy = o.strategy ?? "release";
-  let text = `src: ${o.src ?? `file://${p.archive}`}\nchecksum: ${p.checksum}\ndest: ${dest}\nsync_strategy: ${strategy}\n${strategy === "release" ? `release_id: ${p.id}\n` : ""}`;
+  let text =
+    `src: ${o.src ?? `file://${p.archive}`}\nchecksum: ${p.checksum}\ndest: ${dest}\nsync_strategy: ` +
+    `${strategy}\n${strategy === "release" ? `release_id: ${p.id}\n` : ""}`;
   if (o.extra) text += o.extra;
   if (o.delta !== false)
     text += `delta_index: ${o.indexUrl ?? p.delta.indexUrl}\ndelta_index_checksum: ${o.indexSha256 ?? p.delta.sha256}\n`;
@@ -64,7 +66,8 @@ export function describeTree(root: string): string[] {
       } else if (st.isSymbolicLink()) out.push(`${r} -> ${fs.readlinkSync(p)} mtime=${st.mtimeMs}`);
       else {
         out.push(
-          `${r} file ${common} size=${st.size} sha256=${new Bun.CryptoHasher("sha256").update(fs.readFileSync(p)).digest("hex")}`,
+          `${r} file ${common} size=${st.size} ` +
+            `sha256=${new Bun.CryptoHasher("sha256").update(fs.readFileSync(p)).digest("hex")}`,
         );
         inodes.set(st.ino, [...(inodes.get(st.ino) ?? []), r]);
       }

@@ -144,7 +144,8 @@ describe("consul watch input (captured stdin, CONSUL_INDEX set): always exit 0",
       const r = await run(["agent"], { stdin: stdin(name), env: { CONSUL_INDEX: "2837288600266478106" } });
       expect(r.code).toBe(0);
       expect(lastLine(r.stderr)).toBe(
-        'pulldeploy agent: consul event f4e50f41-d645-b52c-d385-1db2de63a736: "filtered-to-dev" is not a URL: a scheme is required (s3://, gs://, http://, https://, file://)',
+        'pulldeploy agent: consul event f4e50f41-d645-b52c-d385-1db2de63a736: "filtered-to-dev" is not a URL: ' +
+          "a scheme is required (s3://, gs://, http://, https://, file://)",
       );
     },
   );
@@ -197,17 +198,20 @@ describe("bad input: one line that says what to fix, exit 1, nothing lost", () =
     [
       "a bare path",
       "/srv/app.yml\n",
-      'pulldeploy agent: stdin: "/srv/app.yml" is not a URL: a scheme is required (s3://, gs://, http://, https://, file://) (did you mean file:///srv/app.yml?)',
+      'pulldeploy agent: stdin: "/srv/app.yml" is not a URL: a scheme is required (s3://, gs://, http://, ' +
+        "https://, file://) (did you mean file:///srv/app.yml?)",
     ],
     [
       "an unknown scheme",
       "ftp://host/app.yml\n",
-      'deploy failed in phase manifest: fetch ftp://host/app.yml: unknown scheme "ftp" (valid: file, http, https, s3, gs)',
+      'deploy failed in phase manifest: fetch ftp://host/app.yml: unknown scheme "ftp" (valid: file, http, ' +
+        "https, s3, gs)",
     ],
     [
       "a file URL with a host",
       "file://host/app.yml\n",
-      'deploy failed in phase manifest: fetch file://host/app.yml: file URLs take no host ("host"); use file:///absolute/path',
+      'deploy failed in phase manifest: fetch file://host/app.yml: file URLs take no host ("host"); use ' +
+        "file:///absolute/path",
     ],
   ])("%s", async (_n, stdin, msg) => {
     const r = await run(["agent"], { stdin });
@@ -350,7 +354,8 @@ describe("every flag changes behaviour (through the binary)", () => {
         const manifest = join(d.path, `${strategy}-${n}.yml`);
         fs.writeFileSync(
           manifest,
-          `src: file://${archive}\nchecksum: ${sha(archive)}\ndest: ${dest}\nsync_strategy: ${strategy}\nrelease_id: r${n}\n`,
+          `src: file://${archive}\nchecksum: ${sha(archive)}\ndest: ${dest}\nsync_strategy: ` +
+            `${strategy}\nrelease_id: r${n}\n`,
         );
         return `file://${manifest}`;
       });
@@ -409,7 +414,8 @@ describe("signals", () => {
       d.path,
       APP,
       (a) =>
-        `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${d.path}/dest\ncommands:\n  pre: ["touch ${d.path}/started; sleep 30"]\n  failure: ["echo failed > ${d.path}/failure.txt"]\n`,
+        `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${d.path}/dest\ncommands:\n  pre: ["touch ` +
+        `${d.path}/started; sleep 30"]\n  failure: ["echo failed > ${d.path}/failure.txt"]\n`,
     );
     const proc = Bun.spawn([BINARY, "agent"], {
       stdin: new TextEncoder().encode(rel.manifestUrl),

@@ -21,7 +21,8 @@ function release(dir: string, name: string, version: string, extra = "") {
     store,
     { VERSION: version },
     (a) =>
-      `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${dir}/dest\nrelease_id: ${name}\ncommands:\n  success: ["echo ${name} >> ${dir}/deploys.log"]\n${extra}`,
+      `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${dir}/dest\nrelease_id: ${name}\ncommands:\n  ` +
+      `success: ["echo ${name} >> ${dir}/deploys.log"]\n${extra}`,
   );
 }
 

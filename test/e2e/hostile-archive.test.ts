@@ -77,7 +77,8 @@ async function deployArchive(
   const hookLog = join(d.path, "failure.log");
   fs.writeFileSync(
     join(d.path, "m.yml"),
-    `src: file://${file}\nchecksum: ${hex}\ndest: ${dest}\nsync_strategy: ${strategy}\ncommands:\n  failure: ['printf "%s|%s\\n" "$PULLDEPLOY_FAILED_PHASE" "$PULLDEPLOY_ERROR" >> ${hookLog}']\n`,
+    `src: file://${file}\nchecksum: ${hex}\ndest: ${dest}\nsync_strategy: ${strategy}\ncommands:\n  failure: ` +
+      `['printf "%s|%s\\n" "$PULLDEPLOY_FAILED_PHASE" "$PULLDEPLOY_ERROR" >> ${hookLog}']\n`,
   );
   const r = await run(
     [
@@ -185,17 +186,20 @@ describe("refused through the binary, dest and the world untouched", () => {
     [
       "class 3: one deep name implies more directories than --max-files",
       tar(pax([rec("path", `${"d/".repeat(250)}f`)]), entry({ name: "x", data: "x" })),
-      `too many entries (limit 200, counting 1 pax and long-name headers, counting 250 directories the archive implies): ${"d/".repeat(250)}f`,
+      "too many entries (limit 200, counting 1 pax and long-name headers, counting 250 directories the archive " +
+        `implies): ${"d/".repeat(250)}f`,
     ],
     [
       "class 6: an empty archive",
       tar(),
-      "empty archive: no entry besides its root; deploying it would empty dest (pass --allow-empty-archive if that is what you want)",
+      "empty archive: no entry besides its root; deploying it would empty dest (pass --allow-empty-archive if " +
+        "that is what you want)",
     ],
     [
       "class 6: an archive of only ./",
       tar(entry({ name: "./", type: "5" })),
-      "empty archive: no entry besides its root; deploying it would empty dest (pass --allow-empty-archive if that is what you want)",
+      "empty archive: no entry besides its root; deploying it would empty dest (pass --allow-empty-archive if " +
+        "that is what you want)",
     ],
   ] as [string, Uint8Array, string][])("%s", async (_name, archive, message) => {
     expectRefused(await deployArchive(archive), message);
@@ -208,7 +212,8 @@ describe("refused through the binary, dest and the world untouched", () => {
     );
     expectRefused(
       await deployArchive(tar(entry({ name: "./", type: "5" })), { strategy }),
-      "empty archive: no entry besides its root; deploying it would empty dest (pass --allow-empty-archive if that is what you want)",
+      "empty archive: no entry besides its root; deploying it would empty dest (pass --allow-empty-archive if " +
+        "that is what you want)",
     );
   });
 

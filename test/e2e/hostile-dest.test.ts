@@ -143,7 +143,8 @@ suite("class 1: the app user swaps releases/, current and bookkeeping for links"
     await using s = scene();
     ok(await s.agent(s.release("r1", "1")));
     asApp(
-      `cd '${s.dest}' && mv releases releases.old && mkdir releases && ln -s '${s.victim}' releases/r0 && mkdir releases/r00`,
+      `cd '${s.dest}' && mv releases releases.old && mkdir releases && ln -s '${s.victim}' releases/r0 && ` +
+        "mkdir releases/r00",
     );
     const r = await s.agent(s.release("r2", "2", "keep_releases: 2\n"));
     expectRefused(
@@ -192,7 +193,8 @@ suite("class 1: the app user swaps releases/, current and bookkeeping for links"
       fs.mkdirSync(evil);
       fs.chownSync(evil, APP!.uid, APP!.gid);
       asApp(
-        `cd '${s.dest}' && mv releases releases.moved && ln -s '${evil}' releases && ln -s '${s.victim}' '${evil}/.partial-r2-${proc.pid}'`,
+        `cd '${s.dest}' && mv releases releases.moved && ln -s '${evil}' releases && ln -s '${s.victim}' ` +
+          `'${evil}/.partial-r2-${proc.pid}'`,
       );
       held.release();
       const stderr = await new Response(proc.stderr).text();

@@ -92,10 +92,12 @@ describe("class 4: the network hangs or lies", () => {
     ]);
     expect(r.code).toBe(1);
     expect(failedLine(r.stderr)).toBe(
-      `deploy failed in phase manifest: fetch ${srv.url}/app.yml: no complete answer within 0.3s (--timeout) (after 2 attempts)`,
+      `deploy failed in phase manifest: fetch ${srv.url}/app.yml: no complete answer within 0.3s (--timeout) ` +
+        "(after 2 attempts)",
     );
     expect(lines(r.stderr)).toContain(
-      `manifest: fetch ${srv.url}/app.yml: no complete answer within 0.3s (--timeout); retrying in 0.05s (attempt 2 of 2)`,
+      `manifest: fetch ${srv.url}/app.yml: no complete answer within 0.3s (--timeout); retrying in 0.05s ` +
+        "(attempt 2 of 2)",
     );
     expect(srv.connections()).toBe(2);
     expect(performance.now() - started).toBeLessThan(10_000);
@@ -144,7 +146,8 @@ describe("class 4: the network hangs or lies", () => {
     );
     expect(r.code).toBe(1);
     expect(failedLine(r.stderr)).toBe(
-      "deploy failed in phase manifest: fetch s3://deploys/app.yml: no complete answer within 0.3s (--timeout) (after 2 attempts)",
+      "deploy failed in phase manifest: fetch s3://deploys/app.yml: no complete answer within 0.3s (--timeout) " +
+        "(after 2 attempts)",
     );
   });
 
@@ -180,12 +183,14 @@ describe("class 4: the network hangs or lies", () => {
     const a = await run(["agent", "--manifest", `${endless.url}/big.yml`]);
     expect(a.code).toBe(1);
     expect(failedLine(a.stderr)).toBe(
-      `deploy failed in phase manifest: fetch ${endless.url}/big.yml: larger than 1048576 bytes; a manifest or signature is never that big: check the URL`,
+      `deploy failed in phase manifest: fetch ${endless.url}/big.yml: larger than 1048576 bytes; a manifest or ` +
+        "signature is never that big: check the URL",
     );
     using liar = tcpServer((s) => void s.write("HTTP/1.1 200 OK\r\nContent-Length: 10737418240\r\n\r\nsrc: x\n"));
     const b = await run(["agent", "--timeout", "5s", "--manifest", `${liar.url}/big.yml`]);
     expect(failedLine(b.stderr)).toBe(
-      `deploy failed in phase manifest: fetch ${liar.url}/big.yml: larger than 1048576 bytes (10737418240 bytes); a manifest or signature is never that big: check the URL`,
+      `deploy failed in phase manifest: fetch ${liar.url}/big.yml: larger than 1048576 bytes (10737418240 ` +
+        "bytes); a manifest or signature is never that big: check the URL",
     );
   });
 
@@ -231,7 +236,8 @@ describe("class 4: the network hangs or lies", () => {
     ]);
     expect(r.code).toBe(1);
     expect(failedLine(r.stderr)).toBe(
-      `deploy failed in phase signature: cannot verify the manifest: fetch ${srv.url}/app.yml.sig: no complete answer within 0.3s (--timeout); refusing it because trust keys are configured`,
+      `deploy failed in phase signature: cannot verify the manifest: fetch ${srv.url}/app.yml.sig: no complete ` +
+        "answer within 0.3s (--timeout); refusing it because trust keys are configured",
     );
     expect(listTree(dest)).toEqual([]);
   });
@@ -252,7 +258,8 @@ describe("class 4: the network hangs or lies", () => {
         const stderr = await new Response(proc.stderr).text();
         expect(code).toBe(consul ? 0 : 1);
         expect(lines(stderr)).toEqual([
-          "pulldeploy agent: stdin: no complete trigger within 0.3s (consul watch and serf write it and close stdin at once; --trigger-timeout)",
+          "pulldeploy agent: stdin: no complete trigger within 0.3s (consul watch and serf write it and close " +
+            "stdin at once; --trigger-timeout)",
         ]);
       } finally {
         proc.stdin.end();
@@ -276,7 +283,8 @@ describe("class 4: the network hangs or lies", () => {
       });
       expect(await proc.exited).toBe(1);
       expect(lines(await new Response(proc.stderr).text())).toEqual([
-        "pulldeploy agent: stdin: no complete trigger within 0.3s (consul watch and serf write it and close stdin at once; --trigger-timeout)",
+        "pulldeploy agent: stdin: no complete trigger within 0.3s (consul watch and serf write it and close " +
+          "stdin at once; --trigger-timeout)",
       ]);
     } finally {
       fs.closeSync(rd);
@@ -319,7 +327,9 @@ describe("class 5: secrets never leave the host", () => {
       const path = new URL(req.url).pathname;
       if (path === "/app.yml") {
         return new Response(
-          `src: ${srcUrl}\nchecksum: ${rel.sha256}\ndest: ${dest}\ncommands:\n  failure:\n    - env > ${d.path}/failure.env\n    - cat > ${d.path}/failure.stdin\n  success:\n    - env > ${d.path}/success.env\n    - cat > ${d.path}/success.stdin\n`,
+          `src: ${srcUrl}\nchecksum: ${rel.sha256}\ndest: ${dest}\ncommands:\n  failure:\n    - env > ` +
+            `${d.path}/failure.env\n    - cat > ${d.path}/failure.stdin\n  success:\n    - env > ` +
+            `${d.path}/success.env\n    - cat > ${d.path}/success.stdin\n`,
         );
       }
       if (path === "/app.tar.gz")
@@ -406,18 +416,21 @@ describe("class 5: secrets never leave the host", () => {
       d.path,
       { "index.html": "v1" },
       () =>
-        `src: ${src}\nchecksum: ${"0".repeat(64)}\ndest: ${dest}\ncommands:\n  failure: ["env > ${d.path}/failure.env"]\n`,
+        `src: ${src}\nchecksum: ${"0".repeat(64)}\ndest: ${dest}\ncommands:\n  failure: ["env > ` +
+        `${d.path}/failure.env"]\n`,
     );
     const r = await run(["agent", "--manifest", rel.manifestUrl]);
     expect(r.code).toBe(1);
     expect(failedLine(r.stderr)).toBe(
-      "deploy failed in phase fetch: fetch file://ci:***@files.internal/app.tar.gz?X-Goog-Signature=***: not a valid file URL; use file:///absolute/path",
+      "deploy failed in phase fetch: fetch file://ci:***@files.internal/app.tar.gz?X-Goog-Signature=***: not a " +
+        "valid file URL; use file:///absolute/path",
     );
     expectNoSecret({ stderr: r.stderr, env: read(join(d.path, "failure.env")) });
   });
 
   test.each([true, false])(
-    "an error that quotes the manifest URL raw (unknown scheme), Consul up: %p: redacted in the KV report or the state file's pending report",
+    "an error that quotes the manifest URL raw (unknown scheme), Consul up: %p: redacted in the KV report or " +
+      "the state file's pending report",
     async (consulUp) => {
       await using d = tempDir();
       const state = join(d.path, "state");
@@ -431,7 +444,8 @@ describe("class 5: secrets never leave the host", () => {
       const r = await run(["agent", "--role", "web", "--node", "web-1", "--manifest", url], { env });
       expect(r.code).toBe(1);
       expect(failedLine(r.stderr)).toBe(
-        'deploy failed in phase manifest: fetch ftp://ci:***@files.internal/app.yml?X-Goog-Signature=***: unknown scheme "ftp" (valid: file, http, https, s3, gs)',
+        "deploy failed in phase manifest: fetch ftp://ci:***@files.internal/app.yml?X-Goog-Signature=***: " +
+          'unknown scheme "ftp" (valid: file, http, https, s3, gs)',
       );
       const saved = read(join(state, "state.json"));
       const kv = await kvDump(consul);
@@ -448,7 +462,8 @@ describe("class 6: misconfiguration fails closed", () => {
       const r = await run(["agent", ...flag, "--manifest", "file:///x.yml"]);
       expect(r.code).toBe(2);
       expect(lines(r.stderr)).toEqual([
-        "pulldeploy agent: --trust-key: empty; give the public key file(s) to verify manifests with (e.g. --trust-key /etc/pulldeploy/release.pub), or drop the flag",
+        "pulldeploy agent: --trust-key: empty; give the public key file(s) to verify manifests with (e.g. " +
+          "--trust-key /etc/pulldeploy/release.pub), or drop the flag",
       ]);
     },
   );
@@ -493,7 +508,8 @@ describe("class 6: misconfiguration fails closed", () => {
         d.path,
         { "index.html": "v1" },
         (a) =>
-          `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: "${dest}"\ncommands:\n  pre: ["touch ${d.path}/pre-ran"]\n  failure: ["echo \\"$PULLDEPLOY_ERROR\\" > ${d.path}/failure"]\n`,
+          `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: "${dest}"\ncommands:\n  pre: ["touch ` +
+          `${d.path}/pre-ran"]\n  failure: ["echo \\"$PULLDEPLOY_ERROR\\" > ${d.path}/failure"]\n`,
       );
       const r = await run(["agent", "--manifest", rel.manifestUrl]);
       expect(r.code).toBe(1);
@@ -613,7 +629,9 @@ describe("class 10: the dashboard", () => {
   test("--listen on every interface is warned about at start; the Host check still holds", async () => {
     await using dash = await startDashboard("0.0.0.0:0");
     expect(lines(dash.stderr())).toContain(
-      "dashboard: warning: listening on every interface, not loopback: anyone who can reach the port reads every role's nodes, releases and errors (there is no login); prefer 127.0.0.1 behind an SSH tunnel or an authenticating proxy",
+      "dashboard: warning: listening on every interface, not loopback: anyone who can reach the port reads " +
+        "every role's nodes, releases and errors (there is no login); prefer 127.0.0.1 behind an SSH tunnel or " +
+        "an authenticating proxy",
     );
     expect(
       (await fetch(`http://127.0.0.1:${dash.port}/api/state`, { headers: { Host: "rebind.example" } })).status,

@@ -45,7 +45,8 @@ function hookRelease(dir: string, name: string, pre: string) {
     store,
     { VERSION: name },
     (a) =>
-      `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${dir}/dest\nsync_strategy: release\nrelease_id: ${name}\ncommands:\n  pre: [${JSON.stringify(pre)}]\n`,
+      `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${dir}/dest\nsync_strategy: release\nrelease_id: ` +
+      `${name}\ncommands:\n  pre: [${JSON.stringify(pre)}]\n`,
   );
 }
 
@@ -146,7 +147,9 @@ describe("class 8: the host lock and a killed agent's processes", () => {
           store,
           { VERSION: name, [name]: name },
           (a) =>
-            `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${d.path}/dest\nsync_strategy: ${strategy}\n${strategy === "release" ? `release_id: ${name}\n` : ""}commands:\n  ${phase}: [${JSON.stringify(hook)}]\n`,
+            `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${d.path}/dest\nsync_strategy: ` +
+            `${strategy}\n${strategy === "release" ? `release_id: ${name}\n` : ""}commands:\n  ${phase}: ` +
+            `[${JSON.stringify(hook)}]\n`,
           name,
         );
       const hung = manifest("r1", `sleep 1000 & echo "$$ $!" > ${pids}; wait`);
@@ -311,7 +314,8 @@ describe("class 7: a signed release can't be replayed to downgrade a host", () =
     const plain = await run(["rollback", "--role", "web", "--to", id1], { env: f.env });
     expect(plain.code).toBe(0);
     expect(plain.stderr).toContain(
-      `rollback: warning: ${id1}'s manifest is signed; agents with --trust-key that ran a later release refuse it as a downgrade (pass --sign-key KEY to re-sign it)`,
+      `rollback: warning: ${id1}'s manifest is signed; agents with --trust-key that ran a later release refuse ` +
+        "it as a downgrade (pass --sign-key KEY to re-sign it)",
     );
     const refused = await f.agent(["--from-kv"]);
     expect(refused.code).toBe(1);

@@ -134,7 +134,8 @@ describe("--log-format json and --metrics-file", () => {
       dir.path,
       { "index.html": "v2\n" },
       (a) =>
-        `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${dest}\ncommands:\n  pre: ["echo 'no disk' >&2; exit 3"]\n`,
+        `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${dest}\ncommands:\n  pre: ["echo 'no disk' >&2; ` +
+        `exit 3"]\n`,
       "bad",
     );
     const fail = await run(

@@ -161,7 +161,8 @@ describe("the release files", () => {
     const sysroot = "/usr/aarch64-linux-gnu";
     if (!Bun.which("qemu-aarch64") || !fs.existsSync(join(sysroot, "lib/ld-linux-aarch64.so.1")))
       throw new Error(
-        "qemu-aarch64 or the arm64 C library is missing: run scripts/setup.sh (apt-get install qemu-user libc6-arm64-cross)",
+        "qemu-aarch64 or the arm64 C library is missing: run scripts/setup.sh (apt-get install qemu-user " +
+          "libc6-arm64-cross)",
       );
     expect(sh(["qemu-aarch64", "-L", sysroot, ARM64_BINARY, "--version"])).toEqual({
       code: 0,
@@ -179,7 +180,8 @@ describe("the release files", () => {
       const fields = ok(["dpkg-deb", "-f", deb, "Package", "Version", "Architecture", "Depends"]);
       expect(fields).toMatch(
         new RegExp(
-          `^Package: pulldeploy\nVersion: ${DEB_VERSION.replace(/[.+~]/g, "\\$&")}\nArchitecture: ${arch}\nDepends: libc6 \\(>= 2\\.\\d+\\), rsync, tar\n$`,
+          `^Package: pulldeploy\nVersion: ${DEB_VERSION.replace(/[.+~]/g, "\\$&")}\nArchitecture: ` +
+            `${arch}\nDepends: libc6 \\(>= 2\\.\\d+\\), rsync, tar\n$`,
         ),
       );
       const listing = ok(["dpkg-deb", "-c", deb]).trim().split("\n");
@@ -431,7 +433,8 @@ describe("scripts/package.sh", () => {
         tag: "v9.9.9",
         specs: [`${TRUE}:x64`],
         error: new RegExp(
-          `HEAD is tagged v9\\.9\\.9 but package\\.json says ${VERSION.replace(/\./g, "\\.")}: set package\\.json's version to 9\\.9\\.9$`,
+          `HEAD is tagged v9\\.9\\.9 but package\\.json says ${VERSION.replace(/\./g, "\\.")}: set ` +
+            `package\\.json's version to 9\\.9\\.9$`,
         ),
       },
     ];

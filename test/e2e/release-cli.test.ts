@@ -39,7 +39,8 @@ function releaseIn(store: string, dest: string, id: string, version: string, src
     join(store, id),
     APP(version),
     (a) =>
-      `src: ${srcBase}/${id}/app.tar.gz\nchecksum: ${a.sha256}\ndest: ${dest}\nsync_strategy: release\nrelease_id: ${id}\n${extra}`,
+      `src: ${srcBase}/${id}/app.tar.gz\nchecksum: ${a.sha256}\ndest: ${dest}\nsync_strategy: ` +
+      `release\nrelease_id: ${id}\n${extra}`,
   );
 }
 
@@ -194,7 +195,8 @@ describe("crash safety: kill -9 in each phase, then a clean run", () => {
     ],
     [
       "post",
-      'commands:\n  post: ["echo $$ > $PULLDEPLOY_DEST/../hook.pid; touch $PULLDEPLOY_DEST/../in-post; exec sleep 30"]\n',
+      'commands:\n  post: ["echo $$ > $PULLDEPLOY_DEST/../hook.pid; touch $PULLDEPLOY_DEST/../in-post; exec ' +
+        'sleep 30"]\n',
       (d) => fs.existsSync(join(d, "in-post")),
     ],
   ];

@@ -359,7 +359,8 @@ describe("staged rollouts, 4 agents on 4 stand-in nodes", () => {
     const status = await fleet.cli(["rollout", "status", "--role", "web"]);
     expect(status.code).toBe(0);
     expect(status.stdout).toContain(
-      `rollout ${v6.id}: paused (canaries healthy (1); waiting for: pulldeploy rollout promote --role web) · canaries ${canary} · 4 prepared, 1 healthy, 0 failed of 4 · 2 slots`,
+      `rollout ${v6.id}: paused (canaries healthy (1); waiting for: pulldeploy rollout promote --role web) · ` +
+        `canaries ${canary} · 4 prepared, 1 healthy, 0 failed of 4 · 2 slots`,
     );
     const fleetStatus = await fleet.cli(["status", "--role", "web"]);
     expect(fleetStatus.stdout).toContain(`  waiting: ${NODES.filter((n) => n !== canary).join(", ")}\n`);
@@ -664,7 +665,8 @@ test("--slot-ttl below the Consul servers' session_ttl_min (10 s by default): pu
   expect(r.code).toBe(1);
   expect(r.stderr).toContain("--slot-ttl 2s: Consul refuses it (");
   expect(r.stderr).toContain(
-    "Invalid Session TTL '2000000000', must be between [10s=24h0m0s]); give at least its servers' session_ttl_min (10s unless set lower)",
+    "Invalid Session TTL '2000000000', must be between [10s=24h0m0s]); give at least its servers' " +
+      "session_ttl_min (10s unless set lower)",
   );
   expect(consul.requests.filter((q) => q.method === "PUT" && q.path.startsWith("/v1/kv/"))).toEqual([]);
   expect(consul.requests.some((q) => q.path.startsWith("/v1/event/fire/"))).toBe(false);
@@ -682,7 +684,8 @@ test("no --role, and a Consul node name that is no KV key segment (web-1/../../l
   const r = await run(["agent", "--manifest", rel.manifestUrl], { env: consul.env });
   expect(r.code, statusOf(r)).toBe(0);
   expect(r.stderr).toContain(
-    `role web (from the manifest): no report and no rollout: this host's node name "web-1/../../latest" must be 1–128 letters`,
+    `role web (from the manifest): no report and no rollout: this host's node name "web-1/../../latest" must ` +
+      "be 1–128 letters",
   );
   expect(consul.requests.filter((q) => q.method === "PUT")).toEqual([]);
   expect(fs.readFileSync(join(dest, "index.html"), "utf8")).toBe("v1");

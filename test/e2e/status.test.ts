@@ -182,7 +182,8 @@ describe("pulldeploy status", () => {
     const r = await run(["status", "--role", "db"], { env });
     expect(r.code).toBe(0);
     expect(r.stdout).toBe(
-      'db: no release recorded yet (pulldeploy/roles/db/latest is empty)\nno nodes: service "db" has no instances in Consul\'s catalog and no agent has reported under pulldeploy/roles/db/nodes/\n',
+      'db: no release recorded yet (pulldeploy/roles/db/latest is empty)\nno nodes: service "db" has no ' +
+        "instances in Consul's catalog and no agent has reported under pulldeploy/roles/db/nodes/\n",
     );
     const json = await run(["status", "--role", "db", "--json"], { env });
     expect(JSON.parse(json.stdout)).toMatchObject({ role: "db", latest: null, rows: [] });

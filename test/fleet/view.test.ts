@@ -303,7 +303,8 @@ describe("renderFleet: the status table", () => {
     expect(renderFleet(view({ latest: null }), { color: false })).toBe(
       [
         "web: no release recorded yet (pulldeploy/roles/web/latest is empty)",
-        'no nodes: service "web" has no instances in Consul\'s catalog and no agent has reported under pulldeploy/roles/web/nodes/',
+        'no nodes: service "web" has no instances in Consul\'s catalog and no agent has reported under ' +
+          "pulldeploy/roles/web/nodes/",
         "",
       ].join("\n"),
     );

@@ -274,7 +274,8 @@ const MUTATIONS: Record<string, Mutation> = {
     if (name !== "checksum") fixChecksum(h);
     return [
       out,
-      `${name}=${typeof v === "number" ? v.toString(8) : JSON.stringify(Buffer.from(v as never).toString("latin1"))} @${off}`,
+      `${name}=${typeof v === "number" ? v.toString(8) : JSON.stringify(Buffer.from(v as never).toString("latin1"))} ` +
+        `@${off}`,
     ];
   },
   type(t, r) {

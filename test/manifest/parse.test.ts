@@ -208,7 +208,8 @@ exclude_from: ../outside
 describe("manifest: templates and commands.env", () => {
   test("env with default, must_env, and other {{ }} left alone", () => {
     const m = parseManifest(
-      `src: file:///{{ env "APP" "app" }}.tgz\nchecksum: ${SHA1}\ndest: {{ must_env "DEST" }}\ncommands:\n  pre: ["docker inspect -f '{{.State.Running}}' x"]\n`,
+      `src: file:///{{ env "APP" "app" }}.tgz\nchecksum: ${SHA1}\ndest: {{ must_env "DEST" }}\ncommands:\n  ` +
+        `pre: ["docker inspect -f '{{.State.Running}}' x"]\n`,
       { DEST: "/srv/x" },
     ).manifest;
     expect(m.src).toBe("file:///app.tgz");
@@ -257,7 +258,8 @@ describe("manifest: the release strategy's fields", () => {
   const base = `src: file:///a.tgz\nchecksum: ${SHA1}\ndest: /srv/app\n`;
   test("release_id, keep_releases, shared_paths, commands.validate", () => {
     const m = parseManifest(
-      `${base}sync_strategy: release\nrelease_id: 20261126T000000Z-abc\nkeep_releases: 3\nshared_paths: [log/, tmp/pids, config/db.yml]\ncommands:\n  validate: ["curl -sf localhost/health"]\n`,
+      `${base}sync_strategy: release\nrelease_id: 20261126T000000Z-abc\nkeep_releases: 3\nshared_paths: [log/, ` +
+        `tmp/pids, config/db.yml]\ncommands:\n  validate: ["curl -sf localhost/health"]\n`,
     ).manifest;
     expect(m).toMatchObject({
       syncStrategy: "release",

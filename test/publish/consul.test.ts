@@ -169,7 +169,8 @@ describe("publish records the release, then fires the event", () => {
     expect(lines[0]).toBe("dry run: nothing was uploaded, written or fired");
     expect(r.stdout).toContain(`upload    file://${store}/web/${id}.tar.gz\n`);
     expect(r.stdout).toContain(
-      `upload    file://${store}/web/${id}.yml:\n            src: file://${store}/web/${id}.tar.gz\n            checksum: `,
+      `upload    file://${store}/web/${id}.yml:\n            src: file://${store}/web/${id}.tar.gz\n           ` +
+        " checksum: ",
     );
     expect(r.stdout).toContain(`kv put    pulldeploy/roles/web/releases/${id} (consul ${consul.addr}) = {"id":"${id}"`);
     expect(r.stdout).toContain(`kv put    pulldeploy/roles/web/latest (consul ${consul.addr}) = {"id":"${id}"`);
@@ -213,7 +214,9 @@ describe("the payload limit is checked before anything is uploaded", () => {
     expect(r.code).toBe(1);
     expect(r.stderr.trim().split("\n")).toHaveLength(1);
     expect(r.stderr).toContain(
-      `pulldeploy publish: event payload too long: the manifest URL file://${to}/web/${ID.exec(r.stderr)![0]}.yml is 405 bytes, 1 more than the 404 that fit in a Consul event named "deploy" (512 bytes after encoding); use a shorter --to, --role or --event`,
+      "pulldeploy publish: event payload too long: the manifest URL " +
+        `file://${to}/web/${ID.exec(r.stderr)![0]}.yml is 405 bytes, 1 more than the 404 that fit in a Consul ` +
+        `event named "deploy" (512 bytes after encoding); use a shorter --to, --role or --event`,
     );
     expect(fs.existsSync(join(to, "web"))).toBe(false);
     expect(consul.requests).toEqual([]);
@@ -238,7 +241,9 @@ describe("after the upload, nothing is lost", () => {
     const id = ID.exec(line)![0];
     const url = `file://${store}/web/${id}.yml`;
     expect(line).toContain(
-      `pulldeploy publish: release ${id} is uploaded (${url}) but not announced: consul PUT /v1/kv/pulldeploy/roles/web/releases/${id}: 403 ACL not found; finish with: pulldeploy fire ${url} --role web`,
+      `pulldeploy publish: release ${id} is uploaded (${url}) but not announced: consul PUT ` +
+        `/v1/kv/pulldeploy/roles/web/releases/${id}: 403 ACL not found; finish with: pulldeploy fire ${url} ` +
+        "--role web",
     );
     expect(listTree(store)).toEqual(["web/", `web/${id}.tar.gz`, `web/${id}.yml`]);
     expect(consul.fired).toEqual([]);
@@ -268,7 +273,9 @@ describe("after the upload, nothing is lost", () => {
     const line = r.stderr.trim().split("\n").at(-1)!;
     const id = ID.exec(line)![0];
     expect(line).toContain(
-      `but not announced: consul 127.0.0.1:${port} unreachable: ECONNREFUSED; finish with: pulldeploy fire file://${store}/web/${id}.yml --role web --kv-prefix pd --message 'it'\\''s late' --event ship --service web`,
+      `but not announced: consul 127.0.0.1:${port} unreachable: ECONNREFUSED; finish with: pulldeploy fire ` +
+        `file://${store}/web/${id}.yml --role web --kv-prefix pd --message 'it'\\''s late' --event ship ` +
+        "--service web",
     );
     const fixed = await runPrinted(line.slice(line.indexOf("finish with: ") + 13), consul.env);
     expect(fixed.code).toBe(0);
@@ -282,7 +289,8 @@ describe("after the upload, nothing is lost", () => {
     const line = r.stderr.trim().split("\n").at(-1)!;
     const id = ID.exec(line)![0];
     expect(line).toContain(
-      `but not announced (KV is up to date; the event was not sent): consul PUT /v1/event/fire/deploy: 500 Invalid node filter`,
+      "but not announced (KV is up to date; the event was not sent): consul PUT /v1/event/fire/deploy: 500 " +
+        "Invalid node filter",
     );
     expect(line).toMatch(new RegExp(`finish with: pulldeploy fire file://\\S+/web/${id}\\.yml --node '\\['$`));
     expect(kvRecord("pulldeploy/roles/web/latest").id).toBe(id);

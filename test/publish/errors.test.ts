@@ -111,7 +111,8 @@ describe("the directory", () => {
     ]);
     expect(code).toBe(1);
     expect(oneLine({ code, stdout, stderr })).toBe(
-      `pulldeploy publish: pack ${d.path}/app: 3 entries cannot be packed: conf/db.yml (unreadable), private/ (unreadable directory), secret.key (unreadable)`,
+      `pulldeploy publish: pack ${d.path}/app: 3 entries cannot be packed: conf/db.yml (unreadable), private/ ` +
+        "(unreadable directory), secret.key (unreadable)",
     );
     expect(fs.existsSync(join(d.path, "store"))).toBe(false);
   });

@@ -20,7 +20,9 @@ test("fire re-signs with signKey and fires (and returns) the new manifest URL; t
     const id = "20260101T000000Z-0123456789ab";
     const path = join(d.path, `store/web/${id}.yml`);
     fs.mkdirSync(join(d.path, "store/web"), { recursive: true });
-    const original = `src: file:///s/web/${id}.tar.gz\nchecksum: ${"a".repeat(64)}\ndest: /srv/app\nrelease_id: ${id}\nissued_at: "2026-01-01T00:00:00.000Z"\n`;
+    const original =
+      `src: file:///s/web/${id}.tar.gz\nchecksum: ${"a".repeat(64)}\ndest: /srv/app\nrelease_id: ` +
+      `${id}\nissued_at: "2026-01-01T00:00:00.000Z"\n`;
     fs.writeFileSync(path, original);
     const { manifestUrl } = await fire({
       manifestUrl: `file://${path}`,

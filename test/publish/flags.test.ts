@@ -157,7 +157,8 @@ describe("progress", () => {
     const big = join(work, "big");
     writeTree(big, { "a.bin": new Uint8Array(48 * 2 ** 20).map((_, i) => (i * 2654435761) >>> 24) });
     const cmd = (extra: string) =>
-      `${BINARY} publish ${big} --to file://${work}/store-tty${extra ? "-q" : ""} --role web --dest /srv/web --no-kv --no-event --no-delta ${extra}`;
+      `${BINARY} publish ${big} --to file://${work}/store-tty${extra ? "-q" : ""} --role web --dest /srv/web ` +
+      `--no-kv --no-event --no-delta ${extra}`;
     const tty = Bun.spawnSync(["script", "-qec", cmd(""), "/dev/null"], {
       stdout: "pipe",
       env: { PATH: process.env.PATH!, TERM: "xterm" },

@@ -64,7 +64,8 @@ describe("renderManifest", () => {
   test("every flag: dest_mode stays octal, sync_strategy, excludes", () => {
     const text = render({ dest: "/srv/web", destMode: "0750", syncStrategy: "mv", excludes: ["*.pid", "tmp/"] });
     expect(text).toBe(
-      `src: ${RELEASE.src}\nchecksum: ${RELEASE.checksum}\ndest: /srv/web\ndest_mode: 0750\nsync_strategy: mv\nexcludes:\n  - "*.pid"\n  - tmp/\n`,
+      `src: ${RELEASE.src}\nchecksum: ${RELEASE.checksum}\ndest: /srv/web\ndest_mode: 0750\nsync_strategy: ` +
+        `mv\nexcludes:\n  - "*.pid"\n  - tmp/\n`,
     );
     expect(parseManifest(text).manifest).toMatchObject({
       destMode: 0o750,
@@ -116,12 +117,14 @@ describe("renderManifest", () => {
     expect(
       problemsOf(
         { dest: "/srv/web" },
-        "src: s3://elsewhere/app.tar.gz\nchecksum: abc\nrelease_id: mine\ncomands:\n  pre: [x]\nsync_strategy: scp\ndest_mode: rwxr-xr-x\nexcludes: notalist\nexclude_from: /etc/passwd\n",
+        "src: s3://elsewhere/app.tar.gz\nchecksum: abc\nrelease_id: mine\ncomands:\n  pre: [x]\nsync_strategy: " +
+          "scp\ndest_mode: rwxr-xr-x\nexcludes: notalist\nexclude_from: /etc/passwd\n",
       ),
     ).toEqual([
       "--manifest hooks.yml: src: set by publish (the uploaded archive's URL); remove it from the file",
       "--manifest hooks.yml: checksum: set by publish (the uploaded archive's); remove it from the file",
-      "--manifest hooks.yml: release_id: set by publish (the release id that KV and the agents' reports use); remove it from the file",
+      "--manifest hooks.yml: release_id: set by publish (the release id that KV and the agents' reports use); " +
+        "remove it from the file",
       "--manifest hooks.yml: ignoring unknown keys: comands",
       '--manifest hooks.yml: dest_mode: expected an octal mode like 0755, got "rwxr-xr-x"',
       '--manifest hooks.yml: sync_strategy: unknown strategy "scp" (valid: rsync, mv, release)',
@@ -131,7 +134,8 @@ describe("renderManifest", () => {
     expect(
       problemsOf(
         { dest: "/srv/web" },
-        "comands:\n  pre: [x]\nsync_strategy: scp\ndest_mode: rwxr-xr-x\nexcludes: notalist\nexclude_from: /etc/passwd\n",
+        "comands:\n  pre: [x]\nsync_strategy: scp\ndest_mode: rwxr-xr-x\nexcludes: notalist\nexclude_from: " +
+          "/etc/passwd\n",
       ),
     ).toEqual([
       "--manifest hooks.yml: ignoring unknown keys: comands",
@@ -220,7 +224,8 @@ describe("fireCommand", () => {
         consulFlags: { addr: "c:8500", token: "secret" },
       },
       false,
-      "pulldeploy fire s3://b/app/web/x.yml --role web --kv-prefix t/a --message 'don'\\''t' --no-event --consul-addr c:8500",
+      "pulldeploy fire s3://b/app/web/x.yml --role web --kv-prefix t/a --message 'don'\\''t' --no-event " +
+        "--consul-addr c:8500",
     ],
   ] as const)("%#", (step, kvDone, cmd) => {
     expect(fireCommand(step as Parameters<typeof fireCommand>[0], { kvDone })).toBe(cmd);
@@ -236,7 +241,8 @@ describe("through the binary", () => {
     writeTree(dest, { "old.txt": "stale", "run.pid": "42" });
     fs.writeFileSync(
       join(d.path, "hooks.yml"),
-      `dest: /nowhere\nexcludes: ["*.log"]\ncommands:\n  pre: ["echo pre >> ${d.path}/hooks.log"]\n  success: ['echo "success $GREETING" >> ${d.path}/hooks.log']\n  env:\n    GREETING: hi\n`,
+      `dest: /nowhere\nexcludes: ["*.log"]\ncommands:\n  pre: ["echo pre >> ${d.path}/hooks.log"]\n  success: ` +
+        `['echo "success $GREETING" >> ${d.path}/hooks.log']\n  env:\n    GREETING: hi\n`,
     );
     const r = await run([
       "publish",
@@ -294,7 +300,8 @@ describe("through the binary", () => {
     expect(r.stderr.trim().split("\n")).toHaveLength(1);
     const h = `--manifest ${join(d.path, "hooks.yml")}`;
     expect(r.stderr).toContain(
-      `pulldeploy publish: manifest: ${h}: checksum: set by publish (the uploaded archive's); remove it from the file; ${h}: ignoring unknown keys: comands; ${h}: sync_strategy: unknown strategy "scp"`,
+      `pulldeploy publish: manifest: ${h}: checksum: set by publish (the uploaded archive's); remove it from ` +
+        `the file; ${h}: ignoring unknown keys: comands; ${h}: sync_strategy: unknown strategy "scp"`,
     );
     expect(fs.existsSync(join(d.path, "store"))).toBe(false);
   });

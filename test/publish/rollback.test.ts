@@ -50,7 +50,10 @@ describe("resignManifest", () => {
     fs.writeFileSync(join(d.path, "key.pub"), keys.publicPem);
     const id = "20260101T000000Z-0123456789ab";
     fs.mkdirSync(join(d.path, "store/web"), { recursive: true });
-    const original = `src: file:///s/web/${id}.tar.gz\nchecksum: ${"a".repeat(64)}\ndest: /srv/app\ndest_mode: 0750\nsync_strategy: release\nrelease_id: ${id}\nissued_at: "2026-01-01T00:00:00.000Z"\ncommands:\n  pre: ["echo hi"]\n`;
+    const original =
+      `src: file:///s/web/${id}.tar.gz\nchecksum: ${"a".repeat(64)}\ndest: /srv/app\ndest_mode: ` +
+      `0750\nsync_strategy: release\nrelease_id: ${id}\nissued_at: "2026-01-01T00:00:00.000Z"\ncommands:\n  pre: ` +
+      `["echo hi"]\n`;
     const path = join(d.path, `store/web/${id}.yml`);
     fs.writeFileSync(path, original);
     const at = new Date("2026-03-04T05:06:07.089Z");

@@ -122,7 +122,9 @@ describe("parsing the stored record", () => {
   test("every problem at once", () => {
     const bad = { ...base, state: "rolling", limit: -1, canaries: "web-1", previous: { id: 3 } };
     expect(parseRolloutRecord(JSON.stringify(bad))).toBe(
-      "state: expected canary | running | paused | halted | done | aborted; limit: expected a whole number ≥ 1 (0 would hold every node forever); canaries: expected a list of node names; previous: expected {id, manifest_url} or null",
+      "state: expected canary | running | paused | halted | done | aborted; limit: expected a whole number ≥ 1 " +
+        "(0 would hold every node forever); canaries: expected a list of node names; previous: expected {id, " +
+        "manifest_url} or null",
     );
     expect(parseRolloutRecord("[1]")).toBe("not a JSON object");
     // Records written before switch_together/prepared/slot_ttl_ms existed read as off / empty / 10 s.

@@ -780,7 +780,9 @@ const CLUSTER_SCRIPT: ClusterStep[] = [
         ["node-3", ID.sem3],
       ] as const) {
         c.useIds(id);
-        const name = `Consul lock for 'echo $(date +%s.%N) ${node} got slot; sleep 60; echo ${node} done' at 'pulldeploy/sem'`;
+        const name =
+          `Consul lock for 'echo $(date +%s.%N) ${node} got slot; sleep 60; echo ${node} done' at ` +
+          "'pulldeploy/sem'";
         expect(
           await cput(
             c,

@@ -147,7 +147,8 @@ function verifySignatureV4(secret: string): Middleware {
       return deny(
         ctx,
         "SignatureDoesNotMatch",
-        "The request signature we calculated does not match the signature you provided. Check your key and signing method.",
+        "The request signature we calculated does not match the signature you provided. Check your key and " +
+          "signing method.",
       );
     }
     await next();

@@ -78,7 +78,9 @@ describe("removeEntry: rm -rf that never follows a link", () => {
     writeTree(tree, { "go/pkg/mod/m.go": "m", "go/pkg/x": "x" });
     for (const p of ["go/pkg/mod", "go/pkg", "go"]) fs.chmodSync(join(tree, p), 0o555);
     Bun.spawnSync(["chown", "-R", `${APP!.uid}:${APP!.gid}`, tree]);
-    const script = `import { openDir, removeEntry } from ${JSON.stringify(join(ROOT, "src/sync/nofollow.ts"))}; const p = openDir(${JSON.stringify(d.path)}); removeEntry(p, "tree");`;
+    const script =
+      `import { openDir, removeEntry } from ${JSON.stringify(join(ROOT, "src/sync/nofollow.ts"))}; const p = ` +
+      `openDir(${JSON.stringify(d.path)}); removeEntry(p, "tree");`;
     // Control: plain rm -r as that user cannot (the point of the chmod).
     const plain = Bun.spawnSync([
       "setpriv",

@@ -28,7 +28,8 @@ function release(dir: string, dest: string, id: string, files: Record<string, st
     store,
     files,
     (a) =>
-      `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${dest}\nsync_strategy: release\nrelease_id: ${id}\n${extra}`,
+      `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${dest}\nsync_strategy: release\nrelease_id: ` +
+      `${id}\n${extra}`,
   );
   return rel.manifestUrl;
 }
@@ -48,7 +49,9 @@ describe("sync_strategy: release", () => {
     await using d = tempDir();
     const dest = join(d.path, "app");
     const out = join(d.path, "env.txt");
-    const hooks = `commands:\n  post: ["echo $PULLDEPLOY_RELEASE_ID $PULLDEPLOY_RELEASE_DIR $PULLDEPLOY_PREVIOUS_RELEASE >> ${out}; echo $(cat $PULLDEPLOY_RELEASE_DIR/VERSION) >> ${out}"]\n`;
+    const hooks =
+      `commands:\n  post: ["echo $PULLDEPLOY_RELEASE_ID $PULLDEPLOY_RELEASE_DIR $PULLDEPLOY_PREVIOUS_RELEASE >> ` +
+      `${out}; echo $(cat $PULLDEPLOY_RELEASE_DIR/VERSION) >> ${out}"]\n`;
     await agent(release(d.path, dest, "r1", app("1"), hooks));
     const { result } = await agent(release(d.path, dest, "r2", app("2"), hooks));
     expect(result.ok).toBe(true);
@@ -76,7 +79,8 @@ describe("sync_strategy: release", () => {
       .digest("hex");
     fs.writeFileSync(
       join(d.path, "store-r2/app.yml"),
-      `src: file://${d.path}/store-r2/app.tar.gz\nchecksum: ${sum}\ndest: ${dest}\nsync_strategy: release\nrelease_id: r2\n`,
+      `src: file://${d.path}/store-r2/app.tar.gz\nchecksum: ${sum}\ndest: ${dest}\nsync_strategy: ` +
+        `release\nrelease_id: r2\n`,
     );
     const { result, log } = await agent(`file://${d.path}/store-r2/app.yml`);
     expect(result.ok).toBe(true);
@@ -143,7 +147,9 @@ describe("sync_strategy: release", () => {
     await using d = tempDir();
     const dest = join(d.path, "app");
     await agent(release(d.path, dest, "good", app("good", 2)));
-    const hooks = `commands:\n  validate: ["grep -q good $PULLDEPLOY_DEST/current/VERSION"]\n  failure: ["echo $PULLDEPLOY_FAILED_PHASE $PULLDEPLOY_RELEASE_ID $PULLDEPLOY_PREVIOUS_RELEASE > ${d.path}/failure.txt"]\n`;
+    const hooks =
+      `commands:\n  validate: ["grep -q good $PULLDEPLOY_DEST/current/VERSION"]\n  failure: ["echo ` +
+      `$PULLDEPLOY_FAILED_PHASE $PULLDEPLOY_RELEASE_ID $PULLDEPLOY_PREVIOUS_RELEASE > ${d.path}/failure.txt"]\n`;
     const { result, log } = await agent(release(d.path, dest, "bad", app("bad", 2), hooks));
     expect(result).toMatchObject({ ok: false, phase: "validate", rolledBackTo: "good", releaseId: "bad" });
     expect(log).toContain("rolled back: current -> releases/good");

@@ -134,7 +134,8 @@ describe("fetchBytes: size cap", () => {
     });
     const err = await failure(fetchBytes(`${srv.url}/lie.yml`, OPTS, 1 << 20, { timeoutMs: 2000 }));
     expect(err.message).toBe(
-      `fetch ${srv.url}/lie.yml: larger than 1048576 bytes (10737418240 bytes); a manifest or signature is never that big: check the URL`,
+      `fetch ${srv.url}/lie.yml: larger than 1048576 bytes (10737418240 bytes); a manifest or signature is ` +
+        "never that big: check the URL",
     );
   });
 

@@ -310,7 +310,8 @@ describe("gs source with a service-account key file", () => {
         makeGsSource(google.origin).open(URL_, options(baseEnv(dir, { GOOGLE_APPLICATION_CREDENTIALS: file }))),
       );
       expect(err.message).toBe(
-        `fetch ${URL_}: Google credentials ${file}: unsupported type "external_account" (valid: service_account, authorized_user)`,
+        `fetch ${URL_}: Google credentials ${file}: unsupported type "external_account" (valid: ` +
+          "service_account, authorized_user)",
       );
     });
   });
@@ -355,7 +356,8 @@ describe("gs source with other application default credentials", () => {
         makeGsSource(google.origin).open(URL_, options(baseEnv(dir, { GCE_METADATA_HOST: host }))),
       );
       expect(err.message).toStartWith(
-        `fetch ${URL_}: no Google credentials found: set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file, or run on GCE (metadata server ${host}: `,
+        `fetch ${URL_}: no Google credentials found: set GOOGLE_APPLICATION_CREDENTIALS to a service-account ` +
+          `key file, or run on GCE (metadata server ${host}: `,
       );
       expect(err.retryable).toBe(false);
       expect(google.storageRequests()).toHaveLength(0);

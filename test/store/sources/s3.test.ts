@@ -231,7 +231,8 @@ describe("s3 source, credentials from a shared credentials file", () => {
       async (env) => {
         const err = await openError(`s3://${BUCKET}/app.tar.gz`, env);
         expect(err.message).toBe(
-          `fetch s3://${BUCKET}/app.tar.gz: no AWS credentials found for AWS_PROFILE=nope: check that the profile exists in ${file} ` +
+          `fetch s3://${BUCKET}/app.tar.gz: no AWS credentials found for AWS_PROFILE=nope: check that the ` +
+            `profile exists in ${file} ` +
             `or ${join(dir, "no-such-config")}`,
         );
         expect(err.retryable).toBe(false);
@@ -245,7 +246,8 @@ describe("s3 source, failures", () => {
     await withAwsEnv({ AWS_ENDPOINT_URL_S3: s3.endpoint, AWS_REGION: s3.region }, async (env) => {
       const err = await openError(`s3://${BUCKET}/app.tar.gz`, env);
       expect(err.message).toStartWith(
-        `fetch s3://${BUCKET}/app.tar.gz: no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE`,
+        `fetch s3://${BUCKET}/app.tar.gz: no AWS credentials found: set ` +
+          "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE",
       );
       expect(err.message).not.toContain("\n");
       expect(err.retryable).toBe(false);

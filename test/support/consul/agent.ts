@@ -570,7 +570,8 @@ export class ConsulStandin implements AsyncDisposable {
     if (ctx.body.length > KV_MAX_VALUE_SIZE) {
       throw new HttpError(
         413,
-        `Request body(${ctx.body.length} bytes) too large, max size: ${KV_MAX_VALUE_SIZE} bytes. See https://www.consul.io/docs/agent/options.html#kv_max_value_size.`,
+        `Request body(${ctx.body.length} bytes) too large, max size: ${KV_MAX_VALUE_SIZE} bytes. See ` +
+          "https://www.consul.io/docs/agent/options.html#kv_max_value_size.",
       );
     }
     let out = true;
