@@ -92,7 +92,8 @@ let baselineBin: string | undefined;
 if (flags["baseline-bin"] !== undefined) {
   if (!fs.existsSync(flags["baseline-bin"])) {
     console.error(
-      `bench-agent: --baseline-bin ${flags["baseline-bin"]}: no such file; build one with scripts/build-baseline.sh COMMIT, or run make bench BENCH_BASELINE=COMMIT`,
+      `bench-agent: --baseline-bin ${flags["baseline-bin"]}: no such file; build one with ` +
+        "scripts/build-baseline.sh COMMIT, or run make bench BENCH_BASELINE=COMMIT",
     );
     process.exit(2);
   }
@@ -137,7 +138,10 @@ async function checkWriteAccounting(): Promise<string> {
     throw new Error(
       `disk writes: a dd of 16 MiB in a grandchild measured ${mib.toFixed(1)} MiB in /proc/self/io write_bytes`,
     );
-  return `a dd of 16 MiB under sh measured ${mib.toFixed(1)} MiB written, ${(m.cancelledWriteBytes / MB).toFixed(1)} MiB cancelled (deleted while dirty)`;
+  return (
+    `a dd of 16 MiB under sh measured ${mib.toFixed(1)} MiB written, ${(m.cancelledWriteBytes / MB).toFixed(1)} ` +
+    "MiB cancelled (deleted while dirty)"
+  );
 }
 const ioCheck = await checkWriteAccounting();
 
@@ -264,7 +268,8 @@ async function deployOnce(tool: Tool, a: { tarball: string; sum: string }, versi
   return measure([
     "sh",
     "-c",
-    `curl -sf -o '${file}' '${url}' && echo '${a.sum}  ${file}' | sha256sum -c && mkdir '${tree}' && tar xzf '${file}' -C '${tree}' && rsync -a --delete '${tree}/' '${dest}/' && rm -rf '${tree}' '${file}'`,
+    `curl -sf -o '${file}' '${url}' && echo '${a.sum}  ${file}' | sha256sum -c && mkdir '${tree}' && tar xzf ` +
+      `'${file}' -C '${tree}' && rsync -a --delete '${tree}/' '${dest}/' && rm -rf '${tree}' '${file}'`,
   ]);
 }
 
@@ -324,7 +329,8 @@ for (let rep = 0; rep < reps; rep++) {
       results[i]!.measured[tool].push(m);
       const agentInfo = tool === "pipeline" ? "" : ` (${phases(m.stderr)}), peak RSS ${mib(m.peakRss)} MiB`;
       log(
-        `rep ${rep + 1}/${reps} ${sc.name}: ${tool} ${m.seconds.toFixed(2)}s${agentInfo}, wrote ${mib(m.writeBytes)} MiB (${mib(m.cancelledWriteBytes)} cancelled)`,
+        `rep ${rep + 1}/${reps} ${sc.name}: ${tool} ${m.seconds.toFixed(2)}s${agentInfo}, wrote ` +
+          `${mib(m.writeBytes)} MiB (${mib(m.cancelledWriteBytes)} cancelled)`,
       );
     }
   }
@@ -444,16 +450,20 @@ const maxOf = (runs: Measured[], f: (m: Measured) => number) => Math.max(...runs
 const lines: string[] = [];
 const verdicts: [string, boolean][] = [];
 lines.push(
-  `${spec.files} files, ${(spec.bytes / 1e6).toFixed(0)} MB (${spec.randomShare * 100}% random), archive ${archiveMb(v1)} MiB; median of ${reps} runs, tools alternating; ${os.cpus().length} cores, load average ${loadBefore.toFixed(1)} before, ${loadAfter.toFixed(1)} after`,
+  `${spec.files} files, ${(spec.bytes / 1e6).toFixed(0)} MB (${spec.randomShare * 100}% random), archive ` +
+    `${archiveMb(v1)} MiB; median of ${reps} runs, tools alternating; ${os.cpus().length} cores, load average ` +
+    `${loadBefore.toFixed(1)} before, ${loadAfter.toFixed(1)} after`,
 );
 lines.push(`Temp dirs and dests on ${scratchFs.text} (${scratch})`);
 if (flags["dest-owner"] !== undefined)
   lines.push(
-    `Dests in ${destParent}, owned by ${flags["dest-owner"]}: the agent reaches them through pinned /proc/self/fd/N paths.`,
+    `Dests in ${destParent}, owned by ${flags["dest-owner"]}: the agent reaches them through pinned ` +
+      "/proc/self/fd/N paths.",
   );
 if (scratchFs.noJournal) {
   lines.push(
-    "Warning: ext4 without a journal: every create scans recently deleted inodes, so file creation is slow and noisy here; for server-like numbers use --fs on a journaled file system (e.g. a loop-mounted ext4).",
+    "Warning: ext4 without a journal: every create scans recently deleted inodes, so file creation is slow and " +
+      "noisy here; for server-like numbers use --fs on a journaled file system (e.g. a loop-mounted ext4).",
   );
 }
 lines.push("");
@@ -472,7 +482,8 @@ for (const [i, sc] of SCENARIOS.entries()) {
 }
 const releaseLines: string[] = [];
 releaseLines.push(
-  "| scenario | rsync strategy median s | release strategy median s | time ratio | rsync strategy written MiB (cancelled) | release strategy written MiB (cancelled) | writes ratio | release peak RSS MiB |",
+  "| scenario | rsync strategy median s | release strategy median s | time ratio | rsync strategy written MiB " +
+    "(cancelled) | release strategy written MiB (cancelled) | writes ratio | release peak RSS MiB |",
 );
 releaseLines.push("|---|---:|---:|---:|---:|---:|---:|---:|");
 for (const [i, sc] of SCENARIOS.entries()) {
@@ -483,16 +494,20 @@ for (const [i, sc] of SCENARIOS.entries()) {
   const [ws, wr] = [written(r.runs), written(r.releaseRuns)];
   const writesRatio = ws === 0 ? NaN : wr / ws;
   releaseLines.push(
-    `| ${sc.name} | ${ts.toFixed(2)} | ${tr.toFixed(2)} | ${(tr / ts).toFixed(2)} | ${mb(ws)} (${mb(cancelled(r.runs))}) | ${mb(wr)} (${mb(cancelled(r.releaseRuns))}) | ${writesRatio.toFixed(3)} | ${mb(maxOf(r.releaseRuns, (m) => m.peakRss))} |`,
+    `| ${sc.name} | ${ts.toFixed(2)} | ${tr.toFixed(2)} | ${(tr / ts).toFixed(2)} | ${mb(ws)} ` +
+      `(${mb(cancelled(r.runs))}) | ${mb(wr)} (${mb(cancelled(r.releaseRuns))}) | ${writesRatio.toFixed(3)} | ` +
+      `${mb(maxOf(r.releaseRuns, (m) => m.peakRss))} |`,
   );
   if (sc === SCENARIOS[1]) {
     // Issue 5's floors are on the 1%-changed redeploy.
     verdicts.push([
-      `release strategy, ${sc.name}: time ${tr.toFixed(2)} s / rsync strategy ${ts.toFixed(2)} s = ${(tr / ts).toFixed(2)} ≤ ${RELEASE_FLOORS.timeRatio}`,
+      `release strategy, ${sc.name}: time ${tr.toFixed(2)} s / rsync strategy ${ts.toFixed(2)} s = ` +
+        `${(tr / ts).toFixed(2)} ≤ ${RELEASE_FLOORS.timeRatio}`,
       tr / ts <= RELEASE_FLOORS.timeRatio,
     ]);
     verdicts.push([
-      `release strategy, ${sc.name}: disk writes ${mb(wr)} MiB / rsync strategy ${mb(ws)} MiB = ${writesRatio.toFixed(3)} ≤ ${RELEASE_FLOORS.writesRatio}`,
+      `release strategy, ${sc.name}: disk writes ${mb(wr)} MiB / rsync strategy ${mb(ws)} MiB = ` +
+        `${writesRatio.toFixed(3)} ≤ ${RELEASE_FLOORS.writesRatio}`,
       writesRatio <= RELEASE_FLOORS.writesRatio,
     ]);
   }
@@ -500,11 +515,13 @@ for (const [i, sc] of SCENARIOS.entries()) {
 // The same against the rsync strategy with --no-hardlinks: every file written to the temp dir first, as stretcher does.
 releaseLines.push("");
 releaseLines.push(
-  "Against the rsync strategy with `--no-hardlinks` (every file written to the temp dir, then rsync: stretcher's I/O), same runs:",
+  "Against the rsync strategy with `--no-hardlinks` (every file written to the temp dir, then rsync: " +
+    "stretcher's I/O), same runs:",
 );
 releaseLines.push("");
 releaseLines.push(
-  "| scenario | rsync --no-hardlinks median s | release strategy median s | time ratio | rsync --no-hardlinks written MiB (cancelled) | release strategy written MiB | writes ratio |",
+  "| scenario | rsync --no-hardlinks median s | release strategy median s | time ratio | rsync --no-hardlinks " +
+    "written MiB (cancelled) | release strategy written MiB | writes ratio |",
 );
 releaseLines.push("|---|---:|---:|---:|---:|---:|---:|");
 for (const [i, sc] of SCENARIOS.entries()) {
@@ -513,15 +530,18 @@ for (const [i, sc] of SCENARIOS.entries()) {
   const [wn, wr] = [median(r.nolinksRuns.map((m) => m.writeBytes)), median(r.releaseRuns.map((m) => m.writeBytes))];
   const writesRatio = wn === 0 ? NaN : wr / wn;
   releaseLines.push(
-    `| ${sc.name} | ${tn.toFixed(2)} | ${tr.toFixed(2)} | ${(tr / tn).toFixed(2)} | ${mb(wn)} (${mb(median(r.nolinksRuns.map((m) => m.cancelledWriteBytes)))}) | ${mb(wr)} | ${writesRatio.toFixed(3)} |`,
+    `| ${sc.name} | ${tn.toFixed(2)} | ${tr.toFixed(2)} | ${(tr / tn).toFixed(2)} | ${mb(wn)} ` +
+      `(${mb(median(r.nolinksRuns.map((m) => m.cancelledWriteBytes)))}) | ${mb(wr)} | ${writesRatio.toFixed(3)} |`,
   );
   if (sc === SCENARIOS[1]) {
     verdicts.push([
-      `release strategy, ${sc.name}: time ${tr.toFixed(2)} s / rsync --no-hardlinks ${tn.toFixed(2)} s = ${(tr / tn).toFixed(2)} ≤ ${RELEASE_FLOORS.timeRatio}`,
+      `release strategy, ${sc.name}: time ${tr.toFixed(2)} s / rsync --no-hardlinks ${tn.toFixed(2)} s = ` +
+        `${(tr / tn).toFixed(2)} ≤ ${RELEASE_FLOORS.timeRatio}`,
       tr / tn <= RELEASE_FLOORS.timeRatio,
     ]);
     verdicts.push([
-      `release strategy, ${sc.name}: disk writes ${mb(wr)} MiB / rsync --no-hardlinks ${mb(wn)} MiB = ${writesRatio.toFixed(3)} ≤ ${RELEASE_FLOORS.writesRatio}`,
+      `release strategy, ${sc.name}: disk writes ${mb(wr)} MiB / rsync --no-hardlinks ${mb(wn)} MiB = ` +
+        `${writesRatio.toFixed(3)} ≤ ${RELEASE_FLOORS.writesRatio}`,
       writesRatio <= RELEASE_FLOORS.writesRatio,
     ]);
   }
@@ -533,7 +553,8 @@ verdicts.push([
 if (bigRun && big) {
   allRuns.push(bigRun);
   lines.push(
-    `| ${bigGb} GiB archive (${bigSpec.files} files, ${archiveMb(big)} MiB gz), first deploy | – | ${bigRun.seconds.toFixed(2)} | – | ${mb(bigRun.peakRss)} |`,
+    `| ${bigGb} GiB archive (${bigSpec.files} files, ${archiveMb(big)} MiB gz), first deploy | – | ` +
+      `${bigRun.seconds.toFixed(2)} | – | ${mb(bigRun.peakRss)} |`,
   );
   verdicts.push([
     `${bigGb} GiB archive: peak RSS ${mb(bigRun.peakRss)} MB ≤ ${FLOORS.rssMb} MB`,
@@ -543,44 +564,56 @@ if (bigRun && big) {
 lines.push("");
 for (const n of notes) lines.push(`Note: ${n}.`);
 lines.push(
-  `Peak RSS is the agent process's VmHWM (MB = MiB). Its parts at their largest: anonymous ${mb(maxOf(allRuns, (m) => m.peakAnon))} MB, ` +
-    `file-backed ${mb(maxOf(allRuns, (m) => m.peakFile))} MB (pages of the executable). The rsync it runs peaked at ${mb(maxOf(allRuns, (m) => m.peakChildRss))} MB (separate processes, not included).`,
+  "Peak RSS is the agent process's VmHWM (MB = MiB). Its parts at their largest: anonymous " +
+    `${mb(maxOf(allRuns, (m) => m.peakAnon))} MB, ` +
+    `file-backed ${mb(maxOf(allRuns, (m) => m.peakFile))} MB (pages of the executable). The rsync it runs ` +
+    `peaked at ${mb(maxOf(allRuns, (m) => m.peakChildRss))} MB (separate processes, not included).`,
 );
 lines.push(
   `\`pulldeploy --version\`: ${version.wall.toFixed(1)} ms wall (median of 20; CPU ${version.cpu.toFixed(1)} ms)`,
 );
 lines.push(
-  `\`pulldeploy agent\` on \`[]\` with CONSUL_INDEX=1: ${empty.wall.toFixed(1)} ms wall (median of 20; CPU ${empty.cpu.toFixed(1)} ms)`,
+  `\`pulldeploy agent\` on \`[]\` with CONSUL_INDEX=1: ${empty.wall.toFixed(1)} ms wall (median of 20; CPU ` +
+    `${empty.cpu.toFixed(1)} ms)`,
 );
 verdicts.push([`--version ${version.wall.toFixed(1)} ms ≤ ${FLOORS.versionMs} ms`, version.wall <= FLOORS.versionMs]);
 verdicts.push([`agent on [] ${empty.wall.toFixed(1)} ms ≤ ${FLOORS.emptyMs} ms`, empty.wall <= FLOORS.emptyMs]);
 lines.push("");
 lines.push(
-  "Issue 5: the agent with `sync_strategy: release` against its default `rsync` strategy (the pulldeploy column above), same runs:",
+  "Issue 5: the agent with `sync_strategy: release` against its default `rsync` strategy (the pulldeploy " +
+    "column above), same runs:",
 );
 lines.push("");
 lines.push(...releaseLines);
 lines.push("");
 lines.push(
-  "Disk writes: `write_bytes` of /proc/self/io of this script across each run, which holds the agent's and the rsync's it ran once they are reaped (" +
-    `${ioCheck}). They count the page-cache pages the run dirtied: file data, and on ext4 without a journal also the metadata blocks (inodes, directories, bitmaps) ` +
-    "it is the first to dirty since the preceding `sync` (with a journal, jbd2 writes those and they are not counted); in parentheses the part deleted while still dirty " +
-    "(`cancelled_write_bytes`: the rsync strategy's temp tree), which a machine with this much free memory may never write back but one under memory pressure does. Ratios use the written bytes.",
+  "Disk writes: `write_bytes` of /proc/self/io of this script across each run, which holds the agent's and the " +
+    "rsync's it ran once they are reaped (" +
+    `${ioCheck}). They count the page-cache pages the run dirtied: file data, and on ext4 without a journal ` +
+    "also the metadata blocks (inodes, directories, bitmaps) " +
+    "it is the first to dirty since the preceding `sync` (with a journal, jbd2 writes those and they are not " +
+    "counted); in parentheses the part deleted while still dirty " +
+    "(`cancelled_write_bytes`: the rsync strategy's temp tree), which a machine with this much free memory may " +
+    "never write back but one under memory pressure does. Ratios use the written bytes.",
 );
 lines.push(`Release v2: ${linkedFiles} of ${releaseFiles} files hard-linked (shared with v1).`);
 lines.push(
-  `\`pulldeploy rollback --dest\` (current: releases/v2 -> v1 and back, alternately): ${rollbackMs.toFixed(1)} ms wall (median of ${ROLLBACK_RUNS}; CPU ${(median(rollbacks.map((m) => m.cpuSeconds)) * 1000).toFixed(1)} ms)`,
+  `\`pulldeploy rollback --dest\` (current: releases/v2 -> v1 and back, alternately): ${rollbackMs.toFixed(1)} ` +
+    `ms wall (median of ${ROLLBACK_RUNS}; CPU ${(median(rollbacks.map((m) => m.cpuSeconds)) * 1000).toFixed(1)} ` +
+    "ms)",
 );
 if (baselineBin !== undefined) {
   const spread = (xs: number[], digits: number) =>
     `${median(xs).toFixed(digits)} (${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)})`;
   lines.push("");
   lines.push(
-    `Issue 8: this checkout (${flags.bin}) against the baseline (${flags["baseline-bin"]}), same runs, alternating; medians, in parentheses the fastest and slowest run:`,
+    `Issue 8: this checkout (${flags.bin}) against the baseline (${flags["baseline-bin"]}), same runs, ` +
+      "alternating; medians, in parentheses the fastest and slowest run:",
   );
   lines.push("");
   lines.push(
-    "| scenario | current wall | baseline wall | wall ratio current/baseline | current CPU | baseline CPU | CPU ratio | current peak RSS MiB | baseline peak RSS MiB |",
+    "| scenario | current wall | baseline wall | wall ratio current/baseline | current CPU | baseline CPU | " +
+      "CPU ratio | current peak RSS MiB | baseline peak RSS MiB |",
   );
   lines.push("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
   /** Wall times and CPU times (user + system, with children: rsync) of the runs, in `unit`. */
@@ -591,10 +624,13 @@ if (baselineBin !== undefined) {
     const peak = rss === undefined ? ["–", "–"] : rss.map((runs) => mb(maxOf(runs, (m) => m.peakRss)));
     const cpu = [median(cur.cpu), median(base.cpu)] as const;
     lines.push(
-      `| ${what} | ${spread(cur.wall, digits)} ${unit} | ${spread(base.wall, digits)} ${unit} | ${ratio.toFixed(3)} | ${cpu[0].toFixed(digits + 1)} ${unit} | ${cpu[1].toFixed(digits + 1)} ${unit} | ${(cpu[0] / cpu[1]).toFixed(3)} | ${peak[0]} | ${peak[1]} |`,
+      `| ${what} | ${spread(cur.wall, digits)} ${unit} | ${spread(base.wall, digits)} ${unit} | ` +
+        `${ratio.toFixed(3)} | ${cpu[0].toFixed(digits + 1)} ${unit} | ${cpu[1].toFixed(digits + 1)} ${unit} | ` +
+        `${(cpu[0] / cpu[1]).toFixed(3)} | ${peak[0]} | ${peak[1]} |`,
     );
     verdicts.push([
-      `vs baseline, ${what}: ${median(cur.wall).toFixed(digits)} ${unit} / ${median(base.wall).toFixed(digits)} ${unit} = ${ratio.toFixed(3)} ≤ ${BASELINE_FLOOR}`,
+      `vs baseline, ${what}: ${median(cur.wall).toFixed(digits)} ${unit} / ` +
+        `${median(base.wall).toFixed(digits)} ${unit} = ${ratio.toFixed(3)} ≤ ${BASELINE_FLOOR}`,
       ratio <= BASELINE_FLOOR,
     ]);
   };

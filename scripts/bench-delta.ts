@@ -366,12 +366,14 @@ const check = (ok: boolean, what: string) => {
   if (!ok) failed = true;
 };
 out.push(
-  `delta transfers: ${spec.files} files, ${flags["size-mb"]} MB (1% changed in v2); archive ${mb(fullArchive)}; reps ${reps}, fleet reps ${fleetReps}`,
+  `delta transfers: ${spec.files} files, ${flags["size-mb"]} MB (1% changed in v2); archive ` +
+    `${mb(fullArchive)}; reps ${reps}, fleet reps ${fleetReps}`,
 );
 out.push("", "publish (bytes stored in the store; median wall time):");
 for (const [k, r] of Object.entries(rows))
   out.push(
-    `  ${k.padEnd(26)} archive ${mb(r.archive).padStart(9)}  delta ${mb(r.delta).padStart(9)}  ${median(r.seconds).toFixed(2)}s  peak RSS ${mb(r.rss)}`,
+    `  ${k.padEnd(26)} archive ${mb(r.archive).padStart(9)}  delta ${mb(r.delta).padStart(9)}  ` +
+      `${median(r.seconds).toFixed(2)}s  peak RSS ${mb(r.rss)}`,
   );
 const d = { s: median(single.delta.seconds), b: median(single.delta.bytes) };
 const a = { s: median(single.archive.seconds), b: median(single.archive.bytes) };
@@ -382,12 +384,14 @@ const fd = median(fleet.delta);
 const fa = median(fleet.archive);
 out.push(
   "",
-  `fleet: ${agents} agents at once, origin capped at ${flags["cap-mb"]} MB/s: delta ${fd.toFixed(2)}s, archive ${fa.toFixed(2)}s (${(fa / fd).toFixed(1)}x)`,
+  `fleet: ${agents} agents at once, origin capped at ${flags["cap-mb"]} MB/s: delta ${fd.toFixed(2)}s, archive ` +
+    `${fa.toFixed(2)}s (${(fa / fd).toFixed(1)}x)`,
 );
 if (big)
   out.push(
     "",
-    `one ${bigMb} MB file, 1 MB changed in the middle: delta fetched ${mb(big.bytes)} (archive ${mb(big.archive)}), peak RSS ${mb(big.rss)}`,
+    `one ${bigMb} MB file, 1 MB changed in the middle: delta fetched ${mb(big.bytes)} (archive ` +
+      `${mb(big.archive)}), peak RSS ${mb(big.rss)}`,
   );
 out.push("", "floors (issue 11):");
 check(

@@ -100,7 +100,8 @@ let baselineBin: string | undefined;
 if (flags["baseline-bin"] !== undefined) {
   if (!fs.existsSync(flags["baseline-bin"])) {
     console.error(
-      `bench-publish: --baseline-bin ${flags["baseline-bin"]}: no such file; build one with scripts/build-baseline.sh COMMIT, or run make bench BENCH_BASELINE=COMMIT`,
+      `bench-publish: --baseline-bin ${flags["baseline-bin"]}: no such file; build one with ` +
+        "scripts/build-baseline.sh COMMIT, or run make bench BENCH_BASELINE=COMMIT",
     );
     process.exit(2);
   }
@@ -207,7 +208,8 @@ for (let rep = 0; rep < reps; rep++) {
       steps.upload.push(t3! - t2!);
     }
     log(
-      `rep ${rep + 1}/${reps}: ${tool} ${m.seconds.toFixed(2)}s${tool !== "pipeline" ? `, peak RSS ${(m.peakRss / MB).toFixed(1)} MiB` : ""}`,
+      `rep ${rep + 1}/${reps}: ${tool} ` +
+        `${m.seconds.toFixed(2)}s${tool !== "pipeline" ? `, peak RSS ${(m.peakRss / MB).toFixed(1)} MiB` : ""}`,
     );
   }
 }
@@ -229,19 +231,23 @@ const peak = Math.max(...rss);
 const lines: string[] = [];
 const verdicts: [string, boolean][] = [];
 lines.push(
-  `${spec.files} files, ${(spec.bytes / 1e6).toFixed(0)} MB (${spec.randomShare * 100}% random) to s3rver on loopback; median of ${reps} runs, tools alternating; ${new Date().toISOString().slice(0, 10)}, ${navigator.hardwareConcurrency} cores`,
+  `${spec.files} files, ${(spec.bytes / 1e6).toFixed(0)} MB (${spec.randomShare * 100}% random) to s3rver on ` +
+    `loopback; median of ${reps} runs, tools alternating; ${new Date().toISOString().slice(0, 10)}, ` +
+    `${navigator.hardwareConcurrency} cores`,
 );
 lines.push("");
 lines.push("| run | pipeline median s | publish median s | ratio | publish peak RSS MB |");
 lines.push("|---|---:|---:|---:|---:|");
 lines.push(
-  `| ${spec.files} files, ${(spec.bytes / 1e6).toFixed(0)} MB | ${p.toFixed(2)} | ${a.toFixed(2)} | ${(a / p).toFixed(2)} | ${mb(peak)} |`,
+  `| ${spec.files} files, ${(spec.bytes / 1e6).toFixed(0)} MB | ${p.toFixed(2)} | ${a.toFixed(2)} | ` +
+    `${(a / p).toFixed(2)} | ${mb(peak)} |`,
 );
 verdicts.push([`ratio ${(a / p).toFixed(2)} ≤ ${FLOORS.ratio}`, a / p <= FLOORS.ratio]);
 verdicts.push([`peak RSS ${mb(peak)} MB ≤ ${FLOORS.rssMb} MB`, peak / MB <= FLOORS.rssMb]);
 if (big) {
   lines.push(
-    `| ${bigGb} GiB tree (${bigSpec.files} files, ${bigSpec.randomShare * 100}% random) | – | ${big.seconds.toFixed(2)} | – | ${mb(big.peakRss)} |`,
+    `| ${bigGb} GiB tree (${bigSpec.files} files, ${bigSpec.randomShare * 100}% random) | – | ` +
+      `${big.seconds.toFixed(2)} | – | ${mb(big.peakRss)} |`,
   );
   verdicts.push([
     `${bigGb} GiB tree: peak RSS ${mb(big.peakRss)} MB ≤ ${FLOORS.rssMb} MB`,
@@ -253,16 +259,20 @@ if (baselineBin !== undefined) {
   const range = (xs: number[]) => `${Math.min(...xs).toFixed(2)}–${Math.max(...xs).toFixed(2)}`;
   lines.push("");
   lines.push(
-    `Issue 8: publish of this checkout (${flags.bin}) against the baseline (${flags["baseline-bin"]}), same runs, alternating:`,
+    `Issue 8: publish of this checkout (${flags.bin}) against the baseline (${flags["baseline-bin"]}), same ` +
+      "runs, alternating:",
   );
   lines.push("");
   const [ca, cb] = [median(cpu.publish), median(cpu.baseline)];
   lines.push(
-    "| run | publish median s (range) | baseline median s (range) | ratio | publish CPU s | baseline CPU s | CPU ratio | publish peak RSS MiB | baseline peak RSS MiB |",
+    "| run | publish median s (range) | baseline median s (range) | ratio | publish CPU s | baseline CPU s | " +
+      "CPU ratio | publish peak RSS MiB | baseline peak RSS MiB |",
   );
   lines.push("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
   lines.push(
-    `| ${spec.files} files, ${(spec.bytes / 1e6).toFixed(0)} MB | ${a.toFixed(2)} (${range(times.publish)}) | ${b.toFixed(2)} (${range(times.baseline)}) | ${(a / b).toFixed(3)} | ${ca.toFixed(3)} | ${cb.toFixed(3)} | ${(ca / cb).toFixed(3)} | ${mb(peak)} | ${mb(Math.max(...baselineRss))} |`,
+    `| ${spec.files} files, ${(spec.bytes / 1e6).toFixed(0)} MB | ${a.toFixed(2)} (${range(times.publish)}) | ` +
+      `${b.toFixed(2)} (${range(times.baseline)}) | ${(a / b).toFixed(3)} | ${ca.toFixed(3)} | ${cb.toFixed(3)} ` +
+      `| ${(ca / cb).toFixed(3)} | ${mb(peak)} | ${mb(Math.max(...baselineRss))} |`,
   );
   verdicts.push([
     `vs baseline, publish: ${a.toFixed(2)} s / ${b.toFixed(2)} s = ${(a / b).toFixed(3)} ≤ ${BASELINE_FLOOR}`,
@@ -271,10 +281,13 @@ if (baselineBin !== undefined) {
 }
 lines.push("");
 lines.push(
-  `Pipeline: \`tar czf\` ${median(steps.tar).toFixed(2)} s + \`sha256sum\` ${median(steps.sha256sum).toFixed(2)} s + a multipart upload of the file with the same SDK (8 MiB parts, 4 in flight) ${median(steps.upload).toFixed(2)} s (medians).`,
+  `Pipeline: \`tar czf\` ${median(steps.tar).toFixed(2)} s + \`sha256sum\` ` +
+    `${median(steps.sha256sum).toFixed(2)} s + a multipart upload of the file with the same SDK (8 MiB parts, 4 ` +
+    `in flight) ${median(steps.upload).toFixed(2)} s (medians).`,
 );
 lines.push(
-  `Archive: ${mb(sizes.pipeline)} MiB from \`tar czf\` (GNU gzip -6), ${mb(sizes.publish)} MiB from publish (libdeflate -6, one gzip member per MiB).`,
+  `Archive: ${mb(sizes.pipeline)} MiB from \`tar czf\` (GNU gzip -6), ${mb(sizes.publish)} MiB from publish ` +
+    "(libdeflate -6, one gzip member per MiB).",
 );
 lines.push("Peak RSS is the publish process's VmHWM (polled).");
 lines.push("");

@@ -119,13 +119,16 @@ try {
   const staged = await deployAll("staged", await publish(["--max-parallel", String(PARALLEL), ...gate]));
   const ideal = (Math.ceil(NODES / PARALLEL) * (SWITCH_MS + GRACE_MS)) / 1000;
   console.log(
-    `bench-rollout: ${NODES} agents on loopback, each with its own Consul stand-in node; switch ${SWITCH_MS} ms (pre hook)${GRACE_MS ? `, health grace ${GRACE_MS} ms` : ""}`,
+    `bench-rollout: ${NODES} agents on loopback, each with its own Consul stand-in node; switch ${SWITCH_MS} ` +
+      `ms (pre hook)${GRACE_MS ? `, health grace ${GRACE_MS} ms` : ""}`,
   );
   console.log(
-    `  all at once:         event → last node done ${all.seconds.toFixed(2)} s; Consul requests per node: ${stats(all.perNode)}`,
+    `  all at once:         event → last node done ${all.seconds.toFixed(2)} s; Consul requests per node: ` +
+      `${stats(all.perNode)}`,
   );
   console.log(
-    `  --max-parallel ${PARALLEL}:   event → last node done ${staged.seconds.toFixed(2)} s (ideal ${ideal.toFixed(2)} s + the all-at-once time); Consul requests per node: ${stats(staged.perNode)}`,
+    `  --max-parallel ${PARALLEL}:   event → last node done ${staged.seconds.toFixed(2)} s (ideal ` +
+      `${ideal.toFixed(2)} s + the all-at-once time); Consul requests per node: ${stats(staged.perNode)}`,
   );
 } finally {
   app.stop(true);

@@ -24,7 +24,8 @@ try {
   const s = await fuzzArchives({ seed, runs, work: join(work, "w"), only });
   const secs = ((performance.now() - t0) / 1000).toFixed(1);
   console.log(
-    `archives: ${s.runs} runs in ${secs}s, ${s.extracted} extracted, ${s.refused} refused; slowest case ${s.maxCaseMs.toFixed(0)} ms; RSS growth ${(s.rssGrowth / 2 ** 20).toFixed(1)} MiB`,
+    `archives: ${s.runs} runs in ${secs}s, ${s.extracted} extracted, ${s.refused} refused; slowest case ` +
+      `${s.maxCaseMs.toFixed(0)} ms; RSS growth ${(s.rssGrowth / 2 ** 20).toFixed(1)} MiB`,
   );
   for (const [reason, n] of [...s.reasons].sort((a, b) => b[1] - a[1]))
     console.log(`  ${String(n).padStart(6)}  ${reason}`);
