@@ -21,6 +21,14 @@ interface PeerWalk {
   /** One more than `names`: the peer's root first. */
   fds: number[];
   inos: number[];
+  /**
+   * Per directory, the path to look up its entries through: the plain path below the peer (as given)
+   * while every directory above it is writable by the agent's user alone (no one else can swap an entry
+   * on the way; half the CPU of a `/proc/self/fd/N/name` lookup), else its descriptor's.
+   */
+  paths: string[];
+  /** Per directory, whether only the agent's user can change its entries (`onlyOurs`). */
+  ours: boolean[];
   /** A directory found missing (or not a real one) at the last lookup: nothing below it is looked up. */
   failed: string | undefined;
 }
@@ -167,7 +175,7 @@ export class LinkDest {
     for (const walk of this.peerWalks()) {
       const holder = this.peerDir(walk, dir);
       if (holder === undefined || seen.has(holder.ino)) continue;
-      const st = fs.lstatSync(`/proc/self/fd/${holder.fd}/${base}`, { throwIfNoEntry: false });
+      const st = fs.lstatSync(`${holder.path}/${base}`, { throwIfNoEntry: false });
       if (st === undefined || st.ino !== now.ino || st.dev !== now.dev) continue;
       seen.add(holder.ino);
       if (seen.size === now.nlink - 1) return true;
@@ -195,7 +203,15 @@ export class LinkDest {
         fs.closeSync(fd);
         continue;
       }
-      this.walks.push({ names: [], fds: [fd], inos: [st.ino], failed: undefined });
+      // The peer's root as given: its path is pinned (or only root can change it) by the caller, as `from`.
+      this.walks.push({
+        names: [],
+        fds: [fd],
+        inos: [st.ino],
+        paths: [peer],
+        ours: [this.onlyOurs(st)],
+        failed: undefined,
+      });
     }
     return this.walks;
   }
@@ -208,7 +224,7 @@ export class LinkDest {
    * a directory's files together): a file in the same directory costs no open. undefined when the peer
    * has no such real directory.
    */
-  private peerDir(walk: PeerWalk, dir: string): { fd: number; ino: number } | undefined {
+  private peerDir(walk: PeerWalk, dir: string): { path: string; ino: number } | undefined {
     if (walk.failed !== undefined && (dir === walk.failed || dir.startsWith(`${walk.failed}/`))) return undefined;
     const names = dir === "" ? [] : dir.split("/");
     let keep = 0;
@@ -216,6 +232,8 @@ export class LinkDest {
     while (walk.names.length > keep) {
       walk.names.pop();
       walk.inos.pop();
+      walk.paths.pop();
+      walk.ours.pop();
       fs.closeSync(walk.fds.pop()!);
     }
     walk.failed = undefined;
@@ -227,11 +245,14 @@ export class LinkDest {
         walk.failed = names.slice(0, i + 1).join("/");
         return undefined;
       }
+      const st = fs.fstatSync(fd);
       walk.names.push(names[i]!);
       walk.fds.push(fd);
-      walk.inos.push(fs.fstatSync(fd).ino);
+      walk.inos.push(st.ino);
+      walk.paths.push(walk.ours[i] ? `${walk.paths[i]}/${names[i]}` : `/proc/self/fd/${fd}`);
+      walk.ours.push(walk.ours[i]! && this.onlyOurs(st));
     }
-    return { fd: walk.fds[names.length]!, ino: walk.inos[names.length]! };
+    return { path: walk.paths[names.length]!, ino: walk.inos[names.length]! };
   }
 
   /** Close the peers' directories (all entries are in, or extraction failed). */
