@@ -13,6 +13,26 @@ import { join } from "node:path";
 import { openNewFile, unlinkEntry, writeAll } from "./files.ts";
 import type { TarHeader } from "./tar-header.ts";
 
+const { O_RDONLY, O_DIRECTORY, O_NOFOLLOW } = fs.constants;
+
+/** A peer release's directories from its root down to the one last looked up, each opened. */
+interface PeerWalk {
+  names: string[];
+  /** One more than `names`: the peer's root first. */
+  fds: number[];
+  inos: number[];
+  /**
+   * Per directory, the path to look up its entries through: the plain path below the peer (as given)
+   * while every directory above it is writable by the agent's user alone (no one else can swap an entry
+   * on the way; half the CPU of a `/proc/self/fd/N/name` lookup), else its descriptor's.
+   */
+  paths: string[];
+  /** Per directory, whether only the agent's user can change its entries (`onlyOurs`). */
+  ours: boolean[];
+  /** A directory found missing (or not a real one) at the last lookup: nothing below it is looked up. */
+  failed: string | undefined;
+}
+
 /** Whether the extractor chowns (as root) and, if it does not, the owner every new file gets. */
 export interface Ownership {
   chown: boolean;
@@ -148,15 +168,97 @@ export class LinkDest {
       return false;
     if (now.nlink === 2) return true; // `linkFrom`'s name, proven by the lstat before the link, and ours
     if (this.peers === undefined) return false;
+    const base = slash === -1 ? rel : rel.slice(slash + 1);
     const seen = new Set([parent]);
-    for (const peer of this.peers) {
-      const st = fs.lstatSync(join(peer, rel), { throwIfNoEntry: false });
+    // Newest release first: a file changed a few releases ago has its names there, and the loop stops
+    // as soon as every name is accounted for.
+    for (const walk of this.peerWalks()) {
+      const holder = this.peerDir(walk, dir);
+      if (holder === undefined || seen.has(holder.ino)) continue;
+      const st = fs.lstatSync(`${holder.path}/${base}`, { throwIfNoEntry: false });
       if (st === undefined || st.ino !== now.ino || st.dev !== now.dev) continue;
-      const holder = dir === "" ? fs.statSync(peer) : fs.lstatSync(join(peer, dir), { throwIfNoEntry: false });
-      if (holder === undefined || !holder.isDirectory() || seen.has(holder.ino)) continue;
       seen.add(holder.ino);
+      if (seen.size === now.nlink - 1) return true;
     }
-    return seen.size === now.nlink - 1;
+    return false;
+  }
+
+  /**
+   * The peers other than `linkFrom` (whose name `begin` proved), newest first, each with the chain of
+   * directories last looked up in it. Opened once, on the first file with more than one other name.
+   */
+  private peerWalks(): PeerWalk[] {
+    if (this.walks !== undefined) return this.walks;
+    this.walks = [];
+    const from = fs.statSync(this.from!);
+    for (const peer of [...this.peers!].reverse()) {
+      let fd: number;
+      try {
+        fd = fs.openSync(peer, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+      } catch {
+        continue; // pruned meanwhile, or not a directory: holds no name
+      }
+      const st = fs.fstatSync(fd);
+      if (st.ino === from.ino && st.dev === from.dev) {
+        fs.closeSync(fd);
+        continue;
+      }
+      // The peer's root as given: its path is pinned (or only root can change it) by the caller, as `from`.
+      this.walks.push({
+        names: [],
+        fds: [fd],
+        inos: [st.ino],
+        paths: [peer],
+        ours: [this.onlyOurs(st)],
+        failed: undefined,
+      });
+    }
+    return this.walks;
+  }
+  private walks: PeerWalk[] | undefined;
+
+  /**
+   * The directory `dir` of a peer, opened: each component with O_NOFOLLOW through its parent's
+   * descriptor, so a symlink planted on the way is never followed and a directory renamed or swapped
+   * after it was opened is not looked into. The chain of the previous lookup is kept (an archive lists
+   * a directory's files together): a file in the same directory costs no open. undefined when the peer
+   * has no such real directory.
+   */
+  private peerDir(walk: PeerWalk, dir: string): { path: string; ino: number } | undefined {
+    if (walk.failed !== undefined && (dir === walk.failed || dir.startsWith(`${walk.failed}/`))) return undefined;
+    const names = dir === "" ? [] : dir.split("/");
+    let keep = 0;
+    while (keep < names.length && keep < walk.names.length && names[keep] === walk.names[keep]) keep++;
+    while (walk.names.length > keep) {
+      walk.names.pop();
+      walk.inos.pop();
+      walk.paths.pop();
+      walk.ours.pop();
+      fs.closeSync(walk.fds.pop()!);
+    }
+    walk.failed = undefined;
+    for (let i = keep; i < names.length; i++) {
+      let fd: number;
+      try {
+        fd = fs.openSync(`/proc/self/fd/${walk.fds[i]}/${names[i]}`, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+      } catch {
+        walk.failed = names.slice(0, i + 1).join("/");
+        return undefined;
+      }
+      const st = fs.fstatSync(fd);
+      walk.names.push(names[i]!);
+      walk.fds.push(fd);
+      walk.inos.push(st.ino);
+      walk.paths.push(walk.ours[i] ? `${walk.paths[i]}/${names[i]}` : `/proc/self/fd/${fd}`);
+      walk.ours.push(walk.ours[i]! && this.onlyOurs(st));
+    }
+    return { path: walk.paths[names.length]!, ino: walk.inos[names.length]! };
+  }
+
+  /** Close the peers' directories (all entries are in, or extraction failed). */
+  closePeers(): void {
+    for (const walk of this.walks ?? []) for (const fd of walk.fds) fs.closeSync(fd);
+    this.walks = undefined;
   }
 
   /**
@@ -301,5 +403,6 @@ export class LinkDest {
       fs.closeSync(this.compare.fd);
       this.compare = null;
     }
+    this.closePeers();
   }
 }

@@ -141,6 +141,7 @@ export class Materialiser implements EntrySink {
 
   /** All entries are in: directory modes and times, deepest first, then the root's time. */
   end(): void {
+    this.links.closePeers();
     // Deepest first so that setting a parent's mtime is not undone by its children.
     for (const d of this.dirs.reverse()) {
       // Not through what a later entry put in its place or a parent's: chmod and utimes follow a

@@ -262,3 +262,85 @@ describe("link-dest accounting: a file is linked only when every name of its ino
     expect(ex.linked).toBe(0);
   });
 });
+
+describe("link-dest accounting across the peers' directories (each opened once, never through a symlink)", () => {
+  const T = 1_650_000_000;
+  const FILES = ["top.js", "a/x.js", "a/b/y.js", "a/b/c/z.js", "a/d/w.js", "e/v.js"];
+  function setup(d: string) {
+    const src = join(d, "src");
+    writeTree(src, Object.fromEntries(FILES.map((f) => [f, `bytes of ${f}`])));
+    for (const f of FILES) fs.utimesSync(join(src, f), T, T);
+    const archive = join(d, "app.tar");
+    const r = Bun.spawnSync(["tar", "cf", archive, "-C", src, "."]);
+    if (r.exitCode !== 0) throw new Error(r.stderr.toString());
+    return (root: string, linkFrom?: string, peers?: string[]) => {
+      fs.mkdirSync(root, { recursive: true, mode: 0o700 });
+      const ex = new TarExtractor(root, DEFAULT_LIMITS, linkFrom, peers);
+      ex.write(fs.readFileSync(archive));
+      ex.end();
+      return ex;
+    };
+  }
+
+  test("files in nested and sibling directories, one directory gone from a peer: each name counted once", async () => {
+    await using d = tempDir();
+    const extract = setup(d.path);
+    const rel = (r: string) => join(d.path, "releases", r);
+    extract(rel("r1"));
+    expect(extract(rel("r2"), rel("r1")).linked).toBe(FILES.length);
+    expect(extract(rel("r3"), rel("r2"), [rel("r1"), rel("r2")]).linked).toBe(FILES.length);
+    for (const f of FILES) expect(fs.statSync(join(rel("r3"), f)).nlink).toBe(3);
+    // r1 loses a/b (and so its names of y.js and z.js): those two now have names in r2 and r3 only.
+    fs.rmSync(join(rel("r1"), "a/b"), { recursive: true });
+    const ex = extract(rel("r4"), rel("r3"), [rel("r1"), rel("r2"), rel("r3")]);
+    expect(ex.linked).toBe(FILES.length);
+    expect(fs.statSync(join(rel("r4"), "a/b/c/z.js")).nlink).toBe(3);
+    expect(fs.statSync(join(rel("r4"), "a/x.js")).nlink).toBe(4);
+  });
+
+  test("peers whose directories the app owns (looked up through their descriptors): linked; a symlink planted there is not followed", async () => {
+    await using d = tempDir();
+    const extract = setup(d.path);
+    const rel = (r: string) => join(d.path, "releases", r);
+    extract(rel("r1"));
+    expect(extract(rel("r2"), rel("r1")).linked).toBe(FILES.length);
+    for (const dir of ["a", "a/b", "a/b/c", "a/d", "e"]) fs.chownSync(join(rel("r1"), dir), APP!.uid, APP!.gid);
+    fs.chownSync(rel("r2"), APP!.uid, APP!.gid); // its root too: every lookup below it through a descriptor
+    expect(extract(rel("r3"), rel("r2"), [rel("r1"), rel("r2")]).linked).toBe(FILES.length);
+    for (const f of FILES) expect(fs.statSync(join(rel("r3"), f)).nlink).toBe(3);
+    // What the app could do in a directory it owns (done here as root: the test's temp dir is root's
+    // 0700 and the file root's): move r1's a/b aside, plant an outside name of r3's y.js in a look-alike
+    // tree and point r1's a/b there. That name is not one of r1's, so y.js (nlink 4 now) is written; so
+    // is z.js, whose r1 name moved out with a/b.
+    const outside = join(d.path, "outside");
+    fs.mkdirSync(join(outside, "b"), { recursive: true });
+    fs.renameSync(join(rel("r1"), "a/b"), join(outside, "b-r1"));
+    fs.linkSync(join(rel("r3"), "a/b/y.js"), join(outside, "b/y.js"));
+    fs.symlinkSync(join(outside, "b"), join(rel("r1"), "a/b"));
+    const ex = extract(rel("r4"), rel("r3"), [rel("r1"), rel("r2"), rel("r3")]);
+    expect(ex.linked).toBe(FILES.length - 2);
+    expect(fs.statSync(join(rel("r4"), "a/b/y.js")).nlink).toBe(1);
+    expect(fs.statSync(join(rel("r4"), "a/b/c/z.js")).nlink).toBe(1);
+    expect(fs.readFileSync(join(rel("r4"), "a/b/y.js"), "utf8")).toBe("bytes of a/b/y.js");
+    expect(fs.statSync(join(rel("r4"), "a/x.js")).nlink).toBe(4);
+  });
+
+  test("a planted name reached through a symlinked directory deeper in a peer is not counted", async () => {
+    await using d = tempDir();
+    const extract = setup(d.path);
+    const rel = (r: string) => join(d.path, "releases", r);
+    extract(rel("r1"));
+    // An outside name of r1's a/b/y.js, in a directory laid out like the release's (outside/b/y.js)...
+    const outside = join(d.path, "outside");
+    fs.mkdirSync(join(outside, "b"), { recursive: true });
+    fs.linkSync(join(rel("r1"), "a/b/y.js"), join(outside, "b/y.js"));
+    // ...and a peer whose `a` points there, so that peer/a/b/y.js is that outside name.
+    fs.mkdirSync(rel("r0"));
+    fs.symlinkSync(outside, join(rel("r0"), "a"));
+    const ex = extract(rel("r2"), rel("r1"), [rel("r0"), rel("r1")]);
+    expect(ex.linked).toBe(FILES.length - 1);
+    expect(fs.statSync(join(rel("r2"), "a/b/y.js")).nlink).toBe(1);
+    expect(fs.readFileSync(join(rel("r2"), "a/b/y.js"), "utf8")).toBe("bytes of a/b/y.js");
+    expect(fs.statSync(join(outside, "b/y.js")).nlink).toBe(2);
+  });
+});
