@@ -110,12 +110,6 @@ describe("source layout", () => {
 
 /** Biome's lineWidth (biome.json): Biome does not break long string literals or comments, so this keeps them short. */
 const MAX_LINE = 120;
-/**
- * Being rewritten in another branch while src/ was wrapped (issue 9): drop it from this list once that
- * branch is merged and its lines are wrapped.
- */
-const LINE_LENGTH_EXEMPT = new Set(["src/archive/link-dest.ts"]);
-
 function allFiles(dir: string): string[] {
   return readdirSync(dir).flatMap((name) => {
     const p = join(dir, name);
@@ -134,13 +128,9 @@ function longLines(files: string[], max: number): string[] {
 
 describe("line length", () => {
   test(`no line in src/ is longer than ${MAX_LINE} characters`, () => {
-    const files = allFiles(SRC).filter((f) => !LINE_LENGTH_EXEMPT.has(relative(ROOT, f)));
+    const files = allFiles(SRC);
     expect(files.length).toBeGreaterThan(40);
     expect(longLines(files, MAX_LINE)).toEqual([]);
-  });
-
-  test("the exempt files still exist (a renamed one would escape the check silently)", () => {
-    for (const f of LINE_LENGTH_EXEMPT) expect(statSync(join(ROOT, f)).isFile()).toBe(true);
   });
 
   test("the check finds a planted long line and names its file and line", () => {

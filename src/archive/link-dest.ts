@@ -293,9 +293,9 @@ export class LinkDest {
         if (code === "EXDEV") this.from = undefined;
         if (attempt > 0 || (code !== "EEXIST" && code !== "ENOENT")) return false;
         try {
-          if (code === "EEXIST")
-            fs.unlinkSync(path); // an earlier entry of the same name
-          else fs.mkdirSync(path.slice(0, path.lastIndexOf("/")), { recursive: true, mode: 0o755 }); // parent not in the archive
+          // EEXIST: an earlier entry of the same name; ENOENT: a parent not in the archive.
+          if (code === "EEXIST") fs.unlinkSync(path);
+          else fs.mkdirSync(path.slice(0, path.lastIndexOf("/")), { recursive: true, mode: 0o755 });
         } catch {
           return false; // openNewFile will say what is wrong
         }
