@@ -8,7 +8,6 @@
  * path reads stdin and returns. So the deploy pipeline (`run.ts`), the Consul client and `--follow`
  * are imported only where they are used; the static imports here are small.
  */
-import * as fs from "node:fs";
 import { hostname } from "node:os";
 import type { ConsulClient } from "../consul/client.ts";
 import type { Env } from "../env.ts";
@@ -17,7 +16,7 @@ import type { Logger } from "../log.ts";
 import { checkNode, kvKeys, type ReleaseRecord } from "../records/release.ts";
 import { sleep } from "../time.ts";
 import type { AgentRunOptions, ReportTarget } from "./run.ts";
-import type { Handled } from "./state.ts";
+import { type Handled, usableStateDir } from "./state.ts";
 import { parseTrigger, type Trigger } from "./trigger.ts";
 
 /** Where the release to deploy comes from. */
@@ -59,7 +58,7 @@ export interface AgentStartOptions {
 export async function startAgent(o: AgentStartOptions): Promise<number> {
   const { env, log } = o.deploy;
   const signal = o.signal;
-  const stateDir = usableStateDir(o.stateDir, log);
+  const stateDir = usableStateDir(o.stateDir, log, "no duplicate detection and no host lock");
   const common = { stateDir, force: o.force, lockWaitMs: o.lockWaitMs, metricsFile: o.metricsFile };
   const role = o.role;
 
@@ -227,21 +226,6 @@ function handledOf(t: Trigger): Handled {
   if (t.kind === "consul") return { kind: "consul", eventId: t.eventId };
   if (t.kind === "serf") return { kind: "serf", event: t.event, ltime: t.ltime };
   return { kind: "none" };
-}
-
-/** The state dir, or undefined (with a warning) when it can't be created: stretcher kept no state. */
-function usableStateDir(dir: string, log: Logger): string | undefined {
-  try {
-    fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
-    fs.accessSync(dir, fs.constants.W_OK);
-    return dir;
-  } catch (err) {
-    log.info(
-      `state: cannot use ${dir} (${(err as NodeJS.ErrnoException).code}): no duplicate detection and no host ` +
-        "lock this run (set --state-dir)",
-    );
-    return undefined;
-  }
 }
 
 function logTrigger(t: Trigger, log: Logger): void {

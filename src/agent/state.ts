@@ -15,7 +15,7 @@
 import * as fs from "node:fs";
 import { join, resolve } from "node:path";
 import { PulldeployError } from "../errors.ts";
-import { redact } from "../log.ts";
+import { type Logger, redact } from "../log.ts";
 import { pidAlive, processStartTime, type ChildTracker } from "../pid.ts";
 import type { NodeReport } from "../records/report.ts";
 
@@ -414,4 +414,21 @@ export function sweepChildren(dir: string, log: (m: string) => void): number {
     fs.rmSync(file, { force: true });
   }
   return killed;
+}
+
+/**
+ * The state dir, made if missing, or undefined (with a warning saying what this run goes `without`)
+ * when it can't be made or written: stretcher kept no state, so a deploy goes on without it.
+ */
+export function usableStateDir(dir: string, log: Logger, without: string): string | undefined {
+  try {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
+    fs.accessSync(dir, fs.constants.W_OK);
+    return dir;
+  } catch (err) {
+    log.info(
+      `state: cannot use ${dir} (${(err as NodeJS.ErrnoException).code}): ${without} this run (set --state-dir)`,
+    );
+    return undefined;
+  }
 }

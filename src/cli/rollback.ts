@@ -9,12 +9,11 @@
  * `publish --wait` does (exit 1 on a failed, timed-out or empty rollout).
  */
 import { defineCommand, type ArgsDef } from "citty";
-import * as fs from "node:fs";
 import { hostname } from "node:os";
 import { ConsulClient, consulConfig } from "../consul/client.ts";
 import { UsageError } from "../errors.ts";
 import { checkRole, DEFAULT_KV_PREFIX } from "../records/release.ts";
-import { DEFAULT_STATE_DIR } from "../agent/state.ts";
+import { DEFAULT_STATE_DIR, usableStateDir } from "../agent/state.ts";
 import { announceArgs, announceOptions, waitArgs, waitForNodes, waitOptions } from "./publish.ts";
 import { durationFlag } from "./_shared.ts";
 import { rolloutArgs, rolloutHook, rolloutSettings } from "./rollout.ts";
@@ -176,25 +175,15 @@ async function rollbackHost(dest: string, a: Args, ctx: CommandEnv): Promise<num
   await rollbackLocal({
     dest,
     to: str("to"),
-    stateDir: usableStateDir(str("state-dir") ?? ctx.env.PULLDEPLOY_STATE_DIR ?? DEFAULT_STATE_DIR, ctx.log),
+    stateDir: usableStateDir(
+      str("state-dir") ?? ctx.env.PULLDEPLOY_STATE_DIR ?? DEFAULT_STATE_DIR,
+      ctx.log,
+      "no host lock and no state update",
+    ),
     lockWaitMs: durationFlag("lock-wait", str("lock-wait")) ?? 600_000,
     report,
     log: ctx.log,
     signal: ctx.signal,
   });
   return 0;
-}
-
-function usableStateDir(dir: string, log: CommandEnv["log"]): string | undefined {
-  try {
-    fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
-    fs.accessSync(dir, fs.constants.W_OK);
-    return dir;
-  } catch (err) {
-    log.info(
-      `state: cannot use ${dir} (${(err as NodeJS.ErrnoException).code}): no host lock and no state update ` +
-        "this run (set --state-dir)",
-    );
-    return undefined;
-  }
 }

@@ -123,14 +123,8 @@ export function normalizeKvPrefix(prefix: string): string | { error: string } {
 
 /** Parse a stored record; a string lists what is wrong. Readers of `latest` use this. */
 export function parseReleaseRecord(json: string): ReleaseRecord | string {
-  let v: unknown;
-  try {
-    v = JSON.parse(json);
-  } catch (err) {
-    return `not JSON: ${(err as Error).message}`;
-  }
-  if (typeof v !== "object" || v === null || Array.isArray(v)) return "not a JSON object";
-  const r = v as Record<string, unknown>;
+  const r = jsonObject(json);
+  if (typeof r === "string") return r;
   const problems: string[] = [];
   for (const k of ["id", "role", "manifest_url", "archive_url", "checksum", "created_at", "publisher", "message"]) {
     if (typeof r[k] !== "string") problems.push(`${k}: expected a string`);
@@ -174,4 +168,16 @@ export function renderReleaseRecord(r: ReleaseRecord): string {
     message: r.message,
   };
   return JSON.stringify(ordered);
+}
+
+/** A stored record's JSON as an object, or a string saying why it is not one. Pure. */
+export function jsonObject(json: string): Record<string, unknown> | string {
+  let v: unknown;
+  try {
+    v = JSON.parse(json);
+  } catch (err) {
+    return `not JSON: ${(err as Error).message}`;
+  }
+  if (typeof v !== "object" || v === null || Array.isArray(v)) return "not a JSON object";
+  return v as Record<string, unknown>;
 }

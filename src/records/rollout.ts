@@ -13,6 +13,7 @@
  * the canaries with `--canary-wait`), aborted (by hand). halted and aborted are final: no node starts
  * switching any more.
  */
+import { jsonObject } from "./release.ts";
 
 export const ROLLOUT_STATES = ["canary", "running", "paused", "halted", "done", "aborted"] as const;
 export type RolloutState = (typeof ROLLOUT_STATES)[number];
@@ -145,14 +146,8 @@ export function markFailed(r: RolloutRecord, node: string, phase: string, error:
 
 /** Parse a stored record; a string lists what is wrong. */
 export function parseRolloutRecord(json: string): RolloutRecord | string {
-  let v: unknown;
-  try {
-    v = JSON.parse(json);
-  } catch (err) {
-    return `not JSON: ${(err as Error).message}`;
-  }
-  if (typeof v !== "object" || v === null || Array.isArray(v)) return "not a JSON object";
-  const r = v as Record<string, unknown>;
+  const r = jsonObject(json);
+  if (typeof r === "string") return r;
   const problems: string[] = [];
   const want = (k: string, ok: boolean, what: string) => {
     if (!ok) problems.push(`${k}: expected ${what}`);
