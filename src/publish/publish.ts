@@ -13,7 +13,7 @@
  *   name      the release id: the start time and the archive checksum's prefix
  *   upload    the archive under `<to>/<role>/<id>.tar.gz`, then (signature and) the manifest
  *             `<id>.yml`, rendered and parsed again as the agent will: never a manifest without its archive
- *   record    Consul KV: `releases/<id>`, then the role's `latest` (see release.ts)
+ *   record    Consul KV: `releases/<id>`, then the role's `latest` (see records/release.ts)
  *   announce  the event (Consul or Serf) with the manifest URL
  *
  * Once the upload is done nothing is lost: a failure to record or announce says so and prints the
