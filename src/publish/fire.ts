@@ -94,6 +94,7 @@ export async function fire(opts: FireOptions): Promise<{ record?: ReleaseRecord;
     }
     record ??= o.record ?? (await recordFromManifest(o, id));
   }
+  log.set({ role: o.role, release_id: record?.id ?? releaseIdOfUrl(o.manifestUrl) });
   await recordAndAnnounce({ ...o, kv: useKv, consul, consulFlags: o.consul, record, recorded, stage: "fire" });
   return { record, manifestUrl };
 }

@@ -83,6 +83,13 @@ describe("--log-format json and --metrics-file", () => {
     const ev = consul.fired[0]!;
     const latest = JSON.parse(new TextDecoder().decode(consul.kvEntry(kvKeys.latest("pulldeploy", "web"))!.value!));
     expect(fired).toMatchObject({ level: "info", role: "web", release_id: latest.id, event_id: ev.id });
+    // fire (and so rollback --role, which fires) carries the role and the release too.
+    const refire = await run(["fire", latest.manifest_url, "--role", "web", "--log-format", "json"], {
+      env: consul.env,
+    });
+    expect(refire.code).toBe(0);
+    const refired = jsonLines(refire.stderr).find((l) => l.msg.startsWith("fired consul event deploy "))!;
+    expect(refired).toMatchObject({ role: "web", release_id: latest.id, event_id: consul.fired[1]!.id });
 
     // The agent, as consul watch runs it.
     const metrics = join(dir.path, "textfile", "pulldeploy.prom");
