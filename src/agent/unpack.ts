@@ -12,7 +12,7 @@ import { sleep } from "../time.ts";
 import { formatBytes } from "../units.ts";
 import { openUrl } from "../store/sources/index.ts";
 import type { Env } from "../env.ts";
-import { detectCompression, TarExtractor, type ExtractLimits } from "../archive/extract.ts";
+import { detectCompression, type ExtractedTree, TarExtractor, type ExtractLimits } from "../archive/extract.ts";
 
 export interface UnpackOptions {
   url: string;
@@ -35,23 +35,7 @@ export interface UnpackOptions {
   onResume?: (offset: number, err: FetchError) => void;
 }
 
-export interface UnpackResult {
-  /** Compressed bytes read. */
-  bytes: number;
-  entries: number;
-  /** Files hard-linked from `linkFrom`. */
-  linked: number;
-  /** The archive's own hard-link entries. */
-  hardLinks: number;
-  /**
-   * With linked files: the first one changed in place since (under `linkFrom`, which shares its
-   * inode), or undefined; see `TarExtractor.changedLink`. Ask right before the sync; if it names one,
-   * extract again without links.
-   */
-  changedLink?: (each: boolean) => string | undefined;
-  /** An extraction failure found while streaming; raise it after `pre`, as the phase order demands. */
-  extractError?: ExtractError;
-}
+export type UnpackResult = ExtractedTree;
 
 export async function fetchAndExtract(opts: UnpackOptions): Promise<UnpackResult> {
   const { url, signal } = opts;

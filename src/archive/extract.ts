@@ -102,6 +102,25 @@ export class TarExtractor {
 }
 
 /** Compression by magic bytes: what `tar xf` would detect. */
+/** A tree fetched and extracted (from the archive, or rebuilt from a delta): what the deploy needs of it. */
+export interface ExtractedTree {
+  /** Compressed bytes downloaded. */
+  bytes: number;
+  entries: number;
+  /** Files hard-linked from `linkFrom`. */
+  linked: number;
+  /** The archive's own hard-link entries. */
+  hardLinks: number;
+  /**
+   * With linked files: the first one changed in place since (under `linkFrom`, which shares its
+   * inode), or undefined; see `TarExtractor.changedLink`. Ask right before the sync; if it names one,
+   * extract again without links.
+   */
+  changedLink?: (each: boolean) => string | undefined;
+  /** An extraction failure found while streaming; raise it after `pre`, as the phase order demands. */
+  extractError?: ExtractError;
+}
+
 export type Compression = "gzip" | "none";
 
 export function detectCompression(head: Uint8Array): Compression | string {

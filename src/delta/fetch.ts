@@ -20,9 +20,9 @@
 import * as fs from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { TarExtractor, type ExtractLimits } from "../archive/extract.ts";
+import { type ExtractedTree, TarExtractor, type ExtractLimits } from "../archive/extract.ts";
 import { entryHeaders } from "../archive/tar-header.ts";
-import { type ExtractError, FetchError, messageOf } from "../errors.ts";
+import { FetchError, messageOf } from "../errors.ts";
 import { redact, type Logger } from "../log.ts";
 import { openUrl } from "../store/sources/index.ts";
 import type { Env } from "../env.ts";
@@ -63,15 +63,8 @@ export interface DeltaFetchOptions {
   recordAs?: string;
 }
 
-/** What the deploy needs of a fetched tree; the archive path (`fetchAndExtract`) returns the same shape. */
-export interface TreeResult {
-  /** Bytes downloaded. */
-  bytes: number;
-  entries: number;
-  linked: number;
-  hardLinks: number;
-  changedLink?: (each: boolean) => string | undefined;
-  extractError?: ExtractError;
+/** A fetched tree, as the archive path (`fetchAndExtract`) returns it too. */
+export interface TreeResult extends ExtractedTree {
   /** Set when the tree was built from the delta: what was verified, for the log. */
   delta?: string;
 }
