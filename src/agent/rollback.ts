@@ -15,7 +15,7 @@ import { logTail, type NodeReport } from "../records/report.ts";
 import * as releases from "../sync/releases.ts";
 import { VERSION } from "../version.ts";
 import type { ReportTarget } from "./run.ts";
-import { acquireLock, StateStore, sweepChildren, type HostLock } from "./state.ts";
+import { StateStore, takeHostLock, type HostLock } from "./state.ts";
 
 export interface LocalRollbackOptions {
   dest: string;
@@ -42,16 +42,7 @@ export async function rollbackLocal(
   const warn = (m: string) => log.info(m);
   let lock: HostLock | undefined;
   if (o.stateDir !== undefined) {
-    lock = await acquireLock(o.stateDir, {
-      waitMs: o.lockWaitMs,
-      signal: o.signal,
-      onWait: (pid) =>
-        log.info(
-          `lock: an agent (pid ${pid ?? "unknown"}) is deploying on this host; waiting up to ` +
-            `${Math.round(o.lockWaitMs / 1000)}s`,
-        ),
-    });
-    sweepChildren(o.stateDir, warn);
+    lock = await takeHostLock(o.stateDir, { waitMs: o.lockWaitMs, signal: o.signal, log, warn });
   }
   try {
     // Read under the lock: a deploy that just finished may have moved `current`.

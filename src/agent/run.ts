@@ -23,14 +23,13 @@ import { redact } from "../log.ts";
 import { releaseIdOfUrl, kvKeys } from "../records/release.ts";
 import { createReporter, logTail, renderReport, type NodeReport, type Reporter } from "../records/report.ts";
 import {
-  acquireLock,
   childTracker,
   downgradeOf,
   duplicateOf,
   markHandled,
   raiseMark,
   StateStore,
-  sweepChildren,
+  takeHostLock,
   type AgentState,
   type Handled,
   type HostLock,
@@ -86,16 +85,7 @@ export async function agentRun(o: AgentRunOptions): Promise<AgentOutcome> {
   let store: StateStore | undefined;
   if (o.stateDir !== undefined) {
     store = new StateStore(o.stateDir);
-    lock = await acquireLock(o.stateDir, {
-      waitMs: o.lockWaitMs,
-      signal: o.deploy.signal,
-      onWait: (pid) =>
-        log.info(
-          `lock: another agent (pid ${pid ?? "unknown"}) is deploying on this host; waiting up to ` +
-            `${Math.round(o.lockWaitMs / 1000)}s`,
-        ),
-    });
-    sweepChildren(o.stateDir, warn);
+    lock = await takeHostLock(o.stateDir, { waitMs: o.lockWaitMs, signal: o.deploy.signal, log, warn });
   }
   try {
     let state: AgentState = store?.read(warn) ?? {};

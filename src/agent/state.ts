@@ -432,3 +432,24 @@ export function usableStateDir(dir: string, log: Logger, without: string): strin
     return undefined;
   }
 }
+
+/**
+ * The host lock as an agent run or `rollback --dest` takes it: waiting up to `waitMs` (said once in
+ * the log), then killing the process groups a killed agent left running (`sweepChildren`).
+ */
+export async function takeHostLock(
+  dir: string,
+  o: { waitMs: number; signal?: AbortSignal; log: Logger; warn: (m: string) => void },
+): Promise<HostLock> {
+  const lock = await acquireLock(dir, {
+    waitMs: o.waitMs,
+    signal: o.signal,
+    onWait: (pid) =>
+      o.log.info(
+        `lock: another agent (pid ${pid ?? "unknown"}) is deploying on this host; waiting up to ` +
+          `${Math.round(o.waitMs / 1000)}s`,
+      ),
+  });
+  sweepChildren(dir, o.warn);
+  return lock;
+}
