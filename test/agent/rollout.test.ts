@@ -11,40 +11,14 @@ import { createLogger } from "../../src/log.ts";
 import type { Manifest } from "../../src/manifest/parse.ts";
 import { renderRolloutRecord, rolloutKeys, type RolloutRecord } from "../../src/records/rollout.ts";
 import { startConsulCluster } from "../support/consul-standin.ts";
+import { rolloutRecord } from "../support/records.ts";
 
 const ID = "20261204T000000Z-0123456789ab";
 const KEY = rolloutKeys.record("pulldeploy", "web", ID);
 const SLOTS = rolloutKeys.slots("pulldeploy", "web", ID);
 const manifest = { releaseId: ID } as Manifest;
 const at = new Date().toISOString();
-const record: RolloutRecord = {
-  release_id: ID,
-  role: "web",
-  state: "running",
-  reason: "",
-  max_parallel: "1",
-  limit: 1,
-  canary: 0,
-  canary_wait: false,
-  max_failures: null,
-  failure_budget: null,
-  auto_rollback: false,
-  health_grace_ms: 0,
-  health_deadline_ms: 0,
-  nodes_total: 3,
-  previous: null,
-  event: "deploy",
-  event_filters: {},
-  switch_together: false,
-  prepare_deadline_ms: 0,
-  slot_ttl_ms: 10_000,
-  prepared: [],
-  canaries: [],
-  healthy: [],
-  failed: [],
-  created_at: at,
-  updated_at: at,
-};
+const record: RolloutRecord = rolloutRecord({ release_id: ID, created_at: at, updated_at: at });
 
 async function gateOn(node: string, cluster: Awaited<ReturnType<typeof startConsulCluster>>) {
   const lines: string[] = [];

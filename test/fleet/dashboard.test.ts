@@ -6,6 +6,7 @@ import type { KvEntry } from "../../src/consul/client.ts";
 import { parseListen } from "../../src/fleet/dashboard/server.ts";
 import { dashboardRoles, rolesOf, stateKey } from "../../src/fleet/dashboard/state.ts";
 import { renderReleaseRecord, type ReleaseRecord } from "../../src/records/release.ts";
+import { rolloutRecord } from "../support/records.ts";
 
 const entry = (key: string, value: string): KvEntry => ({
   key,
@@ -148,33 +149,13 @@ describe("dashboardRoles: the latest release's staged rollout", () => {
     const id = IDS[2]!;
     const base = `pulldeploy/roles/web/rollouts/${id}`;
     const at = "2026-03-01T00:00:00.000Z";
-    const rollout = {
+    const rollout = rolloutRecord({
       release_id: id,
-      role: "web",
-      state: "running",
-      reason: "",
-      max_parallel: "1",
-      limit: 1,
-      canary: 0,
-      canary_wait: false,
-      max_failures: null,
-      failure_budget: null,
-      auto_rollback: false,
-      health_grace_ms: 0,
-      health_deadline_ms: 0,
-      nodes_total: 3,
-      previous: null,
-      event: "deploy",
-      event_filters: {},
-      switch_together: false,
-      prepare_deadline_ms: 0,
       prepared: ["web-1", "web-2", "web-3"],
-      canaries: [],
       healthy: ["web-1"],
-      failed: [],
       created_at: at,
       updated_at: at,
-    };
+    });
     const held: KvEntry = { ...entry(`${base}/slots/s-2`, "web-2"), session: "s-2" };
     const entries = [
       ...ENTRIES,

@@ -10,36 +10,19 @@ import {
   resolveAmount,
   type RolloutRecord,
 } from "../../src/records/rollout.ts";
+import { rolloutRecord } from "../support/records.ts";
 
 const at = new Date("2026-12-04T00:00:00Z");
-const base: RolloutRecord = {
-  release_id: "20261204T000000Z-0123456789ab",
-  role: "web",
-  state: "running",
-  reason: "",
+const base: RolloutRecord = rolloutRecord({
   max_parallel: "2",
   limit: 2,
-  canary: 0,
-  canary_wait: false,
   max_failures: "1",
   failure_budget: 1,
-  auto_rollback: false,
-  health_grace_ms: 0,
   health_deadline_ms: 300000,
   nodes_total: 4,
-  previous: null,
-  event: "deploy",
-  event_filters: {},
-  switch_together: false,
-  prepare_deadline_ms: 0,
-  slot_ttl_ms: 10_000,
-  prepared: [],
-  canaries: [],
-  healthy: [],
-  failed: [],
   created_at: at.toISOString(),
   updated_at: at.toISOString(),
-};
+});
 
 describe("amounts", () => {
   test.each([
