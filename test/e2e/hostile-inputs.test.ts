@@ -15,7 +15,7 @@ import * as fs from "node:fs";
 import { join } from "node:path";
 import { appUser, asApp } from "../support/app-user.ts";
 import { startConsulStandin, type ConsulStandin } from "../support/consul-standin.ts";
-import { appRelease, BINARY, httpServer, listTree, run, tempDir, waitFor } from "../support/helpers.ts";
+import { appRelease, BINARY, httpServer, listTree, run, tempDir, waitFor, tcpServer } from "../support/helpers.ts";
 
 const TS = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z /;
 const lines = (stderr: string) =>
@@ -39,30 +39,6 @@ function appDest(root: string): string {
   const u = appUser();
   if (u) fs.chownSync(dest, u.uid, u.gid);
   return dest;
-}
-
-/** A raw TCP server on loopback port 0: `onOpen` decides what a client gets (perhaps nothing). */
-function tcpServer(onOpen: (socket: import("bun").Socket<undefined>) => void = () => {}) {
-  const sockets: import("bun").Socket<undefined>[] = [];
-  const server = Bun.listen<undefined>({
-    hostname: "127.0.0.1",
-    port: 0,
-    socket: {
-      open(s) {
-        sockets.push(s);
-        onOpen(s);
-      },
-      data() {},
-    },
-  });
-  return {
-    url: `http://127.0.0.1:${server.port}`,
-    connections: () => sockets.length,
-    [Symbol.dispose]() {
-      for (const s of sockets) s.end();
-      server.stop(true);
-    },
-  };
 }
 
 /** A KV dump of the stand-in: every value as text. */

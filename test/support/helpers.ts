@@ -180,3 +180,27 @@ export function deployWithLog(manifestUrl: string, over: Partial<DeployOptions> 
     ...over,
   }).then((result) => ({ result, log: lines.join("") }));
 }
+
+/** A raw TCP server on loopback port 0: `onOpen` decides what a client gets (perhaps nothing). */
+export function tcpServer(onOpen: (socket: import("bun").Socket<undefined>) => void = () => {}) {
+  const sockets: import("bun").Socket<undefined>[] = [];
+  const server = Bun.listen<undefined>({
+    hostname: "127.0.0.1",
+    port: 0,
+    socket: {
+      open(s) {
+        sockets.push(s);
+        onOpen(s);
+      },
+      data() {},
+    },
+  });
+  return {
+    url: `http://127.0.0.1:${server.port}`,
+    connections: () => sockets.length,
+    [Symbol.dispose]() {
+      for (const s of sockets) s.end();
+      server.stop(true);
+    },
+  };
+}

@@ -7,33 +7,9 @@
 import { describe, expect, test } from "bun:test";
 import { FetchError } from "../../../src/errors.ts";
 import { fetchBytes } from "../../../src/store/sources/index.ts";
-import { httpServer } from "../../support/helpers.ts";
+import { httpServer, tcpServer } from "../../support/helpers.ts";
 
 const OPTS = { env: {}, userAgent: "test" };
-
-/** A raw TCP server: `onOpen` decides what (if anything) the client gets. */
-function tcpServer(onOpen: (socket: import("bun").Socket<undefined>) => void) {
-  const sockets: import("bun").Socket<undefined>[] = [];
-  const server = Bun.listen<undefined>({
-    hostname: "127.0.0.1",
-    port: 0,
-    socket: {
-      open(s) {
-        sockets.push(s);
-        onOpen(s);
-      },
-      data() {},
-    },
-  });
-  return {
-    url: `http://127.0.0.1:${server.port}`,
-    connections: () => sockets.length,
-    [Symbol.dispose]() {
-      for (const s of sockets) s.end();
-      server.stop(true);
-    },
-  };
-}
 
 async function failure(p: Promise<unknown>): Promise<FetchError> {
   try {
