@@ -14,7 +14,7 @@
 import { messageOf, PulldeployError, UsageError } from "./errors.ts";
 import { createLogger } from "./log.ts";
 import { COMMIT, VERSION } from "./version.ts";
-import { normalizeArgv, takeLogFormat } from "./cli/_shared.ts";
+import { normalizeArgv, takeLogFormat } from "./cli/argv.ts";
 import type { CommandEnv } from "./cli/context.ts";
 import { COMMANDS, help, parseFlags, plainFlags, usage } from "./cli/index.ts";
 

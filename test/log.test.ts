@@ -2,7 +2,7 @@
  * The log's two formats: the text form byte for byte as before, the JSON form's fields; what is kept is always text.
  */
 import { describe, expect, test } from "bun:test";
-import { takeLogFormat } from "../src/cli/_shared.ts";
+import { takeLogFormat } from "../src/cli/argv.ts";
 import { createLogger } from "../src/log.ts";
 
 const at = new Date("2026-12-04T10:00:00.123Z");

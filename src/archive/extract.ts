@@ -14,9 +14,10 @@
  */
 import { ExtractError } from "../errors.ts";
 import { Materialiser } from "./materialise.ts";
-import { DEFAULT_LIMITS, type ExtractLimits, TarReader } from "./tar-reader.ts";
+import { DEFAULT_LIMITS, type ExtractLimits } from "./limits.ts";
+import { TarReader } from "./tar-reader.ts";
 
-export { DEFAULT_LIMITS, type ExtractLimits } from "./tar-reader.ts";
+export { DEFAULT_LIMITS, type ExtractLimits } from "./limits.ts";
 export { MAX_META_SIZE, parseHeader, parsePax, printable } from "./tar-header.ts";
 export { safeRelative } from "./materialise.ts";
 

@@ -24,20 +24,7 @@ import {
   type TarHeader,
   typeOf,
 } from "./tar-header.ts";
-
-export interface ExtractLimits {
-  /** Refuse archives with more entries than this (a tar bomb). */
-  maxEntries: number;
-  /** Refuse archives whose entries declare more bytes than this in all (meta entries included). */
-  maxBytes: number;
-  /**
-   * Accept an archive with no entry besides its root. Off by default: syncing an empty tree empties
-   * `dest` (rsync --delete, mv, or an empty release), which is rarely what a publisher meant.
-   */
-  allowEmpty?: boolean;
-}
-
-export const DEFAULT_LIMITS: ExtractLimits = { maxEntries: 1_000_000, maxBytes: 64 * 2 ** 30 };
+import type { ExtractLimits } from "./limits.ts";
 
 /** Bytes tolerated after the end-of-archive marker: padding to a record (GNU tar's largest is 1 MiB). */
 const MAX_TRAILING = 16 * 2 ** 20;

@@ -1,81 +1,10 @@
 /**
- * What every command shares: argv normalisation (stretcher's Go-style `-flag value` spelling),
- * unknown-flag rejection (citty ignores them silently), and flag value parsers.
+ * What the commands share: flag value parsers and common flag sets (argv itself is read in `argv.ts`).
  */
 import type { ArgsDef } from "citty";
 import { UsageError } from "../errors.ts";
-import { LOG_FORMATS, type LogFormat } from "../log.ts";
 import { DEFAULT_KV_PREFIX, normalizeKvPrefix } from "../records/release.ts";
 import { parseDuration, parseSize } from "../units.ts";
-
-/**
- * Rewrite argv so citty reads it as we mean it:
- * - `-max-bandwidth 10M` (Go flag style, one dash) → `--max-bandwidth=10M`;
- * - a string flag always takes the next word as its value, even `-vv` (`--rsync-verbose -vv`);
- * - any flag not in `args` (name or alias) is a `UsageError` listing the valid ones;
- * - a list flag (its `valueHint` ends in `...`) may be repeated: the values are joined with ","
- *   (other flags: the last one wins, as with Go's flag package).
- * Positional words are kept only when the command declares positionals.
- */
-export function normalizeArgv(argv: string[], args: ArgsDef): string[] {
-  const byName = new Map<string, { name: string; type: string; list: boolean }>();
-  for (const [name, def] of Object.entries(args)) {
-    if (def.type === "positional") continue;
-    const aliases = "alias" in def && def.alias ? (Array.isArray(def.alias) ? def.alias : [def.alias]) : [];
-    const list = def.valueHint?.endsWith("...") ?? false;
-    for (const n of [name, ...aliases]) byName.set(n, { name, type: def.type ?? "string", list });
-  }
-  const lists = new Map<string, string[]>();
-  const positionals = Object.values(args).filter((d) => d.type === "positional").length;
-  const out: string[] = [];
-  const rest: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a === "--") {
-      rest.push(...argv.slice(i + 1));
-      break;
-    }
-    const m = /^--?([A-Za-z][\w-]*)(?:=(.*))?$/s.exec(a);
-    if (!m || a === "-") {
-      rest.push(a);
-      continue;
-    }
-    const [, raw, inline] = m;
-    const negated = raw!.startsWith("no-") && byName.get(raw!.slice(3))?.type === "boolean";
-    const flag = byName.get(negated ? raw!.slice(3) : raw!);
-    if (!flag) {
-      const valid = [...new Set([...byName.values()].map((f) => `--${f.name}`))].join(", ");
-      throw new UsageError(`unknown flag ${a.replace(/=.*$/s, "")} (valid: ${valid || "none"}, --help)`);
-    }
-    if (flag.type === "boolean") {
-      if (inline !== undefined && !/^(true|false|1|0)$/.test(inline))
-        throw new UsageError(`--${flag.name} takes no value, got "${inline}"`);
-      const on = negated ? false : inline === undefined || inline === "true" || inline === "1";
-      out.push(on ? `--${flag.name}` : `--no-${flag.name}`);
-      continue;
-    }
-    let value = inline;
-    if (value === undefined) {
-      if (i + 1 >= argv.length) throw new UsageError(`flag --${flag.name} needs a value`);
-      value = argv[++i]!;
-    }
-    if (flag.list) {
-      const values = lists.get(flag.name) ?? [];
-      if (values.length === 0) lists.set(flag.name, values);
-      values.push(value);
-      continue;
-    }
-    out.push(`--${flag.name}=${value}`);
-  }
-  for (const [name, values] of lists) out.push(`--${name}=${values.join(",")}`);
-  if (rest.length > positionals) {
-    throw new UsageError(
-      "unexpected argument " +
-        `"${rest[positionals]}"${positionals === 0 ? " (this command takes only flags; see --help)" : ""}`,
-    );
-  }
-  return [...out, ...rest];
-}
 
 /** Duration flag: bare number = seconds (stretcher v1), or `30s`, `500ms`, `2m`. */
 export function durationFlag(name: string, value: string | undefined): number | undefined {
@@ -129,30 +58,111 @@ export function listFlag(value: string | undefined): string[] {
     .filter((v) => v !== "");
 }
 
-/**
- * The global `--log-format text|json` (also `--log-format=json`, `-log-format json`), anywhere
- * before `--`, taken out of argv before the command's own flags are read. The last one wins.
- */
-export function takeLogFormat(argv: string[]): { format: LogFormat; rest: string[]; error?: string } {
-  let format: LogFormat = "text";
-  let error: string | undefined;
-  const rest: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a === "--") {
-      rest.push(...argv.slice(i));
-      break;
-    }
-    const m = /^--?log-format(?:=(.*))?$/s.exec(a);
-    if (!m) {
-      rest.push(a);
-      continue;
-    }
-    const value = m[1] ?? argv[++i];
-    if (value === undefined) error = "--log-format needs a value: text or json";
-    else if (!(LOG_FORMATS as readonly string[]).includes(value))
-      error = `--log-format: expected ${LOG_FORMATS.join(" or ")}, got "${value}"`;
-    else format = value as LogFormat;
-  }
-  return { format, rest, error };
-}
+/** Flags shared with `fire`: where the release is recorded and how it is announced. */
+export const announceArgs = {
+  event: { type: "string", description: 'Event name (default "deploy")', valueHint: "name" },
+  "no-event": {
+    type: "boolean",
+    description: "Record the release but fire no event (for servers that follow KV or boot later)",
+  },
+  via: {
+    type: "string",
+    description: "Announce through consul (default) or serf (`serf event` via the local agent)",
+    valueHint: "consul|serf",
+  },
+  node: { type: "string", description: "Consul event filter: node names matching this regexp", valueHint: "regexp" },
+  service: { type: "string", description: "Consul event filter: nodes running this service", valueHint: "name" },
+  tag: {
+    type: "string",
+    description: "Consul event filter: with --service, instances with this tag",
+    valueHint: "tag",
+  },
+  "serf-rpc-addr": {
+    type: "string",
+    description: "Serf agent RPC address (default $SERF_RPC_ADDR, else serf's 127.0.0.1:7373)",
+    valueHint: "addr",
+  },
+  "kv-prefix": {
+    type: "string",
+    description: `Consul KV prefix (default "${DEFAULT_KV_PREFIX}")`,
+    valueHint: "prefix",
+  },
+  kv: { type: "boolean", description: "Record the release in Consul KV (default; --no-kv skips it)", default: true },
+  publisher: {
+    type: "string",
+    description: "Who publishes, for the record (default $USER@hostname)",
+    valueHint: "name",
+  },
+  message: { type: "string", alias: ["m"], description: "A note for the record", valueHint: "text" },
+  ...consulArgs,
+} as const satisfies ArgsDef;
+
+/** `--wait`, shared with `fire --role` and `rollback --role`: after the event, follow the rollout. */
+export const waitArgs = {
+  wait: {
+    type: "boolean",
+    description:
+      "After the event, wait until every node of the role (catalog service: --service, else the role) reports " +
+      "the new release; exit 1 if any fails, on timeout or with no nodes",
+  },
+  "wait-timeout": {
+    type: "string",
+    description: "With --wait: give up after this long (default 10m)",
+    valueHint: "duration",
+  },
+} as const satisfies ArgsDef;
+
+/** The rollout flags of `publish` and `fire`. None given: every node switches at once, as before. */
+export const rolloutArgs = {
+  "max-parallel": {
+    type: "string",
+    description: "Rollout: at most this many nodes (or % of the role's nodes) switching at once (default: all)",
+    valueHint: "N|P%",
+  },
+  canary: {
+    type: "string",
+    description: "Rollout: the first N nodes go alone; the rest wait until they are healthy",
+    valueHint: "n",
+  },
+  "canary-wait": {
+    type: "boolean",
+    description: "Rollout: after the canaries, hold until `pulldeploy rollout promote`",
+  },
+  "max-failures": {
+    type: "string",
+    description: "Rollout: failure budget; past it the rollout halts (waiting nodes keep their release)",
+    valueHint: "N|P%",
+  },
+  "auto-rollback": {
+    type: "boolean",
+    description: "Rollout: when it halts, make the previous release the latest again and fire it",
+  },
+  "health-grace": {
+    type: "string",
+    description: "Rollout: after post/validate, the node's Consul checks must pass this long (default: no health gate)",
+    valueHint: "duration",
+  },
+  "health-deadline": {
+    type: "string",
+    description: "Rollout: … within this long, else the node failed (default 5m)",
+    valueHint: "duration",
+  },
+  "switch-together": {
+    type: "boolean",
+    description:
+      "Rollout: no node switches until every node of the role has prepared (fetched and extracted) or " +
+      "--prepare-deadline passes",
+  },
+  "prepare-deadline": {
+    type: "string",
+    description: "With --switch-together: switch anyway this long after publishing (default 10m)",
+    valueHint: "duration",
+  },
+  "slot-ttl": {
+    type: "string",
+    description:
+      "Rollout: TTL of each slot's Consul session; a killed agent frees its slot about 2× this later (default " +
+      "10s, Consul's session_ttl_min)",
+    valueHint: "duration",
+  },
+} as const satisfies ArgsDef;

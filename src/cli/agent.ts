@@ -10,7 +10,7 @@
 import type { ArgsDef, CommandDef } from "citty";
 import type { AgentRunOptions } from "../agent/run.ts";
 import { type AgentSource, startAgent } from "../agent/start.ts";
-import { DEFAULT_LIMITS } from "../archive/extract.ts";
+import { DEFAULT_LIMITS } from "../archive/limits.ts";
 import { UsageError } from "../errors.ts";
 import { checkNode, checkRole, DEFAULT_KV_PREFIX } from "../records/release.ts";
 import { DEFAULT_STATE_DIR } from "../agent/state.ts";

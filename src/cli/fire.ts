@@ -12,8 +12,9 @@ import { UsageError } from "../errors.ts";
 import { fire } from "../publish/fire.ts";
 import { releaseIdOfUrl } from "../records/release.ts";
 import { isSourceScheme, schemeOf, SOURCE_SCHEMES } from "../store/schemes.ts";
-import { announceArgs, announceOptions, waitArgs, waitForNodes, waitOptions } from "./publish.ts";
-import { rolloutArgs, rolloutHook, rolloutSettings } from "./rollout.ts";
+import { announceArgs, rolloutArgs, waitArgs } from "./_shared.ts";
+import { announceOptions, waitForNodes, waitOptions } from "./publish.ts";
+import { rolloutHook, rolloutSettings } from "./rollout.ts";
 
 export const fireArgs = {
   "manifest-url": {

@@ -15,65 +15,10 @@ import { SYNC_STRATEGIES, type SyncStrategyName } from "../manifest/parse.ts";
 import type { AnnounceOptions } from "../publish/announce.ts";
 import { createProgress } from "../publish/progress.ts";
 import { defaultPublisher, publish } from "../publish/publish.ts";
-import { DEFAULT_KV_PREFIX } from "../records/release.ts";
 import { checkTargetUrl } from "../store/targets/index.ts";
 import { waitForNodes as waitForNodesOf } from "../fleet/wait-for-nodes.ts";
-import { consulArgs, durationFlag, intFlag, kvPrefixFlag } from "./_shared.ts";
-import { rolloutArgs, rolloutHook, rolloutSettings } from "./rollout.ts";
-
-/** Flags shared with `fire`: where the release is recorded and how it is announced. */
-export const announceArgs = {
-  event: { type: "string", description: 'Event name (default "deploy")', valueHint: "name" },
-  "no-event": {
-    type: "boolean",
-    description: "Record the release but fire no event (for servers that follow KV or boot later)",
-  },
-  via: {
-    type: "string",
-    description: "Announce through consul (default) or serf (`serf event` via the local agent)",
-    valueHint: "consul|serf",
-  },
-  node: { type: "string", description: "Consul event filter: node names matching this regexp", valueHint: "regexp" },
-  service: { type: "string", description: "Consul event filter: nodes running this service", valueHint: "name" },
-  tag: {
-    type: "string",
-    description: "Consul event filter: with --service, instances with this tag",
-    valueHint: "tag",
-  },
-  "serf-rpc-addr": {
-    type: "string",
-    description: "Serf agent RPC address (default $SERF_RPC_ADDR, else serf's 127.0.0.1:7373)",
-    valueHint: "addr",
-  },
-  "kv-prefix": {
-    type: "string",
-    description: `Consul KV prefix (default "${DEFAULT_KV_PREFIX}")`,
-    valueHint: "prefix",
-  },
-  kv: { type: "boolean", description: "Record the release in Consul KV (default; --no-kv skips it)", default: true },
-  publisher: {
-    type: "string",
-    description: "Who publishes, for the record (default $USER@hostname)",
-    valueHint: "name",
-  },
-  message: { type: "string", alias: ["m"], description: "A note for the record", valueHint: "text" },
-  ...consulArgs,
-} as const satisfies ArgsDef;
-
-/** `--wait`, shared with `fire --role` and `rollback --role`: after the event, follow the rollout. */
-export const waitArgs = {
-  wait: {
-    type: "boolean",
-    description:
-      "After the event, wait until every node of the role (catalog service: --service, else the role) reports " +
-      "the new release; exit 1 if any fails, on timeout or with no nodes",
-  },
-  "wait-timeout": {
-    type: "string",
-    description: "With --wait: give up after this long (default 10m)",
-    valueHint: "duration",
-  },
-} as const satisfies ArgsDef;
+import { announceArgs, durationFlag, intFlag, kvPrefixFlag, rolloutArgs, waitArgs } from "./_shared.ts";
+import { rolloutHook, rolloutSettings } from "./rollout.ts";
 
 export const publishArgs = {
   dir: { type: "positional", description: "The built app's directory", required: false },

@@ -10,13 +10,10 @@
  */
 import { defineCommand, type ArgsDef } from "citty";
 import { hostname } from "node:os";
-import { ConsulClient, consulConfig } from "../consul/client.ts";
 import { UsageError } from "../errors.ts";
 import { checkRole, DEFAULT_KV_PREFIX } from "../records/release.ts";
 import { DEFAULT_STATE_DIR, usableStateDir } from "../agent/state.ts";
-import { announceArgs, announceOptions, waitArgs, waitForNodes, waitOptions } from "./publish.ts";
-import { durationFlag } from "./_shared.ts";
-import { rolloutArgs, rolloutHook, rolloutSettings } from "./rollout.ts";
+import { announceArgs, durationFlag, rolloutArgs, waitArgs } from "./_shared.ts";
 import type { CommandEnv } from "./context.ts";
 
 const args = {
@@ -68,7 +65,7 @@ export default defineCommand({
     description: "Switch current back to an earlier release on this host, without downloading",
   },
   args,
-  run({ args, data }) {
+  async run({ args, data }) {
     const ctx = data as CommandEnv;
     if (args.role) {
       const bad = checkRole(args.role);
@@ -79,7 +76,7 @@ export default defineCommand({
         throw new UsageError("--wait applies to a fleet rollback (--role ROLE), not to --dest");
       if (args["sign-key"] !== undefined)
         throw new UsageError("--sign-key applies to a fleet rollback (--role ROLE without --dest)");
-      if (rolloutSettings(args as Args))
+      if (Object.keys(rolloutArgs).some((k) => args[k] !== undefined) && (await rolloutGiven(args as Args)))
         throw new UsageError(
           "rollout flags (--max-parallel, --canary, …) apply to a fleet rollback (--role ROLE without --dest)",
         );
@@ -90,11 +87,27 @@ export default defineCommand({
   },
 });
 
-// Each side is imported where it is used: `rollback --dest` stays a few ms.
+/** Whether rollout flags were given that would stage a rollout (as `publish` reads them). */
+async function rolloutGiven(a: Args): Promise<boolean> {
+  const { rolloutSettings } = await import("./rollout.ts");
+  return rolloutSettings(a) !== undefined;
+}
+
+// Each side is imported where it is used, the flag tables aside (`_shared.ts`): `rollback --dest`
+// loads neither the publish side nor the Consul client (unless it reports under --role).
 async function rollbackRole(role: string, a: Args, ctx: CommandEnv): Promise<number> {
-  const [{ fire }, { isSigned, pickRollback, resignManifest, roleReleases }] = await Promise.all([
+  const [
+    { fire },
+    { isSigned, pickRollback, resignManifest, roleReleases },
+    { announceOptions, waitForNodes, waitOptions },
+    { rolloutHook, rolloutSettings },
+    { ConsulClient, consulConfig },
+  ] = await Promise.all([
     import("../publish/fire.ts"),
     import("../publish/rollback.ts"),
+    import("./publish.ts"),
+    import("./rollout.ts"),
+    import("../consul/client.ts"),
   ]);
   const list = a.list === true;
   const opts = announceOptions(a, ctx);
@@ -161,7 +174,10 @@ async function rollbackHost(dest: string, a: Args, ctx: CommandEnv): Promise<num
   const role = str("role");
   let report;
   if (role !== undefined) {
-    const { nodeName } = await import("../agent/run.ts");
+    const [{ nodeName }, { ConsulClient, consulConfig }] = await Promise.all([
+      import("../agent/run.ts"),
+      import("../consul/client.ts"),
+    ]);
     const consul = new ConsulClient(consulConfig(ctx.env, { addr: str("consul-addr"), token: str("consul-token") }), {
       timeoutMs: 10_000,
     });

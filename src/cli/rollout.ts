@@ -26,61 +26,6 @@ import { checkRole, DEFAULT_KV_PREFIX, normalizeKvPrefix, type ReleaseRecord } f
 import { describeRolloutRecord, isFinal } from "../records/rollout.ts";
 import { consulArgs, durationFlag, intFlag } from "./_shared.ts";
 
-/** The rollout flags of `publish` and `fire`. None given: every node switches at once, as before. */
-export const rolloutArgs = {
-  "max-parallel": {
-    type: "string",
-    description: "Rollout: at most this many nodes (or % of the role's nodes) switching at once (default: all)",
-    valueHint: "N|P%",
-  },
-  canary: {
-    type: "string",
-    description: "Rollout: the first N nodes go alone; the rest wait until they are healthy",
-    valueHint: "n",
-  },
-  "canary-wait": {
-    type: "boolean",
-    description: "Rollout: after the canaries, hold until `pulldeploy rollout promote`",
-  },
-  "max-failures": {
-    type: "string",
-    description: "Rollout: failure budget; past it the rollout halts (waiting nodes keep their release)",
-    valueHint: "N|P%",
-  },
-  "auto-rollback": {
-    type: "boolean",
-    description: "Rollout: when it halts, make the previous release the latest again and fire it",
-  },
-  "health-grace": {
-    type: "string",
-    description: "Rollout: after post/validate, the node's Consul checks must pass this long (default: no health gate)",
-    valueHint: "duration",
-  },
-  "health-deadline": {
-    type: "string",
-    description: "Rollout: … within this long, else the node failed (default 5m)",
-    valueHint: "duration",
-  },
-  "switch-together": {
-    type: "boolean",
-    description:
-      "Rollout: no node switches until every node of the role has prepared (fetched and extracted) or " +
-      "--prepare-deadline passes",
-  },
-  "prepare-deadline": {
-    type: "string",
-    description: "With --switch-together: switch anyway this long after publishing (default 10m)",
-    valueHint: "duration",
-  },
-  "slot-ttl": {
-    type: "string",
-    description:
-      "Rollout: TTL of each slot's Consul session; a killed agent frees its slot about 2× this later (default " +
-      "10s, Consul's session_ttl_min)",
-    valueHint: "duration",
-  },
-} as const satisfies ArgsDef;
-
 type Flags = Record<string, string | boolean | undefined>;
 
 /** The rollout flags as settings (checked), or undefined when none was given. */

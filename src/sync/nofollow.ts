@@ -115,36 +115,49 @@ export function ensureDir(parent: Dir, name: string, mode = 0o755): Dir {
  * Missing: nothing to do.
  */
 export function removeEntry(parent: Dir, name: string, retried = false): void {
-  const path = parent.at(name);
-  const st = fs.lstatSync(path, { throwIfNoEntry: false });
+  const st = fs.lstatSync(parent.at(name), { throwIfNoEntry: false });
   if (st === undefined) return;
-  if (st.isDirectory()) {
-    let dir: Dir | undefined;
-    try {
-      dir = openDir(path, parent.shownAt(name));
-    } catch {
-      dir = undefined; // replaced by a non-directory since the lstat: unlinked below
-    }
-    if (dir) {
-      try {
-        const now = dir.stat();
-        if ((now.mode & 0o200) === 0 && now.uid === process.getuid?.())
-          fs.fchmodSync(dir.fd, (now.mode & 0o7777) | 0o700);
-        for (const child of fs.readdirSync(dir.path)) removeEntry(dir, child);
-      } finally {
-        dir.close();
-      }
-      fs.rmdirSync(path);
-      return;
-    }
-  }
+  if (st.isDirectory() && removeDir(parent, name)) return;
+  unlinkChild(parent, name, retried);
+}
+
+/**
+ * Empty and remove the directory `name` of `parent` (true; also when it is gone), or false when it
+ * is not a directory (any more). Its children are taken by the type the listing gives: a directory
+ * is opened as one, anything else unlinked without a lookup first (unlink(2) never follows a symlink;
+ * a directory put there meanwhile fails with EISDIR and is removed as one).
+ */
+function removeDir(parent: Dir, name: string): boolean {
+  const path = parent.at(name);
+  let dir: Dir | undefined;
   try {
-    fs.unlinkSync(path);
+    dir = openDir(path, parent.shownAt(name));
+  } catch {
+    return false; // replaced by a non-directory
+  }
+  if (!dir) return true;
+  try {
+    const now = dir.stat();
+    if ((now.mode & 0o200) === 0 && now.uid === process.getuid?.()) fs.fchmodSync(dir.fd, (now.mode & 0o7777) | 0o700);
+    for (const child of fs.readdirSync(dir.path, { withFileTypes: true })) {
+      if (!child.isDirectory() || !removeDir(dir, child.name)) unlinkChild(dir, child.name);
+    }
+  } finally {
+    dir.close();
+  }
+  fs.rmdirSync(path);
+  return true;
+}
+
+/** Unlink the entry `name` of `parent`; one found to be a directory is removed as one (once: `retried`). */
+function unlinkChild(parent: Dir, name: string, retried = false): void {
+  try {
+    fs.unlinkSync(parent.at(name));
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === "ENOENT") return;
     if (code === "EISDIR" && !retried) {
-      removeEntry(parent, name, true); // became a directory meanwhile
+      removeEntry(parent, name, true); // a directory now
       return;
     }
     throw err;

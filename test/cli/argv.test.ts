@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { agentArgs } from "../../src/cli/agent.ts";
-import { kvPrefixFlag, normalizeArgv } from "../../src/cli/_shared.ts";
+import { kvPrefixFlag } from "../../src/cli/_shared.ts";
+import { normalizeArgv } from "../../src/cli/argv.ts";
 import { UsageError } from "../../src/errors.ts";
 import { parseManifest } from "../../src/manifest/parse.ts";
 import { rsyncArgs } from "../../src/sync/strategies.ts";
