@@ -10,6 +10,7 @@
  */
 import * as fs from "node:fs";
 import { join } from "node:path";
+import { direntKey, inodesOf } from "../dirents.ts";
 import { openNewFile, unlinkEntry, writeAll } from "./files.ts";
 import type { TarHeader } from "./tar-header.ts";
 
@@ -21,6 +22,7 @@ interface PeerWalk {
   /** One more than `names`: the peer's root first. */
   fds: number[];
   inos: number[];
+  devs: number[];
   /**
    * Per directory, the path to look up its entries through: the plain path below the peer (as given)
    * while every directory above it is writable by the agent's user alone (no one else can swap an entry
@@ -31,6 +33,14 @@ interface PeerWalk {
   ours: boolean[];
   /** A directory found missing (or not a real one) at the last lookup: nothing below it is looked up. */
   failed: string | undefined;
+  /**
+   * Per directory, its names and inode numbers, read once (`inodesOf`: a descriptor is read to its end,
+   * and a parent is returned to after its subdirectories), or null where they can't be (each name is
+   * then looked up); undefined until asked.
+   */
+  listings: (Map<string, number> | null | undefined)[];
+  /** The directory (as given) the chain leads to now, when complete. */
+  dir: string | undefined;
 }
 
 /** Whether the extractor chowns (as root) and, if it does not, the owner every new file gets. */
@@ -170,13 +180,22 @@ export class LinkDest {
     if (this.peers === undefined) return false;
     const base = slash === -1 ? rel : rel.slice(slash + 1);
     const seen = new Set([parent]);
+    let key: string | undefined;
     // Newest release first: a file changed a few releases ago has its names there, and the loop stops
     // as soon as every name is accounted for.
     for (const walk of this.peerWalks()) {
       const holder = this.peerDir(walk, dir);
-      if (holder === undefined || seen.has(holder.ino)) continue;
-      const st = fs.lstatSync(`${holder.path}/${base}`, { throwIfNoEntry: false });
-      if (st === undefined || st.ino !== now.ino || st.dev !== now.dev) continue;
+      if (holder === undefined || seen.has(holder.ino) || holder.dev !== now.dev) continue;
+      // The directory's listing, read once for all its files (an lstat per file and peer was most of
+      // a redeploy's system calls with a few releases kept), else a lookup of this name.
+      const level = walk.fds.length - 1;
+      let listing = walk.listings[level];
+      if (listing === undefined) listing = walk.listings[level] = inodesOf(walk.fds[level]!) ?? null;
+      const ino =
+        listing !== null
+          ? listing.get((key ??= direntKey(base)))
+          : fs.lstatSync(`${holder.path}/${base}`, { throwIfNoEntry: false })?.ino;
+      if (ino !== now.ino) continue;
       seen.add(holder.ino);
       if (seen.size === now.nlink - 1) return true;
     }
@@ -208,9 +227,12 @@ export class LinkDest {
         names: [],
         fds: [fd],
         inos: [st.ino],
+        devs: [st.dev],
         paths: [peer],
         ours: [this.onlyOurs(st)],
         failed: undefined,
+        listings: [undefined],
+        dir: undefined,
       });
     }
     return this.walks;
@@ -224,14 +246,21 @@ export class LinkDest {
    * a directory's files together): a file in the same directory costs no open. undefined when the peer
    * has no such real directory.
    */
-  private peerDir(walk: PeerWalk, dir: string): { path: string; ino: number } | undefined {
+  private peerDir(walk: PeerWalk, dir: string): { path: string; ino: number; dev: number } | undefined {
     if (walk.failed !== undefined && (dir === walk.failed || dir.startsWith(`${walk.failed}/`))) return undefined;
+    const depth = walk.names.length;
+    // The same directory as the last file's (an archive lists a directory's files together).
+    if (walk.failed === undefined && walk.dir === dir)
+      return { path: walk.paths[depth]!, ino: walk.inos[depth]!, dev: walk.devs[depth]! };
+    walk.dir = undefined;
     const names = dir === "" ? [] : dir.split("/");
     let keep = 0;
     while (keep < names.length && keep < walk.names.length && names[keep] === walk.names[keep]) keep++;
     while (walk.names.length > keep) {
       walk.names.pop();
       walk.inos.pop();
+      walk.devs.pop();
+      walk.listings.pop();
       walk.paths.pop();
       walk.ours.pop();
       fs.closeSync(walk.fds.pop()!);
@@ -249,10 +278,13 @@ export class LinkDest {
       walk.names.push(names[i]!);
       walk.fds.push(fd);
       walk.inos.push(st.ino);
+      walk.devs.push(st.dev);
+      walk.listings.push(undefined);
       walk.paths.push(walk.ours[i] ? `${walk.paths[i]}/${names[i]}` : `/proc/self/fd/${fd}`);
       walk.ours.push(walk.ours[i]! && this.onlyOurs(st));
     }
-    return { path: walk.paths[names.length]!, ino: walk.inos[names.length]! };
+    walk.dir = dir;
+    return { path: walk.paths[names.length]!, ino: walk.inos[names.length]!, dev: walk.devs[names.length]! };
   }
 
   /** Close the peers' directories (all entries are in, or extraction failed). */

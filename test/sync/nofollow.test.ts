@@ -298,6 +298,33 @@ describe("link-dest accounting across the peers' directories (each opened once, 
     expect(fs.statSync(join(rel("r4"), "a/x.js")).nlink).toBe(4);
   });
 
+  test("a directory's files listed after its subdirectories' (a parent returned to): every name still found in each peer", async () => {
+    await using d = tempDir();
+    const src = join(d.path, "src");
+    const order = ["a", "a/b", "a/b/y.js", "a/b/c", "a/b/c/z.js", "a/x.js", "a/d", "a/d/w.js", "a/v.js", "top.js"];
+    const files = order.filter((f) => f.endsWith(".js"));
+    writeTree(src, Object.fromEntries(files.map((f) => [f, `bytes of ${f}`])));
+    for (const f of files) fs.utimesSync(join(src, f), T, T);
+    const archive = join(d.path, "app.tar");
+    const r = Bun.spawnSync(["tar", "cf", archive, "-C", src, "--no-recursion", ...order]);
+    if (r.exitCode !== 0) throw new Error(r.stderr.toString());
+    const rel = (id: string) => join(d.path, "releases", id);
+    const extract = (root: string, linkFrom?: string, peers?: string[]) => {
+      fs.mkdirSync(root, { recursive: true, mode: 0o700 });
+      const ex = new TarExtractor(root, DEFAULT_LIMITS, linkFrom, peers);
+      ex.write(fs.readFileSync(archive));
+      ex.end();
+      return ex;
+    };
+    extract(rel("r1"));
+    const ids = ["r1", "r2", "r3", "r4", "r5"];
+    for (let i = 1; i < ids.length; i++) {
+      const ex = extract(rel(ids[i]!), rel(ids[i - 1]!), ids.slice(0, i).map(rel));
+      expect(ex.linked).toBe(files.length);
+    }
+    for (const f of files) expect(fs.statSync(join(rel("r5"), f)).nlink).toBe(5);
+  });
+
   test("peers whose directories the app owns (looked up through their descriptors): linked; a symlink planted there is not followed", async () => {
     await using d = tempDir();
     const extract = setup(d.path);
