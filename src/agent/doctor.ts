@@ -3,8 +3,11 @@
  * `gatherFacts` (the I/O shell: every probe, each caught, never throwing) and `CHECKS` (a pure table:
  * facts → one row each of ok / warn / fail / skip, a detail and one line of advice).
  *
- * The probes that write are harmless by construction: a KV key `<prefix>/doctor/<node>` written and
- * deleted, a session created and destroyed at once, and a user event whose node filter (`^$`)
+ * The probes that write are harmless by construction: with `--role`, a check-and-set write of the
+ * node's own report key (`<prefix>/roles/<role>/nodes/<node>`, the key the agent writes, so that a
+ * token scoped to the role is judged by what it must do) at an index no key can have: Consul checks
+ * the token's `key:write` first and then refuses the write, changing nothing; without a role, a key
+ * `<prefix>/doctor/<node>` written and deleted; a session created and destroyed at once, and a user event whose node filter (`^$`)
  * matches no node, so that no agent anywhere hands it to a watch (Consul still checks the token's
  * `event:write` on its name when it is fired).
  */
@@ -139,7 +142,9 @@ export const CHECKS: ((f: HostFacts) => CheckRow)[] = [
     probeRow(
       "kv write",
       f.kvWrite,
-      `wrote and deleted ${f.prefix}/doctor/${f.node.name}`,
+      f.role
+        ? `may write ${kvKeys.node(f.prefix, f.role, f.node.name)} (a check-and-set write Consul refused, after the ACL check)`
+        : `wrote and deleted ${f.prefix}/doctor/${f.node.name}`,
       denyAdvice(f, `key_prefix "${f.prefix}/" write (the agent writes ${f.prefix}/roles/<role>/nodes/<node>)`),
     ),
   (f) =>
@@ -459,7 +464,14 @@ export async function gatherFacts(o: DoctorOptions): Promise<HostFacts> {
   } else {
     kvRead = await probe(() => c.kvGetText(doctorKey));
   }
+  /** A ModifyIndex no key reaches (Consul's indexes count writes from 1): the write is refused. */
+  const NO_INDEX = Number.MAX_SAFE_INTEGER;
   const kvWrite = await probe(async () => {
+    if (o.role) {
+      if (await c.kvPut(kvKeys.node(o.prefix, o.role, node.name), "", { cas: NO_INDEX }))
+        throw new Error("the check-and-set probe was written (a Consul that ignores cas?)");
+      return;
+    }
     await c.kvPut(
       doctorKey,
       JSON.stringify({

@@ -97,7 +97,14 @@ describe("pulldeploy doctor", () => {
     expect(r.row("rsync").detail).toMatch(/^\/\S*rsync: rsync +version \d/);
     expect(r.row("tar").detail).toMatch(/^\/\S*tar: tar \(GNU tar\) \d/);
     expect(r.row("clock").detail).toMatch(/Consul by [0-1]\.\ds/);
-    // The probes: the key is gone, the session destroyed, the event reached no node.
+    // The probes: the node's report key written to with a check-and-set Consul refused (the key the
+    // agent writes, so a token scoped to the role is judged by it) and not created; the session
+    // destroyed, the event reached no node.
+    const report = kvKeys.node("pulldeploy", "web", "dev");
+    const cas = consul.requests.filter((q) => q.method === "PUT" && q.path === `/v1/kv/${report}`);
+    expect(cas.map((q) => q.query.cas)).toEqual([String(Number.MAX_SAFE_INTEGER)]);
+    expect(consul.kvEntry(report)).toBeUndefined();
+    expect(r.row("kv write").detail).toStartWith(`may write ${report} (a check-and-set write Consul refused`);
     expect(consul.kvEntry("pulldeploy/doctor/dev")).toBeUndefined();
     expect(consul.requests.filter((q) => q.path.startsWith("/v1/session/destroy/")).length).toBeGreaterThan(0);
     const ev = consul.fired[before]!;
@@ -160,12 +167,21 @@ describe("pulldeploy doctor", () => {
     // No token at all: Consul's "Permission denied".
     const none = await doctor(["--dest", dest], { ...acl.c.env, CONSUL_HTTP_TOKEN: undefined });
     expect(none.row("kv write").detail).toMatch(
-      /^consul PUT \/v1\/kv\/pulldeploy\/doctor\/[^/]+: 403 Permission denied$/,
+      /^consul PUT \/v1\/kv\/pulldeploy\/roles\/web\/nodes\/[^/]+: 403 Permission denied$/,
     );
     // The right token: every Consul row ok.
     const good = await doctor(["--dest", dest], { ...acl.c.env });
     for (const c of ["kv read", "kv write", "event fire", "sessions", "node name"])
       expect(good.row(c).status).toBe("ok");
+    // Without --role: a key of doctor's own, written and deleted.
+    const plain = await run(["doctor", "--json", "--state-dir", stateDir, "--dest", dest], { env: acl.c.env });
+    const row = (JSON.parse(plain.stdout) as { checks: Row[] }).checks.find((c) => c.check === "kv write")!;
+    expect(row).toMatchObject({ status: "ok" });
+    expect(row.detail).toMatch(/^wrote and deleted pulldeploy\/doctor\/[^/]+$/);
+    expect(acl.c.kvEntry(row.detail.slice("wrote and deleted ".length))).toBeUndefined();
+    expect(acl.c.requests.some((q) => q.method === "DELETE" && q.path.startsWith("/v1/kv/pulldeploy/doctor/"))).toBe(
+      true,
+    );
   });
 
   test("a world-writable dest fails; an app-owned dest warns", async () => {
