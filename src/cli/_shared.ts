@@ -112,6 +112,20 @@ export const waitArgs = {
   },
 } as const satisfies ArgsDef;
 
+/**
+ * The rollout flags present in `a`, spelled as typed (`--canary`, `1`, `--canary-wait`), to be repeated
+ * in a `pulldeploy fire` hint.
+ */
+export function rolloutFlagArgs(a: Record<string, string | boolean | undefined>): string[] {
+  const out: string[] = [];
+  for (const name of Object.keys(rolloutArgs)) {
+    const v = a[name];
+    if (v === true) out.push(`--${name}`);
+    else if (typeof v === "string" && v !== "") out.push(`--${name}`, v);
+  }
+  return out;
+}
+
 /** The rollout flags of `publish` and `fire`. None given: every node switches at once, as before. */
 export const rolloutArgs = {
   "max-parallel": {

@@ -17,7 +17,15 @@ import { createProgress } from "../publish/progress.ts";
 import { defaultPublisher, publish } from "../publish/publish.ts";
 import { checkTargetUrl } from "../store/targets/index.ts";
 import { waitForNodes as waitForNodesOf } from "../fleet/wait-for-nodes.ts";
-import { announceArgs, durationFlag, intFlag, kvPrefixFlag, rolloutArgs, waitArgs } from "./_shared.ts";
+import {
+  announceArgs,
+  durationFlag,
+  intFlag,
+  kvPrefixFlag,
+  rolloutArgs,
+  rolloutFlagArgs,
+  waitArgs,
+} from "./_shared.ts";
 import { rolloutHook, rolloutSettings } from "./rollout.ts";
 
 export const publishArgs = {
@@ -223,6 +231,7 @@ export function announceOptions(a: Record<string, string | boolean | undefined>,
     consul: { addr: str("consul-addr"), token: str("consul-token") },
     publisher: str("publisher") ?? defaultPublisher(ctx.env),
     message: str("message") ?? "",
+    rolloutFlags: rolloutFlagArgs(a),
   };
 }
 

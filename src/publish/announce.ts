@@ -61,6 +61,11 @@ export interface AnnounceStep {
   consul: ConsulConfig | undefined;
   /** The flags given, to print a `pulldeploy fire` command that repeats them. */
   consulFlags?: ConsulSettings;
+  /**
+   * The rollout flags given (`--canary 1`…, as typed), for that command: until `latest` is written no
+   * agent has begun, and a `fire` without them would switch every node at once.
+   */
+  rolloutFlags?: string[];
   env: Env;
   log: Logger;
   signal?: AbortSignal;
@@ -216,7 +221,10 @@ export function describeFilters(a: AnnounceOptions): string {
 
 /** `pulldeploy fire …` that repeats the announce flags of this run (never the token). */
 export function fireCommand(
-  s: Pick<AnnounceStep, "manifestUrl" | "record" | "kv" | "kvPrefix" | "announce" | "consulFlags" | "message">,
+  s: Pick<
+    AnnounceStep,
+    "manifestUrl" | "record" | "kv" | "kvPrefix" | "announce" | "consulFlags" | "message" | "rolloutFlags"
+  >,
   opts: { kvDone: boolean },
 ): string {
   const q = shellQuote;
@@ -226,6 +234,9 @@ export function fireCommand(
     parts.push("--role", q(s.record.role));
     if (s.kvPrefix !== "pulldeploy") parts.push("--kv-prefix", q(s.kvPrefix));
     if (s.message) parts.push("--message", q(s.message));
+    // Once `latest` is written the rollout record is there (written first) and agents may have begun:
+    // `fire` then only sends the event, and the agents go on with the record as it is.
+    parts.push(...(s.rolloutFlags ?? []).map(q));
   }
   if (a.via === "none") parts.push("--no-event");
   else {

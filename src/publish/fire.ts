@@ -46,6 +46,8 @@ export interface FireOptions {
   signKey?: string;
   /** Before the KV writes and the event (rollouts: publish/rollout.ts writes its record here). */
   beforeRecord?: (consul: ConsulClient, record: ReleaseRecord) => Promise<void>;
+  /** The rollout flags as typed, for the `pulldeploy fire` hint of a failed announce (`AnnounceStep`). */
+  rolloutFlags?: string[];
 }
 
 /**

@@ -283,6 +283,23 @@ describe("after the upload, nothing is lost", () => {
     expect(consul.fired).toMatchObject([{ name: "ship", serviceFilter: "web" }]);
   });
 
+  test("a staged rollout refused before KV: the command repeats the rollout flags, and running it stages it", async () => {
+    const r = await publish(["--canary", "1", "--max-parallel", "50%", "--canary-wait"], {
+      CONSUL_HTTP_ADDR: consul.addr,
+      CONSUL_HTTP_TOKEN: "wrong",
+    });
+    expect(r.code).toBe(1);
+    const line = r.stderr.trim().split("\n").at(-1)!;
+    const id = ID.exec(line)![0];
+    expect(line).toMatch(/; finish with: pulldeploy fire \S+ --role web --max-parallel 50% --canary 1 --canary-wait$/);
+    expect(consul.kvEntry(`pulldeploy/roles/web/rollouts/${id}`)).toBeUndefined();
+    const fixed = await runPrinted(line.slice(line.indexOf("finish with: ") + 13), consul.env);
+    expect(fixed.code).toBe(0);
+    const rollout = JSON.parse(new TextDecoder().decode(consul.kvEntry(`pulldeploy/roles/web/rollouts/${id}`)!.value));
+    expect(rollout).toMatchObject({ release_id: id, state: "canary", canary: 1, canary_wait: true, max_parallel: "50%" });
+    expect(kvRecord("pulldeploy/roles/web/latest").id).toBe(id);
+  });
+
   test("the event refused after the KV writes: the command only re-fires", async () => {
     const r = await publish(["--node", "["]);
     expect(r.code).toBe(1);

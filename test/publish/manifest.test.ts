@@ -227,6 +227,23 @@ describe("fireCommand", () => {
       "pulldeploy fire s3://b/app/web/x.yml --role web --kv-prefix t/a --message 'don'\\''t' --no-event " +
         "--consul-addr c:8500",
     ],
+    // The rollout flags are repeated until `latest` is written (no agent has begun); after, the record
+    // written before it governs and `fire` only sends the event.
+    [
+      {
+        ...base,
+        record,
+        announce: { via: "consul", event: "deploy" },
+        rolloutFlags: ["--canary", "1", "--max-parallel", "25%", "--canary-wait"],
+      },
+      false,
+      "pulldeploy fire s3://b/app/web/x.yml --role web --canary 1 --max-parallel 25% --canary-wait",
+    ],
+    [
+      { ...base, record, announce: { via: "consul", event: "deploy" }, rolloutFlags: ["--canary", "1"] },
+      true,
+      "pulldeploy fire s3://b/app/web/x.yml",
+    ],
   ] as const)("%#", (step, kvDone, cmd) => {
     expect(fireCommand(step as Parameters<typeof fireCommand>[0], { kvDone })).toBe(cmd);
   });
