@@ -296,7 +296,13 @@ describe("after the upload, nothing is lost", () => {
     const fixed = await runPrinted(line.slice(line.indexOf("finish with: ") + 13), consul.env);
     expect(fixed.code).toBe(0);
     const rollout = JSON.parse(new TextDecoder().decode(consul.kvEntry(`pulldeploy/roles/web/rollouts/${id}`)!.value));
-    expect(rollout).toMatchObject({ release_id: id, state: "canary", canary: 1, canary_wait: true, max_parallel: "50%" });
+    expect(rollout).toMatchObject({
+      release_id: id,
+      state: "canary",
+      canary: 1,
+      canary_wait: true,
+      max_parallel: "50%",
+    });
     expect(kvRecord("pulldeploy/roles/web/latest").id).toBe(id);
   });
 
