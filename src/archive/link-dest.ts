@@ -130,6 +130,20 @@ export class LinkDest {
    * whether only the agent's user can change it and every directory above it (`linkSafe`).
    */
   private linkDir(rel: string): number | undefined {
+    const slash = rel.lastIndexOf("/");
+    const parent = slash === -1 ? "" : rel.slice(0, slash);
+    // The same directory as the last file's (an archive lists a directory's files together).
+    if (parent === this.lastParent) return this.lastParentIno;
+    const ino = this.walkDirs(rel);
+    this.lastParent = parent;
+    this.lastParentIno = ino;
+    return ino;
+  }
+  private lastParent: string | undefined;
+  private lastParentIno: number | undefined;
+
+  /** `linkDir` without the last directory's shortcut: each directory on the way, from the cache or looked up. */
+  private walkDirs(rel: string): number | undefined {
     let ino = this.linkDirs.get("");
     if (ino === undefined) {
       const st = fs.statSync(this.from!); // the root itself is given (pinned by the caller)

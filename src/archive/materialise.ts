@@ -77,13 +77,14 @@ export class Materialiser implements EntrySink {
         if (this.links.active) this.links.noteDir(rel);
         const made = mkdirEntry(path, h.name);
         this.lastDir = rel;
+        this.madeDirs.add(rel);
         this.dirs.push({ rel, path, mode: h.mode, mtime: h.mtime });
         if (this.needsChown(h, made !== undefined)) fs.chownSync(path, h.uid, h.gid);
         return;
       }
       case "2":
         if (h.linkname === "") throw new ExtractError("symlink without target", h.name);
-        rmIfExists(path);
+        if (rmIfExists(path)) this.madeDirs.clear();
         fs.symlinkSync(h.linkname, path);
         this.symlinks.add(rel);
         if (this.needsChown(h, true)) fs.lchownSync(path, h.uid, h.gid);
@@ -95,7 +96,7 @@ export class Materialiser implements EntrySink {
         if (target === null) throw new ExtractError("hard link to the archive root", h.name);
         this.checkParents(target, h.name);
         if (this.symlinks.has(target)) throw new ExtractError("hard link to a symlink", h.name);
-        rmIfExists(path);
+        if (rmIfExists(path)) this.madeDirs.clear();
         this.hardLinkEntries++;
         try {
           fs.linkSync(join(this.root, target), path);
@@ -183,6 +184,12 @@ export class Materialiser implements EntrySink {
     if (slash === -1) return;
     const parent = rel.slice(0, slash);
     if (parent === this.lastDir) return;
+    // A directory this extraction made (an entry's, or implied) and has not removed since: returning
+    // to it after its subdirectories costs no mkdir.
+    if (this.madeDirs.has(parent)) {
+      this.lastDir = parent;
+      return;
+    }
     let made: string | undefined;
     try {
       made = fs.mkdirSync(join(this.root, parent), { recursive: true, mode: 0o755 });
@@ -193,10 +200,13 @@ export class Materialiser implements EntrySink {
       throw fsError(e, name);
     }
     this.lastDir = parent;
+    this.madeDirs.add(parent);
     if (made === undefined) return;
     this.countImplied(parent.split("/").length - made.slice(this.root.length + 1).split("/").length + 1, name);
   }
   private lastDir = "";
+  /** Directories made here (relative), forgotten whenever a directory is removed (`rmIfExists`). */
+  private madeDirs = new Set<string>();
 
   /** Root gives entries the archive's owner; one it just created already has `newOwner`. */
   private needsChown(h: TarHeader, fresh: boolean): boolean {
@@ -228,6 +238,11 @@ export class Materialiser implements EntrySink {
  */
 export function safeRelative(name: string): string | null {
   if (name.startsWith("/")) throw new ExtractError("unsafe entry: absolute path", name);
+  // Already in that form (no empty, "." or ".." component), as nearly every entry is: itself.
+  if (name !== "" && !/(?:^|\/)\.{0,2}(?:\/|$)/.test(name)) {
+    if (name.includes("\0")) throw new ExtractError("unsafe entry: NUL in name", printable(name));
+    return name;
+  }
   const parts = name.split("/").filter((p) => p !== "" && p !== ".");
   if (parts.includes("..")) throw new ExtractError("unsafe entry: path contains ..", name);
   if (name.includes("\0")) throw new ExtractError("unsafe entry: NUL in name", printable(name));
@@ -259,12 +274,18 @@ function mkdirEntry(path: string, name: string): string | undefined {
   }
 }
 
-function rmIfExists(path: string): void {
+/** Remove what a later link entry replaces; true when that was a directory (with what was in it). */
+function rmIfExists(path: string): boolean {
   try {
     const st = fs.lstatSync(path);
-    if (st.isDirectory()) fs.rmSync(path, { recursive: true });
-    else fs.unlinkSync(path);
+    if (!st.isDirectory()) {
+      fs.unlinkSync(path);
+      return false;
+    }
+    fs.rmSync(path, { recursive: true });
+    return true;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    return false;
   }
 }

@@ -247,14 +247,22 @@ export function parseHeader(b: Uint8Array, over: Overrides = {}): TarHeader {
     let bytes = field(b, ...FIELD.name);
     // POSIX ustar ("ustar\0") has a prefix field; GNU's "ustar  " keeps other data there.
     const [magic] = FIELD.magic;
-    if (b[magic] === 0x75 && b[magic + 5] === 0 && String.fromCharCode(...b.subarray(magic, magic + 5)) === "ustar") {
+    // "ustar" then NUL
+    if (
+      b[magic] === 0x75 &&
+      b[magic + 1] === 0x73 &&
+      b[magic + 2] === 0x74 &&
+      b[magic + 3] === 0x61 &&
+      b[magic + 4] === 0x72 &&
+      b[magic + 5] === 0
+    ) {
       const prefix = field(b, ...FIELD.prefix);
       if (prefix.length > 0) bytes = Buffer.concat([prefix, Buffer.from("/"), bytes]);
     }
     name = checkName(bytes, "name");
   } else checkName(name, "name");
   if (name === "") throw new ExtractError("unsafe entry: an entry has an empty name");
-  const linkname = over.linkpath ?? checkName(field(b, ...FIELD.linkname), "link name", printable(name));
+  const linkname = over.linkpath ?? checkName(field(b, ...FIELD.linkname), "link name", () => printable(name));
   // Old-style archives mark directories with a trailing slash on a regular entry.
   if (type === "0" && name.endsWith("/")) type = "5";
   let mode = numeric(b, ...FIELD.mode, "mode", name);
@@ -327,25 +335,27 @@ export function numeric(b: Uint8Array, off: number, len: number, what: string, n
 /**
  * A name or link name from the archive: valid UTF-8 (else two names could decode to one), no NUL or
  * control character (C0, DEL, C1), at most PATH_MAX bytes. `shown` names the entry in the error
- * (already printable); by default the name itself, escaped.
+ * (printable; asked only on an error); by default the name itself, escaped.
  */
-function checkName(raw: Uint8Array | string, what: string, shown?: string): string {
+function checkName(raw: Uint8Array | string, what: string, shown?: () => string): string {
   let name: string;
   if (typeof raw === "string") name = raw;
+  else if (raw.length === 0) return "";
   else {
     try {
       name = strictDecoder.decode(raw);
     } catch {
-      throw new ExtractError(`unsafe entry: ${what} is not valid UTF-8`, shown ?? printable(raw));
+      throw new ExtractError(`unsafe entry: ${what} is not valid UTF-8`, shown?.() ?? printable(raw));
     }
   }
-  if (name.includes("\0")) throw new ExtractError(`unsafe entry: NUL in ${what}`, shown ?? printable(name));
+  if (name.includes("\0")) throw new ExtractError(`unsafe entry: NUL in ${what}`, shown?.() ?? printable(name));
   if (/[\x01-\x1f\x7f-\x9f]/.test(name))
-    throw new ExtractError(`unsafe entry: control character in ${what}`, shown ?? printable(name));
-  if (Buffer.byteLength(name) > MAX_NAME_BYTES)
-    throw new ExtractError(`unsafe entry: ${what} longer than ${MAX_NAME_BYTES} bytes`, shown ?? printable(name));
-  if (what !== "link name" && name.split("/").some((c) => Buffer.byteLength(c) > 255))
-    throw new ExtractError(`unsafe entry: ${what} has a component longer than 255 bytes`, shown ?? printable(name));
+    throw new ExtractError(`unsafe entry: control character in ${what}`, shown?.() ?? printable(name));
+  const bytes = Buffer.byteLength(name);
+  if (bytes > MAX_NAME_BYTES)
+    throw new ExtractError(`unsafe entry: ${what} longer than ${MAX_NAME_BYTES} bytes`, shown?.() ?? printable(name));
+  if (what !== "link name" && bytes > 255 && name.split("/").some((c) => Buffer.byteLength(c) > 255))
+    throw new ExtractError(`unsafe entry: ${what} has a component longer than 255 bytes`, shown?.() ?? printable(name));
   return name;
 }
 
@@ -428,7 +438,7 @@ export function parsePax(data: Uint8Array, label: string): Overrides {
       continue;
     }
     if (key === "path" || key === "linkpath") {
-      out[k] = checkName(raw, `pax ${key}`, label) as never;
+      out[k] = checkName(raw, `pax ${key}`, () => label) as never;
       continue;
     }
     const text = String.fromCharCode(...raw.subarray(0, 40));
