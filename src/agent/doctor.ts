@@ -7,9 +7,9 @@
  * node's own report key (`<prefix>/roles/<role>/nodes/<node>`, the key the agent writes, so that a
  * token scoped to the role is judged by what it must do) at an index no key can have: Consul checks
  * the token's `key:write` first and then refuses the write, changing nothing; without a role, a key
- * `<prefix>/doctor/<node>` written and deleted; a session created and destroyed at once, and a user event whose node filter (`^$`)
- * matches no node, so that no agent anywhere hands it to a watch (Consul still checks the token's
- * `event:write` on its name when it is fired).
+ * `<prefix>/doctor/<node>` written and deleted; a session created and destroyed at once, and a user
+ * event whose node filter (`^$`) matches no node, so that no agent anywhere hands it to a watch
+ * (Consul still checks the token's `event:write` on its name when it is fired).
  */
 import * as fs from "node:fs";
 import type { ConsulClient } from "../consul/client.ts";
@@ -143,7 +143,8 @@ export const CHECKS: ((f: HostFacts) => CheckRow)[] = [
       "kv write",
       f.kvWrite,
       f.role
-        ? `may write ${kvKeys.node(f.prefix, f.role, f.node.name)} (a check-and-set write Consul refused, after the ACL check)`
+        ? `may write ${kvKeys.node(f.prefix, f.role, f.node.name)} ` +
+            "(a check-and-set write Consul refused, after the ACL check)"
         : `wrote and deleted ${f.prefix}/doctor/${f.node.name}`,
       denyAdvice(f, `key_prefix "${f.prefix}/" write (the agent writes ${f.prefix}/roles/<role>/nodes/<node>)`),
     ),
