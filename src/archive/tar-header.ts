@@ -78,7 +78,7 @@ function header(
   octal(h, FIELD.devminor, 0);
   h.set(f.prefix, FIELD.prefix[0]);
   // Six digits, NUL, then the space the sum counted there (as GNU tar writes it).
-  octal(h, [FIELD.checksum[0], 7], checksums(h).unsigned);
+  octal(h, [FIELD.checksum[0], 7], checksum(h));
   h[FIELD.checksum[0] + 7] = 0x20;
 }
 
@@ -211,24 +211,31 @@ export const META_KIND: Record<string, string> = {
   K: "GNU long link name",
 };
 
-/** A header's sum with its checksum field counted as spaces: unsigned, and signed as some old tars summed. */
-function checksums(b: Uint8Array): { unsigned: number; signed: number } {
+/**
+ * A header's sum with its checksum field counted as spaces, its bytes unsigned; with `signed`, as some
+ * old tars summed them (bytes over 127 negative).
+ */
+function checksum(b: Uint8Array, signed = false): number {
   const [at, len] = FIELD.checksum;
-  let unsigned = 0;
-  let signed = 0;
+  let sum = 0;
+  let high = 0;
   for (let i = 0; i < BLOCK; i++) {
-    const v = i >= at && i < at + len ? 32 : b[i]!;
-    unsigned += v;
-    signed += v > 127 ? v - 256 : v;
+    const v = b[i]!;
+    sum += v;
+    high += v >> 7;
   }
-  return { unsigned, signed };
+  for (let i = at; i < at + len; i++) {
+    const v = b[i]!;
+    sum -= v;
+    high -= v >> 7;
+  }
+  return sum + 32 * len - (signed ? 256 * high : 0);
 }
 
-/** The header's checksum field against its bytes. */
+/** The header's checksum field against its bytes (the signed sum is tried only when the usual one differs). */
 export function checksumOk(b: Uint8Array): boolean {
-  const { unsigned, signed } = checksums(b);
   const stored = octalDigits(b, ...FIELD.checksum);
-  return stored !== null && (stored === unsigned || stored === signed);
+  return stored !== null && (stored === checksum(b) || stored === checksum(b, true));
 }
 
 /** The typeflag; NUL and `7` (contiguous) are regular files. */
