@@ -33,6 +33,17 @@ function victimDir(d: string) {
   };
 }
 
+/** Extract the tar at `archive` into `root` (made 0700), hard-linking from `linkFrom`, other names in `peers`. */
+function extractWith(archive: string) {
+  return (root: string, linkFrom?: string, peers?: string[]) => {
+    fs.mkdirSync(root, { recursive: true, mode: 0o700 });
+    const ex = new TarExtractor(root, DEFAULT_LIMITS, linkFrom, peers);
+    ex.write(fs.readFileSync(archive));
+    ex.end();
+    return ex;
+  };
+}
+
 describe("removeEntry: rm -rf that never follows a link", () => {
   test("symlinks to a directory and a file outside, nested 0555 directories: the tree goes, what the links point to stays", async () => {
     await using d = tempDir();
@@ -215,14 +226,7 @@ describe("link-dest accounting: a file is linked only when every name of its ino
     const archive = join(d, "app.tar");
     const r = Bun.spawnSync(["tar", "cf", archive, "-C", src, "."]);
     if (r.exitCode !== 0) throw new Error(r.stderr.toString());
-    const extract = (root: string, linkFrom?: string, peers?: string[]) => {
-      fs.mkdirSync(root, { recursive: true, mode: 0o700 });
-      const ex = new TarExtractor(root, DEFAULT_LIMITS, linkFrom, peers);
-      ex.write(fs.readFileSync(archive));
-      ex.end();
-      return ex;
-    };
-    return extract;
+    return extractWith(archive);
   }
 
   test("linked into two releases before (nlink 3): linked again when the peers are given, not without", async () => {
@@ -273,13 +277,7 @@ describe("link-dest accounting across the peers' directories (each opened once, 
     const archive = join(d, "app.tar");
     const r = Bun.spawnSync(["tar", "cf", archive, "-C", src, "."]);
     if (r.exitCode !== 0) throw new Error(r.stderr.toString());
-    return (root: string, linkFrom?: string, peers?: string[]) => {
-      fs.mkdirSync(root, { recursive: true, mode: 0o700 });
-      const ex = new TarExtractor(root, DEFAULT_LIMITS, linkFrom, peers);
-      ex.write(fs.readFileSync(archive));
-      ex.end();
-      return ex;
-    };
+    return extractWith(archive);
   }
 
   test("files in nested and sibling directories, one directory gone from a peer: each name counted once", async () => {
@@ -309,13 +307,7 @@ describe("link-dest accounting across the peers' directories (each opened once, 
     const r = Bun.spawnSync(["tar", "cf", archive, "-C", src, "--no-recursion", ...order]);
     if (r.exitCode !== 0) throw new Error(r.stderr.toString());
     const rel = (id: string) => join(d.path, "releases", id);
-    const extract = (root: string, linkFrom?: string, peers?: string[]) => {
-      fs.mkdirSync(root, { recursive: true, mode: 0o700 });
-      const ex = new TarExtractor(root, DEFAULT_LIMITS, linkFrom, peers);
-      ex.write(fs.readFileSync(archive));
-      ex.end();
-      return ex;
-    };
+    const extract = extractWith(archive);
     extract(rel("r1"));
     const ids = ["r1", "r2", "r3", "r4", "r5"];
     for (let i = 1; i < ids.length; i++) {
