@@ -30,6 +30,8 @@ function load(): Getdents | null {
 }
 
 const BUFFER = 64 * 1024;
+/** The largest linux_dirent64: 19 bytes of header, a 255-byte name and its NUL, padded to 8. */
+const MAX_RECORD = 280;
 let buffer: Buffer | undefined;
 
 /** `name`'s key in `inodesOf`'s map: its UTF-8 bytes, one char each. */
@@ -64,5 +66,8 @@ export function inodesOf(fd: number): Map<string, number> | undefined {
       if (name !== "." && name !== "..") out.set(name, Number(view.getBigUint64(at, true)));
       at += reclen;
     }
+    // Room for another entry was left: the directory ended (Linux fills the buffer while entries remain;
+    // a file system that did not would only cost names not found here, so files written, not linked).
+    if (n < BUFFER - MAX_RECORD) return out;
   }
 }
