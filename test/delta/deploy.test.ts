@@ -160,7 +160,7 @@ describe("delta deploys", () => {
     const { r1, r2 } = await twoReleases(d.path);
     const dest = join(d.path, "B");
     expect((await deployWithLog(manifestFor(r1, dest))).result.ok).toBe(true);
-    expect(fs.readdirSync(join(dest, "releases"))).toContain(".delta-r1.json.gz");
+    expect(fs.readdirSync(join(dest, "releases"))).toContain(".delta-r1.rec");
     const plain = await deployWithLog(manifestFor(r2, join(d.path, "C"), { delta: false }));
     expect(plain.result.ok).toBe(true);
     // world.dat is world-writable (0666): the app writes into it; it cannot set the mtime back.
@@ -178,7 +178,7 @@ describe("delta deploys", () => {
         .readdirSync(join(dest, "releases"))
         .filter((n) => n.startsWith(".delta-"))
         .sort(),
-    ).toEqual([".delta-r1.json.gz", ".delta-r2.json.gz"]);
+    ).toEqual([".delta-r1.rec", ".delta-r2.rec"]);
   });
 
   test("release: a pre command writing in place to a file the delta hard-linked: the tree is built again, and holds the release's bytes", async () => {
