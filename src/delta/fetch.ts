@@ -21,7 +21,7 @@ import * as fs from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { type ExtractedTree, TarExtractor, type ExtractLimits } from "../archive/extract.ts";
-import { entryHeaders } from "../archive/tar-header.ts";
+import { entryHeaders, headerSize } from "../archive/tar-header.ts";
 import { FetchError, messageOf } from "../errors.ts";
 import { redact, type Logger } from "../log.ts";
 import { openUrl } from "../store/sources/index.ts";
@@ -134,6 +134,8 @@ async function recordAfter(o: DeltaFetchOptions, result: TreeResult): Promise<Tr
 interface Seed {
   rel: string;
   offset: number;
+  /** Its file's part in the record, when the record says it holds the chunk. */
+  recorded?: number;
 }
 
 export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
@@ -141,6 +143,10 @@ export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
   const opened = { env: o.env, signal: o.signal, userAgent: o.userAgent };
   const { index, bytes: indexBytes } = await fetchIndex(o.indexUrl, opened, o.limits, o.indexSha256);
   const seedFrom = o.seedFrom!;
+  // A full collection after each phase that leaves garbage (the index's parse, the plan, the build):
+  // the next phase reuses that memory instead of growing the heap. On 20,000 files, ~5 ms each and a
+  // peak RSS ~15 MB lower.
+  Bun.gc(true);
 
   // plan
   const record = o.recordFrom === undefined ? undefined : readRecord(o.recordFrom);
@@ -149,17 +155,19 @@ export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
     recorded && o.linkFrom !== undefined && o.linkFrom === seedFrom && process.getuid?.() === 0
       ? new DirectLinker(o.tree, o.linkFrom, o.linkPeers, index.entries.length)
       : undefined;
-  const { candidate, wanted, need, total } = planEntries(index, record, linker !== undefined);
+  const at = linker ? record!.align(index.byPath!, index.entries.length) : undefined;
+  const { candidate, wanted, need, total } = planEntries(index, record, at, linker !== undefined);
   const seeds = seedsFor(seedFrom, index, record, candidate, need);
+  Bun.gc(true);
   const missing: ChunkRef[] = [];
-  for (const hash of need) if (!seeds.has(hash)) missing.push(index.chunks[wanted.get(hash)!]!);
+  for (const [hash, k] of need) if (!seeds.has(hash)) missing.push(index.chunks[k]!);
 
   const archiveSize = index.archiveSize ?? total;
   const toFetch = missing.reduce((n, c) => n + c.stored, 0);
   const maxShare = o.maxShare ?? 0.5;
   if (toFetch > archiveSize * maxShare) {
     throw new DeltaError(
-      `${missing.length} of ${wanted.size} chunks are missing here (${formatBytes(toFetch)}, more than ` +
+      `${missing.length} of ${wanted} chunks are missing here (${formatBytes(toFetch)}, more than ` +
         `${Math.round(maxShare * 100)}% of the ${formatBytes(archiveSize)} archive)`,
     );
   }
@@ -249,14 +257,13 @@ export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
       for (let i = 0; i < index.entries.length; i++) {
         const e = index.entries[i]!;
         // Each entry leaves a little garbage (headers, stats, buffers); collected as it goes.
-        if ((i & 1023) === 1023) Bun.gc(false);
-        const header = entryHeaders(e);
+        if ((i & 255) === 255) Bun.gc(false);
         if (candidate[i] === 1 && !throughNotDir(e.path, notDirs)) {
           // Unchanged since recorded, and as the archive describes it: linked, nothing read (what the
           // extractor does for it after comparing every byte). Its parent came from the index.
-          if (linker!.link(i, e, record!.get(e.path)!)) {
+          if (linker!.link(i, e, record!.file(at![i]!))) {
             notDirs.add(e.path);
-            tarSize += header.byteLength + e.size + ((BLOCK - (e.size % BLOCK)) % BLOCK);
+            tarSize += headerSize(e) + e.size + ((BLOCK - (e.size % BLOCK)) % BLOCK);
             reused += e.size;
             trusted += e.size;
             continue;
@@ -266,12 +273,12 @@ export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
           let offset = 0;
           for (const k of e.chunks) {
             const c = index.chunks[k]!;
-            if (!seeds.has(c.hash)) seeds.set(c.hash, { rel: e.path, offset });
+            if (!seeds.has(c.hash)) seeds.set(c.hash, { rel: e.path, offset, recorded: at![i]! });
             offset += c.size;
           }
         }
         if (e.type !== "dir") notDirs.add(e.path);
-        feed(header);
+        feed(entryHeaders(e));
         if (e.type !== "file") continue;
         for (const k of e.chunks) feed(await chunkBytes(index.chunks[k]!, e.path));
         const pad = (BLOCK - (e.size % BLOCK)) % BLOCK;
@@ -292,6 +299,7 @@ export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
       );
     }
     if (o.recordAs !== undefined) {
+      Bun.gc(true);
       writeRecord(o.recordAs, o.tree, index, linker ? (i) => linker.statOf(i) : undefined);
       pruneRecords(dirname(o.recordAs), o.recordAs);
     }
@@ -302,7 +310,7 @@ export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
         : "";
     o.log.info(
       `delta: fetched ${formatBytes(fetched)}${share} in ${requests} requests: ${missing.length + refetched} ` +
-        `of ${wanted.size} chunks; ${formatBytes(reused)} reused from ${seedFrom}` +
+        `of ${wanted} chunks; ${formatBytes(reused)} reused from ${seedFrom}` +
         (trusted > 0 ? ` (${formatBytes(trusted)} of it unchanged since recorded, not re-hashed)` : "") +
         ` (${secs.toFixed(2)}s)`,
     );
@@ -319,7 +327,7 @@ export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
       hardLinks: extractor.hardLinkEntries,
       changedLink,
       delta:
-        `delta index sha256 ${o.indexSha256} ok, ${wanted.size} chunks ` +
+        `delta index sha256 ${o.indexSha256} ok, ${wanted} chunks ` +
         `${tar ? "and the tar stream's sha256 " : ""}verified (${fetched} bytes fetched, ` +
         `${extractor.entries + direct} ` +
         `entries${linkedAll > 0 ? `, ${linkedAll} unchanged files hard-linked` : ""}, ${secs.toFixed(2)}s)`,
@@ -333,31 +341,36 @@ export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
 
 /**
  * One pass over the index, no system call: which files are candidates for a direct link (`link`:
- * recorded at the same path with the same chunks), every chunk by hash (its first index), and the
- * chunks the other files need.
+ * recorded at the same path with the same chunks), how many distinct chunks it names and their
+ * stored bytes, and the chunks the other files need (by hash: their first position).
  */
-function planEntries(index: DeltaIndex, record: DeltaRecord | undefined, link: boolean) {
+function planEntries(index: DeltaIndex, record: DeltaRecord | undefined, at: Int32Array | undefined, link: boolean) {
   const candidate = new Uint8Array(index.entries.length);
-  const wanted = new Map<string, number>();
-  const need = new Set<string>();
+  const need = new Map<string, number>();
+  // Distinct chunks by position; publish lists each hash once, so only a forged index repeats one (and
+  // then only the counts in the log are off).
+  const named = new Uint8Array(index.chunks.length);
+  let wanted = 0;
   let total = 0;
   for (let i = 0; i < index.entries.length; i++) {
     const e = index.entries[i]!;
     if (e.type !== "file") continue;
-    const f = link ? record!.get(e.path) : undefined;
+    const f = link && at![i]! !== -1 ? record!.file(at![i]!) : undefined;
     const same =
       f !== undefined &&
       f.size === e.size &&
       f.chunkCount === e.chunks.length &&
-      e.chunks.every((k, n) => f.chunkSize(n) === index.chunks[k]!.size && f.hash(n) === index.chunks[k]!.hash);
+      e.chunks.every(
+        (k, n) => record!.chunkSize(f, n) === index.chunks[k]!.size && record!.hashIs(f, n, index.chunks[k]!.hash),
+      );
     if (same) candidate[i] = 1;
     for (const k of e.chunks) {
-      const c = index.chunks[k]!;
-      if (!wanted.has(c.hash)) {
-        wanted.set(c.hash, k);
-        total += c.stored;
+      if (named[k] === 0) {
+        named[k] = 1;
+        wanted++;
+        total += index.chunks[k]!.stored;
       }
-      if (!same) need.add(c.hash);
+      if (!same && !need.has(index.chunks[k]!.hash)) need.set(index.chunks[k]!.hash, k);
     }
   }
   return { candidate, wanted, need, total };
@@ -374,20 +387,26 @@ function seedsFor(
   index: DeltaIndex,
   record: DeltaRecord | undefined,
   candidate: Uint8Array,
-  need: Set<string>,
+  need: Map<string, number>,
 ): Map<string, Seed> {
   const seeds = new Map<string, Seed>();
   if (need.size === 0) return seeds;
-  const sizes = new Map<string, number>();
-  for (const c of index.chunks) if (need.has(c.hash)) sizes.set(c.hash, c.size);
   if (record !== undefined) {
-    for (const [rel, f] of record) {
+    // Looked up by the hash's first 4 bytes first: no string is made for the many recorded chunks not needed.
+    const byPrefix = new Set<number>();
+    for (const hash of need.keys()) byPrefix.add(Number.parseInt(hash.slice(0, 8), 16));
+    for (const start of record.all) {
+      const f = record.file(start);
       let offset = 0;
       for (let k = 0; k < f.chunkCount; k++) {
-        const size = f.chunkSize(k);
-        const hash = f.hash(k);
-        // The size must agree too: the recorded chunk is read as the new index's chunk of that hash.
-        if (sizes.get(hash) === size && !seeds.has(hash)) seeds.set(hash, { rel, offset });
+        const size = record.chunkSize(f, k);
+        if (byPrefix.has(record.hashPrefix(f, k))) {
+          const hash = record.hash(f, k);
+          const want = need.get(hash);
+          // The size must agree too: the recorded chunk is read as the new index's chunk of that hash.
+          if (want !== undefined && index.chunks[want]!.size === size && !seeds.has(hash))
+            seeds.set(hash, { rel: record.pathAt(start), offset, recorded: start });
+        }
         offset += size;
       }
       if (seeds.size === need.size) return seeds;
@@ -725,7 +744,7 @@ function readSeed(
     return undefined;
   }
   try {
-    const f = record?.get(seed.rel);
+    const f = seed.recorded === undefined ? undefined : record?.file(seed.recorded);
     const st = f === undefined ? undefined : fs.fstatSync(fd);
     const bytes = readAt(fd, seed.offset, size);
     if (bytes === undefined) return undefined;

@@ -4,6 +4,8 @@
  * thousandfold. (node:zlib's `maxOutputLength` would do the same, but loading node:zlib costs the
  * agent ~10 MB of RSS.)
  */
+const PIECE = 64 * 1024;
+
 export async function inflateCapped(
   bytes: Uint8Array,
   format: "gzip" | "deflate-raw",
@@ -11,8 +13,13 @@ export async function inflateCapped(
 ): Promise<Uint8Array> {
   const ds = new DecompressionStream(format);
   const writer = ds.writable.getWriter();
-  writer.write(bytes as Uint8Array<ArrayBuffer>).catch(() => {});
-  writer.close().catch(() => {});
+  // In pieces, each written once the last was taken: the runtime holds less output at a time (an
+  // index of 1.4 MB inflated to 3.4 MB with 6 MB less peak RSS than written whole).
+  void (async () => {
+    for (let at = 0; at < bytes.byteLength; at += PIECE)
+      await writer.write(bytes.subarray(at, at + PIECE) as Uint8Array<ArrayBuffer>);
+    await writer.close();
+  })().catch(() => {});
   const reader = ds.readable.getReader();
   const parts: Uint8Array[] = [];
   let n = 0;

@@ -9,8 +9,8 @@
  *
  * Stored binary (format `pulldeploy-delta-record/2`), mode 0600, written to a temp name and renamed;
  * read only when it is a regular file owned by this user and writable by no one else. Read into one
- * buffer and a map from path to offset, so that 20,000 files cost a few MB, not an object per file
- * and chunk. A stale, missing, older-format or malformed record only costs hashing.
+ * buffer, looked up by the index's entries (`align`): 20,000 files cost its 2.6 MB, not an object
+ * per file and chunk. A stale, missing, older-format or malformed record only costs hashing.
  *
  *   "pulldeploy-delta-record/2\n", then per file:
  *     u32 path length, path (UTF-8), f64 ino, ctimeMs, size, mtimeMs, u32 mode, uid, gid, chunk count,
@@ -21,7 +21,7 @@ import { basename, dirname, join } from "node:path";
 import { pidAlive } from "../pid.ts";
 import type { DeltaIndex } from "./format.ts";
 
-/** A file as recorded: its stat fields, and its chunks (read from the record's buffer on demand). */
+/** A file as recorded: its stat fields, and where its chunks are in the record (`DeltaRecord.hash`, `chunkSize`). */
 export interface RecordedFile {
   ino: number;
   ctimeMs: number;
@@ -31,10 +31,8 @@ export interface RecordedFile {
   uid: number;
   gid: number;
   chunkCount: number;
-  /** Hex sha256 of chunk `k`. */
-  hash(k: number): string;
-  /** Raw size of chunk `k`. */
-  chunkSize(k: number): number;
+  /** Offset of its first chunk in the record. */
+  chunks: number;
 }
 
 /** The stat fields a record keeps. */
@@ -54,26 +52,41 @@ const FIXED = 4 * 8 + 4 * 4;
 
 export class DeltaRecord {
   private readonly view: DataView;
+  /**
+   * @param buf the record file, checked by `readRecord`
+   * @param starts where each file's part begins (its path's length)
+   */
   constructor(
     private readonly buf: Buffer,
-    private readonly at: Map<string, number>,
+    private readonly starts: number[],
   ) {
     this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   }
   get size(): number {
-    return this.at.size;
+    return this.starts.length;
   }
-  get(path: string): RecordedFile | undefined {
-    const off = this.at.get(path);
-    return off === undefined ? undefined : this.fileAt(off);
+  /**
+   * Per entry of an index (by its position in `byPath`), where its path's record is (for `file`),
+   * or -1: one pass, and no map of the record's paths kept.
+   */
+  align(byPath: Map<string, number>, entries: number): Int32Array {
+    const out = new Int32Array(entries).fill(-1);
+    for (const start of this.starts) {
+      const i = byPath.get(this.pathAt(start));
+      if (i !== undefined) out[i] = start;
+    }
+    return out;
   }
-  *[Symbol.iterator](): IterableIterator<[string, RecordedFile]> {
-    for (const [path, off] of this.at) yield [path, this.fileAt(off)];
+  /** Where each recorded file's part begins, in record order (for `file` and `pathAt`). */
+  get all(): readonly number[] {
+    return this.starts;
   }
-  private fileAt(off: number): RecordedFile {
+  pathAt(start: number): string {
+    return this.buf.toString("utf8", start + 4, start + 4 + this.view.getUint32(start, true));
+  }
+  file(start: number): RecordedFile {
+    const off = start + 4 + this.view.getUint32(start, true);
     const v = this.view;
-    const buf = this.buf;
-    const chunks = off + FIXED;
     return {
       ino: v.getFloat64(off, true),
       ctimeMs: v.getFloat64(off + 8, true),
@@ -83,13 +96,30 @@ export class DeltaRecord {
       uid: v.getUint32(off + 36, true),
       gid: v.getUint32(off + 40, true),
       chunkCount: v.getUint32(off + 44, true),
-      hash: (k) => buf.toString("hex", chunks + k * 36, chunks + k * 36 + 32),
-      chunkSize: (k) => v.getUint32(chunks + k * 36 + 32, true),
+      chunks: off + FIXED,
     };
   }
+  /** Hex sha256 of chunk `k` of `f`. */
+  hash(f: RecordedFile, k: number): string {
+    return this.buf.toString("hex", f.chunks + k * 36, f.chunks + k * 36 + 32);
+  }
+  /** The first 4 bytes of chunk `k`'s sha256, big-endian (the first 8 hex digits). */
+  hashPrefix(f: RecordedFile, k: number): number {
+    return this.view.getUint32(f.chunks + k * 36, false);
+  }
+  /** Raw size of chunk `k` of `f`. */
+  chunkSize(f: RecordedFile, k: number): number {
+    return this.view.getUint32(f.chunks + k * 36 + 32, true);
+  }
+  /** Chunk `k` of `f` has the sha256 `hex` (compared in place: no string made). */
+  hashIs(f: RecordedFile, k: number, hex: string): boolean {
+    if (this.scratch.write(hex, 0, "hex") !== 32) return false;
+    return this.buf.compare(this.scratch, 0, 32, f.chunks + k * 36, f.chunks + k * 36 + 32) === 0;
+  }
+  private scratch = Buffer.alloc(32);
 }
 
-const EMPTY = new DeltaRecord(Buffer.alloc(0), new Map());
+const EMPTY = new DeltaRecord(Buffer.alloc(0), []);
 
 /**
  * Record the tree built from `index` into `path` (replacing it): `statOf(i)` gives entry `i`'s stat
@@ -164,19 +194,18 @@ export function readRecord(path: string): DeltaRecord {
     if (st.size > MAX_RECORD) return EMPTY;
     const buf = fs.readFileSync(path);
     if (buf.toString("latin1", 0, MAGIC.length) !== MAGIC) return EMPTY;
-    const at = new Map<string, number>();
+    const starts: number[] = [];
     let off = MAGIC.length;
     while (off < buf.length) {
       if (off + 4 > buf.length) return EMPTY;
-      const name = buf.readUInt32LE(off);
-      const fixed = off + 4 + name;
+      const fixed = off + 4 + buf.readUInt32LE(off);
       if (fixed + FIXED > buf.length) return EMPTY;
       const end = fixed + FIXED + buf.readUInt32LE(fixed + 44) * 36;
       if (end > buf.length) return EMPTY;
-      at.set(buf.toString("utf8", off + 4, fixed), fixed);
+      starts.push(off);
       off = end;
     }
-    return new DeltaRecord(buf, at);
+    return new DeltaRecord(buf, starts);
   } catch {
     return EMPTY;
   }
