@@ -557,9 +557,12 @@ class DirectLinker {
   }
 
   close(): void {
+    for (const fd of this.fds) fs.closeSync(fd);
+    this.fds = [];
     this.dirs.clear();
     this.peers = undefined;
   }
+  private fds: number[] = [];
 
   private grow(n: number): void {
     const size = Math.max(n, this.done.length * 2, 1024);
@@ -601,12 +604,21 @@ class DirectLinker {
     if (st.nlink === 2) return true;
     if (this.peerRoots === undefined) return false;
     if (this.peers === undefined) {
+      // Newest first (a file changed a few releases ago has its names there); each opened once and
+      // looked into through its descriptor, so a release swapped in `releases/` meanwhile is not.
       const from = fs.statSync(this.from);
       this.peers = [];
       for (const root of [...this.peerRoots].reverse()) {
-        const p = fs.statSync(root, { throwIfNoEntry: false });
-        if (p === undefined || (p.ino === from.ino && p.dev === from.dev) || !p.isDirectory()) continue;
-        this.peers.push({ root, dirs: new Map([["", this.onlyOurs(p) ? p.ino : null]]) });
+        let fd: number;
+        try {
+          fd = fs.openSync(root, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | fs.constants.O_NOFOLLOW);
+        } catch {
+          continue; // pruned meanwhile, or not a directory: holds no name
+        }
+        this.fds.push(fd);
+        const p = fs.fstatSync(fd);
+        if (p.ino === from.ino && p.dev === from.dev) continue;
+        this.peers.push({ root: `/proc/self/fd/${fd}`, dirs: new Map([["", this.onlyOurs(p) ? p.ino : null]]) });
       }
     }
     const seen = new Set([fromDir]);
