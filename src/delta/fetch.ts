@@ -156,6 +156,7 @@ export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
       ? new DirectLinker(o.tree, o.linkFrom, o.linkPeers, index.entries.length)
       : undefined;
   const at = linker ? record!.align(index.byPath!, index.entries.length) : undefined;
+  index.byPath = undefined; // not needed any more: ~1 MB
   const { candidate, wanted, need, total } = planEntries(index, record, at, linker !== undefined);
   const seeds = seedsFor(seedFrom, index, record, candidate, need);
   Bun.gc(true);
@@ -257,7 +258,7 @@ export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
       for (let i = 0; i < index.entries.length; i++) {
         const e = index.entries[i]!;
         // Each entry leaves a little garbage (headers, stats, buffers); collected as it goes.
-        if ((i & 255) === 255) Bun.gc(false);
+        if ((i & 127) === 127) Bun.gc(false);
         if (candidate[i] === 1 && !throughNotDir(e.path, notDirs)) {
           // Unchanged since recorded, and as the archive describes it: linked, nothing read (what the
           // extractor does for it after comparing every byte). Its parent came from the index.
@@ -515,7 +516,14 @@ class DirectLinker {
       this.accounted(e.path, dir, holder.ino, st)
     ) {
       const s = i * 7;
-      this.stats.set([st.ino, st.ctimeMs, st.size, st.mtimeMs, st.mode, st.uid, st.gid], s);
+      const stats = this.stats;
+      stats[s] = st.ino;
+      stats[s + 1] = st.ctimeMs;
+      stats[s + 2] = st.size;
+      stats[s + 3] = st.mtimeMs;
+      stats[s + 4] = st.mode;
+      stats[s + 5] = st.uid;
+      stats[s + 6] = st.gid;
       this.done[i] = 1;
       this.linkedAt.push(i);
       this.linkedPaths.push(e.path);
@@ -526,12 +534,25 @@ class DirectLinker {
     return false;
   }
 
-  /** The stat taken right after entry `i` was linked, or undefined when it was not linked here. */
+  /**
+   * The stat taken right after entry `i` was linked, or undefined when it was not linked here. One
+   * object, overwritten by the next call (20,000 files: no object each).
+   */
   statOf(i: number): RecordStat | undefined {
     if (this.done[i] !== 1) return undefined;
-    const s = this.stats.subarray(i * 7, i * 7 + 7);
-    return { ino: s[0]!, ctimeMs: s[1]!, size: s[2]!, mtimeMs: s[3]!, mode: s[4]!, uid: s[5]!, gid: s[6]! };
+    const s = this.stats;
+    const o = this.stat;
+    const at = i * 7;
+    o.ino = s[at]!;
+    o.ctimeMs = s[at + 1]!;
+    o.size = s[at + 2]!;
+    o.mtimeMs = s[at + 3]!;
+    o.mode = s[at + 4]!;
+    o.uid = s[at + 5]!;
+    o.gid = s[at + 6]!;
+    return o;
   }
+  private stat: RecordStat = { ino: 0, ctimeMs: 0, size: 0, mtimeMs: 0, mode: 0, uid: 0, gid: 0 };
 
   /**
    * The first linked file no longer as linked (its inode is shared with the previous release: whoever

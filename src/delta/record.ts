@@ -136,7 +136,7 @@ export function writeRecord(
   let fd: number | undefined;
   try {
     fd = fs.openSync(tmp, "w", 0o600);
-    let buf = Buffer.alloc(1 << 20);
+    let buf = Buffer.alloc(256 * 1024);
     let n = 0;
     const room = (k: number) => {
       if (n + k <= buf.length) return;
