@@ -35,7 +35,6 @@ import { fetchIndex } from "./read.ts";
 import {
   type DeltaRecord,
   pruneRecords,
-  type RecordedFile,
   type RecordStat,
   readRecord,
   unchanged,
@@ -153,7 +152,7 @@ export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
   const recorded = record !== undefined && record.size > 0;
   const linker =
     recorded && o.linkFrom !== undefined && o.linkFrom === seedFrom && process.getuid?.() === 0
-      ? new DirectLinker(o.tree, o.linkFrom, o.linkPeers, index.entries.length)
+      ? new DirectLinker(o.tree, o.linkFrom, o.linkPeers, record, index.entries.length)
       : undefined;
   const at = linker ? record!.align(index.byPath!, index.entries.length) : undefined;
   index.byPath = undefined; // not needed any more: ~1 MB
@@ -217,8 +216,19 @@ export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
 
     // build
     const extractor = new TarExtractor(o.tree, o.limits, o.linkFrom);
-    /** Paths of the index's symlinks and files so far: nothing is linked through them. */
+    /**
+     * Paths of the symlinks and files the extractor made so far: nothing is linked through them (a
+     * link through a file the linker made fails by itself, ENOTDIR). `clear`: directories checked
+     * since the last one was added.
+     */
     const notDirs = new Set<string>();
+    const clear = new Set<string>();
+    const dirClear = (dir: string) => {
+      if (dir === "" || clear.has(dir)) return true;
+      if (throughNotDir(dir, notDirs)) return false;
+      clear.add(dir);
+      return true;
+    };
     // With a record (files trusted unchanged since recorded, or linked without reading) the stream is
     // not hashed whole: every other byte is hashed chunk by chunk, and the headers come from the
     // verified index.
@@ -258,12 +268,13 @@ export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
       for (let i = 0; i < index.entries.length; i++) {
         const e = index.entries[i]!;
         // Each entry leaves a little garbage (headers, stats, buffers); collected as it goes.
-        if ((i & 127) === 127) Bun.gc(false);
-        if (candidate[i] === 1 && !throughNotDir(e.path, notDirs)) {
+        if ((i & 1023) === 1023) Bun.gc(false);
+        const slash = candidate[i] === 1 ? e.path.lastIndexOf("/") : -1;
+        const parent = slash === -1 ? "" : e.path.slice(0, slash);
+        if (candidate[i] === 1 && dirClear(parent)) {
           // Unchanged since recorded, and as the archive describes it: linked, nothing read (what the
           // extractor does for it after comparing every byte). Its parent came from the index.
-          if (linker!.link(i, e, record!.file(at![i]!))) {
-            notDirs.add(e.path);
+          if (linker!.link(i, e, parent, at![i]!)) {
             tarSize += headerSize(e) + e.size + ((BLOCK - (e.size % BLOCK)) % BLOCK);
             reused += e.size;
             trusted += e.size;
@@ -278,7 +289,10 @@ export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
             offset += c.size;
           }
         }
-        if (e.type !== "dir") notDirs.add(e.path);
+        if (e.type !== "dir") {
+          notDirs.add(e.path);
+          clear.clear();
+        }
         feed(entryHeaders(e));
         if (e.type !== "file") continue;
         for (const k of e.chunks) feed(await chunkBytes(index.chunks[k]!, e.path));
@@ -481,32 +495,37 @@ class DirectLinker {
   private peers: { root: string; dirs: Map<string, number | null> }[] | undefined;
   private readonly uid = process.getuid?.() ?? 0;
 
+  private readonly tree: string;
+  private readonly from: string;
   constructor(
-    private readonly tree: string,
-    private readonly from: string,
+    tree: string,
+    from: string,
     private readonly peerRoots: string[] | undefined,
+    private readonly record: DeltaRecord,
     count = 0,
   ) {
+    this.tree = tree.replace(/\/+$/, "");
+    this.from = from.replace(/\/+$/, "");
     this.stats = new Float64Array(count * 7);
     this.done = new Uint8Array(count);
   }
 
-  link(i: number, e: IndexEntry, f: RecordedFile): boolean {
+  /** Link entry `i` (in directory `dir`), recorded at `recorded` in `record`; false: not linked. */
+  link(i: number, e: IndexEntry, dir: string, recorded: number): boolean {
     if (this.done.length <= i) this.grow(i + 1);
-    const slash = e.path.lastIndexOf("/");
-    const dir = slash === -1 ? "" : e.path.slice(0, slash);
     const holder = this.dir(dir);
     if (holder === null) return false;
-    const to = join(this.tree, e.path);
+    // Paths as strings (the index's are canonical): `join` costs more than the lstat here.
+    const to = `${this.tree}/${e.path}`;
     try {
-      fs.linkSync(join(this.from, e.path), to);
+      fs.linkSync(`${this.from}/${e.path}`, to);
     } catch {
       return false; // EXDEV, EMLINK, gone…: written by the extractor instead
     }
     const st = fs.lstatSync(to);
     if (
       st.isFile() &&
-      unchanged(st, f) &&
+      this.record.unchangedAt(st, recorded) &&
       st.size === e.size &&
       st.mtimeMs === e.mtime * 1000 &&
       (st.mode & 0o7777) === e.mode &&

@@ -99,6 +99,23 @@ export class DeltaRecord {
       chunks: off + FIXED,
     };
   }
+  /** `unchanged(st, file(start))` without the object. */
+  unchangedAt(st: fs.Stats, start: number): boolean {
+    const v = this.view;
+    const off = start + 4 + v.getUint32(start, true);
+    if (
+      !st.isFile() ||
+      st.ino !== v.getFloat64(off, true) ||
+      st.size !== v.getFloat64(off + 16, true) ||
+      st.mtimeMs !== v.getFloat64(off + 24, true) ||
+      st.mode !== v.getUint32(off + 32, true) ||
+      st.uid !== v.getUint32(off + 36, true) ||
+      st.gid !== v.getUint32(off + 40, true)
+    )
+      return false;
+    return st.ctimeMs === v.getFloat64(off + 8, true) || st.uid === 0;
+  }
+
   /** Hex sha256 of chunk `k` of `f`. */
   hash(f: RecordedFile, k: number): string {
     return this.buf.toString("hex", f.chunks + k * 36, f.chunks + k * 36 + 32);
