@@ -3,16 +3,21 @@
  * the chunks it lacks, fetched with a few coalesced ranged GETs, instead of downloading the archive.
  *
  *   index   fetch the index named by the manifest, check its sha256 (covered by a signed manifest)
- *   seed    read the previous tree (`seedFrom`: the previous release, or dest): a file is cut at
- *           the new index's boundaries and each piece hashed; a file that differs is cut by content
- *           (the chunker) to find the chunks it still holds. Nothing local is trusted unhashed.
- *   plan    the chunks no local file holds; more than `maxShare` of the archive: use the archive
+ *   plan    with the record of the previous tree (`record.ts`), as root: a file recorded at the same
+ *           path with the same chunks is to be linked, no system call yet. The other files' chunks are
+ *           looked for in recorded files (read later, checked then) and in the previous tree's file
+ *           of the same path, cut at the new index's boundaries or by content, each piece hashed now.
+ *           The chunks found nowhere are fetched; more than `maxShare` of the archive: use the archive
  *   fetch   ranges of the packs, nearby ones merged, each chunk inflated (capped) and hashed into a
  *           private spool file
- *   build   the archive's own tar stream, rebuilt from the index's entries and the verified chunks
- *           (each re-hashed as it is read), fed to the archive's `TarExtractor`: the same path
- *           checks, limits, modes, mtimes, symlinks and hard links from `linkFrom` as extraction;
- *           the stream's sha256 and size must equal the index's
+ *   build   in the archive's order, one pass: a file to link is linked from `linkFrom`, then its new
+ *           name lstat-ed and checked against the record and the index (`DirectLinker`); anything
+ *           else (or a file that fails that check) goes as the archive's own tar stream, rebuilt from
+ *           the index and the verified chunks (each re-hashed as read, unless its file is as
+ *           recorded), to the archive's `TarExtractor`: the same path checks, limits, modes, mtimes,
+ *           symlinks and hard links as extraction. A chunk that is not as planned is fetched then.
+ *           The stream's size must equal the index's, and its sha256 too when nothing was taken on
+ *           the record's word
  *
  * Any failure but an abort is a `DeltaError`; `fetchTree` then empties the tree and fetches the full
  * archive, saying why. The spool is removed on every path.
