@@ -37,14 +37,7 @@ import { chunkBuffer, chunkHash, fileChunks } from "./chunker.ts";
 import { DeltaError, packUrl, type ChunkRef, type DeltaIndex, type IndexEntry } from "./format.ts";
 import { inflateCapped } from "./inflate.ts";
 import { fetchIndex } from "./read.ts";
-import {
-  type DeltaRecord,
-  pruneRecords,
-  type RecordStat,
-  readRecord,
-  unchanged,
-  writeRecord,
-} from "./record.ts";
+import { type DeltaRecord, pruneRecords, type RecordStat, readRecord, unchanged, writeRecord } from "./record.ts";
 
 export interface DeltaFetchOptions {
   indexUrl: string;

@@ -277,11 +277,11 @@ function forElements(
     fail(err);
   }
   for (let n = 0; ; n++) {
-    let end: number;
+    let end = i;
     try {
       end = valueEnd(t, i);
     } catch (err) {
-      return fail(err);
+      fail(err);
     }
     each(i, end, n);
     if ((n & 2047) === 2047) Bun.gc(false);

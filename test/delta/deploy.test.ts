@@ -403,7 +403,11 @@ describe("delta deploys: what the record and the releases are trusted with", () 
       const out = await deployWithLog(manifestFor(r3, dest));
       expect(out.result.ok).toBe(true);
       expect(bytesOf(join(dest, "releases/r3/same.bin")).equals(bytesOf(join(d.path, "src2/same.bin")))).toBe(true);
-      return { dest, log: out.log, linked: sameIno(join(dest, "releases/r3/same.bin"), join(dest, "releases/r2/same.bin")) };
+      return {
+        dest,
+        log: out.log,
+        linked: sameIno(join(dest, "releases/r3/same.bin"), join(dest, "releases/r2/same.bin")),
+      };
     };
     const plain = await deploy3("plain");
     expect(plain.linked).toBe(true);
@@ -498,11 +502,16 @@ describe("delta deploys: what the record and the releases are trusted with", () 
     const { result, log } = await deployWithLog(manifest, { env });
     expect(result.ok).toBe(true);
     expect(log).toContain("delta: fetched");
-    expect(fs.readdirSync(join(dest, "releases")).sort()).toEqual([".delta-r1.rec", ".delta-r2.rec", ".order", "r1", "r2"]);
+    expect(fs.readdirSync(join(dest, "releases")).sort()).toEqual([
+      ".delta-r1.rec",
+      ".delta-r2.rec",
+      ".order",
+      "r1",
+      "r2",
+    ]);
     expect(fs.readdirSync(tmp)).toEqual([]);
     const viaArchive = join(d.path, "A");
     for (const r of [r1, r2]) await deployWithLog(manifestFor(r, viaArchive, { delta: false }));
     expect(describeTree(`${join(dest, "current")}/`)).toEqual(describeTree(`${join(viaArchive, "current")}/`));
   });
 });
-
