@@ -2,7 +2,7 @@
 import { redact } from "../log.ts";
 import { fetchBytes } from "../store/sources/index.ts";
 import type { OpenOptions } from "../store/sources/types.ts";
-import { inflateCapped } from "./inflate.ts";
+import { inflateText } from "./inflate.ts";
 import { DeltaError, parseIndex, type DeltaIndex } from "./format.ts";
 
 /** A stored index larger than this is refused (a 20,000-file release's is ~1 MB). */
@@ -33,7 +33,7 @@ async function indexText(url: string, opts: OpenOptions, sha256?: string): Promi
       throw new DeltaError(`index ${redact(url)}: checksum mismatch: expected sha256 ${sha256}, got ${actual}`);
   }
   try {
-    return { text: new TextDecoder().decode(await inflateCapped(gz, "gzip", MAX_INDEX_JSON)), bytes: gz.byteLength };
+    return { text: await inflateText(gz, "gzip", MAX_INDEX_JSON), bytes: gz.byteLength };
   } catch (err) {
     throw new DeltaError(`index ${redact(url)}: not a gzip'd index (${(err as Error).message})`, { cause: err });
   }
