@@ -612,7 +612,10 @@ class DirectLinker {
     this.done = done;
   }
 
-  /** `dir` of `linkFrom` when it and every directory above are real ones, with its inode and whether only root can change it. */
+  /**
+   * `dir` of `linkFrom` when it and every directory above are real ones, with its inode and whether
+   * only root can change it (then and every directory above), else null. Looked up once each.
+   */
   private dir(dir: string): { ino: number; safe: boolean } | null {
     let known = this.dirs.get(dir);
     if (known !== undefined) return known;
