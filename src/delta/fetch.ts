@@ -240,12 +240,16 @@ export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
     let reused = 0;
     let trusted = 0;
     let refetched = 0;
+    let seedDev: number | undefined;
     /** The chunk's bytes, verified: from the spool, a local copy, or fetched now. */
     const chunkBytes = async (c: ChunkRef, path: string): Promise<Uint8Array> => {
       let at = spooled.get(c.hash);
       if (at === undefined) {
         const seed = seeds.get(c.hash);
-        const got = seed === undefined ? undefined : readSeed(seedFrom, seed, c.size, record);
+        const got =
+          seed === undefined
+            ? undefined
+            : readSeed(seedFrom, (seedDev ??= fs.statSync(seedFrom).dev), seed, c.size, record);
         if (got !== undefined && (got.trusted || chunkHash(got.bytes) === c.hash)) {
           reused += c.size;
           if (got.trusted) trusted += c.size;
@@ -485,8 +489,8 @@ function seedsFor(
 class DirectLinker {
   linked = 0;
   /** Per entry linked: ino, ctime, size, mtime, mode, uid, gid (as lstat-ed after the link). */
-  private stats: Float64Array;
-  private done: Uint8Array;
+  private readonly stats: Float64Array;
+  private readonly done: Uint8Array;
   private linkedAt: number[] = [];
   private linkedPaths: string[] = [];
   private dirs = new Map<string, { ino: number; safe: boolean } | null>();
@@ -500,7 +504,8 @@ class DirectLinker {
     from: string,
     private readonly peerRoots: string[] | undefined,
     private readonly record: DeltaRecord,
-    count = 0,
+    /** Entries in the index (`link`'s `i` is one's position). */
+    count: number,
   ) {
     this.tree = tree.replace(/\/+$/, "");
     this.from = from.replace(/\/+$/, "");
@@ -510,7 +515,6 @@ class DirectLinker {
 
   /** Link entry `i` (in directory `dir`), recorded at `recorded` in `record`; false: not linked. */
   link(i: number, e: IndexEntry, dir: string, recorded: number): boolean {
-    if (this.done.length <= i) this.grow(i + 1);
     const holder = this.dir(dir);
     if (holder === null) return false;
     // Paths as strings (the index's are canonical): `join` costs more than the lstat here.
@@ -601,16 +605,6 @@ class DirectLinker {
     this.peers = undefined;
   }
   private fds: number[] = [];
-
-  private grow(n: number): void {
-    const size = Math.max(n, this.done.length * 2, 1024);
-    const stats = new Float64Array(size * 7);
-    stats.set(this.stats);
-    const done = new Uint8Array(size);
-    done.set(this.done);
-    this.stats = stats;
-    this.done = done;
-  }
 
   /**
    * `dir` of `linkFrom` when it and every directory above are real ones, with its inode and whether
@@ -782,10 +776,11 @@ function readAt(fd: number, offset: number, size: number): Uint8Array | undefine
 
 /**
  * Read a seed's bytes: trusted (not to be hashed) when its file is the one recorded, unchanged since
- * (`record.ts`) and on the same file system as `root` (an inode number names one file there).
+ * (`record.ts`) and on `root`'s file system (`rootDev`: an inode number names one file there).
  */
 function readSeed(
   root: string,
+  rootDev: number,
   seed: Seed,
   size: number,
   record: DeltaRecord | undefined,
@@ -801,8 +796,7 @@ function readSeed(
     const st = f === undefined ? undefined : fs.fstatSync(fd);
     const bytes = readAt(fd, seed.offset, size);
     if (bytes === undefined) return undefined;
-    const trusted =
-      st !== undefined && unchanged(st, f!) && st.dev === fs.statSync(root).dev && unchanged(fs.fstatSync(fd), f!);
+    const trusted = st !== undefined && unchanged(st, f!) && st.dev === rootDev && unchanged(fs.fstatSync(fd), f!);
     return { bytes, trusted };
   } catch {
     return undefined;
