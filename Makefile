@@ -81,9 +81,10 @@ test: setup build check
 	$(BUN) test --timeout 60000 --reporter=junit --reporter-outfile=test-artifacts/junit.xml $(TESTS) ; status=$$?; \
 	  bun_summary=$$(node scripts/junit-summary.mjs test-artifacts/junit.xml); echo "$$bun_summary"; exit $$status
 
-# Benchmarks (floors of issues 2, 3 and 5): both scripts run, and make fails if either does.
-# BENCH_ARGS goes to both (--files, --size-mb, --big-gb, --reps, --seed), BENCH_AGENT_ARGS and
-# BENCH_PUBLISH_ARGS to one (--work, --fs…), e.g. make bench BENCH_ARGS="--files 2000 --size-mb 24 --big-gb 0".
+# Benchmarks (floors of issues 2, 3, 5 and 11): all three scripts run, and make fails if any does.
+# BENCH_ARGS goes to all (--files, --size-mb, --big-gb, --reps, --seed; bench-delta ignores --big-gb),
+# BENCH_AGENT_ARGS, BENCH_PUBLISH_ARGS and BENCH_DELTA_ARGS to one (--work, --fs, --agents, --big-mb…),
+# e.g. make bench BENCH_ARGS="--files 2000 --size-mb 24 --big-gb 0".
 # BENCH_BASELINE=<commit> builds that commit's executable with the same flags (scripts/build-baseline.sh:
 # a git worktree in a temp dir, kept in .bench/baseline/) and both scripts time it beside this one
 # (--baseline-bin: issue 8's ≤ 1.05× lines), e.g. make bench BENCH_BASELINE=386a006.
@@ -92,6 +93,7 @@ bench: setup build
 	  if [ -n "$(BENCH_BASELINE)" ]; then baseline=$$(scripts/build-baseline.sh '$(BENCH_BASELINE)' $(COMPILE_FLAGS)) || exit 1; fi; \
 	  $(BUN) scripts/bench-agent.ts $(BENCH_ARGS) $${baseline:+--baseline-bin "$$baseline"} $(BENCH_AGENT_ARGS) || status=$$?; \
 	  $(BUN) scripts/bench-publish.ts $(BENCH_ARGS) $${baseline:+--baseline-bin "$$baseline"} $(BENCH_PUBLISH_ARGS) || status=$$?; \
+	  $(BUN) scripts/bench-delta.ts $(BENCH_ARGS) $(BENCH_DELTA_ARGS) || status=$$?; \
 	  exit $$status
 
 # The archive and manifest fuzzers (test/fuzz) beyond make test's fixed 300 cases: FUZZ_RUNS cases

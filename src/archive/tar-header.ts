@@ -153,6 +153,18 @@ export function entryHeaders(e: TarEntry): Uint8Array {
   return out;
 }
 
+/** `entryHeaders(e).byteLength`, without building them when they are one block (most entries). */
+export function headerSize(e: TarEntry): number {
+  const oneBlock =
+    e.linkname.length === 0 &&
+    e.size <= MAX_OCTAL_11 &&
+    e.mtime >= 0 &&
+    e.mtime <= MAX_OCTAL_11 &&
+    e.path.length < 100 &&
+    Buffer.byteLength(e.path) < 100;
+  return oneBlock ? BLOCK : entryHeaders(e).byteLength;
+}
+
 /** `n` bytes rounded up to whole blocks. */
 export function padded(n: number): number {
   return Math.ceil(n / BLOCK) * BLOCK;

@@ -43,6 +43,8 @@ export interface DeltaIndex {
   packs: string[];
   chunks: ChunkRef[];
   entries: IndexEntry[];
+  /** Set by `parseIndex`: each entry's position by its path. */
+  byPath?: Map<string, number>;
 }
 
 /** The delta cannot be used: the caller falls back to the full archive (and says why). */
@@ -75,19 +77,38 @@ export function encodeIndex(ix: DeltaIndex): string {
 
 const isCount = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
 
-/** Parse and check an index (limits are the extractor's: entries and expanded bytes). */
+/**
+ * Parse and check an index (limits are the extractor's: entries and expanded bytes). The top-level
+ * members are found by a scan (`members`), and each element of `chunks` and `entries` is parsed and
+ * checked on its own: the whole document is never one tree of arrays (for 20,000 files that tree and
+ * its garbage were most of the agent's peak RSS). Every value still goes through `JSON.parse`.
+ */
 export function parseIndex(text: string, limits: { maxEntries: number; maxBytes: number }): DeltaIndex {
-  // biome-ignore lint/suspicious/noExplicitAny: JSON from the store, checked field by field below
-  let raw: any;
-  try {
-    raw = JSON.parse(text);
-  } catch (err) {
+  const notJson = (err: unknown): never => {
     throw new DeltaError(`index: not JSON (${(err as Error).message})`);
+  };
+  let top: Map<string, [number, number]>;
+  try {
+    top = members(text);
+  } catch (err) {
+    return notJson(err);
   }
+  const json = (start: number, end: number) => {
+    try {
+      return JSON.parse(text.slice(start, end));
+    } catch (err) {
+      return notJson(err);
+    }
+  };
+  const member = (key: string) => {
+    const span = top.get(key);
+    return span === undefined ? undefined : json(span[0], span[1]);
+  };
+  // biome-ignore lint/suspicious/noExplicitAny: JSON from the store, checked field by field below
+  const raw: any = { format: member("format"), tar: member("tar"), archive: member("archive"), packs: member("packs") };
   const bad = (what: string): never => {
     throw new DeltaError(`index: ${what}`);
   };
-  if (raw === null || typeof raw !== "object") bad("expected an object");
   if (raw.format !== FORMAT) bad(`unknown format ${JSON.stringify(raw.format)} (this agent reads ${FORMAT})`);
   if (
     typeof raw.tar !== "object" ||
@@ -105,10 +126,13 @@ export function parseIndex(text: string, limits: { maxEntries: number; maxBytes:
         : bad("archive.size: expected a byte count");
   if (!Array.isArray(raw.packs) || !raw.packs.every((p: unknown) => typeof p === "string" && HEX64.test(p)))
     bad("packs: expected a list of sha256 names");
-  if (!Array.isArray(raw.chunks)) bad("chunks: expected a list");
-  const chunks: ChunkRef[] = raw.chunks.map((c: unknown, i: number) => {
-    if (!Array.isArray(c) || c.length !== 5) return bad(`chunks[${i}]: expected [hash, pack, offset, stored, size]`);
-    const [hash, pack, offset, stored, size] = c;
+  const chunkSpan = top.get("chunks");
+  if (chunkSpan === undefined || text.charCodeAt(chunkSpan[0]) !== 0x5b) bad("chunks: expected a list");
+  const chunks: ChunkRef[] = [];
+  forElements(text, chunkSpan![0], notJson, (start, end, i) => {
+    const c: unknown = json(start, end);
+    if (!Array.isArray(c) || c.length !== 5) bad(`chunks[${i}]: expected [hash, pack, offset, stored, size]`);
+    const [hash, pack, offset, stored, size] = c as unknown[] as [string, number, number, number, number];
     if (typeof hash !== "string" || !HEX64.test(hash)) bad(`chunks[${i}]: bad hash`);
     if (!isCount(pack) || pack >= raw.packs.length) bad(`chunks[${i}]: no pack ${pack}`);
     if (
@@ -120,27 +144,36 @@ export function parseIndex(text: string, limits: { maxEntries: number; maxBytes:
       stored > MAX_CHUNK + 1024
     )
       bad(`chunks[${i}]: bad offset or size`);
-    return { hash, pack, offset, stored, size };
+    chunks.push({ hash, pack, offset, stored, size });
   });
-  if (!Array.isArray(raw.entries)) bad("entries: expected a list");
-  if (raw.entries.length > limits.maxEntries)
-    bad(`${raw.entries.length} entries, more than the limit of ${limits.maxEntries}`);
+  const entrySpan = top.get("entries");
+  if (entrySpan === undefined || text.charCodeAt(entrySpan[0]) !== 0x5b) bad("entries: expected a list");
   let bytes = 0;
-  const paths = new Set<string>();
-  const entries: IndexEntry[] = raw.entries.map((e: unknown, i: number) => {
+  const paths = new Map<string, number>();
+  const entries: IndexEntry[] = [];
+  forElements(text, entrySpan![0], notJson, (start, end, i) => {
+    if (i >= limits.maxEntries) bad(`more than ${limits.maxEntries} entries, the limit`);
+    const e: unknown = json(start, end);
+    entries.push(entry(e, i));
+  });
+  return { tar: raw.tar, archiveSize, packs: raw.packs, chunks, entries, byPath: paths };
+
+  function entry(e: unknown, i: number): IndexEntry {
     if (!Array.isArray(e) || typeof e[0] !== "string" || !isCount(e[2]) || e[2] > 0o7777 || !Number.isSafeInteger(e[3]))
       return bad(`entries[${i}]: expected [path, type, mode, mtime, …]`);
     const [path, type, mode, mtime] = e as [string, string, number, number];
-    let rel: string | null;
-    try {
-      rel = safeRelative(path);
-    } catch (err) {
-      return bad(`entries[${i}]: ${(err as ExtractError).message}`);
+    if (!canonical(path)) {
+      let rel: string | null;
+      try {
+        rel = safeRelative(path);
+      } catch (err) {
+        return bad(`entries[${i}]: ${(err as ExtractError).message}`);
+      }
+      if (rel !== path) bad(`entries[${i}]: path ${JSON.stringify(path)} is not in canonical form`);
     }
-    if (rel !== path) bad(`entries[${i}]: path ${JSON.stringify(path)} is not in canonical form`);
     // publish lists each path once; a second entry of a path would replace the first.
     if (paths.has(path)) bad(`entries[${i}]: ${path} is listed twice`);
-    paths.add(path);
+    paths.set(path, i);
     if (type === "d" && e.length === 4) return { path, type: "dir", mode, mtime, size: 0, linkname: "", chunks: [] };
     if (type === "l" && e.length === 5 && typeof e[4] === "string" && e[4] !== "" && !e[4].includes("\0"))
       return { path, type: "symlink", mode, mtime, size: 0, linkname: e[4], chunks: [] };
@@ -158,8 +191,124 @@ export function parseIndex(text: string, limits: { maxEntries: number; maxBytes:
       return { path, type: "file", mode, mtime, size, linkname: "", chunks: refs as number[] };
     }
     return bad(`entries[${i}] ${path}: malformed ${JSON.stringify(type)} entry`);
-  });
-  return { tar: raw.tar, archiveSize, packs: raw.packs, chunks, entries };
+  }
+}
+
+const isWs = (c: number) => c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
+
+function skipWs(t: string, i: number): number {
+  while (i < t.length && isWs(t.charCodeAt(i))) i++;
+  return i;
+}
+
+/**
+ * Where the JSON value starting at `t[i]` ends: a string to its closing quote, an array or object to
+ * its matching bracket (strings inside skipped), anything else to the next delimiter. Only finds the
+ * span: `JSON.parse` of the span checks it.
+ */
+function valueEnd(t: string, i: number): number {
+  const c = t.charCodeAt(i);
+  if (c === 0x22) {
+    for (let j = i + 1; j < t.length; j++) {
+      const d = t.charCodeAt(j);
+      if (d === 0x5c) j++;
+      else if (d === 0x22) return j + 1;
+    }
+    throw new Error("unterminated string");
+  }
+  if (c === 0x5b || c === 0x7b) {
+    let depth = 0;
+    for (let j = i; j < t.length; j++) {
+      const d = t.charCodeAt(j);
+      if (d === 0x22) j = valueEnd(t, j) - 1;
+      else if (d === 0x5b || d === 0x7b) depth++;
+      else if ((d === 0x5d || d === 0x7d) && --depth === 0) return j + 1;
+    }
+    throw new Error("unterminated array or object");
+  }
+  let j = i;
+  for (; j < t.length; j++) {
+    const d = t.charCodeAt(j);
+    if (isWs(d) || d === 0x2c || d === 0x5d || d === 0x7d) break;
+  }
+  if (j === i) throw new Error(`unexpected ${JSON.stringify(t[i] ?? "end")} at ${i}`);
+  return j;
+}
+
+/** The top-level object's members: each key's value as a span of `t`. A key given twice is refused. */
+function members(t: string): Map<string, [number, number]> {
+  const out = new Map<string, [number, number]>();
+  let i = skipWs(t, 0);
+  if (t.charCodeAt(i) !== 0x7b) throw new Error("expected an object");
+  i = skipWs(t, i + 1);
+  if (t.charCodeAt(i) === 0x7d) i++;
+  else
+    for (;;) {
+      if (t.charCodeAt(i) !== 0x22) throw new Error(`expected a key at ${i}`);
+      const keyEnd = valueEnd(t, i);
+      const key = JSON.parse(t.slice(i, keyEnd)) as string;
+      if (out.has(key)) throw new Error(`${JSON.stringify(key)} given twice`);
+      i = skipWs(t, keyEnd);
+      if (t.charCodeAt(i) !== 0x3a) throw new Error(`expected ':' at ${i}`);
+      i = skipWs(t, i + 1);
+      const end = valueEnd(t, i);
+      out.set(key, [i, end]);
+      i = skipWs(t, end);
+      const c = t.charCodeAt(i++);
+      if (c === 0x7d) break;
+      if (c !== 0x2c) throw new Error(`expected ',' or '}' at ${i - 1}`);
+      i = skipWs(t, i);
+    }
+  if (skipWs(t, i) !== t.length) throw new Error(`unexpected text after the object at ${i}`);
+  return out;
+}
+
+/** Call `each` with the span and position of every element of the array starting at `t[i]`. */
+function forElements(
+  t: string,
+  i: number,
+  fail: (err: unknown) => never,
+  each: (start: number, end: number, n: number) => void,
+): void {
+  try {
+    i = skipWs(t, i + 1);
+    if (t.charCodeAt(i) === 0x5d) return;
+  } catch (err) {
+    fail(err);
+  }
+  for (let n = 0; ; n++) {
+    let end = i;
+    try {
+      end = valueEnd(t, i);
+    } catch (err) {
+      fail(err);
+    }
+    each(i, end, n);
+    if ((n & 2047) === 2047) Bun.gc(false);
+    i = skipWs(t, end);
+    const c = t.charCodeAt(i);
+    if (c === 0x5d) return;
+    if (c !== 0x2c) fail(new Error(`expected ',' or ']' at ${i}`));
+    i = skipWs(t, i + 1);
+  }
+}
+
+/**
+ * `path` is what `safeRelative` returns it as (relative, no empty, `.` or `..` component, no NUL),
+ * checked without building the parts: 20,000 paths cost no garbage. Anything else goes through
+ * `safeRelative` itself, for its error.
+ */
+function canonical(path: string): boolean {
+  if (path === "" || path.includes("\0")) return false;
+  let start = 0;
+  for (;;) {
+    const end = path.indexOf("/", start);
+    const len = (end === -1 ? path.length : end) - start;
+    if (len === 0) return false;
+    if (path.charCodeAt(start) === 46 && (len === 1 || (len === 2 && path.charCodeAt(start + 1) === 46))) return false;
+    if (end === -1) return true;
+    start = end + 1;
+  }
 }
 
 /** Where pack `name` lives: `packs/<name>.pack` beside the index. */

@@ -4,17 +4,46 @@
  * thousandfold. (node:zlib's `maxOutputLength` would do the same, but loading node:zlib costs the
  * agent ~10 MB of RSS.)
  */
+const PIECE = 64 * 1024;
+
 export async function inflateCapped(
   bytes: Uint8Array,
   format: "gzip" | "deflate-raw",
   max: number,
 ): Promise<Uint8Array> {
+  const parts: Uint8Array[] = [];
+  await inflatePieces(bytes, format, max, (piece) => parts.push(piece));
+  return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+}
+
+/**
+ * The same, decoded as UTF-8 text piece by piece: never the inflated bytes whole beside the text
+ * (for a 3.4 MB index, 3-7 MB less peak RSS than inflating, concatenating, then decoding).
+ */
+export async function inflateText(bytes: Uint8Array, format: "gzip" | "deflate-raw", max: number): Promise<string> {
+  const decoder = new TextDecoder();
+  const text: string[] = [];
+  await inflatePieces(bytes, format, max, (piece) => text.push(decoder.decode(piece, { stream: true })));
+  text.push(decoder.decode());
+  return text.join("");
+}
+
+async function inflatePieces(
+  bytes: Uint8Array,
+  format: "gzip" | "deflate-raw",
+  max: number,
+  each: (piece: Uint8Array) => void,
+): Promise<void> {
   const ds = new DecompressionStream(format);
   const writer = ds.writable.getWriter();
-  writer.write(bytes as Uint8Array<ArrayBuffer>).catch(() => {});
-  writer.close().catch(() => {});
+  // In pieces, each written once the last was taken: the runtime holds less output at a time (an
+  // index of 1.4 MB inflated to 3.4 MB with 6 MB less peak RSS than written whole).
+  void (async () => {
+    for (let at = 0; at < bytes.byteLength; at += PIECE)
+      await writer.write(bytes.subarray(at, at + PIECE) as Uint8Array<ArrayBuffer>);
+    await writer.close();
+  })().catch(() => {});
   const reader = ds.readable.getReader();
-  const parts: Uint8Array[] = [];
   let n = 0;
   for (;;) {
     const { done, value } = await reader.read();
@@ -24,7 +53,6 @@ export async function inflateCapped(
       await reader.cancel().catch(() => {});
       throw new Error(`inflates to more than ${max} bytes`);
     }
-    parts.push(value);
+    each(value);
   }
-  return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
 }

@@ -2,7 +2,7 @@
 import { redact } from "../log.ts";
 import { fetchBytes } from "../store/sources/index.ts";
 import type { OpenOptions } from "../store/sources/types.ts";
-import { inflateCapped } from "./inflate.ts";
+import { inflateText } from "./inflate.ts";
 import { DeltaError, parseIndex, type DeltaIndex } from "./format.ts";
 
 /** A stored index larger than this is refused (a 20,000-file release's is ~1 MB). */
@@ -15,22 +15,26 @@ export async function fetchIndex(
   limits: { maxEntries: number; maxBytes: number },
   sha256?: string,
 ): Promise<{ index: DeltaIndex; bytes: number }> {
+  // The stored bytes and the inflated ones are out of scope (garbage) while the text is parsed.
+  const { text, bytes } = await indexText(url, opts, sha256);
+  try {
+    return { index: parseIndex(text, limits), bytes };
+  } catch (err) {
+    if (err instanceof DeltaError) throw new DeltaError(`${redact(url)}: ${err.message}`);
+    throw err;
+  }
+}
+
+async function indexText(url: string, opts: OpenOptions, sha256?: string): Promise<{ text: string; bytes: number }> {
   const gz = await fetchBytes(url, opts, MAX_INDEX_BYTES);
   if (sha256 !== undefined) {
     const actual = new Bun.CryptoHasher("sha256").update(gz).digest("hex");
     if (actual !== sha256)
       throw new DeltaError(`index ${redact(url)}: checksum mismatch: expected sha256 ${sha256}, got ${actual}`);
   }
-  let text: string;
   try {
-    text = new TextDecoder().decode(await inflateCapped(gz, "gzip", MAX_INDEX_JSON));
+    return { text: await inflateText(gz, "gzip", MAX_INDEX_JSON), bytes: gz.byteLength };
   } catch (err) {
     throw new DeltaError(`index ${redact(url)}: not a gzip'd index (${(err as Error).message})`, { cause: err });
-  }
-  try {
-    return { index: parseIndex(text, limits), bytes: gz.byteLength };
-  } catch (err) {
-    if (err instanceof DeltaError) throw new DeltaError(`${redact(url)}: ${err.message}`);
-    throw err;
   }
 }

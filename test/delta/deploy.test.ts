@@ -6,7 +6,7 @@ import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { appUser, asApp } from "../support/app-user.ts";
-import { deployWithLog, httpServer, tempDir } from "../support/helpers.ts";
+import { BINARY, deployWithLog, httpServer, tempDir, waitFor } from "../support/helpers.ts";
 import { describeTree, manifestFor, noise, publishRelease } from "./support.ts";
 
 const T0 = 1_700_000_000;
@@ -160,7 +160,7 @@ describe("delta deploys", () => {
     const { r1, r2 } = await twoReleases(d.path);
     const dest = join(d.path, "B");
     expect((await deployWithLog(manifestFor(r1, dest))).result.ok).toBe(true);
-    expect(fs.readdirSync(join(dest, "releases"))).toContain(".delta-r1.json.gz");
+    expect(fs.readdirSync(join(dest, "releases"))).toContain(".delta-r1.rec");
     const plain = await deployWithLog(manifestFor(r2, join(d.path, "C"), { delta: false }));
     expect(plain.result.ok).toBe(true);
     // world.dat is world-writable (0666): the app writes into it; it cannot set the mtime back.
@@ -178,7 +178,7 @@ describe("delta deploys", () => {
         .readdirSync(join(dest, "releases"))
         .filter((n) => n.startsWith(".delta-"))
         .sort(),
-    ).toEqual([".delta-r1.json.gz", ".delta-r2.json.gz"]);
+    ).toEqual([".delta-r1.rec", ".delta-r2.rec"]);
   });
 
   test("release: a pre command writing in place to a file the delta hard-linked: the tree is built again, and holds the release's bytes", async () => {
@@ -359,5 +359,159 @@ describe("delta deploys", () => {
     expect(log).toMatch(
       /delta: \d+ of \d+ chunks are missing here \(.*, more than 50% of the .* archive\); fetching the full archive/,
     );
+  });
+});
+
+describe("delta deploys: what the record and the releases are trusted with", () => {
+  const sameIno = (a: string, b: string) => fs.statSync(a).ino === fs.statSync(b).ino;
+  const bytesOf = (p: string) => fs.readFileSync(p);
+
+  test("a record that is not this tree's (another host's, copied in) is not believed: a file root rewrote in place keeping size and mtime is fetched, not linked", async () => {
+    await using d = tempDir();
+    const { r1, r2 } = await twoReleases(d.path);
+    const [b, c] = [join(d.path, "B"), join(d.path, "C")];
+    for (const dest of [b, c]) expect((await deployWithLog(manifestFor(r1, dest))).result.ok).toBe(true);
+    // Root rewrites B's same.bin in place, size and mtime kept: B's own record would still vouch for it
+    // (only root can set an mtime back: the record's stated trust), C's record names other inodes.
+    const same = join(b, "releases/r1/same.bin");
+    const st = fs.statSync(same);
+    const fd = fs.openSync(same, "r+");
+    fs.writeSync(fd, new Uint8Array(4096).fill(1), 0, 4096, 0);
+    fs.closeSync(fd);
+    fs.utimesSync(same, st.atime, st.mtime);
+    fs.copyFileSync(join(c, "releases/.delta-r1.rec"), join(b, "releases/.delta-r1.rec"));
+    const { result, log } = await deployWithLog(manifestFor(r2, b));
+    expect(result.ok).toBe(true);
+    expect(log).not.toMatch(/not re-hashed/);
+    expect(bytesOf(join(b, "releases/r2/same.bin")).equals(bytesOf(join(d.path, "src2/same.bin")))).toBe(true);
+    expect(sameIno(join(b, "releases/r2/same.bin"), same)).toBe(false);
+    // The untouched files are still hard-linked, after their bytes were compared.
+    expect(sameIno(join(b, "releases/r2/a.txt"), join(b, "releases/r1/a.txt"))).toBe(true);
+    const viaArchive = join(d.path, "A");
+    for (const r of [r1, r2]) await deployWithLog(manifestFor(r, viaArchive, { delta: false }));
+    expect(describeTree(`${join(b, "current")}/`)).toEqual(describeTree(`${join(viaArchive, "current")}/`));
+  });
+
+  test("names of a file in older releases are counted and it is linked again unread; a name outside, or in a release directory others can write, and it is written instead", async () => {
+    await using d = tempDir();
+    const { store, r1, r2 } = await twoReleases(d.path);
+    const r3 = await publishRelease(store, join(d.path, "src2"), "r3");
+    const deploy3 = async (name: string, plant?: (dest: string) => void) => {
+      const dest = join(d.path, name);
+      for (const r of [r1, r2]) expect((await deployWithLog(manifestFor(r, dest))).result.ok).toBe(true);
+      plant?.(dest);
+      const out = await deployWithLog(manifestFor(r3, dest));
+      expect(out.result.ok).toBe(true);
+      expect(bytesOf(join(dest, "releases/r3/same.bin")).equals(bytesOf(join(d.path, "src2/same.bin")))).toBe(true);
+      return {
+        dest,
+        log: out.log,
+        linked: sameIno(join(dest, "releases/r3/same.bin"), join(dest, "releases/r2/same.bin")),
+      };
+    };
+    const plain = await deploy3("plain");
+    expect(plain.linked).toBe(true);
+    expect(fs.statSync(join(plain.dest, "releases/r3/same.bin")).nlink).toBe(3);
+    expect(plain.log).toMatch(/not re-hashed/);
+    const outside = await deploy3("outside", (dest) =>
+      fs.linkSync(join(dest, "releases/r2/same.bin"), join(d.path, "kept-elsewhere")),
+    );
+    expect(outside.linked).toBe(false);
+    expect(sameIno(join(outside.dest, "releases/r3/a.txt"), join(outside.dest, "releases/r2/a.txt"))).toBe(true);
+    // r1's dir/sub writable by others: its deep.txt is a name someone else could have put there.
+    const writable = await deploy3("writable", (dest) => fs.chmodSync(join(dest, "releases/r1/dir/sub"), 0o777));
+    expect(writable.linked).toBe(true);
+    const deep = (rel: string) => join(writable.dest, rel, "dir/sub/deep.txt");
+    expect(sameIno(deep("releases/r3"), deep("releases/r2"))).toBe(false);
+    expect(bytesOf(deep("releases/r3")).toString()).toBe("deep\n");
+  });
+
+  test("--max-bandwidth holds on the delta path: the ranged GETs are paced", async () => {
+    await using d = tempDir();
+    const { store, r1, r2 } = await twoReleases(d.path);
+    await using origin = httpServer((req) => {
+      const body = fs.readFileSync(join(store, decodeURIComponent(new URL(req.url).pathname)));
+      const m = /^bytes=(\d+)-(\d+)$/.exec(req.headers.get("range") ?? "");
+      if (!m) return new Response(body);
+      const part = body.subarray(Number(m[1]), Number(m[2]) + 1);
+      return new Response(part, { status: 206, headers: { "content-range": `bytes ${m[1]}-${m[2]}/${body.length}` } });
+    });
+    const ranged = (from: number) =>
+      origin.requests.slice(from).reduce((n, r) => {
+        const m = /^bytes=(\d+)-(\d+)$/.exec(r.headers.get("range") ?? "");
+        return m ? n + Number(m[2]) - Number(m[1]) + 1 : n;
+      }, 0);
+    const run = async (dest: string, maxBandwidth?: number) => {
+      await deployWithLog(manifestFor(r1, dest));
+      const before = origin.requests.length;
+      const started = performance.now();
+      const out = await deployWithLog(manifestFor(r2, dest, { indexUrl: `${origin.url}/web/delta/r2.idx` }), {
+        fetch: { retry: 0, retryWaitMs: 10, maxBandwidth },
+      });
+      expect(out.result.ok).toBe(true);
+      expect(out.log).toContain("delta: fetched");
+      return { seconds: (performance.now() - started) / 1000, bytes: ranged(before) };
+    };
+    const free = await run(join(d.path, "free"));
+    expect(free.bytes).toBeGreaterThan(20_000);
+    // Capped at the ranges' bytes per second: about a second, where uncapped took a fraction of it.
+    const capped = await run(join(d.path, "capped"), free.bytes);
+    expect(capped.bytes).toBe(free.bytes);
+    expect(capped.seconds).toBeGreaterThan(0.9);
+    expect(capped.seconds).toBeGreaterThan(free.seconds + 0.5);
+  });
+
+  test("the agent killed with -9 in the middle of the build (waiting for a chunk it had to fetch again): the next deploy cleans up and builds the same tree", async () => {
+    await using d = tempDir();
+    const { store, r1, r2 } = await twoReleases(d.path);
+    let stall = true;
+    let ranged = 0;
+    await using origin = httpServer((req) => {
+      const body = fs.readFileSync(join(store, decodeURIComponent(new URL(req.url).pathname)));
+      const m = /^bytes=(\d+)-(\d+)$/.exec(req.headers.get("range") ?? "");
+      if (!m) return new Response(body);
+      // The first ranged GET is the plan's; the second comes from the build: held until the kill.
+      if (++ranged === 2 && stall) return new Promise<Response>(() => {});
+      const part = body.subarray(Number(m[1]), Number(m[2]) + 1);
+      return new Response(part, { status: 206, headers: { "content-range": `bytes ${m[1]}-${m[2]}/${body.length}` } });
+    });
+    const dest = join(d.path, "B");
+    const tmp = join(d.path, "tmp");
+    const state = join(d.path, "state");
+    fs.mkdirSync(tmp);
+    const env = { PATH: process.env.PATH, TMPDIR: tmp };
+    expect((await deployWithLog(manifestFor(r1, dest), { env })).result.ok).toBe(true);
+    // world.dat is unchanged in r2 but rewritten in r1 since recorded: not linked, its chunk no longer
+    // held here, so the build fetches it.
+    fs.writeFileSync(join(dest, "releases/r1/world.dat"), noise(99, 100_000));
+    const manifest = manifestFor(r2, dest, { indexUrl: `${origin.url}/web/delta/r2.idx` });
+    const agent = Bun.spawn([BINARY, "agent"], {
+      stdin: new TextEncoder().encode(`${manifest}\n`),
+      stdout: "ignore",
+      stderr: "pipe",
+      env: { ...env, PULLDEPLOY_STATE_DIR: state },
+    });
+    await waitFor(() => ranged === 2, "the build's ranged GET");
+    const partial = fs.readdirSync(join(dest, "releases")).find((n) => n.startsWith(".partial-r2-"));
+    expect(partial).toBeDefined();
+    expect(fs.existsSync(join(dest, "releases", partial!, "a.txt"))).toBe(true);
+    expect(fs.readdirSync(tmp).some((n) => n.startsWith(`pulldeploy-delta-${agent.pid}-`))).toBe(true);
+    agent.kill("SIGKILL");
+    await agent.exited;
+    stall = false;
+    const { result, log } = await deployWithLog(manifest, { env });
+    expect(result.ok).toBe(true);
+    expect(log).toContain("delta: fetched");
+    expect(fs.readdirSync(join(dest, "releases")).sort()).toEqual([
+      ".delta-r1.rec",
+      ".delta-r2.rec",
+      ".order",
+      "r1",
+      "r2",
+    ]);
+    expect(fs.readdirSync(tmp)).toEqual([]);
+    const viaArchive = join(d.path, "A");
+    for (const r of [r1, r2]) await deployWithLog(manifestFor(r, viaArchive, { delta: false }));
+    expect(describeTree(`${join(dest, "current")}/`)).toEqual(describeTree(`${join(viaArchive, "current")}/`));
   });
 });
