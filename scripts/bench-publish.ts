@@ -14,6 +14,10 @@
  *
  * `--baseline-bin PATH` also times another executable's publish (contender `baseline`, alternating
  * with `publish`), with PASS/FAIL against ≤ 1.05× its median (issue 8); `make bench BENCH_BASELINE=<commit>`.
+ *
+ * `--no-delta` publishes this checkout's releases without the delta index and packs (`publish
+ * --no-delta`): like for like against a baseline from before delta transfers (issue 11), which
+ * writes neither; the delta's own cost is the difference between a run with and one without.
  */
 import * as fs from "node:fs";
 import { join, resolve } from "node:path";
@@ -31,6 +35,7 @@ const { values: flags } = parseArgs({
     seed: { type: "string", default: "1" },
     "upload-file": { type: "string" },
     "baseline-bin": { type: "string" },
+    "no-delta": { type: "boolean", default: false },
   },
   allowPositionals: true,
   strict: true,
@@ -157,6 +162,7 @@ async function once(tool: Tool, dir: string): Promise<Measured> {
         "/srv/web",
         "--no-kv",
         "--no-event",
+        ...(tool === "publish" && flags["no-delta"] ? ["--no-delta"] : []),
       ],
       { env, pollRss: true },
     );
