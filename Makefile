@@ -87,13 +87,15 @@ test: setup build check
 # e.g. make bench BENCH_ARGS="--files 2000 --size-mb 24 --big-gb 0".
 # BENCH_BASELINE=<commit> builds that commit's executable with the same flags (scripts/build-baseline.sh:
 # a git worktree in a temp dir, kept in .bench/baseline/) and both scripts time it beside this one
-# (--baseline-bin: issue 8's ≤ 1.05× lines), e.g. make bench BENCH_BASELINE=386a006.
+# (--baseline-bin: issue 8's ≤ 1.05× lines), and scripts/bench-releases.ts (BENCH_RELEASES_ARGS) times the release
+# strategy with keep_releases releases kept against it, e.g. make bench BENCH_BASELINE=386a006.
 bench: setup build
 	status=0; baseline=""; \
 	  if [ -n "$(BENCH_BASELINE)" ]; then baseline=$$(scripts/build-baseline.sh '$(BENCH_BASELINE)' $(COMPILE_FLAGS)) || exit 1; fi; \
 	  $(BUN) scripts/bench-agent.ts $(BENCH_ARGS) $${baseline:+--baseline-bin "$$baseline"} $(BENCH_AGENT_ARGS) || status=$$?; \
 	  $(BUN) scripts/bench-publish.ts $(BENCH_ARGS) $${baseline:+--baseline-bin "$$baseline"} $(BENCH_PUBLISH_ARGS) || status=$$?; \
 	  $(BUN) scripts/bench-delta.ts $(BENCH_ARGS) $(BENCH_DELTA_ARGS) || status=$$?; \
+	  if [ -n "$$baseline" ]; then $(BUN) scripts/bench-releases.ts --baseline-bin "$$baseline" $(BENCH_RELEASES_ARGS) || status=$$?; fi; \
 	  exit $$status
 
 # The archive and manifest fuzzers (test/fuzz) beyond make test's fixed 300 cases: FUZZ_RUNS cases
