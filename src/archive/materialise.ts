@@ -190,9 +190,19 @@ export class Materialiser implements EntrySink {
       this.lastDir = parent;
       return;
     }
-    let made: string | undefined;
+    // Counted before they are made, so that a refused entry leaves no more than the limit on disk: the
+    // missing levels, from the deepest up to the first that exists.
+    let missing = 0;
+    for (let dir = parent; ; ) {
+      if (fs.lstatSync(join(this.root, dir), { throwIfNoEntry: false }) !== undefined) break;
+      missing++;
+      const up = dir.lastIndexOf("/");
+      if (up === -1) break;
+      dir = dir.slice(0, up);
+    }
+    if (missing > 0) this.countImplied(missing, name);
     try {
-      made = fs.mkdirSync(join(this.root, parent), { recursive: true, mode: 0o755 });
+      fs.mkdirSync(join(this.root, parent), { recursive: true, mode: 0o755 });
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
       if (e.code === "EEXIST" || e.code === "ENOTDIR")
@@ -201,8 +211,6 @@ export class Materialiser implements EntrySink {
     }
     this.lastDir = parent;
     this.madeDirs.add(parent);
-    if (made === undefined) return;
-    this.countImplied(parent.split("/").length - made.slice(this.root.length + 1).split("/").length + 1, name);
   }
   private lastDir = "";
   /** Directories made here (relative), forgotten whenever a directory is removed (`rmIfExists`). */

@@ -507,6 +507,20 @@ describe("class 3: meta entries can't grow memory or bypass the limits", () => {
     );
   });
 
+  test("one deep directory name over --max-files is refused before its directories are made", async () => {
+    // The fuzzer's find (FUZZ_SEED=4242 case 3933): the parents were made, then counted, so a refused
+    // entry left up to ~2,000 directories (a 4,096-byte name) beyond the limit.
+    for (const type of ["5", "0"] as const) {
+      const r = await refused(
+        tar(pax([rec("path", `${"d/".repeat(120)}x`)]), entry({ name: "x", type, data: type === "0" ? "1" : "" })),
+        `too many entries (limit 64, counting 1 pax and long-name headers, counting 120 directories the archive ` +
+          `implies): ${"d/".repeat(120)}x`,
+        { maxEntries: 64 },
+      );
+      expect(r.tree).toEqual([]);
+    }
+  });
+
   test("a stream of meta entries alone hits --max-files", async () => {
     const p = long("L", "x");
     await refused(
