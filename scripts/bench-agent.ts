@@ -45,7 +45,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { measure, median, sh, writeApp, type AppSpec, type Measured } from "./bench-lib.ts";
+import { benchApp, measure, median, sh, writeApp, type AppSpec, type Measured } from "./bench-lib.ts";
 
 const { values: flags } = parseArgs({
   options: {
@@ -73,13 +73,7 @@ const MB = 2 ** 20;
 const work = resolve(flags.work);
 const reps = Number(flags.reps);
 const seed = Number(flags.seed);
-const spec: AppSpec = {
-  files: Number(flags.files),
-  bytes: Number(flags["size-mb"]) * 1e6,
-  randomShare: 0.1,
-  seed,
-  changeShare: 0.01,
-};
+const spec = benchApp(flags, 0.01);
 const bigGb = Number(flags["big-gb"]);
 const bigSpec: AppSpec = { files: 2000, bytes: bigGb * 2 ** 30, randomShare: 0.5, seed: seed + 100, changeShare: 0 };
 

@@ -28,7 +28,7 @@
 import * as fs from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { measure, median, randomBytes, writeApp, type AppSpec, type Measured } from "./bench-lib.ts";
+import { benchApp, measure, median, randomBytes, writeApp, type Measured } from "./bench-lib.ts";
 
 const { values: flags } = parseArgs({
   options: {
@@ -54,13 +54,7 @@ const reps = Number(flags.reps);
 const fleetReps = Number(flags["fleet-reps"]);
 const agents = Number(flags.agents);
 const capBytes = Number(flags["cap-mb"]) * 1e6;
-const spec: AppSpec = {
-  files: Number(flags.files),
-  bytes: Number(flags["size-mb"]) * 1e6,
-  randomShare: 0.1,
-  seed: Number(flags.seed),
-  changeShare: 0.01,
-};
+const spec = benchApp(flags, 0.01);
 const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
 
 fs.mkdirSync(work, { recursive: true });

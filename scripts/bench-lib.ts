@@ -120,6 +120,20 @@ export interface AppSpec {
   changeShare: number;
 }
 
+/**
+ * The benchmark app every bench script generates from its flags (`--files`, `--size-mb`, `--seed`):
+ * 10% of its bytes random, `changeShare` of its files changed in version 2.
+ */
+export function benchApp(flags: { files: string; "size-mb": string; seed: string }, changeShare: number): AppSpec {
+  return {
+    files: Number(flags.files),
+    bytes: Number(flags["size-mb"]) * 1e6,
+    randomShare: 0.1,
+    seed: Number(flags.seed),
+    changeShare,
+  };
+}
+
 interface FileSpec {
   path: string;
   size: number;

@@ -22,7 +22,7 @@
 import * as fs from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { measure, median, sh, writeApp, type AppSpec, type Measured } from "./bench-lib.ts";
+import { benchApp, measure, median, sh, writeApp, type AppSpec, type Measured } from "./bench-lib.ts";
 
 const { values: flags } = parseArgs({
   options: {
@@ -85,13 +85,7 @@ const FLOORS = { ratio: 0.6, rssMb: 150 };
 const work = resolve(flags.work, "publish");
 const reps = Number(flags.reps);
 const seed = Number(flags.seed);
-const spec: AppSpec = {
-  files: Number(flags.files),
-  bytes: Number(flags["size-mb"]) * 1e6,
-  randomShare: 0.1,
-  seed,
-  changeShare: 0,
-};
+const spec = benchApp(flags, 0);
 const bigGb = Number(flags["big-gb"]);
 const bigSpec: AppSpec = { files: 2000, bytes: bigGb * 2 ** 30, randomShare: 0.5, seed: seed + 100, changeShare: 0 };
 const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);

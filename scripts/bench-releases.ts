@@ -17,7 +17,7 @@
 import * as fs from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { measure, median, sh, writeApp, type AppSpec, type Measured } from "./bench-lib.ts";
+import { benchApp, measure, median, sh, writeApp, type Measured } from "./bench-lib.ts";
 
 const { values: flags } = parseArgs({
   options: {
@@ -41,13 +41,7 @@ const MB = 2 ** 20;
 const work = resolve(flags.work);
 const reps = Number(flags.reps);
 const keep = Number(flags.keep);
-const spec: AppSpec = {
-  files: Number(flags.files),
-  bytes: Number(flags["size-mb"]) * 1e6,
-  randomShare: 0.1,
-  seed: Number(flags.seed),
-  changeShare: 0.01,
-};
+const spec = benchApp(flags, 0.01);
 const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
 const contenders = { current: resolve(flags.bin), baseline: resolve(flags["baseline-bin"]) };
 

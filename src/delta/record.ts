@@ -22,14 +22,7 @@ import { pidAlive } from "../pid.ts";
 import type { DeltaIndex } from "./format.ts";
 
 /** A file as recorded: its stat fields, and where its chunks are in the record (`DeltaRecord.hash`, `chunkSize`). */
-export interface RecordedFile {
-  ino: number;
-  ctimeMs: number;
-  size: number;
-  mtimeMs: number;
-  mode: number;
-  uid: number;
-  gid: number;
+export interface RecordedFile extends RecordStat {
   chunkCount: number;
   /** Offset of its first chunk in the record. */
   chunks: number;
