@@ -9,8 +9,8 @@
  *
  * Stored binary (format `pulldeploy-delta-record/2`), mode 0600, written to a temp name and renamed;
  * read only when it is a regular file owned by this user and writable by no one else. Read into one
- * buffer, looked up by the index's entries (`align`): 20,000 files cost its 2.6 MB, not an object
- * per file and chunk. A stale, missing, older-format or malformed record only costs hashing.
+ * buffer, looked up by the index's entries (`align`): memory of its size, not an object per file
+ * and chunk. A stale, missing, older-format or malformed record only costs hashing.
  *
  *   "pulldeploy-delta-record/2\n", then per file:
  *     u32 path length, path (UTF-8), f64 ino, ctimeMs, size, mtimeMs, u32 mode, uid, gid, chunk count,

@@ -120,8 +120,8 @@ export function removeEntry(parent: Dir, name: string, retried = false): void {
   if (st.isDirectory()) {
     // Bun's recursive rmSync walks by descriptor: each directory opened with O_NOFOLLOW|O_DIRECTORY
     // relative to its parent's, each entry removed with unlinkat (a symlink is unlinked, never
-    // entered; seen with strace on the pinned Bun), as `removeDir` does, in native code (a 5,000-file
-    // release: ~2/3 of the CPU). It stops at a read-only directory of a non-root run: then ours.
+    // entered; seen with strace on the pinned Bun), as `removeDir` does, in native code (much less
+    // CPU). It stops at a read-only directory of a non-root run: then ours.
     try {
       fs.rmSync(parent.at(name), { recursive: true, force: true });
       return;
