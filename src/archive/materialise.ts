@@ -194,7 +194,16 @@ export class Materialiser implements EntrySink {
     // missing levels, from the deepest up to the first that exists.
     let missing = 0;
     for (let dir = parent; ; ) {
-      if (fs.lstatSync(join(this.root, dir), { throwIfNoEntry: false }) !== undefined) break;
+      const st = fs.lstatSync(join(this.root, dir), { throwIfNoEntry: false });
+      if (st !== undefined) {
+        if (missing === 0 && st.isDirectory()) {
+          // There already: nothing to make.
+          this.lastDir = parent;
+          this.madeDirs.add(parent);
+          return;
+        }
+        break;
+      }
       missing++;
       const up = dir.lastIndexOf("/");
       if (up === -1) break;
@@ -202,6 +211,7 @@ export class Materialiser implements EntrySink {
     }
     if (missing > 0) this.countImplied(missing, name);
     try {
+      // Also when the parent exists as something else: mkdir then says what (EEXIST, ENOTDIR).
       fs.mkdirSync(join(this.root, parent), { recursive: true, mode: 0o755 });
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
