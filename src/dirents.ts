@@ -1,13 +1,11 @@
 /**
  * A directory's entries with their inode numbers, read from an opened directory with getdents64(2)
  * (libc's, through bun:ffi): one system call per few hundred entries, where an lstat per name costs
- * one each and Node's readdir gives no inode numbers. For the link-dest vouching, which asks "which
- * names of this peer directory are this inode?" for every file of an archive.
+ * one each and Node's readdir gives no inode numbers. For the link-dest vouching, which asks "how
+ * many names of this peer directory are this inode?" for every file of an archive.
  *
- * Names are keyed by their bytes (each byte one char, as latin1 reads them: `direntKey` spells a name
- * the same way), so that two names are one key only when they are the same bytes: a name that is not
- * valid UTF-8 never collapses into another. An inode number is the entry's own, except for a mount
- * point (the covered directory's): no regular file shares it.
+ * An inode number is the entry's own, except for a mount point (the covered directory's): no regular
+ * file shares it.
  */
 
 type Getdents = (fd: number, buf: Uint8Array) => number;
@@ -34,36 +32,35 @@ const BUFFER = 64 * 1024;
 const MAX_RECORD = 280;
 let buffer: Buffer | undefined;
 
-/** `name`'s key in `inodesOf`'s map: its UTF-8 bytes, one char each. */
-export function direntKey(name: string): string {
-  return /^[\x00-\x7f]*$/.test(name) ? name : Buffer.from(name, "utf8").toString("latin1");
-}
-
 /**
- * Name (`direntKey`) → inode number of every entry of the directory open as `fd` (`.` and `..` left out), read from
- * its start; undefined when getdents64 is unavailable or fails (the caller then looks names up one by
- * one, or trusts nothing). The descriptor's position is left at the end: read it once.
+ * Inode number → how many entries of the directory open as `fd` are that inode (`.` and `..` left
+ * out), read from its start; undefined when getdents64 is unavailable or fails (the caller then looks
+ * names up one by one, or trusts nothing). No name is decoded: the link-dest vouching counts names of
+ * an inode, it does not need to spell them. The descriptor's position is left at the end: read it once.
  */
-export function inodesOf(fd: number): Map<string, number> | undefined {
+export function inodeCounts(fd: number): Map<number, number> | undefined {
   const call = load();
   if (call === null) return undefined;
   buffer ??= Buffer.alloc(BUFFER);
-  const view = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength);
-  const out = new Map<string, number>();
+  const buf = buffer;
+  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const out = new Map<number, number>();
   for (;;) {
-    const n = call(fd, buffer);
+    const n = call(fd, buf);
     if (n < 0) return undefined;
     if (n === 0) return out;
     // struct linux_dirent64: u64 d_ino, s64 d_off, u16 d_reclen, u8 d_type, char d_name[] (NUL-ended).
-    const text = buffer.toString("latin1", 0, n);
     for (let at = 0; at < n; ) {
       const reclen = view.getUint16(at + 16, true);
-      if (reclen === 0 || at + reclen > n) return undefined;
-      const start = at + 19;
-      let end = start;
-      while (end < at + reclen && buffer[end] !== 0) end++;
-      const name = text.slice(start, end);
-      if (name !== "." && name !== "..") out.set(name, Number(view.getBigUint64(at, true)));
+      if (reclen < 20 || at + reclen > n) return undefined;
+      const c0 = buf[at + 19];
+      const dots = c0 === 0x2e && (buf[at + 20] === 0 || (buf[at + 20] === 0x2e && buf[at + 21] === 0));
+      if (!dots) {
+        // Two halves, not getBigUint64: no BigInt per entry (inode numbers stay below 2^53 in practice,
+        // and a larger one only loses precision the same way for every name of it).
+        const ino = view.getUint32(at, true) + view.getUint32(at + 4, true) * 0x1_0000_0000;
+        out.set(ino, (out.get(ino) ?? 0) + 1);
+      }
       at += reclen;
     }
     // Room for another entry was left: the directory ended (Linux fills the buffer while entries remain;

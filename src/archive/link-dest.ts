@@ -10,7 +10,7 @@
  */
 import * as fs from "node:fs";
 import { join } from "node:path";
-import { direntKey, inodesOf } from "../dirents.ts";
+import { inodeCounts } from "../dirents.ts";
 import { openNewFile, unlinkEntry, writeAll } from "./files.ts";
 import type { TarHeader } from "./tar-header.ts";
 
@@ -34,11 +34,11 @@ interface PeerWalk {
   /** A directory found missing (or not a real one) at the last lookup: nothing below it is looked up. */
   failed: string | undefined;
   /**
-   * Per directory, its names and inode numbers, read once (`inodesOf`: a descriptor is read to its end,
-   * and a parent is returned to after its subdirectories), or null where they can't be (each name is
-   * then looked up); undefined until asked.
+   * Per directory, how many of its names each inode has, read once (`inodeCounts`: a descriptor is read
+   * to its end, and a parent is returned to after its subdirectories), or null where they can't be (the
+   * file's own name is then looked up); undefined until asked.
    */
-  listings: (Map<string, number> | null | undefined)[];
+  listings: (Map<number, number> | null | undefined)[];
   /** The directory (as given) the chain leads to now, when complete. */
   dir: string | undefined;
 }
@@ -170,16 +170,19 @@ export class LinkDest {
   private linkDirs = new Map<string, number>();
   private linkSafe = new Map<string, boolean>();
   private onlyOurs(st: fs.Stats): boolean {
-    return st.uid === (process.getuid?.() ?? 0) && (st.mode & 0o022) === 0;
+    return st.uid === this.uid && (st.mode & 0o022) === 0;
   }
+  private readonly uid = process.getuid?.() ?? 0;
 
   /**
    * The file just linked (`now`, with our new name counted in its nlink) is one the agent can vouch
    * for: its directory in `linkFrom` is still the real one checked before the link (no one else can
    * have swapped it if it and every directory above are writable by the agent's user alone, as in a
-   * release packed by `publish`), and each of its other names is the same path in a distinct real
-   * directory of `linkFrom` or a peer (a release it was linked into before). A name more, such as a
-   * hard link the app made to a file outside the tree, and it is written instead.
+   * release packed by `publish`), and each of its other names is a name in the same directory of
+   * `linkFrom` or a peer (a release it was linked into before), each directory a distinct real one
+   * reached without following a link. A name more, such as a hard link the app made to a file outside
+   * the tree, and it is written instead. Which name it has there does not matter: every name counted is
+   * inside a release, and the count must equal nlink exactly.
    */
   private vouched(rel: string, now: fs.Stats, parent: number): boolean {
     const slash = rel.lastIndexOf("/");
@@ -194,7 +197,8 @@ export class LinkDest {
     if (this.peers === undefined) return false;
     const base = slash === -1 ? rel : rel.slice(slash + 1);
     const seen = new Set([parent]);
-    let key: string | undefined;
+    // Names still to account for: all but `linkFrom`'s and ours.
+    let missing = now.nlink - 2;
     // Newest release first: a file changed a few releases ago has its names there, and the loop stops
     // as soon as every name is accounted for.
     for (const walk of this.peerWalks()) {
@@ -204,14 +208,18 @@ export class LinkDest {
       // a redeploy's system calls with a few releases kept), else a lookup of this name.
       const level = walk.fds.length - 1;
       let listing = walk.listings[level];
-      if (listing === undefined) listing = walk.listings[level] = inodesOf(walk.fds[level]!) ?? null;
-      const ino =
+      if (listing === undefined) listing = walk.listings[level] = inodeCounts(walk.fds[level]!) ?? null;
+      const names =
         listing !== null
-          ? listing.get((key ??= direntKey(base)))
-          : fs.lstatSync(`${holder.path}/${base}`, { throwIfNoEntry: false })?.ino;
-      if (ino !== now.ino) continue;
+          ? (listing.get(now.ino) ?? 0)
+          : fs.lstatSync(`${holder.path}/${base}`, { throwIfNoEntry: false })?.ino === now.ino
+            ? 1
+            : 0;
+      if (names === 0) continue;
       seen.add(holder.ino);
-      if (seen.size === now.nlink - 1) return true;
+      missing -= names;
+      // More names than nlink: a listing read before a name was removed; trust none of it.
+      if (missing <= 0) return missing === 0;
     }
     return false;
   }
@@ -283,7 +291,9 @@ export class LinkDest {
     for (let i = keep; i < names.length; i++) {
       let fd: number;
       try {
-        fd = fs.openSync(`/proc/self/fd/${walk.fds[i]}/${names[i]}`, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+        // Through the plain path where no one else can change an entry on the way (`paths`).
+        const at = walk.ours[i] ? `${walk.paths[i]}/${names[i]}` : `/proc/self/fd/${walk.fds[i]}/${names[i]}`;
+        fd = fs.openSync(at, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
       } catch {
         walk.failed = names.slice(0, i + 1).join("/");
         return undefined;
