@@ -4,7 +4,8 @@
  * is linked in first, then the incoming bytes are compared with it as they stream; the first difference
  * turns it back into a written file. What `from` holds is never written, truncated, chmod-ed or
  * chown-ed. Its owner may be hostile (SECURITY.md, class 2): a file is linked only when reached through
- * real directories (no symlink followed) and when every other name of its inode is accounted for.
+ * real directories (no symlink followed) and when every other name of its inode is accounted for (or
+ * no one but root can have made one).
  * Each linked file is remembered (inode, size, mtime, mode, owner) so that a change made to it in
  * place later, through the other name, can be detected (`changedLink`).
  */
@@ -15,6 +16,17 @@ import { openNewFile, unlinkEntry, writeAll } from "./files.ts";
 import type { TarHeader } from "./tar-header.ts";
 
 const { O_RDONLY, O_DIRECTORY, O_NOFOLLOW } = fs.constants;
+
+let protectedHardlinks: boolean | undefined;
+/** fs.protected_hardlinks is 1: a user may hard-link only a file it owns or may read and write. */
+export function hardlinksProtected(): boolean {
+  try {
+    protectedHardlinks ??= fs.readFileSync("/proc/sys/fs/protected_hardlinks", "latin1").trim() === "1";
+  } catch {
+    protectedHardlinks = false; // no procfs (a container without it): assume not
+  }
+  return protectedHardlinks;
+}
 
 /** A peer release's directories from its root down to the one last looked up, each opened. */
 interface PeerWalk {
@@ -194,6 +206,7 @@ export class LinkDest {
     )
       return false;
     if (now.nlink === 2) return true; // `linkFrom`'s name, proven by the lstat before the link, and ours
+    if (this.onlyOursMadeNames(now, dir)) return true;
     if (this.peers === undefined) return false;
     const base = slash === -1 ? rel : rel.slice(slash + 1);
     const seen = new Set([parent]);
@@ -222,6 +235,18 @@ export class LinkDest {
       if (missing <= 0) return missing === 0;
     }
     return false;
+  }
+
+  /**
+   * Every name of the inode was made by the agent's user (root), so none needs looking for: the file is
+   * that user's and writable by no one else, the kernel refuses a hard link to a file one neither owns
+   * nor may write (fs.protected_hardlinks = 1), and its directory in `linkFrom` and every one above can
+   * be changed by that user alone (`linkSafe`), so no one else can have moved a name of some other file
+   * there. The file's owner and mode are its own since it was made (link-dest never chmods or chowns an
+   * inode it did not just write, and a mode or owner change in an archive makes a new file).
+   */
+  private onlyOursMadeNames(now: fs.Stats, dir: string): boolean {
+    return now.uid === this.uid && (now.mode & 0o022) === 0 && this.linkSafe.get(dir) === true && hardlinksProtected();
   }
 
   /**

@@ -6,7 +6,7 @@
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { appUser, asApp } from "../support/app-user.ts";
 import { BINARY, listTree, run, tarGz, tempDir, waitFor, writeTree } from "../support/helpers.ts";
 
@@ -364,7 +364,10 @@ suite("class 2: shared_paths and hard links from the previous release or dest", 
       ok(await s.agent(s.release("r1", "1")));
       const victimFile = join(s.victim, "f");
       const inDest = strategy === "release" ? join(s.dest, "releases/r1/lib/a.js") : join(s.dest, "lib/a.js");
-      // What an app can do where fs.protected_hardlinks is 0 (done as root here, where it is 1).
+      // What an app can do where fs.protected_hardlinks is 0 (done as root here, where it is 1), in a
+      // directory it owns (say, after a `chown -R` of dest). In a directory only root can change, no one
+      // else could have put a name there, and a root-owned file needs no accounting (nofollow.test.ts).
+      fs.chownSync(dirname(inDest), APP!.uid, APP!.gid);
       fs.rmSync(inDest);
       fs.linkSync(victimFile, inDest);
       const before = victimState(s.victim);

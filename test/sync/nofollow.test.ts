@@ -7,6 +7,7 @@ import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { DEFAULT_LIMITS, TarExtractor } from "../../src/archive/extract.ts";
+import { hardlinksProtected } from "../../src/archive/link-dest.ts";
 import {
   checkDest,
   onlyRootCanChange,
@@ -34,6 +35,15 @@ function victimDir(d: string) {
 }
 
 /** Extract the tar at `archive` into `root` (made 0700), hard-linking from `linkFrom`, other names in `peers`. */
+/**
+ * Files of the app's user in the archive (so, extracted as root, in each release): the app could hard-link
+ * them anywhere, so every other name must be accounted for. A root-owned file needs no accounting where
+ * fs.protected_hardlinks is 1 (see "names only root can have made" below).
+ */
+function appOwned(src: string, files: string[]) {
+  for (const f of files) fs.chownSync(join(src, f), APP!.uid, APP!.gid);
+}
+
 function extractWith(archive: string) {
   return (root: string, linkFrom?: string, peers?: string[]) => {
     fs.mkdirSync(root, { recursive: true, mode: 0o700 });
@@ -223,6 +233,7 @@ describe("link-dest accounting: a file is linked only when every name of its ino
     const src = join(d, "src");
     writeTree(src, { "lib/a.js": "same bytes" });
     fs.utimesSync(join(src, "lib/a.js"), T, T);
+    appOwned(src, ["lib/a.js"]);
     const archive = join(d, "app.tar");
     const r = Bun.spawnSync(["tar", "cf", archive, "-C", src, "."]);
     if (r.exitCode !== 0) throw new Error(r.stderr.toString());
@@ -267,6 +278,57 @@ describe("link-dest accounting: a file is linked only when every name of its ino
   });
 });
 
+describe("link-dest: names only root can have made need no accounting", () => {
+  const T = 1_650_000_000;
+  function setup(d: string, mode: number) {
+    const src = join(d, "src");
+    writeTree(src, { "lib/a.js": { mode, content: "same bytes" } });
+    fs.chmodSync(join(src, "lib/a.js"), mode);
+    fs.utimesSync(join(src, "lib/a.js"), T, T);
+    const archive = join(d, "app.tar");
+    const r = Bun.spawnSync(["tar", "cf", archive, "-C", src, "."]);
+    if (r.exitCode !== 0) throw new Error(r.stderr.toString());
+    return extractWith(archive);
+  }
+  // Where the kernel lets anyone hard-link what they can see, a root-owned file is accounted for too.
+  const shortcut = hardlinksProtected() ? 1 : 0;
+
+  test("root's file, writable by root alone, with another name root made outside the releases: linked", async () => {
+    await using d = tempDir();
+    const extract = setup(d.path, 0o644);
+    const rel = (r: string) => join(d.path, "releases", r);
+    extract(rel("r1"));
+    fs.linkSync(join(rel("r1"), "lib/a.js"), join(d.path, "backup")); // a root process's (say, a backup's)
+    expect(extract(rel("r2"), rel("r1"), [rel("r1")]).linked).toBe(shortcut);
+    expect(fs.statSync(join(rel("r2"), "lib/a.js")).nlink).toBe(shortcut ? 3 : 1);
+  });
+
+  test("the same file writable by its group: every name accounted for, so the outside one means written", async () => {
+    await using d = tempDir();
+    const extract = setup(d.path, 0o664);
+    const rel = (r: string) => join(d.path, "releases", r);
+    extract(rel("r1"));
+    expect(fs.statSync(join(rel("r1"), "lib/a.js")).mode & 0o777).toBe(0o664);
+    expect(extract(rel("r2"), rel("r1"), [rel("r1")]).linked).toBe(1); // nlink 2: no other name
+    fs.linkSync(join(rel("r1"), "lib/a.js"), join(d.path, "outside"));
+    const ex = extract(rel("r3"), rel("r2"), [rel("r1"), rel("r2")]);
+    expect(ex.linked).toBe(0);
+    expect(fs.statSync(join(rel("r3"), "lib/a.js")).nlink).toBe(1);
+  });
+
+  test("root's file in a directory the app owns in the previous release (a name it could have moved there): accounted for", async () => {
+    await using d = tempDir();
+    const extract = setup(d.path, 0o644);
+    const rel = (r: string) => join(d.path, "releases", r);
+    extract(rel("r1"));
+    fs.linkSync(join(rel("r1"), "lib/a.js"), join(d.path, "outside"));
+    fs.chownSync(join(rel("r1"), "lib"), APP!.uid, APP!.gid);
+    const ex = extract(rel("r2"), rel("r1"), [rel("r1")]);
+    expect(ex.linked).toBe(0);
+    expect(fs.statSync(join(rel("r2"), "lib/a.js")).nlink).toBe(1);
+  });
+});
+
 describe("link-dest accounting across the peers' directories (each opened once, never through a symlink)", () => {
   const T = 1_650_000_000;
   const FILES = ["top.js", "a/x.js", "a/b/y.js", "a/b/c/z.js", "a/d/w.js", "e/v.js"];
@@ -274,6 +336,7 @@ describe("link-dest accounting across the peers' directories (each opened once, 
     const src = join(d, "src");
     writeTree(src, Object.fromEntries(FILES.map((f) => [f, `bytes of ${f}`])));
     for (const f of FILES) fs.utimesSync(join(src, f), T, T);
+    appOwned(src, FILES);
     const archive = join(d, "app.tar");
     const r = Bun.spawnSync(["tar", "cf", archive, "-C", src, "."]);
     if (r.exitCode !== 0) throw new Error(r.stderr.toString());
@@ -303,6 +366,7 @@ describe("link-dest accounting across the peers' directories (each opened once, 
     const files = order.filter((f) => f.endsWith(".js"));
     writeTree(src, Object.fromEntries(files.map((f) => [f, `bytes of ${f}`])));
     for (const f of files) fs.utimesSync(join(src, f), T, T);
+    appOwned(src, files);
     const archive = join(d.path, "app.tar");
     const r = Bun.spawnSync(["tar", "cf", archive, "-C", src, "--no-recursion", ...order]);
     if (r.exitCode !== 0) throw new Error(r.stderr.toString());
