@@ -142,9 +142,10 @@ function stdinIsTTY(fs: typeof import("node:fs")): boolean {
  * `maxBytes`, ending within `timeoutMs`: a trigger is written at once and closed by `consul watch`
  * and serf, so a writer that holds stdin open without writing, or trickles, must not hold the host's
  * deploys hostage. The fast path (a file, or a pipe already written and closed) is `readSync` on a
- * non-blocking descriptor of the same pipe (`/proc/self/fd/0`), ~free; only when the pipe is empty
- * but still open does the reader wait, in `poll(2)` (through `bun:ffi`, ~1 ms to load), slices of at
- * most 250 ms so that SIGINT/SIGTERM are handled between them.
+ * non-blocking descriptor of the same pipe (`/proc/self/fd/0`), ~free; when the pipe is empty but still
+ * open the reader naps and reads again (`napUntilRetry`). A socket (no such reopening) is read blocking,
+ * each read after `poll(2)` (through `bun:ffi`) in slices of at most 250 ms so that SIGINT/SIGTERM are
+ * handled between them.
  */
 async function readStdin(fs: typeof import("node:fs"), opts: { timeoutMs: number; maxBytes: number }): Promise<string> {
   const deadline = performance.now() + opts.timeoutMs;
@@ -152,6 +153,7 @@ async function readStdin(fs: typeof import("node:fs"), opts: { timeoutMs: number
   let total = 0;
   let fd = 0;
   let waitReadable: ((fd: number, ms: number) => boolean) | undefined;
+  let naps = 0;
   try {
     if (!fs.fstatSync(0).isFile()) fd = fs.openSync("/proc/self/fd/0", fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
   } catch {
@@ -167,10 +169,10 @@ async function readStdin(fs: typeof import("node:fs"), opts: { timeoutMs: number
         n = fs.readSync(fd, buf, 0, buf.length, null);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== "EAGAIN") throw err;
-        waitReadable ??= await pollerFor();
-        await waitUntilReadable(waitReadable, fd, deadline, opts.timeoutMs);
+        await napUntilRetry(naps++, deadline, opts.timeoutMs);
         continue;
       }
+      naps = 0;
       if (n === 0) break;
       total += n;
       if (total > opts.maxBytes) {
@@ -189,6 +191,26 @@ async function readStdin(fs: typeof import("node:fs"), opts: { timeoutMs: number
   return new TextDecoder().decode(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks));
 }
 
+/**
+ * The pipe was empty but still open: sleep 1, 2, 4… up to 32 ms (`nap` is how many times in a row)
+ * before reading again, so that a writer a moment late costs a millisecond, and one that never writes
+ * a few hundred wakeups until the deadline. Sleeping yields to signal handlers. Not `poll(2)`: that is
+ * `bun:ffi`, whose loading costs more than the usual one or two naps.
+ */
+async function napUntilRetry(nap: number, deadline: number, timeoutMs: number): Promise<void> {
+  const left = deadline - performance.now();
+  if (left <= 0) throw triggerTimeout(timeoutMs);
+  await Bun.sleep(Math.min(2 ** Math.min(nap, 5), Math.ceil(left)));
+}
+
+function triggerTimeout(timeoutMs: number): PulldeployError {
+  return new PulldeployError(
+    `stdin: no complete trigger within ${timeoutMs / 1000}s (consul watch and serf write it and close ` +
+      "stdin at once; --trigger-timeout)",
+    "trigger",
+  );
+}
+
 /** Wait until `fd` is readable (data, EOF or an error), yielding to signal handlers every 250 ms. */
 async function waitUntilReadable(
   wait: (fd: number, ms: number) => boolean,
@@ -198,13 +220,7 @@ async function waitUntilReadable(
 ): Promise<void> {
   for (;;) {
     const left = deadline - performance.now();
-    if (left <= 0) {
-      throw new PulldeployError(
-        `stdin: no complete trigger within ${timeoutMs / 1000}s (consul watch and serf write it and close ` +
-          "stdin at once; --trigger-timeout)",
-        "trigger",
-      );
-    }
+    if (left <= 0) throw triggerTimeout(timeoutMs);
     const ready = wait(fd, Math.min(250, Math.ceil(left)));
     await new Promise((resolve) => setImmediate(resolve));
     if (ready) return;

@@ -268,6 +268,38 @@ describe("class 4: the network hangs or lies", () => {
     }
   });
 
+  test("a trigger written late and in pieces, then closed, within the deadline: read whole and acted on", async () => {
+    await using d = tempDir();
+    const fifo = join(d.path, "trigger");
+    expect(Bun.spawnSync(["mkfifo", fifo]).exitCode).toBe(0);
+    const rw = fs.openSync(fifo, fs.constants.O_RDWR);
+    const rd = fs.openSync(fifo, fs.constants.O_RDONLY);
+    try {
+      const started = performance.now();
+      const proc = Bun.spawn([BINARY, "agent", "--trigger-timeout", "5s"], {
+        stdin: rd,
+        stdout: "ignore",
+        stderr: "pipe",
+        env: { PATH: process.env.PATH!, PULLDEPLOY_STATE_DIR: d.path },
+      });
+      fs.closeSync(rd);
+      await Bun.sleep(150);
+      fs.writeSync(rw, "[");
+      await Bun.sleep(150);
+      fs.writeSync(rw, "]\n");
+      fs.closeSync(rw);
+      expect(await proc.exited).toBe(0);
+      expect(performance.now() - started).toBeGreaterThanOrEqual(300);
+      expect(await new Response(proc.stderr).text()).not.toContain("trigger");
+    } finally {
+      for (const fd of [rd, rw]) {
+        try {
+          fs.closeSync(fd);
+        } catch {}
+      }
+    }
+  });
+
   test("a trigger larger than 1 MiB is refused without reading on", async () => {
     const r = await run(["agent"], { stdin: `file:///x.yml${" ".repeat(2 << 20)}\n` });
     expect(r.code).toBe(1);
