@@ -13,10 +13,11 @@
  */
 import { createHasher, type HashAlgorithm } from "../checksum.ts";
 import { inlineCompressor, workerCompressor, type Compressed } from "./gzip.ts";
-import { CHUNK, TarWriter } from "./tar-writer.ts";
+import { CHUNK, type FileSpan, TarWriter } from "./tar-writer.ts";
 import type { TreePlan } from "./walk.ts";
 
 // What publish uses with packTree, importable from here with it.
+export type { FileSpan } from "./tar-writer.ts";
 export { PackError } from "./pack-error.ts";
 export { scanTree, type PackEntry, type ScanOptions, type TreePlan } from "./walk.ts";
 
@@ -28,6 +29,18 @@ export interface PackOptions {
   onBytes?: (n: number) => void;
   /** Compress on the main thread (no worker). */
   inline?: boolean;
+  /** Sees the uncompressed tar stream as it is packed: the files are read once for both. */
+  tap?: TarTap;
+}
+
+/**
+ * A reader of the uncompressed tar stream beside the compressor (the delta's chunker). `chunk` gets
+ * each raw chunk before it is compressed, in order, with the spans of it that are file contents; both
+ * are valid only during the call. A returned promise holds back the next chunk (backpressure); a throw
+ * fails the pack.
+ */
+export interface TarTap {
+  chunk(raw: Uint8Array, spans: readonly FileSpan[]): void | Promise<void>;
 }
 
 export interface PackResult {
@@ -67,6 +80,8 @@ export function packTree(plan: TreePlan, opts: PackOptions): Packed {
   // Chunks read ahead while the compressor works on earlier ones; buffers circulate, none is allocated per chunk.
   const free: ArrayBuffer[] = Array.from({ length: DEPTH + 1 }, () => new ArrayBuffer(CHUNK));
   const pending: Promise<Compressed>[] = [];
+  const spans: FileSpan[] = [];
+  let tapped: void | Promise<void>;
   let eof = false;
   let final: PackResult | undefined;
   let size = 0;
@@ -90,12 +105,16 @@ export function packTree(plan: TreePlan, opts: PackOptions): Packed {
         await new Promise((resolve) => setImmediate(resolve));
         try {
           while (!eof && pending.length < DEPTH) {
+            if (tapped) await tapped;
+            tapped = undefined;
             const buffer = free.pop()!;
-            const raw = tar.next(new Uint8Array(buffer));
+            const raw = tar.next(new Uint8Array(buffer), opts.tap && spans);
             if (raw === null) {
               eof = true;
               free.push(buffer);
             } else {
+              tapped = opts.tap?.chunk(raw, spans);
+              tapped?.catch(() => {}); // awaited before the next chunk; after a cancel, nobody will
               const job = compressor.compress(buffer, raw.byteLength);
               job.catch(() => {}); // awaited in order below; after a cancel, nobody will
               pending.push(job);
@@ -103,6 +122,7 @@ export function packTree(plan: TreePlan, opts: PackOptions): Packed {
           }
           const next = pending.shift();
           if (next === undefined) {
+            if (tapped) await tapped;
             compressor.close();
             final = { algorithm: opts.algorithm, checksum: hasher.hex(), size };
             resolve(final);

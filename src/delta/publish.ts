@@ -3,34 +3,39 @@
  * store does not hold yet to one new pack (`<role>/delta/packs/<sha256>.pack`, named by its own
  * hash once written, so never overwritten), then store the index `<role>/delta/<id>.idx`.
  *
+ * `startDelta` does it as a tap on the archive's packing (archive/pack.ts `TarTap`): every file is
+ * read once, for both, and the pack is uploaded while the archive is; `publishDelta` does it alone,
+ * for a tree packed elsewhere. Both write the same index and pack.
+ *
  * What the store holds is read from the role's newest index (release ids sort by time); an http(s)
  * store cannot be listed, so there every chunk is uploaded again. Nothing is ever deleted here.
  */
-import * as fs from "node:fs";
-import { join } from "node:path";
-import type { TreePlan } from "../archive/pack.ts";
-import { entryHeaders } from "../archive/tar-header.ts";
+import { DEFAULT_LIMITS } from "../archive/extract.ts";
+import type { FileSpan, TarTap, TreePlan } from "../archive/pack.ts";
+import { TarWriter } from "../archive/tar-writer.ts";
 import { messageOf } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import { DEFAULT_LIMITS } from "../archive/extract.ts";
 import type { Env } from "../env.ts";
 import type { Target } from "../store/targets/index.ts";
-import { chunkBuffer, chunkHash, fileChunks } from "./chunker.ts";
-import { deltaNames, encodeIndex, type ChunkRef, type DeltaIndex, type IndexEntry } from "./format.ts";
+import { ChunkStream } from "./chunker.ts";
+import { deltaNames, encodeIndex, type ChunkRef, type DeltaIndex } from "./format.ts";
 import { fetchIndex } from "./read.ts";
 import { newestLast, openStoreDir } from "./storeio.ts";
 
-export interface DeltaPublishOptions {
+export interface DeltaStartOptions {
   plan: TreePlan;
   target: Target;
   role: string;
-  id: string;
-  /** The release's .tar.gz size, for the agents' fall-back rule. */
-  archiveSize: number;
   env: Env;
   log: Logger;
   signal?: AbortSignal;
   userAgent: string;
+}
+
+export interface DeltaPublishOptions extends DeltaStartOptions {
+  id: string;
+  /** The release's .tar.gz size, for the agents' fall-back rule. */
+  archiveSize: number;
 }
 
 export interface DeltaPublished {
@@ -44,10 +49,23 @@ export interface DeltaPublished {
   indexBytes: number;
 }
 
+/** A delta being built beside the archive. */
+export interface DeltaSession {
+  /** Give to `packTree`. It never fails the archive: a failed pack upload only stops the delta. */
+  tap: TarTap;
+  /** Once the archive is packed (every tar byte tapped): finish the pack and store the index. */
+  finish(id: string, archiveSize: number): Promise<DeltaPublished>;
+  /** The archive failed: stop the pack's upload (which leaves nothing under a final name). */
+  abort(reason: unknown): Promise<void>;
+}
+
 /** Chunks compress with libdeflate at gzip's default level, as the archive does. */
 const LEVEL = 6;
-const BLOCK = 512;
-const ZEROS = new Uint8Array(2 * BLOCK);
+const DEFLATE = { level: LEVEL, library: "libdeflate" } as Bun.LibdeflateCompressionOptions;
+/** The pack is handed to the upload in pieces of about this size… */
+const PIECE = 256 * 1024;
+/** …and packing waits while this much is queued for it. */
+const QUEUE_LIMIT = 4 * PIECE;
 
 interface Loc {
   pack: string;
@@ -56,149 +74,224 @@ interface Loc {
   size: number;
 }
 
-export async function publishDelta(o: DeltaPublishOptions): Promise<DeltaPublished> {
-  // Packing the archive just now left its buffers to the collector: return them before adding ours
-  // (measured on the 2,000-file bench app: peak RSS 92 MB without this, against 71 MB for packing alone).
-  Bun.gc(true);
+/** Read what the store holds, then return the tap that chunks the tree as the archive is packed. */
+export async function startDelta(o: DeltaStartOptions): Promise<DeltaSession> {
   const known = await storedChunks(o);
   const NEW = ""; // the pack being written, named once it is complete
   const chunks: (Loc & { hash: string })[] = [];
   const byHash = new Map<string, number>();
-  const entries: IndexEntry[] = [];
+  /** Per plan entry, its chunks (files with contents only). */
+  const refs: number[][] = [];
   const tar = new Bun.CryptoHasher("sha256");
   let tarSize = 0;
-  let packOffset = 0;
   let newChunks = 0;
-  const tarUpdate = (b: Uint8Array) => {
-    tar.update(b);
-    tarSize += b.byteLength;
+  const cutter = new ChunkStream();
+  const pack = new PackUpload(o);
+
+  const onChunk = (entry: number) => (bytes: Uint8Array) => {
+    const hash = new Bun.CryptoHasher("sha256").update(bytes).digest("hex") as string;
+    let i = byHash.get(hash);
+    if (i === undefined) {
+      i = chunks.length;
+      byHash.set(hash, i);
+      const old = known.get(hash);
+      if (old) chunks.push({ hash, ...old });
+      else {
+        const stored = Bun.deflateSync(bytes as Uint8Array<ArrayBuffer>, DEFLATE);
+        chunks.push({ hash, pack: NEW, offset: pack.bytes, stored: stored.byteLength, size: bytes.byteLength });
+        newChunks++;
+        pack.push(stored);
+      }
+    }
+    (refs[entry] ??= []).push(i);
+  };
+  let current = -1;
+  let emit = onChunk(-1);
+
+  const tap: TarTap = {
+    chunk(raw: Uint8Array, spans: readonly FileSpan[]) {
+      tar.update(raw);
+      tarSize += raw.byteLength;
+      if (pack.failed) return;
+      for (const s of spans) {
+        if (s.entry !== current) {
+          current = s.entry;
+          emit = onChunk(current);
+        }
+        cutter.push(raw.subarray(s.start, s.end), s.last, emit);
+      }
+      return pack.room();
+    },
   };
 
-  /** The tree as the archive's tar stream, hashed; yields each new chunk's stored bytes. */
-  const buffer = chunkBuffer();
-  function* walk(plan: TreePlan): Generator<Uint8Array> {
-    let n = 0;
-    for (const e of plan.entries) {
-      // Garbage of each file (hashers, headers, stored chunks) collected as it goes: peak RSS of a
-      // 1%-changed 4,000-file publish 89 -> 80 MB.
-      if (++n % 256 === 0) Bun.gc(false);
-      tarUpdate(entryHeaders(e));
-      const refs: number[] = [];
-      entries.push({ ...e, chunks: refs });
-      if (e.type !== "file" || e.size === 0) continue;
-      const fd = fs.openSync(join(plan.root, e.path), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
-      try {
-        for (const { bytes } of fileChunks(fd, e.size, buffer)) {
-          tarUpdate(bytes);
-          const hash = chunkHash(bytes);
-          let i = byHash.get(hash);
-          if (i === undefined) {
-            i = chunks.length;
-            byHash.set(hash, i);
-            const old = known.get(hash);
-            if (old) chunks.push({ hash, ...old });
-            else {
-              const stored = Bun.deflateSync(
-                bytes as Uint8Array<ArrayBuffer>,
-                { level: LEVEL, library: "libdeflate" } as Bun.LibdeflateCompressionOptions,
-              );
-              chunks.push({ hash, pack: NEW, offset: packOffset, stored: stored.byteLength, size: bytes.byteLength });
-              packOffset += stored.byteLength;
-              newChunks++;
-              yield stored;
-            }
-          }
-          refs.push(i);
+  return {
+    tap,
+    async finish(id, archiveSize) {
+      const packName = await pack.end();
+      const packs: string[] = [];
+      const packIndex = new Map<string, number>();
+      const chunkRefs: ChunkRef[] = chunks.map((c) => {
+        const name = c.pack === NEW ? packName! : c.pack;
+        let p = packIndex.get(name);
+        if (p === undefined) {
+          p = packs.length;
+          packs.push(name);
+          packIndex.set(name, p);
         }
-      } finally {
-        fs.closeSync(fd);
-      }
-      const pad = (BLOCK - (e.size % BLOCK)) % BLOCK;
-      if (pad > 0) tarUpdate(ZEROS.subarray(0, pad));
-    }
-    tarUpdate(ZEROS);
+        return { hash: c.hash, pack: p, offset: c.offset, stored: c.stored, size: c.size };
+      });
+      const index: DeltaIndex = {
+        tar: { sha256: tar.digest("hex") as string, size: tarSize },
+        archiveSize,
+        packs,
+        chunks: chunkRefs,
+        entries: o.plan.entries.map((e, i) => ({ ...e, chunks: refs[i] ?? [] })),
+      };
+      // libdeflate's level 6 makes a smaller index than zlib's 9, and faster.
+      const gz = Bun.gzipSync(new TextEncoder().encode(encodeIndex(index)), {
+        level: 6,
+        library: "libdeflate",
+      } as Bun.LibdeflateCompressionOptions);
+      const sha256 = new Bun.CryptoHasher("sha256").update(gz).digest("hex");
+      const name = deltaNames.index(o.role, id);
+      await o.target.putBytes(name, gz, "application/gzip");
+      return {
+        indexUrl: o.target.urlOf(name),
+        sha256,
+        chunks: chunks.length,
+        newChunks,
+        packBytes: pack.bytes,
+        indexBytes: gz.byteLength,
+      };
+    },
+    abort: (reason) => pack.abort(reason),
+  };
+}
+
+/** The delta of a tree whose archive was packed elsewhere: the tree is read (not compressed) once more. */
+export async function publishDelta(o: DeltaPublishOptions): Promise<DeltaPublished> {
+  const session = await startDelta(o);
+  const writer = new TarWriter(o.plan);
+  const buf = new Uint8Array(new ArrayBuffer(1 << 20));
+  const spans: FileSpan[] = [];
+  try {
+    for (let raw = writer.next(buf, spans); raw !== null; raw = writer.next(buf, spans))
+      await session.tap.chunk(raw, spans);
+  } catch (err) {
+    writer.close();
+    await session.abort(err);
+    throw err;
+  }
+  return session.finish(o.id, o.archiveSize);
+}
+
+/**
+ * The new pack, uploaded as it is written: started at its first chunk, named by its sha256 at the end.
+ * Bounded: `room()` holds packing back while the upload is behind. A failed upload is kept in `failed`
+ * (the delta is lost, the archive is not).
+ */
+class PackUpload {
+  bytes = 0;
+  failed: unknown;
+  private parts: Uint8Array[] = [];
+  private queued = 0;
+  private ended = false;
+  private readonly hash = new Bun.CryptoHasher("sha256");
+  private upload?: Promise<void>;
+  private wake?: () => void;
+  private drained?: () => void;
+  private name?: string;
+  private cancelled = false;
+
+  constructor(private readonly o: DeltaStartOptions) {}
+
+  push(stored: Uint8Array): void {
+    this.hash.update(stored);
+    this.bytes += stored.byteLength;
+    this.parts.push(stored);
+    this.queued += stored.byteLength;
+    this.upload ??= this.start();
+    if (this.queued >= PIECE) this.wake?.();
   }
 
-  const gen = walk(o.plan);
-  let pending = gen.next();
-  let packName: string | undefined;
-  if (!pending.done) {
-    const packHash = new Bun.CryptoHasher("sha256");
+  /** Resolves once the upload has taken enough of the queue; undefined when there is room now. */
+  room(): Promise<void> | undefined {
+    if (this.queued < QUEUE_LIMIT || this.failed) return undefined;
+    return new Promise((resolve) => {
+      this.drained = resolve;
+    });
+  }
+
+  /** No more chunks: wait for the upload; the pack's name, or undefined when it has no chunk. */
+  async end(): Promise<string | undefined> {
+    this.ended = true;
+    this.wake?.();
+    if (this.upload) await this.upload;
+    if (this.failed) throw this.failed;
+    return this.name;
+  }
+
+  async abort(reason: unknown): Promise<void> {
+    this.fail(reason);
+    await this.upload?.catch(() => {});
+  }
+
+  /** `err` is kept unless an earlier failure was kept; the upload's own error replaces a cancel's. */
+  private fail(err: unknown, fromUpload = false): void {
+    if (this.failed === undefined || (fromUpload && this.cancelled)) this.failed = err;
+    this.parts = [];
+    this.queued = 0;
+    this.wake?.();
+    this.drained?.();
+  }
+
+  private start(): Promise<void> {
     const stream = new ReadableStream<Uint8Array>(
       {
-        async pull(controller) {
-          // Chunking is synchronous work: let the upload's network I/O run between pieces.
-          await new Promise((resolve) => setImmediate(resolve));
-          const parts: Uint8Array[] = [];
-          let n = 0;
-          try {
-            for (; !pending.done && n < 256 * 1024; pending = gen.next()) {
-              parts.push(pending.value);
-              n += pending.value.byteLength;
-            }
-          } catch (err) {
-            controller.error(err);
+        pull: async (controller) => {
+          while (this.queued < PIECE && !this.ended && !this.failed)
+            await new Promise<void>((resolve) => {
+              this.wake = resolve;
+            });
+          this.wake = undefined;
+          if (this.failed) {
+            controller.error(this.failed);
             return;
           }
-          if (parts.length === 0) {
+          if (this.queued === 0) {
             controller.close();
             return;
           }
-          const piece = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
-          packHash.update(piece);
+          const piece = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.queued);
+          this.parts = [];
+          this.queued = 0;
+          const drained = this.drained;
+          this.drained = undefined;
+          drained?.();
           controller.enqueue(piece);
         },
-        cancel() {
-          gen.return(undefined);
+        cancel: (reason) => {
+          this.cancelled = true;
+          this.fail(reason ?? new Error("pack upload cancelled"));
         },
       },
       { highWaterMark: 0 },
     );
-    await o.target.putStream(
-      stream,
-      () => {
-        packName = packHash.digest("hex") as string;
-        return deltaNames.pack(o.role, packName);
-      },
-      "application/octet-stream",
-    );
+    return this.o.target
+      .putStream(
+        stream,
+        () => {
+          this.name = this.hash.digest("hex") as string;
+          return deltaNames.pack(this.o.role, this.name);
+        },
+        "application/octet-stream",
+      )
+      .catch((err) => this.fail(err, true));
   }
-
-  const packs: string[] = [];
-  const packIndex = new Map<string, number>();
-  const refs: ChunkRef[] = chunks.map((c) => {
-    const name = c.pack === NEW ? packName! : c.pack;
-    let p = packIndex.get(name);
-    if (p === undefined) {
-      p = packs.length;
-      packs.push(name);
-      packIndex.set(name, p);
-    }
-    return { hash: c.hash, pack: p, offset: c.offset, stored: c.stored, size: c.size };
-  });
-  const index: DeltaIndex = {
-    tar: { sha256: tar.digest("hex") as string, size: tarSize },
-    archiveSize: o.archiveSize,
-    packs,
-    chunks: refs,
-    entries,
-  };
-  const gz = Bun.gzipSync(new TextEncoder().encode(encodeIndex(index)), { level: 9 });
-  const sha256 = new Bun.CryptoHasher("sha256").update(gz).digest("hex");
-  const name = deltaNames.index(o.role, o.id);
-  await o.target.putBytes(name, gz, "application/gzip");
-  return {
-    indexUrl: o.target.urlOf(name),
-    sha256,
-    chunks: chunks.length,
-    newChunks,
-    packBytes: packOffset,
-    indexBytes: gz.byteLength,
-  };
 }
 
 /** The chunks the role's newest stored index names, by hash; empty when there is none or it is unreadable. */
-async function storedChunks(o: DeltaPublishOptions): Promise<Map<string, Loc>> {
+async function storedChunks(o: DeltaStartOptions): Promise<Map<string, Loc>> {
   const out = new Map<string, Loc>();
   const dir = await openStoreDir(o.target.base, o.env).catch(() => undefined);
   if (!dir) {
