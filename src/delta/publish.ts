@@ -10,16 +10,18 @@
  * What the store holds is read from the role's newest index (release ids sort by time); an http(s)
  * store cannot be listed, so there every chunk is uploaded again. Nothing is ever deleted here.
  */
-import { DEFAULT_LIMITS } from "../archive/extract.ts";
-import type { FileSpan, TarTap, TreePlan } from "../archive/pack.ts";
+import { type FileSpan, freeBytes, type PackEntry, type TarTap, type TreePlan } from "../archive/pack.ts";
 import { TarWriter } from "../archive/tar-writer.ts";
 import { messageOf } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Env } from "../env.ts";
 import type { Target } from "../store/targets/index.ts";
+import { fetchBytes } from "../store/sources/index.ts";
 import { ChunkStream } from "./chunker.ts";
-import { deltaNames, encodeIndex, type ChunkRef, type DeltaIndex } from "./format.ts";
-import { fetchIndex } from "./read.ts";
+import { ChunkTable, IntList, readStoredChunks } from "./chunk-table.ts";
+import { deltaNames, FORMAT } from "./format.ts";
+import { inflateCapped } from "./inflate.ts";
+import { MAX_INDEX_BYTES } from "./read.ts";
 import { newestLast, openStoreDir } from "./storeio.ts";
 
 export interface DeltaStartOptions {
@@ -67,46 +69,45 @@ const PIECE = 256 * 1024;
 /** …and packing waits while this much is queued for it. */
 const QUEUE_LIMIT = 4 * PIECE;
 
-interface Loc {
-  pack: string;
-  offset: number;
-  stored: number;
-  size: number;
-}
+/** The most an index may inflate to (read.ts allows as much to agents). */
+const MAX_INDEX_JSON = 512 * 2 ** 20;
 
 /** Read what the store holds, then return the tap that chunks the tree as the archive is packed. */
 export async function startDelta(o: DeltaStartOptions): Promise<DeltaSession> {
-  const known = await storedChunks(o);
-  const NEW = ""; // the pack being written, named once it is complete
-  const chunks: (Loc & { hash: string })[] = [];
-  const byHash = new Map<string, number>();
-  /** Per plan entry, its chunks (files with contents only). */
-  const refs: number[][] = [];
+  const stored = new ChunkTable();
+  const storedPacks = await storedChunks(o, stored);
+  Bun.gc(true); // reading the index left its garbage: before packing, not beside it
+  /** This release's chunks, first seen first; `pack` -1 is the new pack, else a position in `storedPacks`. */
+  const chunks = new ChunkTable();
+  /** Each file's chunks are consecutive in `refs`: entry i has `refCount[i]` from `refStart[i]`. */
+  const refs = new IntList();
+  const refStart = new Int32Array(o.plan.entries.length);
+  const refCount = new Int32Array(o.plan.entries.length);
+  const hash = new Uint8Array(32);
   const tar = new Bun.CryptoHasher("sha256");
   let tarSize = 0;
   let newChunks = 0;
   const cutter = new ChunkStream();
   const pack = new PackUpload(o);
 
-  const onChunk = (entry: number) => (bytes: Uint8Array) => {
-    const hash = new Bun.CryptoHasher("sha256").update(bytes).digest("hex") as string;
-    let i = byHash.get(hash);
-    if (i === undefined) {
-      i = chunks.length;
-      byHash.set(hash, i);
-      const old = known.get(hash);
-      if (old) chunks.push({ hash, ...old });
+  let current = -1;
+  const emit = (bytes: Uint8Array) => {
+    Bun.SHA256.hash(bytes, hash);
+    let i = chunks.find(hash);
+    if (i < 0) {
+      const old = stored.find(hash);
+      if (old >= 0)
+        i = chunks.add(hash, 0, stored.pack[old]!, stored.offset[old]!, stored.stored[old]!, stored.size[old]!);
       else {
-        const stored = Bun.deflateSync(bytes as Uint8Array<ArrayBuffer>, DEFLATE);
-        chunks.push({ hash, pack: NEW, offset: pack.bytes, stored: stored.byteLength, size: bytes.byteLength });
+        const deflated = Bun.deflateSync(bytes as Uint8Array<ArrayBuffer>, DEFLATE);
+        i = chunks.add(hash, 0, -1, pack.bytes, deflated.byteLength, bytes.byteLength);
         newChunks++;
-        pack.push(stored);
+        pack.push(deflated);
       }
     }
-    (refs[entry] ??= []).push(i);
+    if (refCount[current]++ === 0) refStart[current] = refs.length;
+    refs.push(i);
   };
-  let current = -1;
-  let emit = onChunk(-1);
 
   const tap: TarTap = {
     chunk(raw: Uint8Array, spans: readonly FileSpan[]) {
@@ -114,10 +115,7 @@ export async function startDelta(o: DeltaStartOptions): Promise<DeltaSession> {
       tarSize += raw.byteLength;
       if (pack.failed) return;
       for (const s of spans) {
-        if (s.entry !== current) {
-          current = s.entry;
-          emit = onChunk(current);
-        }
+        current = s.entry;
         cutter.push(raw.subarray(s.start, s.end), s.last, emit);
       }
       return pack.room();
@@ -128,37 +126,43 @@ export async function startDelta(o: DeltaStartOptions): Promise<DeltaSession> {
     tap,
     async finish(id, archiveSize) {
       const packName = await pack.end();
+      // Packs in the order the chunks first name them.
       const packs: string[] = [];
-      const packIndex = new Map<string, number>();
-      const chunkRefs: ChunkRef[] = chunks.map((c) => {
-        const name = c.pack === NEW ? packName! : c.pack;
-        let p = packIndex.get(name);
-        if (p === undefined) {
-          p = packs.length;
-          packs.push(name);
-          packIndex.set(name, p);
+      const packOf = new Map<number, number>();
+      const chunkPack = new Int32Array(chunks.count);
+      for (let i = 0; i < chunks.count; i++) {
+        const p = chunks.pack[i]!;
+        let n = packOf.get(p);
+        if (n === undefined) {
+          n = packs.length;
+          packs.push(p < 0 ? packName! : storedPacks[p]!);
+          packOf.set(p, n);
         }
-        return { hash: c.hash, pack: p, offset: c.offset, stored: c.stored, size: c.size };
-      });
-      const index: DeltaIndex = {
-        tar: { sha256: tar.digest("hex") as string, size: tarSize },
+        chunkPack[i] = n;
+      }
+      // What packing left to the collector goes before the index is written.
+      Bun.gc(true);
+      const gz = gzippedIndex(
+        { sha256: tar.digest("hex") as string, size: tarSize },
         archiveSize,
         packs,
-        chunks: chunkRefs,
-        entries: o.plan.entries.map((e, i) => ({ ...e, chunks: refs[i] ?? [] })),
-      };
-      // libdeflate's level 6 makes a smaller index than zlib's 9, and faster.
-      const gz = Bun.gzipSync(new TextEncoder().encode(encodeIndex(index)), {
-        level: 6,
-        library: "libdeflate",
-      } as Bun.LibdeflateCompressionOptions);
+        chunks,
+        chunkPack,
+        o.plan.entries,
+        (i, w) => {
+          for (let k = 0; k < refCount[i]!; k++) {
+            if (k > 0) w.byte(0x2c);
+            w.num(refs.items[refStart[i]! + k]!);
+          }
+        },
+      );
       const sha256 = new Bun.CryptoHasher("sha256").update(gz).digest("hex");
       const name = deltaNames.index(o.role, id);
       await o.target.putBytes(name, gz, "application/gzip");
       return {
         indexUrl: o.target.urlOf(name),
         sha256,
-        chunks: chunks.length,
+        chunks: chunks.count,
         newChunks,
         packBytes: pack.bytes,
         indexBytes: gz.byteLength,
@@ -166,6 +170,146 @@ export async function startDelta(o: DeltaStartOptions): Promise<DeltaSession> {
     },
     abort: (reason) => pack.abort(reason),
   };
+}
+
+/**
+ * The index: its JSON exactly as `encodeIndex` writes it, gzip'd. Written as bytes: tens of thousands
+ * of rows as strings and arrays were garbage the collector returned late.
+ */
+function gzippedIndex(
+  tar: { sha256: string; size: number },
+  archiveSize: number,
+  packs: string[],
+  chunks: ChunkTable,
+  chunkPack: Int32Array,
+  entries: readonly PackEntry[],
+  chunksOf: (i: number, w: JsonWriter) => void,
+): Uint8Array {
+  let estimate = 1024 + packs.length * 80 + chunks.count * 120;
+  for (const e of entries) estimate += 64 + e.path.length + e.linkname.length;
+  const w = new JsonWriter(estimate);
+  w.str(
+    `{"format":${JSON.stringify(FORMAT)},"tar":${JSON.stringify(tar)},` +
+      `"archive":${JSON.stringify({ size: archiveSize })},"packs":${JSON.stringify(packs)},"chunks":[`,
+  );
+  for (let i = 0; i < chunks.count; i++) {
+    w.str(i === 0 ? '["' : ',["');
+    w.hex(chunks.hashes, i * 32, 32);
+    w.str('",');
+    w.num(chunkPack[i]!);
+    w.byte(0x2c);
+    w.num(chunks.offset[i]!);
+    w.byte(0x2c);
+    w.num(chunks.stored[i]!);
+    w.byte(0x2c);
+    w.num(chunks.size[i]!);
+    w.byte(0x5d);
+  }
+  w.str('],"entries":[');
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i]!;
+    if (i > 0) w.byte(0x2c);
+    w.byte(0x5b);
+    w.str(JSON.stringify(e.path));
+    w.str(e.type === "file" ? ',"f",' : e.type === "dir" ? ',"d",' : ',"l",');
+    w.num(e.mode);
+    w.byte(0x2c);
+    w.num(e.mtime);
+    if (e.type === "file") {
+      w.byte(0x2c);
+      w.num(e.size);
+      w.str(",[");
+      chunksOf(i, w);
+      w.byte(0x5d);
+    } else if (e.type === "symlink") {
+      w.byte(0x2c);
+      w.str(JSON.stringify(e.linkname));
+    }
+    w.byte(0x5d);
+  }
+  w.str("]}");
+  // libdeflate's level 6 makes a smaller index than zlib's 9, and faster.
+  const gz = Bun.gzipSync(w.bytes(), { level: 6, library: "libdeflate" } as Bun.LibdeflateCompressionOptions);
+  w.free();
+  return gz;
+}
+
+const HEX = new TextEncoder().encode("0123456789abcdef");
+
+/** UTF-8 into one buffer, grown only if the estimate was short. */
+class JsonWriter {
+  private buf: Uint8Array<ArrayBuffer>;
+  private n = 0;
+  private readonly encoder = new TextEncoder();
+
+  constructor(estimate: number) {
+    this.buf = new Uint8Array(estimate);
+  }
+
+  byte(b: number): void {
+    if (this.n === this.buf.length) this.grow(1);
+    this.buf[this.n++] = b;
+  }
+
+  str(s: string): void {
+    if (this.buf.length - this.n < s.length * 3) this.grow(s.length * 3);
+    const buf = this.buf;
+    let n = this.n;
+    for (let i = 0; i < s.length; i++) {
+      const c = s.charCodeAt(i);
+      if (c >= 0x80) {
+        // Not ASCII: the encoder (a view per call is garbage, so only here).
+        this.n += this.encoder.encodeInto(s, buf.subarray(this.n)).written;
+        return;
+      }
+      buf[n++] = c;
+    }
+    this.n = n;
+  }
+
+  /** A JSON number as JSON.stringify writes an integer. */
+  num(v: number): void {
+    if (!Number.isSafeInteger(v)) {
+      this.str(JSON.stringify(v));
+      return;
+    }
+    if (this.buf.length - this.n < 17) this.grow(17);
+    if (v < 0) {
+      this.buf[this.n++] = 0x2d;
+      v = -v;
+    }
+    let digits = 1;
+    for (let x = v; x >= 10; x = Math.floor(x / 10)) digits++;
+    for (let k = digits - 1; k >= 0; k--) {
+      this.buf[this.n + k] = 0x30 + (v % 10);
+      v = Math.floor(v / 10);
+    }
+    this.n += digits;
+  }
+
+  hex(bytes: Uint8Array, at: number, len: number): void {
+    if (this.buf.length - this.n < 2 * len) this.grow(2 * len);
+    for (let k = 0; k < len; k++) {
+      const b = bytes[at + k]!;
+      this.buf[this.n++] = HEX[b >> 4]!;
+      this.buf[this.n++] = HEX[b & 15]!;
+    }
+  }
+
+  bytes(): Uint8Array<ArrayBuffer> {
+    return this.buf.subarray(0, this.n);
+  }
+
+  free(): void {
+    freeBytes(this.buf);
+  }
+
+  private grow(need: number): void {
+    const buf = new Uint8Array(Math.max(this.buf.length * 2, this.n + need));
+    buf.set(this.buf.subarray(0, this.n));
+    freeBytes(this.buf);
+    this.buf = buf;
+  }
 }
 
 /** The delta of a tree whose archive was packed elsewhere: the tree is read (not compressed) once more. */
@@ -202,6 +346,7 @@ class PackUpload {
   private drained?: () => void;
   private name?: string;
   private cancelled = false;
+  private handedOut?: Uint8Array;
 
   constructor(private readonly o: DeltaStartOptions) {}
 
@@ -249,6 +394,9 @@ class PackUpload {
     const stream = new ReadableStream<Uint8Array>(
       {
         pull: async (controller) => {
+          // The upload is done with the piece it had (the target's contract): free it now.
+          if (this.handedOut) freeBytes(this.handedOut);
+          this.handedOut = undefined;
           while (this.queued < PIECE && !this.ended && !this.failed)
             await new Promise<void>((resolve) => {
               this.wake = resolve;
@@ -263,7 +411,9 @@ class PackUpload {
             return;
           }
           const piece = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.queued);
+          if (this.parts.length > 1) for (const part of this.parts) freeBytes(part);
           this.parts = [];
+          this.handedOut = piece;
           this.queued = 0;
           const drained = this.drained;
           this.drained = undefined;
@@ -290,27 +440,32 @@ class PackUpload {
   }
 }
 
-/** The chunks the role's newest stored index names, by hash; empty when there is none or it is unreadable. */
-async function storedChunks(o: DeltaStartOptions): Promise<Map<string, Loc>> {
-  const out = new Map<string, Loc>();
+/**
+ * The chunks the role's newest stored index names, into `table`; the names of their packs. Empty when
+ * there is none or it is unreadable.
+ */
+async function storedChunks(o: DeltaStartOptions, table: ChunkTable): Promise<string[]> {
   const dir = await openStoreDir(o.target.base, o.env).catch(() => undefined);
   if (!dir) {
     o.log.info(`delta: ${o.target.base} cannot be listed: every chunk is uploaded`);
-    return out;
+    return [];
   }
   try {
     const names = newestLast((await dir.stat(deltaNames.dir(o.role))).filter((l) => l.name.endsWith(".idx")));
     const newest = names.at(-1);
-    if (newest === undefined) return out;
+    if (newest === undefined) return [];
     const url = o.target.urlOf(`${deltaNames.dir(o.role)}/${newest}`);
-    const { index } = await fetchIndex(url, { env: o.env, signal: o.signal, userAgent: o.userAgent }, DEFAULT_LIMITS);
-    for (const c of index.chunks)
-      out.set(c.hash, { pack: index.packs[c.pack]!, offset: c.offset, stored: c.stored, size: c.size });
+    const gz = await fetchBytes(url, { env: o.env, signal: o.signal, userAgent: o.userAgent }, MAX_INDEX_BYTES);
+    const json = await inflateCapped(gz, "gzip", MAX_INDEX_JSON);
+    freeBytes(gz);
+    const packs = readStoredChunks(json, table);
+    freeBytes(json);
+    return packs;
   } catch (err) {
     o.log.info(`delta: cannot read what the store holds (${messageOf(err)}): every chunk is uploaded`);
-    out.clear();
+    table.clear();
+    return [];
   } finally {
     dir.close();
   }
-  return out;
 }

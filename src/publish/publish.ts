@@ -119,6 +119,7 @@ export async function publish(o: PublishOptions): Promise<PublishResult> {
       releaseId: sampleId,
     });
     const plan = scanTree(o.dir, { excludes: o.pack.excludes, includeGit: o.pack.includeGit });
+    Bun.gc(true); // the scan's garbage goes before packing, not beside it
     if (!o.dryRun) await target.preflight();
 
     // delta: what the store holds, then a tap on packing that cuts the same reads into chunks.
@@ -152,6 +153,7 @@ export async function publish(o: PublishOptions): Promise<PublishResult> {
       gzipLevel: o.pack.gzipLevel,
       onBytes: o.progress?.packed,
       tap: delta?.tap,
+      freeRead: true,
     });
     const idOf = (r: PackResult) => releaseId(createdAt, r.checksum);
     let archive: PackResult;

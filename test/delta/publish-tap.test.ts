@@ -11,7 +11,7 @@ import { gunzipSync } from "node:zlib";
 import { packTree, scanTree, type FileSpan } from "../../src/archive/pack.ts";
 import { TarWriter } from "../../src/archive/tar-writer.ts";
 import { ChunkStream, chunkBuffer, fileChunks, MAX_CHUNK, MIN_CHUNK } from "../../src/delta/chunker.ts";
-import { parseIndex } from "../../src/delta/format.ts";
+import { encodeIndex, parseIndex } from "../../src/delta/format.ts";
 import { publishDelta, startDelta } from "../../src/delta/publish.ts";
 import { createLogger } from "../../src/log.ts";
 import { fileTarget } from "../../src/store/targets/file.ts";
@@ -64,6 +64,7 @@ function tree(root: string): void {
   fs.writeFileSync(join(root, "a/empty"), "");
   for (let i = 0; i < 40; i++) fs.writeFileSync(join(root, `a/b/f${i}.txt`), `file ${i}\n`.repeat(i * 50 + 1));
   fs.symlinkSync("big.bin", join(root, "a/link"));
+  fs.writeFileSync(join(root, 'a/ünï "quoted"\\name.txt'), "names JSON must escape");
 }
 
 const quiet = createLogger({ write: () => {} });
@@ -116,10 +117,9 @@ describe("the delta as a tap on packing", () => {
     expect(packs(tapped)).toEqual(packs(alone));
     expect(d.newChunks).toBe(d.chunks); // an empty store: every chunk is new
 
-    const index = parseIndex(
-      new TextDecoder().decode(Bun.gunzipSync(fs.readFileSync(join(tapped, "web/delta/r1.idx")))),
-      LIMITS,
-    );
+    const text = new TextDecoder().decode(Bun.gunzipSync(fs.readFileSync(join(tapped, "web/delta/r1.idx"))));
+    const index = parseIndex(text, LIMITS);
+    expect(encodeIndex(index)).toBe(text); // written as bytes, the same JSON as encodeIndex's
     const tar = gunzipSync(bytes);
     expect(index.tar).toEqual({ sha256: sha(tar), size: tar.byteLength });
     expect(index.archiveSize).toBe(bytes.byteLength);
