@@ -74,13 +74,12 @@ export class ChunkTable {
 
   private grow(): void {
     const cap = this.pack.length * 2;
-    const hashes = new Uint8Array(cap * HASH);
-    hashes.set(this.hashes);
-    this.hashes = hashes;
+    this.hashes = copyInto(new Uint8Array(cap * HASH), this.hashes);
     this.pack = copyInto(new Int32Array(cap), this.pack);
     this.offset = copyInto(new Float64Array(cap), this.offset);
     this.stored = copyInto(new Int32Array(cap), this.stored);
     this.size = copyInto(new Int32Array(cap), this.size);
+    (this.slots.buffer as ArrayBuffer).transfer(0);
     this.slots = new Int32Array(cap * 2);
     for (let i = 0; i < this.count; i++) this.place(i);
   }
@@ -91,8 +90,10 @@ function key(h: Uint8Array, at: number): number {
   return (h[at]! | (h[at + 1]! << 8) | (h[at + 2]! << 16) | (h[at + 3]! << 24)) >>> 0;
 }
 
-function copyInto<T extends Int32Array | Float64Array>(to: T, from: T): T {
+/** Copy `from` into the larger `to`, and free `from` at once (it is garbage). */
+function copyInto<T extends Uint8Array | Int32Array | Float64Array>(to: T, from: T): T {
   to.set(from);
+  (from.buffer as ArrayBuffer).transfer(0);
   return to;
 }
 
@@ -102,11 +103,7 @@ export class IntList {
   items = new Int32Array(1024);
 
   push(v: number): void {
-    if (this.length === this.items.length) {
-      const items = new Int32Array(this.items.length * 2);
-      items.set(this.items);
-      this.items = items;
-    }
+    if (this.length === this.items.length) this.items = copyInto(new Int32Array(this.items.length * 2), this.items);
     this.items[this.length++] = v;
   }
 }

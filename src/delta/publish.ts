@@ -20,7 +20,6 @@ import { fetchBytes } from "../store/sources/index.ts";
 import { ChunkStream } from "./chunker.ts";
 import { ChunkTable, IntList, readStoredChunks } from "./chunk-table.ts";
 import { deltaNames, FORMAT } from "./format.ts";
-import { inflateCapped } from "./inflate.ts";
 import { MAX_INDEX_BYTES } from "./read.ts";
 import { newestLast, openStoreDir } from "./storeio.ts";
 
@@ -65,10 +64,14 @@ export interface DeltaSession {
 const LEVEL = 6;
 const DEFLATE = { level: LEVEL, library: "libdeflate" } as Bun.LibdeflateCompressionOptions;
 /** The pack is handed to the upload in pieces of about this size… */
-const PIECE = 256 * 1024;
+const PIECE = 128 * 1024;
 /** …and packing waits while this much is queued for it. */
 const QUEUE_LIMIT = 4 * PIECE;
 
+/** Tar chunks (of about 1 MiB) between two collections while the tap cuts chunks. */
+const GC_EVERY = 8;
+/** The index's JSON is gzip'd in members of about this size (a multi-member gzip file). */
+const INDEX_MEMBER = 1 << 20;
 /** The most an index may inflate to (read.ts allows as much to agents). */
 const MAX_INDEX_JSON = 512 * 2 ** 20;
 
@@ -91,6 +94,7 @@ export async function startDelta(o: DeltaStartOptions): Promise<DeltaSession> {
   const pack = new PackUpload(o);
 
   let current = -1;
+  let rawChunks = 0;
   const emit = (bytes: Uint8Array) => {
     Bun.SHA256.hash(bytes, hash);
     let i = chunks.find(hash);
@@ -113,6 +117,8 @@ export async function startDelta(o: DeltaStartOptions): Promise<DeltaSession> {
     chunk(raw: Uint8Array, spans: readonly FileSpan[]) {
       tar.update(raw);
       tarSize += raw.byteLength;
+      // The chunks' small garbage (views, wrappers) piles up at the collector's own pace.
+      if (++rawChunks % GC_EVERY === 0) Bun.gc(true);
       if (pack.failed) return;
       for (const s of spans) {
         current = s.entry;
@@ -173,8 +179,10 @@ export async function startDelta(o: DeltaStartOptions): Promise<DeltaSession> {
 }
 
 /**
- * The index: its JSON exactly as `encodeIndex` writes it, gzip'd. Written as bytes: tens of thousands
- * of rows as strings and arrays were garbage the collector returned late.
+ * The index: its JSON exactly as `encodeIndex` writes it, gzip'd. Written as bytes (tens of thousands
+ * of rows as strings and arrays were garbage the collector returned late), and compressed a member
+ * at a time: gzip readers (gunzip, the agent's DecompressionStream) read the members as one stream,
+ * and the JSON is never whole in memory.
  */
 function gzippedIndex(
   tar: { sha256: string; size: number },
@@ -185,9 +193,7 @@ function gzippedIndex(
   entries: readonly PackEntry[],
   chunksOf: (i: number, w: JsonWriter) => void,
 ): Uint8Array {
-  let estimate = 1024 + packs.length * 80 + chunks.count * 120;
-  for (const e of entries) estimate += 64 + e.path.length + e.linkname.length;
-  const w = new JsonWriter(estimate);
+  const w = new JsonWriter(INDEX_MEMBER);
   w.str(
     `{"format":${JSON.stringify(FORMAT)},"tar":${JSON.stringify(tar)},` +
       `"archive":${JSON.stringify({ size: archiveSize })},"packs":${JSON.stringify(packs)},"chunks":[`,
@@ -204,6 +210,7 @@ function gzippedIndex(
     w.byte(0x2c);
     w.num(chunks.size[i]!);
     w.byte(0x5d);
+    w.member();
   }
   w.str('],"entries":[');
   for (let i = 0; i < entries.length; i++) {
@@ -226,24 +233,45 @@ function gzippedIndex(
       w.str(JSON.stringify(e.linkname));
     }
     w.byte(0x5d);
+    w.member();
   }
   w.str("]}");
-  // libdeflate's level 6 makes a smaller index than zlib's 9, and faster.
-  const gz = Bun.gzipSync(w.bytes(), { level: 6, library: "libdeflate" } as Bun.LibdeflateCompressionOptions);
-  w.free();
-  return gz;
+  return w.end();
 }
 
 const HEX = new TextEncoder().encode("0123456789abcdef");
 
-/** UTF-8 into one buffer, grown only if the estimate was short. */
+/** UTF-8 into a buffer, gzip'd (libdeflate) into one member each time it holds `memberSize` bytes. */
 class JsonWriter {
   private buf: Uint8Array<ArrayBuffer>;
   private n = 0;
   private readonly encoder = new TextEncoder();
+  private readonly members: Uint8Array[] = [];
 
-  constructor(estimate: number) {
-    this.buf = new Uint8Array(estimate);
+  constructor(private readonly memberSize: number) {
+    this.buf = new Uint8Array(memberSize + 4096);
+  }
+
+  /** A place where the member may end: it does if it is full. */
+  member(): void {
+    if (this.n >= this.memberSize) this.compress();
+  }
+
+  /** The gzip'd text: every member. */
+  end(): Uint8Array {
+    if (this.n > 0 || this.members.length === 0) this.compress();
+    freeBytes(this.buf);
+    if (this.members.length === 1) return this.members[0]!;
+    const out = Buffer.concat(this.members);
+    for (const m of this.members) freeBytes(m);
+    return out;
+  }
+
+  private compress(): void {
+    // libdeflate's level 6 makes a smaller index than zlib's 9, and faster.
+    const options = { level: 6, library: "libdeflate" } as Bun.LibdeflateCompressionOptions;
+    this.members.push(Bun.gzipSync(this.buf.subarray(0, this.n), options));
+    this.n = 0;
   }
 
   byte(b: number): void {
@@ -294,14 +322,6 @@ class JsonWriter {
       this.buf[this.n++] = HEX[b >> 4]!;
       this.buf[this.n++] = HEX[b & 15]!;
     }
-  }
-
-  bytes(): Uint8Array<ArrayBuffer> {
-    return this.buf.subarray(0, this.n);
-  }
-
-  free(): void {
-    freeBytes(this.buf);
   }
 
   private grow(need: number): void {
@@ -456,10 +476,10 @@ async function storedChunks(o: DeltaStartOptions, table: ChunkTable): Promise<st
     if (newest === undefined) return [];
     const url = o.target.urlOf(`${deltaNames.dir(o.role)}/${newest}`);
     const gz = await fetchBytes(url, { env: o.env, signal: o.signal, userAgent: o.userAgent }, MAX_INDEX_BYTES);
-    const json = await inflateCapped(gz, "gzip", MAX_INDEX_JSON);
+    const json = await inflateInto(gz, MAX_INDEX_JSON);
     freeBytes(gz);
     const packs = readStoredChunks(json, table);
-    freeBytes(json);
+    freeBytes(new Uint8Array(json.buffer as ArrayBuffer));
     return packs;
   } catch (err) {
     o.log.info(`delta: cannot read what the store holds (${messageOf(err)}): every chunk is uploaded`);
@@ -468,4 +488,39 @@ async function storedChunks(o: DeltaStartOptions, table: ChunkTable): Promise<st
   } finally {
     dir.close();
   }
+}
+
+/**
+ * gunzip `gz` (its members as one stream) into one buffer, each piece freed once copied: about the
+ * text's size in memory rather than twice it. Refuses more than `max` bytes.
+ */
+async function inflateInto(gz: Uint8Array, max: number): Promise<Uint8Array> {
+  const ds = new DecompressionStream("gzip");
+  const writer = ds.writable.getWriter();
+  void (async () => {
+    for (let at = 0; at < gz.byteLength; at += 1 << 16)
+      await writer.write(gz.subarray(at, at + (1 << 16)) as Uint8Array<ArrayBuffer>);
+    await writer.close();
+  })().catch(() => {});
+  let buf = new Uint8Array(Math.min(max, Math.max(1 << 16, gz.byteLength * 3)));
+  let n = 0;
+  const reader = ds.readable.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    if (n + value.byteLength > max) {
+      await reader.cancel().catch(() => {});
+      throw new Error(`inflates to more than ${max} bytes`);
+    }
+    if (n + value.byteLength > buf.length) {
+      const grown = new Uint8Array(Math.min(max, Math.max(buf.length * 2, n + value.byteLength)));
+      grown.set(buf.subarray(0, n));
+      freeBytes(buf);
+      buf = grown;
+    }
+    buf.set(value, n);
+    n += value.byteLength;
+    freeBytes(value);
+  }
+  return buf.subarray(0, n);
 }
