@@ -83,7 +83,9 @@ export function packTree(plan: TreePlan, opts: PackOptions): Packed {
     ? inlineCompressor(opts.gzipLevel)
     : (workerCompressor(opts.gzipLevel) ?? inlineCompressor(opts.gzipLevel));
   // Chunks read ahead while the compressor works on earlier ones; buffers circulate, none is allocated per chunk.
-  const free: ArrayBuffer[] = Array.from({ length: DEPTH + 1 }, () => new ArrayBuffer(CHUNK));
+  // With a tap the main thread is the slower side: one chunk fewer ahead costs no time and a MiB.
+  const depth = opts.tap ? DEPTH - 1 : DEPTH;
+  const free: ArrayBuffer[] = Array.from({ length: depth + 1 }, () => new ArrayBuffer(CHUNK));
   const pending: Promise<Compressed>[] = [];
   const spans: FileSpan[] = [];
   let tapped: void | Promise<void>;
@@ -112,7 +114,7 @@ export function packTree(plan: TreePlan, opts: PackOptions): Packed {
         if (handedOut) freeBytes(handedOut);
         handedOut = undefined;
         try {
-          while (!eof && pending.length < DEPTH) {
+          while (!eof && pending.length < depth) {
             if (tapped) await tapped;
             tapped = undefined;
             const buffer = free.pop()!;

@@ -67,12 +67,12 @@ export interface DeltaSession {
 const LEVEL = 2;
 const DEFLATE = { level: LEVEL, library: "libdeflate" } as Bun.LibdeflateCompressionOptions;
 /** The pack is handed to the upload in pieces of about this size… */
-const PIECE = 128 * 1024;
+const PIECE = 64 * 1024;
 /** …and packing waits while this much is queued for it. */
 const QUEUE_LIMIT = 4 * PIECE;
 
 /** Tar chunks (of about 1 MiB) between two collections while the tap cuts chunks. */
-const GC_EVERY = 8;
+const GC_EVERY = 4;
 /** The index's JSON is gzip'd in members of about this size (a multi-member gzip file). */
 const INDEX_MEMBER = 1 << 20;
 /** The most an index may inflate to (read.ts allows as much to agents). */
