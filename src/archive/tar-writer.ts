@@ -24,7 +24,8 @@ export interface FileSpan {
  * Files are read synchronously straight into the chunk; a file that shrank since the scan is an
  * error (its header already says its size). `onBytes` counts the files' bytes as they are read.
  * The chunk is one reused buffer: it is valid until the next call (packing compresses it at once).
- * `spans`, when given, is emptied and filled with where the chunk holds file contents.
+ * `spans`, when given, is emptied and filled with where the chunk holds file contents (objects the
+ * writer reuses: valid until the next call, like the chunk).
  */
 export class TarWriter {
   private readonly buf = Buffer.allocUnsafe(CHUNK);
@@ -33,6 +34,7 @@ export class TarWriter {
   private left = 0;
   private pad = 0;
   private finished = false;
+  private readonly spanPool: FileSpan[] = [];
 
   constructor(
     private readonly plan: TreePlan,
@@ -54,7 +56,14 @@ export class TarWriter {
               throw new PackError(`pack ${this.plan.root}: ${e.path} shrank while packing (expected ${e.size} bytes)`);
             }
             this.left -= got;
-            spans?.push({ entry: this.index - 1, start: n, end: n + got, last: this.left === 0 });
+            if (spans) {
+              const span = (this.spanPool[spans.length] ??= { entry: 0, start: 0, end: 0, last: false });
+              span.entry = this.index - 1;
+              span.start = n;
+              span.end = n + got;
+              span.last = this.left === 0;
+              spans.push(span);
+            }
             n += got;
             this.onBytes?.(got);
           } else if (this.pad > 0) {

@@ -104,20 +104,21 @@ export class ChunkStream {
   private filled = 0;
 
   /**
-   * The next `piece` of the current file; `last`: the file ends with it. `emit` gets each chunk in
-   * order, a view valid only during the call.
+   * The next piece of the current file, `buf[start..end)`; `last`: the file ends with it. `emit` gets
+   * each chunk in order, a view valid only during the call.
    */
-  push(piece: Uint8Array, last: boolean, emit: (bytes: Uint8Array) => void): void {
+  push(buf: Uint8Array, start: number, end: number, last: boolean, emit: (bytes: Uint8Array) => void): void {
     const win = this.win;
-    let p = 0;
+    const piece = buf;
+    let p = start;
     if (this.filled > 0) {
       // A chunk started in an earlier piece: gather it (a maximum chunk, or up to the file's end).
       for (;;) {
-        const take = Math.min(piece.length - p, MAX_CHUNK - this.filled);
+        const take = Math.min(end - p, MAX_CHUNK - this.filled);
         win.set(piece.subarray(p, p + take), this.filled);
         this.filled += take;
         p += take;
-        const ends = last && p === piece.length;
+        const ends = last && p === end;
         if (this.filled < MAX_CHUNK && !ends) return;
         const len = cutPoint(win, 0, this.filled);
         emit(win.subarray(0, len));
@@ -131,14 +132,14 @@ export class ChunkStream {
         this.filled = left;
       }
     }
-    while (p < piece.length) {
-      const rest = piece.length - p;
+    while (p < end) {
+      const rest = end - p;
       if (rest < MAX_CHUNK && !last) {
-        win.set(piece.subarray(p));
+        win.set(piece.subarray(p, end));
         this.filled = rest;
         return;
       }
-      const len = cutPoint(piece, p, piece.length);
+      const len = cutPoint(piece, p, end);
       emit(piece.subarray(p, p + len));
       p += len;
     }

@@ -72,7 +72,7 @@ const PIECE = 64 * 1024;
 const QUEUE_LIMIT = 4 * PIECE;
 
 /** Tar chunks (of about 1 MiB) between two collections while the tap cuts chunks. */
-const GC_EVERY = 4;
+const GC_EVERY = 8;
 /** The index's JSON is gzip'd in members of about this size (a multi-member gzip file). */
 const INDEX_MEMBER = 1 << 20;
 /** The most an index may inflate to (read.ts allows as much to agents). */
@@ -125,7 +125,7 @@ export async function startDelta(o: DeltaStartOptions): Promise<DeltaSession> {
       if (pack.failed) return;
       for (const s of spans) {
         current = s.entry;
-        cutter.push(raw.subarray(s.start, s.end), s.last, emit);
+        cutter.push(raw, s.start, s.end, s.last, emit);
       }
       return pack.room();
     },
