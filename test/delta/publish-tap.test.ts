@@ -13,6 +13,7 @@ import { TarWriter } from "../../src/archive/tar-writer.ts";
 import { ChunkStream, chunkBuffer, fileChunks, MAX_CHUNK, MIN_CHUNK } from "../../src/delta/chunker.ts";
 import { encodeIndex, parseIndex } from "../../src/delta/format.ts";
 import { publishDelta, startDelta } from "../../src/delta/publish.ts";
+import { fetchIndex } from "../../src/delta/read.ts";
 import { createLogger } from "../../src/log.ts";
 import { fileTarget } from "../../src/store/targets/file.ts";
 import type { Target } from "../../src/store/targets/index.ts";
@@ -192,4 +193,41 @@ describe("the delta as a tap on packing", () => {
     await expect(session.finish("r1", size)).rejects.toThrow("store refused the pack");
     expect(fs.existsSync(join(dir.path, "store/web/delta/r1.idx"))).toBe(false);
   });
+});
+
+test("an index of more than a MiB of JSON is several gzip members; the agents' reader (fetchIndex, also gc's) and the next publish read it whole", async () => {
+  await using dir = tempDir();
+  const src = join(dir.path, "src");
+  fs.mkdirSync(src);
+  const long = "n".repeat(200);
+  for (let i = 0; i < 3600; i++) fs.writeFileSync(join(src, `${long}-${i}`), `file ${i}\n`);
+  const store = join(dir.path, "store");
+  const publishOnce = async (id: string) =>
+    publishDelta({
+      plan: scanTree(src, { excludes: [] }),
+      target: await targetAt(store),
+      role: "web",
+      id,
+      archiveSize: 1,
+      env: {},
+      log: quiet,
+      userAgent: "t",
+    });
+  const first = await publishOnce("r1");
+  const gz = fs.readFileSync(join(store, "web/delta/r1.idx"));
+  const text = gunzipSync(gz).toString();
+  expect(text.length).toBeGreaterThan(2 ** 20);
+  expect(Bun.gunzipSync(gz).byteLength).toBeLessThan(text.length); // the first member is not all of it
+  const { index } = await fetchIndex(
+    `file://${join(store, "web/delta/r1.idx")}`,
+    { env: {}, userAgent: "t" },
+    LIMITS,
+    first.sha256,
+  );
+  expect(encodeIndex(index)).toBe(text);
+  expect(index.entries.length).toBe(3600);
+
+  const second = await publishOnce("r2");
+  expect(second.newChunks).toBe(0); // what the store holds was read from the multi-member index
+  expect(second.chunks).toBe(first.chunks);
 });
