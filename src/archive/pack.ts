@@ -13,10 +13,11 @@
  */
 import { createHasher, type HashAlgorithm } from "../checksum.ts";
 import { inlineCompressor, workerCompressor, type Compressed } from "./gzip.ts";
-import { CHUNK, TarWriter } from "./tar-writer.ts";
+import { CHUNK, type FileSpan, TarWriter } from "./tar-writer.ts";
 import type { TreePlan } from "./walk.ts";
 
 // What publish uses with packTree, importable from here with it.
+export type { FileSpan } from "./tar-writer.ts";
 export { PackError } from "./pack-error.ts";
 export { scanTree, type PackEntry, type ScanOptions, type TreePlan } from "./walk.ts";
 
@@ -28,6 +29,23 @@ export interface PackOptions {
   onBytes?: (n: number) => void;
   /** Compress on the main thread (no worker). */
   inline?: boolean;
+  /** Sees the uncompressed tar stream as it is packed: the files are read once for both. */
+  tap?: TarTap;
+  /**
+   * The reader is done with each chunk once it asks for the next (publish's targets write or copy it
+   * first): its memory is freed then, rather than whenever the collector gets to it.
+   */
+  freeRead?: boolean;
+}
+
+/**
+ * A reader of the uncompressed tar stream beside the compressor (the delta's chunker). `chunk` gets
+ * each raw chunk before it is compressed, in order, with the spans of it that are file contents; both
+ * are valid only during the call. A returned promise holds back the next chunk (backpressure); a throw
+ * fails the pack.
+ */
+export interface TarTap {
+  chunk(raw: Uint8Array, spans: readonly FileSpan[]): void | Promise<void>;
 }
 
 export interface PackResult {
@@ -65,8 +83,13 @@ export function packTree(plan: TreePlan, opts: PackOptions): Packed {
     ? inlineCompressor(opts.gzipLevel)
     : (workerCompressor(opts.gzipLevel) ?? inlineCompressor(opts.gzipLevel));
   // Chunks read ahead while the compressor works on earlier ones; buffers circulate, none is allocated per chunk.
-  const free: ArrayBuffer[] = Array.from({ length: DEPTH + 1 }, () => new ArrayBuffer(CHUNK));
+  // With a tap the main thread is the slower side: one chunk fewer ahead costs no time and a MiB.
+  const depth = opts.tap ? DEPTH - 1 : DEPTH;
+  const free: ArrayBuffer[] = Array.from({ length: depth + 1 }, () => new ArrayBuffer(CHUNK));
   const pending: Promise<Compressed>[] = [];
+  const spans: FileSpan[] = [];
+  let tapped: void | Promise<void>;
+  let handedOut: Uint8Array | undefined;
   let eof = false;
   let final: PackResult | undefined;
   let size = 0;
@@ -88,14 +111,20 @@ export function packTree(plan: TreePlan, opts: PackOptions): Packed {
         // Packing is synchronous work: let the consumer's network I/O run between chunks (a
         // ready stream otherwise resolves reads with microtasks only, and uploads stall).
         await new Promise((resolve) => setImmediate(resolve));
+        if (handedOut) freeBytes(handedOut);
+        handedOut = undefined;
         try {
-          while (!eof && pending.length < DEPTH) {
+          while (!eof && pending.length < depth) {
+            if (tapped) await tapped;
+            tapped = undefined;
             const buffer = free.pop()!;
-            const raw = tar.next(new Uint8Array(buffer));
+            const raw = tar.next(new Uint8Array(buffer), opts.tap && spans);
             if (raw === null) {
               eof = true;
               free.push(buffer);
             } else {
+              tapped = opts.tap?.chunk(raw, spans);
+              tapped?.catch(() => {}); // awaited before the next chunk; after a cancel, nobody will
               const job = compressor.compress(buffer, raw.byteLength);
               job.catch(() => {}); // awaited in order below; after a cancel, nobody will
               pending.push(job);
@@ -103,6 +132,7 @@ export function packTree(plan: TreePlan, opts: PackOptions): Packed {
           }
           const next = pending.shift();
           if (next === undefined) {
+            if (tapped) await tapped;
             compressor.close();
             final = { algorithm: opts.algorithm, checksum: hasher.hex(), size };
             resolve(final);
@@ -113,6 +143,7 @@ export function packTree(plan: TreePlan, opts: PackOptions): Packed {
           free.push(buffer);
           hasher.update(gz);
           size += gz.byteLength;
+          if (opts.freeRead) handedOut = gz;
           controller.enqueue(gz);
         } catch (err) {
           fail(err);
@@ -132,6 +163,15 @@ export function packTree(plan: TreePlan, opts: PackOptions): Packed {
       return final;
     },
   };
+}
+
+/**
+ * Free the memory of `bytes` now (detaching its buffer) if it owns all of it; any other view of that
+ * buffer sees it empty. The collector frees large buffers late: publish's peak memory was mostly these.
+ */
+export function freeBytes(bytes: Uint8Array): void {
+  if (bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer)
+    bytes.buffer.transfer(0);
 }
 
 /** Raw chunks read ahead of the compressor. */

@@ -11,11 +11,21 @@ import type { TreePlan } from "./walk.ts";
 /** The size of one tar chunk, and of each gzip member made from one. */
 export const CHUNK = 1 << 20;
 
+/** Bytes `[start, end)` of a chunk are contents of `plan.entries[entry]`; `last`: its final bytes. */
+export interface FileSpan {
+  entry: number;
+  start: number;
+  end: number;
+  last: boolean;
+}
+
 /**
  * The uncompressed tar bytes of `plan`, one chunk of about 1 MiB per `next()` (null at the end).
  * Files are read synchronously straight into the chunk; a file that shrank since the scan is an
  * error (its header already says its size). `onBytes` counts the files' bytes as they are read.
  * The chunk is one reused buffer: it is valid until the next call (packing compresses it at once).
+ * `spans`, when given, is emptied and filled with where the chunk holds file contents (objects the
+ * writer reuses: valid until the next call, like the chunk).
  */
 export class TarWriter {
   private readonly buf = Buffer.allocUnsafe(CHUNK);
@@ -24,16 +34,18 @@ export class TarWriter {
   private left = 0;
   private pad = 0;
   private finished = false;
+  private readonly spanPool: FileSpan[] = [];
 
   constructor(
     private readonly plan: TreePlan,
     private readonly onBytes?: (n: number) => void,
   ) {}
 
-  next(into: Uint8Array = this.buf): Uint8Array | null {
+  next(into: Uint8Array = this.buf, spans?: FileSpan[]): Uint8Array | null {
     if (this.finished) return null;
     const buf = into;
     let n = 0;
+    if (spans) spans.length = 0;
     try {
       while (n < CHUNK) {
         if (this.fd !== null) {
@@ -43,8 +55,16 @@ export class TarWriter {
               const e = this.plan.entries[this.index - 1]!;
               throw new PackError(`pack ${this.plan.root}: ${e.path} shrank while packing (expected ${e.size} bytes)`);
             }
-            n += got;
             this.left -= got;
+            if (spans) {
+              const span = (this.spanPool[spans.length] ??= { entry: 0, start: 0, end: 0, last: false });
+              span.entry = this.index - 1;
+              span.start = n;
+              span.end = n + got;
+              span.last = this.left === 0;
+              spans.push(span);
+            }
+            n += got;
             this.onBytes?.(got);
           } else if (this.pad > 0) {
             const z = Math.min(this.pad, CHUNK - n);

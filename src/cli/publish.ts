@@ -28,6 +28,9 @@ import {
 } from "./_shared.ts";
 import { rolloutHook, rolloutSettings } from "./rollout.ts";
 
+/** JavaScriptCore tier-up thresholds times this, for publish (see below). */
+const JIT_RELUCTANCE = 100;
+
 export const publishArgs = {
   dir: { type: "positional", description: "The built app's directory", required: false },
   to: {
@@ -170,6 +173,10 @@ export default defineCommand({
       ? undefined
       : createProgress({ tty: process.stderr.isTTY === true, write: (s) => process.stderr.write(s), log });
 
+    // Publish's heavy work is native (gzip, deflate, SHA-256) and its JavaScript runs a few passes:
+    // the optimizing compilers' memory (code and compilation) bought no measurable time, and their
+    // peak was what kept a large publish above its memory budget. They still compile the hottest loops.
+    Bun.unsafe.setJITPolicy(JIT_RELUCTANCE);
     const result = await publish({
       dir,
       to,

@@ -94,6 +94,58 @@ export function* fileChunks(
   }
 }
 
+/**
+ * The same cuts as `fileChunks`, for a file whose bytes arrive in pieces of any size (publish reads
+ * each file once, into the archive's tar chunks). Bytes are copied only when a chunk spans two
+ * pieces; one instance per caller, reused for every file.
+ */
+export class ChunkStream {
+  private readonly win = new Uint8Array(MAX_CHUNK);
+  private filled = 0;
+
+  /**
+   * The next piece of the current file, `buf[start..end)`; `last`: the file ends with it. `emit` gets
+   * each chunk in order, a view valid only during the call.
+   */
+  push(buf: Uint8Array, start: number, end: number, last: boolean, emit: (bytes: Uint8Array) => void): void {
+    const win = this.win;
+    const piece = buf;
+    let p = start;
+    if (this.filled > 0) {
+      // A chunk started in an earlier piece: gather it (a maximum chunk, or up to the file's end).
+      for (;;) {
+        const take = Math.min(end - p, MAX_CHUNK - this.filled);
+        win.set(piece.subarray(p, p + take), this.filled);
+        this.filled += take;
+        p += take;
+        const ends = last && p === end;
+        if (this.filled < MAX_CHUNK && !ends) return;
+        const len = cutPoint(win, 0, this.filled);
+        emit(win.subarray(0, len));
+        const left = this.filled - len;
+        this.filled = 0;
+        if (left <= take) {
+          p -= left; // the rest is in this piece: cut it there
+          break;
+        }
+        win.copyWithin(0, len, len + left);
+        this.filled = left;
+      }
+    }
+    while (p < end) {
+      const rest = end - p;
+      if (rest < MAX_CHUNK && !last) {
+        win.set(piece.subarray(p, end));
+        this.filled = rest;
+        return;
+      }
+      const len = cutPoint(piece, p, end);
+      emit(piece.subarray(p, p + len));
+      p += len;
+    }
+  }
+}
+
 /** The hex sha256 of `bytes`: a chunk's name. */
 export function chunkHash(bytes: Uint8Array): string {
   return new Bun.CryptoHasher("sha256").update(bytes).digest("hex");

@@ -16,4 +16,10 @@
 export { DeltaError, deltaNames, FORMAT } from "./format.ts";
 export { fetchTree, type DeltaFetchOptions, type TreeResult } from "./fetch.ts";
 export { recordPath } from "./record.ts";
-export { publishDelta, type DeltaPublished, type DeltaPublishOptions } from "./publish.ts";
+export {
+  publishDelta,
+  startDelta,
+  type DeltaPublished,
+  type DeltaPublishOptions,
+  type DeltaSession,
+} from "./publish.ts";

@@ -39,7 +39,7 @@ import { loadPrivateKey, SIGNATURE_SUFFIX, signBytes } from "../signature.ts";
 import type { Env } from "../env.ts";
 import type { Progress } from "./progress.ts";
 import { openTarget } from "../store/targets/index.ts";
-import { publishDelta } from "../delta/index.ts";
+import { type DeltaSession, startDelta } from "../delta/index.ts";
 import { formatBytes } from "../units.ts";
 import { USER_AGENT } from "../version.ts";
 import type { AnnounceOptions, ConsulSettings } from "./announce.ts";
@@ -119,9 +119,29 @@ export async function publish(o: PublishOptions): Promise<PublishResult> {
       releaseId: sampleId,
     });
     const plan = scanTree(o.dir, { excludes: o.pack.excludes, includeGit: o.pack.includeGit });
+    Bun.gc(true); // the scan's garbage goes before packing, not beside it
     if (!o.dryRun) await target.preflight();
 
-    // pack + upload the archive (its final name is known once the last byte is hashed).
+    // delta: what the store holds, then a tap on packing that cuts the same reads into chunks.
+    let delta: DeltaSession | undefined;
+    if (!o.dryRun && o.delta !== false) {
+      try {
+        delta = await startDelta({
+          plan,
+          target,
+          role: o.role,
+          env: o.env,
+          log,
+          signal: o.signal,
+          userAgent: USER_AGENT,
+        });
+      } catch (err) {
+        if (o.signal?.aborted) throw err;
+        log.info(`delta: not stored (${messageOf(err)}); agents will fetch the full archive`);
+      }
+    }
+
+    // pack + upload the archive (its final name is known once the last byte is hashed), and the new chunks.
     log.info(
       `pack ${o.dir}: ${plan.files} files, ` +
         `${formatBytes(plan.bytes)}${o.dryRun ? " (dry run: reading only)" : ` → ${target.base}`}`,
@@ -132,6 +152,8 @@ export async function publish(o: PublishOptions): Promise<PublishResult> {
       algorithm: o.pack.algorithm,
       gzipLevel: o.pack.gzipLevel,
       onBytes: o.progress?.packed,
+      tap: delta?.tap,
+      freeRead: true,
     });
     const idOf = (r: PackResult) => releaseId(createdAt, r.checksum);
     let archive: PackResult;
@@ -146,6 +168,9 @@ export async function publish(o: PublishOptions): Promise<PublishResult> {
         );
       }
       archive = await packed.result;
+    } catch (err) {
+      await delta?.abort(err);
+      throw err;
     } finally {
       o.progress?.finish();
     }
@@ -161,21 +186,11 @@ export async function publish(o: PublishOptions): Promise<PublishResult> {
         `${formatBytes(plan.bytes)}) in ${seconds.toFixed(1)}s, ${o.pack.algorithm} ${archive.checksum}`,
     );
 
-    // delta: the content index and the chunks the store lacks; without it agents fetch the archive.
+    // delta: the pack's end and the content index; without it agents fetch the archive.
     let deltaIndex: { url: string; sha256: string } | undefined;
-    if (!o.dryRun && o.delta !== false) {
+    if (delta) {
       try {
-        const d = await publishDelta({
-          plan,
-          target,
-          role: o.role,
-          id,
-          archiveSize: archive.size,
-          env: o.env,
-          log,
-          signal: o.signal,
-          userAgent: USER_AGENT,
-        });
+        const d = await delta.finish(id, archive.size);
         deltaIndex = { url: d.indexUrl, sha256: d.sha256 };
         log.info(
           `delta: uploaded ${d.newChunks} new of ${d.chunks} chunks (${formatBytes(d.packBytes)}) and the ` +

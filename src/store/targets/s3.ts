@@ -75,6 +75,12 @@ export async function s3Target(
     throw new UploadError(`store ${urlOf(name)}: already exists (releases are never overwritten)`, { exists: true });
   };
 
+  // Part buffers are reused, and parts in flight counted, across every stream of this target (publish
+  // uploads a pack beside the archive): at most concurrency + one per stream exist, whatever the sizes.
+  const free: Buffer[] = [];
+  let partsInFlight = 0;
+  const slotFree: (() => void)[] = [];
+
   const putObject = async (name: string, body: Uint8Array, contentType: string) => {
     await ensureFree(name);
     await send(`store ${urlOf(name)}`, () =>
@@ -111,9 +117,7 @@ export async function s3Target(
 
     async putStream(body, name, contentType) {
       const reader = body.getReader();
-      // Part buffers are reused (at most concurrency + 1 exist): memory stays flat whatever the size.
-      const free: Buffer[] = [];
-      let current: Buffer = Buffer.allocUnsafe(tuning.partSize);
+      let current: Buffer = free.pop() ?? Buffer.allocUnsafe(tuning.partSize);
       let filled = 0;
       let multipart: { key: string; url: string; uploadId: string } | undefined;
       const parts: { PartNumber: number; ETag: string }[] = [];
@@ -155,11 +159,16 @@ export async function s3Target(
             failure ??= err;
           },
         );
-        const tracked = p.finally(() => inFlight.delete(tracked));
+        partsInFlight++;
+        const tracked = p.finally(() => {
+          inFlight.delete(tracked);
+          partsInFlight--;
+          slotFree.shift()?.();
+        });
         inFlight.add(tracked);
         current = free.pop() ?? Buffer.allocUnsafe(tuning.partSize);
         filled = 0;
-        while (inFlight.size >= tuning.concurrency) await Promise.race(inFlight);
+        while (partsInFlight >= tuning.concurrency) await new Promise<void>((resolve) => slotFree.push(resolve));
       };
 
       try {
@@ -178,11 +187,13 @@ export async function s3Target(
         if (!failure && !multipart) {
           // A small archive: one PutObject under its final name.
           await putObject(name(), current.subarray(0, filled), contentType);
+          free.push(current);
           return;
         }
         if (!failure && filled > 0) await flush();
         await Promise.all(inFlight);
         if (failure) throw failure;
+        free.push(current);
         parts.sort((a, b) => a.PartNumber - b.PartNumber);
         const { key, uploadId } = multipart!;
         await send(`store ${base}: complete the multipart upload`, () =>

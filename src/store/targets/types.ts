@@ -26,7 +26,8 @@ export interface Target {
   /**
    * Store a stream whose name is known only once it has ended (the name holds its checksum):
    * `name()` is called after the last byte. Never overwrites; throws `UploadError` (with `exists`)
-   * when the name is taken, and leaves nothing behind on failure.
+   * when the name is taken, and leaves nothing behind on failure. Each chunk of `body` is written or
+   * copied before the next is read: the producer may free it then.
    */
   putStream(body: ReadableStream<Uint8Array>, name: () => string, contentType: string): Promise<void>;
   /** Store small bytes under `name`, never overwriting. */
