@@ -95,7 +95,15 @@ export async function fetchTree(
     return recordAfter(o, await full());
   }
   try {
-    return await fetchDelta(o);
+    // The build runs each per-entry function thousands of times and then never again: compiling them
+    // in the optimising tiers costs more CPU (the JIT worker's) and memory than it saves. Eight times
+    // the thresholds leaves the hot loops in the baseline tiers.
+    Bun.unsafe.setJITPolicy(8);
+    try {
+      return await fetchDelta(o);
+    } finally {
+      Bun.unsafe.setJITPolicy(1);
+    }
   } catch (err) {
     if (o.signal?.aborted) throw err;
     o.log.info(`delta: ${messageOf(err)}; fetching the full archive`);
