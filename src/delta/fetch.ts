@@ -97,9 +97,9 @@ export async function fetchTree(
   }
   try {
     // The build runs each per-entry function thousands of times and then never again: compiling them
-    // in the optimising tiers costs more CPU (the JIT worker's) and memory than it saves. Eight times
-    // the thresholds leaves the hot loops in the baseline tiers.
-    Bun.unsafe.setJITPolicy(8);
+    // in the optimising tiers costs more CPU (the JIT worker's) and memory (the compilers' own, kept
+    // by the allocator) than it saves. Higher thresholds leave most of it in the faster-to-compile tiers.
+    Bun.unsafe.setJITPolicy(30);
     try {
       return await fetchDelta(o);
     } finally {
