@@ -3,7 +3,7 @@ import { redact } from "../log.ts";
 import { fetchBytes } from "../store/sources/index.ts";
 import type { OpenOptions } from "../store/sources/types.ts";
 import { type CompactIndex, parseCompactIndex } from "./compact.ts";
-import { inflateCapped, inflateText } from "./inflate.ts";
+import { inflateInto, inflateText } from "./inflate.ts";
 import { DeltaError, parseIndex, type DeltaIndex } from "./format.ts";
 
 /** A stored index larger than this is refused (a 20,000-file release's is ~1 MB). */
@@ -33,18 +33,28 @@ export async function fetchCompactIndex(
   limits: { maxEntries: number; maxBytes: number },
   sha256: string,
 ): Promise<{ index: CompactIndex; bytes: number }> {
-  const gz = await fetchChecked(url, opts, sha256);
-  let json: Uint8Array;
+  // The stored bytes are out of scope (garbage) while the inflated ones are parsed.
+  const { json, bytes } = await indexBytes(url, opts, sha256);
   try {
-    json = await inflateCapped(gz, "gzip", MAX_INDEX_JSON);
-  } catch (err) {
-    throw new DeltaError(`index ${redact(url)}: not a gzip'd index (${(err as Error).message})`, { cause: err });
-  }
-  try {
-    return { index: parseCompactIndex(json, limits), bytes: gz.byteLength };
+    return { index: parseCompactIndex(json, limits), bytes };
   } catch (err) {
     if (err instanceof DeltaError) throw new DeltaError(`${redact(url)}: ${err.message}`);
     throw err;
+  }
+}
+
+async function indexBytes(
+  url: string,
+  opts: OpenOptions,
+  sha256: string,
+): Promise<{ json: Uint8Array; bytes: number }> {
+  const gz = await fetchChecked(url, opts, sha256);
+  // gzip's trailer: the inflated size mod 2^32 (a hint only: a wrong one costs a copy, the cap still holds).
+  const hint = gz.byteLength >= 4 ? new DataView(gz.buffer, gz.byteOffset + gz.byteLength - 4).getUint32(0, true) : 0;
+  try {
+    return { json: await inflateInto(gz, "gzip", MAX_INDEX_JSON, hint), bytes: gz.byteLength };
+  } catch (err) {
+    throw new DeltaError(`index ${redact(url)}: not a gzip'd index (${(err as Error).message})`, { cause: err });
   }
 }
 
