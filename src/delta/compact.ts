@@ -111,19 +111,20 @@ export class CompactIndex {
     if (size > this.table.length) this.table = new Int32Array(size);
   }
   /** Add entry `i`'s path to the table; false when another entry has the same path. */
-  addPath(i: number): boolean {
+  addPath(i: number, hash?: number): boolean {
     if (2 * (i + 1) > this.table.length) {
       const old = this.table;
       this.table = new Int32Array(Math.max(1024, old.length * 2));
       for (const slot of old) if (slot !== 0) this.place(slot - 1);
     }
-    return this.place(i);
+    return this.place(i, hash);
   }
-  private place(i: number): boolean {
+  /** `hash`: the path's `pathHash`, when the caller has it. */
+  private place(i: number, hash?: number): boolean {
     const s = this.pathStart[i]!;
     const e = this.pathStart[i + 1]!;
     const mask = this.table.length - 1;
-    for (let at = pathHash(this.pathBytes, s, e) & mask; ; at = (at + 1) & mask) {
+    for (let at = (hash ?? pathHash(this.pathBytes, s, e)) & mask; ; at = (at + 1) & mask) {
       const slot = this.table[at]!;
       if (slot === 0) {
         this.table[at] = i + 1;
@@ -134,10 +135,13 @@ export class CompactIndex {
   }
 }
 
+const FNV_OFFSET = 0x811c9dc5;
+const FNV_PRIME = 0x01000193;
+
 /** FNV-1a over the bytes. */
 function pathHash(b: Uint8Array, start: number, end: number): number {
-  let h = 0x811c9dc5;
-  for (let i = start; i < end; i++) h = Math.imul(h ^ b[i]!, 0x01000193);
+  let h = FNV_OFFSET;
+  for (let i = start; i < end; i++) h = Math.imul(h ^ b[i]!, FNV_PRIME);
   return h >>> 0;
 }
 
@@ -223,12 +227,12 @@ export function parseCompactIndex(b: Uint8Array, limits: { maxEntries: number; m
     }
     const fast = fastChunk(b, start, hashes, 32 * i, num);
     if (fast !== -1) {
-      const [p, o, s, z] = num;
-      if (p! < packCount && z! > 0 && z! <= MAX_CHUNK && s! <= MAX_CHUNK + 1024) {
-        pack[i] = p!;
-        offset[i] = o!;
-        stored[i] = s!;
-        size[i] = z!;
+      const z = num[3]!;
+      if (num[0]! < packCount && z > 0 && z <= MAX_CHUNK && num[2]! <= MAX_CHUNK + 1024) {
+        pack[i] = num[0]!;
+        offset[i] = num[1]!;
+        stored[i] = num[2]!;
+        size[i] = z;
         nChunks = i + 1;
         return fast;
       }
@@ -327,15 +331,29 @@ export function parseCompactIndex(b: Uint8Array, limits: { maxEntries: number; m
   function fastEntry(i: number, start: number): number {
     const n = b.length;
     if (b[start] !== 0x5b || b[start + 1] !== 0x22) return -1;
+    // The path in one pass: printable ASCII without `\\`, copied, hashed, and each component checked
+    // (not empty, `.` or `..`: `canonical`). Longer than the room left: the slow path grows it.
     let at = start + 2;
-    const p0 = at;
-    for (; at < n; at++) {
-      const c = b[at]!;
-      if (c === 0x22) break;
-      if (c < 0x20 || c > 0x7e || c === 0x5c) return -1;
+    let w = pathEnd;
+    const room = pathBytes.length;
+    let h = FNV_OFFSET;
+    let component = w;
+    for (; ; at++) {
+      const c = b[at];
+      if (c === 0x22 || c === 0x2f) {
+        const len = w - component;
+        if (
+          len === 0 ||
+          (pathBytes[component] === 0x2e && (len === 1 || (len === 2 && pathBytes[component + 1] === 0x2e)))
+        )
+          return -1;
+        if (c === 0x22) break;
+        component = w + 1;
+      } else if (c === undefined || c < 0x20 || c > 0x7e || c === 0x5c) return -1;
+      if (w === room) return -1;
+      pathBytes[w++] = c;
+      h = Math.imul(h ^ c, FNV_PRIME);
     }
-    const p1 = at;
-    // `","<t>",`
     if (b[at + 1] !== 0x2c || b[at + 2] !== 0x22 || b[at + 4] !== 0x22 || b[at + 5] !== 0x2c) return -1;
     const t = b[at + 3];
     at = readInt(b, at + 6, num, 0);
@@ -343,9 +361,9 @@ export function parseCompactIndex(b: Uint8Array, limits: { maxEntries: number; m
     at = readInt(b, at + 1, num, 1);
     if (at < 0) return -1;
     const m = num[0]!;
-    if (m > 0o7777 || !canonicalBytes(b, p0, p1)) return -1;
+    if (m > 0o7777) return -1;
     pathStart[i] = pathEnd;
-    putPath(b, p0, p1);
+    pathEnd = w;
     pathStart[i + 1] = pathEnd;
     refStart[i] = refEnd;
     let fsize = 0;
@@ -390,7 +408,7 @@ export function parseCompactIndex(b: Uint8Array, limits: { maxEntries: number; m
       kind[i] = FILE;
     } else return -1;
     // Last: a path in the table is taken.
-    if (!ix.addPath(i)) {
+    if (!ix.addPath(i, h >>> 0)) {
       ix.linknames.delete(i);
       return -1;
     }
@@ -484,10 +502,10 @@ function readInt(b: Uint8Array, at: number, out: Float64Array, slot: number): nu
  */
 function fastChunk(b: Uint8Array, start: number, hashes: Uint8Array, h: number, num: Float64Array): number {
   if (b[start] !== 0x5b || b[start + 1] !== 0x22 || b[start + 66] !== 0x22 || b[start + 67] !== 0x2c) return -1;
-  for (let j = 0; j < 32; j++) {
-    const hi = hexDigit(b[start + 2 + 2 * j]!);
-    const lo = hexDigit(b[start + 3 + 2 * j]!);
-    if (hi < 0 || lo < 0) return -1;
+  for (let j = 0, at = start + 2; j < 32; j++, at += 2) {
+    const hi = HEX[b[at]!]!;
+    const lo = HEX[b[at + 1]!]!;
+    if ((hi | lo) < 0) return -1;
     hashes[h + j] = (hi << 4) | lo;
   }
   let at = start + 68;
@@ -499,26 +517,9 @@ function fastChunk(b: Uint8Array, start: number, hashes: Uint8Array, h: number, 
   return at;
 }
 
-function hexDigit(c: number): number {
-  if (c >= 0x30 && c <= 0x39) return c - 0x30;
-  if (c >= 0x61 && c <= 0x66) return c - 0x57;
-  return -1;
-}
-
-/** `parseIndex`'s `canonical` on ASCII bytes: relative, no empty, `.` or `..` component. */
-function canonicalBytes(b: Uint8Array, start: number, end: number): boolean {
-  if (start === end) return false;
-  let s = start;
-  for (;;) {
-    let e = s;
-    while (e < end && b[e] !== 0x2f) e++;
-    const len = e - s;
-    if (len === 0) return false;
-    if (b[s] === 0x2e && (len === 1 || (len === 2 && b[s + 1] === 0x2e))) return false;
-    if (e === end) return true;
-    s = e + 1;
-  }
-}
+/** Lower-case hex digits' values by byte, -1 for any other byte. */
+const HEX = new Int8Array(256).fill(-1);
+for (let c = 0; c < 16; c++) HEX["0123456789abcdef".charCodeAt(c)] = c;
 
 /** `format.ts`'s `canonical`, for the paths `JSON.parse` read. */
 function canonical(path: string): boolean {
@@ -555,9 +556,16 @@ function valueEnd(b: Uint8Array, i: number): number {
   if (c === 0x5b || c === 0x7b) {
     let depth = 0;
     for (let j = i; j < b.length; j++) {
-      const d = b[j];
-      if (d === 0x22) j = valueEnd(b, j) - 1;
-      else if (d === 0x5b || d === 0x7b) depth++;
+      let d = b[j];
+      if (d === 0x22) {
+        // A string, skipped here (not by a call per string: the arrays hold tens of thousands).
+        for (j++; ; j++) {
+          if (j >= b.length) throw new Error("unterminated string");
+          d = b[j];
+          if (d === 0x5c) j++;
+          else if (d === 0x22) break;
+        }
+      } else if (d === 0x5b || d === 0x7b) depth++;
       else if ((d === 0x5d || d === 0x7d) && --depth === 0) return j + 1;
     }
     throw new Error("unterminated array or object");

@@ -149,9 +149,6 @@ export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
   const opened = { env: o.env, signal: o.signal, userAgent: o.userAgent };
   const { index, bytes: indexBytes } = await fetchCompactIndex(o.indexUrl, opened, o.limits, o.indexSha256);
   const seedFrom = o.seedFrom!;
-  // A full collection after each phase that leaves garbage (the index's inflated bytes, the plan, the
-  // build): the next phase reuses that memory instead of growing the heap.
-  Bun.gc(true);
 
   // plan
   const record = o.recordFrom === undefined ? undefined : readRecord(o.recordFrom);
@@ -163,6 +160,9 @@ export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
   const at = linker ? record!.align(index) : undefined;
   const { candidate, wanted, need, total } = planEntries(index, record, at, linker !== undefined);
   const seeds = seedsFor(seedFrom, index, record, candidate, need);
+  // A full collection after each phase that leaves garbage (the plan's reads of changed files, the
+  // build): the next phase reuses that memory instead of growing the heap. (The index's inflated
+  // bytes are freed by `fetchCompactIndex` itself.)
   Bun.gc(true);
   const missing: ChunkRef[] = [];
   for (const [hash, k] of need) if (!seeds.has(hash)) missing.push(index.chunk(k));

@@ -33,13 +33,16 @@ export async function fetchCompactIndex(
   limits: { maxEntries: number; maxBytes: number },
   sha256: string,
 ): Promise<{ index: CompactIndex; bytes: number }> {
-  // The stored bytes are out of scope (garbage) while the inflated ones are parsed.
   const { json, bytes } = await indexBytes(url, opts, sha256);
   try {
     return { index: parseCompactIndex(json, limits), bytes };
   } catch (err) {
     if (err instanceof DeltaError) throw new DeltaError(`${redact(url)}: ${err.message}`);
     throw err;
+  } finally {
+    // Nothing refers to the inflated bytes (the index copied what it keeps): their memory back now,
+    // not at the next full collection.
+    if (json.buffer instanceof ArrayBuffer) json.buffer.transfer(0);
   }
 }
 
@@ -55,6 +58,10 @@ async function indexBytes(
     return { json: await inflateInto(gz, "gzip", MAX_INDEX_JSON, hint), bytes: gz.byteLength };
   } catch (err) {
     throw new DeltaError(`index ${redact(url)}: not a gzip'd index (${(err as Error).message})`, { cause: err });
+  } finally {
+    // The same for the stored bytes, when this view is the whole of its buffer (fetchBytes' own).
+    if (gz.buffer instanceof ArrayBuffer && gz.byteOffset === 0 && gz.byteLength === gz.buffer.byteLength)
+      gz.buffer.transfer(0);
   }
 }
 
