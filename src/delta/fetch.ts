@@ -248,7 +248,7 @@ export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
     let trusted = 0;
     let refetched = 0;
     let seedDev: number | undefined;
-    /** A linked file's tar header, for its size: one object, rewritten per file. */
+    /** A linked file as the tar writer takes it, for its header's size: one object, rewritten per file. */
     const header: TarEntry = { path: "", type: "file", mode: 0, mtime: 0, size: 0, linkname: "" };
     /** The chunk's bytes, verified: from the spool, a local copy, or fetched now. */
     const chunkBytes = async (c: ChunkRef, path: string): Promise<Uint8Array> => {
@@ -289,6 +289,7 @@ export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
           // extractor does for it after comparing every byte). Its parent came from the index.
           if (linker!.link(i, path, parent, at![i]!)) {
             header.path = path;
+            header.mode = index.mode[i]!;
             header.size = size;
             header.mtime = index.mtime[i]!;
             tarSize += headerSize(header) + size + ((BLOCK - (size % BLOCK)) % BLOCK);
