@@ -26,7 +26,7 @@ import * as fs from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { type ExtractedTree, TarExtractor, type ExtractLimits } from "../archive/extract.ts";
-import { entryHeaders, headerSize } from "../archive/tar-header.ts";
+import { entryHeaders, headerSize, type TarEntry } from "../archive/tar-header.ts";
 import { FetchError, messageOf } from "../errors.ts";
 import { redact, type Logger } from "../log.ts";
 import { openUrl } from "../store/sources/index.ts";
@@ -34,9 +34,10 @@ import type { Env } from "../env.ts";
 import { pidAlive } from "../pid.ts";
 import { formatBytes } from "../units.ts";
 import { chunkBuffer, chunkHash, fileChunks } from "./chunker.ts";
-import { DeltaError, packUrl, type ChunkRef, type DeltaIndex, type IndexEntry } from "./format.ts";
+import { type CompactIndex, DIR, FILE } from "./compact.ts";
+import { DeltaError, packUrl, type ChunkRef } from "./format.ts";
 import { inflateCapped } from "./inflate.ts";
-import { fetchIndex } from "./read.ts";
+import { fetchCompactIndex } from "./read.ts";
 import { type DeltaRecord, pruneRecords, type RecordStat, readRecord, unchanged, writeRecord } from "./record.ts";
 
 export interface DeltaFetchOptions {
@@ -95,7 +96,15 @@ export async function fetchTree(
     return recordAfter(o, await full());
   }
   try {
-    return await fetchDelta(o);
+    // The build runs each per-entry function thousands of times and then never again: compiling them
+    // in the optimising tiers costs more CPU (the JIT worker's) and memory (the compilers' own, kept
+    // by the allocator) than it saves. Higher thresholds leave most of it in the faster-to-compile tiers.
+    Bun.unsafe.setJITPolicy(30);
+    try {
+      return await fetchDelta(o);
+    } finally {
+      Bun.unsafe.setJITPolicy(1);
+    }
   } catch (err) {
     if (o.signal?.aborted) throw err;
     o.log.info(`delta: ${messageOf(err)}; fetching the full archive`);
@@ -113,7 +122,7 @@ export async function fetchTree(
 async function recordAfter(o: DeltaFetchOptions, result: TreeResult): Promise<TreeResult> {
   if (o.recordAs === undefined || result.extractError) return result;
   try {
-    const { index } = await fetchIndex(
+    const { index } = await fetchCompactIndex(
       o.indexUrl,
       { env: o.env, signal: o.signal, userAgent: o.userAgent },
       o.limits,
@@ -138,26 +147,25 @@ interface Seed {
 export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
   const started = performance.now();
   const opened = { env: o.env, signal: o.signal, userAgent: o.userAgent };
-  const { index, bytes: indexBytes } = await fetchIndex(o.indexUrl, opened, o.limits, o.indexSha256);
+  const { index, bytes: indexBytes } = await fetchCompactIndex(o.indexUrl, opened, o.limits, o.indexSha256);
   const seedFrom = o.seedFrom!;
-  // A full collection after each phase that leaves garbage (the index's parse, the plan, the build):
-  // the next phase reuses that memory instead of growing the heap (a lower peak RSS for a few ms).
-  Bun.gc(true);
 
   // plan
   const record = o.recordFrom === undefined ? undefined : readRecord(o.recordFrom);
   const recorded = record !== undefined && record.size > 0;
   const linker =
     recorded && o.linkFrom !== undefined && o.linkFrom === seedFrom && process.getuid?.() === 0
-      ? new DirectLinker(o.tree, o.linkFrom, o.linkPeers, record, index.entries.length)
+      ? new DirectLinker(o.tree, o.linkFrom, o.linkPeers, record, index)
       : undefined;
-  const at = linker ? record!.align(index.byPath!, index.entries.length) : undefined;
-  index.byPath = undefined; // not needed any more
+  const at = linker ? record!.align(index) : undefined;
   const { candidate, wanted, need, total } = planEntries(index, record, at, linker !== undefined);
   const seeds = seedsFor(seedFrom, index, record, candidate, need);
+  // A full collection after each phase that leaves garbage (the plan's reads of changed files, the
+  // build): the next phase reuses that memory instead of growing the heap. (The index's inflated
+  // bytes are freed by `fetchCompactIndex` itself.)
   Bun.gc(true);
   const missing: ChunkRef[] = [];
-  for (const [hash, k] of need) if (!seeds.has(hash)) missing.push(index.chunks[k]!);
+  for (const [hash, k] of need) if (!seeds.has(hash)) missing.push(index.chunk(k));
 
   const archiveSize = index.archiveSize ?? total;
   const toFetch = missing.reduce((n, c) => n + c.stored, 0);
@@ -240,6 +248,8 @@ export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
     let trusted = 0;
     let refetched = 0;
     let seedDev: number | undefined;
+    /** A linked file as the tar writer takes it, for its header's size: one object, rewritten per file. */
+    const header: TarEntry = { path: "", type: "file", mode: 0, mtime: 0, size: 0, linkname: "" };
     /** The chunk's bytes, verified: from the spool, a local copy, or fetched now. */
     const chunkBytes = async (c: ChunkRef, path: string): Promise<Uint8Array> => {
       let at = spooled.get(c.hash);
@@ -266,38 +276,45 @@ export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
       return bytes;
     };
     try {
-      for (let i = 0; i < index.entries.length; i++) {
-        const e = index.entries[i]!;
-        // Each entry leaves a little garbage (headers, stats, buffers); collected as it goes.
+      const { kind, refStart, refs, fileSize } = index;
+      for (let i = 0; i < index.count; i++) {
+        // Each entry leaves a little garbage (its path, a stat, headers): collected as it goes.
         if ((i & 1023) === 1023) Bun.gc(false);
-        const slash = candidate[i] === 1 ? e.path.lastIndexOf("/") : -1;
-        const parent = slash === -1 ? "" : e.path.slice(0, slash);
+        const path = index.path(i);
+        const size = fileSize[i]!;
+        const slash = candidate[i] === 1 ? path.lastIndexOf("/") : -1;
+        const parent = slash === -1 ? "" : path.slice(0, slash);
         if (candidate[i] === 1 && dirClear(parent)) {
           // Unchanged since recorded, and as the archive describes it: linked, nothing read (what the
           // extractor does for it after comparing every byte). Its parent came from the index.
-          if (linker!.link(i, e, parent, at![i]!)) {
-            tarSize += headerSize(e) + e.size + ((BLOCK - (e.size % BLOCK)) % BLOCK);
-            reused += e.size;
-            trusted += e.size;
+          if (linker!.link(i, path, parent, at![i]!)) {
+            header.path = path;
+            header.mode = index.mode[i]!;
+            header.size = size;
+            header.mtime = index.mtime[i]!;
+            tarSize += headerSize(header) + size + ((BLOCK - (size % BLOCK)) % BLOCK);
+            reused += size;
+            trusted += size;
             continue;
           }
           // Not as recorded after all (or EXDEV, a missing parent…): through the extractor, from
           // whatever of it still holds the chunks (hashed) or fetched.
           let offset = 0;
-          for (const k of e.chunks) {
-            const c = index.chunks[k]!;
-            if (!seeds.has(c.hash)) seeds.set(c.hash, { rel: e.path, offset, recorded: at![i]! });
-            offset += c.size;
+          for (let r = refStart[i]!; r < refStart[i + 1]!; r++) {
+            const k = refs[r]!;
+            const hash = index.hashHex(k);
+            if (!seeds.has(hash)) seeds.set(hash, { rel: path, offset, recorded: at![i]! });
+            offset += index.size[k]!;
           }
         }
-        if (e.type !== "dir") {
-          notDirs.add(e.path);
+        if (kind[i] !== DIR) {
+          notDirs.add(path);
           clear.clear();
         }
-        feed(entryHeaders(e));
-        if (e.type !== "file") continue;
-        for (const k of e.chunks) feed(await chunkBytes(index.chunks[k]!, e.path));
-        const pad = (BLOCK - (e.size % BLOCK)) % BLOCK;
+        feed(entryHeaders(index.entry(i)));
+        if (kind[i] !== FILE) continue;
+        for (let r = refStart[i]!; r < refStart[i + 1]!; r++) feed(await chunkBytes(index.chunk(refs[r]!), path));
+        const pad = (BLOCK - (size % BLOCK)) % BLOCK;
         if (pad > 0) feed(ZEROS.subarray(0, pad));
       }
       feed(ZEROS);
@@ -360,33 +377,32 @@ export async function fetchDelta(o: DeltaFetchOptions): Promise<TreeResult> {
  * recorded at the same path with the same chunks), how many distinct chunks it names and their
  * stored bytes, and the chunks the other files need (by hash: their first position).
  */
-function planEntries(index: DeltaIndex, record: DeltaRecord | undefined, at: Int32Array | undefined, link: boolean) {
-  const candidate = new Uint8Array(index.entries.length);
+function planEntries(index: CompactIndex, record: DeltaRecord | undefined, at: Int32Array | undefined, link: boolean) {
+  const candidate = new Uint8Array(index.count);
   const need = new Map<string, number>();
   // Distinct chunks by position; publish lists each hash once, so only a forged index repeats one (and
   // then only the counts in the log are off).
-  const named = new Uint8Array(index.chunks.length);
+  const named = new Uint8Array(index.chunkCount);
+  const { refStart, refs } = index;
   let wanted = 0;
   let total = 0;
-  for (let i = 0; i < index.entries.length; i++) {
-    const e = index.entries[i]!;
-    if (e.type !== "file") continue;
-    const f = link && at![i]! !== -1 ? record!.file(at![i]!) : undefined;
-    const same =
-      f !== undefined &&
-      f.size === e.size &&
-      f.chunkCount === e.chunks.length &&
-      e.chunks.every(
-        (k, n) => record!.chunkSize(f, n) === index.chunks[k]!.size && record!.hashIs(f, n, index.chunks[k]!.hash),
-      );
+  for (let i = 0; i < index.count; i++) {
+    if (index.kind[i] !== FILE) continue;
+    const from = refStart[i]!;
+    const to = refStart[i + 1]!;
+    const same = link && at![i]! !== -1 && record!.sameChunks(at![i]!, index, from, to, index.fileSize[i]!);
     if (same) candidate[i] = 1;
-    for (const k of e.chunks) {
+    for (let r = from; r < to; r++) {
+      const k = refs[r]!;
       if (named[k] === 0) {
         named[k] = 1;
         wanted++;
-        total += index.chunks[k]!.stored;
+        total += index.stored[k]!;
       }
-      if (!same && !need.has(index.chunks[k]!.hash)) need.set(index.chunks[k]!.hash, k);
+      if (!same) {
+        const hash = index.hashHex(k);
+        if (!need.has(hash)) need.set(hash, k);
+      }
     }
   }
   return { candidate, wanted, need, total };
@@ -400,7 +416,7 @@ function planEntries(index: DeltaIndex, record: DeltaRecord | undefined, at: Int
  */
 function seedsFor(
   root: string,
-  index: DeltaIndex,
+  index: CompactIndex,
   record: DeltaRecord | undefined,
   candidate: Uint8Array,
   need: Map<string, number>,
@@ -420,7 +436,7 @@ function seedsFor(
           const hash = record.hash(f, k);
           const want = need.get(hash);
           // The size must agree too: the recorded chunk is read as the new index's chunk of that hash.
-          if (want !== undefined && index.chunks[want]!.size === size && !seeds.has(hash))
+          if (want !== undefined && index.size[want]! === size && !seeds.has(hash))
             seeds.set(hash, { rel: record.pathAt(start), offset, recorded: start });
         }
         offset += size;
@@ -429,11 +445,14 @@ function seedsFor(
     }
   }
   const buffer = chunkBuffer();
-  for (let i = 0; i < index.entries.length; i++) {
-    const e = index.entries[i]!;
-    if (e.type !== "file" || e.size === 0 || candidate[i] === 1) continue;
-    if (e.chunks.every((k) => seeds.has(index.chunks[k]!.hash))) continue;
-    const path = join(root, e.path);
+  const { refStart, refs } = index;
+  for (let i = 0; i < index.count; i++) {
+    if (index.kind[i] !== FILE || index.fileSize[i] === 0 || candidate[i] === 1) continue;
+    let all = true;
+    for (let r = refStart[i]!; r < refStart[i + 1]! && all; r++) all = seeds.has(index.hashHex(refs[r]!));
+    if (all) continue;
+    const rel = index.path(i);
+    const path = join(root, rel);
     let fd: number;
     try {
       fd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
@@ -443,25 +462,27 @@ function seedsFor(
     try {
       const st = fs.fstatSync(fd);
       if (!st.isFile()) continue;
-      let whole = st.size === e.size;
+      let whole = st.size === index.fileSize[i];
       if (whole) {
         let offset = 0;
-        for (const k of e.chunks) {
-          const c = index.chunks[k]!;
-          if (seeds.has(c.hash)) {
-            offset += c.size;
+        for (let r = refStart[i]!; r < refStart[i + 1]!; r++) {
+          const k = refs[r]!;
+          const hash = index.hashHex(k);
+          const size = index.size[k]!;
+          if (seeds.has(hash)) {
+            offset += size;
             continue;
           }
-          const bytes = readAt(fd, offset, c.size);
-          if (bytes !== undefined && chunkHash(bytes) === c.hash) seeds.set(c.hash, { rel: e.path, offset });
+          const bytes = readAt(fd, offset, size);
+          if (bytes !== undefined && chunkHash(bytes) === hash) seeds.set(hash, { rel, offset });
           else whole = false;
-          offset += c.size;
+          offset += size;
         }
       }
       if (!whole && st.size > 0) {
         for (const { bytes, offset } of fileChunks(fd, st.size, buffer)) {
           const hash = chunkHash(bytes);
-          if (need.has(hash) && !seeds.has(hash)) seeds.set(hash, { rel: e.path, offset });
+          if (need.has(hash) && !seeds.has(hash)) seeds.set(hash, { rel, offset });
         }
       }
     } catch {
@@ -491,7 +512,6 @@ class DirectLinker {
   private readonly stats: Float64Array;
   private readonly done: Uint8Array;
   private linkedAt: number[] = [];
-  private linkedPaths: string[] = [];
   private dirs = new Map<string, { ino: number; safe: boolean } | null>();
   private peers: { root: string; dirs: Map<string, number | null> }[] | undefined;
   private readonly uid = process.getuid?.() ?? 0;
@@ -503,23 +523,23 @@ class DirectLinker {
     from: string,
     private readonly peerRoots: string[] | undefined,
     private readonly record: DeltaRecord,
-    /** Entries in the index (`link`'s `i` is one's position). */
-    count: number,
+    /** The index (`link`'s `i` is an entry's position). */
+    private readonly index: CompactIndex,
   ) {
     this.tree = tree.replace(/\/+$/, "");
     this.from = from.replace(/\/+$/, "");
-    this.stats = new Float64Array(count * 7);
-    this.done = new Uint8Array(count);
+    this.stats = new Float64Array(index.count * 7);
+    this.done = new Uint8Array(index.count);
   }
 
-  /** Link entry `i` (in directory `dir`), recorded at `recorded` in `record`; false: not linked. */
-  link(i: number, e: IndexEntry, dir: string, recorded: number): boolean {
+  /** Link entry `i` (`path`, in directory `dir`), recorded at `recorded` in `record`; false: not linked. */
+  link(i: number, path: string, dir: string, recorded: number): boolean {
     const holder = this.dir(dir);
     if (holder === null) return false;
     // Paths as strings (the index's are canonical): `join` costs more than the lstat here.
-    const to = `${this.tree}/${e.path}`;
+    const to = `${this.tree}/${path}`;
     try {
-      fs.linkSync(`${this.from}/${e.path}`, to);
+      fs.linkSync(`${this.from}/${path}`, to);
     } catch {
       return false; // EXDEV, EMLINK, gone…: written by the extractor instead
     }
@@ -527,13 +547,13 @@ class DirectLinker {
     if (
       st.isFile() &&
       this.record.unchangedAt(st, recorded) &&
-      st.size === e.size &&
-      st.mtimeMs === e.mtime * 1000 &&
-      (st.mode & 0o7777) === e.mode &&
+      st.size === this.index.fileSize[i] &&
+      st.mtimeMs === this.index.mtime[i]! * 1000 &&
+      (st.mode & 0o7777) === this.index.mode[i] &&
       st.uid === 0 &&
       st.gid === 0 &&
       (holder.safe || fs.lstatSync(join(this.from, dir), { throwIfNoEntry: false })?.ino === holder.ino) &&
-      this.accounted(e.path, dir, holder.ino, st)
+      this.accounted(path, dir, holder.ino, st)
     ) {
       const s = i * 7;
       const stats = this.stats;
@@ -546,7 +566,6 @@ class DirectLinker {
       stats[s + 6] = st.gid;
       this.done[i] = 1;
       this.linkedAt.push(i);
-      this.linkedPaths.push(e.path);
       this.linked++;
       return true;
     }
@@ -581,7 +600,7 @@ class DirectLinker {
    */
   changed(): string | undefined {
     for (let n = 0; n < this.linkedAt.length; n++) {
-      const rel = this.linkedPaths[n]!;
+      const rel = this.index.path(this.linkedAt[n]!);
       const now = fs.lstatSync(join(this.tree, rel), { throwIfNoEntry: false });
       const s = this.statOf(this.linkedAt[n]!)!;
       if (now === undefined || now.ino !== s.ino) continue; // replaced by a later entry

@@ -1,9 +1,9 @@
 /**
- * `src/delta/`: delta transfers (issue 11). It owns the content index format (`format.ts`), the
- * content-defined chunker (`chunker.ts`), publish's chunk upload (`publish.ts`), the agent's tree
- * built from local chunks plus ranged GETs (`fetch.ts`), and `gc` of packs no kept release needs
- * (`gc.ts`). May import archive/, store/, manifest/ and the shared modules; never agent/, publish/
- * or fleet/ (those call into it).
+ * `src/delta/`: delta transfers (issue 11). It owns the content index format (`format.ts`; the
+ * agent reads it into typed arrays, `compact.ts`), the content-defined chunker (`chunker.ts`),
+ * publish's chunk upload (`publish.ts`), the agent's tree built from local chunks plus ranged GETs
+ * (`fetch.ts`), and `gc` of packs no kept release needs (`gc.ts`). May import archive/, store/,
+ * manifest/ and the shared modules; never agent/, publish/ or fleet/ (those call into it).
  *
  * Layout in the store, beside the archives (never overwritten; only `gc` deletes):
  *

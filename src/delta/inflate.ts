@@ -28,6 +28,33 @@ export async function inflateText(bytes: Uint8Array, format: "gzip" | "deflate-r
   return text.join("");
 }
 
+/**
+ * The same into one buffer of `hint` bytes (grown when the output is larger): never the pieces and
+ * their concatenation at once, and each piece's memory given back once copied.
+ */
+export async function inflateInto(
+  bytes: Uint8Array,
+  format: "gzip" | "deflate-raw",
+  max: number,
+  hint: number,
+): Promise<Uint8Array> {
+  let out = new Uint8Array(Math.min(Math.max(hint, PIECE), max));
+  let n = 0;
+  await inflatePieces(bytes, format, max, (piece) => {
+    if (n + piece.byteLength > out.byteLength) {
+      const bigger = new Uint8Array(Math.min(Math.max(2 * out.byteLength, n + piece.byteLength), max));
+      bigger.set(out.subarray(0, n));
+      out = bigger;
+    }
+    out.set(piece, n);
+    n += piece.byteLength;
+    const buffer = piece.buffer;
+    if (buffer instanceof ArrayBuffer && piece.byteOffset === 0 && piece.byteLength === buffer.byteLength)
+      buffer.transfer(0);
+  });
+  return out.subarray(0, n);
+}
+
 async function inflatePieces(
   bytes: Uint8Array,
   format: "gzip" | "deflate-raw",

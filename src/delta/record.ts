@@ -19,7 +19,7 @@
 import * as fs from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { pidAlive } from "../pid.ts";
-import type { DeltaIndex } from "./format.ts";
+import { type CompactIndex, FILE } from "./compact.ts";
 
 /** A file as recorded: its stat fields, and where its chunks are in the record (`DeltaRecord.hash`, `chunkSize`). */
 export interface RecordedFile extends RecordStat {
@@ -59,14 +59,14 @@ export class DeltaRecord {
     return this.starts.length;
   }
   /**
-   * Per entry of an index (by its position in `byPath`), where its path's record is (for `file`),
-   * or -1: one pass, and no map of the record's paths kept.
+   * Per entry of an index, where its path's record is (for `file`), or -1: one pass over the record,
+   * paths compared as bytes (no string made).
    */
-  align(byPath: Map<string, number>, entries: number): Int32Array {
-    const out = new Int32Array(entries).fill(-1);
+  align(index: CompactIndex): Int32Array {
+    const out = new Int32Array(index.count).fill(-1);
     for (const start of this.starts) {
-      const i = byPath.get(this.pathAt(start));
-      if (i !== undefined) out[i] = start;
+      const i = index.find(this.buf, start + 4, start + 4 + this.view.getUint32(start, true));
+      if (i !== -1) out[i] = start;
     }
     return out;
   }
@@ -121,12 +121,23 @@ export class DeltaRecord {
   chunkSize(f: RecordedFile, k: number): number {
     return this.view.getUint32(f.chunks + k * 36 + 32, true);
   }
-  /** Chunk `k` of `f` has the sha256 `hex` (compared in place: no string made). */
-  hashIs(f: RecordedFile, k: number, hex: string): boolean {
-    if (this.scratch.write(hex, 0, "hex") !== 32) return false;
-    return this.buf.compare(this.scratch, 0, 32, f.chunks + k * 36, f.chunks + k * 36 + 32) === 0;
+  /**
+   * The file recorded at `start` has `size` bytes in the chunks `index.refs[from, to)`, by size and
+   * sha256 (compared in place).
+   */
+  sameChunks(start: number, index: CompactIndex, from: number, to: number, size: number): boolean {
+    const v = this.view;
+    const off = start + 4 + v.getUint32(start, true);
+    if (v.getFloat64(off + 16, true) !== size || v.getUint32(off + 44, true) !== to - from) return false;
+    const buf = this.buf;
+    const hashes = index.hashes;
+    for (let n = 0, at = off + FIXED; n < to - from; n++, at += 36) {
+      const k = index.refs[from + n]!;
+      if (v.getUint32(at + 32, true) !== index.size[k]) return false;
+      for (let j = 0, h = 32 * k; j < 32; j++) if (buf[at + j] !== hashes[h + j]) return false;
+    }
+    return true;
   }
-  private scratch = Buffer.alloc(32);
 }
 
 const EMPTY = new DeltaRecord(Buffer.alloc(0), []);
@@ -139,7 +150,7 @@ const EMPTY = new DeltaRecord(Buffer.alloc(0), []);
 export function writeRecord(
   path: string,
   tree: string,
-  index: DeltaIndex,
+  index: CompactIndex,
   statOf?: (i: number) => RecordStat | undefined,
 ): void {
   const tmp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}`);
@@ -156,15 +167,19 @@ export function writeRecord(
     };
     room(MAGIC.length);
     n += buf.write(MAGIC, n, "latin1");
-    for (let i = 0; i < index.entries.length; i++) {
-      const e = index.entries[i]!;
-      if (e.type !== "file") continue;
-      const st: RecordStat | undefined = statOf?.(i) ?? stat(join(tree, e.path), e.size);
+    const { pathBytes, pathStart, refStart, refs, hashes } = index;
+    for (let i = 0; i < index.count; i++) {
+      if (index.kind[i] !== FILE) continue;
+      const st: RecordStat | undefined = statOf?.(i) ?? stat(join(tree, index.path(i)), index.fileSize[i]!);
       if (st === undefined) continue;
-      const name = Buffer.byteLength(e.path);
-      room(4 + name + FIXED + e.chunks.length * 36);
+      const p0 = pathStart[i]!;
+      const name = pathStart[i + 1]! - p0;
+      const r0 = refStart[i]!;
+      const count = refStart[i + 1]! - r0;
+      room(4 + name + FIXED + count * 36);
       n = buf.writeUInt32LE(name, n);
-      n += buf.write(e.path, n, "utf8");
+      buf.set(pathBytes.subarray(p0, p0 + name), n);
+      n += name;
       n = buf.writeDoubleLE(st.ino, n);
       n = buf.writeDoubleLE(st.ctimeMs, n);
       n = buf.writeDoubleLE(st.size, n);
@@ -172,11 +187,11 @@ export function writeRecord(
       n = buf.writeUInt32LE(st.mode, n);
       n = buf.writeUInt32LE(st.uid, n);
       n = buf.writeUInt32LE(st.gid, n);
-      n = buf.writeUInt32LE(e.chunks.length, n);
-      for (const c of e.chunks) {
-        const chunk = index.chunks[c]!;
-        n += buf.write(chunk.hash, n, "hex");
-        n = buf.writeUInt32LE(chunk.size, n);
+      n = buf.writeUInt32LE(count, n);
+      for (let r = r0; r < r0 + count; r++) {
+        const k = refs[r]!;
+        buf.set(hashes.subarray(32 * k, 32 * k + 32), n);
+        n = buf.writeUInt32LE(index.size[k]!, n + 32);
       }
     }
     fs.writeSync(fd, buf, 0, n);
