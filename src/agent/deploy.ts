@@ -26,7 +26,6 @@ import { runCommands } from "./hooks.ts";
 import { redact, type Logger } from "../log.ts";
 import { parseManifest, type Manifest } from "../manifest/parse.ts";
 import type { ChildTracker } from "../pid.ts";
-import { SIGNATURE_SUFFIX, verifyBytes } from "../signature.ts";
 import { fetchBytes, fetchText, MAX_DOCUMENT_BYTES, type DocumentPolicy } from "../store/sources/index.ts";
 import type { Env } from "../env.ts";
 import { emptyDir } from "../sync/nofollow.ts";
@@ -281,6 +280,8 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
 }
 
 async function checkSignature(url: string, bytes: Uint8Array, opts: DeployOptions): Promise<void> {
+  // Loaded here, not with the pipeline: it loads node:crypto, which a deploy without trust keys never needs.
+  const { SIGNATURE_SUFFIX, verifyBytes } = await import("../signature.ts");
   const sigUrl = `${url}${SIGNATURE_SUFFIX}`;
   let signature: string;
   try {
