@@ -32,8 +32,7 @@ import { emptyDir } from "../sync/nofollow.ts";
 import { SYNC_STRATEGIES, type SyncContext, type Workspace } from "../sync/strategies.ts";
 import { sleep } from "../time.ts";
 import { fetchAndExtract } from "./unpack.ts";
-import { fetchTree, type DeltaFetchOptions } from "../delta/fetch.ts";
-import { recordPath } from "../delta/record.ts";
+import type { DeltaFetchOptions, TreeResult } from "../delta/fetch.ts";
 import { USER_AGENT } from "../version.ts";
 
 export interface FetchPolicy {
@@ -329,7 +328,7 @@ function documentPolicy(opts: DeployOptions, what: string): DocumentPolicy {
   };
 }
 
-async function fetchWithRetry(manifest: Manifest, ws: Workspace, opts: DeployOptions) {
+async function fetchWithRetry(manifest: Manifest, ws: Workspace, opts: DeployOptions): Promise<TreeResult> {
   const { log } = opts;
   for (let attempt = 0; ; attempt++) {
     const signals = [opts.signal, opts.fetch.timeoutMs ? AbortSignal.timeout(opts.fetch.timeoutMs) : undefined].filter(
@@ -337,7 +336,7 @@ async function fetchWithRetry(manifest: Manifest, ws: Workspace, opts: DeployOpt
     );
     try {
       const signal = signals.length > 0 ? AbortSignal.any(signals) : undefined;
-      return await fetchTree(deltaOptions(manifest, ws, opts, signal), () =>
+      const full = () =>
         fetchAndExtract({
           url: manifest.src!,
           checksum: manifest.checksum!,
@@ -351,8 +350,14 @@ async function fetchWithRetry(manifest: Manifest, ws: Workspace, opts: DeployOpt
           limits: opts.limits,
           resumes: opts.fetch.retry,
           onResume: (offset, err) => log.info(`fetch: ${err.message}; resuming at byte ${offset} with a Range request`),
-        }),
-      );
+        });
+      if (!manifest.deltaIndex) return await full();
+      // The delta side is loaded only for a manifest that has a content index.
+      const [{ fetchTree }, { recordPath }] = await Promise.all([
+        import("../delta/fetch.ts"),
+        import("../delta/record.ts"),
+      ]);
+      return await fetchTree(deltaOptions(manifest, ws, opts, signal, recordPath), full);
     } catch (err) {
       const retryable = err instanceof FetchError && err.retryable && !opts.signal?.aborted;
       if (!retryable || attempt >= opts.fetch.retry) {
@@ -380,6 +385,7 @@ function deltaOptions(
   ws: Workspace,
   opts: DeployOptions,
   signal: AbortSignal | undefined,
+  recordPath: (releasesDir: string, id: string) => string,
 ): DeltaFetchOptions | undefined {
   if (!manifest.deltaIndex) return undefined;
   const previous = ws.previousId
