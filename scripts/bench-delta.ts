@@ -425,6 +425,11 @@ const rss = Math.max(
   big?.rss ?? 0,
   ...Object.values(rows).map((r) => r.rss),
 );
-check(rss <= FLOORS.rssMb * MB, `peak RSS on every path: ${mb(rss)} (≤ ${FLOORS.rssMb} MB)`);
+check(
+  rss <= FLOORS.rssMb * MB,
+  `peak RSS on every path: ${mb(rss)} (≤ ${FLOORS.rssMb} MB; first deploys ${mb(seeded.peakRss)}, delta ` +
+    `${mb(single.delta.rss)}, archive ${mb(single.archive.rss)}, fleet ${mb(fleetRss)}, big file ${mb(big?.rss ?? 0)}, ` +
+    `publish ${mb(Math.max(...Object.values(rows).map((r) => r.rss)))})`,
+);
 console.log(out.join("\n"));
 process.exitCode = failed ? 1 : 0;
