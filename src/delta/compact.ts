@@ -15,7 +15,7 @@
 import { safeRelative } from "../archive/extract.ts";
 import type { ExtractError } from "../errors.ts";
 import { MAX_CHUNK } from "./chunker.ts";
-import { type ChunkRef, DeltaError, FORMAT, type IndexEntry } from "./format.ts";
+import { type ChunkRef, DeltaError, type IndexEntry, indexHead } from "./format.ts";
 
 export const FILE = 0;
 export const DIR = 1;
@@ -178,29 +178,11 @@ export function parseCompactIndex(b: Uint8Array, limits: { maxEntries: number; m
     const span = top.get(key);
     return span === undefined ? undefined : json(span[0], span[1]);
   };
-  // biome-ignore lint/suspicious/noExplicitAny: JSON from the store, checked field by field below
-  const raw: any = { format: member("format"), tar: member("tar"), archive: member("archive"), packs: member("packs") };
-  if (raw.format !== FORMAT) bad(`unknown format ${JSON.stringify(raw.format)} (this agent reads ${FORMAT})`);
-  if (
-    typeof raw.tar !== "object" ||
-    raw.tar === null ||
-    typeof raw.tar.sha256 !== "string" ||
-    !HEX64.test(raw.tar.sha256) ||
-    !isCount(raw.tar.size)
-  )
-    bad("tar: expected { sha256, size }");
-  const archiveSize =
-    raw.archive === undefined
-      ? undefined
-      : isCount(raw.archive?.size)
-        ? raw.archive.size
-        : bad("archive.size: expected a byte count");
-  if (!Array.isArray(raw.packs) || !raw.packs.every((p: unknown) => typeof p === "string" && HEX64.test(p)))
-    bad("packs: expected a list of sha256 names");
+  const head = indexHead(member, bad);
   const ix = new CompactIndex();
-  ix.tar = { sha256: raw.tar.sha256, size: raw.tar.size };
-  ix.archiveSize = archiveSize;
-  ix.packs = raw.packs;
+  ix.tar = { sha256: head.tar.sha256, size: head.tar.size };
+  ix.archiveSize = head.archiveSize;
+  ix.packs = head.packs;
   const packCount = ix.packs.length;
 
   // chunks

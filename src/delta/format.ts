@@ -78,6 +78,36 @@ export function encodeIndex(ix: DeltaIndex): string {
 const isCount = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
 
 /**
+ * The index's head (`format`, `tar`, `archive`, `packs`; `member` gives each top-level value parsed),
+ * checked: read first by both parsers, this one and the agent's (compact.ts).
+ */
+export function indexHead(
+  member: (key: string) => unknown,
+  bad: (what: string) => never,
+): { tar: { sha256: string; size: number }; archiveSize: number | undefined; packs: string[] } {
+  // biome-ignore lint/suspicious/noExplicitAny: JSON from the store, checked field by field below
+  const raw: any = { format: member("format"), tar: member("tar"), archive: member("archive"), packs: member("packs") };
+  if (raw.format !== FORMAT) bad(`unknown format ${JSON.stringify(raw.format)} (this agent reads ${FORMAT})`);
+  if (
+    typeof raw.tar !== "object" ||
+    raw.tar === null ||
+    typeof raw.tar.sha256 !== "string" ||
+    !HEX64.test(raw.tar.sha256) ||
+    !isCount(raw.tar.size)
+  )
+    bad("tar: expected { sha256, size }");
+  const archiveSize =
+    raw.archive === undefined
+      ? undefined
+      : isCount(raw.archive?.size)
+        ? raw.archive.size
+        : bad("archive.size: expected a byte count");
+  if (!Array.isArray(raw.packs) || !raw.packs.every((p: unknown) => typeof p === "string" && HEX64.test(p)))
+    bad("packs: expected a list of sha256 names");
+  return { tar: raw.tar, archiveSize, packs: raw.packs };
+}
+
+/**
  * Parse and check an index (limits are the extractor's: entries and expanded bytes). The top-level
  * members are found by a scan (`members`), and each element of `chunks` and `entries` is parsed and
  * checked on its own: the whole document is never one tree of arrays (for 20,000 files that tree and
@@ -104,28 +134,10 @@ export function parseIndex(text: string, limits: { maxEntries: number; maxBytes:
     const span = top.get(key);
     return span === undefined ? undefined : json(span[0], span[1]);
   };
-  // biome-ignore lint/suspicious/noExplicitAny: JSON from the store, checked field by field below
-  const raw: any = { format: member("format"), tar: member("tar"), archive: member("archive"), packs: member("packs") };
   const bad = (what: string): never => {
     throw new DeltaError(`index: ${what}`);
   };
-  if (raw.format !== FORMAT) bad(`unknown format ${JSON.stringify(raw.format)} (this agent reads ${FORMAT})`);
-  if (
-    typeof raw.tar !== "object" ||
-    raw.tar === null ||
-    typeof raw.tar.sha256 !== "string" ||
-    !HEX64.test(raw.tar.sha256) ||
-    !isCount(raw.tar.size)
-  )
-    bad("tar: expected { sha256, size }");
-  const archiveSize =
-    raw.archive === undefined
-      ? undefined
-      : isCount(raw.archive?.size)
-        ? raw.archive.size
-        : bad("archive.size: expected a byte count");
-  if (!Array.isArray(raw.packs) || !raw.packs.every((p: unknown) => typeof p === "string" && HEX64.test(p)))
-    bad("packs: expected a list of sha256 names");
+  const { tar, archiveSize, packs } = indexHead(member, bad);
   const chunkSpan = top.get("chunks");
   if (chunkSpan === undefined || text.charCodeAt(chunkSpan[0]) !== 0x5b) bad("chunks: expected a list");
   const chunks: ChunkRef[] = [];
@@ -134,7 +146,7 @@ export function parseIndex(text: string, limits: { maxEntries: number; maxBytes:
     if (!Array.isArray(c) || c.length !== 5) bad(`chunks[${i}]: expected [hash, pack, offset, stored, size]`);
     const [hash, pack, offset, stored, size] = c as unknown[] as [string, number, number, number, number];
     if (typeof hash !== "string" || !HEX64.test(hash)) bad(`chunks[${i}]: bad hash`);
-    if (!isCount(pack) || pack >= raw.packs.length) bad(`chunks[${i}]: no pack ${pack}`);
+    if (!isCount(pack) || pack >= packs.length) bad(`chunks[${i}]: no pack ${pack}`);
     if (
       !isCount(offset) ||
       !isCount(stored) ||
@@ -156,7 +168,7 @@ export function parseIndex(text: string, limits: { maxEntries: number; maxBytes:
     const e: unknown = json(start, end);
     entries.push(entry(e, i));
   });
-  return { tar: raw.tar, archiveSize, packs: raw.packs, chunks, entries, byPath: paths };
+  return { tar, archiveSize, packs, chunks, entries, byPath: paths };
 
   function entry(e: unknown, i: number): IndexEntry {
     if (!Array.isArray(e) || typeof e[0] !== "string" || !isCount(e[2]) || e[2] > 0o7777 || !Number.isSafeInteger(e[3]))
