@@ -78,15 +78,4 @@ export function describeTree(root: string): string[] {
   return out;
 }
 
-/** Incompressible bytes (xorshift32 words) so chunk and range arithmetic is not hidden by compression. */
-export function noise(seed: number, size: number): Uint8Array {
-  const words = new Uint32Array(Math.ceil(size / 4));
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < words.length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    words[i] = x >>> 0;
-  }
-  return new Uint8Array(words.buffer, 0, size);
-}
+export { noise } from "../support/helpers.ts";

@@ -28,6 +28,7 @@ export interface S3TestServer extends AsyncDisposable {
   env: Record<string, string>;
   createBucket(name: string): Promise<void>;
   put(bucket: string, key: string, bytes: Uint8Array | string): Promise<void>;
+  get(bucket: string, key: string): Promise<Uint8Array>;
   stop(): Promise<void>;
 }
 
@@ -63,7 +64,7 @@ export async function startS3Server(): Promise<S3TestServer> {
   try {
     const { port } = await server.run();
     const endpoint = `http://127.0.0.1:${port}`;
-    const { S3Client, CreateBucketCommand, PutObjectCommand } = await import("@aws-sdk/client-s3");
+    const { S3Client, CreateBucketCommand, GetObjectCommand, PutObjectCommand } = await import("@aws-sdk/client-s3");
     // Explicit credentials: the helper must not depend on the environment the tests manipulate.
     client = new S3Client({
       endpoint,
@@ -100,6 +101,9 @@ export async function startS3Server(): Promise<S3TestServer> {
       },
       async put(bucket, key, bytes) {
         await admin.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: bytes }));
+      },
+      async get(bucket, key) {
+        return (await admin.send(new GetObjectCommand({ Bucket: bucket, Key: key }))).Body!.transformToByteArray();
       },
       stop,
       [Symbol.asyncDispose]: stop,
