@@ -111,10 +111,17 @@ const SECRET_PARAMS = [
   "pass",
   "secret",
 ];
-const SECRET_QUERY = new RegExp(
-  `([?&;](?:${SECRET_PARAMS.map((p) => p.replace(/[-]/g, "\\-")).join("|")})=)[^&;#\\s"'<>]*[^&;#\\s"'<>:,.)]`,
-  "gi",
-);
+/**
+ * Built at the first text that could hold a query credential (one with `=`), not at start-up: every
+ * run loads this module, `--version` included, and compiling this case-insensitive alternation
+ * costs more than the rest of `--version` (see the README's benchmark section).
+ */
+let secretQuery: RegExp | undefined;
+const secretQueryPattern = () =>
+  new RegExp(
+    `([?&;](?:${SECRET_PARAMS.map((p) => p.replace(/[-]/g, "\\-")).join("|")})=)[^&;#\\s"'<>]*[^&;#\\s"'<>:,.)]`,
+    "gi",
+  );
 /**
  * A URL's userinfo: everything between `scheme://` and the authority's last `@` (a password may hold
  * `@` or `:`). `user:pass` keeps the user; a token-only `user@` (GitHub, GitLab tokens) is hidden whole.
@@ -127,10 +134,12 @@ const USERINFO = /\b([a-z][a-z0-9+.-]*:\/\/)([^/?#\s@]*(?:@[^/?#\s@]*)*)@/gi;
  * commands' environment, the state file) passes text through this one function.
  */
 export function redact(s: string): string {
-  return s
-    .replace(USERINFO, (_all, scheme: string, info: string) => {
+  // Neither pattern can match without its `@` or `=`: most log lines have neither.
+  if (s.includes("@"))
+    s = s.replace(USERINFO, (_all, scheme: string, info: string) => {
       const colon = info.indexOf(":");
       return colon > 0 ? `${scheme}${info.slice(0, colon)}:***@` : `${scheme}***@`;
-    })
-    .replace(SECRET_QUERY, "$1***");
+    });
+  if (s.includes("=")) s = s.replace((secretQuery ??= secretQueryPattern()), "$1***");
+  return s;
 }
