@@ -12,6 +12,7 @@
  * writer); `Materialiser` (materialise.ts) makes the entries real under the root behind the path
  * guards; `LinkDest` (link-dest.ts) hard-links files equal to the previous release's.
  */
+import { dfgOnly } from "../jit.ts";
 import { ExtractError } from "../errors.ts";
 import { Materialiser } from "./materialise.ts";
 import { DEFAULT_LIMITS, type ExtractLimits } from "./limits.ts";
@@ -132,3 +133,5 @@ export function detectCompression(head: Uint8Array): Compression | string {
     return "zstd archives are not supported: use tar.gz";
   return "none";
 }
+
+dfgOnly(TarExtractor);

@@ -3,6 +3,7 @@
  * (never an existing one opened), times as utimes takes them, and every failure an `ExtractError`
  * naming the entry.
  */
+import { dfgOnly } from "../jit.ts";
 import * as fs from "node:fs";
 import { ExtractError } from "../errors.ts";
 
@@ -64,3 +65,5 @@ export function fsError(e: NodeJS.ErrnoException, name: string): ExtractError {
   if (e.code === "EDQUOT") return new ExtractError("disk quota exceeded while extracting", name, { cause: e });
   return new ExtractError(`cannot write (${e.code ?? e.message})`, name, { cause: e });
 }
+
+dfgOnly(openNewFile, writeAll, unlinkEntry, fsTime);

@@ -9,6 +9,7 @@
  * Each linked file is remembered (inode, size, mtime, mode, owner) so that a change made to it in
  * place later, through the other name, can be detected (`changedLink`).
  */
+import { dfgOnly } from "../jit.ts";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { inodeCounts } from "../dirents.ts";
@@ -487,3 +488,5 @@ export class LinkDest {
     this.closePeers();
   }
 }
+
+dfgOnly(LinkDest);

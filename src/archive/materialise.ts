@@ -6,6 +6,7 @@
  * get their mode and mtime at the end, deepest first, and only where they still are directories of
  * ours. Files equal to the previous release's are linked by `LinkDest` instead of written.
  */
+import { dfgOnly } from "../jit.ts";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { ExtractError } from "../errors.ts";
@@ -307,3 +308,5 @@ function rmIfExists(path: string): boolean {
     return false;
   }
 }
+
+dfgOnly(Materialiser, safeRelative, mkdirEntry);

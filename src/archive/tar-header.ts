@@ -12,6 +12,7 @@
  * an `ExtractError` of one line naming the entry, its unprintable bytes escaped.
  */
 import { ExtractError } from "../errors.ts";
+import { dfgOnly } from "../jit.ts";
 
 export type EntryType = "file" | "dir" | "symlink";
 
@@ -290,24 +291,26 @@ export function parseHeader(b: Uint8Array, over: Overrides = {}): TarHeader {
   if (mode > 0o177777 || (ifmt !== 0 && ifmt !== IFMT[type]))
     throw new ExtractError(`bad tar header: mode ${mode.toString(8)} has bits beyond 07777`, name);
   mode &= 0o7777;
-  const id = (at: readonly [number, number], what: string, v: number | undefined) => {
-    const n = v ?? numeric(b, ...at, what, name);
-    if (n > MAX_ID) throw new ExtractError(`bad tar header: ${what} ${n} is out of range (0..${MAX_ID})`, name);
-    return n;
-  };
   const mtime = over.mtime ?? numeric(b, ...FIELD.mtime, "mtime", name, true);
   if (mtime < MTIME_MIN || mtime > MTIME_MAX)
     throw new ExtractError(`bad tar header: mtime ${mtime} is out of range`, name);
   return {
     name,
     mode,
-    uid: id(FIELD.uid, "uid", over.uid),
-    gid: id(FIELD.gid, "gid", over.gid),
+    uid: over.uid ?? idField(b, FIELD.uid, "uid", name),
+    gid: over.gid ?? idField(b, FIELD.gid, "gid", name),
     size: over.size ?? numeric(b, ...FIELD.size, "size", name),
     mtime,
     type,
     linkname,
   };
+}
+
+/** A uid or gid field, in chown's range. (Pax values were checked when their header was read.) */
+function idField(b: Uint8Array, [off, len]: readonly [number, number], what: string, name: string): number {
+  const n = numeric(b, off, len, what, name);
+  if (n > MAX_ID) throw new ExtractError(`bad tar header: ${what} ${n} is out of range (0..${MAX_ID})`, name);
+  return n;
 }
 
 /** The S_IFMT bits (>> 12) a mode may carry for each type. */
@@ -484,3 +487,5 @@ function paxNumber(key: string, text: string, rawLength: number): number | null 
   if (key === "size") return n <= Number.MAX_SAFE_INTEGER ? n : null;
   return n <= MAX_ID ? n : null;
 }
+
+dfgOnly(parseHeader, idField, checksum, checksumOk, numeric, octalDigits, field, checkName, typeOf, pad);
