@@ -257,10 +257,12 @@ export class Materialiser implements EntrySink {
  */
 export function safeRelative(name: string): string | null {
   if (name.startsWith("/")) throw new ExtractError("unsafe entry: absolute path", name);
-  // Already in that form (no empty, "." or ".." component), as nearly every entry is: itself.
-  if (name !== "" && !/(?:^|\/)\.{0,2}(?:\/|$)/.test(name)) {
-    if (name.includes("\0")) throw new ExtractError("unsafe entry: NUL in name", printable(name));
-    return name;
+  // Already in that form (no empty, "." or ".." component), as nearly every entry is, or that form
+  // behind "./" (`tar czf - -C dir .` names every entry so): itself, or the rest.
+  const rest = name.startsWith("./") ? name.slice(2) : name;
+  if (rest !== "" && !/(?:^|\/)\.{0,2}(?:\/|$)/.test(rest)) {
+    if (rest.includes("\0")) throw new ExtractError("unsafe entry: NUL in name", printable(name));
+    return rest;
   }
   const parts = name.split("/").filter((p) => p !== "" && p !== ".");
   if (parts.includes("..")) throw new ExtractError("unsafe entry: path contains ..", name);
