@@ -16,7 +16,7 @@ import * as fs from "node:fs";
 import { join, resolve } from "node:path";
 import { PulldeployError } from "../errors.ts";
 import { type Logger, redact } from "../log.ts";
-import { pidAlive, processStartTime, type ChildTracker } from "../pid.ts";
+import { descendants, pidAlive, processStartTime, type ChildTracker } from "../pid.ts";
 import type { NodeReport } from "../records/report.ts";
 
 export const DEFAULT_STATE_DIR = "/var/lib/pulldeploy";
@@ -349,35 +349,44 @@ function readPid(path: string): number | undefined {
 
 // ------------------------------------------------------------------ child process groups
 
-/** Records each child group under `<dir>/children/` while it runs. Never throws: a record is best effort. */
+/**
+ * Records each child under `<dir>/children/` while it runs: `<pgid>` for a group, `<pid>.tree` for a
+ * process tree. Never throws: a record is best effort.
+ */
 export function childTracker(dir: string, log: (m: string) => void): ChildTracker {
   const children = join(dir, "children");
+  const files = new Map<number, string>();
   return {
-    started(pgid, what) {
+    started(id, what, kind = "group") {
+      const file = join(children, kind === "tree" ? `${id}.tree` : String(id));
       try {
         fs.mkdirSync(children, { recursive: true, mode: 0o700 });
         // Written whole or not at all (temp + rename): a kill -9 mid-write must not leave an empty record.
-        const tmp = join(children, `.${pgid}.tmp`);
-        fs.writeFileSync(tmp, `${pgid} ${processStartTime(pgid) ?? "?"} ${what.replace(/\s+/g, " ").slice(0, 200)}\n`, {
+        const tmp = join(children, `.${id}.tmp`);
+        fs.writeFileSync(tmp, `${id} ${processStartTime(id) ?? "?"} ${what.replace(/\s+/g, " ").slice(0, 200)}\n`, {
           mode: 0o600,
         });
-        fs.renameSync(tmp, join(children, String(pgid)));
+        fs.renameSync(tmp, file);
+        files.set(id, file);
       } catch (err) {
-        log(`state: cannot record child process group ${pgid}: ${(err as Error).message}`);
+        log(`state: cannot record child process ${kind === "tree" ? "" : "group "}${id}: ${(err as Error).message}`);
       }
     },
-    ended(pgid) {
-      fs.rmSync(join(children, String(pgid)), { force: true });
+    ended(id) {
+      const file = files.get(id);
+      files.delete(id);
+      if (file !== undefined) fs.rmSync(file, { force: true });
     },
   };
 }
 
 /**
- * Kill (SIGKILL) the process groups a previous, killed run left behind; call with the lock held.
- * A group is killed only when it is provably the one recorded: its leader is alive with the recorded
- * start time, or its leader is gone (Linux does not reuse a pid while a group of that id exists, so
- * `kill(-pgid)` then reaches the recorded group's survivors or nothing). A pid reused by an unrelated
- * process (another start time) is left alone.
+ * Kill (SIGKILL) what a previous, killed run left running; call with the lock held. Only what is
+ * provably the recorded process: a group whose leader is alive with the recorded start time, or whose
+ * leader is gone (Linux does not reuse a pid while a group of that id exists, so `kill(-pgid)` then
+ * reaches the recorded group's survivors or nothing); a tree whose root is alive with the recorded
+ * start time, with its descendants, each checked again just before its kill. A pid reused by an
+ * unrelated process (another start time) is left alone. Returns how many records led to a kill.
  */
 export function sweepChildren(dir: string, log: (m: string) => void): number {
   const children = join(dir, "children");
@@ -390,25 +399,42 @@ export function sweepChildren(dir: string, log: (m: string) => void): number {
   let killed = 0;
   for (const name of names) {
     const file = join(children, name);
-    const [pgidText, start, ...what] = (readText(file) ?? "").trim().split(" ");
-    const pgid = Number(pgidText);
-    if (Number.isSafeInteger(pgid) && pgid > 1 && String(pgid) === name) {
-      const now = processStartTime(pgid);
-      if (now === undefined || now === start) {
+    const [idText, start, ...words] = (readText(file) ?? "").trim().split(" ");
+    const id = Number(idText);
+    const what = words.join(" ");
+    const tree = name === `${id}.tree`;
+    if (Number.isSafeInteger(id) && id > 1 && (tree || String(id) === name)) {
+      const now = processStartTime(id);
+      if (tree ? now === start : now === undefined || now === start) {
         try {
-          process.kill(-pgid, "SIGKILL");
+          if (tree) {
+            const below = descendants(id);
+            process.kill(id, "SIGKILL");
+            for (const d of below) {
+              try {
+                if (processStartTime(d.pid) === d.start) process.kill(d.pid, "SIGKILL");
+              } catch {} // exited meanwhile
+            }
+            const also = `and its ${below.length} descendants`;
+            log(`cleanup: killed process ${id} ${also}, left running by a previous agent run (${what})`);
+          } else {
+            process.kill(-id, "SIGKILL");
+            log(`cleanup: killed process group ${id} left running by a previous agent run (${what})`);
+          }
           killed++;
-          log(`cleanup: killed process group ${pgid} left running by a previous agent run (${what.join(" ")})`);
         } catch (err) {
           const code = (err as NodeJS.ErrnoException).code;
+          const which = tree ? `process ${id}` : `process group ${id}`;
           log(
             code === "ESRCH"
-              ? `cleanup: process group ${pgid} (${what.join(" ")}) of a previous agent run is gone already`
-              : `cleanup: cannot kill process group ${pgid} (${what.join(" ")}): ${(err as Error).message}`,
+              ? `cleanup: ${which} (${what}) of a previous agent run is gone already`
+              : `cleanup: cannot kill ${which} (${what}): ${(err as Error).message}`,
           );
         }
+      } else if (now === undefined) {
+        log(`cleanup: process ${id} (${what}) of a previous agent run is gone already`);
       } else {
-        log(`cleanup: pid ${pgid} now names another process (started at tick ${now}, not ${start}): left alone`);
+        log(`cleanup: pid ${id} now names another process (started at tick ${now}, not ${start}): left alone`);
       }
     }
     fs.rmSync(file, { force: true });

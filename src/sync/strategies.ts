@@ -30,7 +30,7 @@ export interface SyncContext {
   env: Record<string, string | undefined>;
   log: Logger;
   signal?: AbortSignal;
-  /** Records rsync's process group, so that rsync does not outlive a killed agent's next run. */
+  /** Records rsync's process, so that it and its children do not outlive a killed agent's next run. */
   track?: ChildTracker;
 }
 
@@ -189,7 +189,7 @@ async function rsyncApply(ctx: SyncContext, ws: Workspace): Promise<void> {
       stdout: "pipe",
       stderr: "pipe",
       env: ctx.env as Record<string, string>,
-      detached: true,
+      // Not a session of its own (see ChildKind in pid.ts): tracked as a process tree instead.
     });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
@@ -201,7 +201,7 @@ async function rsyncApply(ctx: SyncContext, ws: Workspace): Promise<void> {
       );
     throw new PulldeployError(`sync: cannot start rsync: ${(err as Error).message}`, "sync", { cause: err });
   }
-  ctx.track?.started(proc.pid, "sync: rsync");
+  ctx.track?.started(proc.pid, "sync: rsync", "tree");
   const onAbort = () => proc.kill("SIGTERM");
   ctx.signal?.addEventListener("abort", onAbort, { once: true });
   try {

@@ -151,4 +151,43 @@ describe("sweepChildren", () => {
       group.kill();
     }
   });
+
+  test("kills a recorded tree (rsync: not a group of its own) whose root has the recorded start time, with its descendants", async () => {
+    await using d = tempDir();
+    const pids = join(d.path, "pids");
+    // Not detached: in this test's own process group, as rsync is in the agent's.
+    const root = Bun.spawn(["sh", "-c", `sh -c 'sleep 30 & echo $! >> ${pids}; wait' & echo $! >> ${pids}; wait`]);
+    const other = Bun.spawn(["sleep", "30"]);
+    try {
+      await waitFor(
+        () => fs.existsSync(pids) && fs.readFileSync(pids, "utf8").trim().split("\n").length === 2,
+        "the tree to start",
+      );
+      const below = fs.readFileSync(pids, "utf8").trim().split("\n").map(Number);
+      fs.mkdirSync(join(d.path, "children"));
+      fs.writeFileSync(
+        join(d.path, "children", `${root.pid}.tree`),
+        `${root.pid} ${processStartTime(root.pid)} sync: rsync\n`,
+      );
+      // A reused pid (another start time) and a root that is gone: left alone, said so.
+      fs.writeFileSync(join(d.path, "children", `${other.pid}.tree`), `${other.pid} 1 sync: rsync\n`);
+      fs.writeFileSync(join(d.path, "children", "99999999.tree"), "99999999 1 sync: rsync\n");
+      const logged: string[] = [];
+      expect(sweepChildren(d.path, (m) => logged.push(m))).toBe(1);
+      expect(await root.exited).not.toBe(0);
+      for (const pid of below) await waitFor(() => !running(pid), `descendant ${pid} to die`);
+      expect(logged.sort()).toEqual(
+        [
+          `cleanup: killed process ${root.pid} and its 2 descendants, left running by a previous agent run (sync: rsync)`,
+          `cleanup: pid ${other.pid} now names another process (started at tick ${processStartTime(other.pid)}, not 1): left alone`,
+          "cleanup: process 99999999 (sync: rsync) of a previous agent run is gone already",
+        ].sort(),
+      );
+      expect(running(other.pid)).toBe(true);
+      expect(fs.readdirSync(join(d.path, "children"))).toEqual([]);
+    } finally {
+      other.kill();
+      root.kill();
+    }
+  });
 });

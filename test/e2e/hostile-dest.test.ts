@@ -8,6 +8,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { dirname, join } from "node:path";
 import { appUser, asApp } from "../support/app-user.ts";
+import { descendants } from "../../src/pid.ts";
 import { BINARY, listTree, run, tarGz, tempDir, waitFor, writeTree } from "../support/helpers.ts";
 
 const ROOT_RUN = process.getuid?.() === 0;
@@ -541,7 +542,10 @@ suite("crash safety: kill -9 in every phase of every strategy, then a clean depl
       await waitFor(() => (phase === "fetch" ? held.hits() > 0 : fs.existsSync(marker)), `the agent to reach ${phase}`);
       proc.kill("SIGKILL");
       await proc.exited;
-      if (fs.existsSync(marker)) killPid(Number(fs.readFileSync(marker, "utf8").trim()));
+      // What the dead run left running (the hook, or rsync, each blocked in a child `sleep`) is the
+      // next run's to kill: left alone here, and checked after it.
+      const left = fs.existsSync(marker) ? Number(fs.readFileSync(marker, "utf8").trim()) : undefined;
+      const leftBelow = left === undefined ? [] : descendants(left);
       held.release();
       // What is live is complete: the previous release (or r2 once post was reached).
       if (strategy === "release") {
@@ -562,6 +566,13 @@ suite("crash safety: kill -9 in every phase of every strategy, then a clean depl
         env: { TMPDIR: s.tmp, PULLDEPLOY_STATE_DIR: join(s.d.path, "state"), PATH: process.env.PATH },
       });
       ok(again);
+      if (left !== undefined) {
+        if (phase === "sync") expect(leftBelow.length).toBeGreaterThan(0); // the fake rsync's sleep
+        for (const p of [left, ...leftBelow.map((d) => d.pid)]) await waitFor(() => !alive(p), `process ${p} to die`);
+        expect(again.stderr).toContain(
+          phase === "sync" ? `cleanup: killed process ${left} and its` : "cleanup: killed process group",
+        );
+      }
       expect(fs.readdirSync(s.tmp)).toEqual([]);
       const live = strategy === "release" ? join(s.dest, "current") : s.dest;
       expect(fs.readFileSync(join(live, "VERSION"), "utf8")).toBe("2");
@@ -581,11 +592,13 @@ suite("crash safety: kill -9 in every phase of every strategy, then a clean depl
   });
 });
 
-function killPid(pid: number) {
+/** Alive and not a zombie (a killed orphan may wait a moment for init to reap it). */
+function alive(pid: number): boolean {
   try {
-    process.kill(pid, "SIGKILL");
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
   } catch {
-    // already gone
+    return false;
   }
 }
 

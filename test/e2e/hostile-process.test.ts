@@ -110,7 +110,7 @@ describe("class 8: the host lock and a killed agent's processes", () => {
     });
     await waitFor(() => fs.existsSync(pids), "rsync to start");
     const rsync = Number(fs.readFileSync(pids, "utf8"));
-    await waitFor(() => fs.existsSync(join(state, "children", String(rsync))), "the agent to record rsync's group");
+    await waitFor(() => fs.existsSync(join(state, "children", `${rsync}.tree`)), "the agent to record rsync");
     agent.kill("SIGKILL");
     await agent.exited;
     expect(running(rsync)).toBe(true);
@@ -119,7 +119,7 @@ describe("class 8: the host lock and a killed agent's processes", () => {
     });
     expect(next.code).toBe(0);
     expect(next.stderr).toContain(
-      `cleanup: killed process group ${rsync} left running by a previous agent run (sync: rsync)`,
+      `cleanup: killed process ${rsync} and its 0 descendants, left running by a previous agent run (sync: rsync)`,
     );
     await waitFor(() => !running(rsync), "the old rsync to die");
     expect(fs.readFileSync(join(d.path, "dest/VERSION"), "utf8")).toBe("r1");
