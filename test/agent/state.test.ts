@@ -4,7 +4,7 @@ import * as fs from "node:fs";
 import { join } from "node:path";
 import { acquireLock, downgradeOf, raiseMark, sweepChildren, type AgentState } from "../../src/agent/state.ts";
 import { processStartTime } from "../../src/pid.ts";
-import { tempDir, waitFor } from "../support/helpers.ts";
+import { running, tempDir, waitFor } from "../support/helpers.ts";
 
 describe("downgradeOf / raiseMark", () => {
   const marked: AgentState = { issued_marks: { "/srv/app": "2026-06-01T12:00:00.000Z" } };
@@ -106,16 +106,6 @@ describe("acquireLock (pid + start time fallback)", () => {
     }
   });
 });
-
-/** Alive and not a zombie. */
-function running(pid: number): boolean {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
-  } catch {
-    return false;
-  }
-}
 
 describe("sweepChildren", () => {
   test("kills a recorded group whose leader has the recorded start time, with its members; leaves a reused pid alone", async () => {

@@ -9,7 +9,7 @@ import * as fs from "node:fs";
 import { dirname, join } from "node:path";
 import { appUser, asApp } from "../support/app-user.ts";
 import { descendants } from "../../src/pid.ts";
-import { BINARY, listTree, run, tarGz, tempDir, waitFor, writeTree } from "../support/helpers.ts";
+import { BINARY, listTree, run, running, tarGz, tempDir, waitFor, writeTree } from "../support/helpers.ts";
 
 const ROOT_RUN = process.getuid?.() === 0;
 const APP = appUser();
@@ -568,7 +568,7 @@ suite("crash safety: kill -9 in every phase of every strategy, then a clean depl
       ok(again);
       if (left !== undefined) {
         if (phase === "sync") expect(leftBelow.length).toBeGreaterThan(0); // the fake rsync's sleep
-        for (const p of [left, ...leftBelow.map((d) => d.pid)]) await waitFor(() => !alive(p), `process ${p} to die`);
+        for (const p of [left, ...leftBelow.map((d) => d.pid)]) await waitFor(() => !running(p), `process ${p} to die`);
         expect(again.stderr).toContain(
           phase === "sync" ? `cleanup: killed process ${left} and its` : "cleanup: killed process group",
         );
@@ -591,16 +591,6 @@ suite("crash safety: kill -9 in every phase of every strategy, then a clean depl
     }
   });
 });
-
-/** Alive and not a zombie (a killed orphan may wait a moment for init to reap it). */
-function alive(pid: number): boolean {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
-  } catch {
-    return false;
-  }
-}
 
 /**
  * Serves a file's first half, then holds the response open until `release()` sends the rest: a fetch "in progress" for

@@ -6,18 +6,8 @@
 import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { join } from "node:path";
-import { appRelease, BINARY, run, tempDir, waitFor, writeTree } from "../support/helpers.ts";
+import { appRelease, BINARY, run, running, tempDir, waitFor, writeTree } from "../support/helpers.ts";
 import { startConsulStandin } from "../support/consul-standin.ts";
-
-/** Alive and not a zombie (a killed agent's children are reparented; a zombie is dead but unreaped). */
-function running(pid: number): boolean {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
-  } catch {
-    return false;
-  }
-}
 
 function spawnAgent(args: string[], env: Record<string, string>) {
   return Bun.spawn([BINARY, "agent", ...args], {

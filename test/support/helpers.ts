@@ -217,3 +217,13 @@ export function noise(seed: number, size: number): Uint8Array {
   }
   return new Uint8Array(words.buffer, 0, size);
 }
+
+/** Alive and not a zombie (a killed agent's children are reparented; a zombie is dead but unreaped). */
+export function running(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
+  } catch {
+    return false;
+  }
+}
