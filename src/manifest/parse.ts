@@ -9,7 +9,7 @@ import { posix } from "node:path";
 import { isAlias, isMap, isScalar, isSeq, parseDocument, type Document, type Node } from "yaml";
 import { parseChecksum, type Checksum } from "../checksum.ts";
 import type { Env } from "../env.ts";
-import { ManifestError } from "../errors.ts";
+import { ManifestError, oneLine } from "../errors.ts";
 import { isSourceScheme, schemeOf, SOURCE_SCHEMES } from "../store/schemes.ts";
 import { renderTemplate } from "./template.ts";
 
@@ -91,7 +91,15 @@ export function parseManifest(text: string, env: Env = {}): ParsedManifest {
   const rendered = renderTemplate(text, env);
   // Duplicate keys are fatal (go-yaml v2 silently took the last one: a second `commands:` or `dest:`
   // further down would replace what a reviewer read). `<<` merge keys may repeat.
-  const doc = parseDocument(rendered.text, { version: "1.1", merge: true, uniqueKeys: sameKey, prettyErrors: false });
+  // logLevel "error": the yaml package would print its warnings (a mapping key that is itself a
+  // collection) straight to stderr, as lines of their own; what matters of them is reported below.
+  const doc = parseDocument(rendered.text, {
+    version: "1.1",
+    merge: true,
+    uniqueKeys: sameKey,
+    prettyErrors: false,
+    logLevel: "error",
+  });
   if (doc.errors.length > 0) {
     throw new ManifestError(
       doc.errors.map((e) => yamlProblem(e, rendered.text)),
@@ -116,7 +124,8 @@ export function parseManifest(text: string, env: Env = {}): ParsedManifest {
   const warnings: string[] = [];
 
   const unknown = Object.keys(data).filter((k) => !KNOWN_KEYS.includes(k));
-  if (unknown.length > 0) warnings.push(`manifest: ignoring unknown keys: ${unknown.join(", ")}`);
+  // A key may hold any text (a collection key is stringified over several lines): one line each.
+  if (unknown.length > 0) warnings.push(`manifest: ignoring unknown keys: ${unknown.map(oneLine).join(", ")}`);
 
   // commands first: a malformed commands section is fatal (no failure command can be trusted).
   const cmdProblems: string[] = [];

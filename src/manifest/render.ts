@@ -47,7 +47,13 @@ const SET_BY_PUBLISH = {
 export function readHooks(hooks: ManifestFields["hooks"]): Hooks {
   if (!hooks) return { fields: {}, problems: [], where: "manifest" };
   const where = `${hooks.flag ?? "--manifest"} ${hooks.path}`;
-  const doc = parseDocument(hooks.text, { version: "1.1", merge: true, uniqueKeys: false, prettyErrors: false });
+  const doc = parseDocument(hooks.text, {
+    version: "1.1",
+    merge: true,
+    uniqueKeys: false,
+    prettyErrors: false,
+    logLevel: "error", // as parseManifest: no warnings of the yaml package's own on stderr
+  });
   if (doc.errors.length > 0)
     throw new ManifestError(
       doc.errors.map((e) => `${where}: YAML syntax: ${e.message.split("\n")[0]!.trim()}`),

@@ -91,7 +91,7 @@ export async function resignManifest(o: ResignOptions): Promise<string> {
   const original = new TextDecoder().decode(
     await fetchBytes(o.manifestUrl, { env: o.env, signal: o.signal, userAgent: USER_AGENT }),
   );
-  const doc = parseDocument(original, { version: "1.1", uniqueKeys: true });
+  const doc = parseDocument(original, { version: "1.1", uniqueKeys: true, logLevel: "error" });
   if (doc.errors.length > 0)
     throw new PulldeployError(
       `${where}: not a readable manifest: ${doc.errors[0]!.message.split("\n")[0]}`,

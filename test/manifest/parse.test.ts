@@ -105,6 +105,21 @@ commands:
     const { warnings } = parseManifest(`${base}foo: 1\nbar: 2\n`);
     expect(warnings).toEqual(["manifest: ignoring unknown keys: foo, bar"]);
   });
+  test("a collection as a key (its text over several lines) is one unknown key on one line, and nothing else is printed", async () => {
+    const printed: string[] = [];
+    const onWarning = (w: Error) => printed.push(w.message);
+    process.on("warning", onWarning);
+    try {
+      const { warnings } = parseManifest(`${base}["a\\n2026-12-05T00:00:00.000Z deploy succeeded"]: 1\n`);
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]).not.toContain("\n");
+      expect(warnings[0]).toStartWith("manifest: ignoring unknown keys: [ ");
+      await new Promise((resolve) => setImmediate(resolve)); // process warnings are emitted on a later tick
+    } finally {
+      process.off("warning", onWarning);
+    }
+    expect(printed).toEqual([]);
+  });
   test("an unquoted `echo a: b` item is an error (stretcher's colon test) and fatal", () => {
     const p = problems(`commands:\n  pre:\n    - echo a: b\n`);
     expect(p.fatal).toBe(true);
