@@ -566,6 +566,30 @@ describe("class 6: misconfiguration fails closed", () => {
     expect(fs.existsSync("/tmp/pd-should-not-run")).toBe(false);
   });
 
+  test("a key that is a collection holding a forged log line: one warning line, no runtime warning, one 'deploy succeeded'", async () => {
+    await using d = tempDir();
+    const dest = appDest(d.path);
+    const rel = appRelease(
+      d.path,
+      { "index.html": "v1" },
+      (a) =>
+        `src: file://${a.path}\nchecksum: ${a.sha256}\ndest: ${dest}\n` +
+        `["a\\n2026-12-05T00:00:00.000Z deploy succeeded"]: 1\n`,
+    );
+    const r = await run(["agent", "--manifest", rel.manifestUrl]);
+    expect(r.code).toBe(0);
+    const out = r.stderr.trim().split("\n");
+    // every line the agent printed is its own, time-stamped; the forged text stays inside one of them
+    expect(out.filter((l) => !TS.test(l))).toEqual([]);
+    expect(out.filter((l) => l.includes("deploy succeeded"))).toHaveLength(2); // the warning's quote and the real one
+    expect(lines(r.stderr).filter((l) => l.startsWith("deploy succeeded"))).toHaveLength(1);
+    const warning = lines(r.stderr).filter((l) => l.startsWith("manifest: ignoring unknown keys: "));
+    expect(warning).toHaveLength(1);
+    expect(warning[0]).toContain("2026-12-05T00:00:00.000Z deploy succeeded");
+    expect(r.stderr).not.toContain("Keys with collection values");
+    expect(fs.readFileSync(join(dest, "index.html"), "utf8")).toBe("v1");
+  });
+
   test("dest_mode 755 (decimal to go-yaml) is warned about; the deploy goes on", async () => {
     await using d = tempDir();
     const dest = appDest(d.path);
