@@ -47,6 +47,10 @@ build-arm64: dist/pulldeploy-linux-arm64
 # commit rebuilds the executables and nothing else makes them stale.
 BUILD_COMMIT := $(shell scripts/commit-id.sh)
 BUILD_FLAGS += --define 'PULLDEPLOY_COMMIT="$(BUILD_COMMIT)"'
+# package.json's version too, so that src/main.ts answers `--version` without importing anything
+# (scripts/build-baseline.sh defines its commit's in the same way).
+APP_VERSION := $(shell node -p "require('./package.json').version")
+BUILD_FLAGS += --define 'PULLDEPLOY_VERSION="$(APP_VERSION)"'
 dist/.commit: FORCE
 	@mkdir -p dist; [ "$$(cat $@ 2>/dev/null)" = "$(BUILD_COMMIT)" ] || echo "$(BUILD_COMMIT)" >$@
 dist/pulldeploy dist/pulldeploy-linux-arm64: dist/.commit

@@ -24,6 +24,9 @@ echo "build-baseline: building $short in $tmp/src" >&2
 git worktree add --quiet --detach "$tmp/src" "$commit" >&2
 cp -a node_modules "$tmp/src/node_modules"
 mkdir -p "$(dirname "$out")"
-(cd "$tmp/src" && "$bun" build src/main.ts "$@" --define "PULLDEPLOY_COMMIT=\"$short\"" --outfile "$out.tmp") >&2
+# The commit's package.json version, as the Makefile defines it (none if it has no version).
+version=$(cd "$tmp/src" && "$bun" -e 'try { console.log(require("./package.json").version ?? "") } catch { console.log("") }')
+(cd "$tmp/src" && "$bun" build src/main.ts "$@" --define "PULLDEPLOY_COMMIT=\"$short\"" \
+  ${version:+--define "PULLDEPLOY_VERSION=\"$version\""} --outfile "$out.tmp") >&2
 mv "$out.tmp" "$out"
 echo "$out"

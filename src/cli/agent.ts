@@ -1,7 +1,7 @@
 /**
  * `pulldeploy agent`: read one trigger (consul watch / serf / plain line, `--manifest`, or `--from-kv`),
  * deploy, exit; or `--follow` the role's latest release. Only turns flags into options.
- * Exit code: 0 ok (or skipped), 1 deploy failed, 2 usage (main.ts makes it always 0 under `consul watch`).
+ * Exit code: 0 ok (or skipped), 1 deploy failed, 2 usage (run.ts makes it always 0 under `consul watch`).
  *
  * The work is `startAgent` (agent/start.ts). `consul watch` runs the agent with `[]` at every start and
  * on every Consul agent restart: that path reads stdin and exits. So the signature code
@@ -141,7 +141,7 @@ export const agentArgs = {
 
 type Args = Record<string, string | boolean | undefined>;
 
-// A plain object (citty's defineCommand returns its argument): citty is loaded by main.ts.
+// A plain object (citty's defineCommand returns its argument): citty is loaded by run.ts.
 const agentCommand: CommandDef<typeof agentArgs> = {
   meta: {
     name: "agent",

@@ -1,7 +1,7 @@
 /**
  * Reading argv: the global `--log-format`, then a command's flags normalised for citty (stretcher's
  * Go-style `-flag value` spelling, unknown flags rejected: citty ignores them silently). Imported by
- * `main.ts` on every run, `--version` included: keep its imports to errors and log.
+ * `run.ts` on every command's run: keep its imports to errors and log.
  */
 import type { ArgsDef } from "citty";
 import { UsageError } from "../errors.ts";

@@ -1,6 +1,6 @@
 /**
  * What every command is handed: the world (environment, log, signals, stdin), so that commands never
- * read `process.env`, stdin or signals themselves. Built by `main.ts`, the only place that does.
+ * read `process.env`, stdin or signals themselves. Built by `run.ts`, the only place that does.
  */
 import type { Env } from "../env.ts";
 import type { Logger } from "../log.ts";

@@ -1,24 +1,25 @@
 /**
- * The executable's entry: the only place that reads `process.env`, stdin and signals and sets the
- * exit code. Subcommands live in `cli/` (the table in `cli/index.ts`), one file each, imported lazily
- * so that `--version` and the agent stay fast.
+ * A command's run, for every invocation but a bare `--version` (`main.ts` answers that alone): the only
+ * place that reads `process.env`, stdin and signals and decides the exit code. Subcommands live in
+ * `cli/` (the table in `cli/index.ts`), one file each, imported lazily so that the agent stays fast.
  *
  * Start-up time (`consul watch` starts the agent with `[]` at every start and reload): the build
  * splits the bundle into chunks (`--splitting`, see the Makefile), so a run loads only the chunks it
- * imports. This file's static imports are the cost of every run, `--version` included: keep them to
- * small modules of our own. `node:fs` is imported once a command runs, citty (it loads `node:util`,
- * ~7 ms) only for commands without `fastStart`. Measured first-use costs to stay clear of on these
- * paths: `process.stdout` / `process.stderr` (~25 ms: a Node stream; `--version` and `--help` print
- * with `console.log`), `process.stdin` (~30 ms), `Bun.stdin.text()` (~5 ms), `node:crypto` (~15 ms).
+ * imports. This file's static imports are the cost of every command: keep them to small modules of our
+ * own. `node:fs` is imported once a command runs, citty (it loads `node:util`, ~7 ms) only for commands
+ * without `fastStart`. Measured first-use costs to stay clear of on these paths: `process.stdout` /
+ * `process.stderr` (~25 ms: a Node stream; `--version` and `--help` print with `console.log`),
+ * `process.stdin` (~30 ms), `Bun.stdin.text()` (~5 ms), `node:crypto` (~15 ms).
  */
-import { messageOf, PulldeployError, UsageError } from "./errors.ts";
-import { createLogger } from "./log.ts";
-import { COMMIT, VERSION } from "./version.ts";
-import { normalizeArgv, takeLogFormat } from "./cli/argv.ts";
-import type { CommandEnv } from "./cli/context.ts";
-import { COMMANDS, help, parseFlags, plainFlags, usage } from "./cli/index.ts";
+import { messageOf, PulldeployError, UsageError } from "../errors.ts";
+import { createLogger } from "../log.ts";
+import { COMMIT, VERSION } from "../version.ts";
+import { normalizeArgv, takeLogFormat } from "./argv.ts";
+import type { CommandEnv } from "./context.ts";
+import { COMMANDS, help, parseFlags, plainFlags, usage } from "./index.ts";
 
-export async function main(argv: string[]): Promise<number> {
+/** Runs the command `argv` names (argv without the executable and script); resolves to the exit code. */
+export async function run(argv: string[]): Promise<number> {
   const global = takeLogFormat(argv);
   const [name, ...rest] = global.rest;
   if (name === undefined || name === "--help" || name === "-h" || name === "help") {
@@ -241,11 +242,4 @@ async function pollerFor(): Promise<(fd: number, ms: number) => boolean> {
     shorts[3] = 0;
     return libc.symbols.poll(ptr(pollfd), 1, ms) > 0 && shorts[3] !== 0;
   };
-}
-
-if (import.meta.main) {
-  // No top-level await: importing this module (tests do) must not run or wait for anything.
-  void main(process.argv.slice(2)).then((code) => {
-    process.exitCode = code;
-  });
 }

@@ -68,6 +68,15 @@ describe("the version", () => {
     expect(r).toEqual({ code: 0, stdout: versionLine(commit), stderr: "" });
   });
 
+  test("every spelling prints the same line: the entry's own answer (--version, -v, version) and the command path's (after --log-format), in the binary and from source", () => {
+    const line = versionLine(commitNow());
+    for (const args of [["--version"], ["-v"], ["version", "extra"], ["--log-format", "json", "--version"]])
+      expect({ args, ...sh([BINARY, ...args]) }).toEqual({ args, code: 0, stdout: line, stderr: "" });
+    // from source nothing is baked in: cli/run.ts answers, with the commit unknown
+    const fromSource = sh([process.execPath, join(ROOT, "src/main.ts"), "--version"]);
+    expect(fromSource).toEqual({ code: 0, stdout: versionLine("unknown"), stderr: "" });
+  });
+
   test("scripts/commit-id.sh: HEAD's short hash, -dirty for changed tracked files, unknown outside its own clone", async () => {
     await using d = tempDir();
     const tree = join(d.path, "outer/pulldeploy-src");

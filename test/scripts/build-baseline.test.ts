@@ -34,7 +34,10 @@ function ok(cmd: string[], cwd: string): string {
   return r.stdout;
 }
 
-/** A repo whose src/main.ts prints `word` and the baked commit; node_modules (untracked) holds bun. */
+/**
+ * A repo whose src/main.ts prints `word`, the baked commit and version (package.json's, "1.0.<word>");
+ * node_modules (untracked) holds bun.
+ */
 function makeRepo(dir: string): { first: string; second: string } {
   fs.mkdirSync(join(dir, "scripts"));
   fs.copyFileSync(join(ROOT, "scripts/build-baseline.sh"), join(dir, "scripts/build-baseline.sh"));
@@ -46,13 +49,17 @@ function makeRepo(dir: string): { first: string; second: string } {
   fs.mkdirSync(join(dir, "tmp"));
   fs.mkdirSync(join(dir, "src"));
   const main = (word: string) =>
-    `declare const PULLDEPLOY_COMMIT: string;\nconsole.log("${word}", PULLDEPLOY_COMMIT);\n`;
+    "declare const PULLDEPLOY_COMMIT: string;\ndeclare const PULLDEPLOY_VERSION: string;\n" +
+    `console.log("${word}", PULLDEPLOY_COMMIT, PULLDEPLOY_VERSION);\n`;
+  const pkg = (word: string) => JSON.stringify({ name: "t", version: `1.0.${word}` });
   ok(["git", "init", "-q"], dir);
   fs.writeFileSync(join(dir, "src/main.ts"), main("old"));
+  fs.writeFileSync(join(dir, "package.json"), pkg("old"));
   ok(["git", "add", "-A"], dir);
   ok(["git", "commit", "-qm", "old"], dir);
   const first = ok(["git", "rev-parse", "HEAD"], dir).trim();
   fs.writeFileSync(join(dir, "src/main.ts"), main("new"));
+  fs.writeFileSync(join(dir, "package.json"), pkg("new"));
   ok(["git", "commit", "-qam", "new"], dir);
   return { first, second: ok(["git", "rev-parse", "HEAD"], dir).trim() };
 }
@@ -70,7 +77,7 @@ describe("scripts/build-baseline.sh", () => {
         "pulldeploy",
       ),
     );
-    expect(ok([out], d.path).trim()).toBe(`old ${first.slice(0, 7)}`);
+    expect(ok([out], d.path).trim()).toBe(`old ${first.slice(0, 7)} 1.0.old`);
     // The checkout: its file, its node_modules and its worktree list as they were.
     expect(fs.readFileSync(join(d.path, "src/main.ts"), "utf8")).toContain('"new"');
     expect(fs.readFileSync(join(d.path, "node_modules/marker"), "utf8")).toBe("untouched");
