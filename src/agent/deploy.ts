@@ -29,7 +29,7 @@ import type { ChildTracker } from "../pid.ts";
 import { fetchBytes, fetchText, MAX_DOCUMENT_BYTES, type DocumentPolicy } from "../store/sources/index.ts";
 import type { Env } from "../env.ts";
 import { emptyDir } from "../sync/nofollow.ts";
-import { SYNC_STRATEGIES, type SyncContext, type Workspace } from "../sync/strategies.ts";
+import { elapsed, PROGRESS_EVERY_MS, SYNC_STRATEGIES, type SyncContext, type Workspace } from "../sync/strategies.ts";
 import { sleep } from "../time.ts";
 import { fetchAndExtract } from "./unpack.ts";
 import type { DeltaFetchOptions, TreeResult } from "../delta/fetch.ts";
@@ -71,6 +71,8 @@ export interface DeployOptions {
   accepted?: (manifest: Manifest) => Promise<void>;
   /** Told about every hook and rsync process group while it runs. */
   track?: ChildTracker;
+  /** How often long sync steps are logged (`PROGRESS_EVERY_MS` in sync/strategies.ts by default). */
+  progressEveryMs?: number;
   /** Told each time the deploy enters a phase (for progress reports). */
   onPhase?: (phase: DeployPhase, manifest?: Manifest) => void;
   /**
@@ -147,6 +149,7 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
     log,
     signal,
     track: opts.track,
+    progressEveryMs: opts.progressEveryMs,
   };
   let hookEnv = commandEnv(opts, manifest);
   const run = (p: DeployPhase, commands: string[], stdin?: string) => {
@@ -262,11 +265,14 @@ export async function deploy(opts: DeployOptions): Promise<DeployResult> {
     };
   } finally {
     // The outcome is decided: a failed cleanup is a warning, never a failed (or a succeeded) deploy.
+    const cleanupStarted = performance.now();
     try {
       if (ws) strategy.cleanup(ws);
     } catch (err) {
       log.info(`cleanup: warning: ${messageOf(err)}`);
     }
+    if (performance.now() - cleanupStarted >= (opts.progressEveryMs ?? PROGRESS_EVERY_MS))
+      log.info(`cleanup: took ${elapsed(cleanupStarted)}`);
   }
 
   log.info("deploy succeeded");

@@ -19,6 +19,7 @@ import type { Logger } from "../log.ts";
 import type { Manifest, SyncStrategyName } from "../manifest/parse.ts";
 import { checkDest, type Dir, onlyRootCanChange, openDest, openDir, removeEntry } from "./nofollow.ts";
 import { pidAlive, type ChildTracker } from "../pid.ts";
+import { formatDuration } from "../time.ts";
 import * as releases from "./releases.ts";
 
 export interface SyncContext {
@@ -32,7 +33,15 @@ export interface SyncContext {
   signal?: AbortSignal;
   /** Records rsync's process, so that it and its children do not outlive a killed agent's next run. */
   track?: ChildTracker;
+  /** A running rsync is said to be still running this often (default `PROGRESS_EVERY_MS`). */
+  progressEveryMs?: number;
 }
+
+/**
+ * How often a long step (rsync, removing a temp tree) is logged while it runs or once it is done: a
+ * deploy that takes minutes in its sync phase says which part the minutes went to.
+ */
+export const PROGRESS_EVERY_MS = 30_000;
 
 export interface Workspace {
   /** The fresh directory to extract into (`release`: pinned as `/proc/self/fd/N`, see nofollow.ts). */
@@ -204,6 +213,11 @@ async function rsyncApply(ctx: SyncContext, ws: Workspace): Promise<void> {
   ctx.track?.started(proc.pid, "sync: rsync", "tree");
   const onAbort = () => proc.kill("SIGTERM");
   ctx.signal?.addEventListener("abort", onAbort, { once: true });
+  const started = performance.now();
+  const progress = setInterval(
+    () => log.info(`sync: rsync (pid ${proc.pid}) still running after ${elapsed(started)}`),
+    ctx.progressEveryMs ?? PROGRESS_EVERY_MS,
+  );
   try {
     const [out, errText, code] = await Promise.all([
       new Response(proc.stdout as ReadableStream).text(),
@@ -221,9 +235,16 @@ async function rsyncApply(ctx: SyncContext, ws: Workspace): Promise<void> {
       );
     }
   } finally {
+    clearInterval(progress);
     ctx.track?.ended(proc.pid);
     ctx.signal?.removeEventListener("abort", onAbort);
   }
+}
+
+/** The time since `start` (a `performance.now()`) for progress lines, in whole seconds from 1 s: "31s", "2m". */
+export function elapsed(start: number): string {
+  const ms = performance.now() - start;
+  return formatDuration(ms >= 1000 ? Math.round(ms / 1000) * 1000 : Math.round(ms));
 }
 
 /**

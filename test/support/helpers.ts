@@ -178,7 +178,7 @@ export function deployWithLog(manifestUrl: string, over: Partial<DeployOptions> 
     rsyncVerbose: "",
     limits: DEFAULT_LIMITS,
     ...over,
-  }).then((result) => ({ result, log: lines.join("") }));
+  }).then((result) => ({ result, log: lines.join(""), lines })); // lines: live, for what is logged later
 }
 
 /** A raw TCP server on loopback port 0: `onOpen` decides what a client gets (perhaps nothing). */
