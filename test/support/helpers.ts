@@ -205,18 +205,11 @@ export function tcpServer(onOpen: (socket: import("bun").Socket<undefined>) => v
   };
 }
 
-/** Incompressible bytes (xorshift32 words) so chunk and range arithmetic is not hidden by compression. */
-export function noise(seed: number, size: number): Uint8Array {
-  const words = new Uint32Array(Math.ceil(size / 4));
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < words.length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    words[i] = x >>> 0;
-  }
-  return new Uint8Array(words.buffer, 0, size);
-}
+/**
+ * Incompressible bytes (xorshift32 words, seeded) so chunk and range arithmetic is not hidden by
+ * compression: the benchmarks' generator (scripts/bench-lib.ts imports nothing but node:fs and path).
+ */
+export { randomBytes as noise } from "../../scripts/bench-lib.ts";
 
 /** Alive and not a zombie (a killed agent's children are reparented; a zombie is dead but unreaped). */
 export function running(pid: number): boolean {
